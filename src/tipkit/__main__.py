@@ -1,0 +1,7 @@
+"""``python -m tipkit``: the command-line interface."""
+
+import sys
+
+from tipkit._cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Private machinery shared by every primitive: guard faces, compose, durations."""

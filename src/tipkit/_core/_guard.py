@@ -1,0 +1,404 @@
+"""The guard base: one pure decision, four faces.
+
+A primitive implements a small synchronous core:
+
+* ``_step(now, pending)``: decide at *now*. Return a ticket (any object: the
+  call may run) or a :class:`Wait` (try again later). *pending* is the previous
+  ``Wait`` of the same call, or ``None`` on the first step, so a guard can keep
+  per-call state (a reservation, a deadline) in ``Wait.state``. Raise a
+  :class:`~tipkit.errors.RejectedError` to refuse.
+* ``_release(ticket, error, now)``: record the outcome at *now* (the end time:
+  slow-call detection and time windows need it). *error* is the exception the
+  call raised, or ``None``.
+* ``_abandon(pending, now)`` (optional): the caller stopped waiting (cancelled,
+  interrupted, deadline); give back whatever ``pending`` reserved.
+
+The core never sleeps, never awaits and never reads the clock itself. This module
+writes every face once, for all primitives: decorator (sync and ``async def``),
+``with``, ``async with``, ``call`` and ``acall``. Only the two drivers that
+interpret a ``Wait`` differ between sync and async.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
+from types import TracebackType
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from tipkit._core import _deadline
+from tipkit.clock import SYSTEM_CLOCK, Clock
+from tipkit.errors import DeadlineExceededError
+
+__all__ = ["Guard", "Wait", "Waiter", "check_decoratable"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+# Open `with` tickets: one stack of (guard, ticket) per thread / task context, never
+# on the guard itself, so one guard entered from many threads and tasks is safe.
+_OPEN: ContextVar[tuple[tuple[object, object], ...]] = ContextVar("tipkit_open_tickets", default=())
+
+
+class Waiter:
+    """Something a waiting call can be woken by (a freed bulkhead slot, say).
+
+    ``notify()`` may be called from any thread, before or after the wait starts;
+    a waiter is woken at most once. Sync waits block on a ``threading.Event``;
+    async waits await a future on their own loop, woken thread-safely.
+    """
+
+    __slots__ = ("_event", "_future", "_lock", "_loop", "notified")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.notified = False
+        self._event: threading.Event | None = None
+        self._future: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def notify(self) -> None:
+        """Wake the waiting call (idempotent, thread-safe)."""
+        with self._lock:
+            if self.notified:
+                return
+            self.notified = True
+            event, future, loop = self._event, self._future, self._loop
+        if event is not None:
+            event.set()
+        if future is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(_resolve, future)
+
+    def wait_sync(self, timeout: float, clock: Clock) -> bool:
+        """Block until notified or *timeout* passes on *clock*; return whether notified."""
+        with self._lock:
+            if self.notified:
+                return True
+            event = self._event = threading.Event()
+        wait_event = getattr(clock, "wait_event", None)
+        if wait_event is not None:
+            return bool(wait_event(event, timeout))
+        clock.sleep(timeout)
+        return self.notified
+
+    async def wait_async(self, timeout: float, clock: Clock) -> bool:
+        """Suspend until notified or *timeout* passes on *clock*; return whether notified."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self.notified:
+                return True
+            future = self._future = loop.create_future()
+            self._loop = loop
+        await_future = getattr(clock, "await_future", None)
+        if await_future is not None:
+            return bool(await await_future(future, timeout))
+        await clock.asleep(timeout)
+        return self.notified
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Wait:
+    """A guard's answer "not yet": wait *seconds* (or until *waiter* is notified).
+
+    ``state`` is the guard's own per-call state, handed back to it on the next
+    ``_step`` and to ``_abandon``.
+    """
+
+    __slots__ = ("seconds", "state", "waiter")
+
+    def __init__(self, seconds: float, *, waiter: Waiter | None = None, state: Any = None) -> None:
+        self.seconds = seconds
+        self.waiter = waiter
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<Wait {self.seconds}s waiter={self.waiter is not None} state={self.state!r}>"
+
+
+def check_decoratable(fn: object, guard: object) -> None:
+    """Refuse what a decorator cannot guard, at decoration time.
+
+    Raises:
+        TypeError: *fn* is not callable, or is a (async) generator function: the
+            guard would only cover the generator's creation, not its iteration.
+    """
+    if not callable(fn):
+        raise TypeError(f"{guard!r} decorates callables, got {fn!r}")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise TypeError(
+            f"cannot decorate generator function {name} with {guard!r}: the guard "
+            "would only cover creating the generator, not running it. Use "
+            "`with guard:` (or `async with guard:`) inside the generator instead."
+        )
+
+
+def _expired_deadline(now_dl: _deadline.Deadline, guard: object) -> DeadlineExceededError:
+    return DeadlineExceededError(
+        f"deadline of {now_dl.timeout}s ({now_dl.name or 'unnamed'}) passed before "
+        f"{guard!r} could admit the call",
+        name=now_dl.name,
+        timeout=now_dl.timeout,
+    )
+
+
+class Guard(Generic[T]):
+    """Base of every per-call guard: subclasses supply ``_step`` and ``_release``.
+
+    Thread-safe and asyncio-safe to the extent the subclass's core is: the faces
+    keep no per-call state on ``self``.
+    """
+
+    __slots__ = ("__weakref__", "_clock")
+
+    _clock: Clock
+
+    def __init__(self, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        if not isinstance(clock, Clock):
+            raise TypeError(
+                f"clock must provide monotonic(), time(), sleep() and asleep(), got {clock!r}"
+            )
+        self._clock = clock
+
+    # -- the core, supplied by subclasses ------------------------------------------
+    def _step(self, now: float, pending: Wait | None) -> T | Wait:
+        raise NotImplementedError
+
+    def _release(self, ticket: T, error: BaseException | None, now: float) -> None:
+        raise NotImplementedError
+
+    def _abandon(self, pending: Wait, now: float) -> None:
+        """Give back what *pending* reserved; the default reserves nothing."""
+
+    def _entered(self, ticket: T) -> Any:
+        """Return the value bound by ``with guard as x`` (default: ``None``)."""
+        return None
+
+    # -- the two drivers --------------------------------------------------------------
+    def _acquire_sync(self) -> T:
+        clock = self._clock
+        step = self._step(clock.monotonic(), None)
+        if type(step) is Wait:
+            return self._wait_sync(step)
+        return step  # type: ignore[return-value]  # narrowed by the `type(step) is Wait` test
+
+    def _wait_sync(self, step: Wait) -> T:
+        clock = self._clock
+        while True:
+            seconds = self._cap_wait(step)
+            try:
+                if step.waiter is None:
+                    clock.sleep(seconds)
+                else:
+                    step.waiter.wait_sync(seconds, clock)
+                dl = _deadline.CURRENT.get()
+                if dl is not None and dl.expired():
+                    raise _expired_deadline(dl, self)
+                nxt = self._step(clock.monotonic(), step)
+            except BaseException:
+                self._abandon(step, clock.monotonic())
+                raise
+            if type(nxt) is not Wait:
+                return nxt  # type: ignore[return-value]  # narrowed by the test above
+            step = nxt
+
+    async def _acquire_async(self) -> T:
+        clock = self._clock
+        step = self._step(clock.monotonic(), None)
+        if type(step) is Wait:
+            return await self._wait_async(step)
+        return step  # type: ignore[return-value]  # narrowed by the `type(step) is Wait` test
+
+    async def _wait_async(self, step: Wait) -> T:
+        clock = self._clock
+        while True:
+            seconds = self._cap_wait(step)
+            try:
+                if step.waiter is None:
+                    await clock.asleep(seconds)
+                else:
+                    await step.waiter.wait_async(seconds, clock)
+                dl = _deadline.CURRENT.get()
+                if dl is not None and dl.expired():
+                    raise _expired_deadline(dl, self)
+                nxt = self._step(clock.monotonic(), step)
+            except BaseException:
+                self._abandon(step, clock.monotonic())
+                raise
+            if type(nxt) is not Wait:
+                return nxt  # type: ignore[return-value]  # narrowed by the test above
+            step = nxt
+
+    def _cap_wait(self, step: Wait) -> float:
+        """Return how long to wait for *step*, refusing waits past the deadline.
+
+        A plain wait that would end after the current deadline fails at once (it
+        could only end in a deadline error); a wait on a waiter is shortened to the
+        deadline, since it may be woken sooner.
+        """
+        dl = _deadline.CURRENT.get()
+        if dl is None:
+            return step.seconds
+        remaining = dl.remaining()
+        if step.seconds <= remaining:
+            return step.seconds
+        if step.waiter is None or remaining <= 0:
+            self._abandon(step, self._clock.monotonic())
+            raise _expired_deadline(dl, self)
+        return remaining
+
+    def _admit_sync(self) -> T:
+        dl = _deadline.CURRENT.get()
+        if dl is not None and dl.expired():
+            raise _expired_deadline(dl, self)
+        return self._acquire_sync()
+
+    async def _admit_async(self) -> T:
+        dl = _deadline.CURRENT.get()
+        if dl is not None and dl.expired():
+            raise _expired_deadline(dl, self)
+        return await self._acquire_async()
+
+    # -- decorator face -------------------------------------------------------------
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate *fn* (a plain or ``async def`` function) with this guard.
+
+        Raises:
+            TypeError: *fn* is a generator or async generator function.
+        """
+        check_decoratable(fn, self)
+        if inspect.iscoroutinefunction(fn):
+            return self._wrap_async(fn)
+        return self._wrap_sync(fn)
+
+    def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
+        step = self._step
+        release = self._release
+        wait = self._wait_sync
+        now = self._clock.monotonic
+        current_deadline = _deadline.CURRENT.get
+        guard = self
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            dl = current_deadline()
+            if dl is not None and dl.expired():
+                raise _expired_deadline(dl, guard)
+            ticket = step(now(), None)
+            if type(ticket) is Wait:
+                ticket = wait(ticket)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                release(ticket, exc, now())
+                raise
+            release(ticket, None, now())
+            return result
+
+        return guarded
+
+    def _wrap_async(
+        self, fn: Callable[P, Awaitable[R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
+        step = self._step
+        release = self._release
+        wait = self._wait_async
+        now = self._clock.monotonic
+        current_deadline = _deadline.CURRENT.get
+        guard = self
+
+        @functools.wraps(fn)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            dl = current_deadline()
+            if dl is not None and dl.expired():
+                raise _expired_deadline(dl, guard)
+            ticket = step(now(), None)
+            if type(ticket) is Wait:
+                ticket = await wait(ticket)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                release(ticket, exc, now())
+                raise
+            release(ticket, None, now())
+            return result
+
+        return guarded
+
+    # -- call / acall faces ---------------------------------------------------------
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(*args, **kwargs)`` under this guard and return its result."""
+        ticket = self._admit_sync()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._release(ticket, exc, self._clock.monotonic())
+            raise
+        self._release(ticket, None, self._clock.monotonic())
+        return result
+
+    async def acall(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Await ``fn(*args, **kwargs)`` under this guard and return its result."""
+        ticket = await self._admit_async()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._release(ticket, exc, self._clock.monotonic())
+            raise
+        self._release(ticket, None, self._clock.monotonic())
+        return result
+
+    # -- with / async with faces ----------------------------------------------------
+    def __enter__(self) -> Any:
+        ticket = self._admit_sync()
+        _OPEN.set((*_OPEN.get(), (self, ticket)))
+        return self._entered(ticket)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._release(self._pop_ticket(), exc, self._clock.monotonic())
+
+    async def __aenter__(self) -> Any:
+        ticket = await self._admit_async()
+        _OPEN.set((*_OPEN.get(), (self, ticket)))
+        return self._entered(ticket)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._release(self._pop_ticket(), exc, self._clock.monotonic())
+
+    def _pop_ticket(self) -> T:
+        stack = _OPEN.get()
+        for i in range(len(stack) - 1, -1, -1):
+            guard, ticket = stack[i]
+            if guard is self:
+                _OPEN.set(stack[:i] + stack[i + 1 :])
+                return ticket  # type: ignore[return-value]  # stored by __enter__ for this guard
+        raise RuntimeError(f"{self!r} exited without a matching enter in this context")

@@ -1,0 +1,156 @@
+"""Typed events and their listeners: the seam telemetry plugs into.
+
+Primitives publish frozen, slotted event objects. Building one costs about
+0.4 µs, so a primitive first checks :data:`BUS.active` (one attribute read) and
+builds nothing when nobody listens::
+
+    if BUS.active:
+        BUS.publish(BreakerStateChanged(...))
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
+
+from tipkit._core import _fork
+
+__all__ = ["BUS", "AttributeValue", "Event", "EventBus", "Listener", "add_listener", "remove_listener"]
+
+logger = logging.getLogger("tipkit")
+
+E = TypeVar("E", bound="Event")
+
+
+AttributeValue = str | bool | int | float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base class of every event tipkit publishes.
+
+    Subclasses are frozen, slotted dataclasses with past-tense names
+    (``BreakerStateChanged``). Telemetry export reads two things from them:
+    ``otel_name`` (the exported event name) and :meth:`otel_attributes` (only
+    low-cardinality, non-personal attributes: never context attributes, function
+    arguments or exception messages from user code).
+
+    Attributes:
+        name: the name of the guard, flag or rollout the event is about.
+    """
+
+    name: str
+
+    otel_name: ClassVar[str] = "tipkit.event"
+
+    def otel_attributes(self) -> dict[str, AttributeValue]:
+        """Return the attributes safe to export with this event."""
+        return {"tipkit.name": self.name}
+
+
+Listener = Callable[[Event], None]
+
+
+class EventBus:
+    """Delivers events to listeners, synchronously, in registration order.
+
+    Thread-safe: the listener list is an immutable tuple replaced under a lock, so
+    publishing never takes a lock. A listener that raises never breaks the call
+    that published the event: its first error is logged on the ``tipkit`` logger
+    (with the traceback) and every error is counted in ``listener_errors``.
+    """
+
+    __slots__ = ("_failed", "_listeners", "_lock", "active", "listener_errors", "__weakref__")
+
+    def __init__(self) -> None:
+        self._lock = _fork.new_lock()
+        self._listeners: tuple[tuple[Listener, tuple[type[Event], ...] | None], ...] = ()
+        self._failed: set[int] = set()
+        self.active = False
+        self.listener_errors = 0
+        _fork.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = _fork.new_lock()
+
+    def add_listener(
+        self,
+        listener: Listener,
+        *,
+        types: type[Event] | tuple[type[Event], ...] | None = None,
+    ) -> Listener:
+        """Register *listener* for every event, or only for instances of *types*.
+
+        Returns the listener, so this works as a decorator. Registering the same
+        callable twice delivers each event to it twice.
+        """
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {listener!r}")
+        if isinstance(types, type):
+            types = (types,)
+        with self._lock:
+            self._listeners = (*self._listeners, (listener, types))
+            self.active = True
+        return listener
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Unregister the last registration of *listener*.
+
+        Raises:
+            ValueError: *listener* is not registered.
+        """
+        with self._lock:
+            entries = list(self._listeners)
+            for i in range(len(entries) - 1, -1, -1):
+                if entries[i][0] == listener:
+                    del entries[i]
+                    break
+            else:
+                raise ValueError(f"{listener!r} is not a registered listener")
+            self._listeners = tuple(entries)
+            self.active = bool(entries)
+
+    def publish(self, event: Event) -> None:
+        """Deliver *event* to every matching listener; never raises."""
+        for listener, types in self._listeners:
+            if types is not None and not isinstance(event, types):
+                continue
+            try:
+                listener(event)
+            except Exception:
+                self.listener_errors += 1
+                key = id(listener)
+                if key not in self._failed:
+                    self._failed.add(key)
+                    logger.exception(
+                        "tipkit event listener %r raised on %s; the error is "
+                        "swallowed and later errors of this listener are not logged",
+                        listener,
+                        type(event).__name__,
+                    )
+
+    def listeners(self) -> tuple[Listener, ...]:
+        """Return the registered listeners, in delivery order."""
+        return tuple(entry[0] for entry in self._listeners)
+
+
+BUS = EventBus()
+"""The process-wide event bus every primitive publishes to."""
+
+
+def add_listener(
+    listener: Listener,
+    *,
+    types: type[Event] | tuple[type[Event], ...] | None = None,
+) -> Listener:
+    """Register *listener* on the process-wide bus (see :meth:`EventBus.add_listener`)."""
+    return BUS.add_listener(listener, types=types)
+
+
+def remove_listener(listener: Listener) -> None:
+    """Unregister *listener* from the process-wide bus."""
+    BUS.remove_listener(listener)
+
+

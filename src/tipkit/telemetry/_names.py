@@ -1,0 +1,58 @@
+"""Every exported signal name and attribute key, in one place.
+
+tipkit depends on ``opentelemetry-api`` only (the semantic-conventions package
+pins the API to an exact version), so the semantic-convention strings it uses are
+copied here. Counters in :mod:`tipkit.telemetry._counters` are registered under
+these metric names and attribute keys, so in-process readings and exported
+metrics agree.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SCOPE: Final = "tipkit"
+
+# -- metrics (OTel naming: no _total suffix, UCUM units) ------------------------
+FLAG_EVALUATIONS: Final = "tipkit.flag.evaluations"  # {evaluation}
+BREAKER_CALLS: Final = "tipkit.breaker.calls"  # {call}
+BREAKER_STATE: Final = "tipkit.breaker.state"  # gauge, 1 for the current state
+BREAKER_TRANSITIONS: Final = "tipkit.breaker.transitions"  # {transition}
+BULKHEAD_CALLS: Final = "tipkit.bulkhead.calls"  # {call}
+BULKHEAD_ACTIVE: Final = "tipkit.bulkhead.active"  # gauge, {call}
+RATELIMIT_REQUESTS: Final = "tipkit.ratelimit.requests"  # {request}
+RATELIMIT_TOKENS: Final = "tipkit.ratelimit.tokens"  # gauge, {token}
+RATELIMIT_WAIT: Final = "tipkit.ratelimit.wait"  # histogram, s
+RETRY_ATTEMPTS: Final = "tipkit.retry.attempts"  # {attempt}
+TIMEOUT_CALLS: Final = "tipkit.timeout.calls"  # {call}
+CALL_DURATION: Final = "tipkit.call.duration"  # histogram, s
+ROLLOUT_REQUESTS: Final = "tipkit.rollout.requests"  # {request}
+ROLLOUT_STAGE: Final = "tipkit.rollout.stage"  # gauge, percent
+EXPERIMENT_COMPARISONS: Final = "tipkit.experiment.comparisons"  # {comparison}
+
+# -- attribute keys -------------------------------------------------------------
+FEATURE_FLAG_KEY: Final = "feature_flag.key"
+FEATURE_FLAG_VARIANT: Final = "feature_flag.result.variant"
+FEATURE_FLAG_REASON: Final = "feature_flag.result.reason"
+FEATURE_FLAG_VALUE: Final = "feature_flag.result.value"
+FEATURE_FLAG_PROVIDER: Final = "feature_flag.provider.name"
+FEATURE_FLAG_VERSION: Final = "feature_flag.version"
+FEATURE_FLAG_CONTEXT_ID: Final = "feature_flag.context.id"
+FEATURE_FLAG_ERROR_MESSAGE: Final = "feature_flag.error.message"
+ERROR_TYPE: Final = "error.type"
+SYNTHETIC_TYPE: Final = "user_agent.synthetic.type"
+
+BREAKER_NAME: Final = "tipkit.breaker.name"
+BULKHEAD_NAME: Final = "tipkit.bulkhead.name"
+RATELIMIT_NAME: Final = "tipkit.ratelimit.name"
+RETRY_NAME: Final = "tipkit.retry.name"
+TIMEOUT_NAME: Final = "tipkit.timeout.name"
+ROLLOUT_NAME: Final = "tipkit.rollout.name"
+EXPERIMENT_NAME: Final = "tipkit.experiment.name"
+
+OUTCOME: Final = "tipkit.outcome"  # success | failure | slow | rejected | ignored | ...
+RESULT: Final = "tipkit.result"  # acquired | rejected
+STATE: Final = "tipkit.state"  # a breaker state, lowercase
+MODE: Final = "tipkit.mode"  # enforce | shadow
+ARM: Final = "tipkit.rollout.arm"  # canary | control
+RUNBOOK: Final = "tipkit.runbook.url"

@@ -1,0 +1,117 @@
+"""Helpers for testing code that uses tipkit: a fake clock and event capture.
+
+Nothing here sleeps: :class:`FakeClock` advances instantly and records what it
+was asked to wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from tipkit._core._durations import to_seconds
+from tipkit.telemetry._events import BUS, Event
+
+__all__ = ["FakeClock", "capture_events"]
+
+E = TypeVar("E", bound=Event)
+
+EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: FakeClock.time() at monotonic 0
+
+
+class FakeClock:
+    """A clock that only moves when told to, for tests that never sleep.
+
+    ``monotonic()`` starts at 0 and ``time()`` at :data:`EPOCH` (2026-01-01 UTC);
+    :meth:`advance` moves both. ``sleep``/``asleep`` advance at once and append the
+    duration to :attr:`sleeps`. Waiting on an event returns at once: if the event
+    is already set it costs nothing, otherwise the full timeout passes (and is
+    appended to :attr:`waits`). Thread-safe.
+    """
+
+    def __init__(self, start: float = 0.0, *, epoch: float = EPOCH) -> None:
+        self._lock = threading.Lock()
+        self._now = float(start)
+        self._epoch = float(epoch) - float(start)
+        self.sleeps: list[float] = []
+        self.waits: list[float] = []
+
+    def __repr__(self) -> str:
+        return f"<FakeClock now={self._now} sleeps={len(self.sleeps)}>"
+
+    def monotonic(self) -> float:
+        """Return the fake monotonic time."""
+        return self._now
+
+    def time(self) -> float:
+        """Return the fake wall-clock time (epoch seconds)."""
+        return self._epoch + self._now
+
+    def advance(self, seconds: float | timedelta) -> None:
+        """Move time forward by *seconds*.
+
+        Raises:
+            ValueError: *seconds* is negative (a monotonic clock never goes back).
+        """
+        secs = to_seconds(seconds, "seconds")
+        if secs < 0:
+            raise ValueError(f"FakeClock.advance: time cannot go backwards (got {secs})")
+        with self._lock:
+            self._now += secs
+
+    def sleep(self, seconds: float) -> None:
+        """Record *seconds* in :attr:`sleeps` and advance by them, at once."""
+        if seconds < 0:
+            raise ValueError(f"FakeClock.sleep: seconds must be >= 0, got {seconds}")
+        with self._lock:
+            self.sleeps.append(seconds)
+            self._now += seconds
+
+    async def asleep(self, seconds: float) -> None:
+        """Record *seconds* in :attr:`sleeps`, advance, and yield to the loop once."""
+        self.sleep(seconds)
+        await asyncio.sleep(0)  # noqa: TID251  # yields to other tasks; waits for nothing
+
+    def wait_event(self, event: threading.Event, timeout: float) -> bool:
+        """Return at once: ``True`` if *event* is set, else advance by *timeout*."""
+        if event.is_set():
+            return True
+        with self._lock:
+            self.waits.append(timeout)
+            self._now += timeout
+        return event.is_set()
+
+    async def await_future(self, future: asyncio.Future[Any], timeout: float) -> bool:
+        """Async twin of :meth:`wait_event`; yields to the loop once first."""
+        await asyncio.sleep(0)  # noqa: TID251  # lets already-scheduled wake-ups run
+        if future.done():
+            return True
+        with self._lock:
+            self.waits.append(timeout)
+            self._now += timeout
+        return future.done()
+
+
+@contextmanager
+def capture_events(
+    *types: type[E],
+) -> Iterator[list[E]]:
+    """Collect the events published inside the block (optionally only of *types*).
+
+    Yields the list the events are appended to, in publication order. Events are
+    captured from every thread while the block runs.
+    """
+    captured: list[E] = []
+
+    def listener(event: Event) -> None:
+        captured.append(event)  # type: ignore[arg-type]  # filtered by `types` on the bus
+
+    BUS.add_listener(listener, types=types or None)
+    try:
+        yield captured
+    finally:
+        BUS.remove_listener(listener)
