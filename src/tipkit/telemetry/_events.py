@@ -1,10 +1,11 @@
 """Typed events and their listeners: the seam telemetry plugs into.
 
 Primitives publish frozen, slotted event objects. Building one costs about
-0.4 µs, so a primitive first checks :data:`BUS.active` (one attribute read) and
-builds nothing when nobody listens::
+0.4 µs, so a primitive first checks its event class's ``listened`` flag (one
+class-attribute read, kept up to date by the bus whenever listeners change) and
+builds nothing when nobody listens for that type::
 
-    if BUS.active:
+    if BreakerStateChanged.listened:
         BUS.publish(BreakerStateChanged(...))
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+import weakref
 from typing import ClassVar, TypeVar
 
 from tipkit._core import _fork
@@ -44,6 +46,14 @@ class Event:
     name: str
 
     otel_name: ClassVar[str] = "tipkit.event"
+    listened: ClassVar[bool] = False
+    """True while some listener would receive this event type: the hot-path check."""
+
+    def __init_subclass__(cls) -> None:
+        # No super() call: slots=True rebuilds the class, which breaks the zero-arg
+        # form, and object.__init_subclass__ does nothing we need.
+        _EVENT_TYPES.add(cls)
+        cls.listened = BUS.wants(cls) if "BUS" in globals() else False
 
     def otel_attributes(self) -> dict[str, AttributeValue]:
         """Return the attributes safe to export with this event."""
@@ -51,6 +61,7 @@ class Event:
 
 
 Listener = Callable[[Event], None]
+_EVENT_TYPES: weakref.WeakSet[type[Event]] = weakref.WeakSet()
 
 
 class EventBus:
@@ -92,7 +103,7 @@ class EventBus:
             types = (types,)
         with self._lock:
             self._listeners = (*self._listeners, (listener, types))
-            self.active = True
+            self._refresh()
         return listener
 
     def remove_listener(self, listener: Listener) -> None:
@@ -110,7 +121,19 @@ class EventBus:
             else:
                 raise ValueError(f"{listener!r} is not a registered listener")
             self._listeners = tuple(entries)
-            self.active = bool(entries)
+            self._refresh()
+
+    def wants(self, cls: type[Event]) -> bool:
+        """Return whether any listener would receive events of type *cls*."""
+        return any(
+            types is None or issubclass(cls, types) for _, types in self._listeners
+        )
+
+    def _refresh(self) -> None:
+        self.active = bool(self._listeners)
+        Event.listened = self.active
+        for cls in list(_EVENT_TYPES):
+            cls.listened = self.wants(cls)
 
     def publish(self, event: Event) -> None:
         """Deliver *event* to every matching listener; never raises."""
