@@ -175,7 +175,8 @@ class MemoryStore:
                 # A full bucket is the same as no bucket: forget it (the TTL).
                 self._buckets.pop(key, None)
             else:
-                self._buckets[key] = (level, now)
+                # max(): a clock that stepped back must not move the refill origin back.
+                self._buckets[key] = (level, max(last, now))
             return result
 
     def close(self) -> None:
