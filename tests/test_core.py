@@ -1,0 +1,456 @@
+"""The guard core: every face over one pure decision, compose, waiters, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from typing import Any
+
+import pytest
+
+from tests.conftest import Face
+from tipkit import DeadlineExceededError, RejectedError, compose
+from tipkit._core import _deadline
+from tipkit._core._guard import Guard, Wait, Waiter
+from tipkit.clock import SYSTEM_CLOCK
+from tipkit.testing import FakeClock
+
+
+class Recorder(Guard[int]):
+    """A test guard: waits `waits` times for 1.5 s each, then admits with a fresh ticket."""
+
+    def __init__(self, clock: Any, *, waits: int = 0, reject: bool = False) -> None:
+        super().__init__(clock=clock)
+        self.waits = waits
+        self.reject = reject
+        self.tickets = itertools.count(1)
+        self.lock = threading.Lock()
+        self.issued: list[int] = []
+        self.released: list[tuple[int, BaseException | None, float]] = []
+        self.abandoned: list[Any] = []
+
+    def _step(self, now: float, pending: Wait | None) -> int | Wait:
+        if self.reject:
+            raise RejectedError("no", name="rec")
+        done = 0 if pending is None else pending.state
+        if done < self.waits:
+            return Wait(1.5, state=done + 1)
+        with self.lock:
+            ticket = next(self.tickets)
+            self.issued.append(ticket)
+        return ticket
+
+    def _release(self, ticket: int, error: BaseException | None, now: float) -> None:
+        with self.lock:
+            self.released.append((ticket, error, now))
+
+    def _abandon(self, pending: Wait, now: float) -> None:
+        self.abandoned.append(pending.state)
+
+    def __repr__(self) -> str:
+        return "<Recorder>"
+
+
+def test_face_returns_result_and_releases(face: Face, clock: FakeClock) -> None:
+    """Every face runs the work, returns its result and releases the ticket once."""
+    guard = Recorder(clock)
+    assert face.run(guard, lambda x, y=0: x + y, 2, y=3) == 5
+    assert [(t, e) for t, e, _ in guard.released] == [(1, None)]
+
+
+def test_face_passes_exception_unchanged(face: Face, clock: FakeClock) -> None:
+    """An exception leaves the face unchanged (same object) and reaches _release."""
+    guard = Recorder(clock)
+    boom = KeyError("boom")
+    boom.__cause__ = OSError("root")
+
+    def fail() -> None:
+        raise boom
+
+    with pytest.raises(KeyError) as info:
+        face.run(guard, fail)
+    assert info.value is boom
+    assert info.value.__cause__ is boom.__cause__
+    assert guard.released[0][1] is boom
+
+
+def test_face_honours_wait_through_clock(face: Face, clock: FakeClock) -> None:
+    """A Wait is slept through the injected clock (recorded, never real) and re-stepped."""
+    guard = Recorder(clock, waits=2)
+    assert face.run(guard, lambda: "ok") == "ok"
+    assert clock.sleeps == [1.5, 1.5]
+    assert guard.released[0][2] == 3.0
+
+
+def test_face_rejection_runs_nothing(face: Face, clock: FakeClock) -> None:
+    """A guard that raises in _step never runs the work and releases nothing."""
+    guard = Recorder(clock, reject=True)
+    ran = []
+    with pytest.raises(RejectedError):
+        face.run(guard, lambda: ran.append(1))
+    assert ran == []
+    assert guard.released == []
+
+
+def test_with_binds_entered_value(clock: FakeClock) -> None:
+    """`with guard as x` binds whatever _entered returns (None by default)."""
+    guard = Recorder(clock)
+    with guard as value:
+        assert value is None
+
+
+def test_decorator_keeps_metadata(clock: FakeClock) -> None:
+    """The decorator keeps the function's name, docstring and wrapped reference."""
+    guard = Recorder(clock)
+
+    def work(a: int) -> int:
+        """Do work."""
+        return a
+
+    async def awork(a: int) -> int:
+        """Do async work."""
+        return a
+
+    for fn in (work, awork):
+        wrapped = guard(fn)
+        assert wrapped.__name__ == fn.__name__
+        assert wrapped.__doc__ == fn.__doc__
+        assert wrapped.__wrapped__ is fn  # type: ignore[attr-defined]
+    assert asyncio.iscoroutinefunction(guard(awork))
+
+
+@pytest.mark.parametrize("kind", ["generator", "async generator"])
+def test_generator_functions_are_refused(clock: FakeClock, kind: str) -> None:
+    """Decorating a generator function fails at decoration time, pointing to `with`."""
+
+    def gen() -> Any:
+        yield 1
+
+    async def agen() -> Any:
+        yield 1
+
+    with pytest.raises(TypeError, match="Use `with guard:`"):
+        Recorder(clock)(gen if kind == "generator" else agen)
+
+
+def test_non_callable_is_refused(clock: FakeClock) -> None:
+    """Decorating something that is not callable is a TypeError naming it."""
+    with pytest.raises(TypeError, match="decorates callables"):
+        Recorder(clock)(42)  # type: ignore[call-overload]
+
+
+def test_bad_clock_is_refused() -> None:
+    """A clock without the Clock methods is refused at construction."""
+    with pytest.raises(TypeError, match="clock must provide"):
+        Recorder(object())
+
+
+def test_shared_guard_from_threads_and_tasks(clock: FakeClock) -> None:
+    """8 threads and 100 interleaved tasks share one guard: each ticket released once, none crossed."""
+    guard = Recorder(clock)
+    barrier = threading.Barrier(8)
+    seen: list[tuple[int, int]] = []
+    seen_lock = threading.Lock()
+
+    def thread_work() -> None:
+        barrier.wait()
+        for _ in range(200):
+            with guard:
+                # Our own ticket must be on top of our own context's stack.
+                from tipkit._core._guard import _OPEN
+
+                ticket = _OPEN.get()[-1][1]
+                with seen_lock:
+                    seen.append((threading.get_ident(), ticket))  # type: ignore[arg-type]
+
+    threads = [threading.Thread(target=thread_work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    async def task_work(i: int) -> None:
+        for _ in range(5):
+            async with guard:
+                await asyncio.sleep(0)  # noqa: TID251  # interleave tasks; waits for nothing
+                await guard.acall(asyncio.sleep, 0)
+
+    async def main() -> None:
+        await asyncio.gather(*(task_work(i) for i in range(100)))
+
+    asyncio.run(main())
+    released = [t for t, _, _ in guard.released]
+    assert sorted(released) == sorted(guard.issued)
+    assert len(set(released)) == len(released) == 8 * 200 + 100 * 5 * 2
+    assert len({t for _, t in seen}) == 8 * 200
+
+
+def test_exit_without_enter_is_an_error(clock: FakeClock) -> None:
+    """Exiting a guard never entered in this context raises RuntimeError."""
+    with pytest.raises(RuntimeError, match="without a matching enter"):
+        Recorder(clock).__exit__(None, None, None)
+
+
+def test_nested_with_releases_the_right_ticket(clock: FakeClock) -> None:
+    """Re-entering the same guard nests: inner exit releases the inner ticket."""
+    guard = Recorder(clock)
+    with guard:
+        with guard:
+            pass
+        assert [t for t, _, _ in guard.released] == [2]
+    assert [t for t, _, _ in guard.released] == [2, 1]
+
+
+# -- waits, cancellation and deadlines -------------------------------------------------
+def test_cancelled_wait_is_abandoned(clock: FakeClock) -> None:
+    """A task cancelled while waiting gives its reservation back through _abandon."""
+
+    class Blocking(Recorder):
+        def _step(self, now: float, pending: Wait | None) -> int | Wait:
+            return Wait(10, waiter=Waiter(), state="reserved")
+
+    guard = Blocking(SYSTEM_CLOCK)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(guard.acall(asyncio.sleep, 0))
+        await asyncio.sleep(0)  # noqa: TID251  # let the task start waiting
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert guard.abandoned == ["reserved"]
+
+
+def test_waiter_wakes_a_sync_waiter_from_another_thread() -> None:
+    """notify() from another thread wakes a blocked sync wait at once."""
+    waiter = Waiter()
+    started = threading.Event()
+    result: list[bool] = []
+
+    def wait() -> None:
+        started.set()
+        result.append(waiter.wait_sync(30, SYSTEM_CLOCK))
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    started.wait()
+    waiter.notify()
+    thread.join(10)
+    assert result == [True]
+
+
+def test_waiter_wakes_an_async_waiter_from_another_thread() -> None:
+    """notify() from a thread wakes a task waiting on its own loop."""
+
+    async def main() -> bool:
+        waiter = Waiter()
+        loop = asyncio.get_running_loop()
+        loop.call_soon(lambda: threading.Thread(target=waiter.notify).start())
+        return await waiter.wait_async(30, SYSTEM_CLOCK)
+
+    assert asyncio.run(main()) is True
+
+
+def test_waiter_notified_before_wait_returns_at_once(clock: FakeClock) -> None:
+    """A waiter notified before anyone waits is already done, sync and async."""
+    waiter = Waiter()
+    waiter.notify()
+    waiter.notify()
+    assert waiter.wait_sync(5, clock)
+    assert asyncio.run(waiter.wait_async(5, clock))
+    assert clock.waits == []
+
+
+def test_waiter_timeout_on_fake_clock(clock: FakeClock) -> None:
+    """An unnotified waiter on a FakeClock times out at once, advancing the clock."""
+    assert Waiter().wait_sync(2, clock) is False
+    assert asyncio.run(Waiter().wait_async(3, clock)) is False
+    assert clock.waits == [2, 3]
+    assert clock.monotonic() == 5
+
+
+def test_waiter_on_a_clock_without_event_support() -> None:
+    """A clock without wait_event/await_future gets a plain sleep of the timeout."""
+
+    class Minimal:
+        def __init__(self) -> None:
+            self.slept: list[float] = []
+
+        def monotonic(self) -> float:
+            return 0.0
+
+        def time(self) -> float:
+            return 0.0
+
+        def sleep(self, seconds: float) -> None:
+            self.slept.append(seconds)
+
+        async def asleep(self, seconds: float) -> None:
+            self.slept.append(seconds)
+
+    minimal = Minimal()
+    assert Waiter().wait_sync(1, minimal) is False
+    assert asyncio.run(Waiter().wait_async(2, minimal)) is False
+    assert minimal.slept == [1, 2]
+
+
+def _within(clock: FakeClock, seconds: float) -> Any:
+    dl = _deadline.Deadline(clock, clock.monotonic() + seconds, timeout=seconds, name="t")
+    return _deadline.CURRENT.set(dl)
+
+
+def test_expired_deadline_admits_nothing(face: Face, clock: FakeClock) -> None:
+    """No face admits a call once the current deadline has passed."""
+    guard = Recorder(clock)
+    token = _within(clock, 1)
+    clock.advance(2)
+    try:
+        with pytest.raises(DeadlineExceededError, match="deadline of 1"):
+            face.run(guard, lambda: None)
+    finally:
+        _deadline.CURRENT.reset(token)
+    assert guard.issued == []
+
+
+def test_wait_past_deadline_fails_without_waiting(face: Face, clock: FakeClock) -> None:
+    """A plain wait that would end after the deadline fails at once and is abandoned."""
+    guard = Recorder(clock, waits=1)
+    token = _within(clock, 1)
+    try:
+        with pytest.raises(DeadlineExceededError):
+            face.run(guard, lambda: None)
+    finally:
+        _deadline.CURRENT.reset(token)
+    assert clock.sleeps == []
+    assert guard.abandoned == [1]
+
+
+def test_waiter_wait_is_capped_by_deadline(clock: FakeClock) -> None:
+    """A wait on a waiter is shortened to the deadline, then fails and is abandoned."""
+
+    class Blocking(Recorder):
+        def _step(self, now: float, pending: Wait | None) -> int | Wait:
+            return Wait(10, waiter=Waiter(), state="slot")
+
+    guard = Blocking(clock)
+    token = _within(clock, 2)
+    try:
+        with pytest.raises(DeadlineExceededError):
+            guard.call(lambda: None)
+    finally:
+        _deadline.CURRENT.reset(token)
+    assert clock.waits == [2]
+    assert guard.abandoned == ["slot"]
+
+
+def test_wait_within_deadline_proceeds(clock: FakeClock) -> None:
+    """A wait that fits in the deadline is taken and the call admitted."""
+    guard = Recorder(clock, waits=1)
+    token = _within(clock, 5)
+    try:
+        assert guard.call(lambda: 7) == 7
+    finally:
+        _deadline.CURRENT.reset(token)
+    assert clock.sleeps == [1.5]
+
+
+def test_wait_repr() -> None:
+    """Wait shows its seconds, waiter and state."""
+    assert repr(Wait(1.0, state=3)) == "<Wait 1.0s waiter=False state=3>"
+
+
+# -- compose ---------------------------------------------------------------------------
+class Tag(Recorder):
+    """A guard that logs its enter/exit order into a shared list."""
+
+    def __init__(self, clock: Any, tag: str, log: list[str]) -> None:
+        super().__init__(clock)
+        self.tag = tag
+        self.log = log
+
+    def _step(self, now: float, pending: Wait | None) -> int | Wait:
+        self.log.append(f"+{self.tag}")
+        return 0
+
+    def _release(self, ticket: int, error: BaseException | None, now: float) -> None:
+        self.log.append(f"-{self.tag}")
+
+    def __repr__(self) -> str:
+        return f"<Tag {self.tag}>"
+
+
+def test_compose_order_matches_nesting(face: Face, clock: FakeClock) -> None:
+    """compose(a, b)(f) == a(b(f)) through every face: a enters first and exits last."""
+    log: list[str] = []
+    a, b = Tag(clock, "a", log), Tag(clock, "b", log)
+    assert face.run(compose(a, b), lambda: log.append("f") or 1) == 1
+    assert log == ["+a", "+b", "f", "-b", "-a"]
+
+
+def test_compose_flattens_and_reprs(clock: FakeClock) -> None:
+    """Nested composites flatten; the repr lists the parts in order."""
+    log: list[str] = []
+    a, b, c = (Tag(clock, t, log) for t in "abc")
+    combined = compose(compose(a, b), c)
+    assert combined.guards == (a, b, c)
+    assert repr(combined) == "<compose <Tag a>, <Tag b>, <Tag c>>"
+
+
+def test_compose_refuses_with_when_a_part_reruns(clock: FakeClock) -> None:
+    """A composite containing a re-running guard refuses `with`, pointing to retry_context."""
+
+    class Rerunning(Recorder):
+        _reruns = True
+
+    combined = compose(Recorder(clock), Rerunning(clock))
+    with pytest.raises(TypeError, match="retry_context"):
+        with combined:
+            pass
+
+    async def main() -> None:
+        async with combined:
+            pass
+
+    with pytest.raises(TypeError, match="retry_context"):
+        asyncio.run(main())
+    assert combined.call(lambda: 3) == 3
+
+
+def test_compose_with_unwinds_when_inner_rejects(clock: FakeClock) -> None:
+    """If an inner guard rejects on enter, the outer one is released again."""
+    outer = Recorder(clock)
+    inner = Recorder(clock, reject=True)
+    with pytest.raises(RejectedError):
+        with compose(outer, inner):
+            pass
+    assert len(outer.released) == 1
+    assert isinstance(outer.released[0][1], RejectedError)
+
+
+def test_compose_argument_errors(clock: FakeClock) -> None:
+    """compose() needs guards; a non-guard argument is named by position."""
+    with pytest.raises(TypeError, match="at least one"):
+        compose()
+    with pytest.raises(TypeError, match="argument 1"):
+        compose(Recorder(clock), 3)
+    with pytest.raises(TypeError, match="context manager"):
+        with compose(lambda f: f):
+            pass
+
+
+def test_compose_call_refuses_coroutine_function(clock: FakeClock) -> None:
+    """compose().call with an async function points to acall."""
+
+    async def work() -> None:
+        return None
+
+    with pytest.raises(TypeError, match="acall"):
+        compose(Recorder(clock)).call(work)  # type: ignore[arg-type]
+
+
+def test_composite_exit_without_enter(clock: FakeClock) -> None:
+    """Exiting a composite never entered raises RuntimeError."""
+    with pytest.raises(RuntimeError, match="without a matching enter"):
+        compose(Recorder(clock)).__exit__(None, None, None)
