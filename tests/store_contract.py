@@ -38,7 +38,16 @@ class StoreContract:
 
     def test_set_then_get_round_trips_json(self, store: Store) -> None:
         """Every JSON type round-trips, including falsy values and big ints."""
-        values: list[Any] = [0, False, "", None, 2**53 + 1, 1.5, [1, "a"], {"k": {"n": [True]}}]
+        values: list[Any] = [
+            0,
+            False,
+            "",
+            None,
+            2**53 + 1,
+            1.5,
+            [1, "a"],
+            {"k": {"n": [True]}},
+        ]
         for i, value in enumerate(values):
             version = store.set("ns", f"k{i}", value)
             entry = store.get("ns", f"k{i}")
@@ -125,7 +134,7 @@ class StoreContract:
 
     # -- counters --------------------------------------------------------------
     def test_increment_several_fields_at_once(self, store: Store) -> None:
-        """increment adds to each field and returns every field's total."""
+        """Increment adds to each field and returns every field's total."""
         assert store.increment("c", {"a": 1, "b": 2}) == {"a": 1, "b": 2}
         assert store.increment("c", {"a": 3}) == {"a": 4, "b": 2}
         assert store.counters("c") == {"a": 4, "b": 2}
@@ -171,7 +180,9 @@ class StoreContract:
                 while True:
                     entry = store.get("cas", "n")
                     assert entry is not None
-                    if store.compare_and_set("cas", "n", entry.value + 1, version=entry.version):
+                    if store.compare_and_set(
+                        "cas", "n", entry.value + 1, version=entry.version
+                    ):
                         break
 
         threads = [threading.Thread(target=work) for _ in range(8)]

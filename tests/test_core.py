@@ -8,13 +8,17 @@ import threading
 from typing import Any
 
 import pytest
-
 from tests.conftest import Face
+
 from tipkit import DeadlineExceededError, RejectedError, compose
 from tipkit._core import _deadline
 from tipkit._core._guard import Guard, Wait, Waiter
 from tipkit.clock import SYSTEM_CLOCK
 from tipkit.testing import FakeClock
+
+
+async def _nothing() -> None:
+    return None
 
 
 class Recorder(Guard[int]):
@@ -147,7 +151,7 @@ def test_bad_clock_is_refused() -> None:
 
 
 def test_shared_guard_from_threads_and_tasks(clock: FakeClock) -> None:
-    """8 threads and 100 interleaved tasks share one guard: each ticket released once, none crossed."""
+    """8 threads and 100 tasks share one guard: each ticket released once, none crossed."""
     guard = Recorder(clock)
     barrier = threading.Barrier(8)
     seen: list[tuple[int, int]] = []
@@ -174,7 +178,7 @@ def test_shared_guard_from_threads_and_tasks(clock: FakeClock) -> None:
         for _ in range(5):
             async with guard:
                 await asyncio.sleep(0)  # noqa: TID251  # interleave tasks; waits for nothing
-                await guard.acall(asyncio.sleep, 0)
+                await guard.acall(_nothing)
 
     async def main() -> None:
         await asyncio.gather(*(task_work(i) for i in range(100)))
@@ -213,7 +217,7 @@ def test_cancelled_wait_is_abandoned(clock: FakeClock) -> None:
     guard = Blocking(SYSTEM_CLOCK)
 
     async def main() -> None:
-        task = asyncio.ensure_future(guard.acall(asyncio.sleep, 0))
+        task = asyncio.ensure_future(guard.acall(_nothing))
         await asyncio.sleep(0)  # noqa: TID251  # let the task start waiting
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -297,7 +301,9 @@ def test_waiter_on_a_clock_without_event_support() -> None:
 
 
 def _within(clock: FakeClock, seconds: float) -> Any:
-    dl = _deadline.Deadline(clock, clock.monotonic() + seconds, timeout=seconds, name="t")
+    dl = _deadline.Deadline(
+        clock, clock.monotonic() + seconds, timeout=seconds, name="t"
+    )
     return _deadline.CURRENT.set(dl)
 
 
@@ -405,9 +411,8 @@ def test_compose_refuses_with_when_a_part_reruns(clock: FakeClock) -> None:
         _reruns = True
 
     combined = compose(Recorder(clock), Rerunning(clock))
-    with pytest.raises(TypeError, match="retry_context"):
-        with combined:
-            pass
+    with pytest.raises(TypeError, match="retry_context"), combined:
+        pass
 
     async def main() -> None:
         async with combined:
@@ -422,9 +427,8 @@ def test_compose_with_unwinds_when_inner_rejects(clock: FakeClock) -> None:
     """If an inner guard rejects on enter, the outer one is released again."""
     outer = Recorder(clock)
     inner = Recorder(clock, reject=True)
-    with pytest.raises(RejectedError):
-        with compose(outer, inner):
-            pass
+    with pytest.raises(RejectedError), compose(outer, inner):
+        pass
     assert len(outer.released) == 1
     assert isinstance(outer.released[0][1], RejectedError)
 
@@ -435,9 +439,8 @@ def test_compose_argument_errors(clock: FakeClock) -> None:
         compose()
     with pytest.raises(TypeError, match="argument 1"):
         compose(Recorder(clock), 3)
-    with pytest.raises(TypeError, match="context manager"):
-        with compose(lambda f: f):
-            pass
+    with pytest.raises(TypeError, match="context manager"), compose(lambda f: f):
+        pass
 
 
 def test_compose_call_refuses_coroutine_function(clock: FakeClock) -> None:

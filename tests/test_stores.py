@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
 from tests.store_contract import StoreContract
+
 from tipkit.stores import MemoryStore
 from tipkit.testing import FakeClock
 

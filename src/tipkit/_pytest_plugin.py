@@ -21,5 +21,5 @@ def tipkit_clock() -> FakeClock:
 @pytest.fixture
 def tipkit_events() -> Iterator[list[Event]]:
     """Every tipkit event published during the test, in order."""
-    with capture_events() as events:
+    with capture_events(Event) as events:
         yield events

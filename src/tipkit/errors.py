@@ -65,7 +65,9 @@ class ConfigProblem:
         """Return ``source:line: flag 'x', field 'y'`` with whatever is known."""
         where = []
         if self.source is not None:
-            where.append(self.source if self.line is None else f"{self.source}:{self.line}")
+            where.append(
+                self.source if self.line is None else f"{self.source}:{self.line}"
+            )
         if self.flag is not None:
             where.append(f"flag {self.flag!r}")
         if self.field is not None:
@@ -115,7 +117,9 @@ class ConfigError(TipkitError, ValueError):
         if message is not None:
             probs.insert(
                 0,
-                ConfigProblem(message, source=source, flag=flag, field=field, line=line),
+                ConfigProblem(
+                    message, source=source, flag=flag, field=field, line=line
+                ),
             )
         if not probs:
             msg = "ConfigError needs a message or at least one problem"
@@ -197,7 +201,9 @@ class DeadlineExceededError(TipkitError, TimeoutError):
     :class:`asyncio.TimeoutError` is), so ``except TimeoutError`` catches it.
     """
 
-    def __init__(self, message: str, *, name: str | None = None, timeout: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, name: str | None = None, timeout: float | None = None
+    ) -> None:
         super().__init__(message)
         self.name = name
         self.timeout = timeout

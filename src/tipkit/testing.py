@@ -59,7 +59,9 @@ class FakeClock:
         """
         secs = to_seconds(seconds, "seconds")
         if secs < 0:
-            raise ValueError(f"FakeClock.advance: time cannot go backwards (got {secs})")
+            raise ValueError(
+                f"FakeClock.advance: time cannot go backwards (got {secs})"
+            )
         with self._lock:
             self._now += secs
 

@@ -14,7 +14,9 @@ class Deadline:
 
     __slots__ = ("at", "clock", "name", "timeout")
 
-    def __init__(self, clock: Clock, at: float, *, timeout: float, name: str | None = None) -> None:
+    def __init__(
+        self, clock: Clock, at: float, *, timeout: float, name: str | None = None
+    ) -> None:
         self.clock = clock
         self.at = at
         self.timeout = timeout
@@ -29,7 +31,10 @@ class Deadline:
         return self.clock.monotonic() >= self.at
 
     def __repr__(self) -> str:
-        return f"<Deadline {self.name or ''} timeout={self.timeout} remaining={self.remaining():.6f}>"
+        name = self.name or ""
+        return (
+            f"<Deadline {name} timeout={self.timeout} remaining={self.remaining():.6f}>"
+        )
 
 
 CURRENT: ContextVar[Deadline | None] = ContextVar("tipkit_deadline", default=None)

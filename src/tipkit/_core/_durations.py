@@ -8,7 +8,9 @@ from datetime import timedelta
 __all__ = ["to_seconds", "to_seconds_or_none"]
 
 
-def to_seconds(value: float | timedelta, name: str, *, allow_zero: bool = True) -> float:
+def to_seconds(
+    value: float | timedelta, name: str, *, allow_zero: bool = True
+) -> float:
     """Return *value* in seconds as a float.
 
     Raises:
@@ -19,7 +21,9 @@ def to_seconds(value: float | timedelta, name: str, *, allow_zero: bool = True) 
     if isinstance(value, timedelta):
         secs = value.total_seconds()
     elif isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be seconds (a number) or a timedelta, got {value!r}")
+        raise TypeError(
+            f"{name} must be seconds (a number) or a timedelta, got {value!r}"
+        )
     else:
         secs = float(value)
     if math.isnan(secs) or math.isinf(secs):

@@ -11,7 +11,9 @@ from tipkit.stores._protocol import TokenTake
 __all__ = ["check_bucket_args", "take"]
 
 
-def check_bucket_args(tokens: float, rate: float, capacity: float, max_wait: float) -> None:
+def check_bucket_args(
+    tokens: float, rate: float, capacity: float, max_wait: float
+) -> None:
     """Raise a clear ``ValueError``/``TypeError`` for bad token-bucket arguments."""
     for name, value in (("rate", rate), ("capacity", capacity)):
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -21,12 +23,14 @@ def check_bucket_args(tokens: float, rate: float, capacity: float, max_wait: flo
     if isinstance(tokens, bool) or not isinstance(tokens, int | float):
         raise TypeError(f"tokens must be a number, got {tokens!r}")
     if tokens > capacity:
-        raise ValueError(f"tokens={tokens!r} can never be served: capacity is {capacity!r}")
+        raise ValueError(
+            f"tokens={tokens!r} can never be served: capacity is {capacity!r}"
+        )
     if not max_wait >= 0:
         raise ValueError(f"max_wait must be >= 0, got {max_wait!r}")
 
 
-def take(
+def take(  # noqa: PLR0917  # positional on purpose: a hot-path helper mirrored by a Lua script
     level: float,
     last: float,
     now: float,

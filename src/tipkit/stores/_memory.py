@@ -17,7 +17,9 @@ def _encode(value: JSON, where: str) -> str:
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{where}: value must be JSON-compatible, got {value!r}: {exc}") from exc
+        raise TypeError(
+            f"{where}: value must be JSON-compatible, got {value!r}: {exc}"
+        ) from exc
 
 
 class MemoryStore:
@@ -49,7 +51,9 @@ class MemoryStore:
         )
 
     # -- entries ---------------------------------------------------------------
-    def _live(self, namespace: str, now: float) -> dict[str, tuple[str, int, float | None]]:
+    def _live(
+        self, namespace: str, now: float
+    ) -> dict[str, tuple[str, int, float | None]]:
         ns = self._entries.get(namespace)
         if ns is None:
             return {}
@@ -71,7 +75,9 @@ class MemoryStore:
             return None
         return Entry(json.loads(found[0]), found[1])
 
-    def set(self, namespace: str, key: str, value: JSON, *, ttl: float | None = None) -> int:
+    def set(
+        self, namespace: str, key: str, value: JSON, *, ttl: float | None = None
+    ) -> int:
         """Write *value*; return its new version."""
         encoded = _encode(value, f"{namespace}/{key}")
         with self._lock:
@@ -118,7 +124,9 @@ class MemoryStore:
         with self._lock:
             ns = dict(self._live(namespace, self._clock.monotonic()))
             version = self._versions.get(namespace, 0)
-        return Snapshot(version, {k: Entry(json.loads(v), ver) for k, (v, ver, _) in ns.items()})
+        return Snapshot(
+            version, {k: Entry(json.loads(v), ver) for k, (v, ver, _) in ns.items()}
+        )
 
     def version(self, namespace: str) -> int:
         """Return the namespace's version (0 if never written)."""
@@ -135,7 +143,9 @@ class MemoryStore:
         """Add each amount to its field of *key*; return all fields' new totals."""
         for field, amount in amounts.items():
             if isinstance(amount, bool) or not isinstance(amount, int | float):
-                raise TypeError(f"increment {key}/{field}: amount must be a number, got {amount!r}")
+                raise TypeError(
+                    f"increment {key}/{field}: amount must be a number, got {amount!r}"
+                )
         with self._lock:
             now = self._clock.monotonic()
             fields, expires = self._counters.get(key, ({}, None))
@@ -241,4 +251,6 @@ class MemoryStore:
         max_wait: float = 0.0,
     ) -> TokenTake:
         """Async twin of :meth:`take_tokens`."""
-        return self.take_tokens(key, tokens, rate=rate, capacity=capacity, max_wait=max_wait)
+        return self.take_tokens(
+            key, tokens, rate=rate, capacity=capacity, max_wait=max_wait
+        )

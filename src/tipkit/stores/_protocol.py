@@ -82,7 +82,9 @@ class Store(Protocol):
         """Return the entry at *key* in *namespace*, or ``None``."""
         ...
 
-    def set(self, namespace: str, key: str, value: JSON, *, ttl: float | None = None) -> int:
+    def set(
+        self, namespace: str, key: str, value: JSON, *, ttl: float | None = None
+    ) -> int:
         """Write *value*; return its new version."""
         ...
 

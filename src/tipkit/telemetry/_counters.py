@@ -56,7 +56,9 @@ class Counter:
             ValueError: *amount* is negative (counters only go up).
         """
         if amount < 0:
-            raise ValueError(f"counter {self.name!r}: amount must be >= 0, got {amount}")
+            raise ValueError(
+                f"counter {self.name!r}: amount must be >= 0, got {amount}"
+            )
         with self._lock:
             self._extra += amount
 

@@ -12,14 +12,22 @@ builds nothing when nobody listens for that type::
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-import weakref
 from typing import ClassVar, TypeVar
 
 from tipkit._core import _fork
 
-__all__ = ["BUS", "AttributeValue", "Event", "EventBus", "Listener", "add_listener", "remove_listener"]
+__all__ = [
+    "BUS",
+    "AttributeValue",
+    "Event",
+    "EventBus",
+    "Listener",
+    "add_listener",
+    "remove_listener",
+]
 
 logger = logging.getLogger("tipkit")
 
@@ -73,11 +81,20 @@ class EventBus:
     (with the traceback) and every error is counted in ``listener_errors``.
     """
 
-    __slots__ = ("_failed", "_listeners", "_lock", "active", "listener_errors", "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "_failed",
+        "_listeners",
+        "_lock",
+        "active",
+        "listener_errors",
+    )
 
     def __init__(self) -> None:
         self._lock = _fork.new_lock()
-        self._listeners: tuple[tuple[Listener, tuple[type[Event], ...] | None], ...] = ()
+        self._listeners: tuple[
+            tuple[Listener, tuple[type[Event], ...] | None], ...
+        ] = ()
         self._failed: set[int] = set()
         self.active = False
         self.listener_errors = 0
@@ -175,5 +192,3 @@ def add_listener(
 def remove_listener(listener: Listener) -> None:
     """Unregister *listener* from the process-wide bus."""
     BUS.remove_listener(listener)
-
-

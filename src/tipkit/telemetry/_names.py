@@ -41,6 +41,8 @@ FEATURE_FLAG_CONTEXT_ID: Final = "feature_flag.context.id"
 FEATURE_FLAG_ERROR_MESSAGE: Final = "feature_flag.error.message"
 ERROR_TYPE: Final = "error.type"
 SYNTHETIC_TYPE: Final = "user_agent.synthetic.type"
+EXCEPTION_TYPE: Final = "exception.type"
+CALL_NAME: Final = "tipkit.call.name"  # the name given to traced()
 
 BREAKER_NAME: Final = "tipkit.breaker.name"
 BULKHEAD_NAME: Final = "tipkit.bulkhead.name"
