@@ -9,7 +9,25 @@ in-process hot path never pays for the protocol.
 
 from __future__ import annotations
 
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
 from tipkit.stores._memory import MemoryStore
 from tipkit.stores._protocol import JSON, Entry, Snapshot, Store, TokenTake
 
+if TYPE_CHECKING:
+    from tipkit.stores._redis import RedisStore
+
 __all__ = ["JSON", "Entry", "MemoryStore", "Snapshot", "Store", "TokenTake"]
+if importlib.util.find_spec("redis") is not None:
+    # Listed only when importable: `from tipkit.stores import *` must work without the extra.
+    __all__ += ["RedisStore"]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisStore imports the optional `redis` client: load it only when asked for.
+    if name == "RedisStore":
+        from tipkit.stores._redis import RedisStore  # noqa: PLC0415 - lazy on purpose
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,786 @@
+"""RedisStore: the Store on a real Redis server, shared by every process of a fleet.
+
+Imported only when :class:`RedisStore` is used (``from tipkit.stores import
+RedisStore`` loads it lazily), so the ``redis`` client stays an optional extra.
+
+Layout in Redis (every operation touches exactly one key, so each works on a
+Redis Cluster slot of its own; put a hash tag in *prefix*, ``"{tipkit}:"``, to
+keep them all on one slot):
+
+* ``<prefix>ns:<namespace>``: one hash per namespace. Field ``version`` holds the
+  namespace version; field ``:<key>`` holds the JSON array
+  ``[entry_version, expires_at_us | null, value]``, the expiry in microseconds
+  of the server's ``TIME``.
+* ``<prefix>c:<key>``: one hash per counters key, one field per counter; its
+  time to live is Redis's own key expiry.
+* ``<prefix>tb:<key>``: one hash per token bucket (``level``, ``last``), expiring
+  once it would have refilled to capacity.
+
+Every operation is one round trip and atomic: a Lua script called by SHA
+(``EVALSHA``), loaded with ``SCRIPT LOAD`` the first time the server says
+``NOSCRIPT`` (a new or restarted server, or after ``SCRIPT FLUSH``), or a single
+command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import threading
+import weakref
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, Literal, cast
+from urllib.parse import urlsplit, urlunsplit
+
+from tipkit._core._durations import to_seconds, to_seconds_or_none
+from tipkit._core._tokens import check_bucket_args
+from tipkit.errors import StoreError
+from tipkit.stores._memory import _encode
+from tipkit.stores._protocol import JSON, Entry, Snapshot, TokenTake
+
+try:
+    import redis
+    import redis.asyncio
+    import redis.asyncio.retry
+    import redis.backoff
+    import redis.exceptions
+    import redis.retry
+except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
+    raise ImportError(
+        "tipkit.stores.RedisStore needs the redis client: pip install 'tipkit[redis]'"
+    ) from exc
+
+__all__ = ["OnError", "RedisStore"]
+
+OnError = Literal["fail_open", "fail_closed"]
+
+# Seconds are turned into whole microseconds (entry expiry) or milliseconds (key
+# expiry); the cap keeps PEXPIRE within what Redis accepts.
+_MAX_PEXPIRE_MS = 10**15
+
+_PRELUDE = """
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local function live(s, now)
+  local exp = string.match(s, '^%[%d+,([^,]*),')
+  return exp == 'null' or tonumber(exp) > now
+end
+local function write(key, field, value, ttl_us, now)
+  local v = redis.call('HINCRBY', key, 'version', 1)
+  local exp = 'null'
+  if ttl_us ~= '' then exp = string.format('%d', now + tonumber(ttl_us)) end
+  redis.call('HSET', key, field, string.format('[%d,%s,', v, exp) .. value .. ']')
+  return v
+end
+"""
+
+# KEYS[1] namespace hash; ARGV[1] field.
+_GET = """
+local s = redis.call('HGET', KEYS[1], ARGV[1])
+if not s or not live(s, now_us()) then return false end
+return s
+"""
+
+# ARGV[1] field, ARGV[2] JSON value, ARGV[3] ttl in microseconds or ''.
+_SET = """
+return write(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now_us())
+"""
+
+# As _SET, plus ARGV[4] the expected entry version (0: absent or expired).
+_CAS = """
+local now = now_us()
+local s = redis.call('HGET', KEYS[1], ARGV[1])
+local current = 0
+if s and live(s, now) then current = tonumber(string.match(s, '^%[(%d+),')) end
+if current ~= tonumber(ARGV[4]) then return false end
+return write(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
+"""
+
+# ARGV[1] field. An expired entry is removed without a version bump: it was
+# already gone for every reader.
+_DELETE = """
+local s = redis.call('HGET', KEYS[1], ARGV[1])
+if not s then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if not live(s, now_us()) then return 0 end
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+return 1
+"""
+
+# Returns {version, field, entry, field, entry, ...}; prunes expired entries.
+_SNAPSHOT = """
+local all = redis.call('HGETALL', KEYS[1])
+local out = {0}
+local now = nil
+for i = 1, #all, 2 do
+  local f, s = all[i], all[i + 1]
+  if f == 'version' then
+    out[1] = tonumber(s)
+  else
+    if not string.find(s, '^%[%d+,null,') then now = now or now_us() end
+    if now == nil or live(s, now) then
+      out[#out + 1] = f
+      out[#out + 1] = s
+    else
+      redis.call('HDEL', KEYS[1], f)
+    end
+  end
+end
+return out
+"""
+
+# KEYS[1] counters hash; ARGV[1] ttl in milliseconds or ''; then field, amount pairs.
+_INCREMENT = """
+for i = 2, #ARGV, 2 do
+  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+local all = redis.call('HGETALL', KEYS[1])
+if ARGV[1] == '' then
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return all
+"""
+
+# KEYS[1] bucket hash; ARGV tokens, rate, capacity, max_wait, max pexpire.
+# The middle block is tipkit/_core/_tokens.py `take`, line for line, and the end
+# is MemoryStore.take_tokens: keep the three in step.
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local tokens, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local capacity, max_wait = tonumber(ARGV[3]), tonumber(ARGV[4])
+local state = redis.call('HMGET', KEYS[1], 'level', 'last')
+local level, last = capacity, now
+if state[1] and state[2] then
+  level, last = tonumber(state[1]), tonumber(state[2])
+end
+local admitted, wait, retry_after = 1, 0, 0
+local elapsed = now - last
+if elapsed > 0 then
+  level = math.min(capacity, level + elapsed * rate)
+end
+if tokens <= 0 then
+  level = math.min(capacity, level - tokens)
+else
+  local missing = tokens - level
+  if missing <= 0 then
+    level = level - tokens
+  else
+    local w = missing / rate
+    if w <= max_wait then
+      level = level - tokens
+      wait = w
+    else
+      admitted = 0
+      retry_after = w
+    end
+  end
+end
+if level >= capacity then
+  redis.call('DEL', KEYS[1])
+else
+  local origin = math.max(last, now)
+  local refill = (capacity - level) / rate + (origin - now)
+  local ms = math.min(tonumber(ARGV[5]), math.ceil(refill * 1000) + 1)
+  redis.call('HSET', KEYS[1], 'level', string.format('%.17g', level),
+    'last', string.format('%.17g', origin))
+  redis.call('PEXPIRE', KEYS[1], string.format('%d', ms))
+end
+return {admitted, string.format('%.17g', wait), string.format('%.17g', level),
+  string.format('%.17g', retry_after)}
+"""
+
+
+class _Script:
+    """A Lua script and its SHA1, which is what ``SCRIPT LOAD`` answers."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, body: str, *, prelude: bool = True) -> None:
+        self.name = name
+        self.source = (_PRELUDE if prelude else "") + body
+        self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+
+
+_SCRIPTS = {
+    s.name: s
+    for s in (
+        _Script("get", _GET),
+        _Script("set", _SET),
+        _Script("compare_and_set", _CAS),
+        _Script("delete", _DELETE),
+        _Script("snapshot", _SNAPSHOT),
+        _Script("increment", _INCREMENT, prelude=False),
+        _Script("take_tokens", _TAKE, prelude=False),
+    )
+}
+_S = _SCRIPTS
+
+_ERRORS = (redis.exceptions.RedisError, OSError)
+
+_ON_ERROR = ("fail_open", "fail_closed")
+
+
+def _no_retry_sync() -> redis.retry.Retry:
+    # One attempt: a call must come back within `timeout`, never after a backoff.
+    return redis.retry.Retry(redis.backoff.NoBackoff(), 0)
+
+
+def _no_retry_async() -> redis.asyncio.retry.Retry:
+    return redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0)
+
+
+def _safe_url(url: str) -> str:
+    """Return *url* without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = (f"{parts.username}@" if parts.username else "") + host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+_PASSED_ON = (
+    "host",
+    "port",
+    "db",
+    "username",
+    "password",
+    "client_name",
+    "socket_keepalive",
+    "ssl_keyfile",
+    "ssl_certfile",
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_check_hostname",
+)
+
+
+def _client_params(client: Any) -> tuple[dict[str, Any], str]:
+    """Return the settings to build a twin of *client*, and a password-free URL."""
+    pool = client.connection_pool
+    kwargs: dict[str, Any] = pool.connection_kwargs
+    cls = pool.connection_class.__name__
+    params = {k: kwargs[k] for k in _PASSED_ON if k in kwargs}
+    if "path" in kwargs:
+        params = {k: v for k, v in params.items() if k not in ("host", "port")}
+        params["unix_socket_path"] = kwargs["path"]
+        return params, f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    scheme = "redis"
+    if cls.startswith("SSL"):
+        params["ssl"] = True
+        scheme = "rediss"
+    host = params.get("host", "localhost")
+    url = f"{scheme}://{host}:{params.get('port', 6379)}/{params.get('db', 0)}"
+    return params, url
+
+
+def _entry(raw: bytes | None) -> Entry | None:
+    if raw is None:
+        return None
+    version, _, value = json.loads(raw)
+    return Entry(value, version)
+
+
+def _number(raw: bytes) -> float:
+    # HINCRBYFLOAT prints integral totals without a decimal point: give them back
+    # as ints, as MemoryStore does for int amounts.
+    try:
+        return int(raw)
+    except ValueError:
+        return float(raw)
+
+
+def _fields(flat: Sequence[bytes]) -> dict[str, float]:
+    return {flat[i].decode(): _number(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _snapshot(flat: Sequence[Any]) -> Snapshot:
+    entries: dict[str, Entry] = {}
+    for i in range(1, len(flat), 2):
+        version, _, value = json.loads(flat[i + 1])
+        entries[flat[i].decode()[1:]] = Entry(value, version)
+    return Snapshot(int(flat[0]), entries)
+
+
+def _take(raw: Sequence[Any]) -> TokenTake:
+    return TokenTake(
+        admitted=bool(raw[0]),
+        wait=float(raw[1]),
+        tokens=float(raw[2]),
+        retry_after=float(raw[3]),
+    )
+
+
+def _ttl_us(ttl: float | timedelta | None) -> str:
+    secs = to_seconds_or_none(ttl, "ttl")
+    return "" if secs is None else str(round(secs * 1_000_000))
+
+
+def _ttl_ms(ttl: float | timedelta | None) -> str:
+    secs = to_seconds_or_none(ttl, "ttl")
+    if secs is None:
+        return ""
+    # PEXPIRE with 0 or less deletes the key at once, as an elapsed TTL should.
+    return str(min(_MAX_PEXPIRE_MS, math.ceil(secs * 1000)))
+
+
+def _amounts(key: str, amounts: Mapping[str, float]) -> list[str]:
+    args: list[str] = []
+    checked: Mapping[str, object] = amounts  # callers may pass anything at run time
+    for field, amount in checked.items():
+        if isinstance(amount, bool) or not isinstance(amount, int | float):
+            raise TypeError(
+                f"increment {key}/{field}: amount must be a number, got {amount!r}"
+            )
+        if isinstance(amount, float) and not math.isfinite(amount):
+            raise ValueError(
+                f"increment {key}/{field}: amount must be finite, got {amount!r}"
+            )
+        args += (field, repr(amount))
+    return args
+
+
+def _bucket_args(
+    tokens: float, rate: float, capacity: float, max_wait: float
+) -> tuple[str, ...]:
+    check_bucket_args(tokens, rate, capacity, max_wait)
+    # repr() round-trips a float exactly through Lua's tonumber; infinity does not parse.
+    wait = 1e300 if max_wait == math.inf else max_wait
+    return (
+        repr(float(tokens)),
+        repr(float(rate)),
+        repr(float(capacity)),
+        repr(float(wait)),
+        str(_MAX_PEXPIRE_MS),
+    )
+
+
+def _check_version(version: object) -> str:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise TypeError(f"version must be an int >= 0 (0: absent), got {version!r}")
+    return str(version)
+
+
+async def _close_with_loop(client: redis.asyncio.Redis) -> AsyncIterator[None]:
+    # An async generator that has started is closed by the event loop's
+    # shutdown_asyncgens() (asyncio.run does this), so the loop's client and its
+    # connections are closed while the loop still runs.
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+class RedisStore:
+    """The :class:`~tipkit.stores.Store` on a real Redis server, for fleets.
+
+    Args:
+        url_or_client: a Redis URL (``redis://[user:password@]host:port/db``,
+            ``rediss://`` for TLS, ``unix://path``), or a ``redis.Redis`` (or
+            ``redis.asyncio.Redis``) client, used as it is: with a client you
+            pass, its own timeouts and retry policy apply.
+        prefix: prepended to every Redis key tipkit writes. Give each
+            application (or test) its own. A hash tag (``"{tipkit}:"``) puts
+            every key on one Redis Cluster slot.
+        timeout: seconds (or a ``timedelta``) bounding each connect and each
+            reply on the clients tipkit creates, which never retry: a call
+            returns or raises within ``timeout`` (twice that when it must
+            reconnect first).
+        on_error: what the primitives using this store do while it fails:
+            ``"fail_open"`` (the default: limiters admit, flags keep the last
+            state they read) or ``"fail_closed"`` (limiters refuse). The store
+            itself always raises :class:`~tipkit.errors.StoreError`; this
+            attribute is the policy it carries for its users.
+
+    Every operation is one round trip and atomic on the server (a Lua script
+    by SHA, or one command). Expiry and token refill use the Redis server's
+    clock (``TIME``), never the client's, so clients with skewed clocks agree.
+
+    Raises :class:`~tipkit.errors.StoreError` (the redis exception as
+    ``__cause__``) when the server cannot be reached, times out or answers
+    with an error. Reconnection is automatic: the next call after the server
+    comes back succeeds.
+
+    Thread-safe (redis-py's connection pool) and fork-safe (the pool reconnects
+    in a forked child). Async twins use ``redis.asyncio`` with one client per
+    event loop, created on first use and closed when that loop shuts down (as
+    ``asyncio.run`` does) or by :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | redis.Redis | redis.asyncio.Redis,
+        *,
+        prefix: str = "tipkit:",
+        timeout: float | timedelta = 0.05,
+        on_error: OnError = "fail_open",
+    ) -> None:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, got {prefix!r}")
+        self.timeout = to_seconds(timeout, "timeout", allow_zero=False)
+        if self.timeout < 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if on_error not in _ON_ERROR:
+            raise ValueError(
+                f"on_error must be 'fail_open' or 'fail_closed', got {on_error!r}"
+            )
+        self.prefix = prefix
+        self.on_error: OnError = on_error
+        self._lock = threading.Lock()
+        self._client: redis.Redis | None = None
+        self._url_str: str | None = None
+        self._params: dict[str, Any] = {}
+        self._owns_sync = True
+        # event loop -> (client, closer); weak so a finished loop's entry goes.
+        self._aclients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop,
+            tuple[redis.asyncio.Redis, AsyncIterator[None]],
+        ] = weakref.WeakKeyDictionary()
+        self._given_async: redis.asyncio.Redis | None = None
+        if isinstance(url_or_client, str):
+            self._url_str = url_or_client
+            self.url = _safe_url(url_or_client)
+        elif isinstance(url_or_client, redis.Redis):
+            self._client = url_or_client
+            self._owns_sync = False
+            self._params, self.url = _client_params(url_or_client)
+        elif isinstance(url_or_client, redis.asyncio.Redis):
+            self._given_async = url_or_client
+            self._params, self.url = _client_params(url_or_client)
+        else:
+            raise TypeError(
+                "url_or_client must be a Redis URL or a redis.Redis client, "
+                f"got {url_or_client!r}"
+            )
+        if self._client is None:
+            self._client = self._new_sync_client()
+
+    def __repr__(self) -> str:
+        return (
+            f"<RedisStore url={self.url!r} prefix={self.prefix!r} "
+            f"timeout={self.timeout} on_error={self.on_error!r}>"
+        )
+
+    # -- clients -----------------------------------------------------------------
+    def _new_sync_client(self) -> redis.Redis:
+        t = self.timeout
+        if self._url_str is not None:
+            return redis.Redis.from_url(
+                self._url_str,
+                retry=_no_retry_sync(),
+                socket_timeout=t,
+                socket_connect_timeout=t,
+            )
+        return redis.Redis(
+            **self._params,
+            retry=_no_retry_sync(),
+            socket_timeout=t,
+            socket_connect_timeout=t,
+        )
+
+    def _new_async_client(self) -> redis.asyncio.Redis:
+        t = self.timeout
+        if self._url_str is not None:
+            return redis.asyncio.Redis.from_url(
+                self._url_str,
+                retry=_no_retry_async(),
+                socket_timeout=t,
+                socket_connect_timeout=t,
+            )
+        return redis.asyncio.Redis(
+            **self._params,
+            retry=_no_retry_async(),
+            socket_timeout=t,
+            socket_connect_timeout=t,
+        )
+
+    @property
+    def client(self) -> redis.Redis:
+        """The synchronous ``redis.Redis`` client this store talks through."""
+        assert self._client is not None  # set in __init__
+        return self._client
+
+    async def _aclient(self) -> redis.asyncio.Redis:
+        if self._given_async is not None:
+            return self._given_async
+        loop = asyncio.get_running_loop()
+        found = self._aclients.get(loop)
+        if found is not None:
+            return found[0]
+        client = self._new_async_client()
+        closer = _close_with_loop(client)
+        with self._lock:
+            self._aclients[loop] = (client, closer)
+        # Start the generator so the loop knows it and closes it on shutdown.
+        await anext(closer)
+        return client
+
+    # -- running scripts -----------------------------------------------------------
+    def _fail(self, op: str, key: str, exc: BaseException) -> StoreError:
+        return StoreError(
+            f"RedisStore {op} {key!r} failed: {type(exc).__name__}: {exc}"
+        )
+
+    def _load(self, client: redis.Redis) -> None:
+        pipe = client.pipeline(transaction=False)
+        for script in _SCRIPTS.values():
+            pipe.script_load(script.source)
+        pipe.execute()
+
+    async def _aload(self, client: redis.asyncio.Redis) -> None:
+        pipe = client.pipeline(transaction=False)
+        for script in _SCRIPTS.values():
+            pipe.script_load(script.source)
+        await pipe.execute()
+
+    def _eval(self, script: _Script, key: str, *args: str) -> Any:
+        client = self.client
+        try:
+            try:
+                return client.evalsha(script.sha, 1, key, *args)
+            except redis.exceptions.NoScriptError:
+                self._load(client)
+                return client.evalsha(script.sha, 1, key, *args)
+        except _ERRORS as exc:
+            raise self._fail(script.name, key, exc) from exc
+
+    async def _aeval(self, script: _Script, key: str, *args: str) -> Any:
+        try:
+            client = await self._aclient()
+            try:
+                return await client.evalsha(script.sha, 1, key, *args)
+            except redis.exceptions.NoScriptError:
+                await self._aload(client)
+                return await client.evalsha(script.sha, 1, key, *args)
+        except _ERRORS as exc:
+            raise self._fail(script.name, key, exc) from exc
+
+    def _ns(self, namespace: str) -> str:
+        return f"{self.prefix}ns:{namespace}"
+
+    def _counters_key(self, key: str) -> str:
+        return f"{self.prefix}c:{key}"
+
+    def _bucket_key(self, key: str) -> str:
+        return f"{self.prefix}tb:{key}"
+
+    # -- entries -------------------------------------------------------------------
+    def get(self, namespace: str, key: str) -> Entry | None:
+        """Return the live entry at *key* in *namespace*, or ``None``."""
+        return _entry(self._eval(_S["get"], self._ns(namespace), ":" + key))
+
+    def set(
+        self,
+        namespace: str,
+        key: str,
+        value: JSON,
+        *,
+        ttl: float | timedelta | None = None,
+    ) -> int:
+        """Write *value* (expiring after *ttl* seconds of server time); return its version."""
+        encoded = _encode(value, f"{namespace}/{key}")
+        return int(
+            self._eval(_S["set"], self._ns(namespace), ":" + key, encoded, _ttl_us(ttl))
+        )
+
+    def compare_and_set(
+        self,
+        namespace: str,
+        key: str,
+        value: JSON,
+        *,
+        version: int,
+        ttl: float | timedelta | None = None,
+    ) -> int | None:
+        """Write *value* only if the entry's version is *version* (0: absent).
+
+        Returns the new version, or ``None`` when the entry changed meanwhile.
+        """
+        encoded = _encode(value, f"{namespace}/{key}")
+        args = (":" + key, encoded, _ttl_us(ttl), _check_version(version))
+        new = self._eval(_S["compare_and_set"], self._ns(namespace), *args)
+        return None if new is None else int(new)
+
+    def delete(self, namespace: str, key: str) -> bool:
+        """Remove *key*; return whether it existed (and was live)."""
+        return bool(self._eval(_S["delete"], self._ns(namespace), ":" + key))
+
+    def snapshot(self, namespace: str) -> Snapshot:
+        """Return every live entry of *namespace* and its version, atomically."""
+        return _snapshot(self._eval(_S["snapshot"], self._ns(namespace)))
+
+    def version(self, namespace: str) -> int:
+        """Return the namespace's version (0 if never written)."""
+        key = self._ns(namespace)
+        try:
+            raw = self.client.hget(key, "version")
+        except _ERRORS as exc:
+            raise self._fail("version", key, exc) from exc
+        return 0 if raw is None else int(cast("bytes", raw))
+
+    # -- counters --------------------------------------------------------------------
+    def increment(
+        self,
+        key: str,
+        amounts: Mapping[str, float],
+        *,
+        ttl: float | timedelta | None = None,
+    ) -> dict[str, float]:
+        """Add each amount to its field of *key*; return all fields' new totals.
+
+        *ttl* (server time) applies to the whole key and is reset by each call;
+        ``None`` removes it.
+        """
+        args = _amounts(key, amounts)
+        flat = self._eval(_S["increment"], self._counters_key(key), _ttl_ms(ttl), *args)
+        return _fields(flat)
+
+    def counters(self, key: str) -> dict[str, float]:
+        """Return every field of the counters at *key* (empty if none)."""
+        rkey = self._counters_key(key)
+        try:
+            raw = self.client.hgetall(rkey)
+        except _ERRORS as exc:
+            raise self._fail("counters", rkey, exc) from exc
+        return {
+            k.decode(): _number(v) for k, v in cast("dict[bytes, bytes]", raw).items()
+        }
+
+    # -- token buckets -----------------------------------------------------------------
+    def take_tokens(
+        self,
+        key: str,
+        tokens: float,
+        *,
+        rate: float,
+        capacity: float,
+        max_wait: float = 0.0,
+    ) -> TokenTake:
+        """Refill the bucket at *key* on the Redis server's clock, then take *tokens*.
+
+        The same arithmetic as :class:`~tipkit.stores.MemoryStore`, run inside
+        one script: elapsed server time is clamped at 0 and the level at
+        *capacity*, so neither a client's clock nor a server clock step can
+        over-admit. Idle buckets expire once they would have refilled.
+        """
+        args = _bucket_args(tokens, rate, capacity, max_wait)
+        return _take(self._eval(_S["take_tokens"], self._bucket_key(key), *args))
+
+    def close(self) -> None:
+        """Close the connections tipkit opened (a client you passed stays open).
+
+        Async clients close with their event loop, or with :meth:`aclose`.
+        """
+        if self._owns_sync and self._client is not None:
+            self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the async client of the running event loop (if tipkit made one)."""
+        with self._lock:
+            found = self._aclients.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found[1].aclose()  # type: ignore[attr-defined]  # an async generator
+
+    # -- async twins ---------------------------------------------------------------------
+    async def aget(self, namespace: str, key: str) -> Entry | None:
+        """Async twin of :meth:`get`."""
+        return _entry(await self._aeval(_S["get"], self._ns(namespace), ":" + key))
+
+    async def aset(
+        self,
+        namespace: str,
+        key: str,
+        value: JSON,
+        *,
+        ttl: float | timedelta | None = None,
+    ) -> int:
+        """Async twin of :meth:`set`."""
+        encoded = _encode(value, f"{namespace}/{key}")
+        raw = await self._aeval(
+            _S["set"], self._ns(namespace), ":" + key, encoded, _ttl_us(ttl)
+        )
+        return int(raw)
+
+    async def acompare_and_set(
+        self,
+        namespace: str,
+        key: str,
+        value: JSON,
+        *,
+        version: int,
+        ttl: float | timedelta | None = None,
+    ) -> int | None:
+        """Async twin of :meth:`compare_and_set`."""
+        encoded = _encode(value, f"{namespace}/{key}")
+        args = (":" + key, encoded, _ttl_us(ttl), _check_version(version))
+        new = await self._aeval(_S["compare_and_set"], self._ns(namespace), *args)
+        return None if new is None else int(new)
+
+    async def adelete(self, namespace: str, key: str) -> bool:
+        """Async twin of :meth:`delete`."""
+        return bool(await self._aeval(_S["delete"], self._ns(namespace), ":" + key))
+
+    async def asnapshot(self, namespace: str) -> Snapshot:
+        """Async twin of :meth:`snapshot`."""
+        return _snapshot(await self._aeval(_S["snapshot"], self._ns(namespace)))
+
+    async def aversion(self, namespace: str) -> int:
+        """Async twin of :meth:`version`."""
+        key = self._ns(namespace)
+        try:
+            client = await self._aclient()
+            raw = await client.hget(key, "version")
+        except _ERRORS as exc:
+            raise self._fail("version", key, exc) from exc
+        return 0 if raw is None else int(raw)
+
+    async def aincrement(
+        self,
+        key: str,
+        amounts: Mapping[str, float],
+        *,
+        ttl: float | timedelta | None = None,
+    ) -> dict[str, float]:
+        """Async twin of :meth:`increment`."""
+        args = _amounts(key, amounts)
+        flat = await self._aeval(
+            _S["increment"], self._counters_key(key), _ttl_ms(ttl), *args
+        )
+        return _fields(flat)
+
+    async def acounters(self, key: str) -> dict[str, float]:
+        """Async twin of :meth:`counters`."""
+        rkey = self._counters_key(key)
+        try:
+            client = await self._aclient()
+            raw = await client.hgetall(rkey)
+        except _ERRORS as exc:
+            raise self._fail("counters", rkey, exc) from exc
+        return {
+            k.decode(): _number(v) for k, v in cast("dict[bytes, bytes]", raw).items()
+        }
+
+    async def atake_tokens(
+        self,
+        key: str,
+        tokens: float,
+        *,
+        rate: float,
+        capacity: float,
+        max_wait: float = 0.0,
+    ) -> TokenTake:
+        """Async twin of :meth:`take_tokens`."""
+        args = _bucket_args(tokens, rate, capacity, max_wait)
+        return _take(await self._aeval(_S["take_tokens"], self._bucket_key(key), *args))
