@@ -1,0 +1,340 @@
+"""``traced()``: a span around a block or a call, and the place tipkit's events attach.
+
+Uses ``start_span`` plus an explicit context attach rather than
+``start_as_current_span`` (a generator-based context manager that costs several
+microseconds even with no SDK), and builds attributes only for recording spans.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import weakref
+from collections.abc import Callable, Coroutine, Mapping
+from contextvars import ContextVar
+from typing import Any, ParamSpec, TypeVar, overload
+
+from opentelemetry import context, metrics, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from tipkit.clock import SYSTEM_CLOCK, Clock
+from tipkit.telemetry import _catalog, _otel, _synthetic
+from tipkit.telemetry import _names as n
+from tipkit.telemetry._counters import REGISTRY
+from tipkit.telemetry._events import AttributeValue
+
+__all__ = ["error_type", "traced"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_Entry = tuple[trace.Span, object, float, str]
+# Open `with traced(...)` blocks of this thread / task, so one traced object can be
+# entered from many threads and tasks at once.
+_OPEN: ContextVar[tuple[_Entry, ...]] = ContextVar("tipkit_traced_open", default=())
+
+
+def error_type(exc: BaseException) -> str:
+    """Return the ``error.type`` of *exc*: its fully qualified class name."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+_HISTOGRAMS: weakref.WeakKeyDictionary[Any, metrics.Histogram] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _histogram(provider: metrics.MeterProvider) -> metrics.Histogram:
+    found = _HISTOGRAMS.get(provider)
+    if found is None:
+        spec = _catalog.METRICS[n.CALL_DURATION]
+        found = _HISTOGRAMS[provider] = provider.get_meter(
+            n.SCOPE, _otel.VERSION
+        ).create_histogram(
+            n.CALL_DURATION,
+            unit=spec.unit,
+            description=spec.description,
+            explicit_bucket_boundaries_advisory=_catalog.DURATION_BUCKETS,
+        )
+    return found
+
+
+class Traced:
+    """A span factory made by :func:`traced`: decorator and (async) context manager."""
+
+    __slots__ = (
+        "_static",
+        "attributes",
+        "clock",
+        "exception_messages",
+        "kind",
+        "meter_provider",
+        "name",
+        "record_args",
+        "record_exception",
+        "tracer_provider",
+    )
+
+    def __init__(  # noqa: PLR0917  # built only by traced(), which takes keywords
+        self,
+        name: str | None,
+        attributes: Mapping[str, AttributeValue] | None,
+        record_exception: bool,
+        exception_messages: bool,
+        record_args: tuple[str, ...],
+        kind: SpanKind,
+        tracer_provider: trace.TracerProvider | None,
+        meter_provider: metrics.MeterProvider | None,
+        clock: Clock,
+    ) -> None:
+        self.name = name
+        self.attributes = dict(attributes or {})
+        self.record_exception = record_exception
+        self.exception_messages = exception_messages
+        self.record_args = record_args
+        self.kind = kind
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        self.clock = clock
+        self._static: dict[str, AttributeValue] = dict(self.attributes)
+
+    def __repr__(self) -> str:
+        return (
+            f"<traced {self.name!r} attributes={self.attributes} "
+            f"record_exception={self.record_exception} open={len(_OPEN.get())}>"
+        )
+
+    # -- the two halves every face shares -------------------------------------
+
+    def _start(
+        self, name: str, extra: Callable[[], Mapping[str, AttributeValue]] | None
+    ) -> _Entry:
+        attributes = self._static
+        kind = _synthetic.CURRENT.get()
+        if kind is not None:
+            attributes = {**attributes, n.SYNTHETIC_TYPE: kind}
+        span = _otel.tracer_for(self.tracer_provider).start_span(
+            name, kind=self.kind, attributes=attributes
+        )
+        if span.is_recording():
+            if extra is not None:
+                span.set_attributes(extra())
+            inst = _otel._CURRENT
+            if inst is not None and not inst.tracing:
+                inst.poll()
+        token = context.attach(trace.set_span_in_context(span))
+        return span, token, self.clock.monotonic(), name
+
+    def _finish(self, entry: _Entry, exc: BaseException | None) -> None:
+        span, token, started, name = entry
+        elapsed = self.clock.monotonic() - started
+        context.detach(token)  # type: ignore[arg-type]  # the token attach() returned
+        etype = None if exc is None else error_type(exc)
+        if etype is not None and span.is_recording():
+            span.set_attribute(n.ERROR_TYPE, etype)
+            if self.exception_messages:
+                span.set_status(Status(StatusCode.ERROR, f"{etype}: {exc}"))
+                if self.record_exception:
+                    span.record_exception(exc)  # type: ignore[arg-type]  # not None here
+            else:
+                # The message and the traceback text of user code may carry
+                # personal data: only the type leaves unless allow-listed.
+                span.set_status(Status(StatusCode.ERROR))
+                if self.record_exception:
+                    span.add_event("exception", {n.EXCEPTION_TYPE: etype})
+        span.end()
+        if self.meter_provider is None and REGISTRY.histogram_sink is None:
+            return
+        attributes: dict[str, AttributeValue] = {n.CALL_NAME: name}
+        if etype is not None:
+            attributes[n.ERROR_TYPE] = etype
+        if self.meter_provider is not None:
+            histogram = _histogram(self.meter_provider)
+            histogram.record(elapsed, _otel.exported_attributes(attributes))
+        else:
+            REGISTRY.record(n.CALL_DURATION, elapsed, attributes)
+
+    # -- context manager faces -------------------------------------------------
+
+    def __enter__(self) -> trace.Span:
+        if self.name is None:
+            raise TypeError(
+                "traced() used as a context manager needs a name: "
+                'with traced("checkout"): ...'
+            )
+        entry = self._start(self.name, None)
+        _OPEN.set((*_OPEN.get(), entry))
+        return entry[0]
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        stack = _OPEN.get()
+        _OPEN.set(stack[:-1])
+        self._finish(stack[-1], exc)
+
+    async def __aenter__(self) -> trace.Span:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: object, exc: BaseException | None, tb: object
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- decorator face --------------------------------------------------------
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Wrap *fn* (plain or ``async def``) in a span named after this object.
+
+        Raises:
+            TypeError: *fn* is not callable or is a generator function.
+            ValueError: a name in ``record_args`` is not a parameter of *fn*.
+        """
+        if not callable(fn):
+            raise TypeError(f"traced() decorates callables, got {fn!r}")
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"cannot decorate generator function {fn.__qualname__} with "
+                "traced(): the span would only cover creating the generator. Use "
+                "`with traced(...)` inside it instead."
+            )
+        name: str = self.name or getattr(fn, "__qualname__", None) or repr(fn)
+        extra = self._arg_recorder(fn)
+        start, finish = self._start, self._finish
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def awrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                entry = start(name, None if extra is None else extra(args, kwargs))
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    finish(entry, exc)
+                    raise
+                finish(entry, None)
+                return result
+
+            return awrapper
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            entry = start(name, None if extra is None else extra(args, kwargs))
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                finish(entry, exc)
+                raise
+            finish(entry, None)
+            return result
+
+        return wrapper
+
+    def _arg_recorder(
+        self, fn: Callable[..., Any]
+    ) -> (
+        Callable[
+            [tuple[Any, ...], dict[str, Any]],
+            Callable[[], Mapping[str, AttributeValue]],
+        ]
+        | None
+    ):
+        if not self.record_args:
+            return None
+        signature = inspect.signature(fn)
+        unknown = [a for a in self.record_args if a not in signature.parameters]
+        if unknown:
+            raise ValueError(
+                f"traced(record_args=...): {unknown} not parameters of "
+                f"{fn.__qualname__}{signature}"
+            )
+        wanted = self.record_args
+
+        def recorder(
+            args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> Callable[[], Mapping[str, AttributeValue]]:
+            def build() -> Mapping[str, AttributeValue]:
+                bound = signature.bind_partial(*args, **kwargs)
+                return {
+                    f"tipkit.arg.{k}": _otel.attribute_value(bound.arguments[k])
+                    for k in wanted
+                    if k in bound.arguments
+                }
+
+            return build
+
+        return recorder
+
+
+def traced(
+    name: str | None = None,
+    *,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    record_exception: bool = True,
+    exception_messages: bool = False,
+    record_args: tuple[str, ...] | list[str] = (),
+    kind: SpanKind = SpanKind.INTERNAL,
+    tracer_provider: trace.TracerProvider | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Traced:
+    """Make a span around a call or a block, as a decorator or a context manager.
+
+    The span becomes current inside, so events tipkit publishes there (a breaker
+    trip, a flag evaluation) attach to it. On an exception the span gets status
+    ERROR and ``error.type``; with *record_exception* an ``exception`` event
+    carrying ``exception.type`` is added. Exception messages and tracebacks
+    (which can carry personal data) are exported only with
+    ``exception_messages=True``. Arguments are never recorded unless named in
+    *record_args* (exported as ``tipkit.arg.<name>``); return values never.
+
+    Once :func:`~tipkit.telemetry.instrument` is in effect (or *meter_provider* is
+    given), the duration is recorded in ``tipkit.call.duration`` (s), read from
+    *clock*. Spans go to *tracer_provider*, else to the provider passed to
+    ``instrument()``, else to the global one (a no-op span on a bare install).
+
+    Args:
+        name: the span name; as a decorator defaults to the function's qualname.
+        attributes: static span attributes (low-cardinality values you choose).
+        record_exception: add an ``exception`` event on errors.
+        exception_messages: allow-list exception messages and tracebacks.
+        record_args: names of parameters whose values are recorded on the span.
+        kind: the span kind.
+        tracer_provider: inject a tracer provider instead of the configured one.
+        meter_provider: inject a meter provider for the duration histogram.
+        clock: where durations are read from.
+
+    Thread-safe and task-safe: one ``traced`` object may be used concurrently.
+
+    Raises:
+        TypeError: *name* is not a non-empty string, or an attribute value is not
+            a str, bool, int or float.
+    """
+    if name is not None and (not isinstance(name, str) or not name):  # type: ignore[redundant-expr]  # callers without type checking pass anything
+        raise TypeError(f"traced(name=...) must be a non-empty str, got {name!r}")
+    for key, value in (attributes or {}).items():
+        if not isinstance(value, str | bool | int | float):
+            raise TypeError(
+                f"traced(attributes=...): {key!r} must be str, bool, int or float, "
+                f"got {type(value).__name__}"
+            )
+    return Traced(
+        name,
+        attributes,
+        bool(record_exception),
+        bool(exception_messages),
+        tuple(record_args),
+        kind,
+        tracer_provider,
+        meter_provider,
+        clock,
+    )
