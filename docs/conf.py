@@ -1,0 +1,42 @@
+"""Sphinx configuration: MyST markdown, furo, autodoc; built with -n -W."""
+
+from __future__ import annotations
+
+from importlib.metadata import version as _version
+
+project = "tipkit"
+author = "the tipkit developers"
+copyright = "2026, the tipkit developers"  # noqa: A001  # Sphinx's name for it
+release = _version("tipkit")
+version = release
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.viewcode",
+]
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+exclude_patterns = ["_build", "perf/*.md", "_*.md"]
+
+html_theme = "furo"
+html_title = f"tipkit {release}"
+html_static_path = ["_static"]
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+
+napoleon_use_ivar = True
+
+# No network at build time, so no intersphinx inventories. Without them, nitpicky
+# mode flags every reference into the standard library and dependencies; the build
+# runs with -W (warnings are errors) and checks tipkit's own references by keeping
+# docstrings' cross-references to tipkit names.
+intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
+suppress_warnings = ["myst.header"]
