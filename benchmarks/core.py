@@ -10,6 +10,7 @@ and release calls, and for `with` the ContextVar ticket stack.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import timeit
 
@@ -67,10 +68,8 @@ def main() -> None:
     def drive(coro_fn: object) -> object:
         def run() -> None:
             coro = coro_fn()  # type: ignore[operator]
-            try:
+            with contextlib.suppress(StopIteration):
                 coro.send(None)
-            except StopIteration:
-                pass
 
         return run
 

@@ -6,7 +6,7 @@ from importlib.metadata import version as _version
 
 project = "tipkit"
 author = "the tipkit developers"
-copyright = "2026, the tipkit developers"  # noqa: A001  # Sphinx's name for it
+copyright = "2026, the tipkit developers"
 release = _version("tipkit")
 version = release
 
