@@ -1,0 +1,765 @@
+"""The flag engine: :class:`Flags`, evaluation, overrides and kill switches."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar, cast, overload
+
+from tipkit._core._durations import to_seconds
+from tipkit.clock import SYSTEM_CLOCK, Clock
+from tipkit.flags._bucketing import bucket as _bucket
+from tipkit.flags._document import CompiledFlag, FlagSet, Serve
+from tipkit.flags._events import FlagEvaluated
+from tipkit.flags._model import (
+    _EMPTY,
+    USE_DEFAULT,
+    ErrorCode,
+    EvalError,
+    EvaluationContext,
+    EvaluationDetail,
+    Outcome,
+    Reason,
+)
+from tipkit.flags._providers import FileProvider, FlagProvider, InMemoryProvider, ProviderNotReadyError
+from tipkit.stores import MemoryStore, Store
+from tipkit.telemetry._events import BUS
+
+__all__ = ["ContextLike", "Explanation", "Flags"]
+
+logger = logging.getLogger("tipkit")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+ContextLike = EvaluationContext | Mapping[str, Any] | str | int | None
+"""What a context may be: a targeting-key string, a mapping, or an EvaluationContext."""
+
+Run = Callable[[Mapping[str, Any], Any], Outcome]
+
+_KILL = "kill/"
+_OVERRIDE = "override/"
+_INF = float("inf")
+
+# Flags instances sharing one store object, so a kill or override written through
+# one of them is seen by every one of them on its next evaluation (in process).
+_PEERS: dict[int, weakref.WeakSet[Flags]] = {}
+_PEERS_LOCK = threading.Lock()
+
+
+def _number_type(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class _StoreState:
+    __slots__ = ("kills", "overrides", "version")
+
+    def __init__(self, version: int, kills: frozenset[str], overrides: dict[str, Any]) -> None:
+        self.version = version
+        self.kills = kills
+        self.overrides = overrides
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a flag evaluated as it did, step by step (``tipkit flags explain``)."""
+
+    detail: EvaluationDetail
+    bucket: int | None
+    bucket_key: str | None
+    steps: tuple[str, ...] = field(default=())
+
+
+class Flags:
+    """Evaluate feature flags locally, fast, and never raise into app code.
+
+    *provider* serves compiled flag snapshots (:class:`FileProvider`,
+    :class:`InMemoryProvider`). Kill switches and overrides written with
+    :meth:`kill`, :meth:`revive` and :meth:`override` live in *store* under
+    *namespace*; this object holds them as one snapshot, re-read at most every
+    *refresh_interval* seconds (a kill written through any ``Flags`` sharing the
+    store object takes effect on the very next evaluation in this process).
+    *overrides* are local to this object: ``{flag: variant name or value}``.
+
+    Precedence: kill > disabled > override (store, then local) > rules.
+
+    Thread-safe: evaluations read one immutable table; refreshes swap it
+    atomically. Reads time from *clock* (default: the provider's clock if it has
+    one, else the system clock) once per evaluation.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_deadline",
+        "_flag_set",
+        "_local_overrides",
+        "_lock",
+        "_logged",
+        "_namespace",
+        "_now",
+        "_provider",
+        "_provider_error",
+        "_provider_next",
+        "_refresh_interval",
+        "_store",
+        "_store_next",
+        "_store_state",
+        "_table",
+    )
+
+    def __init__(
+        self,
+        provider: FlagProvider,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        store: Store | None = None,
+        namespace: str = "flags",
+        refresh_interval: float | timedelta = 1.0,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(provider, FlagProvider):
+            raise TypeError(f"provider must be a FlagProvider, got {provider!r}")
+        if not isinstance(namespace, str) or not namespace:
+            raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
+        self._refresh_interval = to_seconds(refresh_interval, "refresh_interval")
+        if self._refresh_interval < 0:
+            raise ValueError(f"refresh_interval must be >= 0, got {refresh_interval!r}")
+        self._provider = provider
+        self._clock: Clock = clock if clock is not None else getattr(provider, "clock", SYSTEM_CLOCK)
+        self._now = self._clock.monotonic
+        self._store: Store = store if store is not None else MemoryStore(clock=self._clock)
+        self._namespace = namespace
+        self._local_overrides: dict[str, Any] = copy.deepcopy(dict(overrides or {}))
+        self._lock = threading.Lock()
+        self._logged: set[str] = set()
+        self._table: dict[str, Run] = {}
+        self._flag_set: FlagSet | None = None
+        self._provider_error: tuple[ErrorCode, str] | None = (
+            ErrorCode.PROVIDER_NOT_READY,
+            "the provider has not served flags yet",
+        )
+        self._store_state = _StoreState(-1, frozenset(), {})
+        self._deadline = -_INF
+        self._provider_next = -_INF
+        self._store_next = -_INF
+        provider.subscribe(self._provider_changed)
+        with _PEERS_LOCK:
+            _PEERS.setdefault(id(self._store), weakref.WeakSet()).add(self)
+        self._maintain()
+
+    # -- construction shortcuts ---------------------------------------------------------
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        reload_interval: float | timedelta = 1.0,
+        clock: Clock = SYSTEM_CLOCK,
+        **kwargs: Any,
+    ) -> Flags:
+        """Return ``Flags(FileProvider(path, ...))``; raises ``ConfigError`` if invalid."""
+        return cls(FileProvider(path, reload_interval=reload_interval, clock=clock), clock=clock, **kwargs)
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any], **kwargs: Any) -> Flags:
+        """Return ``Flags(InMemoryProvider(document))``; raises ``ConfigError`` if invalid."""
+        return cls(InMemoryProvider(document), **kwargs)
+
+    def __repr__(self) -> str:
+        fs = self._flag_set
+        state = self._store_state
+        status = "ready" if self._provider_error is None else self._provider_error[0].value.lower()
+        return (
+            f"<Flags provider={self._provider!r} flags={0 if fs is None else len(fs.flags)} "
+            f"killed={len(state.kills)} overrides={len(state.overrides) + len(self._local_overrides)} "
+            f"{status}>"
+        )
+
+    # -- introspection ----------------------------------------------------------------
+    @property
+    def provider(self) -> FlagProvider:
+        """The provider serving the flags."""
+        return self._provider
+
+    @property
+    def store(self) -> Store:
+        """The store holding kill switches and overrides."""
+        return self._store
+
+    @property
+    def flag_set(self) -> FlagSet | None:
+        """The compiled snapshot being served (``None`` until the provider is ready)."""
+        return self._flag_set
+
+    def keys(self) -> list[str]:
+        """Return the keys of the flags being served, sorted."""
+        fs = self._flag_set
+        return [] if fs is None else sorted(fs.flags)
+
+    def killed(self) -> frozenset[str]:
+        """Return the keys of the killed flags (as of the last refresh)."""
+        self._maintain()
+        return self._store_state.kills
+
+    # -- evaluation ------------------------------------------------------------------
+    def is_enabled(self, key: str, context: ContextLike = None, default: bool = False) -> bool:
+        """Return whether the boolean flag *key* is on for *context*.
+
+        Never raises: on any error it returns *default* (see :meth:`evaluate`).
+        Thread-safe; reads the clock once.
+        """
+        # Same body as get(): inlined because a call costs ~10% of an evaluation.
+        try:
+            if self._now() >= self._deadline:
+                self._maintain()
+            cls = context.__class__
+            if cls is EvaluationContext:
+                out = self._table[key](context.attributes, context.targeting_key)  # type: ignore[union-attr]  # class checked
+            elif cls is dict:
+                out = self._table[key](context, context.get("targeting_key"))  # type: ignore[union-attr]  # class checked
+            elif cls is str:
+                out = self._table[key](_EMPTY, context)
+            else:
+                out = self._run_other(key, context)
+        except Exception as exc:
+            out = self._failed(key, exc)
+        if out.vclass is default.__class__:
+            out.inc()
+            if FlagEvaluated.listened:
+                self._publish(out.value, out, context)
+            return out.value  # type: ignore[no-any-return]  # its class is bool
+        return self._finish(key, out, default, context)  # type: ignore[no-any-return]  # coerced to bool
+
+    @overload
+    def get(self, key: str, context: ContextLike = None) -> Any: ...
+    @overload
+    def get(self, key: str, context: ContextLike = None, *, default: T) -> T: ...
+    def get(self, key: str, context: ContextLike = None, default: Any = None) -> Any:
+        """Return the value of flag *key* for *context*, or *default* on any error.
+
+        The value has the type of *default* (an int flag read with a float
+        default comes back as a float; an integral float read with an int
+        default as an int); a value of another type gives *default*
+        (``TYPE_MISMATCH``). With ``default=None`` the value is returned as is.
+        Object values are fresh copies. Never raises; thread-safe.
+        """
+        try:
+            if self._now() >= self._deadline:
+                self._maintain()
+            cls = context.__class__
+            if cls is EvaluationContext:
+                out = self._table[key](context.attributes, context.targeting_key)  # type: ignore[union-attr]  # class checked
+            elif cls is dict:
+                out = self._table[key](context, context.get("targeting_key"))  # type: ignore[union-attr]  # class checked
+            elif cls is str:
+                out = self._table[key](_EMPTY, context)
+            else:
+                out = self._run_other(key, context)
+        except Exception as exc:
+            out = self._failed(key, exc)
+        if out.vclass is default.__class__:
+            out.inc()
+            if FlagEvaluated.listened:
+                self._publish(out.value, out, context)
+            return out.value
+        return self._finish(key, out, default, context)
+
+    def evaluate(self, key: str, context: ContextLike = None, default: Any = None) -> EvaluationDetail:
+        """Return the :class:`EvaluationDetail` of flag *key* for *context*. Never raises."""
+        value, out = self._run(key, context, default)
+        return EvaluationDetail(
+            out.flag_key,
+            value,
+            out.variant,
+            out.reason,
+            out.rule_id,
+            out.error_code,
+            out.error_message,
+            out.flag_version,
+        )
+
+    def _run(self, key: str, context: Any, default: Any) -> tuple[Any, Outcome]:
+        """Evaluate and return ``(value, outcome)``: the shared slow-but-complete path."""
+        try:
+            if self._now() >= self._deadline:
+                self._maintain()
+            out = self._run_other(key, context)
+        except Exception as exc:
+            out = self._failed(key, exc)
+        value, out = self._settle(key, out, default)
+        out.inc()
+        if FlagEvaluated.listened:
+            self._publish(value, out, context)
+        return value, out
+
+    def _finish(self, key: str, out: Outcome, default: Any, context: Any) -> Any:
+        value, out = self._settle(key, out, default)
+        out.inc()
+        if FlagEvaluated.listened:
+            self._publish(value, out, context)
+        return value
+
+    def _settle(self, key: str, out: Outcome, default: Any) -> tuple[Any, Outcome]:
+        """Apply the caller's default: absent values, type coercion, copies."""
+        value = out.value
+        if value is USE_DEFAULT:
+            return default, out
+        if default is None or value.__class__ is default.__class__:
+            return (copy.deepcopy(value) if out.mutable else value), out
+        return self._coerce(key, value, default, out)
+
+    def _failed(self, key: Any, exc: Exception) -> Outcome:
+        if isinstance(exc, EvalError):
+            return self._error(key, exc.code, exc.message)
+        try:
+            if isinstance(exc, KeyError) and key not in self._table:
+                return self._missing(key)
+        except TypeError:
+            return self._error(key, ErrorCode.GENERAL, f"a flag key must be a string, got {type(key).__name__}")
+        self._log_once(f"eval:{key!r}:{type(exc).__name__}", "tipkit: evaluating flag %r raised", key, exc)
+        return self._error(key, ErrorCode.GENERAL, f"{type(exc).__name__} while evaluating")
+
+    def _run_other(self, key: str, context: Any) -> Outcome:
+        """Evaluate for any context (the fast paths handle the common classes inline)."""
+        run = self._table[key]
+        if context is None:
+            return run(_EMPTY, None)
+        if context.__class__ is EvaluationContext:
+            return run(context.attributes, context.targeting_key)
+        try:
+            if isinstance(context, EvaluationContext):
+                attrs: Mapping[str, Any] = dict(context.attributes)
+                key = context.targeting_key
+            elif isinstance(context, Mapping):
+                attrs = dict(context)
+                key = attrs.get("targeting_key")
+            elif isinstance(context, str):
+                attrs, key = _EMPTY, str.__str__(context)
+            elif isinstance(context, int) and not isinstance(context, bool):
+                attrs, key = _EMPTY, context
+            else:
+                raise EvalError(
+                    ErrorCode.INVALID_CONTEXT,
+                    f"a context must be a targeting key, a mapping or an EvaluationContext, "
+                    f"got {type(context).__name__}",
+                )
+        except EvalError:
+            raise
+        except Exception as exc:
+            raise EvalError(
+                ErrorCode.INVALID_CONTEXT, f"the context could not be read ({type(exc).__name__})"
+            ) from exc
+        return run(attrs, key)
+
+    def _missing(self, key: str) -> Outcome:
+        if self._provider_error is not None:
+            code, message = self._provider_error
+            return self._error(key, code, message)
+        if not isinstance(key, str):
+            return self._error(key, ErrorCode.GENERAL, f"a flag key must be a string, got {type(key).__name__}")
+        return self._error(key, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} not found")
+
+    def _error(self, key: Any, code: ErrorCode, message: str, version: str | None = None) -> Outcome:
+        flag_key = key if isinstance(key, str) else repr(key)
+        return Outcome(flag_key, USE_DEFAULT, None, Reason.ERROR, error_code=code, error_message=message, flag_version=version)
+
+    def _coerce(self, key: str, value: Any, default: Any, out: Outcome) -> tuple[Any, Outcome]:
+        """Convert *value* to the type of *default*, or answer TYPE_MISMATCH."""
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value), out
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            if _number_type(value):
+                return float(value), out
+            ok = False
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        elif isinstance(default, Mapping):
+            ok = isinstance(value, Mapping)
+        elif isinstance(default, list | tuple):
+            ok = isinstance(value, list)
+        else:
+            ok = isinstance(value, type(default))
+        if ok:
+            return (copy.deepcopy(value) if out.mutable else value), out
+        expected = type(default).__name__
+        return default, self._error(
+            key,
+            ErrorCode.TYPE_MISMATCH,
+            f"flag {key!r} served a {type(value).__name__}, the default is a {expected}",
+            out.flag_version,
+        )
+
+    def _publish(self, value: Any, out: Outcome, context: Any) -> None:
+        try:
+            ctx = _as_context(context)
+            BUS.publish(
+                FlagEvaluated(
+                    name=out.flag_key,
+                    flag_key=out.flag_key,
+                    value=value,
+                    variant=out.variant,
+                    reason=out.reason,
+                    error_code=out.error_code,
+                    error_message=out.error_message,
+                    flag_version=out.flag_version,
+                    rule_id=out.rule_id,
+                    context=ctx,
+                )
+            )
+        except Exception as exc:  # pragma: no cover - the bus never raises; belt and braces
+            self._log_once("publish", "tipkit: publishing a flag evaluation failed for %r", out.flag_key, exc)
+
+    def _log_once(self, tag: str, message: str, key: Any, exc: BaseException) -> None:
+        if tag not in self._logged and len(self._logged) < 1000:
+            self._logged.add(tag)
+            logger.warning(message, key, exc_info=exc)
+
+    # -- refreshing the provider snapshot and the store state -----------------------
+    def _provider_changed(self) -> None:
+        self._provider_next = -_INF
+        self._deadline = -_INF
+
+    def _store_changed(self) -> None:
+        self._store_next = -_INF
+        self._deadline = -_INF
+
+    def _maintain(self) -> None:
+        """Refresh whatever is due; one thread at a time, others keep evaluating."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            now = self._now()
+            changed = False
+            if now >= self._provider_next:
+                changed |= self._refresh_provider(now)
+            if now >= self._store_next:
+                changed |= self._refresh_store(now)
+            if changed:
+                self._rebuild()
+            self._deadline = min(self._provider_next, self._store_next)
+        finally:
+            self._lock.release()
+
+    def _refresh_provider(self, now: float) -> bool:
+        try:
+            flag_set, next_check = self._provider.current(now)
+        except ProviderNotReadyError as exc:
+            self._provider_next = now + min(self._refresh_interval, 1.0)
+            if self._flag_set is None:
+                self._provider_error = (ErrorCode.PROVIDER_NOT_READY, str(exc) or "the provider is not ready")
+                return True
+            return False
+        except Exception as exc:
+            self._provider_next = now + min(self._refresh_interval, 1.0)
+            self._log_once(f"provider:{type(exc).__name__}", "tipkit: the flag provider %r raised", self._provider, exc)
+            if self._flag_set is None:
+                self._provider_error = (ErrorCode.GENERAL, f"the provider raised {type(exc).__name__}")
+                return True
+            return False
+        self._provider_next = next_check
+        if flag_set is self._flag_set:
+            return False
+        self._flag_set = flag_set
+        self._provider_error = None
+        return True
+
+    def _refresh_store(self, now: float) -> bool:
+        self._store_next = now + self._refresh_interval
+        try:
+            store, ns = self._store, self._namespace
+            if store.version(ns) == self._store_state.version:
+                return False
+            snap = store.snapshot(ns)
+        except Exception as exc:
+            # Keep the last known kills and overrides: a store outage must not
+            # revive a killed flag.
+            self._log_once(f"store:{type(exc).__name__}", "tipkit: reading flag state from %r failed", self._store, exc)
+            return False
+        kills = frozenset(k[len(_KILL):] for k, e in snap.entries.items() if k.startswith(_KILL) and e.value)
+        overrides = {
+            k[len(_OVERRIDE):]: e.value.get("value")
+            for k, e in snap.entries.items()
+            if k.startswith(_OVERRIDE) and isinstance(e.value, dict)
+        }
+        self._store_state = _StoreState(snap.version, kills, overrides)
+        return True
+
+    def _rebuild(self) -> None:
+        fs = self._flag_set
+        state = self._store_state
+        table: dict[str, Run] = {}
+        flags = {} if fs is None else fs.flags
+        for key, flag in flags.items():
+            if key in state.kills:
+                table[key] = _const(flag.disabled_outcome)
+            elif not flag.enabled:
+                table[key] = flag.run
+            elif key in state.overrides:
+                table[key] = _const(_override_outcome(key, state.overrides[key], flag))
+            elif key in self._local_overrides:
+                table[key] = _const(_override_outcome(key, self._local_overrides[key], flag))
+            else:
+                table[key] = flag.run
+        for source in (self._local_overrides, state.overrides):
+            for key, value in source.items():
+                if key not in flags and key not in state.kills:
+                    table[key] = _const(_override_outcome(key, value, None))
+        self._table = table
+        if fs is not None and self._provider_error is not None:
+            self._provider_error = None
+
+    def refresh(self) -> None:
+        """Re-read the provider and the store now (normally they are read when due)."""
+        self._provider_next = -_INF
+        self._store_next = -_INF
+        self._deadline = -_INF
+        self._maintain()
+
+    # -- kill switches and overrides ----------------------------------------------
+    def _notify_peers(self) -> None:
+        with _PEERS_LOCK:
+            peers = list(_PEERS.get(id(self._store), ()))
+        for peer in peers:
+            if peer._store is self._store:
+                peer._store_changed()
+
+    def kill(self, key: str) -> None:
+        """Kill flag *key* everywhere sharing the store: it serves its off variant.
+
+        Takes effect on the next evaluation in this process, and within
+        ``refresh_interval`` in every other process sharing the store. A killed
+        flag without an ``off_variant`` answers the caller's default (reason
+        ``DISABLED``).
+
+        Raises:
+            StoreError: the store could not be written.
+        """
+        self._check_key(key)
+        if self._flag_set is not None and key not in self._flag_set.flags:
+            logger.warning("tipkit: killing flag %r, which this process does not know", key)
+        self._store.set(self._namespace, _KILL + key, value=True)
+        self._notify_peers()
+
+    def revive(self, key: str) -> None:
+        """Undo :meth:`kill` for *key* everywhere sharing the store.
+
+        Raises:
+            StoreError: the store could not be written.
+        """
+        self._check_key(key)
+        self._store.delete(self._namespace, _KILL + key)
+        self._notify_peers()
+
+    def set_override(self, key: str, value_or_variant: Any) -> None:
+        """Serve *value_or_variant* for *key* (reason ``STATIC``) until cleared.
+
+        A string naming one of the flag's variants serves that variant; a value
+        equal to a variant's value serves that variant; anything else is served
+        as it is, with no variant. Written to the store: everything sharing it
+        sees the override.
+
+        Raises:
+            TypeError: the value cannot be stored (not JSON-compatible).
+            StoreError: the store could not be written.
+        """
+        self._check_key(key)
+        self._store.set(self._namespace, _OVERRIDE + key, {"value": value_or_variant})
+        self._notify_peers()
+
+    def clear_override(self, key: str) -> None:
+        """Remove the override of *key* set by :meth:`set_override`."""
+        self._check_key(key)
+        self._store.delete(self._namespace, _OVERRIDE + key)
+        self._notify_peers()
+
+    @contextmanager
+    def override(self, key: str, value_or_variant: Any) -> Iterator[None]:
+        """Override *key* inside the ``with`` block, then restore what was there.
+
+        See :meth:`set_override`. Nested overrides of the same flag restore in order.
+        """
+        self._check_key(key)
+        previous = self._store.get(self._namespace, _OVERRIDE + key)
+        self.set_override(key, value_or_variant)
+        try:
+            yield
+        finally:
+            if previous is None:
+                self.clear_override(key)
+            else:
+                self._store.set(self._namespace, _OVERRIDE + key, previous.value)
+                self._notify_peers()
+
+    @staticmethod
+    def _check_key(key: object) -> None:
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"a flag key must be a non-empty string, got {key!r}")
+
+    # -- gate --------------------------------------------------------------------------
+    def gate(
+        self,
+        key: str,
+        *,
+        fallback: Callable[P, Any] | None = None,
+        context: Callable[P, ContextLike] | ContextLike = None,
+        default: bool = False,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorate a function so it runs only when flag *key* is on, else *fallback*.
+
+        *context* is a context, or a callable taking the function's arguments
+        and returning one (``context=lambda order, user: user.id``). When the
+        flag is off (or on any evaluation error, *default* is used) *fallback*
+        runs with the same arguments; without one the call returns ``None``.
+        Works on ``def`` and ``async def`` functions (an async function's
+        fallback may be sync or async). A *context* callable that raises counts
+        as an invalid context: the flag is treated as *default*.
+        """
+        self._check_key(key)
+        ctx_fn = context if callable(context) else None
+        static = None if callable(context) else context
+
+        def decide(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+            if ctx_fn is None:
+                return self.is_enabled(key, static, default)
+            try:
+                ctx = ctx_fn(*args, **kwargs)
+            except Exception as exc:
+                self._log_once(f"gate:{key}", "tipkit: the context function of gate %r raised", key, exc)
+                out = self._error(key, ErrorCode.INVALID_CONTEXT, f"the context function raised {type(exc).__name__}")
+                out.inc()
+                if FlagEvaluated.listened:
+                    self._publish(default, out, None)
+                return default
+            return self.is_enabled(key, ctx, default)
+
+        def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+            if inspect.iscoroutinefunction(fn):
+                async_fn = cast("Callable[P, Awaitable[Any]]", fn)
+
+                @functools.wraps(fn)
+                async def agated(*args: P.args, **kwargs: P.kwargs) -> Any:
+                    if decide(args, kwargs):
+                        return await async_fn(*args, **kwargs)
+                    if fallback is None:
+                        return None
+                    result = fallback(*args, **kwargs)
+                    if inspect.isawaitable(result):
+                        return await result
+                    return result
+
+                return cast("Callable[P, R]", agated)
+
+            @functools.wraps(fn)
+            def gated(*args: P.args, **kwargs: P.kwargs) -> R:
+                if decide(args, kwargs):
+                    return fn(*args, **kwargs)
+                if fallback is None:
+                    return None  # type: ignore[return-value]  # documented: no fallback returns None
+                return cast("R", fallback(*args, **kwargs))
+
+            return gated
+
+        return decorate
+
+    # -- explain ---------------------------------------------------------------------
+    def explain(self, key: str, context: ContextLike = None, default: Any = None) -> Explanation:
+        """Evaluate *key* and say why: each rule tried, the bucket, what was served.
+
+        For humans (the ``tipkit flags explain`` command); never raises.
+        """
+        detail = self.evaluate(key, context, default)
+        steps: list[str] = []
+        bucket: int | None = None
+        bucket_key: str | None = None
+        fs = self._flag_set
+        flag = None if fs is None else fs.flags.get(key)
+        state = self._store_state
+        if flag is None:
+            steps.append(f"flag {key!r} is not defined" if fs is not None else "the provider is not ready")
+            return Explanation(detail, None, None, tuple(steps))
+        ctx = _as_context(context)
+        attrs = ctx.attributes
+        if key in state.kills:
+            steps.append("the flag is killed (kill switch in the store)")
+        elif not flag.enabled:
+            steps.append("the flag's state is 'disabled'")
+        elif key in state.overrides or key in self._local_overrides:
+            steps.append("an override is in place")
+        else:
+            serve: Serve | None = None
+            for rule in flag.rules:
+                try:
+                    matched = rule.cond(attrs, ctx.targeting_key)
+                except Exception as exc:  # pragma: no cover - conditions do not raise
+                    steps.append(f"rule {rule.id!r}: raised {type(exc).__name__}")
+                    break
+                steps.append(f"rule {rule.id!r}: {'matched' if matched else 'did not match'}")
+                if matched:
+                    serve = rule.serve
+                    break
+            if serve is None:
+                serve = flag.fallthrough
+                steps.append(f"no rule matched: fallthrough {serve.describe()}" if flag.rules else f"no rules: {serve.describe()}")
+            else:
+                steps.append(f"serves {serve.describe()}")
+            if serve.is_split:
+                try:
+                    bucket_key = serve.bucket_key(attrs, ctx.targeting_key)
+                except EvalError as exc:
+                    steps.append(f"cannot bucket: {exc.message}")
+                else:
+                    bucket = _bucket(flag.salt, bucket_key)
+                    steps.append(
+                        f"bucket = murmur3('{flag.salt}.{bucket_key}') -> {bucket} of 100000"
+                    )
+        steps.append(
+            f"result: variant {detail.variant!r}, value {detail.value!r}, reason {detail.reason.value}"
+            + (f", error {detail.error_code.value}: {detail.error_message}" if detail.error_code else "")
+        )
+        return Explanation(detail, bucket, bucket_key, tuple(steps))
+
+
+def _as_context(context: Any) -> EvaluationContext:
+    """Return *context* as an EvaluationContext (for listeners and explain); never raises."""
+    try:
+        if isinstance(context, EvaluationContext):
+            return context
+        if isinstance(context, Mapping):
+            attrs = dict(context)
+            return EvaluationContext(attrs.get("targeting_key"), attrs)
+        if isinstance(context, str | int) and not isinstance(context, bool):
+            return EvaluationContext(context)
+    except Exception:
+        logger.debug("tipkit: a context could not be read", exc_info=True)
+    return EvaluationContext()
+
+
+def _const(outcome: Outcome) -> Run:
+    return lambda _a, _k: outcome
+
+
+def _override_outcome(key: str, spec: Any, flag: CompiledFlag | None) -> Outcome:
+    if flag is not None:
+        if isinstance(spec, str) and spec in flag.variants:
+            return flag.outcome(spec, Reason.STATIC)
+        for name, value in flag.variants.items():
+            if type(value) is type(spec) and value == spec:
+                return flag.outcome(name, Reason.STATIC)
+    return Outcome(key, spec, None, Reason.STATIC, flag_version=None if flag is None else flag.version)
+
+

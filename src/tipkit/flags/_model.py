@@ -1,0 +1,185 @@
+"""The evaluation vocabulary: reasons, error codes, outcomes, contexts, details."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Final
+
+from tipkit.telemetry import _names
+from tipkit.telemetry._counters import REGISTRY
+
+__all__ = [
+    "USE_DEFAULT",
+    "ErrorCode",
+    "EvalError",
+    "EvaluationContext",
+    "EvaluationDetail",
+    "Outcome",
+    "Reason",
+    "counter_for",
+]
+
+
+class Reason(StrEnum):
+    """Why a flag evaluated to its value (OpenFeature's vocabulary and meanings)."""
+
+    STATIC = "STATIC"
+    """No rules, or an override: the value is not targeted."""
+    DEFAULT = "DEFAULT"
+    """Rules exist and none matched: the default (fallthrough) variant."""
+    TARGETING_MATCH = "TARGETING_MATCH"
+    """A rule matched and served a variant."""
+    SPLIT = "SPLIT"
+    """The value came from a percentage split (in a rule or the fallthrough)."""
+    DISABLED = "DISABLED"
+    """The flag is disabled or killed."""
+    ERROR = "ERROR"
+    """Something went wrong: the caller's default, with an error code."""
+
+
+class ErrorCode(StrEnum):
+    """What went wrong when the reason is ``ERROR`` (OpenFeature's vocabulary)."""
+
+    FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
+    TYPE_MISMATCH = "TYPE_MISMATCH"
+    PARSE_ERROR = "PARSE_ERROR"
+    TARGETING_KEY_MISSING = "TARGETING_KEY_MISSING"
+    INVALID_CONTEXT = "INVALID_CONTEXT"
+    PROVIDER_NOT_READY = "PROVIDER_NOT_READY"
+    GENERAL = "GENERAL"
+
+
+USE_DEFAULT: Final[Any] = type("UseDefault", (), {"__repr__": lambda _s: "USE_DEFAULT"})()
+"""An outcome value meaning: serve the caller's default."""
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class EvalError(Exception):
+    """Raised inside compiled flags when evaluation cannot go on; never escapes."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class EvaluationContext:
+    """Who a flag is evaluated for: a targeting key and attributes.
+
+    Build one per request (or per user) and reuse it across evaluations: that is
+    the fastest way to evaluate. The attributes mapping is copied once here.
+    Thread-safe to share: it is never mutated by tipkit.
+    """
+
+    __slots__ = ("attributes", "targeting_key")
+
+    def __init__(
+        self,
+        targeting_key: str | int | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.targeting_key = targeting_key
+        self.attributes: Mapping[str, Any] = _EMPTY if not attributes else dict(attributes)
+
+    def __repr__(self) -> str:
+        return (
+            f"EvaluationContext(targeting_key={self.targeting_key!r}, "
+            f"attributes={dict(self.attributes)!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EvaluationContext):
+            return NotImplemented
+        return self.targeting_key == other.targeting_key and dict(self.attributes) == dict(
+            other.attributes
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # equal contexts may hold unhashable attributes
+
+
+def counter_for(key: str, variant: str | None, reason: str, error_code: str | None = None) -> Callable[[], int]:
+    """Return the ``inc`` of the evaluation counter for one (key, variant, reason)."""
+    attrs: dict[str, str] = {_names.FEATURE_FLAG_KEY: key, _names.FEATURE_FLAG_REASON: reason.lower()}
+    if variant is not None:
+        attrs[_names.FEATURE_FLAG_VARIANT] = variant
+    if error_code is not None:
+        attrs[_names.ERROR_TYPE] = error_code.lower()
+    return REGISTRY.counter(_names.FLAG_EVALUATIONS, attrs).inc
+
+
+class Outcome:
+    """One precomputed result of a flag: shared, immutable, built at load.
+
+    The engine returns these from compiled flags, so a successful evaluation
+    allocates nothing; ``inc`` counts it.
+    """
+
+    __slots__ = (
+        "error_code",
+        "error_message",
+        "flag_key",
+        "flag_version",
+        "inc",
+        "mutable",
+        "reason",
+        "rule_id",
+        "value",
+        "variant",
+        "vclass",
+    )
+
+    def __init__(
+        self,
+        flag_key: str,
+        value: Any,
+        variant: str | None,
+        reason: Reason,
+        *,
+        rule_id: str | None = None,
+        error_code: ErrorCode | None = None,
+        error_message: str | None = None,
+        flag_version: str | None = None,
+    ) -> None:
+        self.flag_key = flag_key
+        self.value = value
+        self.variant = variant
+        self.reason = reason
+        self.rule_id = rule_id
+        self.error_code = error_code
+        self.error_message = error_message
+        self.flag_version = flag_version
+        self.inc = counter_for(flag_key, variant, reason, error_code)
+        # Object values are copied out on each evaluation: the snapshot is shared.
+        self.mutable = isinstance(value, dict | list)
+        # The hot path serves the value as is when the caller's default has exactly
+        # this class; everything else (defaults, coercion, copies) takes the slow path.
+        self.vclass: type | None = None if self.mutable or value is USE_DEFAULT else value.__class__
+
+    def __repr__(self) -> str:
+        return (
+            f"<Outcome {self.flag_key!r} variant={self.variant!r} reason={self.reason.value} "
+            f"rule={self.rule_id!r} error={self.error_code}>"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationDetail:
+    """The full result of one evaluation.
+
+    ``value`` is what the caller gets (the caller's default on errors and on a
+    disabled flag without an ``off_variant``); ``variant`` is ``None`` whenever
+    no variant was served.
+    """
+
+    flag_key: str
+    value: Any
+    variant: str | None
+    reason: Reason
+    rule_id: str | None = None
+    error_code: ErrorCode | None = None
+    error_message: str | None = None
+    flag_version: str | None = None
