@@ -1,0 +1,153 @@
+"""``tipkit flags check|explain|buckets``: a thin shell over the flags library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from tipkit._cli import COMMANDS
+from tipkit.errors import ConfigError
+from tipkit.flags._bucketing import BUCKETS, bucket_of
+from tipkit.flags._document import CompiledFlag, FlagSet, Serve, load_file
+from tipkit.flags._engine import Flags
+from tipkit.flags._model import EvaluationContext
+from tipkit.flags._providers import InMemoryProvider
+
+__all__ = ["configure"]
+
+
+def _load(path: str) -> FlagSet | None:
+    try:
+        return load_file(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}")
+        return None
+
+
+def _check(args: argparse.Namespace) -> int:
+    flag_set = _load(args.file)
+    if flag_set is None:
+        return 1
+    print(f"ok: {args.file}: {len(flag_set.flags)} flags, {len(flag_set.segments)} segments")
+    return 0
+
+
+def _parse_attr(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name, value
+
+
+def _explain(args: argparse.Namespace) -> int:
+    flag_set = _load(args.file)
+    if flag_set is None:
+        return 1
+    if args.flag not in flag_set.flags:
+        print(f"error: flag {args.flag!r} is not in {args.file}; flags: {', '.join(sorted(flag_set.flags))}")
+        return 1
+    attrs = dict(args.attr or [])
+    flags = Flags(_provider_of(flag_set))
+    explanation = flags.explain(args.flag, EvaluationContext(args.key, attrs))
+    detail = explanation.detail
+    print(f"flag:    {args.flag}")
+    print(f"context: key={args.key!r} attributes={attrs!r}")
+    print(f"variant: {detail.variant}")
+    print(f"value:   {json.dumps(detail.value)}")
+    print(f"reason:  {detail.reason.value}")
+    print(f"rule:    {detail.rule_id or '-'}")
+    print(f"bucket:  {'-' if explanation.bucket is None else explanation.bucket}")
+    if detail.error_code is not None:
+        print(f"error:   {detail.error_code.value}: {detail.error_message}")
+    print("why:")
+    for step in explanation.steps:
+        print(f"  - {step}")
+    return 0
+
+
+def _provider_of(flag_set: FlagSet) -> InMemoryProvider:
+    provider = InMemoryProvider(source=flag_set.source)
+    provider._snapshot = flag_set  # already validated: serve it as is
+    return provider
+
+
+def _splits(flag: CompiledFlag) -> list[tuple[str, Serve]]:
+    found = [(f"rule {r.id!r}", r.serve) for r in flag.rules if r.serve.is_split]
+    if flag.fallthrough.is_split:
+        found.append(("fallthrough", flag.fallthrough))
+    return found
+
+
+def _buckets(args: argparse.Namespace) -> int:
+    flag_set = _load(args.file)
+    if flag_set is None:
+        return 1
+    flag = flag_set.flags.get(args.flag)
+    if flag is None:
+        print(f"error: flag {args.flag!r} is not in {args.file}; flags: {', '.join(sorted(flag_set.flags))}")
+        return 1
+    if args.sample <= 0:
+        print(f"error: --sample must be positive, got {args.sample}")
+        return 2
+    splits = _splits(flag)
+    if not splits:
+        print(f"flag {args.flag!r} has no percentage split: every key gets the same variant per rule")
+        return 0
+    prefix = f"{flag.salt}."
+    print(f"flag {args.flag!r}: salt {flag.salt!r}, {args.sample} synthetic keys {args.prefix}0..{args.prefix}{args.sample - 1}")
+    for where, serve in splits:
+        counts = [0] * len(serve.outcomes)
+        bounds = serve.bounds
+        for i in range(args.sample):
+            b = bucket_of(prefix, f"{args.prefix}{i}")
+            idx = 0
+            while b >= bounds[idx]:
+                idx += 1
+            counts[idx] += 1
+        print(f"{where}:")
+        print(f"  {'variant':<16} {'configured':>10} {'observed':>10} {'count':>10}")
+        assert serve.weights is not None
+        for out, weight, count in zip(serve.outcomes, serve.weights, counts, strict=True):
+            configured = 100 * weight / BUCKETS
+            observed = 100 * count / args.sample
+            print(f"  {out.variant!s:<16} {configured:>9.3f}% {observed:>9.3f}% {count:>10}")
+    return 0
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``flags`` subcommands to *parser*."""
+    sub = parser.add_subparsers(title="flags commands", dest="flags_command", metavar="COMMAND")
+    parser.set_defaults(handler=lambda _args: (parser.print_help(), 2)[1])
+
+    check = sub.add_parser("check", help="validate a flag file; list every problem with its location")
+    check.add_argument("file", help="a .yaml, .yml or .json flag document")
+    check.set_defaults(handler=_check)
+
+    explain = sub.add_parser("explain", help="evaluate one flag for one context and say why")
+    explain.add_argument("file")
+    explain.add_argument("flag")
+    explain.add_argument("--key", default=None, help="the targeting key")
+    explain.add_argument(
+        "--attr",
+        action="append",
+        type=_parse_attr,
+        metavar="NAME=VALUE",
+        help="a context attribute (repeatable); VALUE is read as JSON when it parses, else as a string",
+    )
+    explain.set_defaults(handler=_explain)
+
+    buckets = sub.add_parser("buckets", help="show the observed split over N synthetic keys beside the weights")
+    buckets.add_argument("file")
+    buckets.add_argument("flag")
+    buckets.add_argument("--sample", type=int, default=10_000, help="how many synthetic keys (default 10000)")
+    buckets.add_argument("--prefix", default="key-", help="synthetic keys are PREFIX0, PREFIX1, ... (default key-)")
+    buckets.set_defaults(handler=_buckets)
+
+
+COMMANDS["flags"] = ("feature flags: check a file, explain an evaluation, show bucket splits", configure)
