@@ -45,3 +45,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _load_commands() -> None:
     """Import the modules that register subcommands (kept lazy: the CLI starts fast)."""
+    import tipkit.flags._cli  # noqa: F401, PLC0415  # registers `tipkit flags`
