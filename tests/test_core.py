@@ -164,7 +164,9 @@ def test_shared_guard_from_threads_and_tasks(clock: FakeClock) -> None:
                 # Our own ticket must be on top of our own context's stack.
                 from tipkit._core._guard import _OPEN
 
-                ticket = _OPEN.get()[-1][1]
+                node = _OPEN.get()
+                assert node is not None
+                ticket = node[1]
                 with seen_lock:
                     seen.append((threading.get_ident(), ticket))  # type: ignore[arg-type]
 
@@ -457,3 +459,32 @@ def test_composite_exit_without_enter(clock: FakeClock) -> None:
     """Exiting a composite never entered raises RuntimeError."""
     with pytest.raises(RuntimeError, match="without a matching enter"):
         compose(Recorder(clock)).__exit__(None, None, None)
+
+
+def test_out_of_order_exit_releases_the_right_ticket(clock: FakeClock) -> None:
+    """Exiting an outer guard before an inner one still releases each its own ticket."""
+    outer, inner = Recorder(clock), Recorder(clock)
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)
+    inner.__exit__(None, None, None)
+    assert [t for t, _, _ in outer.released] == [1]
+    assert [t for t, _, _ in inner.released] == [1]
+
+
+def test_entered_hook_binds_value(clock: FakeClock) -> None:
+    """A guard defining _entered(ticket) binds its result in `with ... as x`."""
+
+    class Binding(Recorder):
+        def _entered(self, ticket: int) -> str:
+            return f"ticket-{ticket}"
+
+    guard = Binding(clock)
+    with guard as bound:
+        assert bound == "ticket-1"
+
+    async def main() -> None:
+        async with guard as abound:
+            assert abound == "ticket-2"
+
+    asyncio.run(main())

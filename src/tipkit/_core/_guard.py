@@ -40,11 +40,12 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
-# Open `with` tickets: one stack of (guard, ticket) per thread / task context, never
-# on the guard itself, so one guard entered from many threads and tasks is safe.
-_OPEN: ContextVar[tuple[tuple[object, object], ...]] = ContextVar(
-    "tipkit_open_tickets", default=()
-)
+# Open `with` tickets: a linked stack of (guard, ticket, rest) per thread / task
+# context, never on the guard itself, so one guard entered from many threads and
+# tasks is safe. A linked stack pushes and pops without copying.
+_Node = tuple[object, Any, "_Node | None"]
+_OPEN: ContextVar[_Node | None] = ContextVar("tipkit_open_tickets", default=None)
+_current_deadline = _deadline.CURRENT.get
 
 
 class Waiter:
@@ -185,9 +186,8 @@ class Guard(Generic[T]):
     def _abandon(self, pending: Wait, now: float) -> None:
         """Give back what *pending* reserved; the default reserves nothing."""
 
-    def _entered(self, ticket: T) -> Any:  # noqa: ARG002  # subclasses use the ticket
-        """Return the value bound by ``with guard as x`` (default: ``None``)."""
-        return None
+    _entered: Callable[[Any], Any] | None = None
+    """Subclasses may set a method ``_entered(ticket)`` returning what ``with g as x`` binds."""
 
     # -- the two drivers --------------------------------------------------------------
     def _acquire_sync(self) -> T:
@@ -377,9 +377,14 @@ class Guard(Generic[T]):
 
     # -- with / async with faces ----------------------------------------------------
     def __enter__(self) -> Any:
-        ticket = self._admit_sync()
-        _OPEN.set((*_OPEN.get(), (self, ticket)))
-        return self._entered(ticket)
+        dl = _current_deadline()
+        if dl is not None and dl.expired():
+            raise _expired_deadline(dl, self)
+        ticket = self._step(self._clock.monotonic(), None)
+        if type(ticket) is Wait:
+            ticket = self._wait_sync(ticket)
+        _OPEN.set((self, ticket, _OPEN.get()))
+        return None if self._entered is None else self._entered(ticket)
 
     def __exit__(
         self,
@@ -387,12 +392,18 @@ class Guard(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._release(self._pop_ticket(), exc, self._clock.monotonic())
+        node = _OPEN.get()
+        if node is not None and node[0] is self:
+            _OPEN.set(node[2])
+            ticket = node[1]
+        else:
+            ticket = self._pop_ticket()
+        self._release(ticket, exc, self._clock.monotonic())
 
     async def __aenter__(self) -> Any:
         ticket = await self._admit_async()
-        _OPEN.set((*_OPEN.get(), (self, ticket)))
-        return self._entered(ticket)
+        _OPEN.set((self, ticket, _OPEN.get()))
+        return None if self._entered is None else self._entered(ticket)
 
     async def __aexit__(
         self,
@@ -400,13 +411,25 @@ class Guard(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._release(self._pop_ticket(), exc, self._clock.monotonic())
+        node = _OPEN.get()
+        if node is not None and node[0] is self:
+            _OPEN.set(node[2])
+            ticket = node[1]
+        else:
+            ticket = self._pop_ticket()
+        self._release(ticket, exc, self._clock.monotonic())
 
-    def _pop_ticket(self) -> T:
-        stack = _OPEN.get()
-        for i in range(len(stack) - 1, -1, -1):
-            guard, ticket = stack[i]
-            if guard is self:
-                _OPEN.set(stack[:i] + stack[i + 1 :])
-                return ticket  # type: ignore[return-value]  # stored by __enter__ for this guard
+    def _pop_ticket(self) -> Any:
+        """Remove this guard's innermost ticket when exits come out of order."""
+        kept: list[tuple[object, object]] = []
+        node = _OPEN.get()
+        while node is not None:
+            if node[0] is self:
+                rest = node[2]
+                for guard, ticket in reversed(kept):
+                    rest = (guard, ticket, rest)
+                _OPEN.set(rest)
+                return node[1]
+            kept.append((node[0], node[1]))
+            node = node[2]
         raise RuntimeError(f"{self!r} exited without a matching enter in this context")
