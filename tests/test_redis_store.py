@@ -1,0 +1,605 @@
+"""RedisStore against a real redis-server: the Store contract, then what only Redis has."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import math
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.redis_server import RedisServer
+from tests.store_contract import StoreContract
+
+from tipkit.errors import StoreError
+from tipkit.stores import Entry, MemoryStore, RedisStore, Snapshot, Store
+from tipkit.testing import FakeClock
+
+pytestmark = pytest.mark.redis
+# Until tests/conftest.py registers it (then this line is harmless: one module, one plugin).
+pytest_plugins = ["tests.redis_fixtures"]
+
+
+class TestRedisStore(StoreContract):
+    """RedisStore passes the Store contract on a real server (its clock is the server's)."""
+
+    controls_time = False
+
+    @pytest.fixture
+    def store(self, redis_store: RedisStore) -> RedisStore:
+        return redis_store
+
+
+def server_seconds(client: redis.Redis) -> float:
+    secs, micros = client.time()
+    return float(secs) + micros / 1_000_000
+
+
+def until_server_time_passes(client: redis.Redis, seconds: float) -> None:
+    """Let *seconds* of the server's clock pass, asking the server (never sleeping)."""
+    start = server_seconds(client)
+    for _ in range(1_000_000):
+        if server_seconds(client) - start >= seconds:
+            return
+    pytest.fail(f"the server clock did not advance by {seconds} s")
+
+
+# -- construction, import, repr -------------------------------------------------------
+def test_repr_shows_config_without_password() -> None:
+    """The repr shows the URL without its password, the prefix, timeout and policy."""
+    store = RedisStore(
+        "redis://app:s3cret@127.0.0.1:6390/2", prefix="svc:", timeout=0.1
+    )
+    assert repr(store) == (
+        "<RedisStore url='redis://app@127.0.0.1:6390/2' prefix='svc:' "
+        "timeout=0.1 on_error='fail_open'>"
+    )
+    assert "s3cret" not in repr(RedisStore("redis://:s3cret@localhost/0"))
+    store.close()
+
+
+def test_on_error_is_exposed_and_checked() -> None:
+    """on_error is an attribute for the primitives; a bad value is a clear ValueError."""
+    assert (
+        RedisStore("redis://localhost", on_error="fail_closed").on_error
+        == "fail_closed"
+    )
+    with pytest.raises(
+        ValueError, match="on_error must be 'fail_open' or 'fail_closed'"
+    ):
+        RedisStore("redis://localhost", on_error="open")  # type: ignore[arg-type]
+
+
+def test_bad_arguments_are_refused() -> None:
+    """Bad timeout, prefix and url_or_client values name the argument."""
+    with pytest.raises(ValueError, match="timeout"):
+        RedisStore("redis://localhost", timeout=-1)
+    with pytest.raises(ValueError, match="timeout"):
+        RedisStore("redis://localhost", timeout=0)
+    with pytest.raises(TypeError, match="prefix"):
+        RedisStore("redis://localhost", prefix=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="url_or_client"):
+        RedisStore(42)  # type: ignore[arg-type]
+
+
+def test_bad_operation_arguments_are_refused(redis_store: RedisStore) -> None:
+    """Versions, amounts and TTLs are checked before anything is sent."""
+    with pytest.raises(TypeError, match="version"):
+        redis_store.compare_and_set("ns", "k", 1, version=-1)
+    with pytest.raises(TypeError, match="amount"):
+        redis_store.increment("c", {"a": "1"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="finite"):
+        redis_store.increment("c", {"a": math.inf})
+    with pytest.raises(ValueError, match="ttl"):
+        redis_store.set("ns", "k", 1, ttl=math.nan)
+
+
+def test_import_is_lazy_and_names_the_extra() -> None:
+    """tipkit.stores imports without redis; asking for RedisStore then names the extra."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["redis"] = None  # as if the extra were not installed
+        import tipkit.stores
+        from tipkit.stores import *
+        assert "RedisStore" not in tipkit.stores.__all__
+        assert "MemoryStore" in dir() and "RedisStore" not in dir()
+        try:
+            from tipkit.stores import RedisStore
+        except ImportError as exc:
+            print(exc)
+        """
+    )
+    out = subprocess.run(  # noqa: S603 - this interpreter and a fixed script
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert "pip install 'tipkit[redis]'" in out.stdout
+
+
+def test_memory_store_does_not_import_redis() -> None:
+    """Importing tipkit.stores for MemoryStore leaves the redis client unimported."""
+    code = "import sys, tipkit.stores; print('redis' in sys.modules)"
+    out = subprocess.run(  # noqa: S603 - this interpreter and a fixed script
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.strip() == "False"
+
+
+def test_accepts_a_client(redis_url: str) -> None:
+    """A redis.Redis client is used as given, and an async twin is built from it."""
+    client = redis.Redis.from_url(redis_url)
+    store = RedisStore(client, prefix="given-client:")
+    assert store.client is client
+    assert repr(store).startswith(f"<RedisStore url={redis_url!r}")
+    version = store.set("ns", "k", [1])
+
+    async def main() -> Entry | None:
+        return await store.aget("ns", "k")
+
+    assert asyncio.run(main()) == Entry([1], version)
+    store.close()
+    assert client.ping()  # a client we were given stays open
+    client.delete("given-client:ns:ns")
+    client.close()
+
+
+def test_accepts_an_async_client(redis_url: str) -> None:
+    """A redis.asyncio.Redis client serves the async twins; sync calls get a twin client."""
+
+    async def main() -> None:
+        aclient = redis.asyncio.Redis.from_url(redis_url)
+        store = RedisStore(aclient, prefix="given-async:")
+        version = await store.aset("ns", "k", "v")
+        assert store.get("ns", "k") == Entry("v", version)
+        await aclient.delete("given-async:ns:ns")
+        await aclient.aclose()
+        store.close()
+
+    asyncio.run(main())
+
+
+# -- layout, expiry on the server's clock ---------------------------------------------
+def test_namespace_is_one_hash(redis_store: RedisStore) -> None:
+    """A namespace is one Redis hash: a version field and one JSON field per entry."""
+    version = redis_store.set("flags", "kill", True)
+    raw = redis_store.client.hgetall(f"{redis_store.prefix}ns:flags")
+    assert raw == {
+        b"version": str(version).encode(),
+        b":kill": f"[{version},null,true]".encode(),
+    }
+
+
+def test_entry_ttl_uses_server_time(redis_store: RedisStore) -> None:
+    """An entry with a TTL is live until the server's clock passes it, then gone everywhere."""
+    redis_store.set("ns", "short", 1, ttl=0.05)
+    kept = redis_store.set("ns", "kept", 2, ttl=3600)
+    assert redis_store.get("ns", "short") is not None
+    until_server_time_passes(redis_store.client, 0.06)
+    assert redis_store.get("ns", "short") is None
+    assert redis_store.snapshot("ns").entries == {"kept": Entry(2, kept)}
+    # The snapshot pruned the dead field; deleting it now is "did not exist".
+    assert not redis_store.client.hexists(f"{redis_store.prefix}ns:ns", ":short")
+    assert redis_store.delete("ns", "short") is False
+
+
+def test_expired_entry_counts_as_absent(redis_store: RedisStore) -> None:
+    """compare_and_set with version 0 succeeds on an expired entry; delete says False."""
+    redis_store.set("ns", "a", 1, ttl=0.02)
+    redis_store.set("ns", "b", 1, ttl=0.02)
+    until_server_time_passes(redis_store.client, 0.03)
+    before = redis_store.version("ns")
+    assert redis_store.delete("ns", "b") is False
+    assert redis_store.version("ns") == before
+    assert redis_store.compare_and_set("ns", "a", 2, version=0) == before + 1
+
+
+def test_counter_ttl_is_redis_key_expiry(redis_store: RedisStore) -> None:
+    """The counters' TTL is the key's expiry, reset by each call; None removes it."""
+    key = f"{redis_store.prefix}c:hits"
+    redis_store.increment("hits", {"n": 1}, ttl=10)
+    assert 9_000 < redis_store.client.pttl(key) <= 10_000
+    redis_store.increment("hits", {"n": 1})
+    assert redis_store.client.pttl(key) == -1
+    redis_store.increment("hits", {"n": 1}, ttl=0.02)
+    until_server_time_passes(redis_store.client, 0.03)
+    assert redis_store.counters("hits") == {}
+
+
+def test_idle_bucket_expires_after_refill_time(redis_store: RedisStore) -> None:
+    """A bucket key's TTL covers the time to refill to capacity; a full bucket is deleted."""
+    key = f"{redis_store.prefix}tb:api"
+    redis_store.take_tokens("api", 10, rate=2, capacity=10)
+    assert 5_000 <= redis_store.client.pttl(key) <= 5_002
+    redis_store.take_tokens("api", -10, rate=2, capacity=10)
+    assert redis_store.client.exists(key) == 0
+
+
+def test_reservation_extends_bucket_ttl(redis_store: RedisStore) -> None:
+    """A reservation (negative level) keeps the key until it, too, has refilled."""
+    key = f"{redis_store.prefix}tb:r"
+    redis_store.take_tokens("r", 10, rate=10, capacity=10)
+    take = redis_store.take_tokens("r", 10, rate=10, capacity=10, max_wait=5)
+    assert take.admitted
+    assert take.tokens == pytest.approx(-10, abs=0.1)
+    assert redis_store.client.pttl(key) >= 1_900
+
+
+# -- the token bucket runs on the server's clock --------------------------------------
+def test_refill_follows_server_time(redis_store: RedisStore) -> None:
+    """The level refills at `rate` per second of the server's TIME, bracketing it exactly."""
+    client = redis_store.client
+    rate = 100.0
+    before = server_seconds(client)
+    redis_store.take_tokens("srv", 1000, rate=rate, capacity=1000)
+    after = server_seconds(client)
+    until_server_time_passes(client, 0.05)
+    before2 = server_seconds(client)
+    level = redis_store.take_tokens("srv", 0, rate=rate, capacity=1000).tokens
+    after2 = server_seconds(client)
+    assert rate * (before2 - after) - 1e-6 <= level <= rate * (after2 - before) + 1e-6
+    last = float(client.hget(f"{redis_store.prefix}tb:srv", "last"))
+    assert before2 - 1e-6 <= last <= after2 + 1e-6
+
+
+def test_client_clock_cannot_refill(
+    redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client whose clock jumps an hour ahead gets no tokens: only server time refills."""
+    redis_store.take_tokens("skew", 5, rate=0.001, capacity=5)
+    offset = 3600.0
+    real_time, real_mono = time.time, time.monotonic  # noqa: TID251 - faking the client's clocks
+    monkeypatch.setattr(time, "time", lambda: real_time() + offset)
+    monkeypatch.setattr(time, "monotonic", lambda: real_mono() + offset)
+    assert not redis_store.take_tokens("skew", 1, rate=0.001, capacity=5).admitted
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from([1.0, 2.5, 4.0, 0.0, -3.0, 10.0]),
+            st.sampled_from([0.0, 1e6]),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_script_mirrors_memory_store(
+    redis_url: str, ops: list[tuple[float, float]]
+) -> None:
+    """With refill negligible, the Lua bucket answers exactly as MemoryStore's arithmetic."""
+    # rate 1e-9/s: the real time between calls refills under 1e-8 tokens.
+    redis_side = RedisStore(redis_url, prefix="mirror:", timeout=5)
+    memory = MemoryStore(clock=FakeClock())
+    redis_side.client.delete("mirror:tb:m")
+    for tokens, max_wait in ops:
+        got = redis_side.take_tokens(
+            "m", tokens, rate=1e-9, capacity=10, max_wait=max_wait
+        )
+        want = memory.take_tokens(
+            "m", tokens, rate=1e-9, capacity=10, max_wait=max_wait
+        )
+        assert got.admitted == want.admitted
+        assert got.tokens == pytest.approx(want.tokens, abs=1e-6)
+        assert got.wait == pytest.approx(want.wait, rel=1e-6)
+        assert got.retry_after == pytest.approx(want.retry_after, rel=1e-6)
+    redis_side.client.delete("mirror:tb:m")
+    redis_side.close()
+
+
+# -- scripts, errors, faults ----------------------------------------------------------
+def test_noscript_after_script_flush_recovers(redis_store: RedisStore) -> None:
+    """After SCRIPT FLUSH, the next call reloads the scripts and succeeds."""
+    version = redis_store.set("ns", "k", 1)
+    redis_store.client.script_flush()
+    assert redis_store.get("ns", "k") == Entry(1, version)
+    redis_store.client.script_flush()
+
+    async def main() -> None:
+        assert await redis_store.aget("ns", "k") == Entry(1, version)
+        assert (await redis_store.asnapshot("ns")).values() == {"k": 1}
+
+    asyncio.run(main())
+
+
+def test_server_error_is_a_store_error(redis_store: RedisStore) -> None:
+    """A key of the wrong type makes Redis answer an error: StoreError with it as cause."""
+    redis_store.client.set(f"{redis_store.prefix}ns:broken", "a string")
+    with pytest.raises(StoreError, match="WRONGTYPE") as info:
+        redis_store.get("broken", "k")
+    assert isinstance(info.value.__cause__, redis.exceptions.ResponseError)
+
+
+def every_operation(store: RedisStore) -> list[tuple[str, Callable[[], Any]]]:
+    return [
+        ("get", lambda: store.get("ns", "k")),
+        ("set", lambda: store.set("ns", "k", 1)),
+        ("compare_and_set", lambda: store.compare_and_set("ns", "k", 1, version=0)),
+        ("delete", lambda: store.delete("ns", "k")),
+        ("snapshot", lambda: store.snapshot("ns")),
+        ("version", lambda: store.version("ns")),
+        ("increment", lambda: store.increment("c", {"n": 1})),
+        ("counters", lambda: store.counters("c")),
+        ("take_tokens", lambda: store.take_tokens("b", 1, rate=1, capacity=5)),
+    ]
+
+
+def every_async_operation(store: RedisStore) -> list[tuple[str, Callable[[], Any]]]:
+    return [
+        ("aget", lambda: store.aget("ns", "k")),
+        ("aset", lambda: store.aset("ns", "k", 1)),
+        ("acompare_and_set", lambda: store.acompare_and_set("ns", "k", 1, version=0)),
+        ("adelete", lambda: store.adelete("ns", "k")),
+        ("asnapshot", lambda: store.asnapshot("ns")),
+        ("aversion", lambda: store.aversion("ns")),
+        ("aincrement", lambda: store.aincrement("c", {"n": 1})),
+        ("acounters", lambda: store.acounters("c")),
+        ("atake_tokens", lambda: store.atake_tokens("b", 1, rate=1, capacity=5)),
+    ]
+
+
+TIMEOUT = 0.05
+# connect + reply, each bounded by the timeout, plus scheduling slack on a busy machine.
+BOUND = 2 * TIMEOUT + 0.25
+
+
+@pytest.fixture
+def fault_store(private_redis_server: RedisServer) -> Iterator[RedisStore]:
+    store = RedisStore(private_redis_server.url, prefix="fault:", timeout=TIMEOUT)
+    yield store
+    store.close()
+
+
+def test_server_stopped_then_restarted_sync(
+    private_redis_server: RedisServer, fault_store: RedisStore
+) -> None:
+    """Server down: every call raises StoreError within the bound; back up: it recovers."""
+    fault_store.set("ns", "k", 1)
+    private_redis_server.stop()
+    for name, op in every_operation(fault_store):
+        start = time.perf_counter()
+        with pytest.raises(StoreError, match=name) as info:
+            op()
+        assert time.perf_counter() - start < BOUND, name
+        assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
+    private_redis_server.start()
+    # A fresh server: empty, and without our scripts (NOSCRIPT is handled too).
+    assert fault_store.get("ns", "k") is None
+    for name, op in every_operation(fault_store):
+        op()  # no StoreError any more
+        assert name
+
+
+def test_server_hung_calls_time_out_sync(
+    private_redis_server: RedisServer, fault_store: RedisStore
+) -> None:
+    """A frozen server (SIGSTOP) never hangs a call: StoreError after about `timeout`."""
+    fault_store.set("ns", "k", 1)
+    private_redis_server.pause()
+    try:
+        for name, op in every_operation(fault_store):
+            start = time.perf_counter()
+            with pytest.raises(StoreError, match=name) as info:
+                op()
+            elapsed = time.perf_counter() - start
+            assert elapsed < BOUND, (name, elapsed)
+            assert isinstance(info.value.__cause__, redis.exceptions.TimeoutError)
+    finally:
+        private_redis_server.resume()
+    assert fault_store.get("ns", "k") is not None
+
+
+def test_server_stopped_then_restarted_async(
+    private_redis_server: RedisServer, fault_store: RedisStore
+) -> None:
+    """The async twins fail within the bound while the server is down, then recover."""
+
+    async def main() -> None:
+        await fault_store.aset("ns", "k", 1)
+        private_redis_server.stop()
+        for name, op in every_async_operation(fault_store):
+            start = time.perf_counter()
+            with pytest.raises(StoreError, match=name.removeprefix("a")):
+                await op()
+            assert time.perf_counter() - start < BOUND, name
+        private_redis_server.start()
+        assert await fault_store.aget("ns", "k") is None
+        for _, op in every_async_operation(fault_store):
+            await op()
+
+    asyncio.run(main())
+
+
+def test_server_hung_async_calls_time_out(
+    private_redis_server: RedisServer, fault_store: RedisStore
+) -> None:
+    """Against a frozen server the async twins raise StoreError after about `timeout`."""
+
+    async def main() -> None:
+        await fault_store.aset("ns", "k", 1)
+        private_redis_server.pause()
+        try:
+            for name, op in every_async_operation(fault_store):
+                start = time.perf_counter()
+                with pytest.raises(StoreError):
+                    await op()
+                assert time.perf_counter() - start < BOUND, name
+        finally:
+            private_redis_server.resume()
+        assert await fault_store.aget("ns", "k") is not None
+
+    asyncio.run(main())
+
+
+def test_async_client_closes_with_its_loop(redis_store: RedisStore) -> None:
+    """Each event loop gets its own client, closed when asyncio.run ends: nothing leaks."""
+
+    async def main() -> int:
+        return await redis_store.aset("ns", "k", 1)
+
+    first = asyncio.run(main())
+    second = asyncio.run(main())
+    gc.collect()  # an unclosed connection would warn here, and warnings are errors
+    assert second == first + 1
+
+    async def explicit() -> None:
+        await redis_store.aset("ns", "k", 2)
+        await redis_store.aclose()
+        await redis_store.aclose()  # closing twice is harmless
+
+    asyncio.run(explicit())
+    gc.collect()
+
+
+def test_async_twins_from_many_tasks(redis_store: RedisStore) -> None:
+    """100 concurrent tasks incrementing and taking lose no update and never over-admit."""
+
+    async def main() -> list[bool]:
+        async def one() -> bool:
+            await redis_store.aincrement("tasks", {"n": 1})
+            take = await redis_store.atake_tokens("tb", 1, rate=0.001, capacity=30)
+            return take.admitted
+
+        return await asyncio.gather(*(one() for _ in range(100)))
+
+    admitted = asyncio.run(main())
+    assert sum(admitted) == 30
+    assert redis_store.counters("tasks") == {"n": 100}
+
+
+def test_snapshot_is_consistent_under_writes(redis_store: RedisStore) -> None:
+    """A snapshot's version is the highest entry version it contains (one atomic read)."""
+    for i in range(20):
+        redis_store.set("snap", f"k{i % 5}", i)
+        snap = redis_store.snapshot("snap")
+        assert snap.version == max(e.version for e in snap.entries.values())
+    assert isinstance(redis_store, Store)
+    assert redis_store.snapshot("never") == Snapshot(0, {})
+
+
+# -- a fleet: several processes, one bucket -----------------------------------------
+CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    url, key, rate, capacity, duration, skew = sys.argv[1:7]
+    rate, capacity, duration, skew = float(rate), float(capacity), float(duration), float(skew)
+    if skew:
+        # This process's clocks are an hour off: the store must not care.
+        real_time, real_mono = time.time, time.monotonic
+        time.time = lambda: real_time() + skew
+        time.monotonic = lambda: real_mono() + skew
+    from tipkit.stores import RedisStore
+    store = RedisStore(url, prefix="fleet:", timeout=5)
+    store.client.ping()
+    store.take_tokens("warm-up", 0, rate=1, capacity=1)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    def server_now():
+        s, us = store.client.time()
+        return s + us / 1e6
+    start = server_now()
+    deadline = time.perf_counter() + duration
+    admitted = attempts = 0
+    while time.perf_counter() < deadline:
+        attempts += 1
+        admitted += store.take_tokens(key, 1, rate=rate, capacity=capacity).admitted
+    end = server_now()
+    print(json.dumps({"admitted": admitted, "attempts": attempts, "start": start, "end": end}))
+    """
+)
+
+
+def test_four_processes_share_one_bucket(redis_url: str) -> None:
+    """4 processes on one bucket for ~2 s: admitted <= capacity + rate*t and >= 95% of it.
+
+    One process has its clocks an hour ahead: its admissions per attempt are no
+    better than the others' (the refill uses only the server's TIME).
+    """
+    rate, capacity, duration = 500.0, 200.0, 2.0
+    key = f"shared-{time.perf_counter_ns()}"
+    skews = [0.0, 0.0, 0.0, 3600.0]
+    procs = [
+        subprocess.Popen(  # noqa: S603 - this interpreter running the script above
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                redis_url,
+                key,
+                *map(str, (rate, capacity)),
+                *map(str, (duration, skew)),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for skew in skews
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        results = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    window = max(r["end"] for r in results) - min(r["start"] for r in results)
+    bound = capacity + rate * window
+    admitted = sum(r["admitted"] for r in results)
+    assert admitted <= bound
+    assert admitted >= 0.95 * bound, (admitted, bound, results)
+    skewed = results[-1]
+    others = results[:-1]
+    others_ratio = sum(r["admitted"] for r in others) / sum(
+        r["attempts"] for r in others
+    )
+    assert skewed["admitted"] / skewed["attempts"] < 2 * others_ratio, results
+
+
+def test_missing_server_skips_locally_and_fails_in_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without redis-server the Redis tests skip, except under CI=true where they fail."""
+    from tests import redis_fixtures
+
+    monkeypatch.setattr(redis_fixtures, "find_redis_server", lambda: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="in CI the Redis tests must run"):
+        redis_fixtures._executable()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install redis-server"):
+        redis_fixtures._executable()
+
+
+def test_repr_of_given_clients() -> None:
+    """Clients for TLS, unix sockets and IPv6 URLs show where they point, never a password."""
+    secret = "pw"  # noqa: S105 - a dummy credential that must not show in the repr
+    tls = RedisStore(redis.Redis(host="cache", port=6380, ssl=True, password=secret))
+    assert tls.url == "rediss://cache:6380/0"
+    assert secret not in repr(tls)
+    unix = RedisStore(redis.Redis(unix_socket_path="/run/redis.sock", db=3))
+    assert unix.url == "unix:///run/redis.sock?db=3"
+    assert RedisStore("redis://:pw@[::1]:6379/0").url == "redis://[::1]:6379/0"
