@@ -115,8 +115,8 @@ METRICS: Final[dict[str, MetricSpec]] = {
     n.BREAKER_TRANSITIONS: MetricSpec(
         "counter",
         "{transition}",
-        "Circuit breaker state changes, by the state entered.",
-        (n.BREAKER_NAME, n.STATE, _S),
+        "Circuit breaker state changes, by the state left and the state entered.",
+        (n.BREAKER_NAME, "tipkit.breaker.from_state", n.STATE, n.MODE, _S),
     ),
     n.BULKHEAD_CALLS: MetricSpec(
         "counter",
@@ -199,6 +199,36 @@ EVENTS: Final[dict[str, EventSpec]] = {
         per_call=True,
         severity="INFO",
         description="A feature flag was evaluated.",
+    ),
+    "tipkit.flags.reload_failed": EventSpec(
+        per_call=False,
+        severity="ERROR",
+        description="A flag provider failed to reload and keeps the last good flags.",
+    ),
+    "tipkit.breaker.state_changed": EventSpec(
+        per_call=False,
+        severity="WARN",
+        description="A circuit breaker changed state.",
+    ),
+    "tipkit.breaker.call_rejected": EventSpec(
+        per_call=False,
+        severity="WARN",
+        description="A circuit breaker rejected a call (or would have, in shadow mode).",
+    ),
+    "tipkit.bulkhead.call_rejected": EventSpec(
+        per_call=False,
+        severity="WARN",
+        description="A bulkhead rejected a call (or would have, in shadow mode).",
+    ),
+    "tipkit.ratelimit.rejected": EventSpec(
+        per_call=False,
+        severity="WARN",
+        description="A rate limiter refused tokens (or would have, in shadow mode).",
+    ),
+    "tipkit.timeout.timed_out": EventSpec(
+        per_call=False,
+        severity="WARN",
+        description="A call ran out of time.",
     ),
 }
 """Event names with a non-default export. Every other event is a state change."""
