@@ -120,7 +120,7 @@ class Providers:
         return out
 
 
-# ------------------------------------------------------------------ catalogue
+# catalogue
 
 
 def test_catalog_lists_every_metric_name_with_ucum_unit() -> None:
@@ -155,7 +155,7 @@ def test_docs_list_every_metric_and_event() -> None:
     assert "user_agent.synthetic.type" in doc
 
 
-# ------------------------------------------------------------------ metrics
+# metrics
 
 
 def test_counters_export_as_observable_counters_with_catalog_metadata() -> None:
@@ -283,7 +283,7 @@ def test_nothing_is_exported_before_instrument_and_after_uninstrument() -> None:
     assert counters.histogram_sink is None
 
 
-# ------------------------------------------------------------------ events
+# events
 
 
 def test_state_events_become_span_events_and_log_events() -> None:
@@ -489,7 +489,7 @@ def test_capture_restores_the_previous_instrumentation() -> None:
     assert _otel.instrumentation() is before
 
 
-# ------------------------------------------------------------------ traced
+# traced
 
 
 def test_traced_sync_success_records_span_and_duration() -> None:
@@ -663,7 +663,7 @@ def test_traced_injected_providers_work_without_instrument() -> None:
     assert "traced 'direct'" in repr(traced("direct"))
 
 
-# ------------------------------------------------------------------ synthetic
+# synthetic
 
 
 def test_synthetic_marks_spans_events_logs_and_metrics() -> None:
@@ -761,7 +761,7 @@ def test_synthetic_decorates_nests_and_validates() -> None:
     assert "synthetic kind='bot'" in repr(synthetic("bot"))
 
 
-# ------------------------------------------------------------------ PII
+# PII
 
 
 def test_planted_secrets_never_leave_through_generic_paths() -> None:

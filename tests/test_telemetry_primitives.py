@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,7 +61,7 @@ def flag_events(cap: CapturedTelemetry) -> list[dict[str, Any]]:
     return [e.attributes for e in cap.events("feature_flag.evaluation")]
 
 
-# ------------------------------------------------------------------ flags
+# feature flags
 
 
 def test_flag_event_attributes_for_each_reason_and_error() -> None:
@@ -177,7 +178,7 @@ def test_flag_evaluation_log_events_when_asked() -> None:
     )
 
 
-# ------------------------------------------------------------------ breaker
+# the circuit breaker
 
 
 def make_breaker(name: str, clock: FakeClock) -> Any:
@@ -280,7 +281,7 @@ def test_breaker_closed_calls_publish_no_events() -> None:
         assert cap.metric(n.BREAKER_CALLS, {n.BREAKER_NAME: "tel-quiet"}) == 5
 
 
-# ------------------------------------------------------------------ rate limiter
+# rate limiter
 
 
 def test_ratelimit_rejection_tokens_gauge_and_wait_histogram() -> None:
@@ -339,7 +340,7 @@ def test_synthetic_probe_counts_apart_from_real_traffic() -> None:
     assert (marked, total) == (2, 3)
 
 
-# ------------------------------------------------------------------ PII
+# PII
 
 
 def test_planted_secrets_never_leave_any_signal() -> None:
@@ -362,10 +363,8 @@ def test_planted_secrets_never_leave_any_signal() -> None:
         )  # a type mismatch: the default is the secret
         flags.evaluate("tel-missing", ctx, email)
         for _ in range(3):
-            try:
+            with contextlib.suppress(ValueError, CircuitOpenError):
                 charge(email)
-            except (ValueError, CircuitOpenError):
-                pass
         bucket.try_acquire()
         bucket.try_acquire()
         raise RuntimeError(f"request for {email} failed")
