@@ -176,7 +176,12 @@ class Flags:
         """Return ``Flags(InMemoryProvider(document))``; raises ``ConfigError`` if invalid."""
         return cls(InMemoryProvider(document), **kwargs)
 
+    def _fresh(self) -> None:
+        if self._now() >= self._deadline:
+            self._maintain()
+
     def __repr__(self) -> str:
+        self._fresh()
         fs = self._flag_set
         state = self._store_state
         status = "ready" if self._provider_error is None else self._provider_error[0].value.lower()
@@ -200,16 +205,18 @@ class Flags:
     @property
     def flag_set(self) -> FlagSet | None:
         """The compiled snapshot being served (``None`` until the provider is ready)."""
+        self._fresh()
         return self._flag_set
 
     def keys(self) -> list[str]:
         """Return the keys of the flags being served, sorted."""
+        self._fresh()
         fs = self._flag_set
         return [] if fs is None else sorted(fs.flags)
 
     def killed(self) -> frozenset[str]:
         """Return the keys of the killed flags (as of the last refresh)."""
-        self._maintain()
+        self._fresh()
         return self._store_state.kills
 
     # -- evaluation ------------------------------------------------------------------
