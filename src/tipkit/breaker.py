@@ -304,7 +304,7 @@ class _TimeBuckets:
         self._fails = [0] * n
         self._slows = [0] * n
         self.calls = self.failures = self.slows = 0
-        # _head stays: time never goes back, and a bucket is re-labelled on reuse.
+        self._head = -1
 
 
 Window = CountWindow | TimeWindow
@@ -363,7 +363,9 @@ class BreakerStateChanged(Event):
             ``"trial_failure_rate"``, ``"trial_slow_call_rate"``,
             ``"half_open_timeout"``, ``"forced_open"``, ``"disabled"``,
             ``"reset"``).
-        metrics: the breaker's metrics at the moment of the change.
+        metrics: the metrics that led to the change, taken just before it
+            (``metrics.state`` is *from_state*; for a half-open verdict they
+            cover the trial calls).
         shadow: the breaker was in shadow mode (it decided, but enforced nothing).
         runbook: the breaker's runbook URL, if any.
     """
@@ -1043,6 +1045,8 @@ class CircuitBreaker(Guard[Ticket]):
         self._closed_phase = None  # first: lock-free admission must stop at once
         if self._ring is not None and from_state is CLOSED:
             self._ring.add_successes(self._phase.pending())
+        # The snapshot that led to the change, taken before it.
+        before = self._metrics_locked(now) if BreakerStateChanged.listened else None
         self._phase = phase = _Phase(self._phase.generation + 1, to)
         self._state = to
         if to is CLOSED:
@@ -1059,6 +1063,8 @@ class CircuitBreaker(Guard[Ticket]):
             )
             self._open_until = now + duration
         elif to is HALF_OPEN:
+            # The trials alone decide from here: the old window is done with.
+            self._window.clear()
             self._permits = self._half_open_calls
             self._trial_calls = self._trial_failures = self._trial_slows = 0
             self._half_open_since = now
@@ -1077,14 +1083,14 @@ class CircuitBreaker(Guard[Ticket]):
                 },
             )
         counter.inc()
-        if BreakerStateChanged.listened:
+        if before is not None:
             events.append(
                 BreakerStateChanged(
                     self.name,
                     from_state,
                     to,
                     reason,
-                    self._metrics_locked(now),
+                    before,
                     self._mode == "shadow",
                     self.runbook,
                 )

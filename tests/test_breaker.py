@@ -1,0 +1,1069 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+import traceback
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    rule,
+)
+
+from tipkit import compose
+from tipkit.breaker import (
+    BreakerMetrics,
+    BreakerState,
+    BreakerStateChanged,
+    CallRejected,
+    CircuitBreaker,
+    CountWindow,
+    TimeWindow,
+)
+from tipkit.bulkhead import Bulkhead
+from tipkit.clock import SYSTEM_CLOCK
+from tipkit.deadline import deadline
+from tipkit.errors import (
+    BulkheadFullError,
+    CircuitOpenError,
+    DeadlineExceededError,
+    RateLimitedError,
+)
+from tipkit.telemetry import _names as names
+from tipkit.telemetry._counters import REGISTRY
+from tipkit.testing import FakeClock, capture_events
+
+from .strategies_breaker import Model, ModelTicket
+
+
+class Boom(Exception):
+    pass
+
+
+class Ignored(Exception):
+    pass
+
+
+def ok() -> str:
+    return "ok"
+
+
+def boom() -> None:
+    raise Boom("down")
+
+
+def make(clock: FakeClock, **kw: Any) -> CircuitBreaker:
+    kw.setdefault("window", CountWindow(10))
+    kw.setdefault("minimum_calls", 4)
+    kw.setdefault("open_duration", 10.0)
+    kw.setdefault("half_open_calls", 2)
+    return CircuitBreaker(kw.pop("name", "svc"), clock=clock, **kw)
+
+
+def fail(breaker: CircuitBreaker, n: int = 1) -> None:
+    for _ in range(n):
+        with pytest.raises(Boom):
+            breaker.call(boom)
+
+
+def trip(breaker: CircuitBreaker) -> None:
+    fail(breaker, 4)
+    assert breaker.state is BreakerState.OPEN
+
+
+# -- through every face --------------------------------------------------------------
+def test_closed_breaker_passes_results_through_every_face(face, clock):
+    """A closed breaker returns the call's result through every face."""
+    breaker = make(clock)
+    assert "ok" == face.run(breaker, ok)
+    assert 1 == breaker.metrics.calls
+
+
+def test_open_breaker_rejects_through_every_face(face, clock):
+    """Failures trip the breaker through every face; then every face rejects."""
+    breaker = make(clock)
+    for _ in range(4):
+        with pytest.raises(Boom):
+            face.run(breaker, boom)
+    assert BreakerState.OPEN is breaker.state
+    ran = []
+    with pytest.raises(CircuitOpenError, match="'svc' is open; retry after 10.000s") as info:
+        face.run(breaker, lambda: ran.append(1))
+    assert [] == ran
+    assert 10.0 == info.value.retry_after
+    assert "svc" == info.value.breaker
+
+
+def test_half_open_trials_close_the_breaker_through_every_face(face, clock):
+    """After open_duration the next calls are trials; passing trials close it."""
+    breaker = make(clock)
+    trip(breaker)
+    clock.advance(10)
+    assert "ok" == face.run(breaker, ok)
+    assert BreakerState.HALF_OPEN is breaker.state
+    assert "ok" == face.run(breaker, ok)
+    assert BreakerState.CLOSED is breaker.state
+
+
+def test_exceptions_pass_through_unchanged(face, clock):
+    """The call's exception reaches the caller with its type, cause and traceback."""
+    breaker = make(clock)
+    cause = KeyError("root")
+
+    def raiser() -> None:
+        raise Boom("x") from cause
+
+    with pytest.raises(Boom) as info:
+        face.run(breaker, raiser)
+    assert cause is info.value.__cause__
+    frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
+    assert "raiser" == frames[-1]
+
+
+def test_deadline_passed_refuses_admission(face, clock):
+    """No face admits a call once the current deadline has passed."""
+    breaker = make(clock)
+    with deadline(1.0, clock=clock):
+        clock.advance(2)
+        with pytest.raises(DeadlineExceededError):
+            face.run(breaker, ok)
+    assert 0 == breaker.metrics.calls
+
+
+def test_generator_functions_are_refused(clock):
+    """Decorating a generator function fails at decoration time."""
+    breaker = make(clock)
+
+    def gen():  # type: ignore[no-untyped-def]
+        yield 1
+
+    with pytest.raises(TypeError, match="generator function"):
+        breaker(gen)
+
+
+# -- rates, windows, thresholds ----------------------------------------------------------
+def test_no_verdict_before_minimum_calls(clock):
+    """Failures below minimum_calls never trip, whatever the rate."""
+    breaker = make(clock, minimum_calls=5)
+    fail(breaker, 4)
+    assert BreakerState.CLOSED is breaker.state
+    assert breaker.metrics.failure_rate is None
+    fail(breaker)
+    assert BreakerState.OPEN is breaker.state
+
+
+def test_failure_rate_threshold_is_inclusive(clock):
+    """A failure rate exactly equal to the threshold trips the breaker."""
+    breaker = make(clock, minimum_calls=10, failure_rate_threshold=0.3)
+    for _ in range(7):
+        breaker.call(ok)
+    fail(breaker, 2)
+    assert BreakerState.CLOSED is breaker.state
+    fail(breaker)  # 3/10 == 0.3
+    assert BreakerState.OPEN is breaker.state
+
+
+def test_a_success_reaching_minimum_calls_can_trip(clock):
+    """The verdict is taken when a success brings the window to minimum_calls."""
+    breaker = make(clock, minimum_calls=4)
+    fail(breaker, 2)
+    breaker.call(ok)
+    assert BreakerState.CLOSED is breaker.state
+    with capture_events(BreakerStateChanged) as events:
+        breaker.call(ok)  # 2/4 == 0.5
+    assert BreakerState.OPEN is breaker.state
+    assert "failure_rate" == events[0].reason
+
+
+def test_count_window_forgets_old_outcomes(clock):
+    """Only the last n outcomes count."""
+    breaker = make(clock, window=CountWindow(4), minimum_calls=4, failure_rate_threshold=0.75)
+    fail(breaker, 2)
+    for _ in range(6):
+        breaker.call(ok)
+    m = breaker.metrics
+    assert (4, 4, 0) == (m.calls, m.successes, m.failures)
+    fail(breaker, 2)
+    assert BreakerState.CLOSED is breaker.state
+    fail(breaker)
+    assert BreakerState.OPEN is breaker.state
+
+
+def test_many_successes_fold_into_the_window_exactly(clock):
+    """Successes counted lock-free are folded into the count window before it is read."""
+    breaker = make(clock, window=CountWindow(50), minimum_calls=5)
+    for _ in range(5):
+        breaker.call(ok)
+    wrapped = breaker(ok)
+    for _ in range(30):
+        wrapped()
+    fail(breaker, 3)
+    m = breaker.metrics
+    assert (38, 35, 3) == (m.calls, m.successes, m.failures)
+    for _ in range(200):
+        wrapped()
+    m = breaker.metrics
+    assert (50, 50, 0) == (m.calls, m.successes, m.failures)
+    fail(breaker, 24)
+    assert BreakerState.CLOSED is breaker.state
+    fail(breaker)
+    assert BreakerState.OPEN is breaker.state
+    assert 25 == breaker.metrics.failures
+
+
+def test_minimum_calls_is_capped_at_the_count_window_size(clock):
+    """A count window smaller than minimum_calls gives its verdict when full."""
+    breaker = make(clock, window=CountWindow(3), minimum_calls=20)
+    fail(breaker, 3)
+    assert BreakerState.OPEN is breaker.state
+    assert "minimum_calls=3" in repr(breaker)
+
+
+def test_time_window_drops_outcomes_older_than_its_seconds(clock):
+    """A time window forgets whole seconds as they fall out of it."""
+    breaker = make(clock, window=TimeWindow(seconds=10), minimum_calls=4)
+    fail(breaker, 3)
+    clock.advance(9.5)
+    assert 3 == breaker.metrics.calls
+    clock.advance(0.5)  # now 10.0: second 0 has left the window
+    assert 0 == breaker.metrics.calls
+    fail(breaker, 3)
+    assert BreakerState.CLOSED is breaker.state
+    fail(breaker)
+    assert BreakerState.OPEN is breaker.state
+
+
+def test_time_window_expiry_can_trip_on_a_success(clock):
+    """When old successes expire, a new success finds the failure rate over the threshold."""
+    breaker = make(
+        clock, window=TimeWindow(seconds=5), minimum_calls=4, failure_rate_threshold=0.6
+    )
+    for _ in range(4):
+        breaker.call(ok)
+    clock.advance(4)
+    fail(breaker, 4)  # 4/8 = 0.5
+    assert BreakerState.CLOSED is breaker.state
+    clock.advance(1)  # the 4 successes expire
+    breaker.call(ok)  # 4/5 = 0.8
+    assert BreakerState.OPEN is breaker.state
+
+
+def test_time_window_jump_longer_than_the_window_clears_it(clock):
+    """A pause longer than the window empties it."""
+    breaker = make(clock, window=TimeWindow(timedelta(seconds=3)), minimum_calls=2)
+    breaker.call(ok)
+    clock.advance(1000)
+    fail(breaker)
+    assert (1, 1) == (breaker.metrics.calls, breaker.metrics.failures)
+
+
+def test_slow_calls_trip_on_the_slow_call_rate(clock):
+    """Calls longer than slow_call_duration count as slow; the slow rate trips it."""
+    breaker = make(clock, slow_call_duration=1.0, slow_call_rate_threshold=0.5)
+
+    def slow() -> str:
+        clock.advance(1.5)
+        return "late"
+
+    def quick() -> str:
+        clock.advance(1.0)  # exactly the duration: not slow
+        return "ok"
+
+    breaker.call(quick)
+    breaker.call(quick)
+    assert "late" == breaker.call(slow)
+    assert 0.0 == breaker.metrics.failures
+    with capture_events(BreakerStateChanged) as events:
+        breaker(slow)()
+    assert BreakerState.OPEN is breaker.state
+    assert "slow_call_rate" == events[0].reason
+    assert 0.5 == events[0].metrics.slow_call_rate
+
+
+def test_slow_failures_count_as_both(clock):
+    """A slow failure counts as a failure and as a slow call."""
+    breaker = make(clock, slow_call_duration=1.0, minimum_calls=10)
+
+    def slow_boom() -> None:
+        clock.advance(2)
+        raise Boom
+
+    with pytest.raises(Boom):
+        breaker.call(slow_boom)
+    m = breaker.metrics
+    assert (1, 1, 1) == (m.calls, m.failures, m.slow_calls)
+
+
+# -- record / ignore ------------------------------------------------------------------
+def test_ignored_exceptions_count_as_neither(clock):
+    """An ignored exception passes through and leaves the window alone."""
+    breaker = make(clock, ignore=Ignored)
+
+    def ignored() -> None:
+        raise Ignored
+
+    for _ in range(10):
+        with pytest.raises(Ignored):
+            breaker.call(ignored)
+    m = breaker.metrics
+    assert (0, 10) == (m.calls, m.ignored)
+    assert BreakerState.CLOSED is breaker.state
+
+
+def test_unrecorded_exceptions_count_as_successes(clock):
+    """An exception outside `record` means the dependency answered: a success."""
+    breaker = make(clock, record=(OSError,))
+    for _ in range(5):
+        with pytest.raises(Boom):
+            breaker.call(boom)
+    assert (5, 0) == (breaker.metrics.successes, breaker.metrics.failures)
+
+
+def test_record_callable_decides(clock):
+    """record=callable(exc) -> bool decides what is a failure."""
+    breaker = make(clock, record=lambda exc: "fatal" in str(exc))
+
+    def raise_(msg: str) -> None:
+        raise Boom(msg)
+
+    for msg in ("fatal", "fine", "fatal"):
+        with pytest.raises(Boom):
+            breaker.call(raise_, msg)
+    assert (3, 2) == (breaker.metrics.calls, breaker.metrics.failures)
+
+
+def test_record_callable_that_raises_counts_a_failure(clock, caplog):
+    """A record callable that raises is logged and the call counts as a failure."""
+
+    def bad_record(exc: BaseException) -> bool:
+        raise RuntimeError("bug")
+
+    breaker = make(clock, record=bad_record)
+    fail(breaker)
+    assert 1 == breaker.metrics.failures
+    assert "record callable" in caplog.text
+
+
+def test_inner_rejection_is_not_a_failure(clock):
+    """An outer breaker does not count an inner guard's rejection as a failure."""
+    breaker = make(clock)
+    bulkhead = Bulkhead("db", max_concurrent=1, clock=clock)
+    guarded = compose(breaker, bulkhead)
+    with bulkhead:
+        for _ in range(10):
+            with pytest.raises(BulkheadFullError):
+                guarded(ok)()
+
+    def limited() -> None:
+        raise RateLimitedError("slow down", name="api")
+
+    with pytest.raises(RateLimitedError):
+        breaker.call(limited)
+    m = breaker.metrics
+    assert (0, 0, 11) == (m.calls, m.failures, m.ignored)
+    assert BreakerState.CLOSED is breaker.state
+
+
+# -- open duration and half-open ----------------------------------------------------------
+def test_open_to_half_open_is_lazy(clock):
+    """The breaker reads OPEN until the first call after open_duration."""
+    breaker = make(clock)
+    trip(breaker)
+    clock.advance(100)
+    assert BreakerState.OPEN is breaker.state
+    assert 0.0 == breaker.metrics.retry_after
+    breaker.call(ok)
+    assert BreakerState.HALF_OPEN is breaker.state
+
+
+def test_retry_after_counts_down(clock):
+    """retry_after is the time left in the open state."""
+    breaker = make(clock)
+    trip(breaker)
+    clock.advance(4)
+    with pytest.raises(CircuitOpenError) as info:
+        breaker.call(ok)
+    assert 6.0 == info.value.retry_after
+
+
+def test_open_duration_callable_backs_off_and_resets_on_close(clock):
+    """open_duration(times_opened) grows per consecutive opening; closing resets it."""
+    seen: list[int] = []
+
+    def backoff(times_opened: int) -> float:
+        seen.append(times_opened)
+        return 10.0 * 2 ** (times_opened - 1)
+
+    breaker = make(clock, open_duration=backoff, half_open_calls=1)
+    trip(breaker)
+    assert 10.0 == breaker.metrics.retry_after
+    clock.advance(10)
+    fail(breaker)  # the trial fails
+    assert 20.0 == breaker.metrics.retry_after
+    assert 2 == breaker.metrics.times_opened
+    clock.advance(20)
+    breaker.call(ok)
+    assert BreakerState.CLOSED is breaker.state
+    trip(breaker)
+    assert 10.0 == breaker.metrics.retry_after
+    assert [1, 1, 2, 1] == seen  # 1 first: checked at construction
+
+
+def test_open_duration_callable_failing_later_keeps_the_first_duration(clock, caplog):
+    """A backoff callable that fails at run time is logged; the first duration is used."""
+
+    def backoff(times_opened: int) -> float:
+        if times_opened > 1:
+            raise RuntimeError("bug")
+        return 5.0
+
+    breaker = make(clock, open_duration=backoff, half_open_calls=1)
+    trip(breaker)
+    clock.advance(5)
+    fail(breaker)
+    assert 5.0 == breaker.metrics.retry_after
+    assert "open_duration(2) failed" in caplog.text
+
+
+def test_half_open_is_decided_by_the_trials_alone(clock):
+    """One failed trial of two (0.5 >= 0.5) re-opens; the old window plays no part."""
+    breaker = make(clock)
+    trip(breaker)
+    clock.advance(10)
+    breaker.call(ok)
+    with capture_events(BreakerStateChanged) as events:
+        fail(breaker)
+    assert BreakerState.OPEN is breaker.state
+    assert "trial_failure_rate" == events[0].reason
+    assert 2 == events[0].metrics.calls
+
+
+def test_half_open_rejects_beyond_the_trial_permits(clock):
+    """While all trial permits are taken, other calls are rejected at once."""
+    breaker = make(clock, half_open_calls=2)
+    trip(breaker)
+    clock.advance(10)
+    t1 = breaker._step(clock.monotonic(), None)
+    t2 = breaker._step(clock.monotonic(), None)
+    with pytest.raises(CircuitOpenError, match="all 2 trial calls are running") as info:
+        breaker.call(ok)
+    assert info.value.retry_after is None
+    breaker._release(t1, None, clock.monotonic())
+    breaker._release(t2, None, clock.monotonic())
+    assert BreakerState.CLOSED is breaker.state
+
+
+@pytest.mark.parametrize(
+    "error",
+    [Ignored(), asyncio.CancelledError(), KeyboardInterrupt(), SystemExit(), GeneratorExit()],
+)
+def test_trial_permits_are_never_lost(clock, error):
+    """A trial ending in an ignored error, a cancellation or a BaseException returns its permit."""
+    breaker = make(clock, half_open_calls=1, ignore=Ignored)
+    trip(breaker)
+    clock.advance(10)
+
+    def raiser() -> None:
+        raise error
+
+    with pytest.raises(type(error)):
+        breaker.call(raiser)
+    assert BreakerState.HALF_OPEN is breaker.state
+    breaker.call(ok)  # the permit came back
+    assert BreakerState.CLOSED is breaker.state
+
+
+def test_cancelled_async_trial_returns_its_permit(clock):
+    """An asyncio task cancelled during its trial call gives the permit back."""
+    breaker = make(clock, half_open_calls=1)
+    trip(breaker)
+    clock.advance(10)
+    started = None
+
+    @breaker
+    async def hang() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        nonlocal started
+        started = asyncio.Event()
+        task = asyncio.create_task(hang())
+        await started.wait()
+        with pytest.raises(CircuitOpenError):
+            await breaker.acall(asyncio.sleep, 0)  # noqa: TID251  # never runs: rejected
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await breaker.acall(asyncio.sleep, 0)  # noqa: TID251  # the permit is back
+
+    asyncio.run(main())
+    assert BreakerState.CLOSED is breaker.state
+
+
+def test_hung_trials_re_open_after_max_half_open_wait(clock):
+    """A trial that never finishes cannot wedge the breaker: it re-opens and re-arms."""
+    breaker = make(clock, half_open_calls=1, max_half_open_wait=30.0)
+    trip(breaker)
+    clock.advance(10)
+    hung = breaker._step(clock.monotonic(), None)
+    clock.advance(29)
+    with pytest.raises(CircuitOpenError):
+        breaker.call(ok)
+    clock.advance(1)
+    with capture_events(BreakerStateChanged) as events, pytest.raises(CircuitOpenError):
+        breaker.call(ok)
+    assert ["half_open_timeout"] == [e.reason for e in events]
+    clock.advance(10)
+    breaker.call(ok)  # a fresh trial permit
+    assert BreakerState.CLOSED is breaker.state
+    breaker._release(hung, Boom(), clock.monotonic())  # stale: decides nothing
+    assert (BreakerState.CLOSED, 0) == (breaker.state, breaker.metrics.calls)
+
+
+def test_stale_outcomes_do_not_decide_the_current_state(clock):
+    """A call admitted before the breaker opened, finishing later, is ignored."""
+    breaker = make(clock)
+    early = breaker._step(clock.monotonic(), None)
+    trip(breaker)
+    clock.advance(10)
+    breaker.call(ok)
+    breaker._release(early, Boom(), clock.monotonic())  # would fail the half-open
+    assert BreakerState.HALF_OPEN is breaker.state
+    breaker.call(ok)
+    assert BreakerState.CLOSED is breaker.state
+    late = breaker._step(clock.monotonic(), None)
+    breaker.reset()
+    breaker._release(late, Boom(), clock.monotonic())
+    assert 0 == breaker.metrics.calls
+
+
+# -- operator states -----------------------------------------------------------------------
+def test_force_open_rejects_until_reset(clock):
+    """force_open rejects every call (retry_after unknown) until reset."""
+    breaker = make(clock, runbook="https://runbooks.invalid/svc")
+    breaker.force_open()
+    breaker.force_open()  # idempotent
+    clock.advance(1000)
+    with pytest.raises(CircuitOpenError, match="forced open.*runbooks.invalid") as info:
+        breaker.call(ok)
+    assert (None, "https://runbooks.invalid/svc") == (info.value.retry_after, info.value.runbook)
+    breaker.reset()
+    assert "ok" == breaker.call(ok)
+
+
+def test_disable_lets_everything_through_and_records_nothing(clock):
+    """A disabled breaker never opens and keeps no window."""
+    breaker = make(clock)
+    breaker.disable()
+    fail(breaker, 20)
+    assert BreakerState.DISABLED is breaker.state
+    assert 0 == breaker.metrics.calls
+    breaker.reset()
+    assert BreakerState.CLOSED is breaker.state
+
+
+def test_reset_clears_the_window_and_backoff(clock):
+    """reset() closes with an empty window and times_opened back at 0."""
+    breaker = make(clock)
+    trip(breaker)
+    with capture_events(BreakerStateChanged) as events:
+        breaker.reset()
+    assert (BreakerState.CLOSED, 0, 0) == (
+        breaker.state,
+        breaker.metrics.calls,
+        breaker.metrics.times_opened,
+    )
+    assert [("open", "closed", "reset")] == [
+        (e.from_state.value, e.to_state.value, e.reason) for e in events
+    ]
+
+
+# -- shadow mode ---------------------------------------------------------------------------
+def test_shadow_mode_lets_calls_through_and_reports_would_reject(clock):
+    """In shadow mode an open breaker runs the call, counts and reports it."""
+    breaker = make(clock, mode="shadow", runbook="https://rb.invalid")
+    with capture_events(BreakerStateChanged, CallRejected) as events:
+        trip(breaker)
+        assert "ok" == breaker.call(ok)
+    changed, rejected = events
+    assert isinstance(changed, BreakerStateChanged)
+    assert (True, "https://rb.invalid") == (changed.shadow, changed.runbook)
+    assert isinstance(rejected, CallRejected)
+    assert (True, 10.0, "https://rb.invalid") == (
+        rejected.shadow,
+        rejected.retry_after,
+        rejected.runbook,
+    )
+    m = breaker.metrics
+    assert (1, 0) == (m.would_reject, m.rejected)
+
+
+def test_shadow_states_equal_enforced_states(clock):
+    """Would-be-rejected calls stay out of the window: shadow follows enforcement."""
+    shadow = make(clock, name="shadow", mode="shadow")
+    enforce = make(clock, name="enforce")
+    for breaker in (shadow, enforce):
+        trip(breaker)
+        for _ in range(5):
+            try:
+                breaker.call(boom)
+            except (Boom, CircuitOpenError):
+                pass
+    clock.advance(10)
+    for breaker in (shadow, enforce):
+        breaker.call(ok)
+        breaker.call(ok)
+    assert BreakerState.CLOSED is shadow.state is enforce.state
+    assert shadow.metrics.calls == enforce.metrics.calls == 0
+    assert 5 == shadow.metrics.would_reject == enforce.metrics.rejected
+
+
+def test_mode_switches_live(clock):
+    """Assigning mode (or set_mode) switches enforcement without touching the state."""
+    breaker = make(clock)
+    trip(breaker)
+    breaker.mode = "shadow"
+    assert "ok" == breaker.call(ok)
+    breaker.set_mode("enforce")
+    with pytest.raises(CircuitOpenError):
+        breaker.call(ok)
+    assert BreakerState.OPEN is breaker.state
+    with pytest.raises(ValueError, match="mode must be 'enforce' or 'shadow', got 'off'"):
+        breaker.mode = "off"  # type: ignore[assignment]  # the bad value under test
+
+
+# -- telemetry --------------------------------------------------------------------------
+def test_counters_count_outcomes_by_mode(clock):
+    """tipkit.breaker.calls counts each outcome with the breaker name and mode."""
+    breaker = make(clock, name="counted", ignore=Ignored)
+
+    def ignored() -> None:
+        raise Ignored
+
+    breaker.call(ok)
+    breaker(ok)()
+    with pytest.raises(Ignored):
+        breaker.call(ignored)
+    fail(breaker, 2)  # 2 of 4: open
+    with pytest.raises(CircuitOpenError):
+        breaker.call(ok)
+    breaker.mode = "shadow"
+    breaker.call(ok)
+
+    def value(outcome: str, mode: str = "enforce") -> int:
+        return REGISTRY.value(
+            names.BREAKER_CALLS,
+            {names.BREAKER_NAME: "counted", names.OUTCOME: outcome, names.MODE: mode},
+        )
+
+    assert (2, 2, 1, 1, 1) == (
+        value("success"),
+        value("failure"),
+        value("ignored"),
+        value("rejected"),
+        value("rejected", "shadow"),
+    )
+    transitions = REGISTRY.value(
+        names.BREAKER_TRANSITIONS, {names.BREAKER_NAME: "counted", names.STATE: "open"}
+    )
+    assert 1 == transitions
+
+
+def test_state_gauge_reports_one_for_the_current_state(clock):
+    """The tipkit.breaker.state gauge is 1 for the current state, 0 for the others."""
+    breaker = make(clock, name="gauged")
+    trip(breaker)
+    readings = {
+        r.attributes[names.STATE]: r.value
+        for r in REGISTRY.gauges(names.BREAKER_STATE)
+        if r.attributes[names.BREAKER_NAME] == "gauged"
+    }
+    assert {"closed": 0, "open": 1, "half_open": 0, "forced_open": 0, "disabled": 0} == readings
+
+
+def test_events_carry_metrics_and_safe_attributes(clock):
+    """BreakerStateChanged carries a metrics snapshot; otel attributes are low-cardinality."""
+    breaker = make(clock, runbook="https://rb.invalid/x")
+    with capture_events(BreakerStateChanged) as events:
+        trip(breaker)
+    event = events[0]
+    assert isinstance(event.metrics, BreakerMetrics)
+    assert (4, 1.0) == (event.metrics.calls, event.metrics.failure_rate)
+    assert {
+        names.BREAKER_NAME: "svc",
+        "tipkit.breaker.from_state": "closed",
+        names.STATE: "open",
+        "tipkit.breaker.reason": "failure_rate",
+        names.MODE: "enforce",
+        names.RUNBOOK: "https://rb.invalid/x",
+    } == event.otel_attributes()
+    assert "tipkit.breaker.state_changed" == event.otel_name
+    with capture_events(CallRejected) as rejected, pytest.raises(CircuitOpenError):
+        breaker.call(ok)
+    assert {
+        names.BREAKER_NAME: "svc",
+        names.STATE: "open",
+        names.MODE: "enforce",
+        "tipkit.retry_after": 10.0,
+        names.RUNBOOK: "https://rb.invalid/x",
+    } == rejected[0].otel_attributes()
+
+
+def test_repr_shows_config_and_live_state(clock):
+    """repr shows the name, state, mode, rates and configuration."""
+    breaker = make(clock, slow_call_duration=2.0)
+    fail(breaker, 2)
+    assert (
+        "<CircuitBreaker 'svc' state=closed mode=enforce failure_rate=-/0.5 "
+        "slow_call_rate=-/1.0 slow_call_duration=2.0 calls=2 window=CountWindow(10) "
+        "minimum_calls=4 open_duration=10.0 half_open_calls=2>"
+    ) == repr(breaker)
+    fail(breaker, 2)
+    assert "state=open retry_after=10.000" in repr(breaker)
+    clock.advance(10)
+    breaker.call(ok)
+    assert "state=half_open trial_permits_left=1" in repr(breaker)
+
+
+# -- invalid arguments ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"name": ""}, TypeError, "name must be a non-empty str"),
+        ({"failure_rate_threshold": 0}, ValueError, "failure_rate_threshold must be a fraction"),
+        ({"failure_rate_threshold": 50}, ValueError, "failure_rate_threshold must be a fraction"),
+        ({"failure_rate_threshold": "x"}, TypeError, "failure_rate_threshold must be a number"),
+        ({"slow_call_rate_threshold": 1.5}, ValueError, "slow_call_rate_threshold"),
+        ({"slow_call_duration": 0}, ValueError, "slow_call_duration must be > 0"),
+        ({"slow_call_duration": "1s"}, TypeError, "slow_call_duration must be seconds"),
+        ({"window": 100}, TypeError, "window must be a CountWindow or a TimeWindow"),
+        ({"minimum_calls": 0}, ValueError, "minimum_calls must be >= 1"),
+        ({"minimum_calls": 2.5}, TypeError, "minimum_calls must be an int"),
+        ({"open_duration": -1}, ValueError, "open_duration must be >= 0"),
+        ({"open_duration": float("nan")}, ValueError, "open_duration must be a finite"),
+        ({"open_duration": lambda n: -1}, ValueError, r"open_duration\(1\) returned a negative"),
+        ({"open_duration": lambda n: "x"}, TypeError, "open_duration"),
+        ({"half_open_calls": 0}, ValueError, "half_open_calls must be >= 1"),
+        ({"half_open_calls": True}, TypeError, "half_open_calls must be an int"),
+        ({"max_half_open_wait": 0}, ValueError, "max_half_open_wait must be > 0"),
+        ({"record": "ValueError"}, TypeError, "record must be an exception type"),
+        ({"record": (ValueError, int)}, TypeError, "record must be"),
+        ({"ignore": lambda e: True}, TypeError, "ignore must be an exception type"),
+        ({"mode": "audit"}, ValueError, "mode must be 'enforce' or 'shadow'"),
+        ({"runbook": 3}, TypeError, "runbook must be a non-empty str"),
+        ({"clock": object()}, TypeError, "clock must provide"),
+    ],
+)
+def test_invalid_arguments_are_named(kwargs, error, match):
+    """Every invalid argument raises a clear error naming it."""
+    kwargs = {"name": "svc", **kwargs}
+    with pytest.raises(error, match=match):
+        CircuitBreaker(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("make_window", "error", "match"),
+    [
+        (lambda: CountWindow(0), ValueError, "size must be >= 1"),
+        (lambda: CountWindow(2.0), TypeError, "size must be an int"),
+        (lambda: TimeWindow(0), ValueError, "seconds must be >= 1"),
+        (lambda: TimeWindow(1.5), TypeError, "whole number of seconds"),
+        (lambda: TimeWindow(timedelta(milliseconds=1500)), TypeError, "whole number"),
+    ],
+)
+def test_invalid_windows_are_named(make_window, error, match):
+    """Window sizes must be positive whole numbers."""
+    with pytest.raises(error, match=match):
+        make_window()
+
+
+def test_windows_compare_and_print():
+    """Windows are value objects with a readable repr."""
+    assert CountWindow(5) == CountWindow(5)
+    assert hash(TimeWindow(3)) == hash(TimeWindow(timedelta(seconds=3)))
+    assert "CountWindow(5) TimeWindow(seconds=3)" == f"{CountWindow(5)!r} {TimeWindow(3)!r}"
+
+
+# -- concurrency -------------------------------------------------------------------------
+@pytest.mark.parametrize("half_open_calls", [1, 3])
+def test_half_open_lets_exactly_the_permitted_trials_through_threads(half_open_calls):
+    """Many threads arriving together at half-open: exactly half_open_calls run."""
+    clock = FakeClock()
+    breaker = make(clock, half_open_calls=half_open_calls)
+    trip(breaker)
+    clock.advance(10)
+    threads_n = 8
+    barrier = threading.Barrier(threads_n)
+    release = threading.Event()
+    admitted: list[int] = []
+    rejected: list[int] = []
+
+    def trial(i: int) -> None:
+        admitted.append(i)
+        SYSTEM_CLOCK.wait_event(release, 10)  # type: ignore[attr-defined]  # SystemClock has it
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        try:
+            breaker.call(trial, i)
+        except CircuitOpenError:
+            rejected.append(i)
+            if len(rejected) == threads_n - half_open_calls:
+                release.set()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (half_open_calls, threads_n - half_open_calls) == (len(admitted), len(rejected))
+    assert BreakerState.CLOSED is breaker.state
+
+
+def test_half_open_lets_exactly_the_permitted_trials_through_tasks(clock):
+    """Many asyncio tasks arriving together at half-open: exactly half_open_calls run."""
+    breaker = make(clock, half_open_calls=2)
+    trip(breaker)
+    clock.advance(10)
+    admitted = 0
+
+    async def main() -> list[Any]:
+        release = asyncio.Event()
+
+        @breaker
+        async def trial() -> None:
+            nonlocal admitted
+            admitted += 1
+            await release.wait()
+
+        async def attempt() -> Any:
+            try:
+                await trial()
+            except CircuitOpenError as exc:
+                return exc
+            return "ran"
+
+        tasks = [asyncio.create_task(attempt()) for _ in range(10)]
+        await asyncio.sleep(0)  # noqa: TID251  # let every task reach the breaker
+        release.set()
+        return await asyncio.gather(*tasks)
+
+    results = asyncio.run(main())
+    assert (2, 8) == (admitted, sum(isinstance(r, CircuitOpenError) for r in results))
+
+
+def test_closed_calls_run_concurrently():
+    """The closed breaker never holds its lock while calls run: they overlap."""
+    breaker = CircuitBreaker("parallel", clock=FakeClock())
+    n = 4
+    inside = threading.Barrier(n, timeout=10)  # breaks if calls were serialised
+    results: list[str] = []
+
+    @breaker
+    def call() -> str:
+        inside.wait()
+        return "ok"
+
+    def worker() -> None:
+        results.append(call())
+
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ["ok"] * n == results
+    assert n == breaker.metrics.calls
+
+
+def test_many_threads_lose_no_outcome():
+    """Outcomes recorded from many threads at once all land in the window."""
+    breaker = CircuitBreaker(
+        "many", window=CountWindow(10_000), minimum_calls=10_000, clock=FakeClock()
+    )
+    barrier = threading.Barrier(4)
+    wrapped = breaker(ok)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(500):
+            wrapped()
+        for _ in range(100):
+            with pytest.raises(Boom):
+                breaker.call(boom)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    m = breaker.metrics
+    assert (2400, 2000, 400) == (m.calls, m.successes, m.failures)
+
+
+# -- the state machine against the reference model -----------------------------------------
+OUTCOMES = st.sampled_from(["success", "failure", "ignored"])
+
+
+class BreakerMachine(RuleBasedStateMachine):
+    """Random sequences of calls, held calls, time, operator actions and mode switches."""
+
+    held = Bundle("held")
+
+    @initialize(
+        count=st.booleans(),
+        size=st.integers(1, 6),
+        minimum_calls=st.integers(1, 6),
+        failure_threshold=st.sampled_from([0.25, 0.5, 1.0]),
+        slow_threshold=st.sampled_from([0.5, 1.0]),
+        slow=st.booleans(),
+        open_duration=st.sampled_from([0.0, 1.0, 5.0]),
+        half_open_calls=st.integers(1, 3),
+        max_wait=st.sampled_from([None, 3.0]),
+        shadow=st.booleans(),
+    )
+    def setup(
+        self,
+        count: bool,
+        size: int,
+        minimum_calls: int,
+        failure_threshold: float,
+        slow_threshold: float,
+        slow: bool,
+        open_duration: float,
+        half_open_calls: int,
+        max_wait: float | None,
+        shadow: bool,
+    ) -> None:
+        self.clock = FakeClock()
+        mode = "shadow" if shadow else "enforce"
+        self.breaker = CircuitBreaker(
+            "model",
+            window=CountWindow(size) if count else TimeWindow(size),
+            minimum_calls=minimum_calls,
+            failure_rate_threshold=failure_threshold,
+            slow_call_rate_threshold=slow_threshold,
+            slow_call_duration=1.0 if slow else None,
+            open_duration=open_duration,
+            half_open_calls=half_open_calls,
+            max_half_open_wait=max_wait,
+            ignore=Ignored,
+            mode=mode,
+            clock=self.clock,
+        )
+        self.wrapped = {o: self.breaker(self._fn(o)) for o in ("success", "failure", "ignored")}
+        self.model = Model(
+            count_size=size if count else None,
+            time_seconds=None if count else size,
+            minimum_calls=minimum_calls,
+            failure_threshold=failure_threshold,
+            slow_threshold=slow_threshold,
+            slow_after=1.0 if slow else None,
+            open_duration=open_duration,
+            half_open_calls=half_open_calls,
+            max_half_open_wait=max_wait,
+            mode=mode,
+        )
+
+    def _fn(self, outcome: str, duration: float = 0.0) -> Any:
+        def fn() -> str:
+            self.clock.advance(duration)
+            if outcome == "failure":
+                raise Boom
+            if outcome == "ignored":
+                raise Ignored
+            return "ok"
+
+        return fn
+
+    @rule(outcome=OUTCOMES, duration=st.sampled_from([0.0, 0.5, 2.0]), fast=st.booleans())
+    def call(self, outcome: str, duration: float, fast: bool) -> None:
+        ticket = self.model.admit(self.clock.monotonic())
+        fn = self.breaker(self._fn(outcome, duration)) if fast else self._fn(outcome, duration)
+        try:
+            if fast:
+                fn()
+            else:
+                self.breaker.call(fn)
+        except CircuitOpenError:
+            assert ticket is None
+            return
+        except (Boom, Ignored):
+            pass
+        assert ticket is not None
+        self.model.release(ticket, outcome, self.clock.monotonic())
+
+    @rule(outcome=OUTCOMES)
+    def fast_call(self, outcome: str) -> None:
+        ticket = self.model.admit(self.clock.monotonic())
+        try:
+            self.wrapped[outcome]()
+        except CircuitOpenError:
+            assert ticket is None
+            return
+        except (Boom, Ignored):
+            pass
+        assert ticket is not None
+        self.model.release(ticket, outcome, self.clock.monotonic())
+
+    @rule(target=held)
+    def start_call(self) -> Any:
+        model_ticket = self.model.admit(self.clock.monotonic())
+        try:
+            ticket = self.breaker._step(self.clock.monotonic(), None)
+        except CircuitOpenError:
+            assert model_ticket is None
+            return None
+        assert model_ticket is not None
+        return (ticket, model_ticket)
+
+    @rule(pair=consumes(held), outcome=OUTCOMES)
+    def finish_call(self, pair: tuple[Any, ModelTicket] | None, outcome: str) -> None:
+        if pair is None:
+            return
+        ticket, model_ticket = pair
+        error = {"success": None, "failure": Boom(), "ignored": Ignored()}[outcome]
+        self.breaker._release(ticket, error, self.clock.monotonic())
+        self.model.release(model_ticket, outcome, self.clock.monotonic())
+
+    @rule(seconds=st.sampled_from([0.5, 1.0, 3.0, 10.0]))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @rule(action=st.sampled_from(["force_open", "disable", "reset"]))
+    def operate(self, action: str) -> None:
+        getattr(self.breaker, action)()
+        to = {"force_open": "forced_open", "disable": "disabled", "reset": "closed"}[action]
+        if self.model.state != to or to == "closed":
+            self.model.to(to, self.clock.monotonic())
+
+    @rule(mode=st.sampled_from(["enforce", "shadow"]))
+    def switch_mode(self, mode: str) -> None:
+        self.breaker.mode = mode  # type: ignore[assignment]  # drawn from the valid modes
+        self.model.mode = mode
+
+    @invariant()
+    def agrees_with_the_model(self) -> None:
+        m = self.breaker.metrics
+        calls, failures, slows = self.model.calls_in_window(self.clock.monotonic())
+        assert self.model.state == m.state.value
+        assert (calls, failures, slows) == (m.calls, m.failures, m.slow_calls)
+        assert (self.model.rejected, self.model.would_reject, self.model.ignored) == (
+            m.rejected,
+            m.would_reject,
+            m.ignored,
+        )
+        assert self.model.times_opened == m.times_opened
+
+
+BreakerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40)
+test_breaker_state_machine = BreakerMachine.TestCase
