@@ -254,7 +254,8 @@ def test_refill_follows_server_time(redis_store: RedisStore) -> None:
     level = redis_store.take_tokens("srv", 0, rate=rate, capacity=1000).tokens
     after2 = server_seconds(client)
     assert rate * (before2 - after) - 1e-6 <= level <= rate * (after2 - before) + 1e-6
-    last = float(client.hget(f"{redis_store.prefix}tb:srv", "last"))
+    stored_level, last = map(float, client.get(f"{redis_store.prefix}tb:srv").split())
+    assert stored_level == level
     assert before2 - 1e-6 <= last <= after2 + 1e-6
 
 

@@ -13,8 +13,9 @@ keep them all on one slot):
   of the server's ``TIME``.
 * ``<prefix>c:<key>``: one hash per counters key, one field per counter; its
   time to live is Redis's own key expiry.
-* ``<prefix>tb:<key>``: one hash per token bucket (``level``, ``last``), expiring
-  once it would have refilled to capacity.
+* ``<prefix>tb:<key>``: one string per token bucket, ``"<level> <last>"`` (last
+  refill in seconds of the server's ``TIME``), expiring once it would have
+  refilled to capacity; a full bucket is deleted.
 
 Every operation is one round trip and atomic: a Lua script called by SHA
 (``EVALSHA``), loaded with ``SCRIPT LOAD`` the first time the server says
@@ -148,20 +149,22 @@ end
 return all
 """
 
-# KEYS[1] bucket hash; ARGV tokens, rate, capacity, max_wait, max pexpire.
-# The middle block is tipkit/_core/_tokens.py `take`, line for line, and the end
-# is MemoryStore.take_tokens: keep the three in step.
+# KEYS[1] bucket (a string "level last"); ARGV tokens, rate, capacity, max_wait,
+# max pexpire. The middle block is tipkit/_core/_tokens.py `take`, line for line,
+# and the end is MemoryStore.take_tokens: keep the three in step. Returns
+# {admitted, level}; wait and retry_after follow from the level exactly (_take).
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local tokens, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
 local capacity, max_wait = tonumber(ARGV[3]), tonumber(ARGV[4])
-local state = redis.call('HMGET', KEYS[1], 'level', 'last')
 local level, last = capacity, now
-if state[1] and state[2] then
-  level, last = tonumber(state[1]), tonumber(state[2])
+local state = redis.call('GET', KEYS[1])
+if state then
+  local l, s = string.match(state, '^(%S+) (%S+)$')
+  level, last = tonumber(l), tonumber(s)
 end
-local admitted, wait, retry_after = 1, 0, 0
+local admitted = 1
 local elapsed = now - last
 if elapsed > 0 then
   level = math.min(capacity, level + elapsed * rate)
@@ -173,28 +176,25 @@ else
   if missing <= 0 then
     level = level - tokens
   else
-    local w = missing / rate
-    if w <= max_wait then
+    local wait = missing / rate
+    if wait <= max_wait then
       level = level - tokens
-      wait = w
     else
       admitted = 0
-      retry_after = w
     end
   end
 end
+local out = string.format('%.17g', level)
 if level >= capacity then
   redis.call('DEL', KEYS[1])
 else
   local origin = math.max(last, now)
   local refill = (capacity - level) / rate + (origin - now)
   local ms = math.min(tonumber(ARGV[5]), math.ceil(refill * 1000) + 1)
-  redis.call('HSET', KEYS[1], 'level', string.format('%.17g', level),
-    'last', string.format('%.17g', origin))
-  redis.call('PEXPIRE', KEYS[1], string.format('%d', ms))
+  redis.call('SET', KEYS[1], out .. string.format(' %.17g', origin),
+    'PX', string.format('%d', ms))
 end
-return {admitted, string.format('%.17g', wait), string.format('%.17g', level),
-  string.format('%.17g', retry_after)}
+return {admitted, out}
 """
 
 
@@ -314,13 +314,18 @@ def _snapshot(flat: Sequence[Any]) -> Snapshot:
     return Snapshot(int(flat[0]), entries)
 
 
-def _take(raw: Sequence[Any]) -> TokenTake:
-    return TokenTake(
-        admitted=bool(raw[0]),
-        wait=float(raw[1]),
-        tokens=float(raw[2]),
-        retry_after=float(raw[3]),
-    )
+def _take(raw: Sequence[Any], tokens: float, rate: float) -> TokenTake:
+    # The script returns the level only. As in _core/_tokens.take, a reservation
+    # waits `missing / rate` where missing = tokens - level_before = -level_after
+    # (exactly, in floating point), and a refusal leaves the level untouched, so
+    # retry_after = (tokens - level) / rate.
+    level = float(raw[1])
+    if not raw[0]:
+        return TokenTake(
+            admitted=False, wait=0.0, tokens=level, retry_after=(tokens - level) / rate
+        )
+    wait = -level / rate if tokens > 0 and level < 0 else 0.0
+    return TokenTake(admitted=True, wait=wait, tokens=level, retry_after=0.0)
 
 
 def _ttl_us(ttl: float | timedelta | None) -> str:
@@ -676,7 +681,8 @@ class RedisStore:
         over-admit. Idle buckets expire once they would have refilled.
         """
         args = _bucket_args(tokens, rate, capacity, max_wait)
-        return _take(self._eval(_S["take_tokens"], self._bucket_key(key), *args))
+        raw = self._eval(_S["take_tokens"], self._bucket_key(key), *args)
+        return _take(raw, tokens, rate)
 
     def close(self) -> None:
         """Close the connections tipkit opened (a client you passed stays open).
@@ -783,4 +789,5 @@ class RedisStore:
     ) -> TokenTake:
         """Async twin of :meth:`take_tokens`."""
         args = _bucket_args(tokens, rate, capacity, max_wait)
-        return _take(await self._aeval(_S["take_tokens"], self._bucket_key(key), *args))
+        raw = await self._aeval(_S["take_tokens"], self._bucket_key(key), *args)
+        return _take(raw, tokens, rate)
