@@ -79,13 +79,14 @@ class _Queued:
     """A call waiting for a slot: its waiter, when it gives up, and whether a
     releasing call has handed it a slot."""
 
-    __slots__ = ("granted", "since", "until", "waiter")
+    __slots__ = ("gone", "granted", "since", "until", "waiter")
 
     def __init__(self, since: float, until: float) -> None:
         self.waiter = Waiter()
         self.since = since
         self.until = until
         self.granted = False
+        self.gone = False  # left the queue by giving up
 
 
 class _Ticket:
@@ -288,6 +289,7 @@ class Bulkhead(Guard[_Ticket]):
                 granted = True
             elif now >= queued.until:
                 granted = False
+                queued.gone = True
                 self._queue.remove(queued)
                 self._rejected += 1
             else:
@@ -343,7 +345,9 @@ class Bulkhead(Guard[_Ticket]):
         queued: _Queued = pending.state
         with self._lock:
             granted = queued.granted
-            if not granted:
+            queued.granted = False  # a slot is passed on once only
+            if not granted and not queued.gone:
+                queued.gone = True
                 self._queue.remove(queued)
         if granted:
             # Handed a slot just as it stopped waiting: pass the slot on.

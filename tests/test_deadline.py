@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+
+import pytest
+
+from tipkit import deadline as dl
+from tipkit.errors import DeadlineExceededError
+from tipkit.testing import FakeClock
+
+
+def test_no_deadline_by_default():
+    """Without a deadline remaining() is None and check() passes."""
+    assert dl.remaining() is None
+    assert dl.current() is None
+    assert not dl.expired()
+    dl.check()
+
+
+def test_deadline_sets_and_restores(clock):
+    """Inside the block remaining() counts down; after it the outer state returns."""
+    with dl.deadline(2.0, name="req", clock=clock) as d:
+        assert 2.0 == dl.remaining()
+        clock.advance(0.5)
+        assert 1.5 == dl.remaining()
+        assert d is dl.current()
+        assert "req" == d.name
+    assert dl.remaining() is None
+
+
+def test_remaining_is_never_negative_and_check_raises(clock):
+    """Past the deadline remaining() is 0.0 and check() raises DeadlineExceededError."""
+    with dl.deadline(1.0, name="req", clock=clock):
+        clock.advance(3)
+        assert 0.0 == dl.remaining()
+        assert dl.expired()
+        with pytest.raises(DeadlineExceededError, match=r"1.0s \(req\) exceeded") as info:
+            dl.check()
+    assert ("req", 1.0) == (info.value.name, info.value.timeout)
+
+
+def test_nested_deadlines_take_the_earliest(clock):
+    """A later inner deadline leaves the earlier outer one in force; an earlier one wins."""
+    with dl.deadline(1.0, name="outer", clock=clock) as outer:
+        with dl.deadline(5.0, name="inner", clock=clock) as inner:
+            assert outer is inner
+            assert 1.0 == dl.remaining()
+        with dl.deadline(0.25, name="tight", clock=clock) as tight:
+            assert "tight" == tight.name
+            assert 0.25 == dl.remaining()
+        assert 1.0 == dl.remaining()
+
+
+def test_async_with_and_tasks_inherit_the_deadline(clock):
+    """`async with deadline(...)` works and tasks created inside see the deadline."""
+
+    async def child() -> float | None:
+        return dl.remaining()
+
+    async def main() -> float | None:
+        async with dl.deadline(3.0, clock=clock):
+            return await asyncio.create_task(child())
+
+    assert 3.0 == asyncio.run(main())
+
+
+def test_threads_see_it_only_through_a_copied_context(clock):
+    """A plain thread does not inherit the deadline; a copied context does."""
+    seen: list[float | None] = []
+    with dl.deadline(3.0, clock=clock):
+        plain = threading.Thread(target=lambda: seen.append(dl.remaining()))
+        ctx = contextvars.copy_context()
+        copied = threading.Thread(target=ctx.run, args=(lambda: seen.append(dl.remaining()),))
+        for t in (plain, copied):
+            t.start()
+            t.join()
+    assert [None, 3.0] == seen
+
+
+def test_deadlines_on_different_clocks_compare_by_time_left():
+    """Nested deadlines on different clocks keep the one with less time left."""
+    a, b = FakeClock(100.0), FakeClock(0.0)
+    with dl.deadline(2.0, name="a", clock=a), dl.deadline(1.0, name="b", clock=b) as d:
+        assert "b" == d.name
+
+
+def test_repr(clock):
+    """The scope shows its seconds and name."""
+    assert "<deadline 2.0s name='x'>" == repr(dl.deadline(2.0, name="x", clock=clock))
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        ((-1,), {}, ValueError, "seconds must be >= 0"),
+        (("2",), {}, TypeError, "seconds must be seconds"),
+        ((float("nan"),), {}, ValueError, "finite"),
+        ((1,), {"clock": 3}, TypeError, "clock must be a tipkit Clock"),
+        ((1,), {"name": 3}, TypeError, "name must be a str"),
+    ],
+)
+def test_invalid_arguments_are_named(args, kwargs, error, match):
+    """Every invalid argument raises a clear error naming it."""
+    with pytest.raises(error, match=match):
+        dl.deadline(*args, **kwargs)
