@@ -307,7 +307,9 @@ class _Compiler:
                 self.problem(f"unknown top-level key {key!r}; expected one of: {', '.join(TOP_KEYS)}", field=str(key), line=_line_of(doc, key))
         if "version" in doc and (doc["version"] != 1 or isinstance(doc["version"], bool)):
             self.problem(f"unsupported document version {doc['version']!r}; expected 1", field="version", line=_line_of(doc, "version"))
-        segments = doc.get("segments") or {}
+        segments = doc.get("segments")
+        if segments is None:
+            segments = {}
         if not isinstance(segments, dict):
             self.problem(f"'segments' must be a mapping, got {type(segments).__name__}", field="segments", line=_line_of(doc, "segments"))
             segments = {}

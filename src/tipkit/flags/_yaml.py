@@ -83,7 +83,14 @@ def _line(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
 
 
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
 def _build(loader: _StrictBoolLoader, node: yaml.Node, problems: list[ParseError]) -> Any:
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in (_MAP_TAG, _SEQ_TAG):
+        # Documents are plain data: no tags that construct objects, even inert ones.
+        raise ParseError(f"invalid YAML: unsupported tag {node.tag!r}", _line(node))
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
         out = LocDict(_line(node))
@@ -130,7 +137,7 @@ def parse_yaml(text: str) -> tuple[Any, list[ParseError]]:
         mark = exc.problem_mark or exc.context_mark
         line = None if mark is None else int(mark.line) + 1
         raise ParseError(f"invalid YAML: {exc.problem or exc}", line) from exc
-    except yaml.YAMLError as exc:
+    except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML error we meet is marked
         raise ParseError(f"invalid YAML: {exc}") from exc
     finally:
         loader.dispose()
