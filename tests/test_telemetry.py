@@ -781,3 +781,22 @@ def test_planted_secrets_never_leave_through_generic_paths() -> None:
         dump = cap.dump()
     assert "tipkit.test.thing_happened" in dump
     assert secret not in dump
+
+
+def test_a_global_logger_provider_installed_later_turns_log_events_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """poll() notices a real global logger provider at the next collection."""
+    p = Providers()
+    instrument(
+        meter_provider=p.meter_provider, tracer_provider=trace.NoOpTracerProvider()
+    )
+    assert not ThingHappened.listened
+    monkeypatch.setattr(_otel, "get_logger_provider", lambda: p.logger_provider)
+    p.reader.get_metrics_data()
+    assert ThingHappened.listened
+    publish(ThingHappened("late-logs"))
+    assert [r.log_record.event_name for r in p.logs.get_finished_logs()] == [
+        "tipkit.test.thing_happened"
+    ]
+    assert "logging=True" in repr(_otel.instrumentation())
