@@ -604,3 +604,19 @@ def test_repr_of_given_clients() -> None:
     unix = RedisStore(redis.Redis(unix_socket_path="/run/redis.sock", db=3))
     assert unix.url == "unix:///run/redis.sock?db=3"
     assert RedisStore("redis://:pw@[::1]:6379/0").url == "redis://[::1]:6379/0"
+
+
+def test_sentinel_client_gets_no_guessed_twin() -> None:
+    """A Sentinel client finds its own server: the async twin is refused, not guessed."""
+    from redis.sentinel import Sentinel
+
+    client = Sentinel([("127.0.0.1", 1)], socket_timeout=0.05).master_for("primary")
+    store = RedisStore(client)
+    assert store.client is client
+    assert store.url == "<SentinelConnectionPool>"
+
+    async def main() -> None:
+        with pytest.raises(TypeError, match=r"pass a redis\.asyncio\.Redis client"):
+            await store.aget("ns", "k")
+
+    asyncio.run(main())

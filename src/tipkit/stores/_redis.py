@@ -267,10 +267,16 @@ _PASSED_ON = (
 )
 
 
-def _client_params(client: Any) -> tuple[dict[str, Any], str]:
-    """Return the settings to build a twin of *client*, and a password-free URL."""
+def _client_params(client: Any) -> tuple[dict[str, Any] | None, str]:
+    """Return the settings to build a twin of *client*, and a password-free URL.
+
+    The settings are ``None`` when the client's pool finds its server by itself
+    (Sentinel): a twin built from its settings would talk to the wrong server.
+    """
     pool = client.connection_pool
     kwargs: dict[str, Any] = pool.connection_kwargs
+    if type(pool).__name__ not in ("ConnectionPool", "BlockingConnectionPool"):
+        return None, f"<{type(pool).__name__}>"
     cls = pool.connection_class.__name__
     params = {k: kwargs[k] for k in _PASSED_ON if k in kwargs}
     if "path" in kwargs:
@@ -446,7 +452,7 @@ class RedisStore:
         self._lock = threading.Lock()
         self._client: redis.Redis | None = None
         self._url_str: str | None = None
-        self._params: dict[str, Any] = {}
+        self._params: dict[str, Any] | None = {}
         self._owns_sync = True
         # event loop -> (client, closer); weak so a finished loop's entry goes.
         self._aclients: weakref.WeakKeyDictionary[
@@ -469,8 +475,6 @@ class RedisStore:
                 "url_or_client must be a Redis URL or a redis.Redis client, "
                 f"got {url_or_client!r}"
             )
-        if self._client is None:
-            self._client = self._new_sync_client()
 
     def __repr__(self) -> str:
         return (
@@ -479,6 +483,14 @@ class RedisStore:
         )
 
     # -- clients -----------------------------------------------------------------
+    def _twin_params(self, flavour: str) -> dict[str, Any]:
+        if self._params is None:
+            raise TypeError(
+                f"RedisStore cannot make a {flavour} client like the one it was given "
+                f"({self.url}): pass a {flavour} client to a RedisStore of its own"
+            )
+        return self._params
+
     def _new_sync_client(self) -> redis.Redis:
         t = self.timeout
         if self._url_str is not None:
@@ -489,7 +501,7 @@ class RedisStore:
                 socket_connect_timeout=t,
             )
         return redis.Redis(
-            **self._params,
+            **self._twin_params("redis.Redis"),
             retry=_no_retry_sync(),
             socket_timeout=t,
             socket_connect_timeout=t,
@@ -505,7 +517,7 @@ class RedisStore:
                 socket_connect_timeout=t,
             )
         return redis.asyncio.Redis(
-            **self._params,
+            **self._twin_params("redis.asyncio.Redis"),
             retry=_no_retry_async(),
             socket_timeout=t,
             socket_connect_timeout=t,
@@ -513,9 +525,17 @@ class RedisStore:
 
     @property
     def client(self) -> redis.Redis:
-        """The synchronous ``redis.Redis`` client this store talks through."""
-        assert self._client is not None  # set in __init__
-        return self._client
+        """The synchronous ``redis.Redis`` client this store talks through.
+
+        Made on first use when the store was given a URL or an async client.
+        """
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._new_sync_client()
+                client = self._client
+        return client
 
     async def _aclient(self) -> redis.asyncio.Redis:
         if self._given_async is not None:
