@@ -355,7 +355,9 @@ class _Instrumentation:
             if value is not None:
                 attributes[n.FEATURE_FLAG_VALUE] = attribute_value(value)
         if c.flag_context_id != "off":
-            target = getattr(event, "targeting_key", None)
+            target = getattr(event, "targeting_key", None) or getattr(
+                getattr(event, "context", None), "targeting_key", None
+            )
             if target:
                 attributes[n.FEATURE_FLAG_CONTEXT_ID] = (
                     str(target)
