@@ -381,3 +381,50 @@ def test_planted_secrets_never_leave_any_signal() -> None:
     assert "4111" not in dump
     assert "example.com" not in dump
     assert secret not in dump
+
+
+# retries
+
+
+def test_retries_and_give_up_land_on_the_callers_span() -> None:
+    """Each retry and the give-up are span events and log events, counted by outcome."""
+    retry_mod = pytest.importorskip("tipkit.retry")
+    clock = FakeClock()
+
+    @retry_mod.retry(
+        on=ConnectionError, attempts=3, wait_jitter=0, name="tel-retry", clock=clock
+    )
+    def flaky() -> None:
+        raise ConnectionError("db at 10.0.0.7 refused user bob")
+
+    with capture_telemetry() as cap:
+        with cap.recording_span("caller"), pytest.raises(ConnectionError):
+            flaky()
+        events = [(e.name, e.attributes) for e in cap.span("caller").events]
+        logs = [(log.event_name, log.severity_text) for log in cap.logs]
+        attempts = {
+            p.attributes[n.OUTCOME]: p.value
+            for p in cap.points(n.RETRY_ATTEMPTS)
+            if p.attributes[n.RETRY_NAME] == "tel-retry" and p.value
+        }
+        dump = cap.dump()
+    scheduled = [a for name, a in events if name == "tipkit.retry.scheduled"]
+    assert [a["tipkit.retry.attempt"] for a in scheduled] == [2, 3]
+    assert {a[n.ERROR_TYPE] for a in scheduled} == {"ConnectionError"}
+    assert events[-1] == (
+        "tipkit.retry.gave_up",
+        {
+            n.RETRY_NAME: "tel-retry",
+            "tipkit.retry.attempts": 3,
+            "tipkit.retry.reason": "attempts",
+            n.ERROR_TYPE: "ConnectionError",
+        },
+    )
+    assert logs == [
+        ("tipkit.retry.scheduled", "INFO"),
+        ("tipkit.retry.scheduled", "INFO"),
+        ("tipkit.retry.gave_up", "WARN"),
+    ]
+    assert attempts.get("gave_up") == 1
+    assert "10.0.0.7" not in dump
+    assert "bob" not in dump

@@ -225,6 +225,16 @@ EVENTS: Final[dict[str, EventSpec]] = {
         severity="WARN",
         description="A rate limiter refused tokens (or would have, in shadow mode).",
     ),
+    "tipkit.retry.scheduled": EventSpec(
+        per_call=False,
+        severity="INFO",
+        description="An attempt failed with a retriable error; another is scheduled.",
+    ),
+    "tipkit.retry.gave_up": EventSpec(
+        per_call=False,
+        severity="WARN",
+        description="Retrying stopped; the last error goes to the caller.",
+    ),
     "tipkit.timeout.timed_out": EventSpec(
         per_call=False,
         severity="WARN",
