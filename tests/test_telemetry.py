@@ -144,13 +144,7 @@ def test_docs_list_every_metric_and_event() -> None:
     for name, spec in _catalog.METRICS.items():
         assert f"`{name}`" in doc, name
         assert f"`{spec.unit}`" in doc, (name, spec.unit)
-    for event in (
-        "feature_flag.evaluation",
-        "tipkit.breaker.state_changed",
-        "tipkit.breaker.call_rejected",
-        "tipkit.ratelimit.rejected",
-        "tipkit.flags.reload_failed",
-    ):
+    for event in _catalog.EVENTS:
         assert f"`{event}`" in doc, event
     assert "user_agent.synthetic.type" in doc
 
