@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import traceback
 from datetime import timedelta
@@ -44,11 +45,11 @@ from tipkit.testing import FakeClock, capture_events
 from .strategies_breaker import Model, ModelTicket
 
 
-class Boom(Exception):
+class BoomError(Exception):
     pass
 
 
-class Ignored(Exception):
+class IgnoredError(Exception):
     pass
 
 
@@ -57,7 +58,7 @@ def ok() -> str:
 
 
 def boom() -> None:
-    raise Boom("down")
+    raise BoomError("down")
 
 
 def make(clock: FakeClock, **kw: Any) -> CircuitBreaker:
@@ -70,7 +71,7 @@ def make(clock: FakeClock, **kw: Any) -> CircuitBreaker:
 
 def fail(breaker: CircuitBreaker, n: int = 1) -> None:
     for _ in range(n):
-        with pytest.raises(Boom):
+        with pytest.raises(BoomError):
             breaker.call(boom)
 
 
@@ -83,23 +84,25 @@ def trip(breaker: CircuitBreaker) -> None:
 def test_closed_breaker_passes_results_through_every_face(face, clock):
     """A closed breaker returns the call's result through every face."""
     breaker = make(clock)
-    assert "ok" == face.run(breaker, ok)
-    assert 1 == breaker.metrics.calls
+    assert face.run(breaker, ok) == "ok"
+    assert breaker.metrics.calls == 1
 
 
 def test_open_breaker_rejects_through_every_face(face, clock):
     """Failures trip the breaker through every face; then every face rejects."""
     breaker = make(clock)
     for _ in range(4):
-        with pytest.raises(Boom):
+        with pytest.raises(BoomError):
             face.run(breaker, boom)
     assert BreakerState.OPEN is breaker.state
     ran = []
-    with pytest.raises(CircuitOpenError, match="'svc' is open; retry after 10.000s") as info:
+    with pytest.raises(
+        CircuitOpenError, match=r"'svc' is open; retry after 10\.000s"
+    ) as info:
         face.run(breaker, lambda: ran.append(1))
-    assert [] == ran
-    assert 10.0 == info.value.retry_after
-    assert "svc" == info.value.breaker
+    assert ran == []
+    assert info.value.retry_after == 10.0
+    assert info.value.breaker == "svc"
 
 
 def test_half_open_trials_close_the_breaker_through_every_face(face, clock):
@@ -107,9 +110,9 @@ def test_half_open_trials_close_the_breaker_through_every_face(face, clock):
     breaker = make(clock)
     trip(breaker)
     clock.advance(10)
-    assert "ok" == face.run(breaker, ok)
+    assert face.run(breaker, ok) == "ok"
     assert BreakerState.HALF_OPEN is breaker.state
-    assert "ok" == face.run(breaker, ok)
+    assert face.run(breaker, ok) == "ok"
     assert BreakerState.CLOSED is breaker.state
 
 
@@ -119,13 +122,13 @@ def test_exceptions_pass_through_unchanged(face, clock):
     cause = KeyError("root")
 
     def raiser() -> None:
-        raise Boom("x") from cause
+        raise BoomError("x") from cause
 
-    with pytest.raises(Boom) as info:
+    with pytest.raises(BoomError) as info:
         face.run(breaker, raiser)
     assert cause is info.value.__cause__
     frames = [f.name for f in traceback.extract_tb(info.value.__traceback__)]
-    assert "raiser" == frames[-1]
+    assert frames[-1] == "raiser"
 
 
 def test_deadline_passed_refuses_admission(face, clock):
@@ -135,7 +138,7 @@ def test_deadline_passed_refuses_admission(face, clock):
         clock.advance(2)
         with pytest.raises(DeadlineExceededError):
             face.run(breaker, ok)
-    assert 0 == breaker.metrics.calls
+    assert breaker.metrics.calls == 0
 
 
 def test_generator_functions_are_refused(clock):
@@ -180,17 +183,19 @@ def test_a_success_reaching_minimum_calls_can_trip(clock):
     with capture_events(BreakerStateChanged) as events:
         breaker.call(ok)  # 2/4 == 0.5
     assert BreakerState.OPEN is breaker.state
-    assert "failure_rate" == events[0].reason
+    assert events[0].reason == "failure_rate"
 
 
 def test_count_window_forgets_old_outcomes(clock):
     """Only the last n outcomes count."""
-    breaker = make(clock, window=CountWindow(4), minimum_calls=4, failure_rate_threshold=0.75)
+    breaker = make(
+        clock, window=CountWindow(4), minimum_calls=4, failure_rate_threshold=0.75
+    )
     fail(breaker, 2)
     for _ in range(6):
         breaker.call(ok)
     m = breaker.metrics
-    assert (4, 4, 0) == (m.calls, m.successes, m.failures)
+    assert (m.calls, m.successes, m.failures) == (4, 4, 0)
     fail(breaker, 2)
     assert BreakerState.CLOSED is breaker.state
     fail(breaker)
@@ -207,16 +212,16 @@ def test_many_successes_fold_into_the_window_exactly(clock):
         wrapped()
     fail(breaker, 3)
     m = breaker.metrics
-    assert (38, 35, 3) == (m.calls, m.successes, m.failures)
+    assert (m.calls, m.successes, m.failures) == (38, 35, 3)
     for _ in range(200):
         wrapped()
     m = breaker.metrics
-    assert (50, 50, 0) == (m.calls, m.successes, m.failures)
+    assert (m.calls, m.successes, m.failures) == (50, 50, 0)
     fail(breaker, 24)
     assert BreakerState.CLOSED is breaker.state
     fail(breaker)
     assert BreakerState.OPEN is breaker.state
-    assert 25 == breaker.metrics.failures
+    assert breaker.metrics.failures == 25
 
 
 def test_minimum_calls_is_capped_at_the_count_window_size(clock):
@@ -232,9 +237,9 @@ def test_time_window_drops_outcomes_older_than_its_seconds(clock):
     breaker = make(clock, window=TimeWindow(seconds=10), minimum_calls=4)
     fail(breaker, 3)
     clock.advance(9.5)
-    assert 3 == breaker.metrics.calls
+    assert breaker.metrics.calls == 3
     clock.advance(0.5)  # now 10.0: second 0 has left the window
-    assert 0 == breaker.metrics.calls
+    assert breaker.metrics.calls == 0
     fail(breaker, 3)
     assert BreakerState.CLOSED is breaker.state
     fail(breaker)
@@ -262,7 +267,7 @@ def test_time_window_jump_longer_than_the_window_clears_it(clock):
     breaker.call(ok)
     clock.advance(1000)
     fail(breaker)
-    assert (1, 1) == (breaker.metrics.calls, breaker.metrics.failures)
+    assert (breaker.metrics.calls, breaker.metrics.failures) == (1, 1)
 
 
 def test_slow_calls_trip_on_the_slow_call_rate(clock):
@@ -279,13 +284,13 @@ def test_slow_calls_trip_on_the_slow_call_rate(clock):
 
     breaker.call(quick)
     breaker.call(quick)
-    assert "late" == breaker.call(slow)
-    assert 0.0 == breaker.metrics.failures
+    assert breaker.call(slow) == "late"
+    assert breaker.metrics.failures == 0.0
     with capture_events(BreakerStateChanged) as events:
         breaker(slow)()
     assert BreakerState.OPEN is breaker.state
-    assert "slow_call_rate" == events[0].reason
-    assert 0.5 == events[0].metrics.slow_call_rate
+    assert events[0].reason == "slow_call_rate"
+    assert events[0].metrics.slow_call_rate == 0.5
 
 
 def test_slow_failures_count_as_both(clock):
@@ -294,27 +299,27 @@ def test_slow_failures_count_as_both(clock):
 
     def slow_boom() -> None:
         clock.advance(2)
-        raise Boom
+        raise BoomError
 
-    with pytest.raises(Boom):
+    with pytest.raises(BoomError):
         breaker.call(slow_boom)
     m = breaker.metrics
-    assert (1, 1, 1) == (m.calls, m.failures, m.slow_calls)
+    assert (m.calls, m.failures, m.slow_calls) == (1, 1, 1)
 
 
 # -- record / ignore ------------------------------------------------------------------
 def test_ignored_exceptions_count_as_neither(clock):
     """An ignored exception passes through and leaves the window alone."""
-    breaker = make(clock, ignore=Ignored)
+    breaker = make(clock, ignore=IgnoredError)
 
     def ignored() -> None:
-        raise Ignored
+        raise IgnoredError
 
     for _ in range(10):
-        with pytest.raises(Ignored):
+        with pytest.raises(IgnoredError):
             breaker.call(ignored)
     m = breaker.metrics
-    assert (0, 10) == (m.calls, m.ignored)
+    assert (m.calls, m.ignored) == (0, 10)
     assert BreakerState.CLOSED is breaker.state
 
 
@@ -322,9 +327,9 @@ def test_unrecorded_exceptions_count_as_successes(clock):
     """An exception outside `record` means the dependency answered: a success."""
     breaker = make(clock, record=(OSError,))
     for _ in range(5):
-        with pytest.raises(Boom):
+        with pytest.raises(BoomError):
             breaker.call(boom)
-    assert (5, 0) == (breaker.metrics.successes, breaker.metrics.failures)
+    assert (breaker.metrics.successes, breaker.metrics.failures) == (5, 0)
 
 
 def test_record_callable_decides(clock):
@@ -332,12 +337,12 @@ def test_record_callable_decides(clock):
     breaker = make(clock, record=lambda exc: "fatal" in str(exc))
 
     def raise_(msg: str) -> None:
-        raise Boom(msg)
+        raise BoomError(msg)
 
     for msg in ("fatal", "fine", "fatal"):
-        with pytest.raises(Boom):
+        with pytest.raises(BoomError):
             breaker.call(raise_, msg)
-    assert (3, 2) == (breaker.metrics.calls, breaker.metrics.failures)
+    assert (breaker.metrics.calls, breaker.metrics.failures) == (3, 2)
 
 
 def test_record_callable_that_raises_counts_a_failure(clock, caplog):
@@ -348,7 +353,7 @@ def test_record_callable_that_raises_counts_a_failure(clock, caplog):
 
     breaker = make(clock, record=bad_record)
     fail(breaker)
-    assert 1 == breaker.metrics.failures
+    assert breaker.metrics.failures == 1
     assert "record callable" in caplog.text
 
 
@@ -368,7 +373,7 @@ def test_inner_rejection_is_not_a_failure(clock):
     with pytest.raises(RateLimitedError):
         breaker.call(limited)
     m = breaker.metrics
-    assert (0, 0, 11) == (m.calls, m.failures, m.ignored)
+    assert (m.calls, m.failures, m.ignored) == (0, 0, 11)
     assert BreakerState.CLOSED is breaker.state
 
 
@@ -379,7 +384,7 @@ def test_open_to_half_open_is_lazy(clock):
     trip(breaker)
     clock.advance(100)
     assert BreakerState.OPEN is breaker.state
-    assert 0.0 == breaker.metrics.retry_after
+    assert breaker.metrics.retry_after == 0.0
     breaker.call(ok)
     assert BreakerState.HALF_OPEN is breaker.state
 
@@ -391,7 +396,7 @@ def test_retry_after_counts_down(clock):
     clock.advance(4)
     with pytest.raises(CircuitOpenError) as info:
         breaker.call(ok)
-    assert 6.0 == info.value.retry_after
+    assert info.value.retry_after == 6.0
 
 
 def test_open_duration_callable_backs_off_and_resets_on_close(clock):
@@ -404,17 +409,17 @@ def test_open_duration_callable_backs_off_and_resets_on_close(clock):
 
     breaker = make(clock, open_duration=backoff, half_open_calls=1)
     trip(breaker)
-    assert 10.0 == breaker.metrics.retry_after
+    assert breaker.metrics.retry_after == 10.0
     clock.advance(10)
     fail(breaker)  # the trial fails
-    assert 20.0 == breaker.metrics.retry_after
-    assert 2 == breaker.metrics.times_opened
+    assert breaker.metrics.retry_after == 20.0
+    assert breaker.metrics.times_opened == 2
     clock.advance(20)
     breaker.call(ok)
     assert BreakerState.CLOSED is breaker.state
     trip(breaker)
-    assert 10.0 == breaker.metrics.retry_after
-    assert [1, 1, 2, 1] == seen  # 1 first: checked at construction
+    assert breaker.metrics.retry_after == 10.0
+    assert seen == [1, 1, 2, 1]  # 1 first: checked at construction
 
 
 def test_open_duration_callable_failing_later_keeps_the_first_duration(clock, caplog):
@@ -429,7 +434,7 @@ def test_open_duration_callable_failing_later_keeps_the_first_duration(clock, ca
     trip(breaker)
     clock.advance(5)
     fail(breaker)
-    assert 5.0 == breaker.metrics.retry_after
+    assert breaker.metrics.retry_after == 5.0
     assert "open_duration(2) failed" in caplog.text
 
 
@@ -442,8 +447,8 @@ def test_half_open_is_decided_by_the_trials_alone(clock):
     with capture_events(BreakerStateChanged) as events:
         fail(breaker)
     assert BreakerState.OPEN is breaker.state
-    assert "trial_failure_rate" == events[0].reason
-    assert 2 == events[0].metrics.calls
+    assert events[0].reason == "trial_failure_rate"
+    assert events[0].metrics.calls == 2
 
 
 def test_half_open_rejects_beyond_the_trial_permits(clock):
@@ -463,11 +468,17 @@ def test_half_open_rejects_beyond_the_trial_permits(clock):
 
 @pytest.mark.parametrize(
     "error",
-    [Ignored(), asyncio.CancelledError(), KeyboardInterrupt(), SystemExit(), GeneratorExit()],
+    [
+        IgnoredError(),
+        asyncio.CancelledError(),
+        KeyboardInterrupt(),
+        SystemExit(),
+        GeneratorExit(),
+    ],
 )
 def test_trial_permits_are_never_lost(clock, error):
     """A trial ending in an ignored error, a cancellation or a BaseException returns its permit."""
-    breaker = make(clock, half_open_calls=1, ignore=Ignored)
+    breaker = make(clock, half_open_calls=1, ignore=IgnoredError)
     trip(breaker)
     clock.advance(10)
 
@@ -521,12 +532,12 @@ def test_hung_trials_re_open_after_max_half_open_wait(clock):
     clock.advance(1)
     with capture_events(BreakerStateChanged) as events, pytest.raises(CircuitOpenError):
         breaker.call(ok)
-    assert ["half_open_timeout"] == [e.reason for e in events]
+    assert [e.reason for e in events] == ["half_open_timeout"]
     clock.advance(10)
     breaker.call(ok)  # a fresh trial permit
     assert BreakerState.CLOSED is breaker.state
-    breaker._release(hung, Boom(), clock.monotonic())  # stale: decides nothing
-    assert (BreakerState.CLOSED, 0) == (breaker.state, breaker.metrics.calls)
+    breaker._release(hung, BoomError(), clock.monotonic())  # stale: decides nothing
+    assert (breaker.state, breaker.metrics.calls) == (BreakerState.CLOSED, 0)
 
 
 def test_stale_outcomes_do_not_decide_the_current_state(clock):
@@ -536,14 +547,14 @@ def test_stale_outcomes_do_not_decide_the_current_state(clock):
     trip(breaker)
     clock.advance(10)
     breaker.call(ok)
-    breaker._release(early, Boom(), clock.monotonic())  # would fail the half-open
+    breaker._release(early, BoomError(), clock.monotonic())  # would fail the half-open
     assert BreakerState.HALF_OPEN is breaker.state
     breaker.call(ok)
     assert BreakerState.CLOSED is breaker.state
     late = breaker._step(clock.monotonic(), None)
     breaker.reset()
-    breaker._release(late, Boom(), clock.monotonic())
-    assert 0 == breaker.metrics.calls
+    breaker._release(late, BoomError(), clock.monotonic())
+    assert breaker.metrics.calls == 0
 
 
 # -- operator states -----------------------------------------------------------------------
@@ -553,11 +564,16 @@ def test_force_open_rejects_until_reset(clock):
     breaker.force_open()
     breaker.force_open()  # idempotent
     clock.advance(1000)
-    with pytest.raises(CircuitOpenError, match="forced open.*runbooks.invalid") as info:
+    with pytest.raises(
+        CircuitOpenError, match=r"forced open.*runbooks\.invalid"
+    ) as info:
         breaker.call(ok)
-    assert (None, "https://runbooks.invalid/svc") == (info.value.retry_after, info.value.runbook)
+    assert (
+        info.value.retry_after,
+        info.value.runbook,
+    ) == (None, "https://runbooks.invalid/svc")
     breaker.reset()
-    assert "ok" == breaker.call(ok)
+    assert breaker.call(ok) == "ok"
 
 
 def test_disable_lets_everything_through_and_records_nothing(clock):
@@ -566,7 +582,7 @@ def test_disable_lets_everything_through_and_records_nothing(clock):
     breaker.disable()
     fail(breaker, 20)
     assert BreakerState.DISABLED is breaker.state
-    assert 0 == breaker.metrics.calls
+    assert breaker.metrics.calls == 0
     breaker.reset()
     assert BreakerState.CLOSED is breaker.state
 
@@ -577,13 +593,13 @@ def test_reset_clears_the_window_and_backoff(clock):
     trip(breaker)
     with capture_events(BreakerStateChanged) as events:
         breaker.reset()
-    assert (BreakerState.CLOSED, 0, 0) == (
+    assert (
         breaker.state,
         breaker.metrics.calls,
         breaker.metrics.times_opened,
-    )
-    assert [("open", "closed", "reset")] == [
-        (e.from_state.value, e.to_state.value, e.reason) for e in events
+    ) == (BreakerState.CLOSED, 0, 0)
+    assert [(e.from_state.value, e.to_state.value, e.reason) for e in events] == [
+        ("open", "closed", "reset")
     ]
 
 
@@ -593,18 +609,18 @@ def test_shadow_mode_lets_calls_through_and_reports_would_reject(clock):
     breaker = make(clock, mode="shadow", runbook="https://rb.invalid")
     with capture_events(BreakerStateChanged, CallRejected) as events:
         trip(breaker)
-        assert "ok" == breaker.call(ok)
+        assert breaker.call(ok) == "ok"
     changed, rejected = events
     assert isinstance(changed, BreakerStateChanged)
-    assert (True, "https://rb.invalid") == (changed.shadow, changed.runbook)
+    assert (changed.shadow, changed.runbook) == (True, "https://rb.invalid")
     assert isinstance(rejected, CallRejected)
-    assert (True, 10.0, "https://rb.invalid") == (
+    assert (
         rejected.shadow,
         rejected.retry_after,
         rejected.runbook,
-    )
+    ) == (True, 10.0, "https://rb.invalid")
     m = breaker.metrics
-    assert (1, 0) == (m.would_reject, m.rejected)
+    assert (m.would_reject, m.rejected) == (1, 0)
 
 
 def test_shadow_states_equal_enforced_states(clock):
@@ -614,10 +630,8 @@ def test_shadow_states_equal_enforced_states(clock):
     for breaker in (shadow, enforce):
         trip(breaker)
         for _ in range(5):
-            try:
+            with contextlib.suppress(BoomError, CircuitOpenError):
                 breaker.call(boom)
-            except (Boom, CircuitOpenError):
-                pass
     clock.advance(10)
     for breaker in (shadow, enforce):
         breaker.call(ok)
@@ -632,26 +646,28 @@ def test_mode_switches_live(clock):
     breaker = make(clock)
     trip(breaker)
     breaker.mode = "shadow"
-    assert "ok" == breaker.call(ok)
+    assert breaker.call(ok) == "ok"
     breaker.set_mode("enforce")
     with pytest.raises(CircuitOpenError):
         breaker.call(ok)
     assert BreakerState.OPEN is breaker.state
-    with pytest.raises(ValueError, match="mode must be 'enforce' or 'shadow', got 'off'"):
+    with pytest.raises(
+        ValueError, match="mode must be 'enforce' or 'shadow', got 'off'"
+    ):
         breaker.mode = "off"  # type: ignore[assignment]  # the bad value under test
 
 
 # -- telemetry --------------------------------------------------------------------------
 def test_counters_count_outcomes_by_mode(clock):
     """tipkit.breaker.calls counts each outcome with the breaker name and mode."""
-    breaker = make(clock, name="counted", ignore=Ignored)
+    breaker = make(clock, name="counted", ignore=IgnoredError)
 
     def ignored() -> None:
-        raise Ignored
+        raise IgnoredError
 
     breaker.call(ok)
     breaker(ok)()
-    with pytest.raises(Ignored):
+    with pytest.raises(IgnoredError):
         breaker.call(ignored)
     fail(breaker, 2)  # 2 of 4: open
     with pytest.raises(CircuitOpenError):
@@ -665,17 +681,17 @@ def test_counters_count_outcomes_by_mode(clock):
             {names.BREAKER_NAME: "counted", names.OUTCOME: outcome, names.MODE: mode},
         )
 
-    assert (2, 2, 1, 1, 1) == (
+    assert (
         value("success"),
         value("failure"),
         value("ignored"),
         value("rejected"),
         value("rejected", "shadow"),
-    )
+    ) == (2, 2, 1, 1, 1)
     transitions = REGISTRY.value(
         names.BREAKER_TRANSITIONS, {names.BREAKER_NAME: "counted", names.STATE: "open"}
     )
-    assert 1 == transitions
+    assert transitions == 1
 
 
 def test_state_gauge_reports_one_for_the_current_state(clock):
@@ -687,7 +703,13 @@ def test_state_gauge_reports_one_for_the_current_state(clock):
         for r in REGISTRY.gauges(names.BREAKER_STATE)
         if r.attributes[names.BREAKER_NAME] == "gauged"
     }
-    assert {"closed": 0, "open": 1, "half_open": 0, "forced_open": 0, "disabled": 0} == readings
+    assert readings == {
+        "closed": 0,
+        "open": 1,
+        "half_open": 0,
+        "forced_open": 0,
+        "disabled": 0,
+    }
 
 
 def test_events_carry_metrics_and_safe_attributes(clock):
@@ -697,36 +719,36 @@ def test_events_carry_metrics_and_safe_attributes(clock):
         trip(breaker)
     event = events[0]
     assert isinstance(event.metrics, BreakerMetrics)
-    assert (4, 1.0) == (event.metrics.calls, event.metrics.failure_rate)
-    assert {
+    assert (event.metrics.calls, event.metrics.failure_rate) == (4, 1.0)
+    assert event.otel_attributes() == {
         names.BREAKER_NAME: "svc",
         "tipkit.breaker.from_state": "closed",
         names.STATE: "open",
         "tipkit.breaker.reason": "failure_rate",
         names.MODE: "enforce",
         names.RUNBOOK: "https://rb.invalid/x",
-    } == event.otel_attributes()
-    assert "tipkit.breaker.state_changed" == event.otel_name
+    }
+    assert event.otel_name == "tipkit.breaker.state_changed"
     with capture_events(CallRejected) as rejected, pytest.raises(CircuitOpenError):
         breaker.call(ok)
-    assert {
+    assert rejected[0].otel_attributes() == {
         names.BREAKER_NAME: "svc",
         names.STATE: "open",
         names.MODE: "enforce",
         "tipkit.retry_after": 10.0,
         names.RUNBOOK: "https://rb.invalid/x",
-    } == rejected[0].otel_attributes()
+    }
 
 
 def test_repr_shows_config_and_live_state(clock):
-    """repr shows the name, state, mode, rates and configuration."""
+    """Repr shows the name, state, mode, rates and configuration."""
     breaker = make(clock, slow_call_duration=2.0)
     fail(breaker, 2)
-    assert (
+    assert repr(breaker) == (
         "<CircuitBreaker 'svc' state=closed mode=enforce failure_rate=-/0.5 "
         "slow_call_rate=-/1.0 slow_call_duration=2.0 calls=2 window=CountWindow(10) "
         "minimum_calls=4 open_duration=10.0 half_open_calls=2>"
-    ) == repr(breaker)
+    )
     fail(breaker, 2)
     assert "state=open retry_after=10.000" in repr(breaker)
     clock.advance(10)
@@ -739,9 +761,21 @@ def test_repr_shows_config_and_live_state(clock):
     ("kwargs", "error", "match"),
     [
         ({"name": ""}, TypeError, "name must be a non-empty str"),
-        ({"failure_rate_threshold": 0}, ValueError, "failure_rate_threshold must be a fraction"),
-        ({"failure_rate_threshold": 50}, ValueError, "failure_rate_threshold must be a fraction"),
-        ({"failure_rate_threshold": "x"}, TypeError, "failure_rate_threshold must be a number"),
+        (
+            {"failure_rate_threshold": 0},
+            ValueError,
+            "failure_rate_threshold must be a fraction",
+        ),
+        (
+            {"failure_rate_threshold": 50},
+            ValueError,
+            "failure_rate_threshold must be a fraction",
+        ),
+        (
+            {"failure_rate_threshold": "x"},
+            TypeError,
+            "failure_rate_threshold must be a number",
+        ),
         ({"slow_call_rate_threshold": 1.5}, ValueError, "slow_call_rate_threshold"),
         ({"slow_call_duration": 0}, ValueError, "slow_call_duration must be > 0"),
         ({"slow_call_duration": "1s"}, TypeError, "slow_call_duration must be seconds"),
@@ -750,7 +784,11 @@ def test_repr_shows_config_and_live_state(clock):
         ({"minimum_calls": 2.5}, TypeError, "minimum_calls must be an int"),
         ({"open_duration": -1}, ValueError, "open_duration must be >= 0"),
         ({"open_duration": float("nan")}, ValueError, "open_duration must be a finite"),
-        ({"open_duration": lambda n: -1}, ValueError, r"open_duration\(1\) returned a negative"),
+        (
+            {"open_duration": lambda n: -1},
+            ValueError,
+            r"open_duration\(1\) returned a negative",
+        ),
         ({"open_duration": lambda n: "x"}, TypeError, "open_duration"),
         ({"half_open_calls": 0}, ValueError, "half_open_calls must be >= 1"),
         ({"half_open_calls": True}, TypeError, "half_open_calls must be an int"),
@@ -790,7 +828,10 @@ def test_windows_compare_and_print():
     """Windows are value objects with a readable repr."""
     assert CountWindow(5) == CountWindow(5)
     assert hash(TimeWindow(3)) == hash(TimeWindow(timedelta(seconds=3)))
-    assert "CountWindow(5) TimeWindow(seconds=3)" == f"{CountWindow(5)!r} {TimeWindow(3)!r}"
+    assert (
+        f"{CountWindow(5)!r} {TimeWindow(3)!r}"
+        == "CountWindow(5) TimeWindow(seconds=3)"
+    )
 
 
 # -- concurrency -------------------------------------------------------------------------
@@ -825,7 +866,10 @@ def test_half_open_lets_exactly_the_permitted_trials_through_threads(half_open_c
         t.start()
     for t in threads:
         t.join()
-    assert (half_open_calls, threads_n - half_open_calls) == (len(admitted), len(rejected))
+    assert (half_open_calls, threads_n - half_open_calls) == (
+        len(admitted),
+        len(rejected),
+    )
     assert BreakerState.CLOSED is breaker.state
 
 
@@ -858,7 +902,7 @@ def test_half_open_lets_exactly_the_permitted_trials_through_tasks(clock):
         return await asyncio.gather(*tasks)
 
     results = asyncio.run(main())
-    assert (2, 8) == (admitted, sum(isinstance(r, CircuitOpenError) for r in results))
+    assert (admitted, sum(isinstance(r, CircuitOpenError) for r in results)) == (2, 8)
 
 
 def test_closed_calls_run_concurrently():
@@ -898,7 +942,7 @@ def test_many_threads_lose_no_outcome():
         for _ in range(500):
             wrapped()
         for _ in range(100):
-            with pytest.raises(Boom):
+            with pytest.raises(BoomError):
                 breaker.call(boom)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
@@ -907,7 +951,7 @@ def test_many_threads_lose_no_outcome():
     for t in threads:
         t.join()
     m = breaker.metrics
-    assert (2400, 2000, 400) == (m.calls, m.successes, m.failures)
+    assert (m.calls, m.successes, m.failures) == (2400, 2000, 400)
 
 
 # -- the state machine against the reference model -----------------------------------------
@@ -956,11 +1000,13 @@ class BreakerMachine(RuleBasedStateMachine):
             open_duration=open_duration,
             half_open_calls=half_open_calls,
             max_half_open_wait=max_wait,
-            ignore=Ignored,
+            ignore=IgnoredError,
             mode=mode,
             clock=self.clock,
         )
-        self.wrapped = {o: self.breaker(self._fn(o)) for o in ("success", "failure", "ignored")}
+        self.wrapped = {
+            o: self.breaker(self._fn(o)) for o in ("success", "failure", "ignored")
+        }
         self.model = Model(
             count_size=size if count else None,
             time_seconds=None if count else size,
@@ -978,17 +1024,23 @@ class BreakerMachine(RuleBasedStateMachine):
         def fn() -> str:
             self.clock.advance(duration)
             if outcome == "failure":
-                raise Boom
+                raise BoomError
             if outcome == "ignored":
-                raise Ignored
+                raise IgnoredError
             return "ok"
 
         return fn
 
-    @rule(outcome=OUTCOMES, duration=st.sampled_from([0.0, 0.5, 2.0]), fast=st.booleans())
+    @rule(
+        outcome=OUTCOMES, duration=st.sampled_from([0.0, 0.5, 2.0]), fast=st.booleans()
+    )
     def call(self, outcome: str, duration: float, fast: bool) -> None:
         ticket = self.model.admit(self.clock.monotonic())
-        fn = self.breaker(self._fn(outcome, duration)) if fast else self._fn(outcome, duration)
+        fn = (
+            self.breaker(self._fn(outcome, duration))
+            if fast
+            else self._fn(outcome, duration)
+        )
         try:
             if fast:
                 fn()
@@ -997,7 +1049,7 @@ class BreakerMachine(RuleBasedStateMachine):
         except CircuitOpenError:
             assert ticket is None
             return
-        except (Boom, Ignored):
+        except (BoomError, IgnoredError):
             pass
         assert ticket is not None
         self.model.release(ticket, outcome, self.clock.monotonic())
@@ -1010,7 +1062,7 @@ class BreakerMachine(RuleBasedStateMachine):
         except CircuitOpenError:
             assert ticket is None
             return
-        except (Boom, Ignored):
+        except (BoomError, IgnoredError):
             pass
         assert ticket is not None
         self.model.release(ticket, outcome, self.clock.monotonic())
@@ -1031,7 +1083,9 @@ class BreakerMachine(RuleBasedStateMachine):
         if pair is None:
             return
         ticket, model_ticket = pair
-        error = {"success": None, "failure": Boom(), "ignored": Ignored()}[outcome]
+        error = {"success": None, "failure": BoomError(), "ignored": IgnoredError()}[
+            outcome
+        ]
         self.breaker._release(ticket, error, self.clock.monotonic())
         self.model.release(model_ticket, outcome, self.clock.monotonic())
 
@@ -1042,7 +1096,9 @@ class BreakerMachine(RuleBasedStateMachine):
     @rule(action=st.sampled_from(["force_open", "disable", "reset"]))
     def operate(self, action: str) -> None:
         getattr(self.breaker, action)()
-        to = {"force_open": "forced_open", "disable": "disabled", "reset": "closed"}[action]
+        to = {"force_open": "forced_open", "disable": "disabled", "reset": "closed"}[
+            action
+        ]
         if self.model.state != to or to == "closed":
             self.model.to(to, self.clock.monotonic())
 

@@ -22,11 +22,11 @@ def test_no_deadline_by_default():
 def test_deadline_sets_and_restores(clock):
     """Inside the block remaining() counts down; after it the outer state returns."""
     with dl.deadline(2.0, name="req", clock=clock) as d:
-        assert 2.0 == dl.remaining()
+        assert dl.remaining() == 2.0
         clock.advance(0.5)
-        assert 1.5 == dl.remaining()
+        assert dl.remaining() == 1.5
         assert d is dl.current()
-        assert "req" == d.name
+        assert d.name == "req"
     assert dl.remaining() is None
 
 
@@ -34,11 +34,13 @@ def test_remaining_is_never_negative_and_check_raises(clock):
     """Past the deadline remaining() is 0.0 and check() raises DeadlineExceededError."""
     with dl.deadline(1.0, name="req", clock=clock):
         clock.advance(3)
-        assert 0.0 == dl.remaining()
+        assert dl.remaining() == 0.0
         assert dl.expired()
-        with pytest.raises(DeadlineExceededError, match=r"1.0s \(req\) exceeded") as info:
+        with pytest.raises(
+            DeadlineExceededError, match=r"1.0s \(req\) exceeded"
+        ) as info:
             dl.check()
-    assert ("req", 1.0) == (info.value.name, info.value.timeout)
+    assert (info.value.name, info.value.timeout) == ("req", 1.0)
 
 
 def test_nested_deadlines_take_the_earliest(clock):
@@ -46,11 +48,11 @@ def test_nested_deadlines_take_the_earliest(clock):
     with dl.deadline(1.0, name="outer", clock=clock) as outer:
         with dl.deadline(5.0, name="inner", clock=clock) as inner:
             assert outer is inner
-            assert 1.0 == dl.remaining()
+            assert dl.remaining() == 1.0
         with dl.deadline(0.25, name="tight", clock=clock) as tight:
-            assert "tight" == tight.name
-            assert 0.25 == dl.remaining()
-        assert 1.0 == dl.remaining()
+            assert tight.name == "tight"
+            assert dl.remaining() == 0.25
+        assert dl.remaining() == 1.0
 
 
 def test_async_with_and_tasks_inherit_the_deadline(clock):
@@ -63,7 +65,7 @@ def test_async_with_and_tasks_inherit_the_deadline(clock):
         async with dl.deadline(3.0, clock=clock):
             return await asyncio.create_task(child())
 
-    assert 3.0 == asyncio.run(main())
+    assert asyncio.run(main()) == 3.0
 
 
 def test_threads_see_it_only_through_a_copied_context(clock):
@@ -72,23 +74,25 @@ def test_threads_see_it_only_through_a_copied_context(clock):
     with dl.deadline(3.0, clock=clock):
         plain = threading.Thread(target=lambda: seen.append(dl.remaining()))
         ctx = contextvars.copy_context()
-        copied = threading.Thread(target=ctx.run, args=(lambda: seen.append(dl.remaining()),))
+        copied = threading.Thread(
+            target=ctx.run, args=(lambda: seen.append(dl.remaining()),)
+        )
         for t in (plain, copied):
             t.start()
             t.join()
-    assert [None, 3.0] == seen
+    assert seen == [None, 3.0]
 
 
 def test_deadlines_on_different_clocks_compare_by_time_left():
     """Nested deadlines on different clocks keep the one with less time left."""
     a, b = FakeClock(100.0), FakeClock(0.0)
     with dl.deadline(2.0, name="a", clock=a), dl.deadline(1.0, name="b", clock=b) as d:
-        assert "b" == d.name
+        assert d.name == "b"
 
 
 def test_repr(clock):
     """The scope shows its seconds and name."""
-    assert "<deadline 2.0s name='x'>" == repr(dl.deadline(2.0, name="x", clock=clock))
+    assert repr(dl.deadline(2.0, name="x", clock=clock)) == "<deadline 2.0s name='x'>"
 
 
 @pytest.mark.parametrize(

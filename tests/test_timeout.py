@@ -21,7 +21,7 @@ def test_call_within_time_returns_its_result(face, clock):
         clock.advance(1.5)
         return "done"
 
-    assert "done" == face.run(timeout, work)
+    assert face.run(timeout, work) == "done"
 
 
 def test_late_return_raises_deadline_exceeded(face, clock):
@@ -32,11 +32,14 @@ def test_late_return_raises_deadline_exceeded(face, clock):
         clock.advance(2.0)
         return "too late"
 
-    with capture_events(TimedOut) as events, pytest.raises(DeadlineExceededError) as info:
+    with (
+        capture_events(TimedOut) as events,
+        pytest.raises(DeadlineExceededError) as info,
+    ):
         face.run(timeout, work)
-    assert ("fetch", 2.0) == (info.value.name, info.value.timeout)
+    assert (info.value.name, info.value.timeout) == ("fetch", 2.0)
     assert isinstance(info.value, TimeoutError)
-    assert [("fetch", 2.0, False)] == [(e.name, e.timeout, e.cancelled) for e in events]
+    assert [(e.name, e.timeout, e.cancelled) for e in events] == [("fetch", 2.0, False)]
 
 
 def test_the_call_sees_its_deadline(face, clock):
@@ -47,7 +50,7 @@ def test_the_call_sees_its_deadline(face, clock):
         clock.advance(0.5)
         return dl.remaining()
 
-    assert 1.5 == face.run(timeout, work)
+    assert face.run(timeout, work) == 1.5
     assert dl.remaining() is None
 
 
@@ -73,7 +76,7 @@ def test_an_expired_outer_deadline_refuses_to_start(face, clock):
         clock.advance(1)
         with pytest.raises(DeadlineExceededError, match=r"1.0s \(request\) exceeded"):
             face.run(timeout, lambda: ran.append(1))
-    assert [] == ran
+    assert ran == []
 
 
 def test_nested_timeouts_take_the_earliest(clock):
@@ -84,14 +87,14 @@ def test_nested_timeouts_take_the_earliest(clock):
     def work() -> float | None:
         return dl.remaining()
 
-    assert 1.0 == outer.call(inner.call, work)
+    assert outer.call(inner.call, work) == 1.0
 
     def slow() -> None:
         clock.advance(2)
 
     with pytest.raises(DeadlineExceededError) as info:
         outer.call(inner.call, slow)
-    assert "outer" == info.value.name
+    assert info.value.name == "outer"
 
 
 def test_inner_guards_refuse_past_the_deadline(clock):
@@ -100,7 +103,7 @@ def test_inner_guards_refuse_past_the_deadline(clock):
     bulkhead = Bulkhead("db", max_concurrent=1, max_wait=30.0, clock=clock)
     with bulkhead, pytest.raises(DeadlineExceededError):
         timeout.call(bulkhead.call, lambda: None)
-    assert [1.0] == clock.waits
+    assert clock.waits == [1.0]
 
 
 def test_async_work_is_cancelled_at_the_deadline():
@@ -115,11 +118,14 @@ def test_async_work_is_cancelled_at_the_deadline():
             cancelled.append(True)
             raise
 
-    with capture_events(TimedOut) as events, pytest.raises(DeadlineExceededError) as info:
+    with (
+        capture_events(TimedOut) as events,
+        pytest.raises(DeadlineExceededError) as info,
+    ):
         asyncio.run(hang())
-    assert [True] == cancelled
+    assert cancelled == [True]
     assert isinstance(info.value.__cause__, TimeoutError)
-    assert [True] == [e.cancelled for e in events]
+    assert [e.cancelled for e in events] == [True]
 
 
 def test_async_with_cancels_the_block():
@@ -175,7 +181,7 @@ def test_counters_count_outcomes(clock):
             {names.TIMEOUT_NAME: "counted-timeout", names.OUTCOME: outcome},
         )
 
-    assert (1, 1, 1) == (value("success"), value("failure"), value("timeout"))
+    assert (value("success"), value("failure"), value("timeout")) == (1, 1, 1)
 
 
 def _raise_value_error() -> None:
@@ -183,14 +189,14 @@ def _raise_value_error() -> None:
 
 
 def test_repr_and_otel_attributes(clock):
-    """repr shows name and seconds; the event exports safe attributes."""
-    assert "<Timeout 'timeout' seconds=0.5>" == repr(Timeout(0.5, clock=clock))
+    """Repr shows name and seconds; the event exports safe attributes."""
+    assert repr(Timeout(0.5, clock=clock)) == "<Timeout 'timeout' seconds=0.5>"
     event = TimedOut("t", 0.5, cancelled=True)
-    assert {
+    assert event.otel_attributes() == {
         names.TIMEOUT_NAME: "t",
         "tipkit.timeout.seconds": 0.5,
         "tipkit.timeout.cancelled": True,
-    } == event.otel_attributes()
+    }
 
 
 def test_with_exit_without_enter_is_an_error(clock):

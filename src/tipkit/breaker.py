@@ -201,7 +201,7 @@ class _CountRing:
         self.failures = 0
         self.slows = 0
 
-    def add(self, now: float, failed: int, slow: int) -> None:
+    def add(self, now: float, failed: int, slow: int) -> None:  # noqa: ARG002  # the window protocol: time windows need now
         i = self._i
         old = self._buf[i]
         if old:
@@ -460,7 +460,7 @@ class _Phase:
             return 0
         # (itertools.count, (n,)): n is the number of ticks so far, read without
         # advancing the counter.
-        total: int = count.__reduce__()[1][0]  # type: ignore[index]  # see above
+        total: int = count.__reduce__()[1][0]  # type: ignore[assignment]  # typeshed says str | tuple; it is (cls, (n,))
         n = total - self.applied
         self.applied = total
         return n
@@ -572,12 +572,12 @@ class CircuitBreaker(Guard[Ticket]):
         "_phase",
         "_record",
         "_record_fn",
-        "_ring",
-        "_timed",
         "_rejected",
+        "_ring",
         "_slow_after",
         "_slow_threshold",
         "_state",
+        "_timed",
         "_times_opened",
         "_trial_calls",
         "_trial_failures",
@@ -589,7 +589,7 @@ class CircuitBreaker(Guard[Ticket]):
         "runbook",
     )
 
-    def __init__(
+    def __init__(  # noqa: C901, PLR0912, PLR0915  # one flat validation per argument reads best
         self,
         name: str,
         *,
@@ -608,7 +608,7 @@ class CircuitBreaker(Guard[Ticket]):
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(clock=clock)
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str) or not name:  # type: ignore[redundant-expr]  # callers without type checking pass anything
             raise TypeError(
                 f"CircuitBreaker: name must be a non-empty str, got {name!r}"
             )
@@ -692,11 +692,11 @@ class CircuitBreaker(Guard[Ticket]):
         elif callable(record):
             self._record_fn = record
         else:
-            _exception_types(record, "record")
+            _exception_types(record, "record")  # type: ignore[unreachable]  # untyped callers
         # An inner guard's rejection says nothing about the dependency's health.
         self._ignore = (*_exception_types(ignore, "ignore"), RejectedError)
         self._mode: Mode = check_mode(mode, f"CircuitBreaker {name!r}")
-        if runbook is not None and (not isinstance(runbook, str) or not runbook):
+        if runbook is not None and (not isinstance(runbook, str) or not runbook):  # type: ignore[redundant-expr]  # callers without type checking pass anything
             raise TypeError(
                 f"CircuitBreaker: runbook must be a non-empty str or None, got {runbook!r}"
             )
@@ -727,8 +727,11 @@ class CircuitBreaker(Guard[Ticket]):
     # -- configuration readers -----------------------------------------------------
     @property
     def state(self) -> BreakerState:
-        """The current state (read without the lock; an open breaker whose
-        ``open_duration`` has passed still reads ``OPEN`` until a call arrives)."""
+        """The current state, read without the lock.
+
+        An open breaker whose ``open_duration`` has passed still reads ``OPEN``
+        until a call arrives: the transition is lazy.
+        """
         return self._state
 
     @property
@@ -771,7 +774,7 @@ class CircuitBreaker(Guard[Ticket]):
                         names.MODE: mode,
                     },
                 )
-            return counter.inc  # type: ignore[no-any-return]  # Counter.inc is Callable[[], int]
+            return counter.inc
 
         self._inc_success = inc("success")
         self._inc_failure = inc("failure")
@@ -780,7 +783,7 @@ class CircuitBreaker(Guard[Ticket]):
         self._inc_rejected = inc("rejected")
 
     # -- the core ---------------------------------------------------------------------
-    def _step(self, now: float, pending: object) -> Ticket:
+    def _step(self, now: float, pending: object) -> Ticket:  # noqa: ARG002  # the guard protocol; a breaker never waits
         phase = self._closed_phase  # lock-free: set only while CLOSED
         if phase is not None:
             return (phase, now)
@@ -884,7 +887,7 @@ class CircuitBreaker(Guard[Ticket]):
             self._inc_success()
         self._settle(phase, outcome, slow, now)
 
-    def _record_ok(self, phase: _Phase, start: float, end: float) -> None:
+    def _record_ok(self, phase: _Phase, start: float, end: float) -> None:  # noqa: C901, PLR0911, PLR0912  # the hot path, inlined on purpose
         """Record a call admitted in *phase* that returned: the closed-state hot path.
 
         *start* and *end* are clock readings, or both 0.0 when neither the window
@@ -957,7 +960,7 @@ class CircuitBreaker(Guard[Ticket]):
         for event in events:
             BUS.publish(event)
 
-    def _settle(self, phase: _Phase, outcome: int, slow: int, now: float) -> None:
+    def _settle(self, phase: _Phase, outcome: int, slow: int, now: float) -> None:  # noqa: C901, PLR0912  # one state machine step
         """Record an outcome in the phase it was admitted in (the general path)."""
         events: list[Event] | None = None
         with self._lock:
@@ -1181,7 +1184,10 @@ class CircuitBreaker(Guard[Ticket]):
         slow = ""
         if self._slow_after is not None:
             srate = "-" if m.slow_call_rate is None else f"{m.slow_call_rate:.2f}"
-            slow = f" slow_call_rate={srate}/{self._slow_threshold} slow_call_duration={self._slow_after}"
+            slow = (
+                f" slow_call_rate={srate}/{self._slow_threshold}"
+                f" slow_call_duration={self._slow_after}"
+            )
         duration = (
             repr(self._open_duration_fn)
             if self._open_duration_fn is not None

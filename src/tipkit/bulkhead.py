@@ -1,5 +1,7 @@
-"""Bulkhead: cap how many calls run at once, so one slow dependency cannot take
-every thread, connection or task of the process with it.
+"""Bulkhead: cap how many calls run at once.
+
+One slow dependency then cannot take every thread, connection or task of the
+process with it.
 
 ::
 
@@ -76,8 +78,11 @@ class BulkheadCallRejected(Event):
 
 
 class _Queued:
-    """A call waiting for a slot: its waiter, when it gives up, and whether a
-    releasing call has handed it a slot."""
+    """A call waiting for a slot.
+
+    Holds its waiter, when it gives up, and whether a releasing call has handed
+    it a slot.
+    """
 
     __slots__ = ("gone", "granted", "since", "until", "waiter")
 
@@ -150,7 +155,7 @@ class Bulkhead(Guard[_Ticket]):
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(clock=clock)
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str) or not name:  # type: ignore[redundant-expr]  # callers without type checking pass anything
             raise TypeError(f"Bulkhead: name must be a non-empty str, got {name!r}")
         self.name = name
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
@@ -169,7 +174,7 @@ class Bulkhead(Guard[_Ticket]):
             )
         self._max_wait = wait
         self._mode: Mode = check_mode(mode, f"Bulkhead {name!r}")
-        if runbook is not None and (not isinstance(runbook, str) or not runbook):
+        if runbook is not None and (not isinstance(runbook, str) or not runbook):  # type: ignore[redundant-expr]  # callers without type checking pass anything
             raise TypeError(
                 f"Bulkhead: runbook must be a non-empty str or None, got {runbook!r}"
             )
@@ -318,7 +323,10 @@ class Bulkhead(Guard[_Ticket]):
         )
 
     def _release(
-        self, ticket: _Ticket, error: BaseException | None, now: float
+        self,
+        ticket: _Ticket,
+        error: BaseException | None,  # noqa: ARG002  # the guard protocol: outcomes do not matter here
+        now: float,  # noqa: ARG002  # same
     ) -> None:
         if ticket is _OVERFLOW:
             with self._lock:
@@ -341,7 +349,7 @@ class Bulkhead(Guard[_Ticket]):
         lock.release()
         queued.waiter.notify()
 
-    def _abandon(self, pending: Wait, now: float) -> None:
+    def _abandon(self, pending: Wait, now: float) -> None:  # noqa: ARG002  # the guard protocol
         queued: _Queued = pending.state
         with self._lock:
             granted = queued.granted

@@ -22,8 +22,8 @@ Every tipkit guard refuses to admit a call once the current deadline has passed
 
 from __future__ import annotations
 
-from datetime import timedelta
 from contextvars import Token
+from datetime import timedelta
 from types import TracebackType
 
 from tipkit._core._deadline import CURRENT, Deadline

@@ -131,7 +131,7 @@ class Timeout(Guard[_Scope]):
         secs = to_seconds(seconds, "Timeout: seconds")
         if secs <= 0:
             raise ValueError(f"Timeout: seconds must be > 0, got {seconds!r}")
-        if name is not None and (not isinstance(name, str) or not name):
+        if name is not None and (not isinstance(name, str) or not name):  # type: ignore[redundant-expr]  # callers without type checking pass anything
             raise TypeError(
                 f"Timeout: name must be a non-empty str or None, got {name!r}"
             )
