@@ -12,6 +12,7 @@ is the median of >= 5 repeats, in ns per evaluation; the ratio is peer / tipkit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import statistics
@@ -85,7 +86,14 @@ def growthbook_case(keys: list[str]) -> Callable[[], Any]:
     features = {
         "bench": {
             "defaultValue": False,
-            "rules": [{"condition": {"country": "NZ"}, "force": True, "coverage": 0.5, "hashAttribute": "id"}],
+            "rules": [
+                {
+                    "condition": {"country": "NZ"},
+                    "force": True,
+                    "coverage": 0.5,
+                    "hashAttribute": "id",
+                }
+            ],
         }
     }
     gb = GrowthBook(features=features)
@@ -115,7 +123,9 @@ def openfeature_case(keys: list[str]) -> Callable[[], Any]:
         if ctx.attributes.get("country") == "NZ" and ctx.targeting_key is not None:
             b = (mmh3.hash(f"bench.{ctx.targeting_key}", 0, False) * 100_000) >> 32
             variant = "on" if b < 50_000 else "off"
-            return FlagResolutionDetails(flag.variants[variant], variant=variant, reason=Reason.SPLIT)
+            return FlagResolutionDetails(
+                flag.variants[variant], variant=variant, reason=Reason.SPLIT
+            )
         return FlagResolutionDetails(False, variant="off", reason=Reason.DEFAULT)
 
     flag = InMemoryFlag("off", {"on": True, "off": False}, context_evaluator=evaluator)
@@ -131,7 +141,9 @@ def openfeature_case(keys: list[str]) -> Callable[[], Any]:
     return fn
 
 
-def launchdarkly_case(keys: list[str], tmp: Path) -> tuple[Callable[[], Any], Callable[[], None]]:
+def launchdarkly_case(
+    keys: list[str], tmp: Path
+) -> tuple[Callable[[], Any], Callable[[], None]]:
     import ldclient
     from ldclient import Context
     from ldclient.config import Config
@@ -152,8 +164,20 @@ def launchdarkly_case(keys: list[str], tmp: Path) -> tuple[Callable[[], Any], Ca
                 "rules": [
                     {
                         "id": "nz",
-                        "clauses": [{"attribute": "country", "op": "in", "values": ["NZ"], "negate": False}],
-                        "rollout": {"variations": [{"variation": 0, "weight": 50000}, {"variation": 1, "weight": 50000}]},
+                        "clauses": [
+                            {
+                                "attribute": "country",
+                                "op": "in",
+                                "values": ["NZ"],
+                                "negate": False,
+                            }
+                        ],
+                        "rollout": {
+                            "variations": [
+                                {"variation": 0, "weight": 50000},
+                                {"variation": 1, "weight": 50000},
+                            ]
+                        },
                     }
                 ],
             }
@@ -181,7 +205,9 @@ def launchdarkly_case(keys: list[str], tmp: Path) -> tuple[Callable[[], Any], Ca
     return fn, client.close
 
 
-def unleash_case(keys: list[str], tmp: Path) -> tuple[Callable[[], Any], Callable[[], None]]:
+def unleash_case(
+    keys: list[str], tmp: Path
+) -> tuple[Callable[[], Any], Callable[[], None]]:
     from UnleashClient import UnleashClient
     from UnleashClient.cache import FileCache
 
@@ -194,8 +220,18 @@ def unleash_case(keys: list[str], tmp: Path) -> tuple[Callable[[], Any], Callabl
                 "strategies": [
                     {
                         "name": "flexibleRollout",
-                        "parameters": {"rollout": "50", "stickiness": "userId", "groupId": "bench"},
-                        "constraints": [{"contextName": "country", "operator": "IN", "values": ["NZ"]}],
+                        "parameters": {
+                            "rollout": "50",
+                            "stickiness": "userId",
+                            "groupId": "bench",
+                        },
+                        "constraints": [
+                            {
+                                "contextName": "country",
+                                "operator": "IN",
+                                "values": ["NZ"],
+                            }
+                        ],
                     }
                 ],
             }
@@ -225,9 +261,15 @@ def unleash_case(keys: list[str], tmp: Path) -> tuple[Callable[[], Any], Callabl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="10k keys, 5 repeats (smoke run)")
-    parser.add_argument("--keys", type=int, default=None, help="distinct keys per run (default 100000)")
-    parser.add_argument("--repeats", type=int, default=7, help="repeats per row (>= 5; default 7)")
+    parser.add_argument(
+        "--quick", action="store_true", help="10k keys, 5 repeats (smoke run)"
+    )
+    parser.add_argument(
+        "--keys", type=int, default=None, help="distinct keys per run (default 100000)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=7, help="repeats per row (>= 5; default 7)"
+    )
     args = parser.parse_args()
     n = args.keys or (10_000 if args.quick else 100_000)
     repeats = max(5, 5 if args.quick else args.repeats)
@@ -247,7 +289,12 @@ def main() -> None:
 
     BUS.add_listener(listener, types=FlagEvaluated)
     try:
-        rows.append(("tipkit, reused EvaluationContext, one listener", run(cases["tipkit, reused EvaluationContext"], n, repeats)))
+        rows.append(
+            (
+                "tipkit, reused EvaluationContext, one listener",
+                run(cases["tipkit, reused EvaluationContext"], n, repeats),
+            )
+        )
     finally:
         BUS.remove_listener(listener)
     assert seen
@@ -258,26 +305,34 @@ def main() -> None:
         tmp = Path(tmpdir)
         for name, build in (
             ("GrowthBook", lambda: (growthbook_case(keys), None)),
-            ("OpenFeature SDK, InMemoryProvider", lambda: (openfeature_case(keys), None)),
-            ("LaunchDarkly SDK, file data source", lambda: launchdarkly_case(keys, tmp)),
+            (
+                "OpenFeature SDK, InMemoryProvider",
+                lambda: (openfeature_case(keys), None),
+            ),
+            (
+                "LaunchDarkly SDK, file data source",
+                lambda: launchdarkly_case(keys, tmp),
+            ),
             ("Unleash client, bootstrapped offline", lambda: unleash_case(keys, tmp)),
         ):
             try:
                 fn, close = build()
             except Exception as exc:
-                print(f"# {name}: skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
+                print(
+                    f"# {name}: skipped ({type(exc).__name__}: {exc})", file=sys.stderr
+                )
                 continue
             if close is not None:
                 closers.append(close)
             peers.append((name, run(fn, n, repeats)))
         for close in closers:
-            try:
+            with contextlib.suppress(Exception):
                 close()
-            except Exception:
-                pass
 
     base = rows[0][1]
-    print(f"flag evaluation, {n} distinct keys, median of {repeats} repeats, Python {sys.version.split()[0]}")
+    print(
+        f"flag evaluation, {n} distinct keys, median of {repeats} repeats, Python {sys.version.split()[0]}"
+    )
     print()
     print(f"| {'library / mode':<48} | {'ns/op':>8} | {'ratio to tipkit':>15} |")
     print(f"| {'-' * 48} | {'-' * 8}:| {'-' * 15}:|")
@@ -286,8 +341,12 @@ def main() -> None:
     if peers:
         fastest = min(peers, key=lambda r: r[1])
         print()
-        print(f"fastest peer: {fastest[0]} at {fastest[1]:.0f} ns/op = {fastest[1] / base:.1f}x tipkit (target >= 5x)")
-    print(f"tipkit reused context: {base:.0f} ns/op (target <= 1000); dict per call: {rows[1][1]:.0f} ns/op (target <= 1500)")
+        print(
+            f"fastest peer: {fastest[0]} at {fastest[1]:.0f} ns/op = {fastest[1] / base:.1f}x tipkit (target >= 5x)"
+        )
+    print(
+        f"tipkit reused context: {base:.0f} ns/op (target <= 1000); dict per call: {rows[1][1]:.0f} ns/op (target <= 1500)"
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 
 from hypothesis import strategies as st
@@ -20,7 +21,7 @@ def splits(
         draw(st.lists(st.integers(0, 100_000), min_size=n - 1, max_size=n - 1))
     )
     bounds = [0, *cuts, 100_000]
-    return [Decimal(b - a) / 1000 for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [Decimal(b - a) / 1000 for a, b in itertools.pairwise(bounds)]
 
 
 def split_doc(weights: list[Decimal], salt: str = "s") -> dict[str, object]:

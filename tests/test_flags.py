@@ -1,3 +1,4 @@
+# ruff: noqa: SIM300  # CONVENTIONS.md asks for `expected == actual` asserts
 import asyncio
 import copy
 from collections.abc import Mapping
@@ -29,7 +30,11 @@ DOC: dict[str, Any] = {
     "version": 1,
     "flags": {
         "static": {**BOOL, "default_variant": "on"},
-        "static-split": {**BOOL, "salt": "new-checkout", "fallthrough": {"split": {"on": 50, "off": 50}}},
+        "static-split": {
+            **BOOL,
+            "salt": "new-checkout",
+            "fallthrough": {"split": {"on": 50, "off": 50}},
+        },
         "targeted": {
             **BOOL,
             "default_variant": "off",
@@ -368,7 +373,7 @@ def test_is_enabled_and_get_agree_with_evaluate(flags):
 
 # -- overrides, kills ----------------------------------------------------------
 def test_precedence_kill_disabled_override_rules(flags):
-    """kill > disabled > override > rules."""
+    """Kill > disabled > override > rules."""
     with flags.override("targeted", "on"):
         d = flags.evaluate("targeted", {"country": "FR"})
         assert ("on", Reason.STATIC) == (d.variant, d.reason)
@@ -643,7 +648,7 @@ def old_checkout(order: int, user: User) -> str:
 
 
 def test_gate_sync(flags):
-    """gate runs the new code for users the flag is on for, else the fallback."""
+    """Gate runs the new code for users the flag is on for, else the fallback."""
 
     @flags.gate(
         "targeted",
@@ -682,7 +687,7 @@ def test_gate_context_function_raising_uses_default(flags):
 
 
 def test_gate_async(flags):
-    """gate works on async functions with sync or async fallbacks."""
+    """Gate works on async functions with sync or async fallbacks."""
 
     async def afallback(user: User) -> str:
         return "old-async"
@@ -766,12 +771,12 @@ def test_flag_definition_shapes():
 
 
 def test_repr_and_introspection(flags):
-    """repr shows configuration and live state."""
+    """Repr shows configuration and live state."""
     flags.kill("static")
     text = repr(flags)
     assert "killed=1" in text
     assert "ready" in text
-    assert "static" in flags.keys()
+    assert "static" in flags.keys()  # noqa: SIM118  # Flags.keys() is a method, not a dict
     assert flags.flag_set is not None
     assert "EvaluationContext(targeting_key='k'" in repr(
         EvaluationContext("k", {"a": 1})
@@ -781,7 +786,7 @@ def test_repr_and_introspection(flags):
 
 
 def test_explain(flags):
-    """explain lists the rules tried and the bucket."""
+    """Explain lists the rules tried and the bucket."""
     ex = flags.explain("targeted-split", {"targeting_key": "user-42", "country": "NZ"})
     assert 44470 == ex.bucket
     assert "user-42" == ex.bucket_key

@@ -1,3 +1,4 @@
+# ruff: noqa: SIM300  # CONVENTIONS.md asks for `expected == actual` asserts
 import json
 import math
 import random
@@ -8,8 +9,8 @@ import mmh3
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from tests.strategies_flags import keys, salts, split_doc, splits
+
 from tipkit.flags import BUCKETS, Flags, bucket
 from tipkit.flags._bucketing import (
     WeightError,

@@ -1,3 +1,4 @@
+# ruff: noqa: SIM300  # CONVENTIONS.md asks for `expected == actual` asserts
 import textwrap
 from pathlib import Path
 
@@ -38,25 +39,44 @@ def good(tmp_path: Path) -> Path:
 
 
 def test_check_ok(good, capsys):
-    """check exits 0 for a valid file."""
+    """Check exits 0 for a valid file."""
     assert 0 == main(["flags", "check", str(good)])
     assert "ok:" in capsys.readouterr().out
 
 
 def test_check_lists_every_problem(tmp_path, capsys):
-    """check exits 1 and prints every problem with its location."""
+    """Check exits 1 and prints every problem with its location."""
     path = tmp_path / "bad.yaml"
-    path.write_text(GOOD.replace("op: in", "op: inn").replace("default_variant: a", "default_variant: b"))
+    path.write_text(
+        GOOD.replace("op: in", "op: inn").replace(
+            "default_variant: a", "default_variant: b"
+        )
+    )
     assert 1 == main(["flags", "check", str(path)])
     out = capsys.readouterr().out.splitlines()
     assert 2 == len(out)
-    assert f"error: {path}:8, flag 'new-checkout', field 'rules[0].if.all[0].op'" in out[0]
+    assert (
+        f"error: {path}:8, flag 'new-checkout', field 'rules[0].if.all[0].op'" in out[0]
+    )
     assert "flag 'plain', field 'default_variant'" in out[1]
 
 
 def test_explain_split(good, capsys):
-    """explain prints variant, reason, rule and bucket, and why."""
-    code = main(["flags", "explain", str(good), "new-checkout", "--key", "user-42", "--attr", "country=NZ", "--attr", "app_version=2.4.0"])
+    """Explain prints variant, reason, rule and bucket, and why."""
+    code = main(
+        [
+            "flags",
+            "explain",
+            str(good),
+            "new-checkout",
+            "--key",
+            "user-42",
+            "--attr",
+            "country=NZ",
+            "--attr",
+            "app_version=2.4.0",
+        ]
+    )
     out = capsys.readouterr().out
     assert 0 == code
     assert "reason:  SPLIT" in out
@@ -66,8 +86,19 @@ def test_explain_split(good, capsys):
 
 
 def test_explain_segment_and_json_attrs(good, capsys):
-    """explain reads attribute values as JSON when they parse."""
-    assert 0 == main(["flags", "explain", str(good), "new-checkout", "--key", "user-1", "--attr", "n=3"])
+    """Explain reads attribute values as JSON when they parse."""
+    assert 0 == main(
+        [
+            "flags",
+            "explain",
+            str(good),
+            "new-checkout",
+            "--key",
+            "user-1",
+            "--attr",
+            "n=3",
+        ]
+    )
     out = capsys.readouterr().out
     assert "reason:  TARGETING_MATCH" in out
     assert "'n': 3" in out
@@ -81,7 +112,7 @@ def test_explain_missing_key(good, capsys):
 
 
 def test_explain_unknown_flag_and_bad_file(good, tmp_path, capsys):
-    """explain and buckets fail with 1 for an unknown flag or a bad file."""
+    """Explain and buckets fail with 1 for an unknown flag or a bad file."""
     assert 1 == main(["flags", "explain", str(good), "nope", "--key", "k"])
     assert 1 == main(["flags", "buckets", str(good), "nope"])
     assert 1 == main(["flags", "explain", str(tmp_path / "missing.yaml"), "x"])
@@ -98,8 +129,10 @@ def test_explain_bad_attr(good):
 
 
 def test_buckets(good, capsys):
-    """buckets shows observed shares beside the configured weights."""
-    assert 0 == main(["flags", "buckets", str(good), "new-checkout", "--sample", "20000"])
+    """Buckets shows observed shares beside the configured weights."""
+    assert 0 == main(
+        ["flags", "buckets", str(good), "new-checkout", "--sample", "20000"]
+    )
     out = capsys.readouterr().out
     assert "rule 'nz-canary':" in out
     assert "fallthrough:" in out
@@ -108,7 +141,7 @@ def test_buckets(good, capsys):
 
 
 def test_buckets_without_split_and_bad_sample(good, capsys):
-    """buckets says when there is no split, and refuses a non-positive sample."""
+    """Buckets says when there is no split, and refuses a non-positive sample."""
     assert 0 == main(["flags", "buckets", str(good), "plain"])
     assert 2 == main(["flags", "buckets", str(good), "new-checkout", "--sample", "0"])
     assert "no percentage split" in capsys.readouterr().out

@@ -1,3 +1,4 @@
+# ruff: noqa: SIM300  # CONVENTIONS.md asks for `expected == actual` asserts
 import copy
 import textwrap
 from pathlib import Path
@@ -35,31 +36,123 @@ def flag(**fields: Any) -> dict[str, Any]:
         (flag(default_variant="maybe"), "default_variant", "unknown variant 'maybe'"),
         (flag(off_variant="maybe"), "off_variant", "unknown variant"),
         (flag(fallthrough="maybe"), "fallthrough", "unknown variant"),
-        (flag(rules=[{"if": {"attr": "a", "op": "eq", "value": "x"}, "serve": "maybe"}]), "rules[0].serve", "unknown variant"),
-        (flag(fallthrough={"split": {"on": 50, "maybe": 50}}), "fallthrough.split.maybe", "unknown variant"),
-        (flag(fallthrough={"split": {"on": -10, "off": 110}}), "fallthrough.split.on", "negative"),
-        (flag(fallthrough={"split": {"on": True, "off": 100}}), "fallthrough.split.on", "must be a number"),
-        (flag(fallthrough={"split": {"on": "50", "off": 50}}), "fallthrough.split.on", "must be a number"),
-        (flag(fallthrough={"split": {"on": 33.3333, "off": 66.667}}), "fallthrough.split.on", "3 decimals"),
-        (flag(fallthrough={"split": {"on": 50, "off": 49.999}}), "fallthrough.split", "sum to exactly 100, got 99.999"),
+        (
+            flag(
+                rules=[
+                    {"if": {"attr": "a", "op": "eq", "value": "x"}, "serve": "maybe"}
+                ]
+            ),
+            "rules[0].serve",
+            "unknown variant",
+        ),
+        (
+            flag(fallthrough={"split": {"on": 50, "maybe": 50}}),
+            "fallthrough.split.maybe",
+            "unknown variant",
+        ),
+        (
+            flag(fallthrough={"split": {"on": -10, "off": 110}}),
+            "fallthrough.split.on",
+            "negative",
+        ),
+        (
+            flag(fallthrough={"split": {"on": True, "off": 100}}),
+            "fallthrough.split.on",
+            "must be a number",
+        ),
+        (
+            flag(fallthrough={"split": {"on": "50", "off": 50}}),
+            "fallthrough.split.on",
+            "must be a number",
+        ),
+        (
+            flag(fallthrough={"split": {"on": 33.3333, "off": 66.667}}),
+            "fallthrough.split.on",
+            "3 decimals",
+        ),
+        (
+            flag(fallthrough={"split": {"on": 50, "off": 49.999}}),
+            "fallthrough.split",
+            "sum to exactly 100, got 99.999",
+        ),
         (flag(fallthrough={"split": {}}), "fallthrough.split", "at least one"),
         (flag(fallthrough={"splat": {}}), "fallthrough", "expected a variant name"),
-        ({"flags": {"f": {"variants": {"a": "x", "b": 1}, "default_variant": "a"}}}, "variants", "mixed value types"),
-        ({"flags": {"f": {"variants": {"a": None}, "default_variant": "a"}}}, "variants.a", "no value type"),
-        ({"flags": {"f": {"variants": {}, "default_variant": "a"}}}, "variants", "non-empty mapping"),
-        ({"flags": {"f": {"variants": {True: 1}, "default_variant": "a"}}}, "variants", "variant name must be a non-empty string"),
-        (flag(rules=[{"if": {"attr": "a", "op": "nope", "value": 1}, "serve": "on"}]), "rules[0].if.op", "unknown operator 'nope'"),
-        (flag(rules=[{"if": {"attr": "a", "op": "matches", "value": "(a+)+"}, "serve": "on"}]), "rules[0].if.value", "backtrack"),
-        (flag(rules=[{"if": {"attr": "a", "op": "matches", "value": "(x"}, "serve": "on"}]), "rules[0].if.value", "invalid regular expression"),
-        (flag(rules=[{"if": {"segment": "ghost"}, "serve": "on"}]), "rules[0].if.segment", "unknown segment 'ghost'"),
         (
-            flag(rules=[{"id": "a", "if": {"attr": "x", "op": "exists"}, "serve": "on"}, {"id": "a", "if": {"attr": "x", "op": "exists"}, "serve": "on"}]),
+            {"flags": {"f": {"variants": {"a": "x", "b": 1}, "default_variant": "a"}}},
+            "variants",
+            "mixed value types",
+        ),
+        (
+            {"flags": {"f": {"variants": {"a": None}, "default_variant": "a"}}},
+            "variants.a",
+            "no value type",
+        ),
+        (
+            {"flags": {"f": {"variants": {}, "default_variant": "a"}}},
+            "variants",
+            "non-empty mapping",
+        ),
+        (
+            {"flags": {"f": {"variants": {True: 1}, "default_variant": "a"}}},
+            "variants",
+            "variant name must be a non-empty string",
+        ),
+        (
+            flag(
+                rules=[{"if": {"attr": "a", "op": "nope", "value": 1}, "serve": "on"}]
+            ),
+            "rules[0].if.op",
+            "unknown operator 'nope'",
+        ),
+        (
+            flag(
+                rules=[
+                    {
+                        "if": {"attr": "a", "op": "matches", "value": "(a+)+"},
+                        "serve": "on",
+                    }
+                ]
+            ),
+            "rules[0].if.value",
+            "backtrack",
+        ),
+        (
+            flag(
+                rules=[
+                    {"if": {"attr": "a", "op": "matches", "value": "(x"}, "serve": "on"}
+                ]
+            ),
+            "rules[0].if.value",
+            "invalid regular expression",
+        ),
+        (
+            flag(rules=[{"if": {"segment": "ghost"}, "serve": "on"}]),
+            "rules[0].if.segment",
+            "unknown segment 'ghost'",
+        ),
+        (
+            flag(
+                rules=[
+                    {"id": "a", "if": {"attr": "x", "op": "exists"}, "serve": "on"},
+                    {"id": "a", "if": {"attr": "x", "op": "exists"}, "serve": "on"},
+                ]
+            ),
             "rules[1].id",
             "duplicate rule id 'a'",
         ),
         (flag(rules=[{"serve": "on"}]), "rules[0].if", "needs a condition"),
-        (flag(rules=[{"if": {"attr": "a", "op": "exists"}}]), "rules[0].serve", "needs 'serve'"),
-        (flag(rules=[{"if": {"attr": "a", "op": "exists"}, "serve": "on", "extra": 1}]), "rules[0].extra", "unknown key 'extra'"),
+        (
+            flag(rules=[{"if": {"attr": "a", "op": "exists"}}]),
+            "rules[0].serve",
+            "needs 'serve'",
+        ),
+        (
+            flag(
+                rules=[{"if": {"attr": "a", "op": "exists"}, "serve": "on", "extra": 1}]
+            ),
+            "rules[0].extra",
+            "unknown key 'extra'",
+        ),
         (flag(rules="nope"), "rules", "must be a list"),
         (flag(rules=["nope"]), "rules[0]", "a rule must be a mapping"),
         (flag(state="off"), "state", "'enabled' or 'disabled'"),
@@ -67,7 +160,11 @@ def flag(**fields: Any) -> dict[str, Any]:
         (flag(bucket_by=3), "bucket_by", "attribute name"),
         (flag(description=3), "description", "must be a string"),
         (flag(colour="red"), "colour", "unknown key 'colour'"),
-        ({"flags": {"f": {"variants": {"on": True}}}}, "default_variant", "needs 'default_variant' or 'fallthrough'"),
+        (
+            {"flags": {"f": {"variants": {"on": True}}}},
+            "default_variant",
+            "needs 'default_variant' or 'fallthrough'",
+        ),
         ({"flags": {"f": "on"}}, "", "a flag must be a mapping"),
     ],
 )
@@ -85,13 +182,29 @@ def test_config_errors_name_flag_and_field(doc, field, needle):
         ({"attr": "a", "op": "in", "value": [{"x": 1}]}, ".value", "list items"),
         ({"attr": "a", "op": "lt", "value": "3"}, ".value", "must be a number"),
         ({"attr": "a", "op": "lt", "value": True}, ".value", "must be a number"),
-        ({"attr": "a", "op": "semver_ge", "value": "2.x"}, ".value", "semantic version"),
+        (
+            {"attr": "a", "op": "semver_ge", "value": "2.x"},
+            ".value",
+            "semantic version",
+        ),
         ({"attr": "a", "op": "before", "value": "yesterday"}, ".value", "ISO-8601"),
-        ({"attr": "a", "op": "eq", "value": [1]}, ".value", "string, number or boolean"),
+        (
+            {"attr": "a", "op": "eq", "value": [1]},
+            ".value",
+            "string, number or boolean",
+        ),
         ({"attr": "a", "op": "eq"}, ".value", "needs a value"),
         ({"attr": "a", "op": "exists", "value": 1}, ".value", "takes no value"),
-        ({"attr": "a", "op": "starts_with", "value": 3}, ".value", "string or a list of strings"),
-        ({"attr": "a", "op": "matches", "value": 3}, ".value", "regular expression string"),
+        (
+            {"attr": "a", "op": "starts_with", "value": 3},
+            ".value",
+            "string or a list of strings",
+        ),
+        (
+            {"attr": "a", "op": "matches", "value": 3},
+            ".value",
+            "regular expression string",
+        ),
         ({"attr": "a", "op": "matches", "value": r"(a)\1"}, ".value", "backreference"),
         ({"attr": "a", "op": "matches", "value": "(a|aa)*"}, ".value", "alternation"),
         ({"attr": "", "op": "eq", "value": 1}, ".attr", "attribute name"),
@@ -113,8 +226,16 @@ def test_condition_errors(cond, field, needle):
 
 def test_nested_condition_paths():
     """Problems inside combinators carry their full path."""
-    cond = {"all": [{"attr": "a", "op": "exists"}, {"not": {"any": [{"attr": "b", "op": "zz", "value": 1}]}}]}
-    assert "rules[0].if.all[1].not.any[0].op" == one(flag(rules=[{"if": cond, "serve": "on"}]))[1]
+    cond = {
+        "all": [
+            {"attr": "a", "op": "exists"},
+            {"not": {"any": [{"attr": "b", "op": "zz", "value": 1}]}},
+        ]
+    }
+    assert (
+        "rules[0].if.all[1].not.any[0].op"
+        == one(flag(rules=[{"if": cond, "serve": "on"}]))[1]
+    )
 
 
 @pytest.mark.parametrize(
@@ -124,10 +245,29 @@ def test_nested_condition_paths():
         ({"version": 2, "flags": {}}, "version", "unsupported document version"),
         ({"flags": []}, "flags", "must be a mapping"),
         ({"flags": {}, "segments": []}, "segments", "must be a mapping"),
-        ({"flags": {}, "segments": {"s": {"include": "u1"}}}, "segments.s.include", "list of targeting keys"),
-        ({"flags": {}, "segments": {"s": {"if": {"attr": "a", "op": "x", "value": 1}}}}, "segments.s.if.op", "unknown operator"),
-        ({"flags": {}, "segments": {"s": {"colour": 1}}}, "segments.s.colour", "unknown key"),
-        ({"flags": {}, "segments": {"s": 3}}, "segments.s", "a segment must be a mapping"),
+        (
+            {"flags": {}, "segments": {"s": {"include": "u1"}}},
+            "segments.s.include",
+            "list of targeting keys",
+        ),
+        (
+            {
+                "flags": {},
+                "segments": {"s": {"if": {"attr": "a", "op": "x", "value": 1}}},
+            },
+            "segments.s.if.op",
+            "unknown operator",
+        ),
+        (
+            {"flags": {}, "segments": {"s": {"colour": 1}}},
+            "segments.s.colour",
+            "unknown key",
+        ),
+        (
+            {"flags": {}, "segments": {"s": 3}},
+            "segments.s",
+            "a segment must be a mapping",
+        ),
     ],
 )
 def test_document_level_errors(doc, field, needle):
@@ -146,7 +286,11 @@ def test_segment_cycles_reported():
     """Segment cycles (direct and through another segment) are ConfigErrors naming the cycle."""
     doc = {
         "flags": {},
-        "segments": {"a": {"if": {"segment": "b"}}, "b": {"if": {"any": [{"segment": "a"}]}}, "self": {"if": {"segment": "self"}}},
+        "segments": {
+            "a": {"if": {"segment": "b"}},
+            "b": {"if": {"any": [{"segment": "a"}]}},
+            "self": {"if": {"segment": "self"}},
+        },
     }
     messages = [m for _, _, m in problems_of(doc)]
     assert any("segment cycle: a -> b -> a" in m for m in messages)
@@ -171,7 +315,9 @@ def test_all_problems_reported_at_once():
 
 def test_int_and_float_variants_make_a_float_flag():
     """Ints among floats are a float flag, served as floats."""
-    flags = Flags.from_dict({"flags": {"f": {"variants": {"a": 1, "b": 2.5}, "default_variant": "a"}}})
+    flags = Flags.from_dict(
+        {"flags": {"f": {"variants": {"a": 1, "b": 2.5}, "default_variant": "a"}}}
+    )
     assert 1.0 == flags.get("f", default=0.0)
     assert isinstance(flags.get("f"), float)
 
@@ -223,7 +369,9 @@ def test_yaml_issue_example_loads(tmp_path: Path):
 def test_yaml_non_string_variant_name_is_error(tmp_path: Path):
     """A variant name that YAML reads as a non-string (1, true) is a ConfigError with its line."""
     path = tmp_path / "f.yaml"
-    path.write_text("flags:\n  f:\n    variants: {true: 1, 2: 3}\n    default_variant: x\n")
+    path.write_text(
+        "flags:\n  f:\n    variants: {true: 1, 2: 3}\n    default_variant: x\n"
+    )
     with pytest.raises(ConfigError) as info:
         load_file(path)
     names = [p for p in info.value.problems if "variant name" in p.message]
@@ -235,7 +383,9 @@ def test_yaml_non_string_variant_name_is_error(tmp_path: Path):
 def test_yaml_problems_carry_lines(tmp_path: Path):
     """Problems in a YAML file carry the line of the offending field."""
     path = tmp_path / "f.yaml"
-    path.write_text(YAML.replace("op: in", "op: inside").replace("off: 98.5", "off: 98.4"))
+    path.write_text(
+        YAML.replace("op: in", "op: inside").replace("off: 98.5", "off: 98.4")
+    )
     with pytest.raises(ConfigError) as info:
         load_file(path)
     got = {(p.flag, p.field, p.line) for p in info.value.problems}
@@ -248,7 +398,9 @@ def test_yaml_duplicate_keys(tmp_path: Path):
     """Duplicate keys are reported with both lines."""
     path = tmp_path / "f.yaml"
     path.write_text("flags: {}\nflags: {}\n")
-    with pytest.raises(ConfigError, match=r"duplicate key 'flags' \(first at line 1\)") as info:
+    with pytest.raises(
+        ConfigError, match=r"duplicate key 'flags' \(first at line 1\)"
+    ) as info:
         load_file(path)
     assert 2 == info.value.line
 
@@ -288,7 +440,9 @@ def test_yaml_non_scalar_key():
 def test_json_file(tmp_path: Path):
     """JSON files load with the same schema; big ints stay exact."""
     path = tmp_path / "f.json"
-    path.write_text('{"flags": {"n": {"variants": {"a": 9007199254740993}, "default_variant": "a"}}}')
+    path.write_text(
+        '{"flags": {"n": {"variants": {"a": 9007199254740993}, "default_variant": "a"}}}'
+    )
     assert 9007199254740993 == Flags.from_file(path).get("n", default=0)
 
 

@@ -1,3 +1,4 @@
+# ruff: noqa: SIM300  # CONVENTIONS.md asks for `expected == actual` asserts
 import json
 import os
 import threading
@@ -12,7 +13,10 @@ from tipkit.testing import FakeClock, capture_events
 
 
 def doc(default: str, extra: dict[str, Any] | None = None) -> str:
-    flags = {"f": {"variants": {"on": True, "off": False}, "default_variant": default}, **(extra or {})}
+    flags = {
+        "f": {"variants": {"on": True, "off": False}, "default_variant": default},
+        **(extra or {}),
+    }
     return json.dumps({"flags": flags})
 
 
@@ -87,7 +91,11 @@ def test_failed_reload_keeps_last_good(setup, clock):
     assert 1 == len(events)
     assert str(path) == events[0].name
     assert "unknown variant" in str(events[0].error)
-    assert {"tipkit.name": str(path), "feature_flag.provider.name": "tipkit", "error.type": "ConfigError"} == events[0].otel_attributes()
+    assert {
+        "tipkit.name": str(path),
+        "feature_flag.provider.name": "tipkit",
+        "error.type": "ConfigError",
+    } == events[0].otel_attributes()
     assert provider.last_error is events[0].error
     assert "stale" in repr(provider)
     # the same broken file is not re-parsed every interval
@@ -113,10 +121,16 @@ def test_deleted_file_keeps_last_good(setup, clock):
 def test_yaml_reload(tmp_path: Path, clock):
     """YAML files reload too."""
     path = tmp_path / "f.yaml"
-    write(path, "flags:\n  f:\n    variants: {on: true, off: false}\n    default_variant: on\n")
+    write(
+        path,
+        "flags:\n  f:\n    variants: {on: true, off: false}\n    default_variant: on\n",
+    )
     flags = Flags.from_file(path, clock=clock, reload_interval=2)
     assert True is flags.is_enabled("f")
-    write(path, "flags:\n  f:\n    variants: {on: true, off: false}\n    default_variant: off\n")
+    write(
+        path,
+        "flags:\n  f:\n    variants: {on: true, off: false}\n    default_variant: off\n",
+    )
     clock.advance(2)
     assert False is flags.is_enabled("f")
 
@@ -161,8 +175,12 @@ def test_eight_threads_evaluate_during_reloads(tmp_path: Path):
     path = tmp_path / "f.json"
     # two consistent worlds: in each, flags a and b serve the same variant
     worlds = [
-        doc("on", {"g": {"variants": {"x": "one", "y": "two"}, "default_variant": "x"}}),
-        doc("off", {"g": {"variants": {"x": "one", "y": "two"}, "default_variant": "y"}}),
+        doc(
+            "on", {"g": {"variants": {"x": "one", "y": "two"}, "default_variant": "x"}}
+        ),
+        doc(
+            "off", {"g": {"variants": {"x": "one", "y": "two"}, "default_variant": "y"}}
+        ),
     ]
     write(path, worlds[0])
     clock = FakeClock()

@@ -1,3 +1,4 @@
+# CONVENTIONS.md asks for `expected == actual` asserts
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,9 @@ def matches(cond: dict[str, Any], attrs: dict[str, Any], key: str | None = "u") 
             }
         }
     }
-    detail = Flags.from_dict(doc).evaluate("f", EvaluationContext(key, attrs), default=False)
+    detail = Flags.from_dict(doc).evaluate(
+        "f", EvaluationContext(key, attrs), default=False
+    )
     assert detail.error_code is None
     return detail.reason is Reason.TARGETING_MATCH
 
@@ -77,7 +80,7 @@ CASES: list[tuple[str, Any, Any, bool]] = [
     ("before", "2026-03-01T00:00:00Z", "2026-02-28T23:59:59Z", True),
     ("before", "2026-03-01T00:00:00Z", "2026-03-01T00:00:00+00:00", False),
     ("before", "2026-03-01T00:00:00Z", "2026-03-01T00:59:00+01:00", True),
-    ("before", "2026-03-01", datetime(2025, 1, 1), True),
+    ("before", "2026-03-01", datetime(2025, 1, 1), True),  # noqa: DTZ001  # naive means UTC
     ("after", "2026-03-01T00:00:00Z", datetime(2026, 3, 2, tzinfo=UTC), True),
     ("after", "2026-03-01T00:00:00Z", 1_900_000_000, True),
     ("after", "2026-03-01T00:00:00Z", "not a date", False),
@@ -101,7 +104,7 @@ def test_missing_attribute_is_false(op):
 
 
 def test_exists():
-    """exists is true for a present, non-null attribute."""
+    """Exists is true for a present, non-null attribute."""
     assert True is matches({"attr": "a", "op": "exists"}, {"a": 0})
     assert False is matches({"attr": "a", "op": "exists"}, {"a": None})
     assert False is matches({"attr": "a", "op": "exists"}, {})
@@ -109,8 +112,14 @@ def test_exists():
 
 def test_targeting_key_attribute():
     """attr: targeting_key reads the context's targeting key."""
-    assert True is matches({"attr": "targeting_key", "op": "starts_with", "value": "admin-"}, {}, key="admin-1")
-    assert False is matches({"attr": "targeting_key", "op": "eq", "value": "x"}, {}, key=None)
+    assert True is matches(
+        {"attr": "targeting_key", "op": "starts_with", "value": "admin-"},
+        {},
+        key="admin-1",
+    )
+    assert False is matches(
+        {"attr": "targeting_key", "op": "eq", "value": "x"}, {}, key=None
+    )
     assert True is matches({"attr": "targeting_key", "op": "exists"}, {}, key="k")
     assert False is matches({"attr": "targeting_key", "op": "exists"}, {}, key=None)
 
@@ -129,18 +138,45 @@ def test_combinators():
 
 
 def test_matches_caps_input_length():
-    """matches never matches input longer than the cap."""
-    assert True is matches({"attr": "a", "op": "matches", "value": "x"}, {"a": "x" * MAX_MATCH_INPUT})
-    assert False is matches({"attr": "a", "op": "matches", "value": "x"}, {"a": "x" * (MAX_MATCH_INPUT + 1)})
+    """Matches never matches input longer than the cap."""
+    assert True is matches(
+        {"attr": "a", "op": "matches", "value": "x"}, {"a": "x" * MAX_MATCH_INPUT}
+    )
+    assert False is matches(
+        {"attr": "a", "op": "matches", "value": "x"}, {"a": "x" * (MAX_MATCH_INPUT + 1)}
+    )
 
 
-@pytest.mark.parametrize("pattern", ["(a+)+", "(a*)*b", "(a|aa)+", r"(\w+\s?)*$", "(?:x+y?)+", r"(a)\1", "(?P<n>a)(?P=n)", "(a)?(?(1)b|c)"])
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "(a+)+",
+        "(a*)*b",
+        "(a|aa)+",
+        r"(\w+\s?)*$",
+        "(?:x+y?)+",
+        r"(a)\1",
+        "(?P<n>a)(?P=n)",
+        "(a)?(?(1)b|c)",
+    ],
+)
 def test_unsafe_regexes_refused(pattern):
     """Nested quantifiers, quantified alternation and backreferences are refused."""
     assert regex_problem(pattern) is not None
 
 
-@pytest.mark.parametrize("pattern", [r"^[a-z]+@example\.com$", "(ab)+", "(foo|bar)", r"^v\d+\.\d+", "a{2,5}", "(?=a)a+", "(?>a)+"])
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"^[a-z]+@example\.com$",
+        "(ab)+",
+        "(foo|bar)",
+        r"^v\d+\.\d+",
+        "a{2,5}",
+        "(?=a)a+",
+        "(?>a)+",
+    ],
+)
 def test_safe_regexes_accepted(pattern):
     """Ordinary patterns are accepted."""
     assert regex_problem(pattern) is None
@@ -155,22 +191,36 @@ def test_semver_parse():
 
 
 SEGMENTS = {
-    "beta": {"include": ["user-1", 7], "exclude": ["user-9"], "if": {"attr": "plan", "op": "eq", "value": "beta"}},
+    "beta": {
+        "include": ["user-1", 7],
+        "exclude": ["user-9"],
+        "if": {"attr": "plan", "op": "eq", "value": "beta"},
+    },
     "listed": {"include": ["user-2"]},
-    "nested": {"if": {"any": [{"segment": "beta"}, {"attr": "staff", "op": "eq", "value": True}]}},
+    "nested": {
+        "if": {
+            "any": [{"segment": "beta"}, {"attr": "staff", "op": "eq", "value": True}]
+        }
+    },
 }
 
 
 def seg(name: str, key: Any, attrs: dict[str, Any]) -> bool:
     doc = {
-        "flags": {"f": {"variants": {"on": True, "off": False}, "default_variant": "off", "rules": [{"if": {"segment": name}, "serve": "on"}]}},
+        "flags": {
+            "f": {
+                "variants": {"on": True, "off": False},
+                "default_variant": "off",
+                "rules": [{"if": {"segment": name}, "serve": "on"}],
+            }
+        },
         "segments": SEGMENTS,
     }
     return Flags.from_dict(doc).get("f", EvaluationContext(key, attrs), default=False)
 
 
 def test_segment_include_exclude_condition():
-    """include wins over the condition, exclude wins over include and the condition."""
+    """Include wins over the condition, exclude wins over include and the condition."""
     assert True is seg("beta", "user-1", {})
     assert True is seg("beta", 7, {})
     assert False is seg("beta", "user-9", {"plan": "beta"})

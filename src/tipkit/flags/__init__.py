@@ -19,7 +19,12 @@ from tipkit.flags._document import FlagSet, compile_document, load_file
 from tipkit.flags._engine import ContextLike, Explanation, Flags
 from tipkit.flags._events import FlagEvaluated, FlagsReloadFailed
 from tipkit.flags._model import ErrorCode, EvaluationContext, EvaluationDetail, Reason
-from tipkit.flags._providers import FileProvider, FlagProvider, InMemoryProvider, ProviderNotReadyError
+from tipkit.flags._providers import (
+    FileProvider,
+    FlagProvider,
+    InMemoryProvider,
+    ProviderNotReadyError,
+)
 
 __all__ = [
     "BUCKETS",

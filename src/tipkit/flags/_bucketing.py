@@ -16,7 +16,15 @@ from decimal import Decimal, InvalidOperation
 
 import mmh3
 
-__all__ = ["BUCKETS", "WeightError", "bucket", "bucket_of", "split_bounds", "thousandths", "variant_index"]
+__all__ = [
+    "BUCKETS",
+    "WeightError",
+    "bucket",
+    "bucket_of",
+    "split_bounds",
+    "thousandths",
+    "variant_index",
+]
 
 BUCKETS = 100_000
 """Buckets per split: one per thousandth of a percent."""
@@ -29,12 +37,12 @@ def bucket(salt: str, key: str) -> int:
 
     Pure and thread-safe; the same inputs give the same bucket on every platform.
     """
-    return (_hash(f"{salt}.{key}", 0, False) * BUCKETS) >> 32
+    return (_hash(f"{salt}.{key}", 0, signed=False) * BUCKETS) >> 32
 
 
 def bucket_of(prefix: str, key: str) -> int:
     """Return the bucket of *key* given the precomputed ``f"{salt}."`` *prefix*."""
-    return (_hash(prefix + key, 0, False) * BUCKETS) >> 32
+    return (_hash(prefix + key, 0, signed=False) * BUCKETS) >> 32
 
 
 class WeightError(ValueError):

@@ -1,4 +1,5 @@
 """``tipkit flags check|explain|buckets``: a thin shell over the flags library."""
+# ruff: noqa: T201  # a CLI prints
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ def _check(args: argparse.Namespace) -> int:
     flag_set = _load(args.file)
     if flag_set is None:
         return 1
-    print(f"ok: {args.file}: {len(flag_set.flags)} flags, {len(flag_set.segments)} segments")
+    print(
+        f"ok: {args.file}: {len(flag_set.flags)} flags, {len(flag_set.segments)} segments"
+    )
     return 0
 
 
@@ -50,7 +53,9 @@ def _explain(args: argparse.Namespace) -> int:
     if flag_set is None:
         return 1
     if args.flag not in flag_set.flags:
-        print(f"error: flag {args.flag!r} is not in {args.file}; flags: {', '.join(sorted(flag_set.flags))}")
+        print(
+            f"error: flag {args.flag!r} is not in {args.file}; flags: {', '.join(sorted(flag_set.flags))}"
+        )
         return 1
     attrs = dict(args.attr or [])
     flags = Flags(_provider_of(flag_set))
@@ -90,17 +95,23 @@ def _buckets(args: argparse.Namespace) -> int:
         return 1
     flag = flag_set.flags.get(args.flag)
     if flag is None:
-        print(f"error: flag {args.flag!r} is not in {args.file}; flags: {', '.join(sorted(flag_set.flags))}")
+        print(
+            f"error: flag {args.flag!r} is not in {args.file}; flags: {', '.join(sorted(flag_set.flags))}"
+        )
         return 1
     if args.sample <= 0:
         print(f"error: --sample must be positive, got {args.sample}")
         return 2
     splits = _splits(flag)
     if not splits:
-        print(f"flag {args.flag!r} has no percentage split: every key gets the same variant per rule")
+        print(
+            f"flag {args.flag!r} has no percentage split: every key gets the same variant per rule"
+        )
         return 0
     prefix = f"{flag.salt}."
-    print(f"flag {args.flag!r}: salt {flag.salt!r}, {args.sample} synthetic keys {args.prefix}0..{args.prefix}{args.sample - 1}")
+    print(
+        f"flag {args.flag!r}: salt {flag.salt!r}, {args.sample} synthetic keys {args.prefix}0..{args.prefix}{args.sample - 1}"
+    )
     for where, serve in splits:
         counts = [0] * len(serve.outcomes)
         bounds = serve.bounds
@@ -113,23 +124,33 @@ def _buckets(args: argparse.Namespace) -> int:
         print(f"{where}:")
         print(f"  {'variant':<16} {'configured':>10} {'observed':>10} {'count':>10}")
         assert serve.weights is not None
-        for out, weight, count in zip(serve.outcomes, serve.weights, counts, strict=True):
+        for out, weight, count in zip(
+            serve.outcomes, serve.weights, counts, strict=True
+        ):
             configured = 100 * weight / BUCKETS
             observed = 100 * count / args.sample
-            print(f"  {out.variant!s:<16} {configured:>9.3f}% {observed:>9.3f}% {count:>10}")
+            print(
+                f"  {out.variant!s:<16} {configured:>9.3f}% {observed:>9.3f}% {count:>10}"
+            )
     return 0
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``flags`` subcommands to *parser*."""
-    sub = parser.add_subparsers(title="flags commands", dest="flags_command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        title="flags commands", dest="flags_command", metavar="COMMAND"
+    )
     parser.set_defaults(handler=lambda _args: (parser.print_help(), 2)[1])
 
-    check = sub.add_parser("check", help="validate a flag file; list every problem with its location")
+    check = sub.add_parser(
+        "check", help="validate a flag file; list every problem with its location"
+    )
     check.add_argument("file", help="a .yaml, .yml or .json flag document")
     check.set_defaults(handler=_check)
 
-    explain = sub.add_parser("explain", help="evaluate one flag for one context and say why")
+    explain = sub.add_parser(
+        "explain", help="evaluate one flag for one context and say why"
+    )
     explain.add_argument("file")
     explain.add_argument("flag")
     explain.add_argument("--key", default=None, help="the targeting key")
@@ -142,12 +163,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     explain.set_defaults(handler=_explain)
 
-    buckets = sub.add_parser("buckets", help="show the observed split over N synthetic keys beside the weights")
+    buckets = sub.add_parser(
+        "buckets",
+        help="show the observed split over N synthetic keys beside the weights",
+    )
     buckets.add_argument("file")
     buckets.add_argument("flag")
-    buckets.add_argument("--sample", type=int, default=10_000, help="how many synthetic keys (default 10000)")
-    buckets.add_argument("--prefix", default="key-", help="synthetic keys are PREFIX0, PREFIX1, ... (default key-)")
+    buckets.add_argument(
+        "--sample",
+        type=int,
+        default=10_000,
+        help="how many synthetic keys (default 10000)",
+    )
+    buckets.add_argument(
+        "--prefix",
+        default="key-",
+        help="synthetic keys are PREFIX0, PREFIX1, ... (default key-)",
+    )
     buckets.set_defaults(handler=_buckets)
 
 
-COMMANDS["flags"] = ("feature flags: check a file, explain an evaluation, show bucket splits", configure)
+COMMANDS["flags"] = (
+    "feature flags: check a file, explain an evaluation, show bucket splits",
+    configure,
+)

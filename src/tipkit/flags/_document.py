@@ -49,7 +49,14 @@ FLAG_KEYS: Final = (
 )
 RULE_KEYS: Final = ("id", "description", "if", "serve")
 SEGMENT_KEYS: Final = ("description", "include", "exclude", "if")
-_VALUE_TYPES: Final = {bool: "bool", str: "str", int: "int", float: "float", dict: "object", list: "object"}
+_VALUE_TYPES: Final = {
+    bool: "bool",
+    str: "str",
+    int: "int",
+    float: "float",
+    dict: "object",
+    list: "object",
+}
 
 _hash = mmh3.hash
 
@@ -71,7 +78,9 @@ def bucket_key_of(key: Any) -> str:
     if key.__class__ is str:
         return key  # type: ignore[no-any-return]  # checked just above
     if key is None:
-        raise EvalError(ErrorCode.TARGETING_KEY_MISSING, "no targeting key to bucket on")
+        raise EvalError(
+            ErrorCode.TARGETING_KEY_MISSING, "no targeting key to bucket on"
+        )
     if isinstance(key, int) and not isinstance(key, bool):
         return str(key)
     if isinstance(key, str):
@@ -85,7 +94,15 @@ def bucket_key_of(key: Any) -> str:
 class Serve:
     """What a rule or the fallthrough serves: one variant, or a percentage split."""
 
-    __slots__ = ("bounds", "outcomes", "prefix", "bucket_by", "run", "variant", "weights")
+    __slots__ = (
+        "bounds",
+        "bucket_by",
+        "outcomes",
+        "prefix",
+        "run",
+        "variant",
+        "weights",
+    )
 
     def __init__(
         self,
@@ -114,16 +131,26 @@ class Serve:
         return self.weights is not None
 
     def _split_runner(self) -> Run:
-        prefix, bounds, outcomes, by = self.prefix, self.bounds, self.outcomes, self.bucket_by
+        prefix, bounds, outcomes, by = (
+            self.prefix,
+            self.bounds,
+            self.outcomes,
+            self.bucket_by,
+        )
         h = _hash
         if len(bounds) == 2:
             first, second = outcomes
             cut = bounds[0]
             if by is None:
+
                 def split2(_a: Mapping[str, Any], k: Any) -> Outcome:
                     if k.__class__ is not str:
                         k = bucket_key_of(k)
-                    return first if (h(prefix + k, 0, False) * 100_000) >> 32 < cut else second
+                    return (
+                        first
+                        if (h(prefix + k, 0, signed=False) * 100_000) >> 32 < cut
+                        else second
+                    )
 
                 return split2
 
@@ -131,7 +158,11 @@ class Serve:
                 k = a.get(by)
                 if k.__class__ is not str:
                     k = bucket_key_of(k)
-                return first if (h(prefix + k, 0, False) * 100_000) >> 32 < cut else second
+                return (
+                    first
+                    if (h(prefix + k, 0, signed=False) * 100_000) >> 32 < cut
+                    else second
+                )
 
             return split2_by
 
@@ -140,20 +171,25 @@ class Serve:
                 k = a.get(by)
             if k.__class__ is not str:
                 k = bucket_key_of(k)
-            return outcomes[bisect_right(bounds, (h(prefix + k, 0, False) * 100_000) >> 32)]
+            return outcomes[
+                bisect_right(bounds, (h(prefix + k, 0, signed=False) * 100_000) >> 32)
+            ]
 
         return split
 
     def bucket_key(self, attributes: Mapping[str, Any], targeting_key: Any) -> str:
         """Return the bucket key this split would hash for the context."""
-        return bucket_key_of(attributes.get(self.bucket_by) if self.bucket_by else targeting_key)
+        return bucket_key_of(
+            attributes.get(self.bucket_by) if self.bucket_by else targeting_key
+        )
 
     def describe(self) -> str:
         """Return ``variant`` or ``split {a: 10%, b: 90%}``."""
         if self.weights is None:
             return f"variant {self.variant!r}"
         parts = ", ".join(
-            f"{o.variant}: {_percent(w)}%" for o, w in zip(self.outcomes, self.weights, strict=True)
+            f"{o.variant}: {_percent(w)}%"
+            for o, w in zip(self.outcomes, self.weights, strict=True)
         )
         return f"split {{{parts}}}"
 
@@ -226,9 +262,13 @@ class CompiledFlag:
         self.version = version
         self.definition = definition
         self.disabled_outcome = self.outcome(off_variant, Reason.DISABLED)
-        self.run: Run = self._runner() if enabled else (lambda _a, _k, o=self.disabled_outcome: o)
+        self.run: Run = (
+            self._runner() if enabled else (lambda _a, _k, o=self.disabled_outcome: o)
+        )
 
-    def outcome(self, variant: str | None, reason: Reason, rule_id: str | None = None) -> Outcome:
+    def outcome(
+        self, variant: str | None, reason: Reason, rule_id: str | None = None
+    ) -> Outcome:
         """Return a fresh outcome serving *variant* (or the caller's default if ``None``)."""
         value = USE_DEFAULT if variant is None else self.variants[variant]
         return Outcome(
@@ -241,7 +281,7 @@ class CompiledFlag:
         if not pairs:
             return fall
         if len(pairs) == 1:
-            (cond, serve), = pairs
+            ((cond, serve),) = pairs
 
             def run1(a: Mapping[str, Any], k: Any) -> Outcome:
                 return serve(a, k) if cond(a, k) else fall(a, k)
@@ -269,7 +309,13 @@ class FlagSet:
 
     __slots__ = ("flags", "segments", "source", "version")
 
-    def __init__(self, flags: dict[str, CompiledFlag], segments: tuple[str, ...], source: str, version: str) -> None:
+    def __init__(
+        self,
+        flags: dict[str, CompiledFlag],
+        segments: tuple[str, ...],
+        source: str,
+        version: str,
+    ) -> None:
         self.flags = flags
         self.segments = segments
         self.source = source
@@ -294,43 +340,83 @@ class _Compiler:
         self.visiting: list[str] = []
         self.used_segments: set[str] = set()
 
-    def problem(self, message: str, *, flag: str | None = None, field: str | None = None, line: int | None = None) -> None:
-        self.problems.append(ConfigProblem(message, source=self.source, flag=flag, field=field, line=line))
+    def problem(
+        self,
+        message: str,
+        *,
+        flag: str | None = None,
+        field: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.problems.append(
+            ConfigProblem(
+                message, source=self.source, flag=flag, field=field, line=line
+            )
+        )
 
     # -- document ----------------------------------------------------------------
-    def document(self, doc: Any) -> FlagSet:
+    def document(self, doc: Any) -> FlagSet:  # noqa: C901, PLR0912  # a validator reads best as one flat list of checks
         if not isinstance(doc, dict):
-            self.problem(f"a flag document must be a mapping with 'flags', got {type(doc).__name__}", line=_line(doc))
+            self.problem(
+                f"a flag document must be a mapping with 'flags', got {type(doc).__name__}",
+                line=_line(doc),
+            )
             raise self.error()
         for key in doc:
             if key not in TOP_KEYS:
-                self.problem(f"unknown top-level key {key!r}; expected one of: {', '.join(TOP_KEYS)}", field=str(key), line=_line_of(doc, key))
-        if "version" in doc and (doc["version"] != 1 or isinstance(doc["version"], bool)):
-            self.problem(f"unsupported document version {doc['version']!r}; expected 1", field="version", line=_line_of(doc, "version"))
+                self.problem(
+                    f"unknown top-level key {key!r}; expected one of: {', '.join(TOP_KEYS)}",
+                    field=str(key),
+                    line=_line_of(doc, key),
+                )
+        if "version" in doc and (
+            doc["version"] != 1 or isinstance(doc["version"], bool)
+        ):
+            self.problem(
+                f"unsupported document version {doc['version']!r}; expected 1",
+                field="version",
+                line=_line_of(doc, "version"),
+            )
         segments = doc.get("segments")
         if segments is None:
             segments = {}
         if not isinstance(segments, dict):
-            self.problem(f"'segments' must be a mapping, got {type(segments).__name__}", field="segments", line=_line_of(doc, "segments"))
+            self.problem(
+                f"'segments' must be a mapping, got {type(segments).__name__}",
+                field="segments",
+                line=_line_of(doc, "segments"),
+            )
             segments = {}
         for name, seg in segments.items():
             if not isinstance(name, str) or not name:
-                self.problem(f"a segment name must be a non-empty string, got {name!r}", field="segments", line=_line_of(segments, name))
+                self.problem(
+                    f"a segment name must be a non-empty string, got {name!r}",
+                    field="segments",
+                    line=_line_of(segments, name),
+                )
                 continue
             self.segment_defs[name] = seg
             self.segment_lines[name] = _line_of(segments, name)
         for name in self.segment_defs:
-            self.segment(name, flag=None, field=f"segments.{name}", line=self.segment_lines[name])
+            self.segment(name)
         flags_doc = doc.get("flags")
         if flags_doc is None:
             flags_doc = {}
         if not isinstance(flags_doc, dict):
-            self.problem(f"'flags' must be a mapping, got {type(flags_doc).__name__}", field="flags", line=_line_of(doc, "flags"))
+            self.problem(
+                f"'flags' must be a mapping, got {type(flags_doc).__name__}",
+                field="flags",
+                line=_line_of(doc, "flags"),
+            )
             flags_doc = {}
         flags: dict[str, CompiledFlag] = {}
         for key, fdoc in flags_doc.items():
             if not isinstance(key, str) or not key:
-                self.problem(f"a flag key must be a non-empty string, got {key!r}", field="flags", line=_line_of(flags_doc, key))
+                self.problem(
+                    f"a flag key must be a non-empty string, got {key!r}",
+                    field="flags",
+                    line=_line_of(flags_doc, key),
+                )
                 continue
             compiled = self.flag(key, fdoc, _line_of(flags_doc, key))
             if compiled is not None:
@@ -343,24 +429,38 @@ class _Compiler:
         return ConfigError(problems=self.problems)
 
     # -- flags -----------------------------------------------------------------------
-    def flag(self, key: str, fdoc: Any, line: int | None) -> CompiledFlag | None:
+    def flag(self, key: str, fdoc: Any, line: int | None) -> CompiledFlag | None:  # noqa: C901, PLR0912, PLR0915  # a validator reads best as one flat list of checks
         before = len(self.problems)
 
         def bad(message: str, field: str, at: int | None = None) -> None:
-            self.problem(message, flag=key, field=field, line=at if at is not None else line)
+            self.problem(
+                message, flag=key, field=field, line=at if at is not None else line
+            )
 
         if not isinstance(fdoc, dict):
             bad(f"a flag must be a mapping, got {type(fdoc).__name__}", "")
             return None
         for k in fdoc:
             if k not in FLAG_KEYS:
-                bad(f"unknown key {k!r}; expected one of: {', '.join(FLAG_KEYS)}", str(k), _line_of(fdoc, k))
+                bad(
+                    f"unknown key {k!r}; expected one of: {', '.join(FLAG_KEYS)}",
+                    str(k),
+                    _line_of(fdoc, k),
+                )
         description = fdoc.get("description", "")
         if not isinstance(description, str):
-            bad(f"'description' must be a string, got {description!r}", "description", _line_of(fdoc, "description"))
+            bad(
+                f"'description' must be a string, got {description!r}",
+                "description",
+                _line_of(fdoc, "description"),
+            )
         state = fdoc.get("state", "enabled")
         if state not in ("enabled", "disabled"):
-            bad(f"'state' must be 'enabled' or 'disabled', got {state!r}", "state", _line_of(fdoc, "state"))
+            bad(
+                f"'state' must be 'enabled' or 'disabled', got {state!r}",
+                "state",
+                _line_of(fdoc, "state"),
+            )
         variants, value_type = self.variants(key, fdoc, line)
         names = set(variants)
 
@@ -369,30 +469,54 @@ class _Compiler:
             if name is None:
                 return None
             if not isinstance(name, str):
-                bad(f"a variant name must be a string, got {name!r} ({type(name).__name__})", field, at)
+                bad(
+                    f"a variant name must be a string, got {name!r} ({type(name).__name__})",
+                    field,
+                    at,
+                )
             elif variants and name not in names:
-                bad(f"unknown variant {name!r}; the flag's variants are {sorted(names)}", field, at)
+                bad(
+                    f"unknown variant {name!r}; the flag's variants are {sorted(names)}",
+                    field,
+                    at,
+                )
             else:
                 return name
             return None
 
-        default_variant = variant_ref("default_variant", _line_of(fdoc, "default_variant"))
+        default_variant = variant_ref(
+            "default_variant", _line_of(fdoc, "default_variant")
+        )
         off_variant = variant_ref("off_variant", _line_of(fdoc, "off_variant"))
         salt = fdoc.get("salt", key)
         if not isinstance(salt, str) or not salt:
-            bad(f"'salt' must be a non-empty string, got {salt!r}", "salt", _line_of(fdoc, "salt"))
+            bad(
+                f"'salt' must be a non-empty string, got {salt!r}",
+                "salt",
+                _line_of(fdoc, "salt"),
+            )
             salt = key
         bucket_by = fdoc.get("bucket_by")
         if bucket_by == "targeting_key":
             bucket_by = None
-        elif bucket_by is not None and (not isinstance(bucket_by, str) or not bucket_by):
-            bad(f"'bucket_by' must be an attribute name, got {bucket_by!r}", "bucket_by", _line_of(fdoc, "bucket_by"))
+        elif bucket_by is not None and (
+            not isinstance(bucket_by, str) or not bucket_by
+        ):
+            bad(
+                f"'bucket_by' must be an attribute name, got {bucket_by!r}",
+                "bucket_by",
+                _line_of(fdoc, "bucket_by"),
+            )
             bucket_by = None
         self.used_segments = set()
         # Outcome factories need the compiled flag's key and version; collect specs first.
         raw_rules = fdoc.get("rules") or []
         if not isinstance(raw_rules, list):
-            bad(f"'rules' must be a list, got {type(raw_rules).__name__}", "rules", _line_of(fdoc, "rules"))
+            bad(
+                f"'rules' must be a list, got {type(raw_rules).__name__}",
+                "rules",
+                _line_of(fdoc, "rules"),
+            )
             raw_rules = []
         rule_specs: list[tuple[str, Cond, Any, str, int | None]] = []
         seen_ids: dict[str, int | None] = {}
@@ -400,43 +524,82 @@ class _Compiler:
             rline = raw_rules.line_of(i) if isinstance(raw_rules, LocList) else line
             field = f"rules[{i}]"
             if not isinstance(rdoc, dict):
-                bad(f"a rule must be a mapping with 'if' and 'serve', got {rdoc!r}", field, rline)
+                bad(
+                    f"a rule must be a mapping with 'if' and 'serve', got {rdoc!r}",
+                    field,
+                    rline,
+                )
                 continue
             for k in rdoc:
                 if k not in RULE_KEYS:
-                    bad(f"unknown key {k!r} in a rule; expected one of: {', '.join(RULE_KEYS)}", f"{field}.{k}", _line_of(rdoc, k))
+                    bad(
+                        f"unknown key {k!r} in a rule; expected one of: {', '.join(RULE_KEYS)}",
+                        f"{field}.{k}",
+                        _line_of(rdoc, k),
+                    )
             rule_id = rdoc.get("id", field)
             if not isinstance(rule_id, str) or not rule_id:
-                bad(f"a rule id must be a non-empty string, got {rule_id!r}", f"{field}.id", _line_of(rdoc, "id"))
+                bad(
+                    f"a rule id must be a non-empty string, got {rule_id!r}",
+                    f"{field}.id",
+                    _line_of(rdoc, "id"),
+                )
                 rule_id = field
             elif rule_id in seen_ids:
-                bad(f"duplicate rule id {rule_id!r} (also at {_at(seen_ids[rule_id])})", f"{field}.id", _line_of(rdoc, "id"))
+                bad(
+                    f"duplicate rule id {rule_id!r} (also at {_at(seen_ids[rule_id])})",
+                    f"{field}.id",
+                    _line_of(rdoc, "id"),
+                )
             seen_ids.setdefault(rule_id, _line_of(rdoc, "id"))
             if "if" not in rdoc:
                 bad("a rule needs a condition under 'if'", f"{field}.if", rline)
                 cond = None
             else:
-                cond = self.condition(rdoc["if"], flag=key, field=f"{field}.if", line=_line_of(rdoc, "if"))
+                cond = self.condition(
+                    rdoc["if"], flag=key, field=f"{field}.if", line=_line_of(rdoc, "if")
+                )
             if "serve" not in rdoc:
-                bad("a rule needs 'serve': a variant name or {split: {...}}", f"{field}.serve", rline)
+                bad(
+                    "a rule needs 'serve': a variant name or {split: {...}}",
+                    f"{field}.serve",
+                    rline,
+                )
                 continue
-            serve_spec = self.serve_spec(key, rdoc["serve"], names, f"{field}.serve", _line_of(rdoc, "serve"))
+            serve_spec = self.serve_spec(
+                key, rdoc["serve"], names, f"{field}.serve", _line_of(rdoc, "serve")
+            )
             if cond is not None and serve_spec is not None:
                 rule_specs.append((rule_id, cond, serve_spec, field, rline))
         fall_spec: Any = None
         if "fallthrough" in fdoc:
-            fall_spec = self.serve_spec(key, fdoc["fallthrough"], names, "fallthrough", _line_of(fdoc, "fallthrough"))
+            fall_spec = self.serve_spec(
+                key,
+                fdoc["fallthrough"],
+                names,
+                "fallthrough",
+                _line_of(fdoc, "fallthrough"),
+            )
         elif default_variant is not None:
             fall_spec = default_variant
         elif "default_variant" not in fdoc:
-            bad("a flag needs 'default_variant' or 'fallthrough': what to serve when no rule matches", "default_variant")
+            bad(
+                "a flag needs 'default_variant' or 'fallthrough': what to serve when no rule matches",
+                "default_variant",
+            )
         if len(self.problems) > before or fall_spec is None:
             return None
-        version = _digest(fdoc, {s: self.segment_defs[s] for s in sorted(self.used_segments)})
+        version = _digest(
+            fdoc, {s: self.segment_defs[s] for s in sorted(self.used_segments)}
+        )
         flag = _FlagBuilder(key, variants, version)
         reason_no_match = Reason.DEFAULT if rule_specs else Reason.STATIC
         rules = tuple(
-            CompiledRule(rid, cond, flag.serve(spec, Reason.TARGETING_MATCH, rid, salt, bucket_by))
+            CompiledRule(
+                rid,
+                cond,
+                flag.serve(spec, Reason.TARGETING_MATCH, rid, salt, bucket_by),
+            )
             for rid, cond, spec, _, _ in rule_specs
         )
         fallthrough = flag.serve(fall_spec, reason_no_match, None, salt, bucket_by)
@@ -456,13 +619,17 @@ class _Compiler:
             definition=fdoc,
         )
 
-    def variants(self, key: str, fdoc: dict[str, Any], line: int | None) -> tuple[dict[str, Any], str]:
+    def variants(
+        self, key: str, fdoc: dict[str, Any], line: int | None
+    ) -> tuple[dict[str, Any], str]:
         raw = fdoc.get("variants")
         at = _line_of(fdoc, "variants") if "variants" in fdoc else line
         if not isinstance(raw, dict) or not raw:
             self.problem(
                 f"'variants' must be a non-empty mapping of name to value, got {raw!r}",
-                flag=key, field="variants", line=at,
+                flag=key,
+                field="variants",
+                line=at,
             )
             return {}, "unknown"
         out: dict[str, Any] = {}
@@ -473,14 +640,18 @@ class _Compiler:
                 self.problem(
                     f"a variant name must be a non-empty string, got {name!r} ({type(name).__name__}); "
                     "quote it in YAML",
-                    flag=key, field="variants", line=vline,
+                    flag=key,
+                    field="variants",
+                    line=vline,
                 )
                 continue
             tname = _type_name(value)
             if tname is None:
                 self.problem(
                     f"variant {name!r} has no value type: expected bool, str, int, float or object, got {value!r}",
-                    flag=key, field=f"variants.{name}", line=vline,
+                    flag=key,
+                    field=f"variants.{name}",
+                    line=vline,
                 )
                 continue
             out[name] = _plain(value)
@@ -494,20 +665,38 @@ class _Compiler:
             listing = ", ".join(f"{n!r} is {t}" for n, t in types.items())
             self.problem(
                 f"mixed value types: one value type per flag ({listing})",
-                flag=key, field="variants", line=at,
+                flag=key,
+                field="variants",
+                line=at,
             )
         return out, next(iter(kinds)) if kinds else "unknown"
 
-    def serve_spec(self, key: str, spec: Any, names: set[str], field: str, line: int | None) -> Any:
+    def serve_spec(  # noqa: C901  # a validator reads best as one flat list of checks
+        self, key: str, spec: Any, names: set[str], field: str, line: int | None
+    ) -> Any:
         if isinstance(spec, str):
             if names and spec not in names:
-                self.problem(f"unknown variant {spec!r}; the flag's variants are {sorted(names)}", flag=key, field=field, line=line)
+                self.problem(
+                    f"unknown variant {spec!r}; the flag's variants are {sorted(names)}",
+                    flag=key,
+                    field=field,
+                    line=line,
+                )
                 return None
             return spec
-        if isinstance(spec, dict) and list(spec) == ["split"] and isinstance(spec["split"], dict):
+        if (
+            isinstance(spec, dict)
+            and list(spec) == ["split"]
+            and isinstance(spec["split"], dict)
+        ):
             split = spec["split"]
             if not split:
-                self.problem("a split needs at least one variant", flag=key, field=f"{field}.split", line=line)
+                self.problem(
+                    "a split needs at least one variant",
+                    flag=key,
+                    field=f"{field}.split",
+                    line=line,
+                )
                 return None
             weights: list[tuple[str, int]] = []
             ok = True
@@ -515,11 +704,21 @@ class _Compiler:
                 wline = _line_of(split, name)
                 wfield = f"{field}.split.{name}"
                 if not isinstance(name, str):
-                    self.problem(f"a variant name must be a string, got {name!r} ({type(name).__name__})", flag=key, field=wfield, line=wline)
+                    self.problem(
+                        f"a variant name must be a string, got {name!r} ({type(name).__name__})",
+                        flag=key,
+                        field=wfield,
+                        line=wline,
+                    )
                     ok = False
                     continue
                 if names and name not in names:
-                    self.problem(f"unknown variant {name!r}; the flag's variants are {sorted(names)}", flag=key, field=wfield, line=wline)
+                    self.problem(
+                        f"unknown variant {name!r}; the flag's variants are {sorted(names)}",
+                        flag=key,
+                        field=wfield,
+                        line=wline,
+                    )
                     ok = False
                 try:
                     weights.append((name, thousandths(w)))
@@ -531,36 +730,59 @@ class _Compiler:
                 if total != BUCKETS:
                     self.problem(
                         f"split weights must sum to exactly 100, got {_percent(total)}",
-                        flag=key, field=f"{field}.split", line=_line_of(spec, "split"),
+                        flag=key,
+                        field=f"{field}.split",
+                        line=_line_of(spec, "split"),
                     )
                     ok = False
             return weights if ok else None
         self.problem(
             f"expected a variant name or {{split: {{variant: percent, ...}}}}, got {spec!r}",
-            flag=key, field=field, line=line,
+            flag=key,
+            field=field,
+            line=line,
         )
         return None
 
     # -- conditions ----------------------------------------------------------------
-    def condition(self, doc: Any, *, flag: str | None, field: str, line: int | None) -> Cond | None:
+    def condition(  # noqa: C901, PLR0911, PLR0912  # one case per condition form
+        self, doc: Any, *, flag: str | None, field: str, line: int | None
+    ) -> Cond | None:
         def bad(message: str, at: int | None = None, sub: str = "") -> None:
-            self.problem(message, flag=flag, field=field + sub, line=at if at is not None else line)
+            self.problem(
+                message,
+                flag=flag,
+                field=field + sub,
+                line=at if at is not None else line,
+            )
 
         if not isinstance(doc, dict) or not doc:
-            bad(f"a condition must be a mapping such as {{attr: country, op: eq, value: NZ}}, got {doc!r}")
+            bad(
+                f"a condition must be a mapping such as {{attr: country, op: eq, value: NZ}}, got {doc!r}"
+            )
             return None
         keys = set(doc)
         here = doc.line if isinstance(doc, LocDict) else line
         if keys <= {"attr", "op", "value"} and "attr" in keys:
             attr, op = doc["attr"], doc.get("op")
             if not isinstance(attr, str) or not attr:
-                bad(f"'attr' must be an attribute name, got {attr!r}", _line_of(doc, "attr"), ".attr")
+                bad(
+                    f"'attr' must be an attribute name, got {attr!r}",
+                    _line_of(doc, "attr"),
+                    ".attr",
+                )
                 return None
             if not isinstance(op, str):
-                bad(f"'op' must name an operator, got {op!r}", _line_of(doc, "op") or here, ".op")
+                bad(
+                    f"'op' must name an operator, got {op!r}",
+                    _line_of(doc, "op") or here,
+                    ".op",
+                )
                 return None
             problems: list[str] = []
-            cond = compile_operator(attr, op, doc.get("value"), "value" in doc, problems.append)
+            cond = compile_operator(
+                attr, op, doc.get("value"), "value" in doc, problems.append
+            )
             for message in problems:
                 sub = ".op" if message.startswith("unknown operator") else ".value"
                 bad(message, _line_of(doc, sub[1:]) or here, sub)
@@ -577,10 +799,19 @@ class _Compiler:
         at = _line_of(doc, form)
         if form in ("all", "any"):
             if not isinstance(body, list) or not body:
-                bad(f"'{form}' needs a non-empty list of conditions, got {body!r}", at, f".{form}")
+                bad(
+                    f"'{form}' needs a non-empty list of conditions, got {body!r}",
+                    at,
+                    f".{form}",
+                )
                 return None
             parts = [
-                self.condition(c, flag=flag, field=f"{field}.{form}[{i}]", line=_line_of_item(body, i, at))
+                self.condition(
+                    c,
+                    flag=flag,
+                    field=f"{field}.{form}[{i}]",
+                    line=_line_of_item(body, i, at),
+                )
                 for i, c in enumerate(body)
             ]
             if any(p is None for p in parts):
@@ -599,24 +830,28 @@ class _Compiler:
                 bad(f"'segment' must name a segment, got {body!r}", at, ".segment")
                 return None
             if body not in self.segment_defs:
-                bad(f"unknown segment {body!r}; defined segments: {sorted(self.segment_defs)}", at, ".segment")
+                bad(
+                    f"unknown segment {body!r}; defined segments: {sorted(self.segment_defs)}",
+                    at,
+                    ".segment",
+                )
                 return None
             self.used_segments.add(body)
             if body in self.visiting:
-                cycle = " -> ".join([*self.visiting[self.visiting.index(body):], body])
+                cycle = " -> ".join([*self.visiting[self.visiting.index(body) :], body])
                 bad(f"segment cycle: {cycle}", at, ".segment")
                 return None
-            resolved = self.segment(body, flag=flag, field=field, line=at)
+            resolved = self.segment(body)
             if resolved is None:
                 return None
-            return lambda a, k: resolved(a, k)
+            return resolved
         bad(
             f"unknown condition form {form!r}; expected attr/op/value, all, any, not or segment",
             at,
         )
         return None
 
-    def segment(self, name: str, *, flag: str | None, field: str, line: int | None) -> Cond | None:
+    def segment(self, name: str) -> Cond | None:
         if name in self.segment_conds:
             return self.segment_conds[name]
         self.visiting.append(name)
@@ -627,29 +862,45 @@ class _Compiler:
         self.segment_conds[name] = cond
         return cond
 
-    def _segment(self, name: str) -> Cond | None:
+    def _segment(self, name: str) -> Cond | None:  # noqa: C901  # a validator reads best as one flat list of checks
         seg = self.segment_defs[name]
         field = f"segments.{name}"
         line = self.segment_lines[name]
         if not isinstance(seg, dict):
-            self.problem(f"a segment must be a mapping with include/exclude/if, got {seg!r}", field=field, line=line)
+            self.problem(
+                f"a segment must be a mapping with include/exclude/if, got {seg!r}",
+                field=field,
+                line=line,
+            )
             return None
         ok = True
         for k in seg:
             if k not in SEGMENT_KEYS:
-                self.problem(f"unknown key {k!r} in a segment; expected one of: {', '.join(SEGMENT_KEYS)}", field=f"{field}.{k}", line=_line_of(seg, k))
+                self.problem(
+                    f"unknown key {k!r} in a segment; expected one of: {', '.join(SEGMENT_KEYS)}",
+                    field=f"{field}.{k}",
+                    line=_line_of(seg, k),
+                )
                 ok = False
         lists: dict[str, frozenset[str]] = {}
         for part in ("include", "exclude"):
             items = seg.get(part) or []
-            if not isinstance(items, list) or not all(isinstance(i, str | int) and not isinstance(i, bool) for i in items):
-                self.problem(f"'{part}' must be a list of targeting keys (strings), got {items!r}", field=f"{field}.{part}", line=_line_of(seg, part))
+            if not isinstance(items, list) or not all(
+                isinstance(i, str | int) and not isinstance(i, bool) for i in items
+            ):
+                self.problem(
+                    f"'{part}' must be a list of targeting keys (strings), got {items!r}",
+                    field=f"{field}.{part}",
+                    line=_line_of(seg, part),
+                )
                 ok = False
                 items = []
             lists[part] = frozenset(str(i) for i in items)
         cond: Cond | None = None
         if "if" in seg:
-            cond = self.condition(seg["if"], flag=None, field=f"{field}.if", line=_line_of(seg, "if"))
+            cond = self.condition(
+                seg["if"], flag=None, field=f"{field}.if", line=_line_of(seg, "if")
+            )
             if cond is None:
                 ok = False
         if not ok:
@@ -677,9 +928,23 @@ class _FlagBuilder:
         self.version = version
 
     def outcome(self, variant: str, reason: Reason, rule_id: str | None) -> Outcome:
-        return Outcome(self.key, self.variants[variant], variant, reason, rule_id=rule_id, flag_version=self.version)
+        return Outcome(
+            self.key,
+            self.variants[variant],
+            variant,
+            reason,
+            rule_id=rule_id,
+            flag_version=self.version,
+        )
 
-    def serve(self, spec: Any, reason: Reason, rule_id: str | None, salt: str, bucket_by: str | None) -> Serve:
+    def serve(
+        self,
+        spec: Any,
+        reason: Reason,
+        rule_id: str | None,
+        salt: str,
+        bucket_by: str | None,
+    ) -> Serve:
         if isinstance(spec, str):
             return Serve((self.outcome(spec, reason, rule_id),))
         names = tuple(n for n, _ in spec)
@@ -740,13 +1005,7 @@ def load_text(text: str, source: str, *, fmt: str) -> FlagSet:
     compiler = _Compiler(source)
     for d in dupes:
         compiler.problem(d.message, line=d.line)
-    try:
-        flag_set = compiler.document(doc)
-    except ConfigError:
-        raise
-    if compiler.problems:
-        raise compiler.error()
-    return flag_set
+    return compiler.document(doc)
 
 
 def format_of(path: Path) -> str:
@@ -760,7 +1019,9 @@ def format_of(path: Path) -> str:
         return "json"
     if suffix in (".yaml", ".yml"):
         return "yaml"
-    raise ConfigError(f"unknown flag file type {suffix!r}: use .yaml, .yml or .json", source=str(path))
+    raise ConfigError(
+        f"unknown flag file type {suffix!r}: use .yaml, .yml or .json", source=str(path)
+    )
 
 
 def load_file(path: str | Path) -> FlagSet:

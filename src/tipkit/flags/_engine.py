@@ -30,7 +30,12 @@ from tipkit.flags._model import (
     Outcome,
     Reason,
 )
-from tipkit.flags._providers import FileProvider, FlagProvider, InMemoryProvider, ProviderNotReadyError
+from tipkit.flags._providers import (
+    FileProvider,
+    FlagProvider,
+    InMemoryProvider,
+    ProviderNotReadyError,
+)
 from tipkit.stores import MemoryStore, Store
 from tipkit.telemetry._events import BUS
 
@@ -64,7 +69,9 @@ def _number_type(value: object) -> bool:
 class _StoreState:
     __slots__ = ("kills", "overrides", "version")
 
-    def __init__(self, version: int, kills: frozenset[str], overrides: dict[str, Any]) -> None:
+    def __init__(
+        self, version: int, kills: frozenset[str], overrides: dict[str, Any]
+    ) -> None:
         self.version = version
         self.kills = kills
         self.overrides = overrides
@@ -136,9 +143,13 @@ class Flags:
         if self._refresh_interval < 0:
             raise ValueError(f"refresh_interval must be >= 0, got {refresh_interval!r}")
         self._provider = provider
-        self._clock: Clock = clock if clock is not None else getattr(provider, "clock", SYSTEM_CLOCK)
+        self._clock: Clock = (
+            clock if clock is not None else getattr(provider, "clock", SYSTEM_CLOCK)
+        )
         self._now = self._clock.monotonic
-        self._store: Store = store if store is not None else MemoryStore(clock=self._clock)
+        self._store: Store = (
+            store if store is not None else MemoryStore(clock=self._clock)
+        )
         self._namespace = namespace
         self._local_overrides: dict[str, Any] = copy.deepcopy(dict(overrides or {}))
         self._lock = threading.Lock()
@@ -169,7 +180,11 @@ class Flags:
         **kwargs: Any,
     ) -> Flags:
         """Return ``Flags(FileProvider(path, ...))``; raises ``ConfigError`` if invalid."""
-        return cls(FileProvider(path, reload_interval=reload_interval, clock=clock), clock=clock, **kwargs)
+        return cls(
+            FileProvider(path, reload_interval=reload_interval, clock=clock),
+            clock=clock,
+            **kwargs,
+        )
 
     @classmethod
     def from_dict(cls, document: Mapping[str, Any], **kwargs: Any) -> Flags:
@@ -184,7 +199,11 @@ class Flags:
         self._fresh()
         fs = self._flag_set
         state = self._store_state
-        status = "ready" if self._provider_error is None else self._provider_error[0].value.lower()
+        status = (
+            "ready"
+            if self._provider_error is None
+            else self._provider_error[0].value.lower()
+        )
         return (
             f"<Flags provider={self._provider!r} flags={0 if fs is None else len(fs.flags)} "
             f"killed={len(state.kills)} overrides={len(state.overrides) + len(self._local_overrides)} "
@@ -220,7 +239,9 @@ class Flags:
         return self._store_state.kills
 
     # -- evaluation ------------------------------------------------------------------
-    def is_enabled(self, key: str, context: ContextLike = None, default: bool = False) -> bool:
+    def is_enabled(
+        self, key: str, context: ContextLike = None, default: bool = False
+    ) -> bool:
         """Return whether the boolean flag *key* is on for *context*.
 
         Never raises: on any error it returns *default* (see :meth:`evaluate`).
@@ -282,7 +303,9 @@ class Flags:
             return out.value
         return self._finish(key, out, default, context)
 
-    def evaluate(self, key: str, context: ContextLike = None, default: Any = None) -> EvaluationDetail:
+    def evaluate(
+        self, key: str, context: ContextLike = None, default: Any = None
+    ) -> EvaluationDetail:
         """Return the :class:`EvaluationDetail` of flag *key* for *context*. Never raises."""
         value, out = self._run(key, context, default)
         return EvaluationDetail(
@@ -333,9 +356,20 @@ class Flags:
             if isinstance(exc, KeyError) and key not in self._table:
                 return self._missing(key)
         except TypeError:
-            return self._error(key, ErrorCode.GENERAL, f"a flag key must be a string, got {type(key).__name__}")
-        self._log_once(f"eval:{key!r}:{type(exc).__name__}", "tipkit: evaluating flag %r raised", key, exc)
-        return self._error(key, ErrorCode.GENERAL, f"{type(exc).__name__} while evaluating")
+            return self._error(
+                key,
+                ErrorCode.GENERAL,
+                f"a flag key must be a string, got {type(key).__name__}",
+            )
+        self._log_once(
+            f"eval:{key!r}:{type(exc).__name__}",
+            "tipkit: evaluating flag %r raised",
+            key,
+            exc,
+        )
+        return self._error(
+            key, ErrorCode.GENERAL, f"{type(exc).__name__} while evaluating"
+        )
 
     def _run_other(self, key: str, context: Any) -> Outcome:
         """Evaluate for any context (the fast paths handle the common classes inline)."""
@@ -365,7 +399,8 @@ class Flags:
             raise
         except Exception as exc:
             raise EvalError(
-                ErrorCode.INVALID_CONTEXT, f"the context could not be read ({type(exc).__name__})"
+                ErrorCode.INVALID_CONTEXT,
+                f"the context could not be read ({type(exc).__name__})",
             ) from exc
         return run(attrs, key)
 
@@ -374,14 +409,30 @@ class Flags:
             code, message = self._provider_error
             return self._error(key, code, message)
         if not isinstance(key, str):
-            return self._error(key, ErrorCode.GENERAL, f"a flag key must be a string, got {type(key).__name__}")
+            return self._error(
+                key,
+                ErrorCode.GENERAL,
+                f"a flag key must be a string, got {type(key).__name__}",
+            )
         return self._error(key, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} not found")
 
-    def _error(self, key: Any, code: ErrorCode, message: str, version: str | None = None) -> Outcome:
+    def _error(
+        self, key: Any, code: ErrorCode, message: str, version: str | None = None
+    ) -> Outcome:
         flag_key = key if isinstance(key, str) else repr(key)
-        return Outcome(flag_key, USE_DEFAULT, None, Reason.ERROR, error_code=code, error_message=message, flag_version=version)
+        return Outcome(
+            flag_key,
+            USE_DEFAULT,
+            None,
+            Reason.ERROR,
+            error_code=code,
+            error_message=message,
+            flag_version=version,
+        )
 
-    def _coerce(self, key: str, value: Any, default: Any, out: Outcome) -> tuple[Any, Outcome]:
+    def _coerce(
+        self, key: str, value: Any, default: Any, out: Outcome
+    ) -> tuple[Any, Outcome]:
         """Convert *value* to the type of *default*, or answer TYPE_MISMATCH."""
         if isinstance(default, bool):
             ok = isinstance(value, bool)
@@ -428,8 +479,15 @@ class Flags:
                     context=ctx,
                 )
             )
-        except Exception as exc:  # pragma: no cover - the bus never raises; belt and braces
-            self._log_once("publish", "tipkit: publishing a flag evaluation failed for %r", out.flag_key, exc)
+        except (
+            Exception
+        ) as exc:  # pragma: no cover - the bus never raises; belt and braces
+            self._log_once(
+                "publish",
+                "tipkit: publishing a flag evaluation failed for %r",
+                out.flag_key,
+                exc,
+            )
 
     def _log_once(self, tag: str, message: str, key: Any, exc: BaseException) -> None:
         if tag not in self._logged and len(self._logged) < 1000:
@@ -468,14 +526,25 @@ class Flags:
         except ProviderNotReadyError as exc:
             self._provider_next = now + min(self._refresh_interval, 1.0)
             if self._flag_set is None:
-                self._provider_error = (ErrorCode.PROVIDER_NOT_READY, str(exc) or "the provider is not ready")
+                self._provider_error = (
+                    ErrorCode.PROVIDER_NOT_READY,
+                    str(exc) or "the provider is not ready",
+                )
                 return True
             return False
         except Exception as exc:
             self._provider_next = now + min(self._refresh_interval, 1.0)
-            self._log_once(f"provider:{type(exc).__name__}", "tipkit: the flag provider %r raised", self._provider, exc)
+            self._log_once(
+                f"provider:{type(exc).__name__}",
+                "tipkit: the flag provider %r raised",
+                self._provider,
+                exc,
+            )
             if self._flag_set is None:
-                self._provider_error = (ErrorCode.GENERAL, f"the provider raised {type(exc).__name__}")
+                self._provider_error = (
+                    ErrorCode.GENERAL,
+                    f"the provider raised {type(exc).__name__}",
+                )
                 return True
             return False
         self._provider_next = next_check
@@ -495,11 +564,20 @@ class Flags:
         except Exception as exc:
             # Keep the last known kills and overrides: a store outage must not
             # revive a killed flag.
-            self._log_once(f"store:{type(exc).__name__}", "tipkit: reading flag state from %r failed", self._store, exc)
+            self._log_once(
+                f"store:{type(exc).__name__}",
+                "tipkit: reading flag state from %r failed",
+                self._store,
+                exc,
+            )
             return False
-        kills = frozenset(k[len(_KILL):] for k, e in snap.entries.items() if k.startswith(_KILL) and e.value)
+        kills = frozenset(
+            k[len(_KILL) :]
+            for k, e in snap.entries.items()
+            if k.startswith(_KILL) and e.value
+        )
         overrides = {
-            k[len(_OVERRIDE):]: e.value.get("value")
+            k[len(_OVERRIDE) :]: e.value.get("value")
             for k, e in snap.entries.items()
             if k.startswith(_OVERRIDE) and isinstance(e.value, dict)
         }
@@ -519,7 +597,9 @@ class Flags:
             elif key in state.overrides:
                 table[key] = _const(_override_outcome(key, state.overrides[key], flag))
             elif key in self._local_overrides:
-                table[key] = _const(_override_outcome(key, self._local_overrides[key], flag))
+                table[key] = _const(
+                    _override_outcome(key, self._local_overrides[key], flag)
+                )
             else:
                 table[key] = flag.run
         for source in (self._local_overrides, state.overrides):
@@ -558,7 +638,9 @@ class Flags:
         """
         self._check_key(key)
         if self._flag_set is not None and key not in self._flag_set.flags:
-            logger.warning("tipkit: killing flag %r, which this process does not know", key)
+            logger.warning(
+                "tipkit: killing flag %r, which this process does not know", key
+            )
         self._store.set(self._namespace, _KILL + key, value=True)
         self._notify_peers()
 
@@ -618,7 +700,7 @@ class Flags:
             raise ValueError(f"a flag key must be a non-empty string, got {key!r}")
 
     # -- gate --------------------------------------------------------------------------
-    def gate(
+    def gate(  # noqa: C901  # the sync and async wrappers live together on purpose
         self,
         key: str,
         *,
@@ -646,8 +728,17 @@ class Flags:
             try:
                 ctx = ctx_fn(*args, **kwargs)
             except Exception as exc:
-                self._log_once(f"gate:{key}", "tipkit: the context function of gate %r raised", key, exc)
-                out = self._error(key, ErrorCode.INVALID_CONTEXT, f"the context function raised {type(exc).__name__}")
+                self._log_once(
+                    f"gate:{key}",
+                    "tipkit: the context function of gate %r raised",
+                    key,
+                    exc,
+                )
+                out = self._error(
+                    key,
+                    ErrorCode.INVALID_CONTEXT,
+                    f"the context function raised {type(exc).__name__}",
+                )
                 out.inc()
                 if FlagEvaluated.listened:
                     self._publish(default, out, None)
@@ -684,7 +775,9 @@ class Flags:
         return decorate
 
     # -- explain ---------------------------------------------------------------------
-    def explain(self, key: str, context: ContextLike = None, default: Any = None) -> Explanation:
+    def explain(  # noqa: C901, PLR0912  # a narrative of every branch
+        self, key: str, context: ContextLike = None, default: Any = None
+    ) -> Explanation:
         """Evaluate *key* and say why: each rule tried, the bucket, what was served.
 
         For humans (the ``tipkit flags explain`` command); never raises.
@@ -697,7 +790,11 @@ class Flags:
         flag = None if fs is None else fs.flags.get(key)
         state = self._store_state
         if flag is None:
-            steps.append(f"flag {key!r} is not defined" if fs is not None else "the provider is not ready")
+            steps.append(
+                f"flag {key!r} is not defined"
+                if fs is not None
+                else "the provider is not ready"
+            )
             return Explanation(detail, None, None, tuple(steps))
         ctx = _as_context(context)
         attrs = ctx.attributes
@@ -715,13 +812,19 @@ class Flags:
                 except Exception as exc:  # pragma: no cover - conditions do not raise
                     steps.append(f"rule {rule.id!r}: raised {type(exc).__name__}")
                     break
-                steps.append(f"rule {rule.id!r}: {'matched' if matched else 'did not match'}")
+                steps.append(
+                    f"rule {rule.id!r}: {'matched' if matched else 'did not match'}"
+                )
                 if matched:
                     serve = rule.serve
                     break
             if serve is None:
                 serve = flag.fallthrough
-                steps.append(f"no rule matched: fallthrough {serve.describe()}" if flag.rules else f"no rules: {serve.describe()}")
+                steps.append(
+                    f"no rule matched: fallthrough {serve.describe()}"
+                    if flag.rules
+                    else f"no rules: {serve.describe()}"
+                )
             else:
                 steps.append(f"serves {serve.describe()}")
             if serve.is_split:
@@ -736,7 +839,11 @@ class Flags:
                     )
         steps.append(
             f"result: variant {detail.variant!r}, value {detail.value!r}, reason {detail.reason.value}"
-            + (f", error {detail.error_code.value}: {detail.error_message}" if detail.error_code else "")
+            + (
+                f", error {detail.error_code.value}: {detail.error_message}"
+                if detail.error_code
+                else ""
+            )
         )
         return Explanation(detail, bucket, bucket_key, tuple(steps))
 
@@ -767,6 +874,10 @@ def _override_outcome(key: str, spec: Any, flag: CompiledFlag | None) -> Outcome
         for name, value in flag.variants.items():
             if type(value) is type(spec) and value == spec:
                 return flag.outcome(name, Reason.STATIC)
-    return Outcome(key, spec, None, Reason.STATIC, flag_version=None if flag is None else flag.version)
-
-
+    return Outcome(
+        key,
+        spec,
+        None,
+        Reason.STATIC,
+        flag_version=None if flag is None else flag.version,
+    )

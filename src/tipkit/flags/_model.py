@@ -52,7 +52,9 @@ class ErrorCode(StrEnum):
     GENERAL = "GENERAL"
 
 
-USE_DEFAULT: Final[Any] = type("UseDefault", (), {"__repr__": lambda _s: "USE_DEFAULT"})()
+USE_DEFAULT: Final[Any] = type(
+    "UseDefault", (), {"__repr__": lambda _s: "USE_DEFAULT"}
+)()
 """An outcome value meaning: serve the caller's default."""
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -83,7 +85,9 @@ class EvaluationContext:
         attributes: Mapping[str, Any] | None = None,
     ) -> None:
         self.targeting_key = targeting_key
-        self.attributes: Mapping[str, Any] = _EMPTY if not attributes else dict(attributes)
+        self.attributes: Mapping[str, Any] = (
+            _EMPTY if not attributes else dict(attributes)
+        )
 
     def __repr__(self) -> str:
         return (
@@ -94,16 +98,21 @@ class EvaluationContext:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, EvaluationContext):
             return NotImplemented
-        return self.targeting_key == other.targeting_key and dict(self.attributes) == dict(
-            other.attributes
-        )
+        return self.targeting_key == other.targeting_key and dict(
+            self.attributes
+        ) == dict(other.attributes)
 
     __hash__ = None  # type: ignore[assignment]  # equal contexts may hold unhashable attributes
 
 
-def counter_for(key: str, variant: str | None, reason: str, error_code: str | None = None) -> Callable[[], int]:
+def counter_for(
+    key: str, variant: str | None, reason: str, error_code: str | None = None
+) -> Callable[[], int]:
     """Return the ``inc`` of the evaluation counter for one (key, variant, reason)."""
-    attrs: dict[str, str] = {_names.FEATURE_FLAG_KEY: key, _names.FEATURE_FLAG_REASON: reason.lower()}
+    attrs: dict[str, str] = {
+        _names.FEATURE_FLAG_KEY: key,
+        _names.FEATURE_FLAG_REASON: reason.lower(),
+    }
     if variant is not None:
         attrs[_names.FEATURE_FLAG_VARIANT] = variant
     if error_code is not None:
@@ -157,7 +166,9 @@ class Outcome:
         self.mutable = isinstance(value, dict | list)
         # The hot path serves the value as is when the caller's default has exactly
         # this class; everything else (defaults, coercion, copies) takes the slow path.
-        self.vclass: type | None = None if self.mutable or value is USE_DEFAULT else value.__class__
+        self.vclass: type | None = (
+            None if self.mutable or value is USE_DEFAULT else value.__class__
+        )
 
     def __repr__(self) -> str:
         return (

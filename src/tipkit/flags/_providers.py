@@ -81,7 +81,9 @@ class InMemoryProvider(FlagProvider):
 
     name = "memory"
 
-    def __init__(self, document: Mapping[str, Any] | None = None, *, source: str = "<memory>") -> None:
+    def __init__(
+        self, document: Mapping[str, Any] | None = None, *, source: str = "<memory>"
+    ) -> None:
         super().__init__()
         self._lock = threading.Lock()
         self.source = source
@@ -204,7 +206,9 @@ class FileProvider(FlagProvider):
         except FileNotFoundError as exc:
             raise ConfigError("flag file not found", source=str(self.path)) from exc
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read flag file: {exc}", source=str(self.path)) from exc
+            raise ConfigError(
+                f"cannot read flag file: {exc}", source=str(self.path)
+            ) from exc
         return load_text(text, str(self.path), fmt=self._format)
 
     def current(self, now: float) -> tuple[FlagSet, float]:
@@ -232,7 +236,11 @@ class FileProvider(FlagProvider):
                 snapshot = self._load()
             except ConfigError as exc:
                 self.last_error = exc
-                logger.warning("tipkit: reloading %s failed; keeping the last good flags: %s", self.path, exc)
+                logger.warning(
+                    "tipkit: reloading %s failed; keeping the last good flags: %s",
+                    self.path,
+                    exc,
+                )
                 if FlagsReloadFailed.listened:
                     BUS.publish(FlagsReloadFailed(name=str(self.path), error=exc))
                 return False
@@ -263,5 +271,3 @@ class FileProvider(FlagProvider):
             self.last_error = None
             self.reloads += 1
         self._changed()
-
-

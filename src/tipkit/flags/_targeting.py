@@ -91,7 +91,9 @@ def parse_semver(text: str) -> SemverKey | None:
     if m.group(4) is None:
         pre = ((2, 0),)  # a release outranks every pre-release
     else:
-        pre = tuple((0, int(p)) if p.isdigit() else (1, p) for p in m.group(4).split("."))
+        pre = tuple(
+            (0, int(p)) if p.isdigit() else (1, p) for p in m.group(4).split(".")
+        )
     return (int(m.group(1)), int(m.group(2)), int(m.group(3)), pre)
 
 
@@ -122,7 +124,7 @@ def _to_datetime(value: object) -> datetime | None:
 
 
 # -- regular expressions ---------------------------------------------------------
-def regex_problem(pattern: str) -> str | None:
+def regex_problem(pattern: str) -> str | None:  # noqa: C901  # one walk over the parse tree
     """Return why *pattern* is refused, or ``None`` if it is safe to run.
 
     Refused: patterns that do not compile, backreferences, and a quantifier
@@ -150,7 +152,7 @@ def regex_problem(pattern: str) -> str | None:
                     return found
         return None
 
-    def _children(op: Any, av: Any) -> list[Any]:
+    def _children(op: Any, av: Any) -> list[Any]:  # noqa: PLR0911  # one case per node kind
         if op is c.SUBPATTERN:
             return [av[-1]]
         if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
@@ -186,7 +188,9 @@ def regex_problem(pattern: str) -> str | None:
 
 
 # -- compiling one operator -----------------------------------------------------------
-def compile_operator(attr: str, op: str, value: Any, has_value: bool, report: Report) -> Cond | None:
+def compile_operator(  # noqa: C901, PLR0911  # one case per operator family
+    attr: str, op: str, value: Any, has_value: bool, report: Report
+) -> Cond | None:
     """Compile ``{attr, op, value}`` to a condition; report problems and return ``None``."""
     if op == "exists":
         if has_value:
@@ -210,6 +214,7 @@ def compile_operator(attr: str, op: str, value: Any, has_value: bool, report: Re
     if test is None:
         return None
     if attr == TARGETING_KEY_ATTR:
+
         def on_key(_a: Mapping[str, Any], k: Any) -> bool:
             return k is not None and test(k)
 
@@ -238,7 +243,12 @@ def _fused(attr: str, op: str, value: Any) -> Cond | None:
             return a.get(attr) == value
 
         return eq_str
-    if op == "in" and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+    if (
+        op == "in"
+        and isinstance(value, list)
+        and value
+        and all(isinstance(v, str) for v in value)
+    ):
         members = frozenset(value)
 
         def in_str(a: Mapping[str, Any], _k: Any) -> bool:
@@ -275,7 +285,9 @@ def _ne(value: Any, report: Report) -> Test | None:
     return None if eq is None else (lambda v: not eq(v))
 
 
-def _member_sets(value: Any, report: Report) -> tuple[frozenset[Any], frozenset[Any], frozenset[Any]] | None:
+def _member_sets(
+    value: Any, report: Report
+) -> tuple[frozenset[Any], frozenset[Any], frozenset[Any]] | None:
     if not isinstance(value, list):
         report(f"value must be a list, got {value!r}")
         return None
@@ -384,7 +396,9 @@ def _ge(value: Any, report: Report) -> Test | None:
     return (lambda v: _is_number(v) and v >= value) if _number(value, report) else None
 
 
-def _semver(compare: Callable[[SemverKey, SemverKey], bool]) -> Callable[[Any, Report], Test | None]:
+def _semver(
+    compare: Callable[[SemverKey, SemverKey], bool],
+) -> Callable[[Any, Report], Test | None]:
     def build(value: Any, report: Report) -> Test | None:
         want = parse_semver(value) if isinstance(value, str) else None
         if want is None:
@@ -406,7 +420,9 @@ def _datetime(after: bool) -> Callable[[Any, Report], Test | None]:
     def build(value: Any, report: Report) -> Test | None:
         when = _parse_iso(value) if isinstance(value, str) else None
         if when is None:
-            report(f"value must be an ISO-8601 datetime such as '2026-03-01T00:00:00Z', got {value!r}")
+            report(
+                f"value must be an ISO-8601 datetime such as '2026-03-01T00:00:00Z', got {value!r}"
+            )
             return None
 
         def test(v: Any) -> bool:

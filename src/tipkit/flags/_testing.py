@@ -24,7 +24,10 @@ def flag_definition(value: Any) -> dict[str, Any]:
     if isinstance(value, Mapping) and "variants" in value:
         return dict(value)
     if isinstance(value, bool):
-        return {"variants": {"on": True, "off": False}, "default_variant": "on" if value else "off"}
+        return {
+            "variants": {"on": True, "off": False},
+            "default_variant": "on" if value else "off",
+        }
     name = value if isinstance(value, str) and value else "value"
     return {"variants": {name: value}, "default_variant": name}
 
@@ -96,7 +99,7 @@ def fake_flags(
     """
     doc: dict[str, Any] = {"flags": {}}
     if document is not None:
-        doc.update({k: v for k, v in document.items()})
+        doc.update(document)
         doc["flags"] = dict(document.get("flags") or {})
     for key, value in (values or {}).items():
         doc["flags"][key] = flag_definition(value)

@@ -69,7 +69,9 @@ class _StrictBoolLoader(yaml.SafeLoader):
 
 # Drop YAML 1.1's bool resolver (yes/no/on/off/y/n) and add the YAML 1.2 one.
 _StrictBoolLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [
+        (tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _StrictBoolLoader.add_implicit_resolver(
@@ -87,8 +89,13 @@ _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 
 
-def _build(loader: _StrictBoolLoader, node: yaml.Node, problems: list[ParseError]) -> Any:
-    if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in (_MAP_TAG, _SEQ_TAG):
+def _build(
+    loader: _StrictBoolLoader, node: yaml.Node, problems: list[ParseError]
+) -> Any:
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in (
+        _MAP_TAG,
+        _SEQ_TAG,
+    ):
         # Documents are plain data: no tags that construct objects, even inert ones.
         raise ParseError(f"invalid YAML: unsupported tag {node.tag!r}", _line(node))
     if isinstance(node, yaml.MappingNode):
@@ -99,7 +106,11 @@ def _build(loader: _StrictBoolLoader, node: yaml.Node, problems: list[ParseError
             try:
                 hash(key)
             except TypeError:
-                problems.append(ParseError(f"a mapping key must be a scalar, got {key!r}", _line(key_node)))
+                problems.append(
+                    ParseError(
+                        f"a mapping key must be a scalar, got {key!r}", _line(key_node)
+                    )
+                )
                 continue
             if key in out:
                 problems.append(
@@ -137,7 +148,9 @@ def parse_yaml(text: str) -> tuple[Any, list[ParseError]]:
         mark = exc.problem_mark or exc.context_mark
         line = None if mark is None else int(mark.line) + 1
         raise ParseError(f"invalid YAML: {exc.problem or exc}", line) from exc
-    except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML error we meet is marked
+    except (
+        yaml.YAMLError
+    ) as exc:  # pragma: no cover - every PyYAML error we meet is marked
         raise ParseError(f"invalid YAML: {exc}") from exc
     finally:
         loader.dispose()
