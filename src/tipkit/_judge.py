@@ -453,7 +453,9 @@ class Judge:
         confidence: coverage of the confidence sequences and of the sample-ratio
             check (``0.99``: at most a 1 % chance of a false FAIL, or of a false
             mismatch, over the whole rollout however often it is checked).
-        min_samples: outcomes per arm in the current stage before it may pass.
+        min_samples: outcomes per arm in the current stage before it may pass
+            (at least 100 are always required: a stage must not pass before its
+            guards could have failed it).
         min_stage_duration: seconds the current stage must run before it may pass.
         srm_concentration: ``K`` of the sample-ratio mixture ``Beta(K q, K(1-q))``;
             larger values look for smaller mismatches more patiently.
@@ -684,10 +686,10 @@ class Judge:
                 f"sample ratio mismatch: canary got {srm.observed:.4f} of this stage's"
                 f" traffic, configured {srm.share:g}; assignment looks broken"
             )
-        elif min(n_c, n_t) < self.min_samples:
+        elif min(n_c, n_t) < max(self.min_samples, MIN_OUTCOMES_TO_FAIL):
             decision = INCONCLUSIVE
             reason = (
-                f"waiting for {self.min_samples} outcomes per arm"
+                f"waiting for {max(self.min_samples, MIN_OUTCOMES_TO_FAIL)} outcomes per arm"
                 f" (canary {n_c}, control {n_t})"
             )
         elif elapsed < self.min_stage_duration:

@@ -1,0 +1,550 @@
+import asyncio
+import logging
+import threading
+
+import pytest
+
+from tipkit.breaker import CountWindow, TimeWindow
+from tipkit.errors import ConfigError
+from tipkit.flags import Flags, InMemoryProvider, Reason
+from tipkit.rollout import (
+    ErrorRate,
+    FlagKilled,
+    LatencyGuard,
+    Rollout,
+    RolloutJudged,
+    RolloutRolledBack,
+    RolloutStageChanged,
+    Tripwire,
+)
+from tipkit.stores import MemoryStore
+from tipkit.telemetry import _names
+from tipkit.telemetry._counters import REGISTRY
+from tipkit.testing import EPOCH, FakeClock, capture_events
+
+SPLIT_FLAG = {
+    "variants": {"new": True, "old": False},
+    "off_variant": "old",
+    "rules": [
+        {
+            "id": "beta",
+            "if": {"attr": "beta", "op": "eq", "value": True},
+            "serve": "new",
+        }
+    ],
+    "fallthrough": {"split": {"new": 1, "old": 99}},
+}
+
+
+def make(clock, *, flag=None, store=None, **kwargs):
+    store = store if store is not None else MemoryStore(clock=clock)
+    doc = {"flags": {"pricing": flag or SPLIT_FLAG}}
+    flags = Flags(InMemoryProvider(doc), store=store, clock=clock)
+    options = {
+        "flags": flags,
+        "flag": "pricing",
+        "min_samples": 50,
+        "min_stage_duration": 10.0,
+        "clock": clock,
+        "guards": [ErrorRate()],
+    }
+    options.update(kwargs)
+    return Rollout("pricing-rollout", **options), flags, store
+
+
+def drive(
+    rollout, clock, n, *, canary_error=0.0, control_error=0.0, start=0, step=0.01
+):
+    """Send n requests from distinct users; errors by deterministic fractions."""
+    acc = [0.0, 0.0]
+    for i in range(start, start + n):
+        with rollout.observe(f"user-{i}") as arm:
+            clock.advance(step)
+            k = 1 if arm.is_canary else 0
+            acc[k] += canary_error if k else control_error
+            if acc[k] >= 1.0:
+                acc[k] -= 1.0
+                arm.fail()
+
+
+def test_stages_progress_to_completion_with_history_timestamps():
+    """Healthy traffic advances 1 -> 5 -> 25 -> 50 -> 100 and completes; history uses time()."""
+    clock = FakeClock()
+    rollout, _, _ = make(clock)
+    with capture_events(RolloutStageChanged) as events:
+        drive(rollout, clock, 30_000)
+    st = rollout.status()
+    assert (st.status, st.percent, st.stage) == ("completed", 100.0, 4)
+    assert [e.to_percent for e in events] == [5.0, 25.0, 50.0, 100.0]
+    actions = [h["action"] for h in st.history]
+    assert actions == ["started", "advanced", "advanced", "advanced", "completed"]
+    assert all(h["at"] >= EPOCH for h in st.history)
+    assert st.history[1]["verdict"]["decision"] == "PASS"
+    assert "status=completed" in repr(rollout)
+
+
+def test_a_worse_canary_is_rolled_back_at_once_everywhere():
+    """FAIL: share 0, flag overridden to control for every Flags on the store, event and hook."""
+    clock = FakeClock()
+    seen = []
+    rollout, _, store = make(
+        clock, stages=[50, 100], on_rollback=seen.append, runbook="https://runbook/x"
+    )
+    other = Flags(
+        InMemoryProvider({"flags": {"pricing": SPLIT_FLAG}}), store=store, clock=clock
+    )
+    with capture_events(RolloutRolledBack) as events:
+        drive(rollout, clock, 3000, canary_error=0.5, control_error=0.01)
+    st = rollout.status()
+    assert (st.status, st.percent) == ("rolled_back", 0.0)
+    assert len(events) == 1
+    ev = events[0]
+    assert seen == [ev]
+    assert (ev.guard, ev.automatic, ev.percent, ev.runbook) == (
+        "error_rate",
+        True,
+        50.0,
+        "https://runbook/x",
+    )
+    assert ev.canary_count >= 100
+    assert ev.lower is not None
+    assert ev.lower > 0.0
+    assert ev.canary_rate > ev.control_rate
+    assert ev.otel_attributes()[_names.RUNBOOK] == "https://runbook/x"
+    assert other.evaluate("pricing", "user-1").variant == "old"
+    with rollout.observe("user-1") as arm:
+        pass
+    assert (arm.is_canary, arm.judged) == (False, False)
+    assert st.history[-1]["action"] == "rolled_back"
+
+
+def test_rollback_hook_errors_are_logged_not_raised(caplog):
+    """A raising on_rollback hook does not break the request that triggered the rollback."""
+    clock = FakeClock()
+
+    def boom(_event):
+        raise RuntimeError("hook")
+
+    rollout, _, _ = make(clock, stages=[50, 100], on_rollback=boom)
+    with caplog.at_level(logging.ERROR, logger="tipkit"):
+        drive(rollout, clock, 3000, canary_error=0.5)
+    assert rollout.status().status == "rolled_back"
+    assert "on_rollback hook" in caplog.text
+
+
+def test_pause_resume_advance_and_manual_rollback():
+    """Manual controls work at any time; a rolled-back rollout restarts from stage one."""
+    clock = FakeClock()
+    rollout, flags, _ = make(clock)
+    rollout.pause()
+    drive(rollout, clock, 20_000)
+    assert (rollout.status().status, rollout.percent) == ("paused", 1.0)
+    rollout.resume()
+    rollout.advance()
+    assert (rollout.status().status, rollout.percent) == ("running", 5.0)
+    with capture_events(RolloutRolledBack) as events:
+        rollout.rollback("bad dashboards")
+        rollout.rollback("twice is a no-op")
+    assert [(e.reason, e.automatic, e.guard) for e in events] == [
+        ("bad dashboards", False, None)
+    ]
+    assert flags.evaluate("pricing", "user-1").reason is Reason.STATIC
+    with pytest.raises(RuntimeError, match="resume"):
+        rollout.advance()
+    with pytest.raises(RuntimeError, match="rolled back"):
+        rollout.pause()
+    rollout.resume("fixed")
+    st = rollout.status()
+    assert (st.status, st.percent, st.history[-1]["action"]) == (
+        "running",
+        1.0,
+        "restarted",
+    )
+    assert flags.evaluate("pricing", "user-1").reason is Reason.SPLIT
+    for _ in range(4):
+        rollout.advance()
+    assert rollout.status().status == "completed"
+    with pytest.raises(RuntimeError, match="completed"):
+        rollout.resume()
+
+
+def test_restart_resumes_from_the_store():
+    """A new process (new objects, same store) resumes stage, status and judge counts."""
+    clock = FakeClock()
+    rollout, _, store = make(clock, min_samples=10**6)
+    rollout.advance()
+    drive(rollout, clock, 5000)
+    rollout.status()
+    clock.advance(5)
+    rollout.evaluate()  # persists counts (at most every refresh interval)
+    before = rollout.status().verdict
+    again, _, _ = make(clock, store=store, min_samples=10**6)
+    assert (again.status().stage, again.percent) == (1, 5.0)
+    after = again.evaluate()
+    assert after is not None
+    assert before is not None
+    assert after.guards[0].canary_count == before.guards[0].canary_count > 0
+
+
+def test_only_split_assigned_requests_feed_the_judge():
+    """Users pinned by a rule or an override get their variant but are not judged."""
+    clock = FakeClock()
+    rollout, flags, _ = make(clock)
+    for i in range(500):
+        with rollout.observe({"targeting_key": f"b{i}", "beta": True}) as arm:
+            assert (arm.is_canary, arm.judged) == (True, False)
+            arm.fail()
+    assert rollout.status().canary.count == 0
+    flags.set_override("pricing", "old")
+    with rollout.observe("user-7") as arm:
+        assert (arm.is_canary, arm.judged, arm.variant) == (False, False, "old")
+    flags.clear_override("pricing")
+    with rollout.observe("user-7") as arm:
+        assert arm.judged
+    with rollout.observe(None) as arm:  # no targeting key: the flag errors, not judged
+        assert (arm.is_canary, arm.judged) == (False, False)
+    st = rollout.status()
+    assert st.canary.count + st.control.count == 1
+
+
+def test_raising_a_stage_only_adds_users_to_the_canary():
+    """The canary cohort at 5 % contains the cohort at 1 % (same hash, salt and key)."""
+    clock = FakeClock()
+    rollout, _, _ = make(clock)
+    users = [f"u{i}" for i in range(5000)]
+
+    def cohort():
+        out = set()
+        for u in users:
+            with rollout.observe(u) as arm:
+                if arm.is_canary:
+                    out.add(u)
+        return out
+
+    one = cohort()
+    rollout.advance()
+    five = cohort()
+    assert one < five
+    assert 25 < len(one) < 80
+    assert 200 < len(five) < 300
+
+
+def test_sample_ratio_mismatch_holds_the_stage():
+    """One heavy user breaks Bernoulli assignment: SRM is flagged and the stage never passes."""
+    clock = FakeClock()
+    rollout, _, _ = make(clock, stages=[50, 100], min_samples=100)
+    with capture_events(RolloutJudged) as judged:
+        for i in range(6000):
+            key = "bot" if i % 2 else f"user-{i}"
+            with rollout.observe(key):
+                clock.advance(0.01)
+    st = rollout.status()
+    assert (st.status, st.percent) == ("running", 50.0)
+    assert st.verdict is not None
+    assert st.verdict.sample_ratio.mismatch
+    assert "sample ratio mismatch" in st.verdict.reason
+    assert judged
+    assert judged[-1].decision == "INCONCLUSIVE"
+
+
+@pytest.mark.parametrize(
+    ("policy", "status", "percent"),
+    [
+        ("hold", "running", 50.0),
+        ("pause", "paused", 50.0),
+        ("rollback", "rolled_back", 0.0),
+    ],
+)
+def test_on_inconclusive_after_max_stage_duration(policy, status, percent):
+    """Too few samples by max_stage_duration: hold, pause or roll back as configured."""
+    clock = FakeClock()
+    rollout, _, _ = make(
+        clock,
+        stages=[50, 100],
+        min_samples=10**6,
+        max_stage_duration=60.0,
+        on_inconclusive=policy,
+    )
+    drive(rollout, clock, 500, step=0.5)
+    st = rollout.status()
+    assert (st.status, st.percent) == (status, percent)
+    assert "inconclusive after" in st.history[-1]["reason"]
+
+
+def test_route_runs_canary_or_fallback_and_counts_errors():
+    """route(): the canary cohort runs the new code, others the fallback; errors are outcomes."""
+    clock = FakeClock()
+    rollout, _, _ = make(clock, stages=[50, 100])
+
+    def old(user):
+        return "old"
+
+    @rollout.route(fallback=old, context=lambda user: user)
+    def new(user):
+        if user.endswith("7"):
+            raise ValueError(user)
+        return "new"
+
+    results = {}
+    for i in range(200):
+        try:
+            results[f"u{i}"] = new(f"u{i}")
+        except ValueError:
+            results[f"u{i}"] = "error"
+    assert set(results.values()) == {"new", "old", "error"}
+    st = rollout.status()
+    assert st.canary.count + st.control.count == 200
+    assert st.canary.errors == sum(v == "error" for v in results.values())
+    assert new.__name__ == "new"
+
+
+def test_route_on_async_functions():
+    """route() decorates async def; an async or sync fallback is awaited as needed."""
+    clock = FakeClock()
+    rollout, _, _ = make(clock, stages=[50, 100])
+
+    async def old(user):
+        return "old"
+
+    @rollout.route(fallback=old, context=lambda user: user)
+    async def new(user):
+        await asyncio.sleep(0)  # noqa: TID251  # yields only
+        return "new"
+
+    async def main():
+        return await asyncio.gather(*(new(f"u{i}") for i in range(100)))
+
+    out = asyncio.run(main())
+    assert set(out) == {"new", "old"}
+    st = rollout.status()
+    assert st.canary.count + st.control.count == 100
+
+
+def test_route_context_errors_go_to_the_fallback_unjudged():
+    """A raising context function sends the call to the fallback and is not judged."""
+    clock = FakeClock()
+    rollout, _, _ = make(clock)
+
+    def ctx(_user):
+        raise KeyError("no id")
+
+    @rollout.route(fallback=lambda user: "old", context=ctx)
+    def new(user):
+        return "new"
+
+    assert new("x") == "old"
+    with pytest.raises(TypeError, match="generator"):
+
+        @rollout.route(fallback=lambda: None)
+        def gen():
+            yield 1
+
+
+def test_cancellation_is_not_an_outcome_and_async_with_works():
+    """Async with observe(): a cancelled block records nothing; a normal one records."""
+    clock = FakeClock()
+    rollout, _, _ = make(clock, stages=[50, 100])
+
+    async def main():
+        async with rollout.observe("user-1"):
+            pass
+        with pytest.raises(asyncio.CancelledError):
+            async with rollout.observe("user-2"):
+                raise asyncio.CancelledError
+
+    asyncio.run(main())
+    st = rollout.status()
+    assert st.canary.count + st.control.count == 1
+
+
+def test_request_counters_and_stage_gauge():
+    """tipkit.rollout.requests counts by arm and outcome; the stage gauge reports percent."""
+    clock = FakeClock()
+    rollout, _, _ = make(clock, stages=[50, 100])
+    name = "pricing-rollout"
+    before = sum(
+        REGISTRY.value(
+            _names.ROLLOUT_REQUESTS,
+            {_names.ROLLOUT_NAME: name, _names.ARM: arm, _names.OUTCOME: "failure"},
+        )
+        for arm in ("canary", "control")
+    )
+    for i in range(10):
+        with rollout.observe(f"u{i}") as arm:
+            arm.fail()
+    after = sum(
+        REGISTRY.value(
+            _names.ROLLOUT_REQUESTS,
+            {_names.ROLLOUT_NAME: name, _names.ARM: arm, _names.OUTCOME: "failure"},
+        )
+        for arm in ("canary", "control")
+    )
+    assert after - before == 10
+    gauges = [g for g in REGISTRY.gauges(_names.ROLLOUT_STAGE) if g.value == 50.0]
+    assert gauges
+
+
+def test_threads_observe_concurrently_without_losing_outcomes():
+    """Eight threads started together: every judged outcome is counted once."""
+    clock = FakeClock()
+    rollout, _, _ = make(clock, stages=[50, 100], min_samples=10**6)
+    barrier = threading.Barrier(8)
+
+    def work(t):
+        barrier.wait()
+        for i in range(500):
+            with rollout.observe(f"t{t}-{i}"):
+                pass
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    st = rollout.status()
+    assert st.canary.count + st.control.count == 4000
+
+
+def test_created_flag_follows_the_stage():
+    """With an InMemoryProvider and no flag, the rollout creates it and keeps its weights."""
+    clock = FakeClock()
+    flags = Flags(InMemoryProvider(), store=MemoryStore(clock=clock), clock=clock)
+    rollout = Rollout("brand-new", flags=flags, clock=clock, stages=[10, 100])
+    assert flags.flag_set is not None
+    assert "10%" in flags.flag_set.flags["brand-new"].fallthrough.describe()
+    rollout.advance()
+    assert "100%" in flags.flag_set.flags["brand-new"].fallthrough.describe()
+
+
+def test_bad_configuration_is_refused():
+    """Bad stages, policies, flags and variants raise naming the problem."""
+    clock = FakeClock()
+    with pytest.raises(ValueError, match="increase"):
+        make(clock, stages=[5, 1])
+    with pytest.raises(ValueError, match=r"\(0, 100\]"):
+        make(clock, stages=[0, 50])
+    with pytest.raises(ValueError, match="at least one"):
+        make(clock, stages=[])
+    with pytest.raises(TypeError, match="percentages"):
+        make(clock, stages=["5"])
+    with pytest.raises(ValueError, match="on_inconclusive"):
+        make(clock, on_inconclusive="panic")
+    with pytest.raises(ConfigError, match="two variants"):
+        make(clock, flag={"variants": {"only": True}, "default_variant": "only"})
+    with pytest.raises(ConfigError, match="not a variant"):
+        make(clock, canary_variant="nope")
+    with pytest.raises(TypeError, match="Flags"):
+        Rollout("x", flags=object(), clock=clock)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="name"):
+        make(clock, flags=None) if False else Rollout("", flags=make(clock)[1])
+
+
+def test_latency_guard_rolls_back_a_slow_canary():
+    """The block's duration is its latency: a canary slower than 250 ms fails the latency guard."""
+    clock = FakeClock()
+    rollout, _, _ = make(
+        clock, stages=[50, 100], min_samples=500, guards=[ErrorRate(), LatencyGuard()]
+    )
+    with capture_events(RolloutRolledBack) as events:
+        for i in range(4000):
+            with rollout.observe(f"user-{i}") as arm:
+                clock.advance(0.4 if arm.is_canary and i % 4 == 0 else 0.05)
+    assert rollout.status().status == "rolled_back"
+    assert events[0].guard == "latency>0.25s"
+
+
+# ------------------------------------------------------------------ tripwire
+
+
+def tripwire_flags(clock):
+    doc = {
+        "flags": {
+            "checkout": {
+                "variants": {"on": True, "off": False},
+                "off_variant": "off",
+                "default_variant": "on",
+            }
+        }
+    }
+    return Flags(InMemoryProvider(doc), store=MemoryStore(clock=clock), clock=clock)
+
+
+def test_tripwire_kills_the_flag_when_the_path_fails_too_often():
+    """Above max_error_rate with minimum_calls in the window: flag killed, FlagKilled published."""
+    clock = FakeClock()
+    flags = tripwire_flags(clock)
+    wire = Tripwire(
+        flags,
+        "checkout",
+        max_error_rate=0.2,
+        window=TimeWindow(60),
+        minimum_calls=20,
+        runbook="https://rb",
+        clock=clock,
+    )
+
+    def failing():
+        clock.advance(0.1)
+        raise ValueError("x")
+
+    with capture_events(FlagKilled) as events:
+        for i in range(19):
+            with pytest.raises(ValueError, match="x"):
+                wire.call(failing)
+            assert not events, i
+        with pytest.raises(ValueError, match="x"):
+            wire.call(failing)
+    assert flags.evaluate("checkout", "u").reason is Reason.DISABLED
+    assert wire.tripped
+    assert len(events) == 1
+    assert (events[0].name, events[0].calls, events[0].failures, events[0].window) == (
+        "checkout",
+        20,
+        20,
+        60.0,
+    )
+    assert "tripped" in repr(wire)
+    flags.revive("checkout")
+    assert not wire.tripped
+    assert "armed" in repr(wire)
+
+
+def test_tripwire_ignores_healthy_traffic_and_old_failures():
+    """Failures that leave the time window no longer count; successes dilute the rate."""
+    clock = FakeClock()
+    flags = tripwire_flags(clock)
+    wire = Tripwire(
+        flags, "checkout", max_error_rate=0.5, minimum_calls=10, clock=clock
+    )
+
+    @wire
+    def path(fail):
+        if fail:
+            raise RuntimeError("boom")
+        return "ok"
+
+    for _ in range(8):
+        with pytest.raises(RuntimeError):
+            path(True)
+    clock.advance(61)
+    for _ in range(10):
+        assert path(False) == "ok"
+    with pytest.raises(RuntimeError):
+        path(True)
+    assert not wire.tripped
+    assert flags.is_enabled("checkout", "u")
+
+
+def test_tripwire_validates_arguments():
+    """Bad thresholds, windows and counts raise naming the argument."""
+    clock = FakeClock()
+    flags = tripwire_flags(clock)
+    with pytest.raises(ValueError, match="max_error_rate"):
+        Tripwire(flags, "checkout", max_error_rate=1.5)
+    with pytest.raises(ValueError, match="minimum_calls"):
+        Tripwire(flags, "checkout", minimum_calls=0)
+    with pytest.raises(TypeError, match="window"):
+        Tripwire(flags, "checkout", window=60)
+    with pytest.raises(ValueError, match="key"):
+        Tripwire(flags, "")
+    assert "CountWindow(5)" in repr(Tripwire(flags, "checkout", window=CountWindow(5)))
