@@ -140,7 +140,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(
         title="flags commands", dest="flags_command", metavar="COMMAND"
     )
-    parser.set_defaults(handler=lambda _args: (parser.print_help(), 2)[1])
+
+    def usage(_args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 2
+
+    parser.set_defaults(handler=usage)
 
     check = sub.add_parser(
         "check", help="validate a flag file; list every problem with its location"

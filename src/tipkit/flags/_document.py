@@ -76,7 +76,7 @@ def bucket_key_of(key: Any) -> str:
             for anything but a string or an int.
     """
     if key.__class__ is str:
-        return key  # type: ignore[no-any-return]  # checked just above
+        return str(key)
     if key is None:
         raise EvalError(
             ErrorCode.TARGETING_KEY_MISSING, "no targeting key to bucket on"
@@ -199,6 +199,10 @@ def _percent(thousandths_: int) -> str:
     return f"{whole}" if not frac else f"{whole}.{frac:03d}".rstrip("0")
 
 
+def _constant(outcome: Outcome) -> Run:
+    return lambda _a, _k: outcome
+
+
 class CompiledRule:
     """One targeting rule: its id, compiled condition and what it serves."""
 
@@ -262,9 +266,7 @@ class CompiledFlag:
         self.version = version
         self.definition = definition
         self.disabled_outcome = self.outcome(off_variant, Reason.DISABLED)
-        self.run: Run = (
-            self._runner() if enabled else (lambda _a, _k, o=self.disabled_outcome: o)
-        )
+        self.run: Run = self._runner() if enabled else _constant(self.disabled_outcome)
 
     def outcome(
         self, variant: str | None, reason: Reason, rule_id: str | None = None

@@ -137,7 +137,7 @@ class Flags:
     ) -> None:
         if not isinstance(provider, FlagProvider):
             raise TypeError(f"provider must be a FlagProvider, got {provider!r}")
-        if not isinstance(namespace, str) or not namespace:
+        if not namespace:
             raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
         self._refresh_interval = to_seconds(refresh_interval, "refresh_interval")
         if self._refresh_interval < 0:
@@ -255,7 +255,7 @@ class Flags:
             if cls is EvaluationContext:
                 out = self._table[key](context.attributes, context.targeting_key)  # type: ignore[union-attr]  # class checked
             elif cls is dict:
-                out = self._table[key](context, context.get("targeting_key"))  # type: ignore[union-attr]  # class checked
+                out = self._table[key](context, context.get("targeting_key"))  # type: ignore[union-attr, arg-type]  # class checked
             elif cls is str:
                 out = self._table[key](_EMPTY, context)
             else:
@@ -289,7 +289,7 @@ class Flags:
             if cls is EvaluationContext:
                 out = self._table[key](context.attributes, context.targeting_key)  # type: ignore[union-attr]  # class checked
             elif cls is dict:
-                out = self._table[key](context, context.get("targeting_key"))  # type: ignore[union-attr]  # class checked
+                out = self._table[key](context, context.get("targeting_key"))  # type: ignore[union-attr, arg-type]  # class checked
             elif cls is str:
                 out = self._table[key](_EMPTY, context)
             else:
@@ -379,16 +379,17 @@ class Flags:
         if context.__class__ is EvaluationContext:
             return run(context.attributes, context.targeting_key)
         try:
+            tkey: Any
             if isinstance(context, EvaluationContext):
                 attrs: Mapping[str, Any] = dict(context.attributes)
-                key = context.targeting_key
+                tkey = context.targeting_key
             elif isinstance(context, Mapping):
                 attrs = dict(context)
-                key = attrs.get("targeting_key")
+                tkey = attrs.get("targeting_key")
             elif isinstance(context, str):
-                attrs, key = _EMPTY, str.__str__(context)
+                attrs, tkey = _EMPTY, str.__str__(context)
             elif isinstance(context, int) and not isinstance(context, bool):
-                attrs, key = _EMPTY, context
+                attrs, tkey = _EMPTY, context
             else:
                 raise EvalError(
                     ErrorCode.INVALID_CONTEXT,
@@ -402,14 +403,14 @@ class Flags:
                 ErrorCode.INVALID_CONTEXT,
                 f"the context could not be read ({type(exc).__name__})",
             ) from exc
-        return run(attrs, key)
+        return run(attrs, tkey)
 
     def _missing(self, key: str) -> Outcome:
         if self._provider_error is not None:
             code, message = self._provider_error
             return self._error(key, code, message)
         if not isinstance(key, str):
-            return self._error(
+            return self._error(  # type: ignore[unreachable]  # callers pass anything
                 key,
                 ErrorCode.GENERAL,
                 f"a flag key must be a string, got {type(key).__name__}",

@@ -58,7 +58,7 @@ class FlagProvider:
     def subscribe(self, callback: Callable[[], None]) -> None:
         """Call the bound method *callback* (held weakly) whenever the snapshot changes."""
         with self._sub_lock:
-            self._subscribers.append(weakref.WeakMethod(callback))  # type: ignore[arg-type]  # bound methods only
+            self._subscribers.append(weakref.WeakMethod(callback))
 
     def _changed(self) -> None:
         with self._sub_lock:

@@ -131,7 +131,7 @@ def regex_problem(pattern: str) -> str | None:  # noqa: C901  # one walk over th
     applied to anything that itself contains a quantifier or an alternation
     (``(a+)+``, ``(a|aa)*``): the shapes that backtrack exponentially.
     """
-    import re._parser as sre_parse  # noqa: PLC0415  # private but stable since 3.11; load time only
+    import re._parser as sre_parse  # type: ignore[import-not-found]  # noqa: PLC0415  # private, untyped; stable since 3.11; load time only
 
     try:
         tree = sre_parse.parse(pattern)

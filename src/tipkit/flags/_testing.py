@@ -53,7 +53,7 @@ class RecordingFlags(Flags):
         """Evaluate like :meth:`Flags.is_enabled` and record the detail."""
         return self.evaluate(key, context, default).value  # type: ignore[no-any-return]  # bool, or the caller's default
 
-    def get(self, key: str, context: Any = None, default: Any = None) -> Any:  # type: ignore[override]  # same call shape, one signature
+    def get(self, key: str, context: Any = None, default: Any = None) -> Any:
         """Evaluate like :meth:`Flags.get` and record the detail."""
         return self.evaluate(key, context, default).value
 
