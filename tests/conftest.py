@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, settings
 
 from tipkit.testing import FakeClock
 
+pytest_plugins = ["tests.redis_fixtures"]
+
 settings.register_profile(
     "ci",
     deadline=None,

@@ -26,7 +26,6 @@ from tipkit.testing import FakeClock
 
 pytestmark = pytest.mark.redis
 # Until tests/conftest.py registers it (then this line is harmless: one module, one plugin).
-pytest_plugins = ["tests.redis_fixtures"]
 
 
 class TestRedisStore(StoreContract):
