@@ -13,6 +13,11 @@ EXPECTED = {
     "Clock",
     "ConfigError",
     "DeadlineExceededError",
+    "EvaluationContext",
+    "EvaluationDetail",
+    "FileProvider",
+    "Flags",
+    "InMemoryProvider",
     "MemoryStore",
     "RateLimitedError",
     "RejectedError",
@@ -22,9 +27,13 @@ EXPECTED = {
     "TipkitError",
     "__version__",
     "compose",
+    "instrument",
+    "synthetic",
+    "traced",
+    "uninstrument",
 }
 
-PUBLIC_MODULES = ["clock", "errors", "testing", "telemetry", "stores"]
+PUBLIC_MODULES = ["clock", "errors", "testing", "telemetry", "stores", "flags"]
 
 
 def test_all_is_exactly_the_public_api() -> None:

@@ -1,4 +1,3 @@
-# ruff: noqa: SIM300  # CONVENTIONS.md asks for `expected == actual` asserts
 import asyncio
 import copy
 from collections.abc import Mapping

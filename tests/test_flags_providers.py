@@ -1,4 +1,3 @@
-# ruff: noqa: SIM300  # CONVENTIONS.md asks for `expected == actual` asserts
 import json
 import os
 import threading

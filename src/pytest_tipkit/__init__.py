@@ -14,9 +14,9 @@ import pytest
 
 if TYPE_CHECKING:
     from tipkit.telemetry import Event
-    from tipkit.testing import FakeClock
+    from tipkit.testing import CapturedTelemetry, FakeClock, RecordingFlags
 
-__all__ = ["tipkit_clock", "tipkit_events"]
+__all__ = ["tipkit_clock", "tipkit_events", "tipkit_flags", "tipkit_telemetry"]
 
 
 @pytest.fixture
@@ -35,3 +35,24 @@ def tipkit_events() -> Iterator[list[Event]]:
 
     with capture_events(Event) as events:
         yield events
+
+
+@pytest.fixture
+def tipkit_flags(tipkit_clock: FakeClock) -> RecordingFlags:
+    """A ``fake_flags()`` engine with no flags yet, recording every evaluation.
+
+    Add flags with ``tipkit_flags.memory.set_flag(...)`` or override one for a block
+    with ``with tipkit_flags.override(key, value):``.
+    """
+    from tipkit.testing import fake_flags  # noqa: PLC0415  # see the module docstring
+
+    return fake_flags(clock=tipkit_clock)
+
+
+@pytest.fixture
+def tipkit_telemetry() -> Iterator[CapturedTelemetry]:
+    """Real OpenTelemetry SDK providers with in-memory exporters for the test."""
+    from tipkit.testing import capture_telemetry  # noqa: PLC0415  # see the module docstring
+
+    with capture_telemetry() as captured:
+        yield captured

@@ -21,7 +21,15 @@ from tipkit.errors import (
     StoreError,
     TipkitError,
 )
+from tipkit.flags import (
+    EvaluationContext,
+    EvaluationDetail,
+    FileProvider,
+    Flags,
+    InMemoryProvider,
+)
 from tipkit.stores import MemoryStore, Store
+from tipkit.telemetry import instrument, synthetic, traced, uninstrument
 
 try:
     __version__ = version("tipkit")
@@ -35,6 +43,11 @@ __all__ = [
     "Clock",
     "ConfigError",
     "DeadlineExceededError",
+    "EvaluationContext",
+    "EvaluationDetail",
+    "FileProvider",
+    "Flags",
+    "InMemoryProvider",
     "MemoryStore",
     "RateLimitedError",
     "RejectedError",
@@ -44,4 +57,8 @@ __all__ = [
     "TipkitError",
     "__version__",
     "compose",
+    "instrument",
+    "synthetic",
+    "traced",
+    "uninstrument",
 ]

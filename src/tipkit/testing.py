@@ -1,7 +1,14 @@
-"""Helpers for testing code that uses tipkit: a fake clock and event capture.
+"""Helpers for testing code that uses tipkit.
 
-Nothing here sleeps: :class:`FakeClock` advances instantly and records what it
-was asked to wait.
+* :class:`FakeClock`: pass as ``clock=``; nothing sleeps, waits are recorded.
+* :func:`capture_events`: the tipkit events published inside a block.
+* :func:`fake_flags`: a real :class:`~tipkit.flags.Flags` over in-memory flags
+  that records every evaluation (percentage splits work as in production).
+* :func:`capture_telemetry`: real OpenTelemetry SDK providers with in-memory
+  exporters for a block (needs ``opentelemetry-sdk``, in the ``test`` extra).
+
+The pytest plugin installed with tipkit offers these as fixtures:
+``tipkit_clock``, ``tipkit_events``, ``tipkit_flags`` and ``tipkit_telemetry``.
 """
 
 from __future__ import annotations
@@ -16,7 +23,16 @@ from typing import Any, TypeVar
 from tipkit._core._durations import to_seconds
 from tipkit.telemetry._events import BUS, Event
 
-__all__ = ["FakeClock", "capture_events"]
+__all__ = [
+    "EPOCH",
+    "CapturedTelemetry",
+    "FakeClock",
+    "RecordingFlags",
+    "capture_events",
+    "capture_telemetry",
+    "fake_flags",
+    "flag_definition",
+]
 
 E = TypeVar("E", bound=Event)
 
@@ -117,3 +133,8 @@ def capture_events(
         yield captured
     finally:
         BUS.remove_listener(listener)
+
+
+# Re-exported at the end: these modules import tipkit.testing's neighbours, not it.
+from tipkit.flags._testing import RecordingFlags, fake_flags, flag_definition  # noqa: E402
+from tipkit.telemetry._capture import CapturedTelemetry, capture_telemetry  # noqa: E402
