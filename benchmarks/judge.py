@@ -241,6 +241,74 @@ def summarise(sc: Scenario, out: Outcome, runs: int) -> dict[str, str]:
     }
 
 
+def _median_ns(fn, n: int, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter_ns()
+        fn(n)
+        times.append((time.perf_counter_ns() - t) / n)
+    return sorted(times)[len(times) // 2]
+
+
+def timing(quick: bool) -> str:
+    """ns/op of the judge's hot path and of a whole observed request (no peers exist)."""
+    from tipkit.flags import Flags, InMemoryProvider
+    from tipkit.rollout import Rollout
+    from tipkit.stores import MemoryStore
+
+    n = 20_000 if quick else 200_000
+    judge = Judge([ErrorRate(), LatencyGuard()], min_samples=10**9)
+    judge.start_stage(0.5, 0.0)
+
+    def record_only(k: int) -> None:
+        rec = judge.record
+        for i in range(k):
+            rec(i & 1 == 1, i % 97 == 0, 0.1)
+
+    def record_and_evaluate(k: int) -> None:
+        rec, ev = judge.record, judge.evaluate
+        for i in range(k):
+            if rec(i & 1 == 1, i % 97 == 0, 0.1):
+                ev(0.0)
+
+    def evaluate_only(k: int) -> None:
+        ev = judge.evaluate
+        for _ in range(k):
+            ev(0.0)
+
+    flags = Flags(InMemoryProvider(), store=MemoryStore())
+    rollout = Rollout(
+        "bench",
+        flags=flags,
+        stages=[50, 100],
+        min_samples=10**9,
+        min_stage_duration=1e9,
+    )
+    keys = [f"user-{i}" for i in range(1024)]
+
+    def observe(k: int) -> None:
+        obs = rollout.observe
+        for i in range(k):
+            with obs(keys[i & 1023]):
+                pass
+
+    def flag_only(k: int) -> None:
+        ev = flags.evaluate
+        for i in range(k):
+            ev("bench", keys[i & 1023])
+
+    rows = [
+        ("Judge.record (2 guards)", _median_ns(record_only, n)),
+        ("Judge.record + evaluate at checkpoints", _median_ns(record_and_evaluate, n)),
+        ("Judge.evaluate (one stage, 2 guards)", _median_ns(evaluate_only, n // 20)),
+        ("Flags.evaluate alone (for reference)", _median_ns(flag_only, n // 4)),
+        ("with rollout.observe(key): pass", _median_ns(observe, n // 4)),
+    ]
+    lines = ["| operation | ns/op (median of 5) |", "|---|---|"]
+    lines += [f"| {name} | {ns:,.0f} |" for name, ns in rows]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -256,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--write", type=Path, default=None, help="write the markdown table here"
     )
+    parser.add_argument("--timing-only", action="store_true", help="only the ns/op table")
     args = parser.parse_args(argv)
     runs = args.runs or (200 if args.quick else 2_000)
     h = 10_000 if args.quick else 20_000
@@ -268,8 +337,12 @@ def main(argv: list[str] | None = None) -> int:
         Scenario("A/A errors, 5 % canary", 0.05, "error", 0.01, 0.01, h // 2),
         Scenario("errors 1 % -> 2 %, 5 % canary", 0.05, "error", 0.01, 0.02, h // 2),
     ]
-    rows = []
     t0 = time.perf_counter()
+    perf = timing(args.quick)
+    print(perf + "\n")
+    if args.timing_only:
+        return 0
+    rows = []
     for i, sc in enumerate(scenarios):
         t = time.perf_counter()
         out = run_scenario(sc, runs, args.seed + i, args.check)
