@@ -118,8 +118,8 @@ class RolloutStageChanged(Event):
         """Return the rollout name, percents and status."""
         return {
             names.ROLLOUT_NAME: self.name,
-            "tipkit.rollout.from_percent": self.from_percent,
-            "tipkit.rollout.to_percent": self.to_percent,
+            names.ROLLOUT_FROM_PERCENT: self.from_percent,
+            names.ROLLOUT_PERCENT: self.to_percent,
             names.STATE: self.status,
         }
 
@@ -165,19 +165,19 @@ class RolloutRolledBack(Event):
         """Return the rollout name, guard, numbers and runbook (no user data)."""
         attrs: dict[str, AttributeValue] = {
             names.ROLLOUT_NAME: self.name,
-            "tipkit.rollout.automatic": self.automatic,
-            "tipkit.rollout.percent": self.percent,
-            "tipkit.rollout.canary_count": self.canary_count,
-            "tipkit.rollout.canary_bad": self.canary_bad,
-            "tipkit.rollout.control_count": self.control_count,
-            "tipkit.rollout.control_bad": self.control_bad,
+            names.ROLLOUT_AUTOMATIC: self.automatic,
+            names.ROLLOUT_PERCENT: self.percent,
+            names.ROLLOUT_CANARY_COUNT: self.canary_count,
+            names.ROLLOUT_CANARY_BAD: self.canary_bad,
+            names.ROLLOUT_CONTROL_COUNT: self.control_count,
+            names.ROLLOUT_CONTROL_BAD: self.control_bad,
         }
         if self.guard is not None:
-            attrs["tipkit.rollout.guard"] = self.guard
+            attrs[names.ROLLOUT_GUARD] = self.guard
         if self.lower is not None:
-            attrs["tipkit.rollout.lower"] = self.lower
+            attrs[names.ROLLOUT_LOWER] = self.lower
         if self.upper is not None:
-            attrs["tipkit.rollout.upper"] = self.upper
+            attrs[names.ROLLOUT_UPPER] = self.upper
         if self.runbook is not None:
             attrs[names.RUNBOOK] = self.runbook
         return attrs
@@ -206,8 +206,8 @@ class RolloutJudged(Event):
         """Return the rollout name, decision and percent."""
         return {
             names.ROLLOUT_NAME: self.name,
-            "tipkit.rollout.decision": self.decision,
-            "tipkit.rollout.percent": self.percent,
+            names.ROLLOUT_DECISION: self.decision,
+            names.ROLLOUT_PERCENT: self.percent,
         }
 
 
@@ -239,9 +239,9 @@ class FlagKilled(Event):
         """Return the flag key, rate, counts and runbook."""
         attrs: dict[str, AttributeValue] = {
             names.FEATURE_FLAG_KEY: self.name,
-            "tipkit.tripwire.error_rate": self.error_rate,
-            "tipkit.tripwire.calls": self.calls,
-            "tipkit.tripwire.failures": self.failures,
+            names.TRIPWIRE_ERROR_RATE: self.error_rate,
+            names.TRIPWIRE_CALLS: self.calls,
+            names.TRIPWIRE_FAILURES: self.failures,
         }
         if self.runbook is not None:
             attrs[names.RUNBOOK] = self.runbook
@@ -531,9 +531,7 @@ class Rollout:
         self._canary_variant, self._control_variant = self._resolve_flag(
             canary_variant, control_variant
         )
-        self._salt = ""
-        self._serves: dict[str | None, Any] = {}
-        self._serves_of: object = None
+        self._split_cache: tuple[object, str, dict[str | None, Any]] | None = None
         # Local mirror of the stored state.
         self._doc: dict[str, Any] = {}
         self._version = -1
@@ -746,18 +744,19 @@ class Rollout:
 
     def _split_canary(self, context: Any, rule_id: str | None) -> bool:
         fs = self._flags.flag_set
-        if fs is not self._serves_of:
+        cache = self._split_cache
+        if cache is None or cache[0] is not fs:
             compiled = fs.flags[self.flag] if fs is not None else None
             if compiled is None:
                 raise LookupError(self.flag)
-            self._salt = compiled.salt
             serves: dict[str | None, Any] = {None: compiled.fallthrough}
             serves.update({r.id: r.serve for r in compiled.rules})
-            self._serves = serves
-            self._serves_of = fs
-        serve = self._serves[rule_id]
+            # One tuple, swapped whole: threads never see a salt from one
+            # snapshot with the serves of another.
+            cache = (fs, compiled.salt, serves)
+            self._split_cache = cache
         attrs, key = _context_parts(context)
-        return bucket(self._salt, serve.bucket_key(attrs, key)) < self._cut
+        return bucket(cache[1], cache[2][rule_id].bucket_key(attrs, key)) < self._cut
 
     def _finish(self, arm: Arm, exc_type: type[BaseException] | None) -> None:
         if arm._done:
