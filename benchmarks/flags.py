@@ -331,7 +331,8 @@ def main() -> None:
 
     base = rows[0][1]
     print(
-        f"flag evaluation, {n} distinct keys, median of {repeats} repeats, Python {sys.version.split()[0]}"
+        f"flag evaluation, {n} distinct keys, median of {repeats} repeats, "
+        f"Python {sys.version.split()[0]}"
     )
     print()
     print(f"| {'library / mode':<48} | {'ns/op':>8} | {'ratio to tipkit':>15} |")
@@ -342,10 +343,12 @@ def main() -> None:
         fastest = min(peers, key=lambda r: r[1])
         print()
         print(
-            f"fastest peer: {fastest[0]} at {fastest[1]:.0f} ns/op = {fastest[1] / base:.1f}x tipkit (target >= 5x)"
+            f"fastest peer: {fastest[0]} at {fastest[1]:.0f} ns/op = "
+            f"{fastest[1] / base:.1f}x tipkit (target >= 5x)"
         )
     print(
-        f"tipkit reused context: {base:.0f} ns/op (target <= 1000); dict per call: {rows[1][1]:.0f} ns/op (target <= 1500)"
+        f"tipkit reused context: {base:.0f} ns/op (target <= 1000); "
+        f"dict per call: {rows[1][1]:.0f} ns/op (target <= 1500)"
     )
 
 

@@ -550,7 +550,7 @@ def test_provider_must_be_a_provider():
 
 
 def test_in_memory_set_flag_seen_next_evaluation(flags):
-    """set_flag takes effect on the next evaluation; an invalid change raises and changes nothing."""
+    """set_flag applies on the next evaluation; an invalid change raises and changes nothing."""
     provider = flags.provider
     assert isinstance(provider, InMemoryProvider)
     provider.set_flag("static", {**BOOL, "default_variant": "off"})

@@ -14,7 +14,10 @@ GOOD = textwrap.dedent(
         default_variant: off
         rules:
           - id: nz-canary
-            if: {all: [{attr: country, op: in, value: [NZ, AU]}, {attr: app_version, op: semver_ge, value: "2.3.0"}]}
+            if:
+              all:
+                - {attr: country, op: in, value: [NZ, AU]}
+                - {attr: app_version, op: semver_ge, value: "2.3.0"}
             serve: {split: {on: 10, off: 90}}
           - id: beta
             if: {segment: beta-testers}

@@ -54,7 +54,8 @@ def _explain(args: argparse.Namespace) -> int:
         return 1
     if args.flag not in flag_set.flags:
         print(
-            f"error: flag {args.flag!r} is not in {args.file}; flags: {', '.join(sorted(flag_set.flags))}"
+            f"error: flag {args.flag!r} is not in {args.file}; "
+            f"flags: {', '.join(sorted(flag_set.flags))}"
         )
         return 1
     attrs = dict(args.attr or [])
@@ -96,7 +97,8 @@ def _buckets(args: argparse.Namespace) -> int:
     flag = flag_set.flags.get(args.flag)
     if flag is None:
         print(
-            f"error: flag {args.flag!r} is not in {args.file}; flags: {', '.join(sorted(flag_set.flags))}"
+            f"error: flag {args.flag!r} is not in {args.file}; "
+            f"flags: {', '.join(sorted(flag_set.flags))}"
         )
         return 1
     if args.sample <= 0:
@@ -110,7 +112,8 @@ def _buckets(args: argparse.Namespace) -> int:
         return 0
     prefix = f"{flag.salt}."
     print(
-        f"flag {args.flag!r}: salt {flag.salt!r}, {args.sample} synthetic keys {args.prefix}0..{args.prefix}{args.sample - 1}"
+        f"flag {args.flag!r}: salt {flag.salt!r}, {args.sample} synthetic keys "
+        f"{args.prefix}0..{args.prefix}{args.sample - 1}"
     )
     for where, serve in splits:
         counts = [0] * len(serve.outcomes)
@@ -164,7 +167,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         type=_parse_attr,
         metavar="NAME=VALUE",
-        help="a context attribute (repeatable); VALUE is read as JSON when it parses, else as a string",
+        help=(
+            "a context attribute (repeatable); VALUE is read as JSON when it "
+            "parses, else as a string"
+        ),
     )
     explain.set_defaults(handler=_explain)
 

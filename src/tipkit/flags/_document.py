@@ -324,7 +324,10 @@ class FlagSet:
         self.version = version
 
     def __repr__(self) -> str:
-        return f"<FlagSet {self.source!r} flags={len(self.flags)} segments={len(self.segments)} version={self.version}>"
+        return (
+            f"<FlagSet {self.source!r} flags={len(self.flags)} "
+            f"segments={len(self.segments)} version={self.version}>"
+        )
 
 
 def _digest(*parts: Any) -> str:
@@ -586,7 +589,8 @@ class _Compiler:
             fall_spec = default_variant
         elif "default_variant" not in fdoc:
             bad(
-                "a flag needs 'default_variant' or 'fallthrough': what to serve when no rule matches",
+                "a flag needs 'default_variant' or 'fallthrough': "
+                "what to serve when no rule matches",
                 "default_variant",
             )
         if len(self.problems) > before or fall_spec is None:
@@ -640,7 +644,8 @@ class _Compiler:
             vline = _line_of(raw, name)
             if not isinstance(name, str) or not name:
                 self.problem(
-                    f"a variant name must be a non-empty string, got {name!r} ({type(name).__name__}); "
+                    "a variant name must be a non-empty string, "
+                    f"got {name!r} ({type(name).__name__}); "
                     "quote it in YAML",
                     flag=key,
                     field="variants",
@@ -650,7 +655,8 @@ class _Compiler:
             tname = _type_name(value)
             if tname is None:
                 self.problem(
-                    f"variant {name!r} has no value type: expected bool, str, int, float or object, got {value!r}",
+                    f"variant {name!r} has no value type: expected bool, str, int, "
+                    f"float or object, got {value!r}",
                     flag=key,
                     field=f"variants.{name}",
                     line=vline,
@@ -760,7 +766,8 @@ class _Compiler:
 
         if not isinstance(doc, dict) or not doc:
             bad(
-                f"a condition must be a mapping such as {{attr: country, op: eq, value: NZ}}, got {doc!r}"
+                "a condition must be a mapping such as "
+                f"{{attr: country, op: eq, value: NZ}}, got {doc!r}"
             )
             return None
         keys = set(doc)

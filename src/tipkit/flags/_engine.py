@@ -206,7 +206,8 @@ class Flags:
         )
         return (
             f"<Flags provider={self._provider!r} flags={0 if fs is None else len(fs.flags)} "
-            f"killed={len(state.kills)} overrides={len(state.overrides) + len(self._local_overrides)} "
+            f"killed={len(state.kills)} "
+            f"overrides={len(state.overrides) + len(self._local_overrides)} "
             f"{status}>"
         )
 
@@ -839,7 +840,8 @@ class Flags:
                         f"bucket = murmur3('{flag.salt}.{bucket_key}') -> {bucket} of 100000"
                     )
         steps.append(
-            f"result: variant {detail.variant!r}, value {detail.value!r}, reason {detail.reason.value}"
+            f"result: variant {detail.variant!r}, value {detail.value!r}, "
+            f"reason {detail.reason.value}"
             + (
                 f", error {detail.error_code.value}: {detail.error_message}"
                 if detail.error_code
