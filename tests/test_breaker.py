@@ -451,6 +451,20 @@ def test_half_open_is_decided_by_the_trials_alone(clock):
     assert events[0].metrics.calls == 2
 
 
+def test_trial_verdict_through_the_fast_decorator_opens_from_now(clock):
+    """A half-open verdict reached on a success through the clock-free decorator opens from now."""
+    breaker = make(clock, half_open_calls=2, minimum_calls=1)
+    failing, passing = breaker(boom), breaker(ok)
+    with pytest.raises(BoomError):
+        failing()
+    clock.advance(10)
+    with pytest.raises(BoomError):
+        failing()  # trial 1 fails
+    passing()  # trial 2 passes: 1/2 >= 0.5, open again for 10 s from t=10
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.metrics.retry_after == 10.0
+
+
 def test_half_open_rejects_beyond_the_trial_permits(clock):
     """While all trial permits are taken, other calls are rejected at once."""
     breaker = make(clock, half_open_calls=2)
@@ -1121,5 +1135,5 @@ class BreakerMachine(RuleBasedStateMachine):
         assert self.model.times_opened == m.times_opened
 
 
-BreakerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40)
+BreakerMachine.TestCase.settings = settings(max_examples=400, stateful_step_count=40)
 test_breaker_state_machine = BreakerMachine.TestCase

@@ -907,7 +907,13 @@ class CircuitBreaker(Guard[Ticket]):
             if phase is not _UNCOUNTED:
                 slow = 1 if slow_after is not None and end - start > slow_after else 0
                 (self._inc_slow if slow else self._inc_success)()
-                self._settle(phase, _SUCCESS, slow, end)
+                # Without `_timed` the fast faces pass end=0.0: read the clock here.
+                self._settle(
+                    phase,
+                    _SUCCESS,
+                    slow,
+                    end if self._timed else self._clock.monotonic(),
+                )
             return
         self._inc_success()
         lock = self._lock
