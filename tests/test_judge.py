@@ -409,3 +409,23 @@ def test_ab_simulation_at_a_small_canary_share():
     """At a 5 % canary share, 1 % -> 4 % is caught in all 10 runs within 2,000 canary requests."""
     stops = [simulate(0.01, 0.04, seed, 2000, share=0.05) for seed in range(10)]
     assert all(s is not None for s in stops)
+
+
+def test_pass_below_requires_evidence_of_no_harm():
+    """With pass_below, a stage passes only once the upper bound is below the margin."""
+    j = Judge([ErrorRate(pass_below=0.01)], min_samples=100, min_stage_duration=0.0)
+    j.start_stage(0.5, 0.0)
+    feed(j, True, 1000, 10)
+    feed(j, False, 1000, 10)
+    v = j.evaluate(0.0)
+    assert v.decision == INCONCLUSIVE
+    assert "shown below +0.01" in v.reason
+    feed(j, True, 9000, 90)
+    feed(j, False, 9000, 90)
+    v = j.evaluate(0.0)
+    assert v.guards[0].upper < 0.01
+    assert v.decision == PASS
+    assert repr(ErrorRate(pass_below=0.01)).endswith("pass_below=0.01)")
+    assert ErrorRate(pass_below=0.01) != ErrorRate()
+    with pytest.raises(ValueError, match="pass_below"):
+        LatencyGuard(pass_below=0.0)

@@ -191,13 +191,16 @@ class CanaryGuard:
     Immutable and thread-safe.
     """
 
-    __slots__ = ("max_increase", "tau")
+    __slots__ = ("max_increase", "pass_below", "tau")
 
     kind: str = "guard"
     max_increase: float
     tau: float
+    pass_below: float | None
 
-    def __init__(self, max_increase: float, tau: float) -> None:
+    def __init__(
+        self, max_increase: float, tau: float, pass_below: float | None = None
+    ) -> None:
         object.__setattr__(
             self,
             "max_increase",
@@ -206,6 +209,11 @@ class CanaryGuard:
             ),
         )
         object.__setattr__(self, "tau", _check_positive(tau, "tau"))
+        if pass_below is not None:
+            pass_below = _check_fraction(
+                pass_below, "pass_below", low_open=True, high_open=True
+            )
+        object.__setattr__(self, "pass_below", pass_below)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
@@ -228,8 +236,11 @@ class CanaryGuard:
     def __hash__(self) -> int:
         return hash((type(self), self._key()))
 
-    def _key(self) -> tuple[float, ...]:
-        return (self.max_increase, self.tau)
+    def _key(self) -> tuple[float | None, ...]:
+        return (self.max_increase, self.tau, self.pass_below)
+
+    def _repr_tail(self) -> str:
+        return "" if self.pass_below is None else f", pass_below={self.pass_below}"
 
 
 class ErrorRate(CanaryGuard):
@@ -240,6 +251,10 @@ class ErrorRate(CanaryGuard):
             (``0.0``: any proven increase fails; ``0.005``: half a point).
         tau: standard deviation of the mixture over effects; the default suits
             increases of 0.5 to 1 percentage point (see the module notes).
+        pass_below: if set, a stage passes only once the *upper* confidence
+            bound of the increase is below this: evidence that the canary is
+            not worse by that much, not merely no evidence that it is worse
+            (``None``, the default: the absence of a FAIL is enough).
 
     Raises:
         ValueError, TypeError: an argument is out of range or not a number.
@@ -248,15 +263,24 @@ class ErrorRate(CanaryGuard):
     __slots__ = ()
     kind = "error_rate"
 
-    def __init__(self, max_increase: float = 0.0, *, tau: float = 0.0075) -> None:
-        super().__init__(max_increase, tau)
+    def __init__(
+        self,
+        max_increase: float = 0.0,
+        *,
+        tau: float = 0.0075,
+        pass_below: float | None = None,
+    ) -> None:
+        super().__init__(max_increase, tau, pass_below)
 
     def is_bad(self, error: bool, latency: float) -> bool:  # noqa: ARG002  # shared signature
         """Return *error*: a failed request counts against its arm."""
         return error
 
     def __repr__(self) -> str:
-        return f"ErrorRate(max_increase={self.max_increase}, tau={self.tau})"
+        return (
+            f"ErrorRate(max_increase={self.max_increase}, tau={self.tau}"
+            f"{self._repr_tail()})"
+        )
 
 
 class LatencyGuard(CanaryGuard):
@@ -270,6 +294,7 @@ class LatencyGuard(CanaryGuard):
         threshold: seconds; a request slower than this counts as slow.
         max_increase: the tolerated increase of the slow share, as a fraction.
         tau: standard deviation of the mixture over effects.
+        pass_below: as for :class:`ErrorRate`.
 
     Raises:
         ValueError, TypeError: an argument is out of range or not a number.
@@ -280,9 +305,14 @@ class LatencyGuard(CanaryGuard):
     threshold: float
 
     def __init__(
-        self, threshold: float = 0.250, max_increase: float = 0.02, *, tau: float = 0.03
+        self,
+        threshold: float = 0.250,
+        max_increase: float = 0.02,
+        *,
+        tau: float = 0.03,
+        pass_below: float | None = None,
     ) -> None:
-        super().__init__(max_increase, tau)
+        super().__init__(max_increase, tau, pass_below)
         object.__setattr__(self, "threshold", _check_positive(threshold, "threshold"))
 
     def is_bad(self, error: bool, latency: float) -> bool:  # noqa: ARG002  # shared signature
@@ -293,13 +323,13 @@ class LatencyGuard(CanaryGuard):
         """Return ``latency>THRESHOLDs``."""
         return f"latency>{self.threshold:g}s"
 
-    def _key(self) -> tuple[float, ...]:
-        return (self.threshold, self.max_increase, self.tau)
+    def _key(self) -> tuple[float | None, ...]:
+        return (self.threshold, self.max_increase, self.tau, self.pass_below)
 
     def __repr__(self) -> str:
         return (
             f"LatencyGuard(threshold={self.threshold}, max_increase={self.max_increase},"
-            f" tau={self.tau})"
+            f" tau={self.tau}{self._repr_tail()})"
         )
 
 
@@ -339,6 +369,7 @@ class GuardResult:
         return {
             "guard": self.guard.describe(),
             "max_increase": self.guard.max_increase,
+            "pass_below": self.guard.pass_below,
             "canary_count": self.canary_count,
             "canary_bad": self.canary_bad,
             "control_count": self.control_count,
@@ -658,8 +689,9 @@ class Judge:
 
         ``FAIL`` as soon as any guard's lower bound exceeds its ``max_increase``
         (with at least 100 outcomes per arm); ``PASS`` once the current stage
-        ran ``min_stage_duration`` with ``min_samples`` per arm and no sample-
-        ratio mismatch; else ``INCONCLUSIVE``. O(stages x guards).
+        ran ``min_stage_duration`` with ``min_samples`` per arm, no sample-
+        ratio mismatch, and every guard with ``pass_below`` has its upper bound
+        below it; else ``INCONCLUSIVE``. O(stages x guards).
 
         Raises:
             RuntimeError: no stage was started.
@@ -697,6 +729,17 @@ class Judge:
             reason = (
                 f"waiting for the stage to run {self.min_stage_duration:g}s"
                 f" ({elapsed:g}s so far)"
+            )
+        elif unproven := [
+            r
+            for r in results
+            if r.guard.pass_below is not None and not r.upper < r.guard.pass_below
+        ]:
+            first_open = unproven[0]
+            decision = INCONCLUSIVE
+            reason = (
+                f"waiting for {first_open.guard.describe()} to be shown below"
+                f" +{first_open.guard.pass_below:g} (upper bound {first_open.upper:.4f})"
             )
         else:
             decision = PASS
