@@ -7,6 +7,12 @@ import importlib
 import tipkit
 
 EXPECTED = {
+    "BreakerState",
+    "Bulkhead",
+    "CircuitBreaker",
+    "CountWindow",
+    "TimeWindow",
+    "Timeout",
     "SYSTEM_CLOCK",
     "BulkheadFullError",
     "CircuitOpenError",
@@ -33,7 +39,18 @@ EXPECTED = {
     "uninstrument",
 }
 
-PUBLIC_MODULES = ["clock", "errors", "testing", "telemetry", "stores", "flags"]
+PUBLIC_MODULES = [
+    "clock",
+    "errors",
+    "testing",
+    "telemetry",
+    "stores",
+    "flags",
+    "breaker",
+    "bulkhead",
+    "timeout",
+    "deadline",
+]
 
 
 def test_all_is_exactly_the_public_api() -> None:

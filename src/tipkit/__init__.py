@@ -10,6 +10,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from tipkit._core._compose import compose
+from tipkit.breaker import BreakerState, CircuitBreaker, CountWindow, TimeWindow
+from tipkit.bulkhead import Bulkhead
 from tipkit.clock import SYSTEM_CLOCK, Clock, SystemClock
 from tipkit.errors import (
     BulkheadFullError,
@@ -30,6 +32,7 @@ from tipkit.flags import (
 )
 from tipkit.stores import MemoryStore, Store
 from tipkit.telemetry import instrument, synthetic, traced, uninstrument
+from tipkit.timeout import Timeout
 
 try:
     __version__ = version("tipkit")
@@ -38,10 +41,14 @@ except PackageNotFoundError:  # pragma: no cover - running from an uninstalled t
 
 __all__ = [
     "SYSTEM_CLOCK",
+    "BreakerState",
+    "Bulkhead",
     "BulkheadFullError",
+    "CircuitBreaker",
     "CircuitOpenError",
     "Clock",
     "ConfigError",
+    "CountWindow",
     "DeadlineExceededError",
     "EvaluationContext",
     "EvaluationDetail",
@@ -54,6 +61,8 @@ __all__ = [
     "Store",
     "StoreError",
     "SystemClock",
+    "TimeWindow",
+    "Timeout",
     "TipkitError",
     "__version__",
     "compose",
