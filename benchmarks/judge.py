@@ -241,6 +241,119 @@ def summarise(sc: Scenario, out: Outcome, runs: int) -> dict[str, str]:
     }
 
 
+def whole_rollouts(
+    p_control: float,
+    p_canary: float,
+    runs: int,
+    seed: int,
+    *,
+    stages=(1, 5, 25, 50),
+    min_samples: int = 1_000,
+    pass_below: float | None = None,
+    horizon: float = 1.3,
+):
+    """Simulate whole rollouts through the stages, judged after every request.
+
+    Mirrors Judge's stage stratification: earlier stages' information and
+    weighted estimates carry over; a stage passes at the first request where
+    both arms have min_samples (a FAIL at that same request wins, as in
+    Judge.evaluate). Returns (failed stage index or -1, canary requests seen).
+    """
+    rng = np.random.default_rng(seed)
+    tau = ErrorRate().tau
+    two_l = 2 * math.log(1 / ALPHA)
+    prev_info = np.zeros(runs)
+    prev_w = np.zeros(runs)
+    prev_nc = np.zeros(runs, dtype=np.int64)
+    prev_nt = np.zeros(runs, dtype=np.int64)
+    failed_at = np.full(runs, -1)
+    held = np.zeros(runs, dtype=bool)  # neither passed nor failed by the horizon
+    canary_seen = np.zeros(runs, dtype=np.int64)
+    need = max(min_samples, MIN_OUTCOMES_TO_FAIL)
+    for k, pct in enumerate(stages):
+        q = pct / 100
+        n = int(need / min(q, 1 - q) * horizon) + 1_000
+        alive = np.flatnonzero((failed_at < 0) & ~held)
+        chunk = max(1, 1_500_000 // n)
+        for start in range(0, alive.size, chunk):
+            idx = alive[start : start + chunk]
+            m = idx.size
+            arm = rng.random((m, n)) < q
+            bad = rng.random((m, n)) < np.where(arm, p_canary, p_control)
+            nc = np.cumsum(arm, axis=1, dtype=np.int64)
+            nt = np.arange(1, n + 1) - nc
+            xc = np.cumsum(bad & arm, axis=1, dtype=np.int64)
+            xt = np.cumsum(bad & ~arm, axis=1, dtype=np.int64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pc = (xc + 0.5) / (nc + 1.0)
+                pt = (xt + 0.5) / (nt + 1.0)
+                i_cur = 1.0 / (pc * (1 - pc) / nc + pt * (1 - pt) / nt)
+                i_cur = np.where((nc > 0) & (nt > 0), i_cur, 0.0)
+                w_cur = np.where(i_cur > 0, i_cur * (xc / nc - xt / nt), 0.0)
+                info = prev_info[idx, None] + i_cur
+                est = (prev_w[idx, None] + w_cur) / info
+                u = tau * tau * info
+                hw = np.sqrt((1 + u) * (two_l + np.log1p(u))) / (tau * info)
+                lower = np.where(info > 0, est - hw, -np.inf)
+            fail = (
+                (lower > 0.0)
+                & (prev_nc[idx, None] + nc >= MIN_OUTCOMES_TO_FAIL)
+                & (prev_nt[idx, None] + nt >= MIN_OUTCOMES_TO_FAIL)
+            )
+            passed = np.minimum(nc, nt) >= need
+            if pass_below is not None:
+                passed &= np.where(info > 0, est + hw, np.inf) < pass_below
+            ever = passed.any(axis=1)
+            first_pass = np.where(ever, passed.argmax(axis=1), n - 1)
+            first_fail = first_true(fail)
+            rows = np.arange(m)
+            failed = (first_fail >= 0) & (first_fail <= first_pass)
+            held[idx[~failed & ~ever]] = True
+            stop = np.where(failed, first_fail, first_pass)
+            failed_at[idx[failed]] = k
+            canary_seen[idx] += nc[rows, stop]
+            prev_info[idx] += i_cur[rows, stop]
+            prev_w[idx] += w_cur[rows, stop]
+            prev_nc[idx] += nc[rows, stop]
+            prev_nt[idx] += nt[rows, stop]
+    return failed_at, canary_seen, held
+
+
+def whole_rollout_table(runs: int, seed: int) -> str:
+    header = (
+        "| whole rollout, stages 1, 5, 25, 50 %, min_samples 1,000 | PASS rule | runs"
+        " | rolled back | rolled back at stage 1 / 5 / 25 / 50 %"
+        " | median canary requests to rollback | still inconclusive at the horizon |"
+    )
+    lines = [header, "|---|---|---|---|---|---|---|"]
+    cases = (
+        ("A/A errors 1 % vs 1 %", 0.01, None),
+        ("errors 1 % -> 2 %", 0.02, None),
+        ("A/A errors 1 % vs 1 %", 0.01, 0.01),
+        ("errors 1 % -> 2 %", 0.02, 0.01),
+    )
+    for i, (label, pc, below) in enumerate(cases):
+        failed_at, seen, held = whole_rollouts(
+            0.01,
+            pc,
+            runs,
+            seed + i,
+            pass_below=below,
+            horizon=1.3 if below is None else 5,
+        )
+        hit = failed_at >= 0
+        per_stage = " / ".join(
+            f"{100 * (failed_at == k).mean():.1f} %" for k in range(4)
+        )
+        med = f"{float(np.median(seen[hit])):,.0f}" if hit.mean() >= 0.5 else "-"
+        rule = "no FAIL (default)" if below is None else f"pass_below={below:g}"
+        lines.append(
+            f"| {label} | {rule} | {runs:,} | {100 * hit.mean():.1f} % | {per_stage}"
+            f" | {med} | {100 * held.mean():.1f} % |"
+        )
+    return "\n".join(lines)
+
+
 def _median_ns(fn, n: int, repeats: int = 5) -> float:
     times = []
     for _ in range(repeats):
@@ -324,7 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--write", type=Path, default=None, help="write the markdown table here"
     )
-    parser.add_argument("--timing-only", action="store_true", help="only the ns/op table")
+    parser.add_argument(
+        "--timing-only", action="store_true", help="only the ns/op table"
+    )
     args = parser.parse_args(argv)
     runs = args.runs or (200 if args.quick else 2_000)
     h = 10_000 if args.quick else 20_000
@@ -348,11 +463,16 @@ def main(argv: list[str] | None = None) -> int:
         out = run_scenario(sc, runs, args.seed + i, args.check)
         rows.append(summarise(sc, out, runs))
         print(f"{sc.name}: {time.perf_counter() - t:.1f}s", file=sys.stderr)
+    t = time.perf_counter()
+    whole = whole_rollout_table(max(100, runs // 2), args.seed + 100)
+    print(f"whole rollouts: {time.perf_counter() - t:.1f}s", file=sys.stderr)
     head = list(rows[0].keys())
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r[k] for k in head) + " |" for r in rows]
     table = "\n".join(lines)
     print(table)
+    print()
+    print(whole)
     cmd = (
         "python benchmarks/judge.py"
         + (" --quick" if args.quick else "")
@@ -362,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{cmd}: {time.perf_counter() - t0:.0f}s, numpy {np.__version__}, seed {args.seed}"
     )
     if args.write:
-        args.write.write_text(table + "\n")
+        args.write.write_text(table + "\n\n" + whole + "\n")
     return 0
 
 
