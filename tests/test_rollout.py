@@ -548,3 +548,12 @@ def test_tripwire_validates_arguments():
     with pytest.raises(ValueError, match="key"):
         Tripwire(flags, "")
     assert "CountWindow(5)" in repr(Tripwire(flags, "checkout", window=CountWindow(5)))
+
+
+def test_a_single_full_stage_is_complete_at_once():
+    """stages=[100] has no control to judge against: the rollout is complete from the start."""
+    clock = FakeClock()
+    rollout, _, _ = make(clock, stages=[100])
+    with rollout.observe("user-1") as arm:
+        pass
+    assert (rollout.status().status, arm.is_canary, arm.judged) == ("completed", True, False)

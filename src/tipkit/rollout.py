@@ -532,6 +532,7 @@ class Rollout:
             canary_variant, control_variant
         )
         self._split_cache: tuple[object, str, dict[str | None, Any]] | None = None
+        self._synced_percent = self.stages[0]
         # Local mirror of the stored state.
         self._doc: dict[str, Any] = {}
         self._version = -1
@@ -617,7 +618,7 @@ class Rollout:
                 "flag": self.flag,
                 "stages": list(self.stages),
                 "stage": 0,
-                "status": "running",
+                "status": "completed" if self.stages[0] >= 100 else "running",
                 "attempt": 1,
                 "stage_started": now,
                 "history": [self._event("started", self.stages[0], "created", now)],
@@ -684,7 +685,8 @@ class Rollout:
                 self._judge.start_stage(
                     percent / 100.0, float(self._doc["stage_started"])
                 )
-        if self._created_flag:
+        if self._created_flag and percent != self._synced_percent:
+            self._synced_percent = percent
             self._sync_created_flag(percent)
 
     def _sync_created_flag(self, percent: float) -> None:
@@ -1142,7 +1144,9 @@ class Rollout:
     def status(self) -> RolloutStatus:
         """Return the stage, percent, per-arm numbers, last verdict and history.
 
-        Re-reads the store first, so it reflects other processes.
+        Re-reads the store first, so it reflects other processes, and judges
+        now, so a transition that is due (a stage that ran long enough) happens
+        before the answer.
         """
         self._refresh(self._clock.monotonic())
         with self._lock:
