@@ -429,3 +429,27 @@ def test_pass_below_requires_evidence_of_no_harm():
     assert ErrorRate(pass_below=0.01) != ErrorRate()
     with pytest.raises(ValueError, match="pass_below"):
         LatencyGuard(pass_below=0.0)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 400), st.integers(0, 400), st.floats(0.0, 1.0)),
+        min_size=1,
+        max_size=3,
+    ),
+    st.floats(0.0, 0.2),
+)
+def test_verdict_invariants_hold_for_any_counts(stages, max_increase):
+    """Bounds bracket the estimate; FAIL iff a lower bound beats max_increase with 100 per arm."""
+    j = Judge([ErrorRate(max_increase)], min_samples=1, min_stage_duration=0.0)
+    for n_canary, n_control, rate in stages:
+        j.start_stage(0.5, 0.0)
+        feed(j, True, n_canary, int(n_canary * rate))
+        feed(j, False, n_control, int(n_control * (1 - rate)))
+    v = j.evaluate(0.0)
+    g = v.guards[0]
+    assert g.lower <= g.difference <= g.upper
+    enough = min(g.canary_count, g.control_count) >= MIN_OUTCOMES_TO_FAIL
+    assert (v.decision == FAIL) == (enough and g.lower > max_increase)
+    if v.decision == PASS:
+        assert min(v.stage_canary, v.stage_control) >= MIN_OUTCOMES_TO_FAIL
