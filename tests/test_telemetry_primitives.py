@@ -340,6 +340,30 @@ def test_synthetic_probe_counts_apart_from_real_traffic() -> None:
     assert (marked, total) == (2, 3)
 
 
+def test_synthetic_marks_flag_and_breaker_counts() -> None:
+    """Flag evaluations and breaker outcomes inside synthetic() are counted apart too."""
+    flags = flags_mod.Flags.from_dict(DOC)
+    breaker = make_breaker("tel-syn-breaker", FakeClock())
+    with capture_telemetry() as cap:
+        flags.evaluate("tel-target", "someone", "x")
+        breaker.call(lambda: None)
+        with synthetic():
+            flags.evaluate("tel-target", "someone", "x")
+            breaker.call(lambda: None)
+            breaker.call(lambda: None)
+        flag_marked = cap.metric(
+            n.FLAG_EVALUATIONS,
+            {n.FEATURE_FLAG_KEY: "tel-target", n.SYNTHETIC_TYPE: "test"},
+        )
+        flag_total = cap.metric(n.FLAG_EVALUATIONS, {n.FEATURE_FLAG_KEY: "tel-target"})
+        calls_marked = cap.metric(
+            n.BREAKER_CALLS,
+            {n.BREAKER_NAME: "tel-syn-breaker", n.SYNTHETIC_TYPE: "test"},
+        )
+        calls_total = cap.metric(n.BREAKER_CALLS, {n.BREAKER_NAME: "tel-syn-breaker"})
+    assert (flag_marked, flag_total, calls_marked, calls_total) == (1, 2, 2, 3)
+
+
 # PII
 
 

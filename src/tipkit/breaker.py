@@ -47,7 +47,7 @@ from tipkit._core._mode import Mode, check_mode
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import CircuitOpenError, RejectedError
 from tipkit.telemetry import _names as names
-from tipkit.telemetry._counters import REGISTRY
+from tipkit.telemetry._counters import REGISTRY, Counter
 from tipkit.telemetry._events import BUS, AttributeValue, Event
 
 __all__ = [
@@ -762,7 +762,7 @@ class CircuitBreaker(Guard[Ticket]):
     def _bind_counters(self) -> None:
         mode = self._mode
 
-        def inc(outcome: str) -> Callable[[], int]:
+        def inc(outcome: str) -> Counter:
             key = (outcome, mode)
             counter = self._counter_cache.get(key)
             if counter is None:
@@ -774,7 +774,8 @@ class CircuitBreaker(Guard[Ticket]):
                         names.MODE: mode,
                     },
                 )
-            return counter.inc
+            # Keep the Counter, call counter.inc(): telemetry.synthetic() routes it.
+            return counter
 
         self._inc_success = inc("success")
         self._inc_failure = inc("failure")
@@ -820,7 +821,7 @@ class CircuitBreaker(Guard[Ticket]):
                 else:
                     self._rejected += 1
                     rejection = self._rejection(state, retry_after)
-                self._inc_rejected()
+                self._inc_rejected.inc()
                 if CallRejected.listened:
                     events.append(
                         CallRejected(
@@ -878,13 +879,13 @@ class CircuitBreaker(Guard[Ticket]):
         slow_after = self._slow_after
         slow = 1 if slow_after is not None and now - start > slow_after else 0
         if outcome == _IGNORED:
-            self._inc_ignored()
+            self._inc_ignored.inc()
         elif outcome == _FAILURE:
-            self._inc_failure()
+            self._inc_failure.inc()
         elif slow:
-            self._inc_slow()
+            self._inc_slow.inc()
         else:
-            self._inc_success()
+            self._inc_success.inc()
         self._settle(phase, outcome, slow, now)
 
     def _record_ok(self, phase: _Phase, start: float, end: float) -> None:  # noqa: C901, PLR0911, PLR0912  # the hot path, inlined on purpose
@@ -899,14 +900,14 @@ class CircuitBreaker(Guard[Ticket]):
             tick = phase.tick
             if tick is not None:
                 tick()
-                self._inc_success()
+                self._inc_success.inc()
                 return
         if (
             slow_after is not None and end - start > slow_after
         ) or phase is not self._closed_phase:
             if phase is not _UNCOUNTED:
                 slow = 1 if slow_after is not None and end - start > slow_after else 0
-                (self._inc_slow if slow else self._inc_success)()
+                (self._inc_slow if slow else self._inc_success).inc()
                 # Without `_timed` the fast faces pass end=0.0: read the clock here.
                 self._settle(
                     phase,
@@ -915,7 +916,7 @@ class CircuitBreaker(Guard[Ticket]):
                     end if self._timed else self._clock.monotonic(),
                 )
             return
-        self._inc_success()
+        self._inc_success.inc()
         lock = self._lock
         lock.acquire()
         try:
@@ -1235,7 +1236,7 @@ class CircuitBreaker(Guard[Ticket]):
                 tick = phase.tick
                 if tick is not None:
                     tick()
-                    breaker._inc_success()
+                    breaker._inc_success.inc()
                     return result
             record_ok(phase, start, now() if timed else 0.0)
             return result
@@ -1272,7 +1273,7 @@ class CircuitBreaker(Guard[Ticket]):
                 tick = phase.tick
                 if tick is not None:
                     tick()
-                    breaker._inc_success()
+                    breaker._inc_success.inc()
                     return result
             record_ok(phase, start, now() if timed else 0.0)
             return result

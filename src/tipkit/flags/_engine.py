@@ -264,7 +264,7 @@ class Flags:
         except Exception as exc:
             out = self._failed(key, exc)
         if out.vclass is default.__class__:
-            out.inc()
+            out.counter.inc()
             if FlagEvaluated.listened:
                 self._publish(out.value, out, context)
             return out.value  # type: ignore[no-any-return]  # its class is bool
@@ -298,7 +298,7 @@ class Flags:
         except Exception as exc:
             out = self._failed(key, exc)
         if out.vclass is default.__class__:
-            out.inc()
+            out.counter.inc()
             if FlagEvaluated.listened:
                 self._publish(out.value, out, context)
             return out.value
@@ -329,14 +329,14 @@ class Flags:
         except Exception as exc:
             out = self._failed(key, exc)
         value, out = self._settle(key, out, default)
-        out.inc()
+        out.counter.inc()
         if FlagEvaluated.listened:
             self._publish(value, out, context)
         return value, out
 
     def _finish(self, key: str, out: Outcome, default: Any, context: Any) -> Any:
         value, out = self._settle(key, out, default)
-        out.inc()
+        out.counter.inc()
         if FlagEvaluated.listened:
             self._publish(value, out, context)
         return value
@@ -741,7 +741,7 @@ class Flags:
                     ErrorCode.INVALID_CONTEXT,
                     f"the context function raised {type(exc).__name__}",
                 )
-                out.inc()
+                out.counter.inc()
                 if FlagEvaluated.listened:
                     self._publish(default, out, None)
                 return default

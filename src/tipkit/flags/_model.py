@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from tipkit.telemetry import _names
-from tipkit.telemetry._counters import REGISTRY
+from tipkit.telemetry._counters import REGISTRY, Counter
 
 __all__ = [
     "USE_DEFAULT",
@@ -107,8 +107,12 @@ class EvaluationContext:
 
 def counter_for(
     key: str, variant: str | None, reason: str, error_code: str | None = None
-) -> Callable[[], int]:
-    """Return the ``inc`` of the evaluation counter for one (key, variant, reason)."""
+) -> Counter:
+    """Return the evaluation counter for one (key, variant, reason).
+
+    Callers keep the counter and call ``counter.inc()`` (not a cached bound
+    ``inc``), so ``tipkit.telemetry.synthetic()`` can route increments.
+    """
     attrs: dict[str, str] = {
         _names.FEATURE_FLAG_KEY: key,
         _names.FEATURE_FLAG_REASON: reason.lower(),
@@ -117,22 +121,22 @@ def counter_for(
         attrs[_names.FEATURE_FLAG_VARIANT] = variant
     if error_code is not None:
         attrs[_names.ERROR_TYPE] = error_code.lower()
-    return REGISTRY.counter(_names.FLAG_EVALUATIONS, attrs).inc
+    return REGISTRY.counter(_names.FLAG_EVALUATIONS, attrs)
 
 
 class Outcome:
     """One precomputed result of a flag: shared, immutable, built at load.
 
     The engine returns these from compiled flags, so a successful evaluation
-    allocates nothing; ``inc`` counts it.
+    allocates nothing; ``counter.inc()`` counts it.
     """
 
     __slots__ = (
+        "counter",
         "error_code",
         "error_message",
         "flag_key",
         "flag_version",
-        "inc",
         "mutable",
         "reason",
         "rule_id",
@@ -161,7 +165,7 @@ class Outcome:
         self.error_code = error_code
         self.error_message = error_message
         self.flag_version = flag_version
-        self.inc = counter_for(flag_key, variant, reason, error_code)
+        self.counter = counter_for(flag_key, variant, reason, error_code)
         # Object values are copied out on each evaluation: the snapshot is shared.
         self.mutable = isinstance(value, dict | list)
         # The hot path serves the value as is when the caller's default has exactly
