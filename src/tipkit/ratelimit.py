@@ -393,7 +393,7 @@ class TokenBucket(Guard[bool]):
                 if dl is not None and wait > dl.remaining():
                     # Waiting could only end in a deadline error: fail now, reserve nothing.
                     raise DeadlineExceededError(
-                        f"{self!r} needs {wait:.3f}s for {tokens:g} tokens, more than "
+                        f"rate limit {self.name!r} needs {wait:.3f}s for {tokens:g} tokens, more than "
                         f"the {dl.remaining():.3f}s left of deadline {dl.name or 'unnamed'}",
                         name=dl.name,
                         timeout=dl.timeout,
