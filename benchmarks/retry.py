@@ -1,0 +1,156 @@
+"""Retry on the success path side by side: tipkit, tenacity, stamina; and a composed stack.
+
+Run:  python benchmarks/retry.py [--quick] [--repeat N]
+
+Prints ns per call (median of --repeat runs), the overhead over a bare call and
+peer/tipkit ratios of that overhead; then retry(breaker(bucket(f))) if
+tipkit.breaker is importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+from tipkit.clock import SYSTEM_CLOCK
+from tipkit.retry import retry
+
+
+def median_ns(fn: Callable[[], Any], number: int, repeat: int) -> float:
+    timer = timeit.Timer(fn)
+    return statistics.median(timer.timeit(number) / number * 1e9 for _ in range(repeat))
+
+
+def median_async_ns(fn: Callable[[], Any], number: int, repeat: int) -> float:
+    async def run() -> float:
+        results = []
+        for _ in range(repeat):
+            start = SYSTEM_CLOCK.monotonic()
+            for _ in range(number):
+                await fn()
+            results.append((SYSTEM_CLOCK.monotonic() - start) / number * 1e9)
+        return statistics.median(results)
+
+    return asyncio.run(run())
+
+
+def work() -> int:
+    return 1
+
+
+async def awork() -> int:
+    return 1
+
+
+def sync_cases(number: int, repeat: int) -> dict[str, float]:
+    import stamina
+    import tenacity
+
+    cases: dict[str, Callable[[], Any]] = {
+        "bare call": work,
+        "tipkit retry": retry(on=ConnectionError, attempts=3)(work),
+        "tenacity retry": tenacity.retry(
+            retry=tenacity.retry_if_exception_type(ConnectionError),
+            stop=tenacity.stop_after_attempt(3),
+        )(work),
+        "stamina retry": stamina.retry(on=ConnectionError, attempts=3)(work),
+    }
+    # The peers are ~100x slower: fewer calls keep the run short without changing medians.
+    return {
+        name: median_ns(
+            fn, number if name.startswith(("bare", "tipkit")) else number // 20, repeat
+        )
+        for name, fn in cases.items()
+    }
+
+
+def async_cases(number: int, repeat: int) -> dict[str, float]:
+    import stamina
+    import tenacity
+
+    cases: dict[str, Callable[[], Any]] = {
+        "bare await": awork,
+        "tipkit retry (async)": retry(on=ConnectionError, attempts=3)(awork),
+        "tenacity retry (async)": tenacity.retry(
+            retry=tenacity.retry_if_exception_type(ConnectionError),
+            stop=tenacity.stop_after_attempt(3),
+        )(awork),
+        "stamina retry (async)": stamina.retry(on=ConnectionError, attempts=3)(awork),
+    }
+    return {
+        name: median_async_ns(
+            fn, number if name.startswith(("bare", "tipkit")) else number // 20, repeat
+        )
+        for name, fn in cases.items()
+    }
+
+
+def composed_cases(number: int, repeat: int) -> dict[str, float] | None:
+    try:
+        from tipkit.breaker import CircuitBreaker
+    except ImportError:
+        return None
+    from tipkit import compose
+    from tipkit.ratelimit import TokenBucket
+
+    bucket = TokenBucket("bench-stack", rate=1e12, capacity=1e12)
+    breaker = CircuitBreaker("bench-stack")
+    stack = compose(retry(on=ConnectionError, attempts=3), breaker, bucket)(work)
+    return {
+        "bare call": median_ns(work, number, repeat),
+        "bucket(f)": median_ns(bucket(work), number, repeat),
+        "breaker(f)": median_ns(CircuitBreaker("bench-breaker")(work), number, repeat),
+        "retry(breaker(bucket(f)))": median_ns(stack, number, repeat),
+    }
+
+
+def report(title: str, results: dict[str, float], bare: str, tipkit: str) -> None:
+    print(title)
+    base = results[bare]
+    ours = results[tipkit] - base
+    for name, ns in results.items():
+        over = ns - base
+        ratio = (
+            "" if name == bare else f"  overhead {over:7.0f} ns  x{over / ours:7.1f}"
+        )
+        print(f"  {name:<28} {ns:9.0f} ns{ratio}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run")
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    number = 2_000 if args.quick else 200_000
+    repeat = 5 if args.quick else max(5, args.repeat)
+
+    report(
+        f"retry, success on the first try (ns/call, median of {repeat})",
+        sync_cases(number, repeat),
+        "bare call",
+        "tipkit retry",
+    )
+    report(
+        f"\nasync retry, success on the first try (ns/call, median of {repeat})",
+        async_cases(number, repeat),
+        "bare await",
+        "tipkit retry (async)",
+    )
+    composed = composed_cases(number, repeat)
+    if composed is None:
+        print(
+            "\nretry(breaker(bucket(f))): tipkit.breaker is not available; not measured"
+        )
+        return
+    print(f"\ncomposed guards, success path (ns/call, median of {repeat})")
+    base = composed["bare call"]
+    for name, ns in composed.items():
+        print(f"  {name:<28} {ns:9.0f} ns  overhead {ns - base:7.0f} ns")
+
+
+if __name__ == "__main__":
+    main()
