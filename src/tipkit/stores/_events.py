@@ -1,0 +1,170 @@
+"""Store outages as events: published once per outage by each user of a store.
+
+A primitive that reads or writes shared state (flags, limiters, breakers,
+rollouts) keeps one :class:`Outage` per store it uses. The first failure of an
+outage publishes :class:`StoreUnavailable`; further failures publish nothing
+until a call succeeds again, which publishes :class:`StoreRecovered` with the
+outage's length. A dashboard therefore sees one pair of events per outage and
+per primitive, not one per request.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tipkit._core import _fork
+from tipkit.clock import SYSTEM_CLOCK, Clock
+from tipkit.telemetry._events import BUS, AttributeValue, Event
+
+__all__ = ["Outage", "StoreRecovered", "StoreUnavailable"]
+
+logger = logging.getLogger("tipkit")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreUnavailable(Event):
+    """A primitive could not reach its store; it follows its failure policy.
+
+    Published once per outage by each primitive (the first failed call).
+
+    Attributes:
+        name: the primitive (flag namespace, limiter, breaker or rollout name).
+        component: ``"flags"``, ``"ratelimit"``, ``"breaker"`` or ``"rollout"``.
+        policy: what the primitive does meanwhile: ``"keep_last"`` (flags,
+            breakers, rollouts keep the last state they read), ``"fail_open"``
+            or ``"fail_closed"`` (limiters).
+        error_type: the class name of the store error's cause (never its
+            message, which may quote a URL).
+    """
+
+    component: str
+    policy: str
+    error_type: str
+
+    otel_name: ClassVar[str] = "tipkit.store.unavailable"
+
+    def otel_attributes(self) -> dict[str, AttributeValue]:
+        """Return the primitive's name and kind, the policy and the error type."""
+        return {
+            "tipkit.name": self.name,
+            "tipkit.component": self.component,
+            "tipkit.store.policy": self.policy,
+            "error.type": self.error_type,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRecovered(Event):
+    """A primitive reached its store again after :class:`StoreUnavailable`.
+
+    Attributes:
+        name, component: as in :class:`StoreUnavailable`.
+        downtime: seconds from the first failure to the first success (the
+            primitive's clock); an upper bound on what it missed.
+        failures: calls that failed during the outage.
+    """
+
+    component: str
+    downtime: float
+    failures: int
+
+    otel_name: ClassVar[str] = "tipkit.store.recovered"
+
+    def otel_attributes(self) -> dict[str, AttributeValue]:
+        """Return the primitive's name and kind, the downtime and the failure count."""
+        return {
+            "tipkit.name": self.name,
+            "tipkit.component": self.component,
+            "tipkit.store.downtime": self.downtime,
+            "tipkit.store.failures": self.failures,
+        }
+
+
+class Outage:
+    """Track whether a primitive's store is down; publish the edges only.
+
+    ``ok()`` is the hot-path call: one attribute read while the store is up.
+    Thread-safe: the edges are decided under a lock taken only on a failure
+    or on the first success after one. Reads *clock* (``monotonic()``) at the
+    edges only.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_lock",
+        "component",
+        "down",
+        "failures",
+        "name",
+        "policy",
+        "since",
+    )
+
+    def __init__(
+        self, name: str, component: str, policy: str, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.name = name
+        self.component = component
+        self.policy = policy
+        self._clock = clock
+        self._lock = _fork.new_lock()
+        self.down = False
+        self.since = 0.0
+        self.failures = 0
+        _fork.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = _fork.new_lock()
+
+    def __repr__(self) -> str:
+        state = f"down for {self.failures} calls" if self.down else "up"
+        return f"<Outage {self.component} {self.name!r} {state}>"
+
+    def failed(self, exc: BaseException) -> None:
+        """Count a failed call; publish :class:`StoreUnavailable` if it starts an outage."""
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        with self._lock:
+            self.failures += 1
+            if self.down:
+                return
+            self.down = True
+            self.since = self._clock.monotonic()
+            self.failures = 1
+        logger.warning(
+            "tipkit: %s %r cannot reach its store (%s); policy %s",
+            self.component,
+            self.name,
+            type(cause).__name__,
+            self.policy,
+        )
+        if StoreUnavailable.listened:
+            BUS.publish(
+                StoreUnavailable(
+                    self.name, self.component, self.policy, type(cause).__name__
+                )
+            )
+
+    def ok(self) -> None:
+        """Note a successful call; publish :class:`StoreRecovered` if it ends an outage."""
+        if not self.down:
+            return
+        self._recovered()
+
+    def _recovered(self) -> None:
+        with self._lock:
+            was_down, self.down = self.down, False
+            downtime = self._clock.monotonic() - self.since
+            failures = self.failures
+        if not was_down:
+            return  # another thread published the recovery
+        logger.warning(
+            "tipkit: %s %r reaches its store again after %.3fs",
+            self.component,
+            self.name,
+            downtime,
+        )
+        if StoreRecovered.listened:
+            BUS.publish(StoreRecovered(self.name, self.component, downtime, failures))
