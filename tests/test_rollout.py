@@ -556,4 +556,8 @@ def test_a_single_full_stage_is_complete_at_once():
     rollout, _, _ = make(clock, stages=[100])
     with rollout.observe("user-1") as arm:
         pass
-    assert (rollout.status().status, arm.is_canary, arm.judged) == ("completed", True, False)
+    assert (rollout.status().status, arm.is_canary, arm.judged) == (
+        "completed",
+        True,
+        False,
+    )
