@@ -181,8 +181,8 @@ METRICS: Final[dict[str, MetricSpec]] = {
     n.EXPERIMENT_COMPARISONS: MetricSpec(
         "counter",
         "{comparison}",
-        "Shadow experiment comparisons, by outcome.",
-        (n.EXPERIMENT_NAME, n.OUTCOME, _S),
+        "Shadow experiment comparisons, by candidate and outcome.",
+        (n.EXPERIMENT_NAME, n.EXPERIMENT_CANDIDATE, n.OUTCOME, _S),
     ),
 }
 
@@ -239,6 +239,16 @@ EVENTS: Final[dict[str, EventSpec]] = {
         per_call=False,
         severity="WARN",
         description="A call ran out of time.",
+    ),
+    "tipkit.experiment.compared": EventSpec(
+        per_call=True,
+        severity="INFO",
+        description="A shadow experiment judged one candidate run.",
+    ),
+    "tipkit.experiment.callback_failed": EventSpec(
+        per_call=False,
+        severity="ERROR",
+        description="A shadow experiment's callback raised; the caller was unaffected.",
     ),
 }
 """Event names with a non-default export. Every other event is a state change."""

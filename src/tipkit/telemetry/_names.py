@@ -51,6 +51,8 @@ RETRY_NAME: Final = "tipkit.retry.name"
 TIMEOUT_NAME: Final = "tipkit.timeout.name"
 ROLLOUT_NAME: Final = "tipkit.rollout.name"
 EXPERIMENT_NAME: Final = "tipkit.experiment.name"
+EXPERIMENT_CANDIDATE: Final = "tipkit.experiment.candidate"
+EXPERIMENT_CALLBACK: Final = "tipkit.experiment.callback"  # compare | clean | compensate | ...
 
 OUTCOME: Final = "tipkit.outcome"  # success | failure | slow | rejected | ignored | ...
 RESULT: Final = "tipkit.result"  # acquired | rejected
