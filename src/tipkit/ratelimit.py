@@ -37,13 +37,13 @@ from tipkit._core._durations import to_seconds
 from tipkit._core._guard import Guard, Wait, Waiter
 from tipkit._core._mode import Mode, check_mode
 from tipkit.clock import SYSTEM_CLOCK, Clock
-from tipkit.errors import DeadlineExceededError, RateLimitedError
+from tipkit.errors import DeadlineExceededError, RateLimitedError, StoreError
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._counters import REGISTRY, Attributes, Counter
 from tipkit.telemetry._events import BUS, AttributeValue, Event
 
 if TYPE_CHECKING:
-    from tipkit.stores._protocol import Store
+    from tipkit.stores._protocol import Store, TokenTake
 
 __all__ = ["KeyedRateLimiter", "RateLimited", "TokenBucket"]
 
@@ -179,7 +179,14 @@ class TokenBucket(Guard[bool]):
         mode: ``"enforce"`` or ``"shadow"`` (decide and count, admit everything).
         store: share the bucket through a :class:`~tipkit.stores.Store`
             (key ``ratelimit:<name>``); without it the bucket lives in this
-            process and never pays for the protocol.
+            process and never pays for the protocol. While the store fails,
+            the bucket follows the store's ``on_error`` (``"fail_open"``:
+            admit, counted in ``store_errors``; ``"fail_closed"``: refuse).
+        batch: with *store*, take this many tokens per round trip and hand
+            them out locally (default 1: every decision asks the store). A
+            process may then hold up to ``batch - 1`` tokens it has not used
+            yet, so over any interval *t* a fleet of *P* processes admits at
+            most ``capacity + rate * t + P * (batch - 1)``.
         runbook: URL carried by the bucket's events and errors.
         clock: the clock read for refills and waits.
 
@@ -228,6 +235,7 @@ class TokenBucket(Guard[bool]):
         store: Store | None = None,
         runbook: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        batch: int = 1,
     ) -> None:
         super().__init__(clock=clock)
         self.name = _check_name(name, "TokenBucket")
@@ -248,12 +256,17 @@ class TokenBucket(Guard[bool]):
         self._level = self._capacity
         self._last = self._monotonic()
         self._queue: list[_Reservation] = []
-        self._init_store(store)
+        self._init_store(store, batch)
         _fork.register(self)
         REGISTRY.register_gauge(names.RATELIMIT_TOKENS, self, _tokens_gauge)
 
-    def _init_store(self, store: Store | None) -> None:
+    def _init_store(self, store: Store | None, batch: int) -> None:  # noqa: ARG002  # the store-backed subclass uses it
         """Set up the store (only store-backed buckets have one)."""
+        if batch != 1:
+            raise ValueError(
+                f"TokenBucket {self.name!r}: batch={batch!r} needs store= (a bucket "
+                "in this process has no round trips to save)"
+            )
 
     def _after_fork_in_child(self) -> None:
         self._lock = _fork.new_lock()
@@ -656,36 +669,174 @@ class _StoreTokenBucket(TokenBucket):
     clock; waits run on this bucket's clock. A waiter that stops waiting does
     *not* return its tokens: the store cannot tell whether other processes have
     reserved behind it, and returning tokens under their reservations could
-    admit more than the bound. A ``StoreError`` propagates (the store's own
-    ``on_error`` policy decides whether it raises or fails open/closed).
+    admit more than the bound.
+
+    A failing store (``StoreError``, bounded by the store's timeout) is handled
+    by the store's ``on_error`` policy: ``"fail_open"`` admits (and counts the
+    call in ``store_errors``), ``"fail_closed"`` refuses with
+    :class:`~tipkit.errors.RateLimitedError`. The first failure of an outage
+    publishes ``StoreUnavailable``, the first success after it ``StoreRecovered``.
+
+    With ``batch=k`` a try (no waiting) takes *k* tokens in one round trip and
+    keeps the unused ones in this process, under a lock, for the next tries;
+    when fewer than *k* are left in the store it takes what is there. Waiting
+    acquires always go to the store. A forked child starts with none held.
     """
 
-    __slots__ = ("_key", "_store")
+    __slots__ = (
+        "_admit",
+        "_batch",
+        "_held",
+        "_held_lock",
+        "_key",
+        "_outage",
+        "_policy",
+        "_store",
+        "store_errors",
+    )
 
     _store: Store
 
-    def _init_store(self, store: Store | None) -> None:
-        from tipkit.stores._protocol import Store  # noqa: PLC0415  # keeps the in-process path import-light
+    def _init_store(self, store: Store | None, batch: int) -> None:
+        from tipkit.stores._events import Outage  # noqa: PLC0415  # keeps the in-process path import-light
+        from tipkit.stores._protocol import Store, TokenTake  # noqa: PLC0415  # keeps the in-process path import-light
 
         if not isinstance(store, Store):
             raise TypeError(f"store must implement tipkit.stores.Store, got {store!r}")
+        # The answer for a try served from held tokens, or failed open.
+        self._admit = TokenTake(admitted=True, wait=0.0, tokens=0.0, retry_after=0.0)
+        if isinstance(batch, bool) or not isinstance(batch, int):
+            raise TypeError(
+                f"TokenBucket {self.name!r}: batch must be an int, got {batch!r}"
+            )
+        if not 1 <= batch <= self._capacity:
+            raise ValueError(
+                f"TokenBucket {self.name!r}: batch must be between 1 and the "
+                f"capacity ({self._capacity:g}), got {batch!r}"
+            )
         self._store = store
         self._key = f"ratelimit:{self.name}"
+        self._batch = float(batch)
+        self._held = 0.0
+        self._held_lock = _fork.new_lock()
+        self._policy: str = getattr(store, "on_error", "fail_open")
+        self._outage = Outage(self.name, "ratelimit", self._policy, clock=self._clock)
+        self.store_errors = 0
+
+    def _after_fork_in_child(self) -> None:
+        super()._after_fork_in_child()
+        self._held_lock = _fork.new_lock()
+        # The parent may spend these: a child spending them too would over-admit.
+        self._held = 0.0
+
+    def __repr__(self) -> str:
+        try:
+            tokens = f"{self.tokens:.6g}"
+        except StoreError:
+            tokens = "unknown (store unavailable)"
+        shadow = " mode=shadow" if self._shadow else ""
+        batch = f" batch={self._batch:g} held={self._held:g}" if self._batch > 1 else ""
+        return (
+            f"<TokenBucket {self.name!r} rate={self._rate:g}/s "
+            f"capacity={self._capacity:g} tokens={tokens}{batch}{shadow}>"
+        )
 
     @property
     def tokens(self) -> float:
-        """Tokens available now, read from the store (one round trip)."""
-        return self._store.take_tokens(
-            self._key, 0, rate=self._rate, capacity=self._capacity
-        ).tokens
+        """Tokens available now in the store (one round trip), plus any held here.
+
+        Raises:
+            StoreError: the store could not be read.
+        """
+        return (
+            self._store.take_tokens(
+                self._key, 0, rate=self._rate, capacity=self._capacity
+            ).tokens
+            + self._held
+        )
+
+    # -- talking to the store, with the failure policy -------------------------------
+    def _failed(self, exc: StoreError, tokens: float) -> TokenTake:
+        self._outage.failed(exc)
+        self.store_errors += 1
+        if self._policy == "fail_closed":
+            return self._admit._replace(admitted=False, retry_after=tokens / self._rate)
+        return self._admit
+
+    def _from_held(self, tokens: float) -> bool:
+        with self._held_lock:
+            if self._held >= tokens:
+                self._held -= tokens
+                return True
+        return False
+
+    def _keep(self, took: TokenTake, taken: float, tokens: float) -> TokenTake:
+        """Hold what a batched take got beyond *tokens*."""
+        if took.admitted and taken > tokens:
+            with self._held_lock:
+                self._held += taken - tokens
+        return took
+
+    def _fetch(self, tokens: float, max_wait: float) -> TokenTake:
+        store, key, rate, cap = self._store, self._key, self._rate, self._capacity
+        try:
+            if self._batch > 1 and max_wait <= 0:
+                if self._from_held(tokens):
+                    return self._admit
+                want = max(self._batch, tokens)
+                took = store.take_tokens(key, want, rate=rate, capacity=cap)
+                if not took.admitted:
+                    # Fewer than a batch left: take what is there, if enough.
+                    level = math.floor(want - took.retry_after * rate + 1e-9)
+                    if level < tokens:
+                        self._outage.ok()
+                        return took
+                    want = float(level)
+                    took = store.take_tokens(key, want, rate=rate, capacity=cap)
+                self._outage.ok()
+                return self._keep(took, want, tokens)
+            took = store.take_tokens(
+                key, tokens, rate=rate, capacity=cap, max_wait=max_wait
+            )
+        except StoreError as exc:
+            return self._failed(exc, tokens)
+        self._outage.ok()
+        return took
+
+    async def _afetch(self, tokens: float, max_wait: float) -> TokenTake:
+        store, key, rate, cap = self._store, self._key, self._rate, self._capacity
+        try:
+            if self._batch > 1 and max_wait <= 0:
+                if self._from_held(tokens):
+                    return self._admit
+                want = max(self._batch, tokens)
+                took = await store.atake_tokens(key, want, rate=rate, capacity=cap)
+                if not took.admitted:
+                    level = math.floor(want - took.retry_after * rate + 1e-9)
+                    if level < tokens:
+                        self._outage.ok()
+                        return took
+                    want = float(level)
+                    took = await store.atake_tokens(key, want, rate=rate, capacity=cap)
+                self._outage.ok()
+                return self._keep(took, want, tokens)
+            took = await store.atake_tokens(
+                key, tokens, rate=rate, capacity=cap, max_wait=max_wait
+            )
+        except StoreError as exc:
+            return self._failed(exc, tokens)
+        self._outage.ok()
+        return took
 
     def try_acquire(self, tokens: float = 1) -> bool:
-        """Take *tokens* from the shared bucket if they are there now."""
+        """Take *tokens* from the shared bucket if they are there now.
+
+        A failing store answers by the store's ``on_error`` policy, within
+        the store's timeout.
+        """
         if tokens != 1:
             tokens = _check_tokens(self, tokens, self._capacity)
-        took = self._store.take_tokens(
-            self._key, tokens, rate=self._rate, capacity=self._capacity
-        )
+        took = self._fetch(tokens, 0.0)
         if took.admitted:
             self._acquired.inc()
             return True
@@ -712,23 +863,11 @@ class _StoreTokenBucket(TokenBucket):
         return max_wait
 
     def _take(self, now: float, tokens: float, max_wait: float) -> bool | Wait:
-        took = self._store.take_tokens(
-            self._key,
-            tokens,
-            rate=self._rate,
-            capacity=self._capacity,
-            max_wait=min(self._wait_budget(max_wait), 1e9),
-        )
+        took = self._fetch(tokens, min(self._wait_budget(max_wait), 1e9))
         return self._outcome(now, tokens, took.admitted, took.wait, took.retry_after)
 
     async def _atake(self, now: float, tokens: float, max_wait: float) -> bool | Wait:
-        took = await self._store.atake_tokens(
-            self._key,
-            tokens,
-            rate=self._rate,
-            capacity=self._capacity,
-            max_wait=min(self._wait_budget(max_wait), 1e9),
-        )
+        took = await self._afetch(tokens, min(self._wait_budget(max_wait), 1e9))
         return self._outcome(now, tokens, took.admitted, took.wait, took.retry_after)
 
     def _step(self, now: float, pending: Wait | None) -> bool | Wait:
@@ -796,6 +935,9 @@ class KeyedRateLimiter:
 
     With ``store=``, buckets live in the store under ``ratelimit:<name>:<key>``
     and expire there once full; ``max_keys`` then bounds nothing in this process.
+    While the store fails (each call bounded by its timeout), the store's
+    ``on_error`` decides: ``"fail_open"`` admits (counted in ``store_errors``),
+    ``"fail_closed"`` refuses.
 
     Raises:
         TypeError, ValueError: a bad argument, named in the message.
@@ -809,6 +951,8 @@ class KeyedRateLimiter:
         "_lock",
         "_mode",
         "_monotonic",
+        "_outage",
+        "_policy",
         "_rate",
         "_refill_period",
         "_rejected",
@@ -817,6 +961,7 @@ class KeyedRateLimiter:
         "max_keys",
         "name",
         "runbook",
+        "store_errors",
         "would_reject",
     )
 
@@ -850,13 +995,19 @@ class KeyedRateLimiter:
         self._acquired, self._rejected = _counters(
             names.RATELIMIT_NAME, name, self._mode
         )
+        self._outage = None
+        self._policy = "fail_open"
+        self.store_errors = 0
         if store is not None:
+            from tipkit.stores._events import Outage  # noqa: PLC0415  # import-light without a store
             from tipkit.stores._protocol import Store  # noqa: PLC0415  # import-light without a store
 
             if not isinstance(store, Store):
                 raise TypeError(
                     f"store must implement tipkit.stores.Store, got {store!r}"
                 )
+            self._policy = getattr(store, "on_error", "fail_open")
+            self._outage = Outage(name, "ratelimit", self._policy, clock=clock)
         self._store = store
         self.would_reject = 0
         self._monotonic = clock.monotonic
@@ -923,13 +1074,7 @@ class KeyedRateLimiter:
     def _decide(self, key: str, tokens: float) -> float:
         """Take *tokens* for *key*; return 0.0 if taken, else seconds until they are there."""
         if self._store is not None:
-            took = self._store.take_tokens(
-                f"ratelimit:{self.name}:{key}",
-                tokens,
-                rate=self._rate,
-                capacity=self._capacity,
-            )
-            return 0.0 if took.admitted else max(took.retry_after, 1e-9)
+            return self._decide_in_store(key, tokens)
         now = self._monotonic()
         buckets = self._buckets
         with self._lock:
@@ -953,6 +1098,23 @@ class KeyedRateLimiter:
                 return max(full_at - now, 1e-9)
             buckets[key] = [self._capacity - tokens, now]
             return 0.0
+
+    def _decide_in_store(self, key: str, tokens: float) -> float:
+        outage = self._outage
+        assert outage is not None  # set with the store
+        try:
+            took = self._store.take_tokens(  # type: ignore[union-attr]  # checked by the caller
+                f"ratelimit:{self.name}:{key}",
+                tokens,
+                rate=self._rate,
+                capacity=self._capacity,
+            )
+        except StoreError as exc:
+            outage.failed(exc)
+            self.store_errors += 1
+            return tokens / self._rate if self._policy == "fail_closed" else 0.0
+        outage.ok()
+        return 0.0 if took.admitted else max(took.retry_after, 1e-9)
 
     def _evict(self, now: float) -> bool:
         """Forget buckets that have refilled, stalest first; return whether any was."""
