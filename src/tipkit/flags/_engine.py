@@ -37,6 +37,7 @@ from tipkit.flags._providers import (
     ProviderNotReadyError,
 )
 from tipkit.stores import MemoryStore, Store
+from tipkit.stores._events import Outage
 from tipkit.telemetry._events import BUS
 
 __all__ = ["ContextLike", "Explanation", "Flags"]
@@ -115,6 +116,7 @@ class Flags:
         "_logged",
         "_namespace",
         "_now",
+        "_outage",
         "_provider",
         "_provider_error",
         "_provider_next",
@@ -123,6 +125,7 @@ class Flags:
         "_store_next",
         "_store_state",
         "_table",
+        "_watch",
     )
 
     def __init__(
@@ -167,6 +170,11 @@ class Flags:
         provider.subscribe(self._provider_changed)
         with _PEERS_LOCK:
             _PEERS.setdefault(id(self._store), weakref.WeakSet()).add(self)
+        self._outage = Outage(namespace, "flags", "keep_last", clock=self._clock)
+        # A store that pushes change notifications (RedisStore.watch) expires the
+        # snapshot as soon as any process writes the namespace; held weakly.
+        watch = getattr(self._store, "watch", None)
+        self._watch = watch(namespace, self._store_changed) if watch else None
         self._maintain()
 
     # -- construction shortcuts ---------------------------------------------------------
@@ -560,18 +568,15 @@ class Flags:
         self._store_next = now + self._refresh_interval
         try:
             store, ns = self._store, self._namespace
-            if store.version(ns) == self._store_state.version:
-                return False
-            snap = store.snapshot(ns)
+            unchanged = store.version(ns) == self._store_state.version
+            snap = None if unchanged else store.snapshot(ns)
         except Exception as exc:
             # Keep the last known kills and overrides: a store outage must not
-            # revive a killed flag.
-            self._log_once(
-                f"store:{type(exc).__name__}",
-                "tipkit: reading flag state from %r failed",
-                self._store,
-                exc,
-            )
+            # revive a killed flag. Logged and published once per outage.
+            self._outage.failed(exc)
+            return False
+        self._outage.ok()
+        if snap is None:
             return False
         kills = frozenset(
             k[len(_KILL) :]
