@@ -7,6 +7,10 @@ import importlib
 import tipkit
 
 EXPECTED = {
+    "ErrorRate",
+    "LatencyGuard",
+    "Rollout",
+    "Tripwire",
     "BreakerState",
     "Bulkhead",
     "CircuitBreaker",
@@ -50,6 +54,7 @@ PUBLIC_MODULES = [
     "bulkhead",
     "timeout",
     "deadline",
+    "rollout",
 ]
 
 

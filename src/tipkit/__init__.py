@@ -30,6 +30,7 @@ from tipkit.flags import (
     Flags,
     InMemoryProvider,
 )
+from tipkit.rollout import ErrorRate, LatencyGuard, Rollout, Tripwire
 from tipkit.stores import MemoryStore, Store
 from tipkit.telemetry import instrument, synthetic, traced, uninstrument
 from tipkit.timeout import Timeout
@@ -50,20 +51,24 @@ __all__ = [
     "ConfigError",
     "CountWindow",
     "DeadlineExceededError",
+    "ErrorRate",
     "EvaluationContext",
     "EvaluationDetail",
     "FileProvider",
     "Flags",
     "InMemoryProvider",
+    "LatencyGuard",
     "MemoryStore",
     "RateLimitedError",
     "RejectedError",
+    "Rollout",
     "Store",
     "StoreError",
     "SystemClock",
     "TimeWindow",
     "Timeout",
     "TipkitError",
+    "Tripwire",
     "__version__",
     "compose",
     "instrument",
