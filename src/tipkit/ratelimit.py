@@ -406,8 +406,9 @@ class TokenBucket(Guard[bool]):
                 if dl is not None and wait > dl.remaining():
                     # Waiting could only end in a deadline error: fail now, reserve nothing.
                     raise DeadlineExceededError(
-                        f"rate limit {self.name!r} needs {wait:.3f}s for {tokens:g} tokens, more than "
-                        f"the {dl.remaining():.3f}s left of deadline {dl.name or 'unnamed'}",
+                        f"rate limit {self.name!r} needs {wait:.3f}s for {tokens:g} "
+                        f"tokens, more than the {dl.remaining():.3f}s left of deadline "
+                        f"{dl.name or 'unnamed'}",
                         name=dl.name,
                         timeout=dl.timeout,
                     )
