@@ -38,7 +38,7 @@ import math
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ClassVar, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, ParamSpec, TypeVar
 
 from tipkit._core import _deadline, _fork
 from tipkit._core._durations import to_seconds
@@ -49,6 +49,9 @@ from tipkit.errors import CircuitOpenError, RejectedError
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._counters import REGISTRY, Counter
 from tipkit.telemetry._events import BUS, AttributeValue, Event
+
+if TYPE_CHECKING:
+    from tipkit.stores._protocol import Store
 
 __all__ = [
     "BreakerMetrics",
@@ -539,6 +542,16 @@ class CircuitBreaker(Guard[Ticket]):
         mode: ``"enforce"`` (default) or ``"shadow"``; switchable live.
         runbook: URL carried by every event and error of this breaker.
         clock: the clock read for every decision (default: the system clock).
+        store: with ``share="state"``, a :class:`~tipkit.stores.Store` through
+            which breakers of the same *name* in every process share their
+            OPEN, FORCED_OPEN and CLOSED transitions, so the fleet opens (and
+            closes) together; each process still counts its own window.
+            Without it (the default) nothing is shared and the hot path is
+            untouched. See ``tipkit._shared_breaker`` and docs/fleet.md.
+        share: ``"state"`` (the only sharing mode); required with *store*.
+        refresh_interval: with *store*, the most seconds between two reads of
+            the shared state (a store that pushes changes, such as
+            ``RedisStore``, makes it sooner).
 
     Raises:
         TypeError, ValueError: an argument is invalid; the message names it.
@@ -589,6 +602,19 @@ class CircuitBreaker(Guard[Ticket]):
         "runbook",
     )
 
+    def __new__(  # noqa: PYI034  # returns a subclass when store= is given
+        cls,
+        *args: Any,  # noqa: ARG004  # __init__ takes them
+        store: Store | None = None,
+        **kwargs: Any,  # noqa: ARG004  # __init__ takes them
+    ) -> CircuitBreaker:
+        """Return a breaker sharing its state through *store* when one is given."""
+        if store is not None and cls is CircuitBreaker:
+            from tipkit._shared_breaker import SharedBreaker  # noqa: PLC0415  # loaded only for fleets
+
+            return object.__new__(SharedBreaker)
+        return object.__new__(cls)
+
     def __init__(  # noqa: C901, PLR0912, PLR0915  # one flat validation per argument reads best
         self,
         name: str,
@@ -606,6 +632,9 @@ class CircuitBreaker(Guard[Ticket]):
         mode: Mode = "enforce",
         runbook: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        store: Store | None = None,
+        share: Literal["state"] | None = None,
+        refresh_interval: float | timedelta = 1.0,
     ) -> None:
         super().__init__(clock=clock)
         if not isinstance(name, str) or not name:  # type: ignore[redundant-expr]  # callers without type checking pass anything
@@ -720,6 +749,25 @@ class CircuitBreaker(Guard[Ticket]):
         self._counter_cache: dict[tuple[str, str], Any] = {}
         self._bind_counters()
         REGISTRY.register_gauge(names.BREAKER_STATE, self, _state_gauge)
+        if store is not None or share is not None:
+            self._init_shared(store, share, refresh_interval)
+
+    def _init_shared(
+        self,
+        store: Store | None,
+        share: str | None,
+        refresh_interval: float | timedelta,  # noqa: ARG002  # the shared subclass uses it
+    ) -> None:
+        """Refuse sharing options without a store (the shared subclass overrides this)."""
+        if store is None:
+            raise ValueError(
+                f"CircuitBreaker {self.name!r}: share={share!r} needs store= (where "
+                "the shared state lives)"
+            )
+        raise TypeError(
+            f"CircuitBreaker {self.name!r}: store= works with CircuitBreaker itself, "
+            f"not with the subclass {type(self).__name__}"
+        )
 
     def _after_fork_in_child(self) -> None:
         self._lock = _fork.new_lock()
