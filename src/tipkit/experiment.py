@@ -698,7 +698,10 @@ class Experiment(Generic[P, R]):
             _callable_or_none(value, arg)
         ignorers = tuple(ignore)
         for ig in ignorers:
-            _callable_or_none(ig, "each ignore entry")
+            if not callable(ig):
+                raise TypeError(
+                    f"{label}: each ignore entry must be callable, got {ig!r}"
+                )
         if mode not in {"inline", "background"}:
             raise ValueError(
                 f"{label}: mode must be 'inline' or 'background', got {mode!r}"
