@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tipkit._core import _deadline
@@ -705,3 +705,71 @@ def test_keyed_bad_arguments_are_named() -> None:
     with pytest.raises(ValueError, match="can never be served"):
         limiter.acquire("a", 3)
     assert (limiter.rate, limiter.capacity) == (1.0, 2.0)
+
+
+@settings(max_examples=300)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("reserve"), st.integers(1, 2)),
+            st.tuples(st.just("try"), st.integers(1, 2)),
+            st.tuples(st.just("cancel"), st.integers(0, 5)),
+            st.tuples(st.just("advance"), st.sampled_from([0.1, 0.5, 0.9, 1.0, 2.0])),
+        ),
+        max_size=40,
+    ),
+    capacity=st.integers(2, 3),
+)
+# A give-back that just adds the tokens to the bucket fails here: the second waiter,
+# still due at t=3, runs alongside a newcomer taking the refilled bucket (3 > 2).
+@example(
+    ops=[
+        ("try", 2),
+        ("reserve", 2),
+        ("reserve", 1),
+        ("cancel", 0),
+        ("advance", 2.0),
+        ("advance", 1.0),
+        ("try", 2),
+    ],
+    capacity=2,
+)
+def test_reservations_and_give_backs_never_exceed_the_bound(
+    ops: list[tuple[str, float]], capacity: int
+) -> None:
+    """Random waiters, give-backs and tries: admissions, at their due times, stay bounded."""
+    clock = FakeClock()
+    rate = 1.0
+    bucket = TokenBucket("giveback-model", rate=rate, capacity=capacity, clock=clock)
+    admits: list[tuple[float, float]] = []
+    pending: list[tuple[Wait, float]] = []
+
+    def poll() -> None:
+        now = clock.monotonic()
+        for wait, tokens in list(pending):
+            due = wait.state.ready
+            if bucket._step(now, wait) is True:
+                admits.append((due, tokens))
+                pending.remove((wait, tokens))
+
+    for op, value in ops:
+        if op == "reserve":
+            step = bucket._begin(value, None)
+            if isinstance(step, Wait):
+                pending.append((step, value))
+            else:
+                admits.append((clock.monotonic(), value))
+        elif op == "try":
+            if bucket.try_acquire(value):
+                admits.append((clock.monotonic(), value))
+        elif op == "cancel" and pending:
+            wait, _ = pending.pop(int(value) % len(pending))
+            bucket._abandon(wait, clock.monotonic())
+        elif op == "advance":
+            clock.advance(value)
+        poll()
+    clock.advance(100)
+    poll()
+    assert pending == []
+    assert within_bound(admits, rate, capacity)
+    assert bucket.tokens == capacity
