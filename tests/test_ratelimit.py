@@ -623,7 +623,9 @@ def test_keyed_limiter_refuses_new_keys_while_every_bucket_refills(
     clock.advance(0.5)
     limiter.try_acquire("b", 1)
     assert limiter.try_acquire("c") is False
-    with pytest.raises(RateLimitedError) as info:
+    with pytest.raises(
+        RateLimitedError, match="max_keys=2 buckets, all still refilling"
+    ) as info:
         limiter.acquire("c")
     assert info.value.retry_after == pytest.approx(1.5)  # "a" is full at t=2
     clock.advance(1.0)  # "b" (touched later, less drained) is full first

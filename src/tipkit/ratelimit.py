@@ -1073,7 +1073,11 @@ class KeyedRateLimiter:
             return min(self._capacity, entry[0] + max(0.0, now - entry[1]) * self._rate)
 
     def _decide(self, key: str, tokens: float) -> float:
-        """Take *tokens* for *key*; return 0.0 if taken, else seconds until they are there."""
+        """Take *tokens* for *key*; return 0.0 if taken, else seconds until they are there.
+
+        The seconds are negative when *key* is new and every bucket is still
+        refilling (then: until the stalest one is full).
+        """
         if self._store is not None:
             return self._decide_in_store(key, tokens)
         now = self._monotonic()
@@ -1096,7 +1100,8 @@ class KeyedRateLimiter:
             if len(buckets) >= self.max_keys and not self._evict(now):
                 _, (level, last) = next(iter(buckets.items()))
                 full_at = last + (self._capacity - level) / self._rate
-                return max(full_at - now, 1e-9)
+                # Negative: refused because every bucket is busy, not for lack of tokens.
+                return -max(full_at - now, 1e-9)
             buckets[key] = [self._capacity - tokens, now]
             return 0.0
 
@@ -1154,7 +1159,7 @@ class KeyedRateLimiter:
         if not wait:
             self._acquired.inc()
             return True
-        self._reject_key(key, wait)
+        self._reject_key(key, abs(wait))
         return self._shadow
 
     def acquire(self, key: str, tokens: float = 1) -> None:
@@ -1173,15 +1178,25 @@ class KeyedRateLimiter:
         if not wait:
             self._acquired.inc()
             return
-        self._reject_key(key, wait)
-        if not self._shadow:
+        self._reject_key(key, abs(wait))
+        if self._shadow:
+            return
+        if wait < 0:
             raise RateLimitedError(
-                f"rate limit {self.name!r} exceeded for a key ({self._rate:g}/s, "
-                f"capacity {self._capacity:g}): retry after {wait:.3f}s",
+                f"rate limit {self.name!r} holds max_keys={self.max_keys} buckets, all "
+                f"still refilling: a new key is refused until one has refilled (in "
+                f"{-wait:.3f}s); raise max_keys if this happens in normal traffic",
                 name=self.name,
-                retry_after=wait,
+                retry_after=-wait,
                 runbook=self.runbook,
             )
+        raise RateLimitedError(
+            f"rate limit {self.name!r} exceeded for a key ({self._rate:g}/s, "
+            f"capacity {self._capacity:g}): retry after {wait:.3f}s",
+            name=self.name,
+            retry_after=wait,
+            runbook=self.runbook,
+        )
 
     def _reject_key(self, key: str, retry_after: float) -> None:
         self._rejected.inc()
