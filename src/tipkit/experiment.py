@@ -58,7 +58,7 @@ import random
 import threading
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from types import MappingProxyType
@@ -68,6 +68,7 @@ from typing import (
     Final,
     Generic,
     Literal,
+    NamedTuple,
     ParamSpec,
     Protocol,
     TypeVar,
@@ -226,9 +227,10 @@ def same_error(control: BaseException, candidate: BaseException) -> bool:
     return type(control) is type(candidate) and control.args == candidate.args
 
 
-@dataclass(frozen=True, slots=True)
-class Observation:
+class Observation(NamedTuple):
     """What one behaviour (the control or a candidate) did on one call.
+
+    A named tuple: built on every sampled call, it must be cheap.
 
     Attributes:
         name: ``"control"`` or the candidate's name.
@@ -262,9 +264,8 @@ class Observation:
         return repr(self.cleaned)
 
 
-@dataclass(frozen=True, slots=True)
-class ExperimentResult:
-    """Everything one sampled call of an experiment observed.
+class ExperimentResult(NamedTuple):
+    """Everything one sampled call of an experiment observed (a named tuple).
 
     Kept in process (``publish=``, events' ``result``); only the experiment's
     name, candidate names and outcomes are ever exported.
@@ -750,6 +751,18 @@ class Experiment(Generic[P, R]):
         self.control = control
         self.candidates: Mapping[str, Callable[..., Any]] = MappingProxyType(cands)
         self._items = tuple(cands.items())
+        # One candidate: the two possible orders, built once (a shuffle per call
+        # costs more than the rest of the bookkeeping).
+        if len(self._items) == 1 and mode == "inline":
+            ctl = (_CONTROL, control)
+            self._pair: tuple[tuple[Any, ...], tuple[Any, ...]] | None = (
+                (ctl, self._items[0]),
+                (self._items[0], ctl),
+            )
+        elif len(self._items) == 1:
+            self._pair = (self._items, self._items)
+        else:
+            self._pair = None
         self._compare = compare
         self._compare_errors = compare_errors
         self._ignore = ignorers
@@ -893,8 +906,11 @@ class Experiment(Generic[P, R]):
         self._sampled.inc()
         return True
 
-    def _order(self) -> list[tuple[str, Callable[..., Any]]]:
+    def _order(self) -> Sequence[tuple[str, Callable[..., Any]]]:
         """Return the candidates (and the control, inline) in random order."""
+        pair = self._pair
+        if pair is not None:
+            return pair[0] if self._rng.random() < 0.5 else pair[1]
         items: list[tuple[str, Callable[..., Any]]] = list(self._items)
         if not self._background:
             items.append((_CONTROL, self.control))
@@ -1043,9 +1059,7 @@ class Experiment(Generic[P, R]):
                     self._publish(result)
                 except Exception as exc:
                     self._failed("publish", exc)
-        except (
-            Exception
-        ):  # pragma: no cover - a bug in tipkit must not reach the caller
+        except Exception:  # pragma: no cover - never let a tipkit bug reach the caller
             logger.exception("experiment %r: internal error while reporting", self.name)
             return None
         return result
@@ -1120,11 +1134,15 @@ class Experiment(Generic[P, R]):
     # -------------------------------------------------------------- sync inline
 
     def _run_inline(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
-        context = self._context_for(args, kwargs)
-        if not self._before_sync():
+        # Callbacks that are not set cost one attribute test, not a call.
+        context = self.context if self._call_context is None else None
+        if context is None:
+            context = self._context_for(args, kwargs)
+        if self._before_run is not None and not self._before_sync():
             return self.control(*args, **kwargs)
         clock = self._clock
         timeout = self.timeout
+        plain = self._clean is None
         observed: dict[str, Observation] = {}
         value: Any = None
         error: Exception | None = None
@@ -1138,7 +1156,11 @@ class Experiment(Generic[P, R]):
                 except Exception as exc:
                     error = exc
                 now = clock.monotonic()
-                control = self._observation(_CONTROL, value, error, now - start)
+                control = (
+                    Observation(_CONTROL, value, error, now - start, value)
+                    if plain
+                    else self._observation(_CONTROL, value, error, now - start)
+                )
                 continue
             cvalue: Any = None
             cerror: Exception | None = None
@@ -1148,12 +1170,16 @@ class Experiment(Generic[P, R]):
                 cerror = exc
             now = clock.monotonic()
             took = now - start
-            obs = self._observation(
-                cname, cvalue, cerror, took, timeout is not None and took > timeout
+            late = timeout is not None and took > timeout
+            obs = (
+                Observation(cname, cvalue, cerror, took, cvalue, late)
+                if plain
+                else self._observation(cname, cvalue, cerror, took, late)
             )
             observed[cname] = obs
-            self._compensate_sync(obs, args, kwargs)
-            now = clock.monotonic() if self._compensate is not None else now
+            if self._compensate is not None:
+                self._compensate_sync(obs, args, kwargs)
+                now = clock.monotonic()
         assert control is not None
         result = self._finish(control, observed, args, kwargs, context=context)
         if self.raise_on_mismatch and result is not None and result.disagreeing:
@@ -1188,9 +1214,7 @@ class Experiment(Generic[P, R]):
             )
             if not self._pool.submit(job):
                 self._skip(control, args, kwargs)
-        except (
-            Exception
-        ):  # pragma: no cover - a bug in tipkit must not reach the caller
+        except Exception:  # pragma: no cover - never let a tipkit bug reach the caller
             logger.exception("experiment %r: could not start a shadow run", self.name)
 
     def _sweep(self, now: float) -> None:
@@ -1347,9 +1371,7 @@ class Experiment(Generic[P, R]):
             task = loop.create_task(self._ajob(sem, control, args, kwargs))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
-        except (
-            Exception
-        ):  # pragma: no cover - a bug in tipkit must not reach the caller
+        except Exception:  # pragma: no cover - never let a tipkit bug reach the caller
             logger.exception("experiment %r: could not start a shadow run", self.name)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
