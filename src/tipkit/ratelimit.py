@@ -929,7 +929,7 @@ class KeyedRateLimiter:
     (``capacity / rate`` seconds).
 
     Memory: at most ``max_keys`` entries (the key, a two-float list and an
-    ordered-dict node: about 150 bytes plus the key). Lookups and evictions are
+    ordered-dict node: about 190 bytes plus the key). Lookups and evictions are
     O(1) amortised. Thread-safe (one lock around a few operations); reads the
     injected clock once per decision. No waiting: per-key queues would make
     memory unbounded.
