@@ -596,6 +596,11 @@ class RedisStore:
             state they read) or ``"fail_closed"`` (limiters refuse). The store
             itself always raises :class:`~tipkit.errors.StoreError`; this
             attribute is the policy it carries for its users.
+        push: let :meth:`watch` subscribe to change notifications (the
+            default), so flags, shared breakers and rollouts see a write by
+            any process within a pub/sub delivery. ``False``: watches never
+            fire and they rely on their refresh interval alone (no listener
+            thread, one connection fewer per process).
 
     Every operation is one round trip and atomic on the server (a Lua script
     by SHA, or one command). Expiry and token refill use the Redis server's
@@ -619,6 +624,7 @@ class RedisStore:
         prefix: str = "tipkit:",
         timeout: float | timedelta = 0.05,
         on_error: OnError = "fail_open",
+        push: bool = True,
     ) -> None:
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, got {prefix!r}")
@@ -631,6 +637,7 @@ class RedisStore:
             )
         self.prefix = prefix
         self.on_error: OnError = on_error
+        self.push = bool(push)
         self._lock = threading.Lock()
         self._listener: _Listener | None = None
         self._packed: dict[tuple[str, float, float, float, float], bytes] = {}
@@ -993,7 +1000,8 @@ class RedisStore:
         refreshing on their interval, which bounds staleness when a
         notification is lost.
 
-        Returns a :class:`Watch`; ``watch.cancel()`` ends it.
+        Returns a :class:`Watch`; ``watch.cancel()`` ends it. With
+        ``push=False`` the watch is inert.
         """
         ref: Callable[[], Callback | None]
         if hasattr(callback, "__self__") and hasattr(callback, "__func__"):
@@ -1005,7 +1013,8 @@ class RedisStore:
                 self._listener = _Listener(self)
             listener = self._listener
         watch = Watch(listener, namespace, self._ns(namespace).encode(), ref)
-        listener.add(watch)
+        if self.push:
+            listener.add(watch)
         return watch
 
     @property

@@ -1,0 +1,570 @@
+"""Fleet mode on a real Redis: shared limits, flags, breakers, and what happens in faults.
+
+Multi-process tests run small scripts with this interpreter (tipkit imported from
+the installed package) and compare ``time.perf_counter()`` readings across
+processes: on Linux it is CLOCK_MONOTONIC, one clock for the whole host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from tests.redis_server import RedisServer
+
+from tipkit._shared_breaker import SharedBreaker
+from tipkit.breaker import BreakerState, CircuitBreaker, CountWindow
+from tipkit.errors import CircuitOpenError, RateLimitedError
+from tipkit.flags import Flags, InMemoryProvider
+from tipkit.ratelimit import KeyedRateLimiter, TokenBucket
+from tipkit.stores import MemoryStore, RedisStore
+from tipkit.stores._events import StoreRecovered, StoreUnavailable
+from tipkit.testing import capture_events
+
+pytestmark = pytest.mark.redis
+
+TIMEOUT = 0.05
+# connect + reply, each bounded by the timeout, plus scheduling slack on a busy machine.
+BOUND = 2 * TIMEOUT + 0.25
+
+
+def until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Poll *condition* until it holds or *seconds* of real time pass."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        if condition():
+            return True
+        # real-time-ok: waiting for another process or the listener thread to act
+        threading.Event().wait(0.002)
+    return condition()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"fleet-{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+def stores(redis_url: str, prefix: str) -> Iterator[Callable[..., RedisStore]]:
+    """Make RedisStores on the session server sharing one prefix (one per "process")."""
+    made: list[RedisStore] = []
+
+    def make(**kwargs: Any) -> RedisStore:
+        store = RedisStore(redis_url, prefix=prefix, **{"timeout": 5.0, **kwargs})
+        made.append(store)
+        return store
+
+    yield make
+    if made:
+        keys = list(made[0].client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            made[0].client.delete(*keys)
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def fault_store(private_redis_server: RedisServer) -> Iterator[RedisStore]:
+    store = RedisStore(private_redis_server.url, prefix="fault:", timeout=TIMEOUT)
+    yield store
+    store.close()
+
+
+def run_children(script: str, argv: list[list[str]], timeout: float = 60) -> list[Any]:
+    """Start one child per argv, wait until each prints "ready", say go, return their JSON."""
+    procs = [
+        subprocess.Popen(  # noqa: S603 - this interpreter running a fixed script
+            [sys.executable, "-c", script, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for args in argv
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        return [json.loads(p.communicate(timeout=timeout)[0]) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+# -- distributed token bucket ----------------------------------------------------------
+BUCKET_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    url, prefix, rate, capacity, duration, skew, batch = sys.argv[1:8]
+    rate, capacity, duration, skew = float(rate), float(capacity), float(duration), float(skew)
+    if float(skew):
+        # This process's clocks are an hour off: the bucket must not care.
+        real_time, real_mono = time.time, time.monotonic
+        time.time = lambda: real_time() + skew
+        time.monotonic = lambda: real_mono() + skew
+    from tipkit.ratelimit import TokenBucket
+    from tipkit.stores import RedisStore
+    store = RedisStore(url, prefix=prefix, timeout=5, push=False)
+    bucket = TokenBucket("api", rate=rate, capacity=capacity, store=store, batch=int(batch))
+    store.take_tokens("warm-up", 0, rate=1, capacity=1)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    def server_now():
+        s, us = store.client.time()
+        return s + us / 1e6
+    start = server_now()
+    deadline = time.perf_counter() + duration
+    admitted = attempts = 0
+    while time.perf_counter() < deadline:
+        attempts += 1
+        admitted += bucket.try_acquire()
+    end = server_now()
+    print(json.dumps({"admitted": admitted, "attempts": attempts, "start": start,
+                      "end": end, "held": bucket._held}))
+    """
+)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_token_bucket_shared_by_four_processes(
+    redis_url: str, prefix: str, stores: Callable[..., RedisStore], batch: int
+) -> None:
+    """4 processes, one TokenBucket on Redis, ~1.5 s: the fleet bound holds, >= 95% used.
+
+    With ``batch=k`` each process may hold k-1 unused tokens, so the bound is
+    capacity + rate*t + 4*(k-1); the lower bound counts only tokens that left
+    the store (those held at the end were admitted by the store, not used).
+    One process's clocks are an hour ahead: it takes no more than a fair share.
+    """
+    stores()  # cleans the prefix afterwards
+    rate, capacity, duration = 400.0, 150.0, 1.5
+    skews = ["0", "0", "0", "3600"]
+    results = run_children(
+        BUCKET_CHILD,
+        [
+            [redis_url, prefix, str(rate), str(capacity), str(duration), s, str(batch)]
+            for s in skews
+        ],
+    )
+    window = max(r["end"] for r in results) - min(r["start"] for r in results)
+    fleet_bound = capacity + rate * window
+    admitted = sum(r["admitted"] for r in results)
+    held = sum(r["held"] for r in results)
+    assert admitted <= fleet_bound + len(results) * (batch - 1), (admitted, fleet_bound)
+    assert admitted + held >= 0.95 * fleet_bound, (admitted, held, fleet_bound, results)
+    skewed, others = results[-1], results[:-1]
+    others_ratio = sum(r["admitted"] for r in others) / sum(
+        r["attempts"] for r in others
+    )
+    assert skewed["admitted"] / skewed["attempts"] < 2 * others_ratio, results
+
+
+def test_batch_takes_k_tokens_per_round_trip(stores: Callable[..., RedisStore]) -> None:
+    """batch=5 takes 5 tokens from the store, serves 4 more locally, then the rest."""
+    store = stores()
+    bucket = TokenBucket("hot", rate=0.001, capacity=12, store=store, batch=5)
+    level = store.take_tokens("ratelimit:hot", 0, rate=0.001, capacity=12).tokens
+    assert level == pytest.approx(12, abs=0.01)
+    assert bucket.try_acquire()
+    assert store.take_tokens("ratelimit:hot", 0, rate=0.001, capacity=12).tokens == (
+        pytest.approx(7, abs=0.01)
+    )
+    for _ in range(4):
+        assert bucket.try_acquire()  # from the 4 held: the store is not asked
+    assert store.take_tokens("ratelimit:hot", 0, rate=0.001, capacity=12).tokens == (
+        pytest.approx(7, abs=0.01)
+    )
+    assert bucket.try_acquire()  # 5 more: 2 left in the store, 4 held
+    assert [bucket.try_acquire() for _ in range(4)] == [True] * 4
+    # Fewer than a batch in the store: the 2 there are taken as they are.
+    assert bucket.try_acquire()
+    assert store.take_tokens("ratelimit:hot", 0, rate=0.001, capacity=12).tokens == (
+        pytest.approx(0, abs=0.01)
+    )
+    assert bucket.try_acquire()
+    assert not bucket.try_acquire()
+    assert "batch=5" in repr(bucket)
+
+
+def test_batch_is_checked() -> None:
+    """A batch needs a store and must lie between 1 and the capacity."""
+    with pytest.raises(ValueError, match="needs store="):
+        TokenBucket("b", rate=1, capacity=5, batch=2)
+    with pytest.raises(ValueError, match="batch must be between 1 and the capacity"):
+        TokenBucket("b", rate=1, capacity=5, batch=6, store=MemoryStore())
+    with pytest.raises(TypeError, match="batch must be an int"):
+        TokenBucket("b", rate=1, capacity=5, batch=2.5, store=MemoryStore())  # type: ignore[arg-type]
+
+
+def test_keyed_limiter_on_redis_shares_keys_and_expires_idle_ones(
+    stores: Callable[..., RedisStore], prefix: str
+) -> None:
+    """Two limiters on two connections share each key's bucket; idle keys expire."""
+    one = KeyedRateLimiter("tenants", rate=2, capacity=4, store=stores())
+    two = KeyedRateLimiter("tenants", rate=2, capacity=4, store=stores())
+    assert [one.try_acquire("acme") for _ in range(3)] == [True] * 3
+    assert two.try_acquire("acme")
+    assert not two.try_acquire("acme")
+    with pytest.raises(RateLimitedError, match="retry after"):
+        one.acquire("acme")
+    assert two.try_acquire("globex")  # another key, its own bucket
+    client = stores().client
+    ttl_ms = client.pttl(f"{prefix}tb:ratelimit:tenants:acme")
+    # Empty bucket: 4 tokens at 2/s refill in 2 s; the key lives at least that long.
+    assert 1_900 <= ttl_ms <= 2_002
+
+
+# -- the limiters' failure policy ----------------------------------------------------
+def test_bucket_fails_open_within_the_timeout_and_reports_the_outage_once(
+    private_redis_server: RedisServer, fault_store: RedisStore
+) -> None:
+    """Redis stopped: fail_open admits within the bound, counts, one event; then recovers."""
+    bucket = TokenBucket("open", rate=0.001, capacity=3, store=fault_store)
+    assert bucket.try_acquire()
+    private_redis_server.stop()
+    with capture_events(StoreUnavailable, StoreRecovered) as events:
+        for _ in range(5):
+            start = time.perf_counter()
+            assert bucket.try_acquire()
+            with bucket:
+                pass
+            assert time.perf_counter() - start < 2 * BOUND
+        assert bucket.store_errors == 10
+        assert [type(e) for e in events] == [StoreUnavailable]
+        assert events[0].name == "open"
+        assert events[0].policy == "fail_open"
+        assert events[0].component == "ratelimit"
+        assert events[0].error_type == "ConnectionError"
+        private_redis_server.start()
+        assert bucket.try_acquire()  # a fresh, full bucket on the restarted server
+        assert [type(e) for e in events] == [StoreUnavailable, StoreRecovered]
+        assert events[1].failures == 10
+
+
+def test_bucket_fails_closed_on_a_hung_server(
+    private_redis_server: RedisServer,
+) -> None:
+    """Redis frozen: fail_closed refuses with RateLimitedError after about the timeout."""
+    store = RedisStore(
+        private_redis_server.url,
+        prefix="closed:",
+        timeout=TIMEOUT,
+        on_error="fail_closed",
+    )
+    bucket = TokenBucket("closed", rate=10, capacity=3, store=store)
+    keyed = KeyedRateLimiter("closed-keys", rate=10, capacity=3, store=store)
+    assert bucket.try_acquire()
+    assert keyed.try_acquire("k")
+    private_redis_server.pause()
+    try:
+        start = time.perf_counter()
+        assert not bucket.try_acquire()
+        with pytest.raises(RateLimitedError, match="rate limit 'closed' exceeded"):
+            bucket.acquire(timeout=1.0)
+        with pytest.raises(RateLimitedError, match="closed-keys"):
+            keyed.acquire("k")
+        assert time.perf_counter() - start < 3 * BOUND
+        assert (bucket.store_errors, keyed.store_errors) == (2, 1)
+    finally:
+        private_redis_server.resume()
+    assert bucket.try_acquire()
+    store.close()
+
+
+def test_async_bucket_follows_the_policy(
+    private_redis_server: RedisServer, fault_store: RedisStore
+) -> None:
+    """The async faces of a shared bucket fail open within the bound too."""
+    bucket = TokenBucket("async-open", rate=0.001, capacity=2, store=fault_store)
+
+    async def main() -> list[float]:
+        async with bucket:
+            pass
+        private_redis_server.stop()
+        took = []
+        for _ in range(3):
+            start = time.perf_counter()
+            async with bucket:
+                pass
+            await bucket.acquire_async()
+            took.append(time.perf_counter() - start)
+        return took
+
+    assert max(asyncio.run(main())) < 2 * BOUND
+    assert bucket.store_errors == 6
+
+
+# -- shared flag state ------------------------------------------------------------------
+DOC = {
+    "version": 1,
+    "flags": {
+        "checkout": {
+            "variants": {"on": True, "off": False},
+            "default_variant": "on",
+            "off_variant": "off",
+        }
+    },
+}
+
+
+def test_kill_reaches_another_connection_by_push(
+    stores: Callable[..., RedisStore],
+) -> None:
+    """A kill written through one store is pushed to Flags on another within ms.
+
+    refresh_interval is an hour: only the pushed invalidation can explain it.
+    """
+    writer = Flags(InMemoryProvider(DOC), store=stores(), refresh_interval=3600)
+    reader_store = stores()
+    reader = Flags(InMemoryProvider(DOC), store=reader_store, refresh_interval=3600)
+    assert until(lambda: reader_store.watching)
+    assert reader.is_enabled("checkout")
+    writer.kill("checkout")
+    assert until(lambda: not reader.is_enabled("checkout", default=True), 2.0)
+    writer.revive("checkout")
+    assert until(lambda: reader.is_enabled("checkout"), 2.0)
+    with writer.override("checkout", "off"):
+        assert until(lambda: not reader.is_enabled("checkout", default=True), 2.0)
+    assert until(lambda: reader.is_enabled("checkout"), 2.0)
+
+
+def test_without_push_the_refresh_interval_bounds_staleness(
+    stores: Callable[..., RedisStore],
+) -> None:
+    """push=False: a kill is seen on the first evaluation after refresh_interval."""
+    writer = Flags(InMemoryProvider(DOC), store=stores(), refresh_interval=3600)
+    reader = Flags(
+        InMemoryProvider(DOC), store=stores(push=False), refresh_interval=0.05
+    )
+    assert reader.is_enabled("checkout")
+    writer.kill("checkout")
+    start = time.perf_counter()
+    assert until(lambda: not reader.is_enabled("checkout", default=True), 2.0)
+    assert time.perf_counter() - start < 1.0
+
+
+KILL_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    url, prefix, interval = sys.argv[1:4]
+    from tipkit.flags import Flags, InMemoryProvider
+    from tipkit.stores import RedisStore
+    doc = {"version": 1, "flags": {"checkout": {"variants": {"on": True, "off": False},
+                                               "default_variant": "on", "off_variant": "off"}}}
+    store = RedisStore(url, prefix=prefix, timeout=5)
+    flags = Flags(InMemoryProvider(doc), store=store, refresh_interval=float(interval))
+    assert flags.is_enabled("checkout")
+    limit = time.perf_counter() + 10
+    while not store.watching and time.perf_counter() < limit:
+        pass
+    print("ready", flush=True)
+    evaluations = 0
+    while flags.is_enabled("checkout") and time.perf_counter() < limit:
+        evaluations += 1
+    seen = time.perf_counter()
+    killed = not flags.is_enabled("checkout", default=True)
+    print(json.dumps({"seen": seen, "killed": killed, "evaluations": evaluations}))
+    """
+)
+
+
+def test_kill_switch_reaches_four_processes_within_the_bound(
+    redis_url: str, prefix: str, stores: Callable[..., RedisStore]
+) -> None:
+    """A kill in this process stops the feature in 4 others within 0.5 s (push).
+
+    Their refresh interval is 30 s, so only the pushed invalidation can do it;
+    the documented bound is one pub/sub delivery plus one evaluation (measured:
+    a few milliseconds), refresh_interval + timeout when pushes are lost.
+    """
+    store = stores()
+    killer = Flags(InMemoryProvider(DOC), store=store, refresh_interval=30)
+    procs = [
+        subprocess.Popen(  # noqa: S603 - this interpreter running a fixed script
+            [sys.executable, "-c", KILL_CHILD, redis_url, prefix, "30"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready"
+        # real-time-ok: let the 4 processes be evaluating in their loops
+        threading.Event().wait(0.2)
+        killed_at = time.perf_counter()
+        killer.kill("checkout")
+        results = [json.loads(p.communicate(timeout=30)[0]) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    delays = [r["seen"] - killed_at for r in results]
+    assert all(r["killed"] for r in results), results
+    assert max(delays) < 0.5, delays
+
+
+def test_flags_keep_the_last_shared_state_through_an_outage(
+    private_redis_server: RedisServer, fault_store: RedisStore
+) -> None:
+    """Redis down: kills stay in force, one StoreUnavailable; back: StoreRecovered."""
+    flags = Flags(InMemoryProvider(DOC), store=fault_store, refresh_interval=0)
+    flags.kill("checkout")
+    assert not flags.is_enabled("checkout", default=True)
+    private_redis_server.stop()
+    with capture_events(StoreUnavailable, StoreRecovered) as events:
+        for _ in range(5):
+            start = time.perf_counter()
+            assert not flags.is_enabled("checkout", default=True)
+            assert time.perf_counter() - start < BOUND
+        assert [type(e) for e in events] == [StoreUnavailable]
+        assert (events[0].component, events[0].policy) == ("flags", "keep_last")
+        private_redis_server.start()
+        # The restarted server is empty (no persistence in tests): the kill is
+        # gone with it, and the flags follow the store they can read again.
+        assert until(lambda: flags.is_enabled("checkout"), 5.0)
+        assert [type(e) for e in events] == [StoreUnavailable, StoreRecovered]
+    flags.kill("checkout")
+    assert not flags.is_enabled("checkout", default=True)
+
+
+def test_watch_reconnects_after_a_restart(
+    private_redis_server: RedisServer, fault_store: RedisStore
+) -> None:
+    """The listener resubscribes after a restart and fires its callbacks (writes may be lost)."""
+    fired = threading.Event()
+    watch = fault_store.watch("ns", fired.set)
+    assert until(lambda: fault_store.watching)
+    fired.clear()
+    private_redis_server.restart()
+    assert until(fired.is_set, 5.0)
+    assert until(lambda: fault_store.watching)
+    fired.clear()
+    other = RedisStore(private_redis_server.url, prefix="fault:", timeout=1.0)
+    other.set("ns", "k", 1)
+    assert until(fired.is_set, 2.0)
+    watch.cancel()
+    fired.clear()
+    other.set("ns", "k", 2)
+    assert not until(fired.is_set, 0.2)
+    assert "Watch 'ns'" in repr(watch)
+    other.close()
+
+
+# -- shared breaker state ---------------------------------------------------------------
+def failing() -> None:
+    raise ConnectionError
+
+
+def make_breaker(store: RedisStore, **kwargs: Any) -> CircuitBreaker:
+    return CircuitBreaker(
+        "payments",
+        store=store,
+        share="state",
+        window=CountWindow(4),
+        minimum_calls=4,
+        open_duration=30,
+        refresh_interval=3600,
+        **kwargs,
+    )
+
+
+def test_breakers_open_and_close_together(stores: Callable[..., RedisStore]) -> None:
+    """One breaker opens: its peer on another connection opens; a reset closes both."""
+    here, there_store = stores(), stores()
+    one = make_breaker(here)
+    two = make_breaker(there_store)
+    assert until(lambda: there_store.watching)
+    guarded = one(failing)
+    for _ in range(4):
+        with pytest.raises(ConnectionError):
+            guarded()
+    assert one.state is BreakerState.OPEN
+    # The peer adopts the opening on its next call (pushed: no refresh wait).
+    assert until(lambda: two._shared_next == float("-inf"), 2.0)
+    with pytest.raises(CircuitOpenError):
+        two.call(lambda: None)
+    assert two.state is BreakerState.OPEN
+    one.reset()
+    assert until(lambda: two._shared_next == float("-inf"), 2.0)
+    assert two.call(lambda: 42) == 42
+    assert two.state is BreakerState.CLOSED
+    two.force_open()
+    assert until(lambda: one._shared_next == float("-inf"), 2.0)
+    with pytest.raises(CircuitOpenError, match="forced open"):
+        one.call(lambda: None)
+
+
+def test_shared_open_entry_expires_with_the_open_duration(
+    stores: Callable[..., RedisStore], prefix: str
+) -> None:
+    """The OPEN entry lives as long as the opening (server clock): latecomers skip it."""
+    store = stores()
+    one = make_breaker(store)
+    for _ in range(4):
+        with pytest.raises(ConnectionError):
+            one.call(failing)
+    pttl = store.client.hget(f"{prefix}ns:breakers", ":payments")
+    assert pttl is not None
+    assert b'"state":"open"' in pttl
+    entry = store.get("breakers", "payments")
+    assert entry is not None
+    assert entry.value == {"state": "open"}
+
+
+def test_shared_breaker_keeps_its_state_when_the_store_fails(
+    private_redis_server: RedisServer, fault_store: RedisStore
+) -> None:
+    """Redis down: the breaker decides locally within the bound; one StoreUnavailable."""
+    breaker = CircuitBreaker(
+        "db",
+        store=fault_store,
+        share="state",
+        window=CountWindow(4),
+        minimum_calls=4,
+        refresh_interval=0,
+    )
+    assert breaker.call(lambda: 1) == 1
+    private_redis_server.stop()
+    with capture_events(StoreUnavailable) as events:
+        start = time.perf_counter()
+        for _ in range(3):  # with the success before: 3 of 4 failed, it opens
+            with pytest.raises(ConnectionError):
+                breaker.call(failing)
+        with pytest.raises(CircuitOpenError):
+            breaker.call(lambda: 1)
+        assert time.perf_counter() - start < 6 * BOUND
+    assert breaker.state is BreakerState.OPEN
+    assert [e.component for e in events] == ["breaker"]
+
+
+def test_sharing_options_are_checked(redis_store: RedisStore) -> None:
+    """store= needs share='state' and vice versa; without them nothing changes."""
+    assert type(CircuitBreaker("plain")) is CircuitBreaker
+    with pytest.raises(ValueError, match="needs store="):
+        CircuitBreaker("x", share="state")
+    with pytest.raises(ValueError, match="needs share='state'"):
+        CircuitBreaker("x", store=redis_store)
+    with pytest.raises(TypeError, match="must implement"):
+        CircuitBreaker("x", store=object(), share="state")  # type: ignore[arg-type]
+    shared = CircuitBreaker("x", store=redis_store, share="state")
+    assert isinstance(shared, SharedBreaker)
+    assert shared.store is redis_store
+    shared.sync()
