@@ -923,14 +923,16 @@ class KeyedRateLimiter:
     When ``max_keys`` buckets are all still refilling, a *new* key is refused
     (``try_acquire`` returns ``False``; ``acquire`` raises
     :class:`~tipkit.errors.RateLimitedError` whose ``retry_after`` is when the
-    stalest bucket will have refilled) until one refills: the limiter fails
+    first bucket will have refilled) until one refills: the limiter fails
     closed for unknown keys rather than forget a key's debt. Size ``max_keys``
     above the number of keys active within one refill period
     (``capacity / rate`` seconds).
 
     Memory: at most ``max_keys`` entries (the key, a two-float list and an
-    ordered-dict node: about 190 bytes plus the key). Lookups and evictions are
-    O(1) amortised. Thread-safe (one lock around a few operations); reads the
+    ordered-dict node: about 190 bytes plus the key). Lookups are O(1); a new
+    key at ``max_keys`` costs at most one full sweep per refill of the first
+    bucket to refill (the sweep learns when that is), so a flood of new keys is
+    refused in O(1). Thread-safe (one lock around a few operations); reads the
     injected clock once per decision. No waiting: per-key queues would make
     memory unbounded.
 
@@ -955,10 +957,10 @@ class KeyedRateLimiter:
         "_outage",
         "_policy",
         "_rate",
-        "_refill_period",
         "_rejected",
         "_shadow",
         "_store",
+        "_sweep_after",
         "max_keys",
         "name",
         "runbook",
@@ -1012,7 +1014,7 @@ class KeyedRateLimiter:
         self._store = store
         self.would_reject = 0
         self._monotonic = clock.monotonic
-        self._refill_period = self._capacity / self._rate
+        self._sweep_after = -math.inf
         self._lock = _fork.new_lock()
         # key -> [level, last], least recently touched first.
         self._buckets: OrderedDict[str, list[float]] = OrderedDict()
@@ -1076,7 +1078,7 @@ class KeyedRateLimiter:
         """Take *tokens* for *key*; return 0.0 if taken, else seconds until they are there.
 
         The seconds are negative when *key* is new and every bucket is still
-        refilling (then: until the stalest one is full).
+        refilling (then: until the first of them is full).
         """
         if self._store is not None:
             return self._decide_in_store(key, tokens)
@@ -1098,10 +1100,8 @@ class KeyedRateLimiter:
                 entry[0] = level
                 return (tokens - level) / self._rate
             if len(buckets) >= self.max_keys and not self._evict(now):
-                _, (level, last) = next(iter(buckets.items()))
-                full_at = last + (self._capacity - level) / self._rate
                 # Negative: refused because every bucket is busy, not for lack of tokens.
-                return -max(full_at - now, 1e-9)
+                return -max(self._sweep_after - now, 1e-9)
             buckets[key] = [self._capacity - tokens, now]
             return 0.0
 
@@ -1125,22 +1125,31 @@ class KeyedRateLimiter:
     def _evict(self, now: float) -> bool:
         """Forget buckets that have refilled, stalest first; return whether any was."""
         buckets = self._buckets
+        rate, capacity = self._rate, self._capacity
         evicted = False
         while buckets:
             key, (level, last) = next(iter(buckets.items()))
-            if level + (now - last) * self._rate < self._capacity:
+            if level + (now - last) * rate < capacity:
                 break
             del buckets[key]
             evicted = True
+        if evicted or now < self._sweep_after:
+            return evicted
+        # The stalest bucket may be busy while a fresher one refilled (it was
+        # touched with more tokens left); a full sweep finds it. When none has,
+        # the sweep learns the earliest time one will be full: a bucket's full
+        # time only moves later as it is used, so until then no sweep can find
+        # one, and new keys are refused in O(1) instead of re-sweeping per key.
+        soonest = math.inf
+        for key, (level, last) in list(buckets.items()):
+            full_at = last + (capacity - level) / rate
+            if full_at <= now:
+                del buckets[key]
+                evicted = True
+            elif full_at < soonest:
+                soonest = full_at
         if not evicted:
-            # The stalest bucket may be busy while a fresher one refilled (it was
-            # touched with more tokens left); a full sweep finds it. This runs only
-            # when the limiter is at max_keys and the stalest is still refilling.
-            stale = now - self._refill_period
-            for key, (level, last) in list(buckets.items()):
-                if last <= stale or level + (now - last) * self._rate >= self._capacity:
-                    del buckets[key]
-                    evicted = True
+            self._sweep_after = soonest
         return evicted
 
     def try_acquire(self, key: str, tokens: float = 1) -> bool:
@@ -1168,7 +1177,7 @@ class KeyedRateLimiter:
         Raises:
             RateLimitedError: the tokens are not there (``retry_after`` says
                 when they will be), or *key* is new and every bucket is still
-                refilling (``retry_after``: when the stalest will be full). Not
+                refilling (``retry_after``: when the first will be full). Not
                 raised in shadow mode.
             ValueError: *tokens* is not positive or exceeds the capacity.
         """
