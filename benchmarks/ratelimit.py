@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tipkit.clock import SYSTEM_CLOCK
-from tipkit.ratelimit import TokenBucket
+from tipkit.ratelimit import KeyedRateLimiter, TokenBucket
 
 HUGE = 10**9
 
@@ -57,8 +57,12 @@ def try_acquire_cases(number: int, repeat: int) -> dict[str, float]:
     fixed = FixedWindowRateLimiter(MemoryStorage())
     moving = MovingWindowRateLimiter(MemoryStorage())
     pyrate = Limiter(InMemoryBucket([Rate(number * repeat * 2, Duration.SECOND * 10)]))
+    keyed = KeyedRateLimiter("bench-keyed", rate=float(HUGE), capacity=HUGE)
     return {
         "tipkit TokenBucket.try_acquire": median_ns(bucket.try_acquire, number, repeat),
+        "tipkit KeyedRateLimiter.try_acquire": median_ns(
+            lambda: keyed.try_acquire("k"), number, repeat
+        ),
         "limits memory fixed window hit": median_ns(
             lambda: fixed.hit(item, "k"), number, repeat
         ),
