@@ -7,7 +7,9 @@ Overhead is ns per call over calling the control directly, the median of >= 5
 repeats (each repeat takes the best of 3 timing loops). The control and the
 candidate are trivial functions, so the figures are what the experiment itself
 costs in inline mode: at sample=100 that is running the candidate, timing both,
-comparing, counting and keeping the result. Ratios are peer / tipkit.
+comparing, counting and keeping the result. The background row is the caller's
+side only (the hand-off to the pool; in this tight loop most runs find the pool
+full and are skipped). Ratios are peer / tipkit.
 
 laboratory (PyPI ``laboratory``) has no sampling: its nearest equivalent of
 sample=0 is an experiment whose ``enabled()`` returns False, and its documented
@@ -111,6 +113,18 @@ def main() -> None:
         peer_fn = lab.get(lab_key.get(case, ""))
         peer_ns = None if peer_fn is None else sync_ns(peer_fn, number, repeats) - base
         rows.append((f"sync, {case}", tip_ns, peer_ns))
+
+    # The caller's side of background mode: a hand-off to the pool. Under this
+    # tight loop the pool is mostly full, so most runs take the (cheaper) skip path.
+    bg = Experiment("bbg", control=control, candidate=candidate, mode="background")
+    rows.append(
+        (
+            "sync, background, sample=100",
+            sync_ns(lambda: bg(1), number, repeats) - base,
+            None,
+        )
+    )
+    bg.drain(10)
 
     abase = async_ns(lambda: acontrol(1), number, repeats)
     for case, sample in (("sample=0", 0.0), ("sample=100", 100.0)):
