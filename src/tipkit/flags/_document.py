@@ -28,6 +28,7 @@ __all__ = [
     "CompiledRule",
     "FlagSet",
     "Serve",
+    "check_split",
     "compile_document",
     "load_file",
     "load_text",
@@ -124,6 +125,9 @@ class Serve:
         else:
             self.bounds = split_bounds(weights)
             self.run = self._split_runner()
+            split = {str(o.variant): w for o, w in zip(outcomes, weights, strict=True)}
+            for o in outcomes:
+                o.split = split
 
     @property
     def is_split(self) -> bool:
@@ -278,25 +282,52 @@ class CompiledFlag:
         )
 
     def _runner(self) -> Run:
-        fall = self.fallthrough.run
-        pairs = tuple((r.cond, r.serve.run) for r in self.rules)
-        if not pairs:
-            return fall
-        if len(pairs) == 1:
-            ((cond, serve),) = pairs
+        return _make_runner(
+            self.fallthrough.run, tuple((r.cond, r.serve.run) for r in self.rules)
+        )
 
-            def run1(a: Mapping[str, Any], k: Any) -> Outcome:
-                return serve(a, k) if cond(a, k) else fall(a, k)
+    def split_serve(self, rule_id: str | None, weights: Mapping[str, int]) -> Serve:
+        """Return the split serving *weights* (thousandths) in place of a serve.
 
-            return run1
+        The target is the fallthrough (*rule_id* ``None``) or the rule with that
+        id. Variants keep the order of the target's own split, then the flag's
+        variant order for the rest, so raising the first-listed variant's weight
+        only adds users to it; salt and ``bucket_by`` are the flag's. A target
+        serving one variant becomes a split. Reason ``SPLIT``, rule id kept.
 
-        def run(a: Mapping[str, Any], k: Any) -> Outcome:
-            for cond, serve in pairs:
-                if cond(a, k):
-                    return serve(a, k)
-            return fall(a, k)
+        Raises:
+            ValueError: no such rule, an unknown variant, or weights that are
+                negative or do not sum to 100000.
+        """
+        target = self.fallthrough if rule_id is None else self._rule(rule_id).serve
+        for name, w in weights.items():
+            if name not in self.variants:
+                raise ValueError(f"flag {self.key!r} has no variant {name!r}")
+            if w.__class__ is not int or w < 0:
+                raise ValueError(f"flag {self.key!r}: bad weight {w!r} for {name!r}")
+        first = [str(o.variant) for o in target.outcomes if target.is_split]
+        order = [n for n in (*first, *self.variants) if n in weights]
+        names = tuple(dict.fromkeys(order))
+        return Serve(
+            tuple(self.outcome(n, Reason.SPLIT, rule_id) for n in names),
+            weights=tuple(weights[n] for n in names),
+            salt=self.salt,
+            bucket_by=self.bucket_by,
+        )
 
-        return run
+    def _rule(self, rule_id: str) -> CompiledRule:
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        ids = [r.id for r in self.rules]
+        raise ValueError(f"flag {self.key!r} has no rule {rule_id!r}; its rules: {ids}")
+
+    def runner_with(self, serves: Mapping[str | None, Serve]) -> Run:
+        """Return this flag's evaluator with *serves* (by rule id, ``None``: fallthrough)."""
+        fall = serves.get(None, self.fallthrough).run
+        return _make_runner(
+            fall, tuple((r.cond, serves.get(r.id, r.serve).run) for r in self.rules)
+        )
 
     def __repr__(self) -> str:
         state = "enabled" if self.enabled else "disabled"
@@ -304,6 +335,26 @@ class CompiledFlag:
             f"<CompiledFlag {self.key!r} {state} type={self.value_type} "
             f"variants={list(self.variants)} rules={len(self.rules)} version={self.version}>"
         )
+
+
+def _make_runner(fall: Run, pairs: tuple[tuple[Cond, Run], ...]) -> Run:
+    if not pairs:
+        return fall
+    if len(pairs) == 1:
+        ((cond, serve),) = pairs
+
+        def run1(a: Mapping[str, Any], k: Any) -> Outcome:
+            return serve(a, k) if cond(a, k) else fall(a, k)
+
+        return run1
+
+    def run(a: Mapping[str, Any], k: Any) -> Outcome:
+        for cond, serve in pairs:
+            if cond(a, k):
+                return serve(a, k)
+        return fall(a, k)
+
+    return run
 
 
 class FlagSet:
@@ -999,6 +1050,32 @@ def compile_document(doc: Any, source: str = "<dict>") -> FlagSet:
             and (for YAML) line.
     """
     return _Compiler(source).document(doc)
+
+
+def check_split(
+    key: str, weights: object, variants: Mapping[str, Any], field: str, source: str
+) -> dict[str, int]:
+    """Validate run-time split *weights* exactly as a document's split; return thousandths.
+
+    Raises:
+        ConfigError: listing every problem (unknown variant, a weight that is
+            negative, a bool, not a number or has more than 3 decimals, weights
+            not summing to exactly 100), each naming the flag and the weight.
+    """
+    compiler = _Compiler(source)
+    if not isinstance(weights, Mapping):
+        compiler.problem(
+            f"split weights must be a mapping of variant to percent, got {weights!r}",
+            flag=key,
+            field=f"{field}.split",
+        )
+        raise compiler.error()
+    pairs = compiler.serve_spec(
+        key, {"split": dict(weights)}, set(variants), field, None
+    )
+    if pairs is None:
+        raise compiler.error()
+    return dict(pairs)
 
 
 def load_text(text: str, source: str, *, fmt: str) -> FlagSet:

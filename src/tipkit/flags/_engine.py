@@ -13,12 +13,14 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
 from tipkit._core._durations import to_seconds
 from tipkit.clock import SYSTEM_CLOCK, Clock
+from tipkit.errors import ConfigError
 from tipkit.flags._bucketing import bucket as _bucket
-from tipkit.flags._document import CompiledFlag, FlagSet, Serve
+from tipkit.flags._document import CompiledFlag, FlagSet, Serve, check_split
 from tipkit.flags._events import FlagEvaluated
 from tipkit.flags._model import (
     _EMPTY,
@@ -55,6 +57,8 @@ Run = Callable[[Mapping[str, Any], Any], Outcome]
 
 _KILL = "kill/"
 _OVERRIDE = "override/"
+_SPLIT = "split/"
+_CAS_TRIES = 16
 _INF = float("inf")
 
 # Flags instances sharing one store object, so a kill or override written through
@@ -67,15 +71,45 @@ def _number_type(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+# Run-time splits as stored: {flag: {rule id or None: {variant: thousandths}}}.
+Splits = dict[str, dict[str | None, dict[str, int]]]
+
+
 class _StoreState:
-    __slots__ = ("kills", "overrides", "version")
+    __slots__ = ("kills", "overrides", "splits", "version")
 
     def __init__(
-        self, version: int, kills: frozenset[str], overrides: dict[str, Any]
+        self,
+        version: int,
+        kills: frozenset[str],
+        overrides: dict[str, Any],
+        splits: Splits | None = None,
     ) -> None:
         self.version = version
         self.kills = kills
         self.overrides = overrides
+        self.splits: Splits = {} if splits is None else splits
+
+
+def _read_splits(value: object) -> dict[str | None, dict[str, int]]:
+    """Return a stored ``split/<flag>`` entry as ``{rule id or None: weights}``.
+
+    Another process (or a hand edit) may have written anything: what is not a
+    mapping of variant to non-negative int thousandths is left out here, and the
+    rest is checked against the flag when applied.
+    """
+    out: dict[str | None, dict[str, int]] = {}
+    if not isinstance(value, dict):
+        return out
+    for target, weights in value.items():
+        if not isinstance(target, str) or not isinstance(weights, dict):
+            continue
+        if all(
+            isinstance(n, str) and w.__class__ is int and w >= 0
+            for n, w in weights.items()
+        ):
+            out[target or None] = dict(weights)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +126,16 @@ class Flags:
     """Evaluate feature flags locally, fast, and never raise into app code.
 
     *provider* serves compiled flag snapshots (:class:`FileProvider`,
-    :class:`InMemoryProvider`). Kill switches and overrides written with
-    :meth:`kill`, :meth:`revive` and :meth:`override` live in *store* under
-    *namespace*; this object holds them as one snapshot, re-read at most every
-    *refresh_interval* seconds (a kill written through any ``Flags`` sharing the
-    store object takes effect on the very next evaluation in this process).
+    :class:`InMemoryProvider`). Kill switches, overrides and run-time split
+    weights written with :meth:`kill`, :meth:`revive`, :meth:`override` and
+    :meth:`set_split` live in *store* under *namespace*; this object holds them
+    as one snapshot, re-read at most every *refresh_interval* seconds (a change
+    written through any ``Flags`` sharing the store object takes effect on the
+    very next evaluation in this process).
     *overrides* are local to this object: ``{flag: variant name or value}``.
 
-    Precedence: kill > disabled > override (store, then local) > rules.
+    Precedence: kill > disabled > override (store, then local) > rules; a
+    run-time split replaces the weights of the split it targets, not the rules.
 
     Thread-safe: evaluations read one immutable table; refreshes swap it
     atomically. Reads time from *clock* (default: the provider's clock if it has
@@ -121,6 +157,7 @@ class Flags:
         "_provider_error",
         "_provider_next",
         "_refresh_interval",
+        "_split_serves",
         "_store",
         "_store_next",
         "_store_state",
@@ -158,6 +195,7 @@ class Flags:
         self._lock = threading.Lock()
         self._logged: set[str] = set()
         self._table: dict[str, Run] = {}
+        self._split_serves: dict[str, dict[str | None, Serve]] = {}
         self._flag_set: FlagSet | None = None
         self._provider_error: tuple[ErrorCode, str] | None = (
             ErrorCode.PROVIDER_NOT_READY,
@@ -588,13 +626,19 @@ class Flags:
             for k, e in snap.entries.items()
             if k.startswith(_OVERRIDE) and isinstance(e.value, dict)
         }
-        self._store_state = _StoreState(snap.version, kills, overrides)
+        splits = {
+            k[len(_SPLIT) :]: _read_splits(e.value)
+            for k, e in snap.entries.items()
+            if k.startswith(_SPLIT)
+        }
+        self._store_state = _StoreState(snap.version, kills, overrides, splits)
         return True
 
-    def _rebuild(self) -> None:
+    def _rebuild(self) -> None:  # noqa: C901  # one branch per precedence level, in order
         fs = self._flag_set
         state = self._store_state
         table: dict[str, Run] = {}
+        split_serves: dict[str, dict[str | None, Serve]] = {}
         flags = {} if fs is None else fs.flags
         for key, flag in flags.items():
             if key in state.kills:
@@ -607,15 +651,46 @@ class Flags:
                 table[key] = _const(
                     _override_outcome(key, self._local_overrides[key], flag)
                 )
+            elif state.splits.get(key):
+                table[key] = self._split_run(flag, state.splits[key], split_serves)
             else:
                 table[key] = flag.run
         for source in (self._local_overrides, state.overrides):
             for key, value in source.items():
                 if key not in flags and key not in state.kills:
                     table[key] = _const(_override_outcome(key, value, None))
+        self._split_serves = split_serves
         self._table = table
         if fs is not None and self._provider_error is not None:
             self._provider_error = None
+
+    def _split_run(
+        self,
+        flag: CompiledFlag,
+        splits: Mapping[str | None, Mapping[str, int]],
+        out: dict[str, dict[str | None, Serve]],
+    ) -> Run:
+        """Return *flag*'s evaluator with its run-time splits applied.
+
+        A split that no longer fits the flag (a reload removed the rule or a
+        variant) is logged once and left out: the document's weights serve.
+        """
+        serves: dict[str | None, Serve] = {}
+        for rule_id, weights in splits.items():
+            try:
+                serves[rule_id] = flag.split_serve(rule_id, weights)
+            except ValueError as exc:
+                self._log_once(
+                    f"split:{flag.key}:{rule_id}:{sorted(weights.items())}",
+                    "tipkit: the run-time split of flag %r does not fit it; "
+                    "serving the document's weights",
+                    flag.key,
+                    exc,
+                )
+        if not serves:
+            return flag.run
+        out[flag.key] = serves
+        return flag.runner_with(serves)
 
     def refresh(self) -> None:
         """Re-read the provider and the store now (normally they are read when due)."""
@@ -700,6 +775,136 @@ class Flags:
             else:
                 self._store.set(self._namespace, _OVERRIDE + key, previous.value)
                 self._notify_peers()
+
+    # -- run-time splits ----------------------------------------------------------
+    def set_split(
+        self,
+        key: str,
+        weights: Mapping[str, float | Decimal],
+        *,
+        rule_id: str | None = None,
+    ) -> None:
+        """Serve flag *key*'s split with *weights* (percent per variant) from now on.
+
+        The target is the fallthrough (*rule_id* ``None``) or the rule with id
+        *rule_id*; only its weights change: which rule matches does not, and the
+        salt, ``bucket_by`` and variant order stay the split's own (variants it
+        did not list follow in the flag's order), so raising the first-listed
+        variant's weight only adds users to it. A target serving one variant
+        becomes a split. Such answers have reason ``SPLIT``. Kills, a disabled
+        state and overrides still win.
+
+        Validated as a document's split is: weights are parsed as
+        ``Decimal(str(w))``, have at most 3 decimals, are not negative or
+        booleans, name the flag's variants and sum to exactly 100 (a variant
+        left out gets 0). Written to the store: every ``Flags`` sharing the store
+        object sees it on its next evaluation, other processes within their
+        ``refresh_interval``. If a later reload no longer fits the split (the
+        rule or a variant is gone), the document's weights serve and the
+        ``tipkit`` logger says so once. Thread-safe (compare-and-set).
+
+        Raises:
+            ConfigError: the flag or rule is unknown, or a weight is bad (every
+                problem listed, naming the flag and the weight).
+            ValueError: *key* or *rule_id* is not a non-empty string.
+            StoreError: the store could not be written.
+        """
+        self._check_key(key)
+        flag = self._split_target(key, rule_id)
+        field = "fallthrough" if rule_id is None else f"rules[{rule_id}].serve"
+        parsed = check_split(key, weights, flag.variants, field, "set_split")
+        target = rule_id or ""
+
+        def write(current: dict[str, Any]) -> dict[str, Any]:
+            current[target] = parsed
+            return current
+
+        self._update_splits(key, write)
+
+    def clear_split(self, key: str, *, rule_id: str | None = None) -> None:
+        """Remove the run-time split of *key*'s fallthrough (or of rule *rule_id*).
+
+        The document's weights serve again (a target that served one variant
+        serves it again). Clearing what is not there does nothing.
+
+        Raises:
+            ValueError: *key* or *rule_id* is not a non-empty string.
+            StoreError: the store could not be written.
+        """
+        self._check_key(key)
+        _check_rule_id(rule_id)
+        target = rule_id or ""
+
+        def remove(current: dict[str, Any]) -> dict[str, Any]:
+            current.pop(target, None)
+            return current
+
+        self._update_splits(key, remove)
+
+    def get_split(
+        self, key: str, *, rule_id: str | None = None
+    ) -> dict[str, float] | None:
+        """Return the run-time split weights (percent) set for *key*, or ``None``.
+
+        Read from the store now (not from this object's snapshot), in the order
+        they were given; ``None`` when no run-time split targets the fallthrough
+        (or rule *rule_id*).
+
+        Raises:
+            StoreError: the store could not be read.
+        """
+        self._check_key(key)
+        _check_rule_id(rule_id)
+        entry = self._store.get(self._namespace, _SPLIT + key)
+        weights = None if entry is None else _read_splits(entry.value).get(rule_id)
+        if weights is None:
+            return None
+        return {name: w / 1000 for name, w in weights.items()}
+
+    def _split_target(self, key: str, rule_id: str | None) -> CompiledFlag:
+        _check_rule_id(rule_id)
+        self._fresh()
+        fs = self._flag_set
+        if fs is None:
+            raise ConfigError(
+                f"cannot set a split of flag {key!r}: the provider is not ready",
+                flag=key,
+            )
+        flag = fs.flags.get(key)
+        if flag is None:
+            raise ConfigError(f"flag {key!r} is not defined", flag=key)
+        if rule_id is not None and all(r.id != rule_id for r in flag.rules):
+            raise ConfigError(
+                f"flag {key!r} has no rule {rule_id!r}; its rules: "
+                f"{[r.id for r in flag.rules]}",
+                flag=key,
+                field="rules",
+            )
+        return flag
+
+    def _update_splits(
+        self, key: str, change: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> None:
+        store, ns, name = self._store, self._namespace, _SPLIT + key
+        for _ in range(_CAS_TRIES):
+            entry = store.get(ns, name)
+            current = (
+                dict(entry.value)
+                if entry is not None and isinstance(entry.value, dict)
+                else {}
+            )
+            new = change(current)
+            if entry is None and not new:
+                return
+            # An emptied entry stays (as {}): deleting it could drop a target
+            # another process wrote between our read and the delete.
+            version = 0 if entry is None else entry.version
+            if store.compare_and_set(ns, name, new, version=version) is not None:
+                self._notify_peers()
+                return
+        raise RuntimeError(
+            f"the run-time split of flag {key!r} kept changing; not written"
+        )
 
     @staticmethod
     def _check_key(key: object) -> None:
@@ -812,6 +1017,7 @@ class Flags:
         elif key in state.overrides or key in self._local_overrides:
             steps.append("an override is in place")
         else:
+            live = self._split_serves.get(key, {})
             serve: Serve | None = None
             for rule in flag.rules:
                 try:
@@ -823,10 +1029,10 @@ class Flags:
                     f"rule {rule.id!r}: {'matched' if matched else 'did not match'}"
                 )
                 if matched:
-                    serve = rule.serve
+                    serve = live.get(rule.id, rule.serve)
                     break
             if serve is None:
-                serve = flag.fallthrough
+                serve = live.get(None, flag.fallthrough)
                 steps.append(
                     f"no rule matched: fallthrough {serve.describe()}"
                     if flag.rules
@@ -834,6 +1040,8 @@ class Flags:
                 )
             else:
                 steps.append(f"serves {serve.describe()}")
+            if serve in live.values():
+                steps.append("run-time split weights from the store (set_split)")
             if serve.is_split:
                 try:
                     bucket_key = serve.bucket_key(attrs, ctx.targeting_key)
@@ -854,6 +1062,11 @@ class Flags:
             )
         )
         return Explanation(detail, bucket, bucket_key, tuple(steps))
+
+
+def _check_rule_id(rule_id: object) -> None:
+    if rule_id is not None and (not isinstance(rule_id, str) or not rule_id):
+        raise ValueError(f"rule_id must be a non-empty string or None, got {rule_id!r}")
 
 
 def _as_context(context: Any) -> EvaluationContext:

@@ -140,6 +140,7 @@ class Outcome:
         "mutable",
         "reason",
         "rule_id",
+        "split",
         "value",
         "variant",
         "vclass",
@@ -165,6 +166,10 @@ class Outcome:
         self.error_code = error_code
         self.error_message = error_message
         self.flag_version = flag_version
+        # The weights (variant -> thousandths) of the split that serves this
+        # outcome, set by that split; read off the hot path (the rollout checks a
+        # request was assigned by the stage's split). Shared: never mutate it.
+        self.split: Mapping[str, int] | None = None
         self.counter = counter_for(flag_key, variant, reason, error_code)
         # Object values are copied out on each evaluation: the snapshot is shared.
         self.mutable = isinstance(value, dict | list)
