@@ -1243,7 +1243,8 @@ class Experiment(Generic[P, R]):
             run = None
             if timeout is not None:
                 run = _Running(cname, start + timeout)
-                self._running[id(run)] = run
+                with self._lock:  # the sweep iterates this dict from other threads
+                    self._running[id(run)] = run
             value: Any = None
             error: Exception | None = None
             try:
