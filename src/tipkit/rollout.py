@@ -11,16 +11,19 @@
         price = new_price() if arm.is_canary else old_price()
 
 Cohorts come from the flag's consistent-hash split: the first variant of the flag
-is the canary, the second the control, and a request is on the canary when its
-bucket (``tipkit.flags.bucket(salt, key)``, the bucketing specification) is below
-the stage's share, so raising a stage only ever adds users to the canary. Only
-requests the flag assigned by its split feed the judge; users pinned by a rule,
-an override or a kill are served their variant and not judged.
+is the canary, the second the control, and the rollout sets the split's weights
+to the stage's share through the store (:meth:`tipkit.flags.Flags.set_split`),
+so every evaluation of the flag anywhere in the app (``flags.get``,
+``flags.is_enabled``) serves the stage, and raising a stage only ever adds users
+to the canary (same hash, salt and key; only the boundary moves). A request's arm
+is the variant the flag's own evaluation served. Only requests the stage's split
+assigned feed the judge; users pinned by a rule, an override or a kill are
+served their variant and not judged.
 
 The judge (:mod:`tipkit._judge`) compares the arms with confidence sequences
 that stay valid however often they are looked at: a ``FAIL`` rolls back at once
-(canary share 0 in the store, the flag overridden to its control variant for
-every :class:`~tipkit.flags.Flags` sharing the store, a
+(the split's canary share set to 0 in the store and the flag overridden to its
+control variant, for every :class:`~tipkit.flags.Flags` sharing the store, a
 :class:`RolloutRolledBack` event and the ``on_rollback`` hooks); a ``PASS``
 advances to the next stage. Stage, status and history live in the store, so a
 restarted process resumes where the rollout was.
@@ -57,7 +60,7 @@ from tipkit._judge import (
 )
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import ConfigError
-from tipkit.flags import EvaluationContext, Flags, InMemoryProvider, Reason, bucket
+from tipkit.flags import Flags, InMemoryProvider, Reason
 from tipkit.stores import Store
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._counters import REGISTRY
@@ -394,16 +397,6 @@ class _Stage:
         )
 
 
-def _context_parts(ctx: Any) -> tuple[Mapping[str, Any], Any]:
-    if isinstance(ctx, EvaluationContext):
-        return ctx.attributes, ctx.targeting_key
-    if isinstance(ctx, Mapping):
-        return ctx, ctx.get("targeting_key")
-    if ctx is None:
-        return {}, None
-    return {}, ctx
-
-
 def _check_stages(stages: Iterable[float]) -> tuple[float, ...]:
     out: list[float] = []
     for s in stages:
@@ -432,10 +425,13 @@ class Rollout:
         flags: the :class:`~tipkit.flags.Flags` serving the flag.
         flag: the flag key (default: *name*). Its first variant is the canary,
             its second the control (or name them with *canary_variant* and
-            *control_variant*). If the flag does not exist and *flags* is served
-            by an :class:`~tipkit.flags.InMemoryProvider`, the rollout creates it
-            (``canary: true``, ``control: false``, a split) and keeps its split
-            weights equal to the stage's share.
+            *control_variant*). The rollout sets the weights of the flag's
+            fallthrough and of every rule that serves a split to the stage's
+            share (``flags.set_split``; a fallthrough serving one variant
+            becomes a split); rules serving one variant keep pinning their
+            users. If the flag does not exist and *flags* is served by an
+            :class:`~tipkit.flags.InMemoryProvider`, the rollout creates it
+            (``canary: true``, ``control: false``, a split).
         stages: canary shares in percent, increasing; 100 completes the rollout.
         min_stage_duration: seconds a stage runs at least before it may pass.
         min_samples: judged outcomes per arm a stage needs before it may pass.
@@ -531,7 +527,7 @@ class Rollout:
         self._canary_variant, self._control_variant = self._resolve_flag(
             canary_variant, control_variant
         )
-        self._split_cache: tuple[object, str, dict[str | None, Any]] | None = None
+        self._split_percent: float | None = None  # last share written with set_split
         self._synced_percent = self.stages[0]
         # Local mirror of the stored state.
         self._doc: dict[str, Any] = {}
@@ -590,6 +586,13 @@ class Rollout:
             )
         canary = canary if canary is not None else variants[0]
         control = control if control is not None else variants[1]
+        if canary == control:
+            raise ConfigError(
+                f"rollout {self.name!r}: the canary and control variants of flag "
+                f"{self.flag!r} must differ, both are {canary!r}",
+                flag=self.flag,
+                field="variants",
+            )
         for which, v in (("canary_variant", canary), ("control_variant", control)):
             if v not in compiled.variants:
                 raise ConfigError(
@@ -688,6 +691,42 @@ class Rollout:
         if self._created_flag and percent != self._synced_percent:
             self._synced_percent = percent
             self._sync_created_flag(percent)
+        if percent != self._split_percent:
+            self._sync_split(percent)
+
+    def _split_targets(self) -> tuple[str | None, ...]:
+        fs = self._flags.flag_set
+        compiled = None if fs is None else fs.flags.get(self.flag)
+        rules = () if compiled is None else compiled.rules
+        return (None, *(r.id for r in rules if r.serve.is_split))
+
+    def _sync_split(self, percent: float) -> None:
+        """Make the flag's splits give the canary *percent*, through the flags store.
+
+        Writes only the targets whose stored weights differ, so the processes
+        that all notice a stage change do not all write it. A failure is logged
+        and retried at the next refresh; meanwhile requests served by other
+        weights are not judged.
+        """
+        cut = round(percent * 1000)
+        weights = {
+            self._canary_variant: cut / 1000,
+            self._control_variant: (100_000 - cut) / 1000,
+        }
+        try:
+            for rule_id in self._split_targets():
+                if self._flags.get_split(self.flag, rule_id=rule_id) != weights:
+                    self._flags.set_split(self.flag, weights, rule_id=rule_id)
+        except Exception:
+            self._split_percent = None
+            logger.exception(
+                "tipkit: rollout %r: setting the split of flag %r to %g%% failed",
+                self.name,
+                self.flag,
+                percent,
+            )
+        else:
+            self._split_percent = percent
 
     def _sync_created_flag(self, percent: float) -> None:
         provider = self._flags.provider
@@ -718,47 +757,27 @@ class Rollout:
         now = self._clock.monotonic()
         if now >= self._next_refresh:
             self._refresh(now)
-        detail = self._flags.evaluate(self.flag, context)
-        variant = detail.variant
-        if detail.reason is Reason.SPLIT:
-            # The rollout's share replaces the document's weights (same hash, salt
-            # and key, canary first), so cohorts only grow as stages rise.
-            try:
-                canary = self._split_canary(context, detail.rule_id)
-            except Exception:
-                return Arm(
-                    self,
-                    variant,
-                    now,
-                    is_canary=variant == self._canary_variant,
-                    judged=False,
-                )
-            return Arm(
-                self,
-                self._canary_variant if canary else self._control_variant,
-                now,
-                is_canary=canary,
-                judged=self._judging,
-            )
-        return Arm(
-            self, variant, now, is_canary=variant == self._canary_variant, judged=False
+        # The flag's own evaluation assigns the arm: its split serves the stage's
+        # share (set_split), so this is the cohort every other evaluation of the
+        # flag in the app sees too. _run is evaluate() without the detail object.
+        _, out = self._flags._run(self.flag, context, None)
+        variant = out.variant
+        split = out.split
+        cut = self._cut
+        # Judged only when the split that served it gives exactly the stage's
+        # share: not a rule's pin, an override or a kill, and not weights of
+        # another stage that this Flags has not re-read yet (another process
+        # moved the stage), which would bias the arms' ratio.
+        judged = (
+            self._judging
+            and out.reason is Reason.SPLIT
+            and split is not None
+            and split.get(self._canary_variant) == cut
+            and split.get(self._control_variant) == 100_000 - cut
         )
-
-    def _split_canary(self, context: Any, rule_id: str | None) -> bool:
-        fs = self._flags.flag_set
-        cache = self._split_cache
-        if cache is None or cache[0] is not fs:
-            compiled = fs.flags[self.flag] if fs is not None else None
-            if compiled is None:
-                raise LookupError(self.flag)
-            serves: dict[str | None, Any] = {None: compiled.fallthrough}
-            serves.update({r.id: r.serve for r in compiled.rules})
-            # One tuple, swapped whole: threads never see a salt from one
-            # snapshot with the serves of another.
-            cache = (fs, compiled.salt, serves)
-            self._split_cache = cache
-        attrs, key = _context_parts(context)
-        return bucket(cache[1], cache[2][rule_id].bucket_key(attrs, key)) < self._cut
+        return Arm(
+            self, variant, now, is_canary=variant == self._canary_variant, judged=judged
+        )
 
     def _finish(self, arm: Arm, exc_type: type[BaseException] | None) -> None:
         if arm._done:
@@ -1038,6 +1057,8 @@ class Rollout:
         with self._lock:
             if entry is not None and entry.version != self._version:
                 self._apply(entry.value, entry.version)
+            elif self._split_percent != self.percent:
+                self._sync_split(self.percent)
         # Time-based rules (min/max stage duration) also apply at low traffic.
         if self._judging:
             self._judge_and_act(mono)
