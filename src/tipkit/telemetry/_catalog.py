@@ -250,6 +250,36 @@ EVENTS: Final[dict[str, EventSpec]] = {
         severity="ERROR",
         description="A shadow experiment's callback raised; the caller was unaffected.",
     ),
+    "tipkit.rollout.stage_changed": EventSpec(
+        per_call=False,
+        severity="INFO",
+        description="A rollout moved to another stage (advanced, paused, resumed, completed).",
+    ),
+    "tipkit.rollout.judged": EventSpec(
+        per_call=False,
+        severity="INFO",
+        description="A rollout's judge reached a verdict with its numbers.",
+    ),
+    "tipkit.rollout.rolled_back": EventSpec(
+        per_call=False,
+        severity="ERROR",
+        description="A rollout sent every user back to the control, with the numbers why.",
+    ),
+    "feature_flag.killed": EventSpec(
+        per_call=False,
+        severity="ERROR",
+        description="A tripwire killed a flag: its error rate passed the threshold.",
+    ),
+    "tipkit.store.unavailable": EventSpec(
+        per_call=False,
+        severity="ERROR",
+        description="A primitive lost its store and follows its on_error policy.",
+    ),
+    "tipkit.store.recovered": EventSpec(
+        per_call=False,
+        severity="INFO",
+        description="A primitive reached its store again.",
+    ),
 }
 """Event names with a non-default export. Every other event is a state change."""
 
