@@ -7,6 +7,12 @@ import importlib
 import tipkit
 
 EXPECTED = {
+    "Experiment",
+    "KeyedRateLimiter",
+    "TokenBucket",
+    "irreversible",
+    "retry",
+    "retry_context",
     "ErrorRate",
     "LatencyGuard",
     "Rollout",
@@ -55,6 +61,9 @@ PUBLIC_MODULES = [
     "timeout",
     "deadline",
     "rollout",
+    "ratelimit",
+    "retry",
+    "experiment",
 ]
 
 

@@ -23,6 +23,7 @@ from tipkit.errors import (
     StoreError,
     TipkitError,
 )
+from tipkit.experiment import Experiment, irreversible
 from tipkit.flags import (
     EvaluationContext,
     EvaluationDetail,
@@ -30,6 +31,8 @@ from tipkit.flags import (
     Flags,
     InMemoryProvider,
 )
+from tipkit.ratelimit import KeyedRateLimiter, TokenBucket
+from tipkit.retry import retry, retry_context
 from tipkit.rollout import ErrorRate, LatencyGuard, Rollout, Tripwire
 from tipkit.stores import MemoryStore, Store
 from tipkit.telemetry import instrument, synthetic, traced, uninstrument
@@ -54,9 +57,11 @@ __all__ = [
     "ErrorRate",
     "EvaluationContext",
     "EvaluationDetail",
+    "Experiment",
     "FileProvider",
     "Flags",
     "InMemoryProvider",
+    "KeyedRateLimiter",
     "LatencyGuard",
     "MemoryStore",
     "RateLimitedError",
@@ -68,10 +73,14 @@ __all__ = [
     "TimeWindow",
     "Timeout",
     "TipkitError",
+    "TokenBucket",
     "Tripwire",
     "__version__",
     "compose",
     "instrument",
+    "irreversible",
+    "retry",
+    "retry_context",
     "synthetic",
     "traced",
     "uninstrument",

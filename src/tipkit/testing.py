@@ -6,6 +6,8 @@
   that records every evaluation (percentage splits work as in production).
 * :func:`capture_telemetry`: real OpenTelemetry SDK providers with in-memory
   exporters for a block (needs ``opentelemetry-sdk``, in the ``test`` extra).
+* :func:`set_testing`: retries become instant and capped, for your own suite
+  (also a context manager).
 
 The pytest plugin installed with tipkit offers these as fixtures:
 ``tipkit_clock``, ``tipkit_events``, ``tipkit_flags`` and ``tipkit_telemetry``.
@@ -32,6 +34,7 @@ __all__ = [
     "capture_telemetry",
     "fake_flags",
     "flag_definition",
+    "set_testing",
 ]
 
 E = TypeVar("E", bound=Event)
@@ -137,4 +140,5 @@ def capture_events(
 
 # Re-exported at the end: these modules import tipkit.testing's neighbours, not it.
 from tipkit.flags._testing import RecordingFlags, fake_flags, flag_definition  # noqa: E402
+from tipkit.retry import set_testing  # noqa: E402
 from tipkit.telemetry._capture import CapturedTelemetry, capture_telemetry  # noqa: E402
