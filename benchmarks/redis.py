@@ -10,7 +10,13 @@ loopback port, as the test suite does. It measures, in one run:
   with Redis storage (moving window and fixed window), and ``pyrate-limiter``
   with its Redis bucket (sliding log) and its Redis state store (token bucket);
   a bare ``PING`` gives the floor of one round trip;
-* acquires per second with 1 and 4 processes hammering one shared key.
+* acquires per second with 1 and 4 processes hammering one shared key;
+* fleet features: acquires per second through ``TokenBucket(store=...)`` with
+  1 and 4 processes (``batch=1`` and ``batch=16``); the cost of a flag
+  evaluation with a ``RedisStore`` attached against a ``MemoryStore`` (same
+  rule, interleaved repeats); and how long a kill switch written by one process
+  takes to stop the feature in 4 others (pushed, and with ``push=False`` so
+  only the 1 s refresh interval carries it).
 
 Every limit is set high enough that every call is admitted: the figures are
 the cost of deciding, not of refusing.
@@ -94,12 +100,27 @@ def make_ping(url: str, key: str) -> Acquire:
     return client.ping
 
 
+def make_evalsha(url: str, key: str) -> Acquire:
+    # tipkit's script through redis-py's own evalsha: what take_tokens did before
+    # it sent pre-packed commands (the client-side overhead it no longer pays).
+    from tipkit.stores import RedisStore
+    from tipkit.stores._redis import _S, _bucket_args
+
+    store = RedisStore(url, prefix="bench:", timeout=1.0)
+    store.take_tokens(key, 0, rate=HIGH, capacity=HIGH)
+    client, sha = store.client, _S["take_tokens"].sha
+    args = _bucket_args(1, HIGH, HIGH, 0.0)
+    rkey = f"bench:tb:{key}"
+    return lambda: client.evalsha(sha, 1, rkey, *args)
+
+
 LIBRARIES: dict[str, Callable[[str, str], Acquire]] = {
     "tipkit RedisStore.take_tokens (token bucket)": make_tipkit,
     "limits RedisStorage, moving window": lambda u, k: make_limits(u, k, "moving"),
     "limits RedisStorage, fixed window": lambda u, k: make_limits(u, k, "fixed"),
     "pyrate-limiter RedisBucket (sliding log)": make_pyrate_log,
     "pyrate-limiter RedisStateStore (token bucket)": make_pyrate_state,
+    "same script through redis-py evalsha (tipkit before)": make_evalsha,
     "redis-py PING (one round trip, the floor)": make_ping,
 }
 TIPKIT = next(iter(LIBRARIES))
@@ -176,6 +197,188 @@ def run(url: str, quick: bool) -> None:
         )
 
 
+# -- fleet features ------------------------------------------------------------------
+def make_bucket(url: str, key: str, batch: int) -> Acquire:
+    from tipkit.ratelimit import TokenBucket
+    from tipkit.stores import RedisStore
+
+    store = RedisStore(url, prefix="bench:", timeout=1.0, push=False)
+    bucket = TokenBucket(key, rate=HIGH, capacity=HIGH, store=store, batch=batch)
+    return bucket.try_acquire
+
+
+def _bucket_worker(
+    url: str, key: str, batch: int, seconds: float, barrier: Any, out: Any
+) -> None:
+    acquire = make_bucket(url, key, batch)
+    acquire()
+    barrier.wait()
+    count = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        acquire()
+        count += 1
+    out.put(count)
+
+
+def bucket_per_second(url: str, batch: int, processes: int, seconds: float) -> float:
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(processes)
+    out = ctx.Queue()
+    key = f"tb-{uuid.uuid4().hex[:8]}"
+    procs = [
+        ctx.Process(
+            target=_bucket_worker, args=(url, key, batch, seconds, barrier, out)
+        )
+        for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    total = sum(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    return total / seconds
+
+
+FLAGS_DOC = {
+    "version": 1,
+    "flags": {
+        "checkout": {
+            "variants": {"on": True, "off": False},
+            "off_variant": "off",
+            "fallthrough": {"split": {"on": 50, "off": 50}},
+        }
+    },
+}
+
+
+# Served "on" to everyone until killed: a kill flips every watcher's answer.
+KILL_DOC = {
+    "version": 1,
+    "flags": {
+        "checkout": {
+            "variants": {"on": True, "off": False},
+            "default_variant": "on",
+            "off_variant": "off",
+        }
+    },
+}
+
+
+def flag_eval_ns(url: str, number: int, repeats: int) -> tuple[float, float]:
+    """Return ns per is_enabled() with a MemoryStore and with a RedisStore attached."""
+    from tipkit.flags import Flags, InMemoryProvider
+    from tipkit.stores import MemoryStore, RedisStore
+
+    store = RedisStore(url, prefix=f"bench-{uuid.uuid4().hex[:6]}:", timeout=1.0)
+    flags = {
+        "memory": Flags(InMemoryProvider(FLAGS_DOC), store=MemoryStore()),
+        "redis": Flags(InMemoryProvider(FLAGS_DOC), store=store),
+    }
+    runs: dict[str, list[float]] = {"memory": [], "redis": []}
+    users = [f"user-{i}" for i in range(number)]
+    for _ in range(repeats):
+        for name, f in flags.items():
+            is_enabled = f.is_enabled
+            best = float("inf")
+            # Each timing loop lasts well over the 1 s refresh interval in the
+            # full run, so the Redis refreshes are inside the figure.
+            for _ in range(3):
+                start = time.perf_counter()
+                for user in users:
+                    is_enabled("checkout", user)
+                best = min(best, time.perf_counter() - start)
+            runs[name].append(best / number * 1e9)
+    store.close()
+    return statistics.median(runs["memory"]), statistics.median(runs["redis"])
+
+
+def _kill_watcher(url: str, prefix: str, push: bool, ready: Any, out: Any) -> None:
+    from tipkit.flags import Flags, InMemoryProvider
+    from tipkit.stores import RedisStore
+
+    store = RedisStore(url, prefix=prefix, timeout=1.0, push=push)
+    flags = Flags(InMemoryProvider(KILL_DOC), store=store, refresh_interval=1.0)
+    limit = time.perf_counter() + 120
+    while push and not store.watching and time.perf_counter() < limit:
+        pass
+    for _ in range(1_000_000):
+        ready.put(1)
+        while flags.is_enabled("checkout", "u", default=True) is not False:
+            if time.perf_counter() > limit:
+                return
+        out.put(time.perf_counter())
+        while not flags.is_enabled("checkout", "u", default=False):
+            if time.perf_counter() > limit:
+                return
+
+
+def kill_propagation_ms(url: str, push: bool, rounds: int) -> tuple[float, float]:
+    """Return the median and max ms until 4 processes see a kill written by this one."""
+    from tipkit.flags import Flags, InMemoryProvider
+    from tipkit.stores import RedisStore
+
+    ctx = mp.get_context("spawn")
+    prefix = f"kill-{uuid.uuid4().hex[:6]}:"
+    store = RedisStore(url, prefix=prefix, timeout=1.0)
+    flags = Flags(InMemoryProvider(KILL_DOC), store=store)
+    ready, out = ctx.Queue(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_kill_watcher, args=(url, prefix, push, ready, out))
+        for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    delays: list[float] = []
+    try:
+        for _ in range(rounds):
+            for _ in procs:
+                ready.get(timeout=60)
+            killed = time.perf_counter()
+            flags.kill("checkout")
+            seen = [out.get(timeout=60) for _ in procs]
+            delays.append((max(seen) - killed) * 1000)
+            flags.revive("checkout")
+    finally:
+        for p in procs:
+            p.terminate()
+            p.join(timeout=10)
+        store.close()
+    return statistics.median(delays), max(delays)
+
+
+def run_fleet(url: str, quick: bool) -> None:
+    seconds = 0.5 if quick else 2.0
+    print()
+    print(
+        "| TokenBucket(store=RedisStore) | acquires/s, 1 process | acquires/s, 4 processes |"
+    )
+    print("| --- | ---: | ---: |")
+    for batch in (1, 16):
+        one = bucket_per_second(url, batch, 1, seconds)
+        four = bucket_per_second(url, batch, 4, seconds)
+        print(f"| batch={batch} | {one:,.0f} | {four:,.0f} |", flush=True)
+    number, repeats = (20_000, 5) if quick else (1_000_000, 7)
+    memory, redis_ns = flag_eval_ns(url, number, repeats)
+    print()
+    print(
+        "| flag evaluation (is_enabled, split) | ns per evaluation | vs MemoryStore |"
+    )
+    print("| --- | ---: | ---: |")
+    print(f"| Flags(store=MemoryStore()) | {memory:.0f} | 1.00 |")
+    print(
+        f"| Flags(store=RedisStore(...)) | {redis_ns:.0f} | {redis_ns / memory:.2f} |"
+    )
+    rounds = 3 if quick else 10
+    print()
+    print("| kill switch to 4 processes | median ms | max ms |")
+    print("| --- | ---: | ---: |")
+    for push in (True, False):
+        median, worst = kill_propagation_ms(url, push, rounds)
+        how = "pushed (pub/sub)" if push else "push=False (refresh_interval 1 s)"
+        print(f"| {how} | {median:.1f} | {worst:.1f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -184,15 +387,24 @@ def main() -> None:
     parser.add_argument(
         "--url", help="use this Redis (default: start a private redis-server)"
     )
+    parser.add_argument(
+        "--fleet-only", action="store_true", help="only the fleet-feature tables"
+    )
     args = parser.parse_args()
+
+    def everything(url: str) -> None:
+        if not args.fleet_only:
+            run(url, args.quick)
+        run_fleet(url, args.quick)
+
     if args.url:
-        run(args.url, args.quick)
+        everything(args.url)
         return
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.redis_server import RedisServer
 
     with RedisServer() as server:
-        run(server.url, args.quick)
+        everything(server.url)
 
 
 if __name__ == "__main__":
