@@ -229,6 +229,129 @@ def test_raising_a_stage_only_adds_users_to_the_canary():
     assert 200 < len(five) < 300
 
 
+KEYS = [f"user-{i}" for i in range(20_000)]
+
+
+def test_plain_flag_evaluations_elsewhere_follow_the_stage():
+    """flags.get/is_enabled outside the rollout serve the stage's share, the arms' cohort."""
+    clock = FakeClock()
+    rollout, flags, _ = make(clock, stages=[10, 50, 100])
+    for percent in (10.0, 50.0):
+        share = sum(flags.is_enabled("pricing", k) for k in KEYS) / len(KEYS)
+        assert abs(share - percent / 100) < 0.02
+        for k in KEYS[:300]:
+            with rollout.observe(k) as arm:
+                pass
+            assert (arm.is_canary, arm.judged) == (flags.get("pricing", k), True)
+        assert {"new": percent, "old": 100 - percent} == flags.get_split("pricing")
+        rollout.advance()
+    assert all(flags.is_enabled("pricing", k) for k in KEYS[:1000])
+
+
+def test_advancing_only_adds_users_to_the_canary_everywhere():
+    """Over 20k keys, each stage's canary cohort (as flags.get sees it) holds the previous one."""
+    clock = FakeClock()
+    rollout, flags, _ = make(clock)
+    before: set[str] = set()
+    for percent in (1.0, 5.0, 25.0, 50.0):
+        assert percent == rollout.percent
+        now = {k for k in KEYS if flags.is_enabled("pricing", k)}
+        assert before < now
+        assert abs(len(now) / len(KEYS) - percent / 100) < 0.01
+        before = now
+        rollout.advance()
+    assert {k for k in KEYS if flags.is_enabled("pricing", k)} == set(KEYS)
+
+
+def test_rollback_serves_control_to_every_evaluation_on_the_next_call():
+    """Rollback: canary share 0 in the store and control for every Flags sharing it, at once."""
+    clock = FakeClock()
+    rollout, flags, store = make(clock, stages=[50, 100])
+    peer = Flags(
+        InMemoryProvider({"flags": {"pricing": SPLIT_FLAG}}),
+        store=store,
+        clock=clock,
+        refresh_interval=3600,
+    )
+    canary = [k for k in KEYS[:2000] if peer.is_enabled("pricing", k)]
+    assert 800 < len(canary) < 1200
+    rollout.rollback("bad")
+    assert not any(peer.is_enabled("pricing", k) for k in canary)
+    assert not any(flags.is_enabled("pricing", k) for k in canary)
+    assert {"new": 0.0, "old": 100.0} == flags.get_split("pricing")
+    # The split alone holds everyone on control (the override is belt and braces).
+    flags.clear_override("pricing")
+    details = [peer.evaluate("pricing", k) for k in canary]
+    assert {("old", Reason.SPLIT)} == {(d.variant, d.reason) for d in details}
+
+
+def test_a_second_flags_sharing_the_store_sees_the_stage():
+    """Another Flags on the store (long refresh_interval) follows each advance on its next call."""
+    clock = FakeClock()
+    rollout, _, store = make(clock, stages=[1, 50, 100])
+    other = Flags(
+        InMemoryProvider({"flags": {"pricing": SPLIT_FLAG}}),
+        store=store,
+        clock=clock,
+        refresh_interval=3600,
+    )
+    assert 0 < sum(other.is_enabled("pricing", k) for k in KEYS[:4000]) < 80
+    rollout.advance()
+    share = sum(other.is_enabled("pricing", k) for k in KEYS[:4000]) / 4000
+    assert 0.45 < share < 0.55
+
+
+def test_requests_served_by_other_weights_are_not_judged():
+    """Weights other than the stage's (another writer, a lagging process) feed no judge."""
+    clock = FakeClock()
+    rollout, flags, _ = make(clock, stages=[50, 100], refresh_interval=3600)
+    rollout.status()  # read the store now; the next read is an hour away
+    flags.set_split("pricing", {"new": 10, "old": 90})
+    arms = []
+    for k in KEYS[:200]:
+        with rollout.observe(k) as arm:
+            arms.append(arm)
+    assert 5 < sum(a.is_canary for a in arms) < 40
+    assert not any(a.judged for a in arms)
+    assert 0 == rollout.status().canary.count + rollout.status().control.count
+    # That status() re-read the store and put the stage's weights back.
+    assert {"new": 50.0, "old": 50.0} == flags.get_split("pricing")
+    with rollout.observe("user-1") as arm:
+        pass
+    assert arm.judged
+
+
+def test_rule_splits_follow_the_stage_and_a_plain_fallthrough_becomes_a_split():
+    """Every split of the flag serves the stage; a fallthrough serving one variant is split too."""
+    clock = FakeClock()
+    flag = {
+        "variants": {"new": True, "old": False},
+        "rules": [
+            {
+                "id": "nz",
+                "if": {"attr": "country", "op": "eq", "value": "NZ"},
+                "serve": {"split": {"new": 90, "old": 10}},
+            }
+        ],
+        "default_variant": "old",
+    }
+    rollout, flags, _ = make(clock, flag=flag, stages=[20, 100])
+    nz = [{"targeting_key": k, "country": "NZ"} for k in KEYS[:4000]]
+    assert 0.15 < sum(flags.is_enabled("pricing", c) for c in nz) / 4000 < 0.25
+    assert 0.15 < sum(flags.is_enabled("pricing", k) for k in KEYS[:4000]) / 4000 < 0.25
+    with rollout.observe(nz[0]) as arm:
+        pass
+    assert arm.judged
+    assert {"new": 20.0, "old": 80.0} == flags.get_split("pricing", rule_id="nz")
+
+
+def test_canary_and_control_must_differ():
+    """canary_variant == control_variant is refused naming the flag."""
+    clock = FakeClock()
+    with pytest.raises(ConfigError, match="must differ"):
+        make(clock, canary_variant="old")
+
+
 def test_sample_ratio_mismatch_holds_the_stage():
     """One heavy user breaks Bernoulli assignment: SRM is flagged and the stage never passes."""
     clock = FakeClock()

@@ -705,8 +705,8 @@ class Rollout:
 
         Writes only the targets whose stored weights differ, so the processes
         that all notice a stage change do not all write it. A failure is logged
-        and retried at the next refresh; meanwhile requests served by other
-        weights are not judged.
+        (once until a write succeeds) and retried at the next refresh; meanwhile
+        requests served by other weights are not judged.
         """
         cut = round(percent * 1000)
         weights = {
@@ -718,13 +718,14 @@ class Rollout:
                 if self._flags.get_split(self.flag, rule_id=rule_id) != weights:
                     self._flags.set_split(self.flag, weights, rule_id=rule_id)
         except Exception:
+            if self._split_percent is not None:
+                logger.exception(
+                    "tipkit: rollout %r: setting the split of flag %r to %g%% failed",
+                    self.name,
+                    self.flag,
+                    percent,
+                )
             self._split_percent = None
-            logger.exception(
-                "tipkit: rollout %r: setting the split of flag %r to %g%% failed",
-                self.name,
-                self.flag,
-                percent,
-            )
         else:
             self._split_percent = percent
 
@@ -1057,7 +1058,9 @@ class Rollout:
         with self._lock:
             if entry is not None and entry.version != self._version:
                 self._apply(entry.value, entry.version)
-            elif self._split_percent != self.percent:
+            elif self._doc.get("status") != "completed":
+                # Also puts the stage's weights back if something else wrote
+                # the split (a failed write, a hand edit): the rollout owns it.
                 self._sync_split(self.percent)
         # Time-based rules (min/max stage duration) also apply at low traffic.
         if self._judging:
