@@ -401,3 +401,28 @@ def test_eight_threads_evaluate_while_the_split_changes():
     assert [] == errors
     seen = set().union(*answers)
     assert seen <= {("new", Reason.SPLIT), ("old", Reason.SPLIT)}
+
+
+def test_a_split_written_through_redis_reaches_another_store_object(
+    redis_server, redis_store
+):
+    """Two RedisStore objects (two processes' worth): the split applies after refresh_interval."""
+    from tipkit.stores import RedisStore
+
+    clock = FakeClock()
+    other_store = RedisStore(
+        redis_server.url, prefix=redis_store.prefix, timeout=5.0, push=False
+    )
+    try:
+        writer = make(clock, redis_store)
+        reader = make(clock, other_store, refresh_interval=2)
+        assert "old" == reader.evaluate("pricing", "user-1").variant
+        writer.set_split("pricing", {"new": 100, "old": 0})
+        writer.set_split("pricing", {"new": 0, "old": 100}, rule_id="nz")
+        clock.advance(2)
+        assert "new" == reader.evaluate("pricing", "user-1").variant
+        nz = reader.evaluate("pricing", {"targeting_key": "user-1", "country": "NZ"})
+        assert ("old", "nz") == (nz.variant, nz.rule_id)
+        assert {"new": 100.0, "old": 0.0} == reader.get_split("pricing")
+    finally:
+        other_store.close()
