@@ -12,9 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-retry_module = sys.modules[
-    "tipkit.retry"
-]  # `tipkit.retry` the attribute is the function
 from tipkit._core import _deadline
 from tipkit._core._compose import compose
 from tipkit.errors import (
