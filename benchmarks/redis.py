@@ -347,6 +347,29 @@ def kill_propagation_ms(url: str, push: bool, rounds: int) -> tuple[float, float
     return statistics.median(delays), max(delays)
 
 
+def client_overhead(url: str, quick: bool) -> None:
+    """Interleave take_tokens, redis-py evalsha of the same script, and PING."""
+    key = f"ab-{uuid.uuid4().hex[:8]}"
+    cands = {
+        "take_tokens, pre-packed EVALSHA (now)": make_tipkit(url, key),
+        "redis-py evalsha, the same script (before)": make_evalsha(url, key),
+        "redis-py PING": make_ping(url, key),
+    }
+    runs: dict[str, list[float]] = {k: [] for k in cands}
+    rounds, number = (3, 200) if quick else (15, 1_000)
+    for _ in range(rounds):
+        for name, acquire in cands.items():
+            start = time.perf_counter()
+            for _ in range(number):
+                acquire()
+            runs[name].append((time.perf_counter() - start) / number * 1e6)
+    print()
+    print("| path | µs median | µs best |")
+    print("| --- | ---: | ---: |")
+    for name, values in runs.items():
+        print(f"| {name} | {statistics.median(values):.1f} | {min(values):.1f} |")
+
+
 def run_fleet(url: str, quick: bool) -> None:
     seconds = 0.5 if quick else 2.0
     print()
@@ -395,6 +418,7 @@ def main() -> None:
     def everything(url: str) -> None:
         if not args.fleet_only:
             run(url, args.quick)
+            client_overhead(url, args.quick)
         run_fleet(url, args.quick)
 
     if args.url:
