@@ -1,0 +1,246 @@
+"""`tipkit demo`: the four scenarios end to end in fast mode, the CLI, and no extras."""
+
+from __future__ import annotations
+
+import io
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tipkit._cli import main
+from tipkit._demo import DEFAULT_OUT, DemoResult, run_demo
+from tipkit._demo._display import (
+    INSTALL_HINT,
+    PlainReporter,
+    RichReporter,
+    load_rich,
+    plain_table,
+)
+from tipkit._demo._scenarios import STAGES
+from tipkit.telemetry._events import BUS
+
+SEED = 1
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class PlainRun:
+    result: DemoResult
+    text: str
+    chart: Path
+    random_before: object
+    random_after: object
+    listeners_before: int
+    listeners_after: int
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> PlainRun:
+    """A second fast run with seed 1, without rich and matplotlib (imports fail)."""
+    chart = tmp_path_factory.mktemp("plain") / "c.png"
+    stream = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("rich", "matplotlib"):
+            mp.setitem(sys.modules, name, None)  # import now raises ImportError
+        random.seed(99)
+        before = random.getstate()
+        listeners = len(BUS._listeners)
+        result = run_demo(seed=SEED, fast=True, out=chart, live=True, stream=stream)
+    return PlainRun(
+        result,
+        stream.getvalue(),
+        chart,
+        before,
+        random.getstate(),
+        listeners,
+        len(BUS._listeners),
+    )
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoResult, str]:
+    out = tmp_path_factory.mktemp("demo") / "timeline.png"
+    stream = io.StringIO()
+    result = run_demo(seed=SEED, fast=True, out=out, live=False, stream=stream)
+    return result, stream.getvalue()
+
+
+def test_the_chart_is_written_where_asked(demo: tuple[DemoResult, str]) -> None:
+    """The timeline PNG is written to `out`, and its path is printed."""
+    result, text = demo
+    assert result.chart is not None
+    assert PNG_MAGIC == result.chart.read_bytes()[:8]
+    assert result.chart.stat().st_size > 50_000
+    assert f"Timeline chart written to {result.chart}" in text
+
+
+def test_the_bad_canary_is_rolled_back_at_an_early_stage(
+    demo: tuple[DemoResult, str],
+) -> None:
+    """Errors 1% -> 2.5%: the judge rolls the canary back at 1% or 5%, with its numbers."""
+    c = demo[0].canary
+    assert "rolled_back" == c.status
+    assert c.rolled_back_at in {1.0, 5.0}
+    assert c.early
+    assert "error_rate" == c.guard
+    assert c.canary_requests >= 100
+    assert c.control_requests > c.canary_requests
+    assert c.canary_rate > c.control_rate
+    assert c.lower is not None
+    assert c.lower > 0.0
+    assert "rolled_back" == c.changes[-1].action
+    assert (
+        f"rolled back at {c.rolled_back_at:g}% (stage {c.stage}) after"
+        f" {c.canary_requests:,} canary and {c.control_requests:,} control requests"
+    ) in demo[1]
+
+
+def test_the_good_change_is_promoted_to_100_percent(
+    demo: tuple[DemoResult, str],
+) -> None:
+    """A change as good as the old code passes every stage: 1 -> 5 -> 25 -> 50 -> 100."""
+    p = demo[0].promotion
+    assert "completed" == p.status
+    assert STAGES == p.percents
+    assert 100.0 == p.final_percent
+    assert ["PASS"] * 4 == [c.decision for c in p.changes]
+    assert all(c.upper is not None and c.upper < 0.01 for c in p.changes)
+
+
+def test_the_outage_is_contained(demo: tuple[DemoResult, str]) -> None:
+    """Breaker opens, retries spare payments, the burst is shed, the tripwire kills the flag."""
+    o = demo[0].outage
+    assert o.breaker_opened
+    assert "closed" == o.breaker_transitions[-1][1]  # it closed again after the outage
+    assert o.outage_requests > 0
+    assert o.naive_outage_calls == o.attempts * o.outage_requests
+    assert o.outage_downstream_calls * 10 < o.naive_outage_calls
+    assert o.fast_failures > 0
+    assert 0 < o.burst_shed < o.burst_requests
+    assert o.flag_killed
+    assert o.kill_time is not None
+    assert o.kill_time > o.bug_start
+    assert o.kill_error_rate is not None
+    assert o.kill_error_rate > 0.05
+
+
+def test_the_shadow_experiment_finds_the_disagreeing_inputs(
+    demo: tuple[DemoResult, str],
+) -> None:
+    """Mismatches are found, explained by the two planted bugs, and a few are printed."""
+    result, text = demo
+    s = result.shadow
+    assert s.mismatched > 0
+    assert s.mismatched == len(s.mismatches)
+    assert 0 == s.outcomes["candidate_error"]
+    assert {
+        "qty == 10: bulk discount applied one item early",
+        "half-cent rounded to even, not up",
+    } == set(s.causes)
+    assert all(m.control != m.candidate for m in s.mismatches)
+    # Every sampled order of ten items disagrees; the discount bug is systematic.
+    compared, disagreed = s.by_qty[10]
+    assert compared == disagreed
+    assert "Inputs where pricing v2 disagrees with v1" in text
+    assert str(s.mismatches[0]) in text
+
+
+def test_every_scenario_reports_success(demo: tuple[DemoResult, str]) -> None:
+    """`ok` sums it up, and the run says so."""
+    result, text = demo
+    assert result.ok
+    assert "every scenario showed what it should" in text
+    assert result.seconds > 0.0
+
+
+def test_the_same_seed_gives_the_same_numbers(
+    demo: tuple[DemoResult, str], plain: PlainRun
+) -> None:
+    """Two runs with the same seed (one without the extras) give equal numbers."""
+    assert demo[0] is not plain.result
+    assert demo[0] == plain.result
+    assert demo[0].outage.bins == plain.result.outage.bins
+    assert demo[0].canary.series == plain.result.canary.series
+
+
+def test_the_demo_leaves_global_state_alone(plain: PlainRun) -> None:
+    """The random module's state is restored and the event listeners are removed."""
+    assert plain.random_before == plain.random_after
+    assert plain.listeners_before == plain.listeners_after
+
+
+def test_the_cli_runs_the_demo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tipkit demo --fast --out DIR --no-live --seed 1` exits 0 and writes the chart in DIR."""
+    code = main(["demo", "--fast", "--out", str(tmp_path), "--no-live", "--seed", "1"])
+    out = capsys.readouterr().out
+    chart = tmp_path / DEFAULT_OUT.name
+    assert 0 == code
+    assert chart.is_file()
+    assert f"Timeline chart written to {chart}" in out
+    assert "seed 1, fast mode" in out
+
+
+def test_python_dash_m_tipkit_has_the_demo_command() -> None:
+    """`python -m tipkit demo --help` lists the demo's options."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tipkit", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for option in ("--seed", "--fast", "--out", "--no-live"):
+        assert option in done.stdout
+
+
+def test_without_rich_and_matplotlib_it_runs_in_plain_text(plain: PlainRun) -> None:
+    """Missing extras: plain output with the summary, no chart, and what to install."""
+    assert ("rich", "matplotlib") == plain.result.missing
+    assert plain.result.chart is None
+    assert not plain.chart.exists()
+    assert INSTALL_HINT in plain.text
+    assert "No chart: matplotlib is not installed" in plain.text
+    assert "scenario" in plain.text
+    assert "rolled back at 1%" in plain.text
+    assert plain.result.ok
+
+
+def test_the_live_view_shows_progress_and_outcomes() -> None:
+    """With rich, the live reporter draws bars and prints each outcome."""
+    rich = load_rich()
+    assert rich is not None
+    stream = io.StringIO()
+    with RichReporter(rich, live=True, stream=stream) as reporter:
+        reporter.begin("k", "a scenario", 4)
+        reporter.update("k", 2, "halfway")
+        reporter.end("k", "it worked", ok=True)
+        reporter.begin("x", "another", 1)
+        reporter.end("x", "it did not", ok=False)
+    text = stream.getvalue()
+    assert "a scenario" in text
+    assert "it worked" in text
+    assert "✗" in text
+
+
+def test_the_plain_reporter_prints_outcomes_only() -> None:
+    """Without rich: a line per start and per outcome, nothing per update."""
+    stream = io.StringIO()
+    with PlainReporter(stream) as reporter:
+        reporter.begin("k", "a scenario", 4)
+        reporter.update("k", 2, "halfway")
+        reporter.end("k", "it worked", ok=True)
+        reporter.end("k", "it did not", ok=False)
+    assert "a scenario ...\n  ok it worked\n  !! it did not\n" == stream.getvalue()
+
+
+def test_plain_table_aligns_columns() -> None:
+    """The plain summary table pads the first two columns."""
+    text = plain_table([("a", "bb", "c"), ("dddd", "e", "f")], ("h1", "h2", "h3"))
+    assert ["h1    h2  h3", "a     bb  c", "dddd  e   f"] == [
+        line for line in text.splitlines() if not line.startswith("-")
+    ]
