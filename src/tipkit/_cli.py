@@ -45,4 +45,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _load_commands() -> None:
     """Import the modules that register subcommands (kept lazy: the CLI starts fast)."""
+    import tipkit._demo._cli  # noqa: PLC0415  # registers `tipkit demo`
     import tipkit.flags._cli  # noqa: F401, PLC0415  # registers `tipkit flags`
