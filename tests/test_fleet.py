@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -199,6 +200,16 @@ def test_batch_takes_k_tokens_per_round_trip(stores: Callable[..., RedisStore]) 
     assert bucket.try_acquire()
     assert not bucket.try_acquire()
     assert "batch=5" in repr(bucket)
+
+
+def test_shared_bucket_survives_script_flush(stores: Callable[..., RedisStore]) -> None:
+    """After SCRIPT FLUSH the pre-packed take reloads the scripts and answers."""
+    store = stores()
+    bucket = TokenBucket("flushed", rate=0.001, capacity=2, store=store)
+    assert bucket.try_acquire()
+    store.client.script_flush()
+    assert bucket.try_acquire()
+    assert not bucket.try_acquire()
 
 
 def test_batch_is_checked() -> None:
@@ -466,6 +477,27 @@ def test_watch_reconnects_after_a_restart(
     assert not until(fired.is_set, 0.2)
     assert "Watch 'ns'" in repr(watch)
     other.close()
+
+
+def test_watch_listener_restarts_in_a_forked_child(
+    stores: Callable[..., RedisStore],
+) -> None:
+    """A forked worker (gunicorn --preload) gets a listener of its own: kills still arrive."""
+    writer = Flags(InMemoryProvider(DOC), store=stores(), refresh_interval=3600)
+    store = stores()
+    flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=3600)
+    assert until(lambda: store.watching)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 1
+        try:
+            if until(lambda: store.watching, 5.0) and flags.is_enabled("checkout"):
+                writer.kill("checkout")
+                code = 0 if until(lambda: not flags.is_enabled("checkout"), 5.0) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 # -- shared breaker state ---------------------------------------------------------------
