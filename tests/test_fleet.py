@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from tests.conftest import Face
 from tests.redis_server import RedisServer
 
 from tipkit._shared_breaker import SharedBreaker
@@ -29,7 +30,7 @@ from tipkit.flags import Flags, InMemoryProvider
 from tipkit.ratelimit import KeyedRateLimiter, TokenBucket
 from tipkit.stores import MemoryStore, RedisStore
 from tipkit.stores._events import StoreRecovered, StoreUnavailable
-from tipkit.testing import capture_events
+from tipkit.testing import FakeClock, capture_events
 
 pytestmark = pytest.mark.redis
 
@@ -585,6 +586,65 @@ def test_shared_breaker_keeps_its_state_when_the_store_fails(
         assert time.perf_counter() - start < 6 * BOUND
     assert breaker.state is BreakerState.OPEN
     assert [e.component for e in events] == ["breaker"]
+
+
+def test_shared_breaker_adopts_on_its_refresh_interval(
+    face: Face, clock: FakeClock
+) -> None:
+    """Without pushes, a peer adopts an opening on its first call after refresh_interval."""
+    store = MemoryStore(clock=clock)
+
+    def breaker() -> CircuitBreaker:
+        return CircuitBreaker(
+            "svc",
+            store=store,
+            share="state",
+            window=CountWindow(2),
+            minimum_calls=2,
+            open_duration=10,
+            refresh_interval=1.0,
+            clock=clock,
+        )
+
+    one, two = breaker(), breaker()
+    assert face.run(two, lambda: 1) == 1  # reads the (empty) shared state at t=0
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            one.call(failing)
+    assert one.state is BreakerState.OPEN
+    clock.advance(0.5)
+    assert face.run(two, lambda: 2) == 2  # not due yet: still its own closed state
+    clock.advance(0.6)
+    with pytest.raises(CircuitOpenError):
+        face.run(two, lambda: 3)
+    assert two.state is BreakerState.OPEN
+    # Both probe back on their own; the first to close tells the other.
+    clock.advance(10)
+    for _ in range(5):
+        assert one.call(lambda: 4) == 4
+    assert one.state is BreakerState.CLOSED
+    clock.advance(1.1)
+    assert face.run(two, lambda: 5) == 5
+    assert two.state is BreakerState.CLOSED
+
+
+def test_batched_bucket_async_faces(stores: Callable[..., RedisStore]) -> None:
+    """The async faces of a batched shared bucket take k per round trip too."""
+    store = stores()
+    bucket = TokenBucket("abatch", rate=0.001, capacity=6, store=store, batch=3)
+
+    async def main() -> int:
+        admitted = 0
+        for _ in range(7):
+            try:
+                async with bucket:
+                    admitted += 1
+            except RateLimitedError:
+                pass
+        return admitted
+
+    assert asyncio.run(main()) == 6
+    assert bucket.tokens == pytest.approx(0, abs=0.01)
 
 
 def test_sharing_options_are_checked(redis_store: RedisStore) -> None:
