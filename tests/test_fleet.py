@@ -29,6 +29,7 @@ from tipkit.errors import CircuitOpenError, RateLimitedError
 from tipkit.flags import Flags, InMemoryProvider
 from tipkit.ratelimit import KeyedRateLimiter, TokenBucket
 from tipkit.stores import MemoryStore, RedisStore
+from tipkit.stores._batch import CountBatcher
 from tipkit.stores._events import StoreRecovered, StoreUnavailable
 from tipkit.testing import FakeClock, capture_events
 
@@ -499,6 +500,60 @@ def test_watch_listener_restarts_in_a_forked_child(
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# -- batched fleet-wide counts (rollouts) -------------------------------------------------
+COUNT_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    url, prefix, offset = sys.argv[1:4]
+    from tipkit.stores import RedisStore
+    from tipkit.stores._batch import CountBatcher
+    store = RedisStore(url, prefix=prefix, timeout=5, push=False)
+    batcher = CountBatcher(store, "rollout:r:1:0", every=100, interval=3600)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    flushes = 0
+    for i in range(1000):
+        canary = (i + int(offset)) % 2
+        flushes += batcher.add({f"n{canary}": 1, f"bad{canary}": i % 10 == 0}) is not None
+    print(json.dumps({"flushes": flushes, "pending": batcher.pending}))
+    """
+)
+
+
+def test_counts_from_three_processes_add_up_in_batches(
+    redis_url: str, prefix: str, stores: Callable[..., RedisStore]
+) -> None:
+    """3 processes x 1,000 outcomes reach the store in 10 round trips each, none lost."""
+    store = stores()
+    results = run_children(COUNT_CHILD, [[redis_url, prefix, str(i)] for i in range(3)])
+    assert [r["flushes"] for r in results] == [10, 10, 10]
+    assert all(r["pending"] == {} for r in results)
+    totals = store.counters("rollout:r:1:0")
+    assert totals["n0"] + totals["n1"] == 3000
+    assert totals["bad0"] + totals["bad1"] == 300
+
+
+def test_count_batcher_keeps_counts_through_an_outage(
+    private_redis_server: RedisServer, fault_store: RedisStore
+) -> None:
+    """Store down: counts stay pending, one StoreUnavailable; back up: all of them arrive."""
+    batcher = CountBatcher(fault_store, "c", every=2, interval=3600, name="r")
+    assert batcher.add({"n": 1}) is None
+    assert batcher.add({"n": 1}) == {"n": 2}
+    private_redis_server.stop()
+    with capture_events(StoreUnavailable, StoreRecovered) as events:
+        for _ in range(4):
+            batcher.add({"n": 1, "bad": 1})
+        assert batcher.pending == {"n": 4, "bad": 4}
+        private_redis_server.start()  # empty: the 2 already sent are gone with it
+        assert batcher.flush() == {"n": 4, "bad": 4}
+    assert [type(e) for e in events] == [StoreUnavailable, StoreRecovered]
+    assert events[0].component == "rollout"
+    assert "CountBatcher 'c'" in repr(batcher)
+    with pytest.raises(ValueError, match="every"):
+        CountBatcher(fault_store, "c", every=0)
 
 
 # -- shared breaker state ---------------------------------------------------------------
