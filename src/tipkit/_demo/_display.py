@@ -153,7 +153,7 @@ class RichReporter:
         mark = "[green]✓[/]" if ok else "[red]✗[/]"
         if self._progress is not None:
             self._progress.update(
-                self._tasks[key], completed=self._totals[key], info=""
+                self._tasks[key], completed=self._totals[key], info=info
             )
             self.console.print(
                 f"{mark} [bold]{self._escape(self._titles[key])}[/]\n"
