@@ -556,6 +556,65 @@ def test_count_batcher_keeps_counts_through_an_outage(
         CountBatcher(fault_store, "c", every=0)
 
 
+ROLLOUT_CHILD = textwrap.dedent(
+    """
+    import json, random, sys, time
+    url, prefix, seed = sys.argv[1:4]
+    from tipkit.flags import Flags, InMemoryProvider
+    from tipkit.rollout import ErrorRate, Rollout, RolloutRolledBack
+    from tipkit.stores import RedisStore
+    store = RedisStore(url, prefix=prefix, timeout=5)
+    flags = Flags(InMemoryProvider({"version": 1, "flags": {}}), store=store)
+    rolled = []
+    rollout = Rollout("pricing", flags=flags, stages=[50, 100], min_stage_duration=0,
+                      min_samples=10_000, guards=[ErrorRate()], store=store,
+                      refresh_interval=0.05, flush_every=20,
+                      on_rollback=rolled.append)
+    rng = random.Random(int(seed))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    seen = {0: 0, 1: 0}
+    limit = time.perf_counter() + 20
+    i = 0
+    while rollout.status().status == "running" and time.perf_counter() < limit:
+        with rollout.observe(f"user-{seed}-{i}") as arm:
+            if arm.judged:
+                seen[int(arm.is_canary)] += 1
+            if arm.is_canary and rng.random() < 0.8:
+                arm.fail()
+        i += 1
+    print(json.dumps({
+        "status": rollout.status().status,
+        "rollbacks": [{"canary": e.canary_count, "control": e.control_count} for e in rolled],
+        "seen": seen,
+    }))
+    """
+)
+
+
+def test_counts_from_three_processes_give_one_verdict_and_one_rollback(
+    redis_url: str, prefix: str, stores: Callable[..., RedisStore]
+) -> None:
+    """3 processes judge on their summed counts; exactly one applies the rollback.
+
+    The rollback's numbers exceed what the process that applied it observed
+    itself: the verdict was reached on the fleet's counts.
+    """
+    store = stores()
+    results = run_children(
+        ROLLOUT_CHILD, [[redis_url, prefix, str(seed)] for seed in range(3)]
+    )
+    assert all(r["status"] == "rolled_back" for r in results), results
+    rollbacks = [(r, rb) for r in results for rb in r["rollbacks"]]
+    assert len(rollbacks) == 1, results
+    decider, numbers = rollbacks[0]
+    assert numbers["canary"] > decider["seen"]["1"], results
+    entry = store.get("tipkit.rollouts", "pricing")
+    assert entry is not None
+    history = [h["action"] for h in entry.value["history"]]
+    assert history.count("rolled_back") == 1, history
+
+
 # -- shared breaker state ---------------------------------------------------------------
 def failing() -> None:
     raise ConnectionError

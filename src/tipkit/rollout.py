@@ -61,7 +61,8 @@ from tipkit._judge import (
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import ConfigError
 from tipkit.flags import Flags, InMemoryProvider, Reason
-from tipkit.stores import Store
+from tipkit.stores import MemoryStore, Store
+from tipkit.stores._batch import CountBatcher
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._counters import REGISTRY
 from tipkit.telemetry._events import BUS, AttributeValue, Event
@@ -94,6 +95,7 @@ OnInconclusive = Literal["hold", "pause", "rollback"]
 NAMESPACE: Final = "tipkit.rollouts"
 _HISTORY_MAX: Final = 200
 _CAS_TRIES: Final = 8
+_COUNTS_TTL: Final = 7 * 24 * 3600.0  # fleet counts of a stage outlive any stage
 
 
 # ------------------------------------------------------------------ events
@@ -454,6 +456,13 @@ class Rollout:
             (changes made through this object apply at once).
         check_ratio: the judge's amortised checkpoint spacing (see
             :class:`tipkit._judge.Judge`).
+        fleet_counts: judge on the outcome counts of every process sharing
+            the store: each process adds its counts to the store in batches
+            (every *flush_every* judged outcomes or *refresh_interval*
+            seconds, one ``increment`` returning the fleet's totals) and the
+            judge decides on those totals. Default: on when the store is not
+            a :class:`~tipkit.stores.MemoryStore`.
+        flush_every: judged outcomes per batch with *fleet_counts*.
 
     Thread-safe: outcomes and transitions are serialised by one lock; the flag
     evaluation and bucketing before it take none.
@@ -486,6 +495,8 @@ class Rollout:
         control_variant: str | None = None,
         refresh_interval: float = 1.0,
         check_ratio: float = 0.01,
+        fleet_counts: bool | None = None,
+        flush_every: int = 100,
     ) -> None:
         if not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -513,6 +524,13 @@ class Rollout:
         self.on_inconclusive: OnInconclusive = on_inconclusive
         self.runbook = runbook
         self._check_ratio = check_ratio
+        self._fleet = (
+            not isinstance(store if store is not None else flags.store, MemoryStore)
+            if fleet_counts is None
+            else bool(fleet_counts)
+        )
+        self._flush_every = flush_every
+        self._batcher: CountBatcher | None = None
         # Built once to validate guards/confidence/min_samples before touching the store.
         self._judge = self._new_judge()
         self._flags = flags
@@ -688,6 +706,19 @@ class Rollout:
                 self._judge.start_stage(
                     percent / 100.0, float(self._doc["stage_started"])
                 )
+            self._batcher = (
+                CountBatcher(
+                    self._store,
+                    f"rollout:{self.name}:{self._doc['attempt']}:{stage}",
+                    every=self._flush_every,
+                    interval=self._refresh_interval,
+                    ttl=_COUNTS_TTL,
+                    name=self.name,
+                    clock=self._clock,
+                )
+                if self._fleet and self._judging
+                else None
+            )
         if self._created_flag and percent != self._synced_percent:
             self._synced_percent = percent
             self._sync_created_flag(percent)
@@ -806,9 +837,47 @@ class Rollout:
             s.errors[i] += failed
             s.lat_sum[i] += latency
             s.lat_max[i] = max(s.lat_max[i], latency)
-            if not self._judge.record(arm.is_canary, failed, latency):
+            batcher = self._batcher
+            if batcher is None and not self._judge.record(
+                arm.is_canary, failed, latency
+            ):
                 return
+        if batcher is not None and not self._add_to_fleet(batcher, i, failed, latency):
+            return
         self._judge_and_act(end)
+
+    def _add_to_fleet(
+        self, batcher: CountBatcher, arm: int, failed: bool, latency: float
+    ) -> bool:
+        """Count an outcome for the fleet; return whether the judge got new totals.
+
+        This process's outcomes go to the store in batches, and the judge
+        decides on the fleet's totals after each batch.
+        """
+        amounts = {f"n{arm}": 1}
+        for g, guard in enumerate(self.guards):
+            if guard.is_bad(failed, latency):
+                amounts[f"b{arm}.{g}"] = 1
+        totals = batcher.add(amounts)
+        return totals is not None and self._load_fleet(batcher, totals)
+
+    def _load_fleet(self, batcher: CountBatcher, totals: Mapping[str, float]) -> bool:
+        """Put the fleet's totals into the judge's current stratum; False if stale."""
+        with self._lock:
+            if batcher is not self._batcher or not self._judging:
+                return False
+            state = self._judge.to_state()
+            strata = cast("list[dict[str, Any]]", state["strata"])
+            if not strata:
+                return False
+            guards = range(len(self.guards))
+            current = strata[-1]
+            current["n"] = [int(totals.get(f"n{arm}", 0)) for arm in (0, 1)]
+            current["bad"] = [
+                [int(totals.get(f"b{arm}.{g}", 0)) for g in guards] for arm in (0, 1)
+            ]
+            self._judge.load_state(state)
+            return True
 
     # -- judging and transitions --------------------------------------------------
     def _judge_and_act(self, mono: float) -> Verdict | None:
@@ -1055,6 +1124,12 @@ class Rollout:
                 exc_info=True,
             )
             return
+        batcher = self._batcher
+        if batcher is not None:
+            # A quiet process still reports its counts, and reads the fleet's.
+            totals = batcher.flush()
+            if totals is not None:
+                self._load_fleet(batcher, totals)
         with self._lock:
             if entry is not None and entry.version != self._version:
                 self._apply(entry.value, entry.version)
