@@ -76,3 +76,59 @@ def test_child_forked_inside_a_guard_finishes_and_reuses_it() -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert len(guard.released) == 1
+
+
+def test_flags_and_rollout_work_in_a_child_forked_while_their_locks_were_held() -> None:
+    """Flags, its provider and a rollout keep working in a child forked mid-refresh."""
+    from tipkit.flags import Flags, _engine
+    from tipkit.rollout import Rollout
+    from tipkit.telemetry import _otel
+
+    flags = Flags.from_dict(
+        {
+            "flags": {
+                "new": {
+                    "variants": {"on": True, "off": False},
+                    "fallthrough": {"split": {"on": 50, "off": 50}},
+                }
+            }
+        }
+    )
+    rollout = Rollout("new", flags=flags, stages=[10, 100])
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with (
+            flags._lock,
+            flags._provider._sub_lock,
+            rollout._lock,
+            _engine._PEERS_LOCK,
+            _otel._LOCK,
+        ):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(30)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, reported by exit code
+            code = 1
+            try:
+                flags.kill("new")
+                ok = (
+                    flags.evaluate("new", "user-1", default=True).reason.value
+                    == "DISABLED"
+                )
+                flags.revive("new")
+                rollout.pause()
+                code = 0 if ok else 5
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        holder.join()
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Final, Literal, ParamSpec, Self, TypeVar, cast
 
+from tipkit._core import _fork
 from tipkit._core._durations import to_seconds
 from tipkit._core._guard import Guard, check_decoratable
 from tipkit._judge import (
@@ -473,6 +474,10 @@ class Rollout:
         ValueError, TypeError: an argument is out of range.
     """
 
+    def _after_fork_in_child(self) -> None:
+        """Re-create the lock in a forked worker (another thread may have held it)."""
+        self._lock = threading.RLock()
+
     def __init__(
         self,
         name: str,
@@ -541,6 +546,7 @@ class Rollout:
         )
         self._refresh_interval = to_seconds(refresh_interval, "refresh_interval")
         self._lock = threading.RLock()
+        _fork.register(self)  # the lock is re-created in forked workers
         self._created_flag = False
         self._canary_variant, self._control_variant = self._resolve_flag(
             canary_variant, control_variant
@@ -1381,6 +1387,10 @@ class Tripwire(Guard[float]):
         "window",
     )
 
+    def _after_fork_in_child(self) -> None:
+        """Re-create the lock in a forked worker (another thread may have held it)."""
+        self._lock = threading.Lock()
+
     def __init__(
         self,
         flags: Flags,
@@ -1420,6 +1430,7 @@ class Tripwire(Guard[float]):
         self.runbook = runbook
         self._window = window._new()
         self._lock = threading.Lock()
+        _fork.register(self)
         self._armed = True
 
     def __repr__(self) -> str:

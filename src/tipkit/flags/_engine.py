@@ -16,6 +16,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
+from tipkit._core import _fork
 from tipkit._core._durations import to_seconds
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import ConfigError
@@ -65,6 +66,15 @@ _INF = float("inf")
 # one of them is seen by every one of them on its next evaluation (in process).
 _PEERS: dict[int, weakref.WeakSet[Flags]] = {}
 _PEERS_LOCK = threading.Lock()
+
+
+def _new_peers_lock() -> None:  # pragma: no cover - runs in forked children only
+    global _PEERS_LOCK  # noqa: PLW0603  # a lock held by another thread at fork is dead
+    _PEERS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
+    os.register_at_fork(after_in_child=_new_peers_lock)
 
 
 def _number_type(value: object) -> bool:
@@ -165,6 +175,9 @@ class Flags:
         "_watch",
     )
 
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+
     def __init__(
         self,
         provider: FlagProvider,
@@ -193,6 +206,7 @@ class Flags:
         self._namespace = namespace
         self._local_overrides: dict[str, Any] = copy.deepcopy(dict(overrides or {}))
         self._lock = threading.Lock()
+        _fork.register(self)
         self._logged: set[str] = set()
         self._table: dict[str, Run] = {}
         self._split_serves: dict[str, dict[str | None, Serve]] = {}

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from tipkit._core import _fork
 from tipkit._core._durations import to_seconds
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import ConfigError
@@ -43,6 +44,13 @@ class FlagProvider:
     def __init__(self) -> None:
         self._subscribers: list[weakref.WeakMethod[Callable[[], None]]] = []
         self._sub_lock = threading.Lock()
+        _fork.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        """Re-create this provider's locks: one held at fork time is never released."""
+        self._sub_lock = threading.Lock()
+        if hasattr(self, "_lock"):
+            self._lock = threading.Lock()
 
     def current(self, now: float) -> tuple[FlagSet, float]:
         """Return the snapshot to serve and the monotonic time to ask again.

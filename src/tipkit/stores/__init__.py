@@ -12,13 +12,23 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
+from tipkit.stores._events import StoreRecovered, StoreUnavailable
 from tipkit.stores._memory import MemoryStore
 from tipkit.stores._protocol import JSON, Entry, Snapshot, Store, TokenTake
 
 if TYPE_CHECKING:
     from tipkit.stores._redis import RedisStore
 
-__all__ = ["JSON", "Entry", "MemoryStore", "Snapshot", "Store", "TokenTake"]
+__all__ = [
+    "JSON",
+    "Entry",
+    "MemoryStore",
+    "Snapshot",
+    "Store",
+    "StoreRecovered",
+    "StoreUnavailable",
+    "TokenTake",
+]
 if importlib.util.find_spec("redis") is not None:
     # Listed only when importable: `from tipkit.stores import *` must work without the extra.
     __all__ += ["RedisStore"]

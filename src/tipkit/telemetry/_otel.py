@@ -23,6 +23,7 @@ import hmac
 import inspect
 import json
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -83,6 +84,15 @@ _SEVERITY: Final = {
 }
 
 _LOCK = threading.RLock()
+
+
+def _new_lock_in_child() -> None:  # pragma: no cover - runs in forked children only
+    global _LOCK  # noqa: PLW0603  # a lock held by another thread at fork is dead
+    _LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def is_real_tracer_provider(provider: object) -> bool:
