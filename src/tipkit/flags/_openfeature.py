@@ -1,0 +1,269 @@
+"""tipkit as an OpenFeature provider: the SDK's client in front, tipkit's engine behind.
+
+Import it through :mod:`tipkit.flags.openfeature`, which says how to install the
+SDK when it is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+from openfeature.evaluation_context import EvaluationContext as OFContext
+from openfeature.event import ProviderEventDetails
+from openfeature.exception import ErrorCode as OFErrorCode
+from openfeature.exception import ProviderNotReadyError as OFProviderNotReadyError
+from openfeature.flag_evaluation import FlagResolutionDetails
+from openfeature.flag_evaluation import Reason as OFReason
+from openfeature.provider import AbstractProvider, Metadata
+
+from tipkit.flags._engine import Flags
+from tipkit.flags._model import (
+    ErrorCode,
+    EvaluationContext,
+    EvaluationDetail,
+    Reason,
+)
+
+__all__ = ["TipkitProvider"]
+
+logger = logging.getLogger("tipkit")
+
+T = TypeVar("T")
+
+REASONS: Final[Mapping[Reason, OFReason]] = {
+    Reason.STATIC: OFReason.STATIC,
+    Reason.DEFAULT: OFReason.DEFAULT,
+    Reason.TARGETING_MATCH: OFReason.TARGETING_MATCH,
+    Reason.SPLIT: OFReason.SPLIT,
+    Reason.DISABLED: OFReason.DISABLED,
+    Reason.ERROR: OFReason.ERROR,
+}
+"""tipkit's reasons to OpenFeature's: the same names and meanings."""
+
+ERROR_CODES: Final[Mapping[ErrorCode, OFErrorCode]] = {
+    ErrorCode.FLAG_NOT_FOUND: OFErrorCode.FLAG_NOT_FOUND,
+    ErrorCode.TYPE_MISMATCH: OFErrorCode.TYPE_MISMATCH,
+    ErrorCode.PARSE_ERROR: OFErrorCode.PARSE_ERROR,
+    ErrorCode.TARGETING_KEY_MISSING: OFErrorCode.TARGETING_KEY_MISSING,
+    ErrorCode.INVALID_CONTEXT: OFErrorCode.INVALID_CONTEXT,
+    ErrorCode.PROVIDER_NOT_READY: OFErrorCode.PROVIDER_NOT_READY,
+    ErrorCode.GENERAL: OFErrorCode.GENERAL,
+}
+"""tipkit's error codes to OpenFeature's: the same names and meanings."""
+
+ObjectValue = Sequence[Any] | Mapping[str, Any]
+
+
+class TipkitProvider(AbstractProvider):
+    """Serve tipkit's :class:`~tipkit.flags.Flags` to OpenFeature clients.
+
+    ::
+
+        from openfeature import api
+        from tipkit.flags.openfeature import TipkitProvider
+
+        api.set_provider_and_wait(TipkitProvider(Flags.from_file("flags.yaml")))
+        api.get_client().get_boolean_value("new-checkout", False, ctx)
+
+    The OpenFeature context's ``targeting_key`` and ``attributes`` become a
+    tipkit :class:`~tipkit.flags.EvaluationContext`; reasons, variants and error
+    codes pass through unchanged (tipkit uses OpenFeature's vocabulary);
+    ``flag_metadata`` holds ``rule_id`` and ``flag_version`` when there are some.
+    Kill switches, overrides and hot reloads of *flags* are seen at once.
+
+    Type rules are tipkit's: a boolean resolution of a string flag is
+    ``TYPE_MISMATCH``; a float resolution of an integer flag returns a float;
+    an integer resolution of ``10.0`` returns ``10`` and of ``0.5`` is
+    ``TYPE_MISMATCH``; an object resolution with a mapping default needs a
+    mapping, with a list default a list.
+
+    Never raises from a resolution: any failure returns the caller's default
+    with reason ``ERROR`` and an error code. :meth:`initialize` raises
+    OpenFeature's ``ProviderNotReadyError`` when *flags* has nothing to serve
+    yet (the SDK then marks the provider ``ERROR``); the provider emits
+    ``PROVIDER_READY`` once flags arrive, and
+    ``PROVIDER_CONFIGURATION_CHANGED`` when a provider that pushes changes
+    (:class:`~tipkit.flags.InMemoryProvider`) changes. Thread-safe; reads time
+    only through *flags*' clock.
+    """
+
+    def __init__(self, flags: Flags, *, name: str = "tipkit") -> None:
+        if not isinstance(flags, Flags):
+            raise TypeError(f"flags must be a tipkit Flags, got {flags!r}")
+        given: object = name  # callers are not always type-checked
+        if not isinstance(given, str) or not given:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        super().__init__()
+        self._flags = flags
+        self._metadata = Metadata(name=name)
+        # Set while the SDK may hear from us: between initialize() and shutdown().
+        self._live = False
+        self._ready = flags.flag_set is not None
+        self._lock = threading.Lock()
+        flags.provider.subscribe(self._source_changed)
+
+    def __repr__(self) -> str:
+        status = "ready" if self._ready else "not ready"
+        return (
+            f"<TipkitProvider {self._metadata.name!r} flags={self._flags!r} {status}>"
+        )
+
+    @property
+    def flags(self) -> Flags:
+        """The :class:`~tipkit.flags.Flags` this provider serves."""
+        return self._flags
+
+    # -- lifecycle ----------------------------------------------------------------
+    def get_metadata(self) -> Metadata:
+        """Return the provider's metadata (its ``name``, ``"tipkit"`` by default)."""
+        return self._metadata
+
+    def initialize(self, evaluation_context: OFContext) -> None:  # noqa: ARG002  # tipkit needs no global context
+        """Re-read the flags now; raise ``ProviderNotReadyError`` if there are none yet."""
+        self._live = True
+        self._flags.refresh()
+        self._ready = self._flags.flag_set is not None
+        if not self._ready:
+            raise OFProviderNotReadyError("tipkit: the flag provider has no flags yet")
+
+    def shutdown(self) -> None:
+        """Stop emitting events; the :class:`Flags` stays usable by the app."""
+        self._live = False
+
+    def _source_changed(self) -> None:
+        # Called by the tipkit provider (any thread) after it swapped its flags.
+        if self._live:
+            was_ready = self._ready
+            self._mark_ready()
+            if was_ready:
+                self._emit_safely(
+                    self.emit_provider_configuration_changed,
+                    ProviderEventDetails(message="tipkit: flags changed"),
+                )
+
+    def _mark_ready(self) -> None:
+        with self._lock:
+            if self._ready or self._flags.flag_set is None:
+                return
+            self._ready = True
+        if self._live:
+            self._emit_safely(
+                self.emit_provider_ready,
+                ProviderEventDetails(message="tipkit: flags are ready"),
+            )
+
+    @staticmethod
+    def _emit_safely(emit: Any, details: ProviderEventDetails) -> None:
+        try:
+            emit(details)
+        except Exception:  # an app's event handler must not break an evaluation
+            logger.warning("tipkit: an OpenFeature event handler raised", exc_info=True)
+
+    # -- resolution ---------------------------------------------------------------
+    def resolve_boolean_details(
+        self,
+        flag_key: str,
+        default_value: bool,
+        evaluation_context: OFContext | None = None,
+    ) -> FlagResolutionDetails[bool]:
+        """Resolve a boolean flag: only a bool is a match. Never raises."""
+        return self._resolve(flag_key, default_value, default_value, evaluation_context)
+
+    def resolve_string_details(
+        self,
+        flag_key: str,
+        default_value: str,
+        evaluation_context: OFContext | None = None,
+    ) -> FlagResolutionDetails[str]:
+        """Resolve a string flag: only a str is a match. Never raises."""
+        return self._resolve(flag_key, default_value, default_value, evaluation_context)
+
+    def resolve_integer_details(
+        self,
+        flag_key: str,
+        default_value: int,
+        evaluation_context: OFContext | None = None,
+    ) -> FlagResolutionDetails[int]:
+        """Resolve an integer flag: ints, and integral floats as ints. Never raises."""
+        typed: Any = default_value
+        if isinstance(typed, float) and typed.is_integer():
+            typed = int(typed)  # so the engine checks against int
+        return self._resolve(flag_key, default_value, typed, evaluation_context)
+
+    def resolve_float_details(
+        self,
+        flag_key: str,
+        default_value: float,
+        evaluation_context: OFContext | None = None,
+    ) -> FlagResolutionDetails[float]:
+        """Resolve a float flag: floats, and ints as floats. Never raises."""
+        typed: Any = default_value
+        if isinstance(typed, int) and not isinstance(typed, bool):
+            # get_float_value("x", 0) means a float: the SDK checks for one.
+            typed = float(default_value)
+        return self._resolve(flag_key, default_value, typed, evaluation_context)
+
+    def resolve_object_details(
+        self,
+        flag_key: str,
+        default_value: ObjectValue,
+        evaluation_context: OFContext | None = None,
+    ) -> FlagResolutionDetails[ObjectValue]:
+        """Resolve an object flag (a mapping or a list, as the default is). Never raises."""
+        return self._resolve(flag_key, default_value, default_value, evaluation_context)
+
+    def _resolve(
+        self,
+        flag_key: str,
+        default_value: T,
+        typed_default: Any,
+        evaluation_context: OFContext | None,
+    ) -> FlagResolutionDetails[T]:
+        try:
+            if not self._ready:
+                self._mark_ready()
+            detail = self._flags.evaluate(
+                flag_key, _tipkit_context(evaluation_context), typed_default
+            )
+            return _details(detail, default_value)
+        except (
+            Exception
+        ) as exc:  # never into the app: Flags cannot raise, but belt and braces
+            return FlagResolutionDetails(
+                value=default_value,
+                reason=OFReason.ERROR,
+                error_code=OFErrorCode.GENERAL,
+                error_message=f"tipkit: {type(exc).__name__} while resolving {flag_key!r}",
+            )
+
+
+def _tipkit_context(context: OFContext | None) -> EvaluationContext | None:
+    """Return the tipkit context for an OpenFeature one (``None`` stays ``None``)."""
+    if context is None:
+        return None
+    return EvaluationContext(context.targeting_key, context.attributes)
+
+
+def _details(detail: EvaluationDetail, default_value: T) -> FlagResolutionDetails[T]:
+    """Return OpenFeature's resolution details for tipkit's evaluation *detail*."""
+    metadata: dict[str, str] = {}
+    if detail.rule_id is not None:
+        metadata["rule_id"] = detail.rule_id
+    if detail.flag_version is not None:
+        metadata["flag_version"] = detail.flag_version
+    # On errors, the caller's own default; otherwise the value as typed for this
+    # resolution (a float resolution with the default 0 serves 0.0: the SDK checks).
+    value = default_value if detail.error_code is not None else detail.value
+    return FlagResolutionDetails(
+        value=value,
+        error_code=None
+        if detail.error_code is None
+        else ERROR_CODES.get(detail.error_code, OFErrorCode.GENERAL),
+        error_message=detail.error_message,
+        reason=REASONS.get(detail.reason, OFReason.UNKNOWN),
+        variant=detail.variant,
+        flag_metadata=metadata,
+    )
