@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import subprocess
 import sys
 import threading
 from typing import Any
@@ -512,6 +513,8 @@ def test_provider_direct_resolution(flags):
         r.reason,
         r.error_code,
     )
+    i = provider.resolve_integer_details("whole", 1.0, None)  # type: ignore[arg-type]  # an untyped caller
+    assert (10, int, None) == (i.value, type(i.value), i.error_code)
     f = provider.resolve_float_details("limit", 1.0, ctx("u"))
     assert (10.0, None) == (f.value, f.error_code)
 
@@ -540,9 +543,18 @@ def test_missing_sdk_names_the_extra(monkeypatch):
         importlib.import_module("tipkit.flags.openfeature")
 
 
-def test_flags_package_does_not_import_the_sdk():
-    """tipkit.flags itself never imports openfeature."""
-    import tipkit.flags
+def test_other_missing_modules_are_not_blamed_on_the_sdk(monkeypatch):
+    """A missing module other than openfeature surfaces as itself."""
+    monkeypatch.setitem(sys.modules, "tipkit.flags._openfeature", None)
+    monkeypatch.delitem(sys.modules, "tipkit.flags.openfeature")
+    with pytest.raises(ModuleNotFoundError, match=r"tipkit\.flags\._openfeature"):
+        importlib.import_module("tipkit.flags.openfeature")
 
-    assert "openfeature" not in (tipkit.flags.__dict__.get("__all__") or [])
-    assert not hasattr(tipkit.flags, "TipkitProvider")
+
+def test_flags_package_does_not_import_the_sdk():
+    """Importing tipkit and tipkit.flags never imports openfeature."""
+    code = "import sys, tipkit, tipkit.flags; print('openfeature' in sys.modules)"
+    out = subprocess.run(  # noqa: S603  # our own interpreter, a fixed script
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "False" == out.stdout.strip()
