@@ -304,3 +304,19 @@ def test_slot_granted_to_an_abandoning_waiter_is_passed_on():
     assert (bulkhead.active, bulkhead.waiting) == (1, 0)
     bulkhead._release(ticket, None, 0.0)
     assert bulkhead.active == 0
+
+
+def test_waiter_timing_out_after_a_switch_to_shadow_runs_as_overflow():
+    """A waiter giving up after a switch to shadow runs as an overflow; counts stay right."""
+    bulkhead: Bulkhead
+
+    class SwitchingClock(FakeClock):
+        def wait_event(self, event: threading.Event, timeout: float) -> bool:
+            bulkhead.mode = "shadow"
+            return super().wait_event(event, timeout)
+
+    bulkhead = Bulkhead("db", max_concurrent=1, max_wait=1.0, clock=SwitchingClock())
+    with bulkhead:
+        assert bulkhead.call(ok) == "ok"
+        assert (bulkhead.active, bulkhead.would_reject, bulkhead.rejected) == (1, 1, 0)
+    assert (bulkhead.active, bulkhead.available, bulkhead.waiting) == (0, 1, 0)

@@ -276,7 +276,8 @@ class Bulkhead(Guard[_Ticket]):
                 self._inc_acquired()
                 return _HELD
             try:
-                if self._mode == "shadow":
+                shadow = self._mode == "shadow"
+                if shadow:
                     self._overflow += 1
                     self._would_reject += 1
                 elif self._max_wait > 0:
@@ -287,7 +288,7 @@ class Bulkhead(Guard[_Ticket]):
                     self._rejected += 1
             finally:
                 lock.release()
-            return self._refuse(0.0)
+            return self._refuse(0.0, shadow=shadow)
         queued = pending.state
         with lock:
             if queued.granted:
@@ -296,18 +297,25 @@ class Bulkhead(Guard[_Ticket]):
                 granted = False
                 queued.gone = True
                 self._queue.remove(queued)
-                self._rejected += 1
+                # The mode may have been switched while this call waited: what
+                # it gets must match what was counted (an overflow runs, and
+                # leaves through _release).
+                shadow = self._mode == "shadow"
+                if shadow:
+                    self._overflow += 1
+                    self._would_reject += 1
+                else:
+                    self._rejected += 1
             else:
                 return Wait(queued.until - now, waiter=queued.waiter, state=queued)
         if granted:
             self._inc_acquired()
             return _HELD
-        return self._refuse(now - queued.since)
+        return self._refuse(now - queued.since, shadow=shadow)
 
-    def _refuse(self, waited: float) -> _Ticket:
-        """Count and report a rejection; raise it unless in shadow mode."""
+    def _refuse(self, waited: float, *, shadow: bool) -> _Ticket:
+        """Count and report a rejection; raise it unless *shadow* (decided under the lock)."""
         self._inc_rejected()
-        shadow = self._mode == "shadow"
         if BulkheadCallRejected.listened:
             BUS.publish(
                 BulkheadCallRejected(self.name, self._max, waited, shadow, self.runbook)
