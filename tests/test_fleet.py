@@ -204,6 +204,26 @@ def test_batch_takes_k_tokens_per_round_trip(stores: Callable[..., RedisStore]) 
     assert "batch=5" in repr(bucket)
 
 
+def test_batch_refusal_says_when_the_tokens_asked_for_are_there() -> None:
+    """A batched bucket's refusal gives retry_after for the tokens asked, not a batch."""
+    clock = FakeClock()
+    bucket = TokenBucket(
+        "hot", rate=1, capacity=10, store=MemoryStore(clock=clock), batch=5
+    )
+    assert [bucket.try_acquire() for _ in range(10)] == [True] * 10
+    with pytest.raises(RateLimitedError) as info:
+        bucket.acquire(timeout=0)
+    assert 1.0 == pytest.approx(info.value.retry_after)
+
+    async def refused() -> float | None:
+        with pytest.raises(RateLimitedError) as ainfo:
+            await bucket.acquire_async(timeout=0)
+        return ainfo.value.retry_after
+
+    clock.advance(0.5)
+    assert 0.5 == pytest.approx(asyncio.run(refused()))
+
+
 def test_shared_bucket_survives_script_flush(stores: Callable[..., RedisStore]) -> None:
     """After SCRIPT FLUSH the pre-packed take reloads the scripts and answers."""
     store = stores()

@@ -791,7 +791,8 @@ class _StoreTokenBucket(TokenBucket):
                     level = math.floor(want - took.retry_after * rate + 1e-9)
                     if level < tokens:
                         self._outage.ok()
-                        return took
+                        # Say when *tokens* are there, not when a whole batch is.
+                        return took._replace(retry_after=(tokens - took.tokens) / rate)
                     want = float(level)
                     took = store.take_tokens(key, want, rate=rate, capacity=cap)
                 self._outage.ok()
@@ -816,7 +817,8 @@ class _StoreTokenBucket(TokenBucket):
                     level = math.floor(want - took.retry_after * rate + 1e-9)
                     if level < tokens:
                         self._outage.ok()
-                        return took
+                        # Say when *tokens* are there, not when a whole batch is.
+                        return took._replace(retry_after=(tokens - took.tokens) / rate)
                     want = float(level)
                     took = await store.atake_tokens(key, want, rate=rate, capacity=cap)
                 self._outage.ok()
