@@ -367,6 +367,19 @@ def test_async_candidate_raising_timeouterror_itself_is_a_candidate_error() -> N
 # ------------------------------------------------------------------ isolation: raising
 
 
+def test_sample_key_whose_str_raises_is_isolated() -> None:
+    """A sample_key value that cannot be turned into text runs only the control."""
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    exp = make(candidate=double, sample=50.0, sample_key=lambda x: Unprintable())
+    assert 4 == exp(2)
+    assert {"sample_key": 1} == exp.errors()
+    assert 0 == exp.sampled
+
+
 @pytest.mark.parametrize(
     ("callback", "outcome"),
     [

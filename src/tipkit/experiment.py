@@ -887,13 +887,11 @@ class Experiment(Generic[P, R]):
             else:
                 try:
                     key = key_fn(*args, **kwargs)
+                    text = key if isinstance(key, str) else str(key)
                 except Exception as exc:
                     self._failed("sample_key", exc)
                     return False
-                if (
-                    bucket_of(self._prefix, key if isinstance(key, str) else str(key))
-                    >= self._cut
-                ):
+                if bucket_of(self._prefix, text) >= self._cut:
                     return False
         run_if = self._run_if
         if run_if is not None:
