@@ -624,6 +624,21 @@ def test_traced_records_only_allow_listed_arguments() -> None:
     assert "alice@example.com" not in cap.dump()
 
 
+def test_traced_argument_that_cannot_be_exported_never_breaks_the_call() -> None:
+    """An allow-listed argument that cannot be serialised is dropped, not raised."""
+
+    @traced("loop", record_args=("items",))
+    def count(items: list[Any]) -> int:
+        return len(items)
+
+    looped: list[Any] = []
+    looped.append(looped)
+    with capture_telemetry() as cap:
+        assert 1 == count(looped)
+        span = cap.span("loop")
+    assert "tipkit.arg.items" not in span.attributes
+
+
 def test_traced_refuses_bad_input() -> None:
     """Bad names, attribute values, generators and unknown args raise clearly."""
     with pytest.raises(TypeError, match="non-empty str"):
@@ -733,6 +748,17 @@ def test_synthetic_does_not_follow_plain_threads_but_copy_context_does() -> None
         copied.start()
         copied.join()
     assert seen == [None, "test"]
+
+
+def test_synthetic_routes_counters_created_inside_an_open_block() -> None:
+    """A counter first created inside a synthetic block counts probe traffic apart."""
+    attrs = {"tipkit.test": "late-counter"}
+    with synthetic():
+        late = counters.counter("tipkit.test.late", attrs)
+        late.inc()
+    late.inc()
+    assert 1 == counters.value("tipkit.test.late", {**attrs, n.SYNTHETIC_TYPE: "test"})
+    assert 1 == late.value
 
 
 def test_synthetic_decorates_nests_and_validates() -> None:

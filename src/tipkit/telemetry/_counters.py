@@ -99,13 +99,23 @@ class CounterRegistry:
     counter, so the hot path never looks anything up.
     """
 
-    __slots__ = ("__weakref__", "_counters", "_gauges", "_lock", "histogram_sink")
+    __slots__ = (
+        "__weakref__",
+        "_counters",
+        "_gauges",
+        "_lock",
+        "histogram_sink",
+        "on_created",
+    )
 
     def __init__(self) -> None:
         self._lock = _fork.new_lock()
         self._counters: dict[_Key, Counter] = {}
         self._gauges: list[tuple[str, weakref.ref[Any], GaugeCallback]] = []
         self.histogram_sink: Callable[[str, float, Attributes], None] | None = None
+        # Called (outside the lock) with each new counter: synthetic() routes
+        # counters first created while one of its blocks is open.
+        self.on_created: Callable[[Counter], None] | None = None
         _fork.register(self)
 
     def _after_fork_in_child(self) -> None:
@@ -122,9 +132,13 @@ class CounterRegistry:
             return found
         with self._lock:
             found = self._counters.get(key)
-            if found is None:
-                found = self._counters[key] = Counter(name, attrs)
-            return found
+            if found is not None:
+                return found
+            found = self._counters[key] = Counter(name, attrs)
+        hook = self.on_created
+        if hook is not None:
+            hook(found)
+        return found
 
     def register_gauge(self, name: str, owner: object, callback: GaugeCallback) -> None:
         """Observe gauge *name* by calling ``callback(owner)`` at collection time.

@@ -83,6 +83,23 @@ def _route_all() -> None:
         counter.inc = _router(counter, fast)
 
 
+def _route_new(counter: Counter) -> None:
+    # A counter first created inside an open block (a flag's first evaluation
+    # in a probe, say) must count that block's traffic apart too.
+    with _lock:
+        if (
+            _open > 0
+            and counter not in _routed
+            and SYNTHETIC_TYPE not in counter.attributes
+        ):
+            fast = counter.inc
+            _routed[counter] = fast
+            counter.inc = _router(counter, fast)
+
+
+REGISTRY.on_created = _route_new
+
+
 def _unroute_all() -> None:
     for counter, fast in _routed.items():
         counter.inc = fast

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from contextvars import ContextVar
@@ -24,6 +25,8 @@ from tipkit.telemetry._counters import REGISTRY
 from tipkit.telemetry._events import AttributeValue
 
 __all__ = ["error_type", "traced"]
+
+logger = logging.getLogger("tipkit")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -121,7 +124,10 @@ class Traced:
         )
         if span.is_recording():
             if extra is not None:
-                span.set_attributes(extra())
+                try:
+                    span.set_attributes(extra())
+                except Exception:  # telemetry must never break the traced call
+                    logger.exception("traced(%r): could not record arguments", name)
             inst = _otel._CURRENT
             if inst is not None and not inst.tracing:
                 inst.poll()
