@@ -8,6 +8,7 @@ processes: on Linux it is CLOCK_MONOTONIC, one clock for the whole host.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ import textwrap
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -499,6 +501,24 @@ def test_watch_reconnects_after_a_restart(
     assert not until(fired.is_set, 0.2)
     assert "Watch 'ns'" in repr(watch)
     other.close()
+
+
+def test_watch_listener_ends_when_its_store_is_collected(redis_url: str) -> None:
+    """A store dropped without close() does not leave its listener thread running."""
+    store = RedisStore(redis_url, prefix=f"gone:{uuid.uuid4().hex[:8]}:", timeout=1.0)
+    store.watch("ns", lambda: None)
+    listener = store._listener
+    assert listener is not None
+    assert until(listener.ready.is_set)
+    thread = listener._thread
+    assert thread is not None
+    store.client.close()
+    ref = weakref.ref(store)
+    del store
+    gc.collect()
+    assert ref() is None
+    thread.join(timeout=5.0)  # the listener polls its socket every 0.25 s
+    assert not thread.is_alive()
 
 
 def test_watch_listener_restarts_in_a_forked_child(

@@ -562,7 +562,8 @@ class _Listener:
         pubsub.subscribe(b"tipkit:ctl", *subscribed)
         self._fire()
         self.ready.set()
-        while not self._stop.is_set():
+        # A store collected without close() ends its listener (and its connection).
+        while not self._stop.is_set() and self._store() is not None:
             if self._dirty.is_set():
                 wanted = self._channels()
                 if wanted - subscribed:
