@@ -277,6 +277,25 @@ def test_nothing_is_exported_before_instrument_and_after_uninstrument() -> None:
     assert counters.histogram_sink is None
 
 
+def test_a_call_in_flight_exports_nothing_once_uninstrumented() -> None:
+    """A sink or listener read before uninstrument() exports nothing after it."""
+    p = Providers()
+    p.instrument()
+    # What a thread mid-call holds: the sink it read and the listeners it iterates.
+    sink = counters.histogram_sink
+    listeners = BUS.listeners()
+    tracer = p.tracer_provider.get_tracer("test")
+    uninstrument()
+    assert sink is not None
+    sink(n.RATELIMIT_WAIT, 1.0, {n.RATELIMIT_NAME: "in-flight"})
+    with tracer.start_as_current_span("caller"):
+        for listener in listeners:
+            listener(ThingHappened("in-flight"))
+    assert [pt for pt in p.metric_points() if pt[0] == n.RATELIMIT_WAIT] == []
+    assert [e for s in p.spans.get_finished_spans() for e in s.events] == []
+    assert p.logs.get_finished_logs() == ()
+
+
 # events
 
 

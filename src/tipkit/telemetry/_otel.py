@@ -314,6 +314,8 @@ class _Instrumentation:
 
     def record(self, name: str, value: float, attributes: Attributes) -> None:
         """Record a histogram point (the registry's histogram sink)."""
+        if _CURRENT is not self:  # a caller read the sink before uninstrument()
+            return
         histogram = self.instruments.histograms.get(name)
         if histogram is None:
             with _LOCK:
@@ -330,6 +332,8 @@ class _Instrumentation:
 
     def on_event(self, event: Event) -> None:
         """Export *event* as a span event and/or a log event (the bus listener)."""
+        if _CURRENT is not self:  # published from a listener list read before stop()
+            return
         spec = _catalog.EVENTS.get(event.otel_name, _catalog.DEFAULT_EVENT)
         if spec.per_call:
             to_span, to_log = self.span_calls, self.log_calls
