@@ -861,6 +861,19 @@ def test_irreversible_marks_are_found_through_wrappers() -> None:
         Experiment("e", control=double, candidate=outer)
 
 
+def test_irreversible_call_method_marks_its_instances() -> None:
+    """An instance whose class marks __call__ irreversible is refused as a candidate."""
+
+    class Charger:
+        @irreversible(reason="charges a card")
+        def __call__(self, x: int) -> int:
+            return x
+
+    assert "charges a card" == irreversible_reason(Charger())
+    with pytest.raises(ConfigError, match="charges a card"):
+        Experiment("e", control=double, candidate=Charger())
+
+
 def test_irreversible_as_a_call_returns_the_function_itself() -> None:
     """irreversible(fn, reason=...) marks fn in place and adds no wrapper."""
 

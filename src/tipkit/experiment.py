@@ -208,6 +208,10 @@ def irreversible_reason(fn: object) -> str | None:
                 nxt = None
             if nxt is not None and callable(nxt):
                 todo.append(nxt)
+        # A callable instance does its work in its class's __call__.
+        call = getattr(type(obj), "__call__", None)  # noqa: B004  # the method, not callable()
+        if inspect.isfunction(call):
+            todo.append(call)
     return None
 
 
