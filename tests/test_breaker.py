@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 import traceback
+import types
 from datetime import timedelta
 from typing import Any
 
@@ -1137,3 +1139,29 @@ class BreakerMachine(RuleBasedStateMachine):
 
 BreakerMachine.TestCase.settings = settings(max_examples=400, stateful_step_count=40)
 test_breaker_state_machine = BreakerMachine.TestCase
+
+
+def test_lock_free_success_count_does_not_need_itertools_pickling(monkeypatch):
+    """Folding lock-free successes works without itertools' pickle support (gone in 3.14)."""
+
+    class Count314(itertools.count):
+        def __reduce__(self) -> Any:
+            raise TypeError("cannot pickle 'itertools.count' object")
+
+    monkeypatch.setattr(
+        "tipkit.breaker.itertools", types.SimpleNamespace(count=Count314)
+    )
+    breaker = CircuitBreaker(
+        "folded", window=CountWindow(4), minimum_calls=2, clock=FakeClock()
+    )
+    for _ in range(4):
+        assert breaker.call(lambda: "ok") == "ok"
+    for _ in range(2):
+        with pytest.raises(ValueError, match="down"):
+            breaker.call(_raise_value_error)
+    assert BreakerState.OPEN == breaker.state
+    assert (4, 2) == (breaker.metrics.calls, breaker.metrics.failures)
+
+
+def _raise_value_error() -> None:
+    raise ValueError("down")

@@ -461,11 +461,12 @@ class _Phase:
         count = self.count
         if count is None:
             return 0
-        # (itertools.count, (n,)): n is the number of ticks so far, read without
-        # advancing the counter.
-        total: int = count.__reduce__()[1][0]  # type: ignore[assignment]  # typeshed says str | tuple; it is (cls, (n,))
+        # next() returns how many values were drawn before it: the ticks plus
+        # this method's own earlier draws, which `applied` includes. (Reading
+        # the count through pickling would warn from 3.12 and fail from 3.14.)
+        total = next(count)
         n = total - self.applied
-        self.applied = total
+        self.applied = total + 1
         return n
 
     def __repr__(self) -> str:
