@@ -614,6 +614,19 @@ def test_keyed_limiter_keeps_one_bucket_per_key(clock: FakeClock) -> None:
     )
 
 
+def test_keyed_limiter_refuses_one_token_above_a_fractional_capacity(
+    clock: FakeClock,
+) -> None:
+    """A new key never gets 1 token from a 0.5 capacity: the request is refused clearly."""
+    limiter = KeyedRateLimiter("frac", rate=1, capacity=0.5, clock=clock)
+    with pytest.raises(ValueError, match="can never be served"):
+        limiter.try_acquire("a")
+    with pytest.raises(ValueError, match="can never be served"):
+        limiter.acquire("b")
+    assert 0 == len(limiter)
+    assert limiter.try_acquire("a", 0.5)
+
+
 def test_keyed_limiter_refuses_new_keys_while_every_bucket_refills(
     clock: FakeClock,
 ) -> None:

@@ -1101,6 +1101,10 @@ class KeyedRateLimiter:
                     return 0.0
                 entry[0] = level
                 return (tokens - level) / self._rate
+            if tokens > self._capacity:
+                # The callers skip the check for tokens=1; a capacity below 1
+                # would otherwise hand a new key more than its capacity.
+                _check_tokens(self, tokens, self._capacity)
             if len(buckets) >= self.max_keys and not self._evict(now):
                 # Negative: refused because every bucket is busy, not for lack of tokens.
                 return -max(self._sweep_after - now, 1e-9)
