@@ -364,6 +364,31 @@ def test_synthetic_marks_flag_and_breaker_counts() -> None:
     assert (flag_marked, flag_total, calls_marked, calls_total) == (1, 2, 2, 3)
 
 
+def test_synthetic_marks_bulkhead_and_timeout_counts() -> None:
+    """Bulkhead and timeout outcomes inside synthetic() are counted apart too."""
+    from tipkit.bulkhead import Bulkhead
+    from tipkit.timeout import Timeout
+
+    bulkhead = Bulkhead("tel-syn-bulkhead", max_concurrent=2)
+    timeout = Timeout(5.0, name="tel-syn-timeout", clock=FakeClock())
+    with capture_telemetry() as cap:
+        bulkhead.call(lambda: None)
+        timeout.call(lambda: None)
+        with synthetic():
+            bulkhead.call(lambda: None)
+            timeout.call(lambda: None)
+        bulk = cap.metric(
+            n.BULKHEAD_CALLS,
+            {n.BULKHEAD_NAME: "tel-syn-bulkhead", n.SYNTHETIC_TYPE: "test"},
+        )
+        tout = cap.metric(
+            n.TIMEOUT_CALLS,
+            {n.TIMEOUT_NAME: "tel-syn-timeout", n.SYNTHETIC_TYPE: "test"},
+        )
+        bulk_total = cap.metric(n.BULKHEAD_CALLS, {n.BULKHEAD_NAME: "tel-syn-bulkhead"})
+    assert (bulk, tout, bulk_total) == (1, 1, 2)
+
+
 # PII
 
 

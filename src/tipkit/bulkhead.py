@@ -194,12 +194,13 @@ class Bulkhead(Guard[_Ticket]):
 
     def _bind_counters(self) -> None:
         attrs = {names.BULKHEAD_NAME: self.name, names.MODE: self._mode}
+        # Keep the Counters and call counter.inc(): telemetry.synthetic() routes it.
         self._inc_acquired = REGISTRY.counter(
             names.BULKHEAD_CALLS, {**attrs, names.RESULT: "acquired"}
-        ).inc
+        )
         self._inc_rejected = REGISTRY.counter(
             names.BULKHEAD_CALLS, {**attrs, names.RESULT: "rejected"}
-        ).inc
+        )
 
     # -- configuration and live state -------------------------------------------------
     @property
@@ -273,7 +274,7 @@ class Bulkhead(Guard[_Ticket]):
             if self._active < self._max and not self._queue:
                 self._active += 1
                 lock.release()
-                self._inc_acquired()
+                self._inc_acquired.inc()
                 return _HELD
             try:
                 shadow = self._mode == "shadow"
@@ -309,13 +310,13 @@ class Bulkhead(Guard[_Ticket]):
             else:
                 return Wait(queued.until - now, waiter=queued.waiter, state=queued)
         if granted:
-            self._inc_acquired()
+            self._inc_acquired.inc()
             return _HELD
         return self._refuse(now - queued.since, shadow=shadow)
 
     def _refuse(self, waited: float, *, shadow: bool) -> _Ticket:
         """Count and report a rejection; raise it unless *shadow* (decided under the lock)."""
-        self._inc_rejected()
+        self._inc_rejected.inc()
         if BulkheadCallRejected.listened:
             BUS.publish(
                 BulkheadCallRejected(self.name, self._max, waited, shadow, self.runbook)
@@ -391,7 +392,7 @@ class Bulkhead(Guard[_Ticket]):
             if bulkhead._active < limit and not queue:
                 bulkhead._active += 1
                 lock.release()
-                bulkhead._inc_acquired()
+                bulkhead._inc_acquired.inc()
                 try:
                     return fn(*args, **kwargs)
                 finally:
@@ -430,7 +431,7 @@ class Bulkhead(Guard[_Ticket]):
             if bulkhead._active < limit and not queue:
                 bulkhead._active += 1
                 lock.release()
-                bulkhead._inc_acquired()
+                bulkhead._inc_acquired.inc()
                 try:
                     return await fn(*args, **kwargs)
                 finally:
