@@ -109,3 +109,45 @@ def test_invalid_arguments_are_named(args, kwargs, error, match):
     """Every invalid argument raises a clear error naming it."""
     with pytest.raises(error, match=match):
         dl.deadline(*args, **kwargs)
+
+
+def test_one_scope_object_entered_from_many_threads_and_tasks() -> None:
+    """A deadline scope shared by threads and tasks restores each context's own outer deadline."""
+    import asyncio
+    import threading
+
+    from tipkit import deadline as deadline_module
+    from tipkit.testing import FakeClock
+
+    clock = FakeClock()
+    shared = deadline_module.deadline(5.0, name="shared", clock=clock)
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            barrier.wait()
+            for _ in range(200):
+                with shared:
+                    assert deadline_module.current() is not None
+                assert deadline_module.current() is None
+        except BaseException as exc:  # reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    async def task() -> None:
+        async with shared:
+            await asyncio.sleep(0)  # noqa: TID251  # interleave the tasks; waits for nothing
+            assert deadline_module.current() is not None
+        assert deadline_module.current() is None
+
+    async def main() -> None:
+        await asyncio.gather(*(task() for _ in range(50)))
+
+    asyncio.run(main())
+    assert errors == []

@@ -22,7 +22,7 @@ Every tipkit guard refuses to admit a call once the current deadline has passed
 
 from __future__ import annotations
 
-from contextvars import Token
+from contextvars import ContextVar, Token
 from datetime import timedelta
 from types import TracebackType
 
@@ -102,29 +102,37 @@ def push(
     return CURRENT.set(dl), dl
 
 
+# The open scopes of this thread / task: (scope, token to restore, rest), linked.
+_Entered = tuple["DeadlineScope", "Token[Deadline | None]", "_Entered | None"]
+_ENTERED: ContextVar[_Entered | None] = ContextVar(
+    "tipkit_deadline_scopes", default=None
+)
+
+
 class DeadlineScope:
     """A deadline in force for a ``with`` (or ``async with``) block.
 
-    Made by :func:`deadline`. Each scope is entered once at a time; entering it
-    binds the :class:`Deadline` in force (the earliest of this one and any
-    outer one). Leaving restores the outer deadline. Nothing is cancelled: see
-    :class:`tipkit.timeout.Timeout` for enforcement.
+    Made by :func:`deadline`. Entering it binds the :class:`Deadline` in force
+    (the earliest of this one and any outer one); leaving restores the outer
+    deadline. One scope object may be entered from many threads and tasks at
+    once: what each entry must restore is kept per context, never on the
+    scope. Nothing is cancelled: see :class:`tipkit.timeout.Timeout` for
+    enforcement.
     """
 
-    __slots__ = ("_clock", "_seconds", "_tokens", "name")
+    __slots__ = ("_clock", "_seconds", "name")
 
     def __init__(self, seconds: float, name: str | None, clock: Clock) -> None:
         self._seconds = seconds
         self.name = name
         self._clock = clock
-        self._tokens: list[Token[Deadline | None]] = []
 
     def __repr__(self) -> str:
         return f"<deadline {self._seconds}s name={self.name!r}>"
 
     def __enter__(self) -> Deadline:
         token, dl = push(self._seconds, self.name, self._clock)
-        self._tokens.append(token)
+        _ENTERED.set((self, token, _ENTERED.get()))
         return dl
 
     def __exit__(
@@ -133,7 +141,14 @@ class DeadlineScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        CURRENT.reset(self._tokens.pop())
+        node = _ENTERED.get()
+        if node is None or node[0] is not self:
+            raise RuntimeError(
+                f"{self!r} exited without a matching enter in this context "
+                "(deadlines must be left in the reverse order of entering)"
+            )
+        _ENTERED.set(node[2])
+        CURRENT.reset(node[1])
 
     async def __aenter__(self) -> Deadline:
         return self.__enter__()
