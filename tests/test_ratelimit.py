@@ -788,3 +788,11 @@ def test_reservations_and_give_backs_never_exceed_the_bound(
     assert pending == []
     assert within_bound(admits, rate, capacity)
     assert bucket.tokens == capacity
+
+
+def test_one_token_from_a_bucket_smaller_than_one_token_is_a_clear_error() -> None:
+    """try_acquire() (one token) on a bucket of capacity 0.5 raises instead of failing forever."""
+    bucket = TokenBucket("tiny", rate=1.0, capacity=0.5, clock=FakeClock())
+    with pytest.raises(ValueError, match="can never be served"):
+        bucket.try_acquire()
+    assert bucket.try_acquire(0.5) is True

@@ -367,6 +367,10 @@ class TokenBucket(Guard[bool]):
         if took:
             self._acquired.inc()
             return True
+        if tokens > self._capacity:
+            # Only reachable for tokens=1 on a bucket smaller than one token (other
+            # sizes were checked above): checked here, off the admitting path.
+            _check_tokens(self, tokens, self._capacity)
         self._reject(tokens - level, None)
         return self._shadow
 
