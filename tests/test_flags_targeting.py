@@ -158,10 +158,14 @@ def test_matches_caps_input_length():
         r"(a)\1",
         "(?P<n>a)(?P=n)",
         "(a)?(?(1)b|c)",
+        r".*a.*a.*a.*b",
+        r"^\w*\w*\w*\w*x",
+        r".*foo.*bar.*baz",
+        r"(?=.*a.*b.*c)",
     ],
 )
 def test_unsafe_regexes_refused(pattern):
-    """Nested quantifiers, quantified alternation and backreferences are refused."""
+    """Nested quantifiers, alternation, backreferences and polynomial backtracking are refused."""
     assert regex_problem(pattern) is not None
 
 
@@ -175,6 +179,10 @@ def test_unsafe_regexes_refused(pattern):
         "a{2,5}",
         "(?=a)a+",
         "(?>a)+",
+        r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
+        r".*.*x",
+        r"[a-z]++@[a-z]++\.[a-z]++",
+        r"(?>.*a)(?>.*b).*c",
     ],
 )
 def test_safe_regexes_accepted(pattern):

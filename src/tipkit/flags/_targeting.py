@@ -184,7 +184,32 @@ def regex_problem(pattern: str) -> str | None:  # noqa: C901  # one walk over th
                     return found
         return None
 
-    return walk(tree)
+    found = walk(tree)
+    if found is not None:
+        return found
+    # Sequential quantifiers over overlapping characters backtrack polynomially
+    # (``.*a.*a.*b`` is O(n**4) under search): bound the product of their reach
+    # so that the input cap keeps the worst case near O(n**3).
+    budget = (MAX_MATCH_INPUT + 1) ** 2
+
+    def reach(items: Any) -> int:
+        total = 1
+        for op, av in items:
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT):
+                total *= min(av[1], MAX_MATCH_INPUT) + 1
+            if op is not c.ATOMIC_GROUP:
+                for s in _children(op, av):
+                    total *= reach(s)
+            if total > budget:
+                return total
+        return total
+
+    if reach(tree) > budget:
+        return (
+            f"regular expression {pattern!r} can backtrack polynomially (more than "
+            "two unbounded quantifiers); make them possessive (a*+, a++) or atomic"
+        )
+    return None
 
 
 # -- compiling one operator -----------------------------------------------------------
