@@ -212,6 +212,7 @@ def test_precedence_kill_then_disabled_then_override_then_split():
         ({}, "fallthrough.split", "at least one variant"),
         ([("new", 100)], "fallthrough.split", "must be a mapping"),
         ({"new": float("nan"), "old": 99}, "fallthrough.split.new", "finite"),
+        ({"new": 10**5000, "old": 0}, "fallthrough.split", "exactly 100"),
     ],
 )
 def test_bad_weights_are_refused_like_a_documents(weights, field, match):

@@ -62,7 +62,8 @@ def thousandths(weight: object) -> int:
     if isinstance(weight, bool) or not isinstance(weight, int | float | Decimal):
         raise WeightError(f"a weight must be a number, got {weight!r}")
     try:
-        dec = Decimal(str(weight))
+        # An int converts exactly without str(), which refuses over 4300 digits.
+        dec = Decimal(weight) if isinstance(weight, int) else Decimal(str(weight))
     except InvalidOperation as exc:  # pragma: no cover - str() of a number parses
         raise WeightError(f"a weight must be a number, got {weight!r}") from exc
     if not dec.is_finite():

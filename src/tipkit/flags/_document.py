@@ -12,6 +12,7 @@ import hashlib
 import json
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
@@ -199,8 +200,8 @@ class Serve:
 
 
 def _percent(thousandths_: int) -> str:
-    whole, frac = divmod(thousandths_, 1000)
-    return f"{whole}" if not frac else f"{whole}.{frac:03d}".rstrip("0")
+    # Decimal, not str(int): a weight of 10**5000 must be reported, not raise.
+    return str(Decimal(thousandths_) / 1000)
 
 
 def _constant(outcome: Outcome) -> Run:
