@@ -267,6 +267,33 @@ def test_unhashable_flag_key(flags):
     assert 1 == flags.get(None, "u", default=1)  # type: ignore[arg-type]
 
 
+class _HostileKey(str):
+    __slots__ = ()
+
+    def __hash__(self) -> int:
+        raise RuntimeError
+
+    def __repr__(self) -> str:
+        raise RuntimeError
+
+
+class _HostileObject:
+    def __hash__(self) -> int:
+        raise RuntimeError
+
+    def __repr__(self) -> str:
+        raise RuntimeError
+
+
+@pytest.mark.parametrize("key", [_HostileKey("static-split"), _HostileObject()])
+def test_hostile_flag_key(flags, key):
+    """A flag key whose hash and repr raise gives the default, never the exception."""
+    d = flags.evaluate(key, "u", default=1)
+    assert (1, Reason.ERROR, ErrorCode.GENERAL) == (d.value, d.reason, d.error_code)
+    assert flags.is_enabled(key, "u", default=True) is True
+    assert 1 == flags.get(key, "u", default=1)
+
+
 # -- types --------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("key", "default", "value", "code"),

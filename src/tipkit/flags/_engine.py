@@ -411,6 +411,15 @@ class Flags:
         return self._coerce(key, value, default, out)
 
     def _failed(self, key: Any, exc: Exception) -> Outcome:
+        if key.__class__ is not str:
+            # A key's own hash or repr may raise: never let it reach app code.
+            if not isinstance(key, str):
+                return self._error(
+                    key,
+                    ErrorCode.GENERAL,
+                    f"a flag key must be a string, got {type(key).__name__}",
+                )
+            key = str.__str__(key)
         if isinstance(exc, EvalError):
             return self._error(key, exc.code, exc.message)
         try:
@@ -481,7 +490,13 @@ class Flags:
     def _error(
         self, key: Any, code: ErrorCode, message: str, version: str | None = None
     ) -> Outcome:
-        flag_key = key if isinstance(key, str) else repr(key)
+        if isinstance(key, str):
+            flag_key = str.__str__(key)
+        else:
+            try:
+                flag_key = repr(key)
+            except Exception:  # a hostile repr must not escape evaluation
+                flag_key = f"<{type(key).__name__}>"
         return Outcome(
             flag_key,
             USE_DEFAULT,
