@@ -164,7 +164,7 @@ def test_control_exception_is_raised_unchanged(
     with pytest.raises(ValueError, match="bad 3") as info:
         call_any(exp, 3)
     assert [info.value] == seen
-    assert 1 == exp.stats()["matched"]
+    assert exp.stats()["matched"] == 1
 
 
 @pytest.mark.parametrize(("mode", "control", "candidate", "broken"), WAYS, ids=WAY_IDS)
@@ -174,7 +174,7 @@ def test_raising_candidate_never_reaches_the_caller(
     """A candidate that raises is counted candidate_error; the caller gets the control's value."""
     exp = make(control, candidate=broken, mode=mode)
     assert 8 == call_any(exp, 4)
-    assert 1 == exp.stats()["candidate_error"]
+    assert exp.stats()["candidate_error"] == 1
     (mismatch,) = exp.mismatches()
     assert "candidate_error" == mismatch.outcome
     assert isinstance(mismatch.observed.exception, ValueError)
@@ -185,7 +185,7 @@ def test_control_raises_and_candidate_returns_is_a_mismatch() -> None:
     exp = make(failing, candidate=double)
     with pytest.raises(ValueError, match="bad 1"):
         exp(1)
-    assert 1 == exp.stats()["mismatched"]
+    assert exp.stats()["mismatched"] == 1
 
 
 def test_errors_of_different_args_mismatch_and_compare_errors_decides() -> None:
@@ -197,13 +197,13 @@ def test_errors_of_different_args_mismatch_and_compare_errors_decides() -> None:
     default = make(failing, candidate=other)
     with pytest.raises(ValueError, match="bad"):
         default(1)
-    assert 1 == default.stats()["mismatched"]
+    assert default.stats()["mismatched"] == 1
     by_type = make(
         failing, candidate=other, compare_errors=lambda a, b: type(a) is type(b)
     )
     with pytest.raises(ValueError, match="bad"):
         by_type(1)
-    assert 1 == by_type.stats()["matched"]
+    assert by_type.stats()["matched"] == 1
     assert same_error(ValueError("x"), ValueError("x"))
     assert not same_error(ValueError("x"), KeyError("x"))
 
@@ -231,10 +231,10 @@ def test_hanging_candidate_in_background_does_not_delay_the_control(
     assert 6 == exp(3)
     assert blocker.started.wait(WAIT)
     assert not blocker.released.is_set()  # returned before the candidate could finish
-    assert 1 == exp.pending
+    assert exp.pending == 1
     blocker.release()
     assert exp.drain(WAIT)
-    assert 1 == exp.stats()["matched"]
+    assert exp.stats()["matched"] == 1
     assert 0 == exp.pending
 
 
@@ -252,7 +252,7 @@ def test_hanging_callbacks_in_background_do_not_delay_the_control(
     assert not blocker.released.is_set()
     blocker.release()
     assert exp.drain(WAIT)
-    assert 1 == sum(exp.stats().values())
+    assert sum(exp.stats().values()) == 1
 
 
 def test_hanging_sync_candidate_is_reported_as_timeout_while_still_running(
@@ -274,13 +274,13 @@ def test_hanging_sync_candidate_is_reported_as_timeout_while_still_running(
         clock.advance(0.4)
         assert 0 == exp.stats()["timeout"]
         clock.advance(0.2)
-        assert 1 == exp.stats()["timeout"]  # reported while the candidate still runs
+        assert exp.stats()["timeout"] == 1  # reported while the candidate still runs
         assert ["timeout"] == [e.outcome for e in events]
         assert events[0].result is None
         blocker.release()
         assert exp.drain(WAIT)
-    assert 1 == exp.stats()["timeout"]  # not counted twice
-    assert 1 == len(events)
+    assert exp.stats()["timeout"] == 1  # not counted twice
+    assert len(events) == 1
     (result,) = results
     assert {"candidate": "timeout"} == dict(result.outcomes)
     assert result.candidates["candidate"].timed_out
@@ -296,7 +296,7 @@ def test_slow_sync_candidate_is_timeout_when_it_returns(blocker: Blocker) -> Non
     clock.advance(2.0)
     blocker.release()
     assert exp.drain(WAIT)
-    assert 1 == exp.stats()["timeout"]
+    assert exp.stats()["timeout"] == 1
     assert 0 == exp.stats()["mismatched"]
 
 
@@ -310,7 +310,7 @@ def test_inline_sync_timeout_is_measured_not_enforced() -> None:
 
     exp = make(candidate=slow, timeout=0.2, clock=clock)
     assert 4 == exp(2)
-    assert 1 == exp.stats()["timeout"]
+    assert exp.stats()["timeout"] == 1
     assert 0.3 == pytest.approx(clock.monotonic())  # the caller waited for it
 
 
@@ -329,7 +329,7 @@ def test_async_inline_candidate_is_cancelled_at_timeout() -> None:
     exp = make(adouble, candidate=hangs, timeout=0.01)
     assert 6 == asyncio.run(exp(3))
     assert [3] == cancelled
-    assert 1 == exp.stats()["timeout"]
+    assert exp.stats()["timeout"] == 1
 
 
 def test_async_background_candidate_is_cancelled_and_control_returns_first() -> None:
@@ -350,7 +350,7 @@ def test_async_background_candidate_is_cancelled_and_control_returns_first() -> 
 
     asyncio.run(main())
     assert ["control returned", "candidate started"] == states
-    assert 1 == exp.stats()["timeout"]
+    assert exp.stats()["timeout"] == 1
 
 
 def test_async_candidate_raising_timeouterror_itself_is_a_candidate_error() -> None:
@@ -361,7 +361,7 @@ def test_async_candidate_raising_timeouterror_itself_is_a_candidate_error() -> N
 
     exp = make(adouble, candidate=own_timeout, timeout=5.0)
     assert 2 == asyncio.run(exp(1))
-    assert 1 == exp.stats()["candidate_error"]
+    assert exp.stats()["candidate_error"] == 1
 
 
 # ------------------------------------------------------------------ isolation: raising
@@ -426,11 +426,11 @@ def test_raising_ignorer_does_not_ignore() -> None:
 
     exp = make(candidate=lambda x: -x, ignore=[boom])
     exp(1)
-    assert 1 == exp.stats()["mismatched"]
+    assert exp.stats()["mismatched"] == 1
     assert {"ignore": 1} == exp.errors()
     both = make(candidate=lambda x: -x, ignore=[boom, lambda c, o: True])
     both(1)
-    assert 1 == both.stats()["ignored"]
+    assert both.stats()["ignored"] == 1
 
 
 def test_raising_comparator_result_truthiness_is_isolated() -> None:
@@ -442,7 +442,7 @@ def test_raising_comparator_result_truthiness_is_isolated() -> None:
 
     exp = make(candidate=double, compare=lambda a, b: NoTruth())
     assert 2 == exp(1)
-    assert 1 == exp.stats()["mismatched"]
+    assert exp.stats()["mismatched"] == 1
     assert {"compare": 1} == exp.errors()
 
 
@@ -544,8 +544,9 @@ def test_several_named_candidates_are_judged_separately() -> None:
     assert ("off", "broken") == results[-1].disagreeing
     assert not results[-1].matched
     attrs = {n.EXPERIMENT_NAME: "multi", n.EXPERIMENT_CANDIDATE: "off"}
-    assert 1 == REGISTRY.value(
-        n.EXPERIMENT_COMPARISONS, {**attrs, n.OUTCOME: "mismatched"}
+    assert (
+        REGISTRY.value(n.EXPERIMENT_COMPARISONS, {**attrs, n.OUTCOME: "mismatched"})
+        == 1
     )
     with pytest.raises(KeyError, match="no candidate 'nope'"):
         exp.stats("nope")
@@ -926,7 +927,7 @@ def test_failing_compensate_is_isolated_and_counted() -> None:
         assert 4 == exp(4)
     assert {"compensate": 1} == exp.errors()
     assert ["compensate"] == [e.callback for e in events]
-    assert 1 == exp.stats()["matched"]
+    assert exp.stats()["matched"] == 1
 
 
 def test_compensate_runs_in_background_after_a_timed_out_run(blocker: Blocker) -> None:
@@ -1041,7 +1042,7 @@ def test_shadow_decorator_makes_the_function_the_control() -> None:
     assert 12 == price(6)
     assert isinstance(price, Experiment)
     assert ("price", "Price it.") == (price.__name__, price.__doc__)  # type: ignore[attr-defined]  # set by update_wrapper
-    assert 1 == price.stats()["mismatched"]
+    assert price.stats()["mismatched"] == 1
     assert 6 == price.run(3)
 
 
@@ -1060,7 +1061,7 @@ def test_shadow_decorator_on_a_method_binds_the_instance() -> None:
 
     shop = Shop()
     assert 6 == shop.price(2)
-    assert 1 == Shop.price.stats()["mismatched"]
+    assert Shop.price.stats()["mismatched"] == 1
 
 
 def test_threads_calling_at_once_lose_no_count() -> None:
@@ -1168,7 +1169,7 @@ def test_callable_object_with_async_call_is_async() -> None:
     exp = Experiment("obj", control=Service(), candidate=adouble, clock=FakeClock())
     assert exp.is_async
     assert 4 == asyncio.run(exp(2))
-    assert 1 == exp.stats()["matched"]
+    assert exp.stats()["matched"] == 1
 
 
 def test_result_helpers() -> None:

@@ -264,7 +264,7 @@ def test_unhashable_flag_key(flags):
     """A flag key that is not a string is an error, not an exception."""
     d = flags.evaluate(["x"], "u", default=1)  # type: ignore[arg-type]
     assert (1, ErrorCode.GENERAL) == (d.value, d.error_code)
-    assert 1 == flags.get(None, "u", default=1)  # type: ignore[arg-type]
+    assert flags.get(None, "u", default=1) == 1  # type: ignore[arg-type]
 
 
 class _HostileKey(str):
@@ -291,7 +291,7 @@ def test_hostile_flag_key(flags, key):
     d = flags.evaluate(key, "u", default=1)
     assert (1, Reason.ERROR, ErrorCode.GENERAL) == (d.value, d.reason, d.error_code)
     assert flags.is_enabled(key, "u", default=True) is True
-    assert 1 == flags.get(key, "u", default=1)
+    assert flags.get(key, "u", default=1) == 1
 
 
 # -- types --------------------------------------------------------------------------
@@ -377,7 +377,7 @@ def test_mapping_subclass_context(flags):
     """A non-dict Mapping works as a context."""
     from types import MappingProxyType
 
-    assert True is flags.is_enabled("targeted", MappingProxyType({"country": "NZ"}))
+    assert flags.is_enabled("targeted", MappingProxyType({"country": "NZ"})) is True
 
 
 def test_is_enabled_and_get_agree_with_evaluate(flags):
@@ -463,22 +463,22 @@ def test_kill_reaches_peers_sharing_a_store_at_once(clock):
     store = MemoryStore(clock=clock)
     a = Flags(InMemoryProvider(DOC), store=store, clock=clock, refresh_interval=60)
     b = Flags(InMemoryProvider(DOC), store=store, clock=clock, refresh_interval=60)
-    assert True is b.is_enabled("static")
+    assert b.is_enabled("static") is True
     a.kill("static")
     assert False is b.is_enabled("static")
     a.revive("static")
-    assert True is b.is_enabled("static")
+    assert b.is_enabled("static") is True
 
 
 def test_store_written_elsewhere_seen_after_refresh_interval(clock):
     """A write to the store by another process is picked up within refresh_interval."""
     store = MemoryStore(clock=clock)
     flags = Flags(InMemoryProvider(DOC), store=store, clock=clock, refresh_interval=5)
-    assert True is flags.is_enabled("static")
+    assert flags.is_enabled("static") is True
     store.set("flags", "kill/static", True)  # as another process would
-    assert True is flags.is_enabled("static")
+    assert flags.is_enabled("static") is True
     clock.advance(4.9)
-    assert True is flags.is_enabled("static")
+    assert flags.is_enabled("static") is True
     clock.advance(0.1)
     assert False is flags.is_enabled("static")
 
@@ -641,7 +641,7 @@ def test_listener_errors_do_not_break_evaluation(flags):
 
     BUS.add_listener(bad, types=FlagEvaluated)
     try:
-        assert True is flags.is_enabled("static")
+        assert flags.is_enabled("static") is True
     finally:
         BUS.remove_listener(bad)
 
@@ -659,7 +659,7 @@ def test_counter_per_key_variant_reason(flags):
     assert before + 3 == REGISTRY.value(_names.FLAG_EVALUATIONS, attrs)
     err = {_names.FEATURE_FLAG_KEY: "nope-counter", _names.ERROR_TYPE: "flag_not_found"}
     flags.get("nope-counter")
-    assert 1 == REGISTRY.value(_names.FLAG_EVALUATIONS, err)
+    assert REGISTRY.value(_names.FLAG_EVALUATIONS, err) == 1
 
 
 # -- gate -----------------------------------------------------------------------------
@@ -751,7 +751,7 @@ def test_gate_async(flags):
 def test_fake_flags_records_and_overrides():
     """fake_flags serves values, records evaluations and supports override()."""
     flags = fake_flags({"new-checkout": True, "checkout-algo": "v2"})
-    assert True is flags.is_enabled("new-checkout", "u")
+    assert flags.is_enabled("new-checkout", "u") is True
     assert "v2" == flags.get("checkout-algo", default="v1")
     with flags.override("new-checkout", False):
         assert False is flags.is_enabled("new-checkout")
@@ -771,7 +771,7 @@ def test_fake_flags_splits_work():
             }
         }
     )
-    assert True is flags.is_enabled("exp", "user-42")
+    assert flags.is_enabled("exp", "user-42") is True
     assert False is flags.is_enabled("exp", "user-43")
     assert Reason.SPLIT == flags.evaluations[-1].reason
 

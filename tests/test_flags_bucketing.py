@@ -119,8 +119,8 @@ def test_split_bounds_refuses_wrong_sum():
 def test_variant_index_edges():
     """A bucket equal to a bound belongs to the next variant; zero-weight variants own nothing."""
     bounds = (0, 50_000, 100_000)
-    assert 1 == variant_index(bounds, 0)
-    assert 1 == variant_index(bounds, 49_999)
+    assert variant_index(bounds, 0) == 1
+    assert variant_index(bounds, 49_999) == 1
     assert 2 == variant_index(bounds, 50_000)
 
 

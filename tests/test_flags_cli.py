@@ -54,7 +54,7 @@ def test_check_lists_every_problem(tmp_path, capsys):
             "default_variant: a", "default_variant: b"
         )
     )
-    assert 1 == main(["flags", "check", str(path)])
+    assert main(["flags", "check", str(path)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert 2 == len(out)
     assert (
@@ -116,10 +116,10 @@ def test_explain_missing_key(good, capsys):
 
 def test_explain_unknown_flag_and_bad_file(good, tmp_path, capsys):
     """Explain and buckets fail with 1 for an unknown flag or a bad file."""
-    assert 1 == main(["flags", "explain", str(good), "nope", "--key", "k"])
-    assert 1 == main(["flags", "buckets", str(good), "nope"])
-    assert 1 == main(["flags", "explain", str(tmp_path / "missing.yaml"), "x"])
-    assert 1 == main(["flags", "buckets", str(tmp_path / "missing.yaml"), "x"])
+    assert main(["flags", "explain", str(good), "nope", "--key", "k"]) == 1
+    assert main(["flags", "buckets", str(good), "nope"]) == 1
+    assert main(["flags", "explain", str(tmp_path / "missing.yaml"), "x"]) == 1
+    assert main(["flags", "buckets", str(tmp_path / "missing.yaml"), "x"]) == 1
     out = capsys.readouterr().out
     assert "not in" in out
     assert "not found" in out

@@ -21,7 +21,7 @@ def problems_of(doc: Any) -> list[tuple[str | None, str | None, str]]:
 
 def one(doc: Any) -> tuple[str | None, str | None, str]:
     found = problems_of(doc)
-    assert 1 == len(found), found
+    assert len(found), found == 1
     return found[0]
 
 
@@ -317,7 +317,7 @@ def test_int_and_float_variants_make_a_float_flag():
     flags = Flags.from_dict(
         {"flags": {"f": {"variants": {"a": 1, "b": 2.5}, "default_variant": "a"}}}
     )
-    assert 1.0 == flags.get("f", default=0.0)
+    assert flags.get("f", default=0.0) == 1.0
     assert isinstance(flags.get("f"), float)
 
 
@@ -361,7 +361,7 @@ def test_yaml_issue_example_loads(tmp_path: Path):
     path = tmp_path / "flags.yaml"
     path.write_text(YAML)
     flags = Flags.from_file(path)
-    assert True is flags.is_enabled("new-checkout", {"email": "a@example.com"})
+    assert flags.is_enabled("new-checkout", {"email": "a@example.com"}) is True
     assert {"on", "off"} == set(load_file(path).flags["new-checkout"].variants)
 
 
@@ -451,7 +451,7 @@ def test_json_errors(tmp_path: Path):
     path.write_text('{"flags": {,}}')
     with pytest.raises(ConfigError, match="invalid JSON") as info:
         load_file(path)
-    assert 1 == info.value.line
+    assert info.value.line == 1
     _, dupes = parse_json('{"a": 1, "a": 2}')
     assert "duplicate key 'a'" in dupes[0].message
     with pytest.raises(ValueError, match="NaN"):

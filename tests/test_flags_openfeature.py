@@ -176,7 +176,7 @@ def test_disabled_without_off_variant_serves_the_callers_default(client):
 
 def test_value_getters_return_plain_values(client):
     """get_*_value returns the served value of each type."""
-    assert True is client.get_boolean_value("static", False)
+    assert client.get_boolean_value("static", False) is True
     assert "red" == client.get_string_value("color", "green")
     assert 10 == client.get_integer_value("limit", 0)
     assert 0.5 == client.get_float_value("half", 0.0)
@@ -280,7 +280,7 @@ def test_ready_noticed_on_evaluation(clock, domain):
     client = api.get_client(domain)
     source.ready = InMemoryProvider(DOC)
     clock.advance(1.0)
-    assert True is client.get_boolean_value("static", False)
+    assert client.get_boolean_value("static", False) is True
     assert ProviderStatus.READY == client.get_provider_status()
 
 
@@ -416,7 +416,7 @@ def test_no_events_after_shutdown(flags, domain, monkeypatch):
     assert [ProviderEvent.PROVIDER_CONFIGURATION_CHANGED] == [e[0] for e in emitted]
     provider.shutdown()
     set_color(flags, "red")
-    assert 1 == len(emitted)
+    assert len(emitted) == 1
     assert "red" == flags.get("color", default="green")
 
 

@@ -55,13 +55,13 @@ def test_invalid_file_at_start(tmp_path: Path):
 def test_reload_after_interval(setup, clock):
     """A changed file is picked up on the first evaluation after reload_interval."""
     path, provider, flags = setup
-    assert True is flags.is_enabled("f")
+    assert flags.is_enabled("f") is True
     write(path, doc("off"))
     clock.advance(0.5)
-    assert True is flags.is_enabled("f")
+    assert flags.is_enabled("f") is True
     clock.advance(0.5)
     assert False is flags.is_enabled("f")
-    assert 1 == provider.reloads
+    assert provider.reloads == 1
     assert "reloads=1" in repr(provider)
 
 
@@ -86,8 +86,8 @@ def test_failed_reload_keeps_last_good(setup, clock):
     with capture_events(FlagsReloadFailed) as events:
         write(path, doc("maybe"))
         clock.advance(1)
-        assert True is flags.is_enabled("f")
-    assert 1 == len(events)
+        assert flags.is_enabled("f") is True
+    assert len(events) == 1
     assert str(path) == events[0].name
     assert "unknown variant" in str(events[0].error)
     assert {
@@ -113,7 +113,7 @@ def test_deleted_file_keeps_last_good(setup, clock):
     path, provider, flags = setup
     path.unlink()
     clock.advance(1)
-    assert True is flags.is_enabled("f")
+    assert flags.is_enabled("f") is True
     assert provider.last_error is not None
 
 
@@ -125,7 +125,7 @@ def test_yaml_reload(tmp_path: Path, clock):
         "flags:\n  f:\n    variants: {on: true, off: false}\n    default_variant: on\n",
     )
     flags = Flags.from_file(path, clock=clock, reload_interval=2)
-    assert True is flags.is_enabled("f")
+    assert flags.is_enabled("f") is True
     write(
         path,
         "flags:\n  f:\n    variants: {on: true, off: false}\n    default_variant: off\n",

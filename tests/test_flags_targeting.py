@@ -105,22 +105,25 @@ def test_missing_attribute_is_false(op):
 
 def test_exists():
     """Exists is true for a present, non-null attribute."""
-    assert True is matches({"attr": "a", "op": "exists"}, {"a": 0})
+    assert matches({"attr": "a", "op": "exists"}, {"a": 0}) is True
     assert False is matches({"attr": "a", "op": "exists"}, {"a": None})
     assert False is matches({"attr": "a", "op": "exists"}, {})
 
 
 def test_targeting_key_attribute():
     """attr: targeting_key reads the context's targeting key."""
-    assert True is matches(
-        {"attr": "targeting_key", "op": "starts_with", "value": "admin-"},
-        {},
-        key="admin-1",
+    assert (
+        matches(
+            {"attr": "targeting_key", "op": "starts_with", "value": "admin-"},
+            {},
+            key="admin-1",
+        )
+        is True
     )
     assert False is matches(
         {"attr": "targeting_key", "op": "eq", "value": "x"}, {}, key=None
     )
-    assert True is matches({"attr": "targeting_key", "op": "exists"}, {}, key="k")
+    assert matches({"attr": "targeting_key", "op": "exists"}, {}, key="k") is True
     assert False is matches({"attr": "targeting_key", "op": "exists"}, {}, key=None)
 
 
@@ -128,19 +131,22 @@ def test_combinators():
     """all, any and not combine conditions."""
     nz = {"attr": "country", "op": "eq", "value": "NZ"}
     pro = {"attr": "plan", "op": "eq", "value": "pro"}
-    assert True is matches({"all": [nz, pro]}, {"country": "NZ", "plan": "pro"})
+    assert matches({"all": [nz, pro]}, {"country": "NZ", "plan": "pro"}) is True
     assert False is matches({"all": [nz, pro]}, {"country": "NZ"})
-    assert True is matches({"any": [nz, pro]}, {"plan": "pro"})
+    assert matches({"any": [nz, pro]}, {"plan": "pro"}) is True
     assert False is matches({"any": [nz, pro]}, {})
-    assert True is matches({"not": nz}, {"country": "AU"})
-    assert True is matches({"not": nz}, {})
-    assert True is matches({"all": [nz]}, {"country": "NZ"})
+    assert matches({"not": nz}, {"country": "AU"}) is True
+    assert matches({"not": nz}, {}) is True
+    assert matches({"all": [nz]}, {"country": "NZ"}) is True
 
 
 def test_matches_caps_input_length():
     """Matches never matches input longer than the cap."""
-    assert True is matches(
-        {"attr": "a", "op": "matches", "value": "x"}, {"a": "x" * MAX_MATCH_INPUT}
+    assert (
+        matches(
+            {"attr": "a", "op": "matches", "value": "x"}, {"a": "x" * MAX_MATCH_INPUT}
+        )
+        is True
     )
     assert False is matches(
         {"attr": "a", "op": "matches", "value": "x"}, {"a": "x" * (MAX_MATCH_INPUT + 1)}
@@ -229,19 +235,19 @@ def seg(name: str, key: Any, attrs: dict[str, Any]) -> bool:
 
 def test_segment_include_exclude_condition():
     """Include wins over the condition, exclude wins over include and the condition."""
-    assert True is seg("beta", "user-1", {})
-    assert True is seg("beta", 7, {})
+    assert seg("beta", "user-1", {}) is True
+    assert seg("beta", 7, {}) is True
     assert False is seg("beta", "user-9", {"plan": "beta"})
-    assert True is seg("beta", "user-5", {"plan": "beta"})
+    assert seg("beta", "user-5", {"plan": "beta"}) is True
     assert False is seg("beta", "user-5", {"plan": "pro"})
     assert False is seg("beta", None, {})
     assert False is seg("beta", 1.5, {})
-    assert True is seg("listed", "user-2", {})
+    assert seg("listed", "user-2", {}) is True
     assert False is seg("listed", "user-3", {"plan": "beta"})
 
 
 def test_nested_segments():
     """Segments may reference segments (without cycles)."""
-    assert True is seg("nested", "user-1", {})
-    assert True is seg("nested", "x", {"staff": True})
+    assert seg("nested", "user-1", {}) is True
+    assert seg("nested", "x", {"staff": True}) is True
     assert False is seg("nested", "user-9", {"plan": "beta"})

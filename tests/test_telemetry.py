@@ -653,7 +653,7 @@ def test_traced_argument_that_cannot_be_exported_never_breaks_the_call() -> None
     looped: list[Any] = []
     looped.append(looped)
     with capture_telemetry() as cap:
-        assert 1 == count(looped)
+        assert count(looped) == 1
         span = cap.span("loop")
     assert "tipkit.arg.items" not in span.attributes
 
@@ -776,8 +776,8 @@ def test_synthetic_routes_counters_created_inside_an_open_block() -> None:
         late = counters.counter("tipkit.test.late", attrs)
         late.inc()
     late.inc()
-    assert 1 == counters.value("tipkit.test.late", {**attrs, n.SYNTHETIC_TYPE: "test"})
-    assert 1 == late.value
+    assert counters.value("tipkit.test.late", {**attrs, n.SYNTHETIC_TYPE: "test"}) == 1
+    assert late.value == 1
 
 
 def test_synthetic_decorates_nests_and_validates() -> None:
