@@ -1,11 +1,20 @@
 # CONVENTIONS.md asks for `expected == actual` asserts
+import re
+import re._parser as sre_parse  # type: ignore[import-not-found]  # private, untyped; what regex_problem parses with
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tipkit.flags import EvaluationContext, Flags, Reason
-from tipkit.flags._targeting import MAX_MATCH_INPUT, parse_semver, regex_problem
+from tipkit.flags._targeting import (
+    MAX_MATCH_INPUT,
+    _forced_end,
+    parse_semver,
+    regex_problem,
+)
 
 
 def matches(cond: dict[str, Any], attrs: dict[str, Any], key: str | None = "u") -> bool:
@@ -168,6 +177,12 @@ def test_matches_caps_input_length():
         r"^\w*\w*\w*\w*x",
         r".*foo.*bar.*baz",
         r"(?=.*a.*b.*c)",
+        r"^[a-z.]+\.[a-z.]+\.[a-z.]+\.[a-z.]+$",
+        r".*.*[a-z]+@.*.*!",
+        r".*.*[a-z]++",
+        r"(?>.*.*.*x)",
+        r"(?i)^[a-z]+-[a-z]+-[a-z]+$",
+        r"^[^\d]+1[^\d]+1[^\d]+1",
     ],
 )
 def test_unsafe_regexes_refused(pattern):
@@ -189,11 +204,69 @@ def test_unsafe_regexes_refused(pattern):
         r".*.*x",
         r"[a-z]++@[a-z]++\.[a-z]++",
         r"(?>.*a)(?>.*b).*c",
+        r"^[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}$",
+        r"[a-z]+@[a-z]+\.[a-z]+",
+        r"^user-\d+-\d+-\d+$",
+        r"^[^-]+-[^-]+-[^-]+-[^-]+$",
+        r"^\w+-\w+-\w+-\w+$",
+        r"^\W+a\W+a\W+a\W+a",
     ],
 )
 def test_safe_regexes_accepted(pattern):
     """Ordinary patterns are accepted."""
     assert regex_problem(pattern) is None
+
+
+EMAIL = r"^[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}$"
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("ada@example.com", True),
+        ("a.b+tag@mail.example.co", True),
+        ("x_1%y@sub-domain.io", True),
+        ("ada@example", False),
+        ("ada@example.c", False),
+        ("@example.com", False),
+        ("ada@@example.com", False),
+        ("Ada@example.com", False),
+        ("ada@example.com ", False),
+        ("a" * 500 + "@" + "b" * 500 + ".com", True),
+        ("a" * 600 + "@" + "b" * 600 + ".com", False),  # over the 1024-character cap
+    ],
+)
+def test_email_pattern_loads_and_matches(address, expected):
+    """The usual email pattern is accepted: each quantifier's end is pinned by a separator."""
+    assert (
+        matches({"attr": "a", "op": "matches", "value": EMAIL}, {"a": address})
+        is expected
+    )
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(
+        [r"[a-z]", r"\d", r"\w", r"[^-]", r"[^@.]", r"\W", "a", "[a-z0-9._%+-]"]
+    ),
+    st.sampled_from(["-", "@", r"\.", "[.@]", "a", "[0-9]", "_"]),
+    st.text(alphabet="ab1_-.@é٣ ", max_size=12),
+)
+def test_forced_end_has_at_most_one_end(body, separator, text):
+    """When the rule pins a quantifier's end, at most one repeat count is followed by the separator.
+
+    This is the whole soundness argument for not multiplying by that quantifier's
+    reach, checked against the engine itself rather than by timing it.
+    """
+    tree = sre_parse.parse(body + separator)
+    if not _forced_end(sre_parse, [tree[0]], tree[1]):
+        return
+    ends = [
+        k
+        for k in range(len(text))
+        if re.fullmatch(f"(?:{body}){{{k}}}{separator}", text[: k + 1])
+    ]
+    assert len(ends) <= 1
 
 
 def test_semver_parse():
