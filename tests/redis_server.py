@@ -10,16 +10,18 @@ line, then a PING: nothing polls on a timer.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from tipkit.clock import SYSTEM_CLOCK
 
@@ -212,3 +214,30 @@ class RedisServer:
 if __name__ == "__main__":  # pragma: no cover - a manual check
     with RedisServer() as server:
         print(server, Path(server.executable))  # noqa: T201 - a manual check prints
+
+
+def run_children(script: str, argv: list[list[str]], timeout: float = 60) -> list[Any]:
+    """Start one child per argv, wait until each prints "ready", say go, return their JSON."""
+    procs = [
+        subprocess.Popen(  # noqa: S603 - this interpreter running a fixed script
+            [sys.executable, "-c", script, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for args in argv
+    ]
+    try:
+        for p in procs:
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        return [json.loads(p.communicate(timeout=timeout)[0]) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

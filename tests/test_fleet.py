@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import Face
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, run_children
 
 from tipkit._shared_breaker import SharedBreaker
 from tipkit.breaker import BreakerState, CircuitBreaker, CountWindow
@@ -82,33 +82,6 @@ def fault_store(private_redis_server: RedisServer) -> Iterator[RedisStore]:
     store = RedisStore(private_redis_server.url, prefix="fault:", timeout=TIMEOUT)
     yield store
     store.close()
-
-
-def run_children(script: str, argv: list[list[str]], timeout: float = 60) -> list[Any]:
-    """Start one child per argv, wait until each prints "ready", say go, return their JSON."""
-    procs = [
-        subprocess.Popen(  # noqa: S603 - this interpreter running a fixed script
-            [sys.executable, "-c", script, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for args in argv
-    ]
-    try:
-        for p in procs:
-            assert p.stdout is not None
-            assert p.stdout.readline().strip() == "ready"
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        return [json.loads(p.communicate(timeout=timeout)[0]) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
 
 
 # -- distributed token bucket ----------------------------------------------------------

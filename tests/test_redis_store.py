@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import math
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, run_children
 from tests.store_contract import StoreContract
 
 from tipkit.errors import StoreError
@@ -535,37 +534,13 @@ def test_four_processes_share_one_bucket(redis_url: str) -> None:
     rate, capacity, duration = 500.0, 200.0, 2.0
     key = f"shared-{time.perf_counter_ns()}"
     skews = [0.0, 0.0, 0.0, 3600.0]
-    procs = [
-        subprocess.Popen(  # noqa: S603 - this interpreter running the script above
-            [
-                sys.executable,
-                "-c",
-                CHILD,
-                redis_url,
-                key,
-                *map(str, (rate, capacity)),
-                *map(str, (duration, skew)),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for skew in skews
-    ]
-    try:
-        for p in procs:
-            assert p.stdout is not None
-            assert p.stdout.readline().strip() == "ready"
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        results = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    results = run_children(
+        CHILD,
+        [
+            [redis_url, key, *map(str, (rate, capacity)), *map(str, (duration, skew))]
+            for skew in skews
+        ],
+    )
     window = max(r["end"] for r in results) - min(r["start"] for r in results)
     bound = capacity + rate * window
     admitted = sum(r["admitted"] for r in results)
