@@ -1,10 +1,14 @@
-"""Deterministic bucketing: the written specification in code.
+r"""Deterministic bucketing: the written specification in code.
 
 ``bucket(salt, key)`` is ``(murmur3_x86_32(utf8(f"{salt}.{key}"), seed=0) * 100_000) >> 32``
 with the hash taken as an unsigned 32-bit integer: an integer in ``[0, 100000)``,
-one bucket per thousandth of a percent. A split's weights are percentages with at
-most three decimals, converted exactly (``Decimal``) to thousandths of a percent
-summing to 100000; variant *i* owns ``[cum(i-1), cum(i))`` in the order written.
+one bucket per thousandth of a percent. The text is hashed as UTF-8; a lone
+surrogate (``"\ud800"``, which ``json.loads`` returns for the JSON ``"\ud800"``)
+is encoded with ``surrogatepass`` (three bytes, ``ED A0 80``), so every string has
+a bucket, and valid text keeps the bytes, and buckets, it always had.
+
+A split's weights are percentages with at most three decimals, converted
+exactly (``Decimal``) to thousandths of a percent summing to 100000; variant *i* owns ``[cum(i-1), cum(i))`` in the order written.
 See ``docs/bucketing.md`` for the specification and its test vectors.
 """
 
@@ -21,6 +25,7 @@ __all__ = [
     "WeightError",
     "bucket",
     "bucket_of",
+    "hash32",
     "split_bounds",
     "thousandths",
     "variant_index",
@@ -32,17 +37,34 @@ BUCKETS = 100_000
 _hash = mmh3.hash
 
 
+def hash32(text: str) -> int:
+    """Return murmur3_x86_32 of *text* as UTF-8 (seed 0), unsigned.
+
+    Never fails and never crashes: mmh3 segfaults on a ``str`` it cannot encode
+    as UTF-8 (a lone surrogate), so only ASCII text, which always encodes, is
+    handed to it as a ``str``; anything else is encoded here first, with
+    ``surrogatepass``. ``isascii()`` is a flag read, so the common case pays ~15 ns.
+    """
+    if text.isascii():
+        return _hash(text, 0, signed=False)
+    return _hash(text.encode("utf-8", "surrogatepass"), 0, signed=False)
+
+
 def bucket(salt: str, key: str) -> int:
     """Return the bucket of *key* under *salt*, an integer in ``[0, 100000)``.
 
     Pure and thread-safe; the same inputs give the same bucket on every platform.
     """
-    return (_hash(f"{salt}.{key}", 0, signed=False) * BUCKETS) >> 32
+    return (hash32(f"{salt}.{key}") * BUCKETS) >> 32
 
 
 def bucket_of(prefix: str, key: str) -> int:
-    """Return the bucket of *key* given the precomputed ``f"{salt}."`` *prefix*."""
-    return (_hash(prefix + key, 0, signed=False) * BUCKETS) >> 32
+    """Return the bucket of *key* given the precomputed ``f"{salt}."`` *prefix*.
+
+    This is the bucketing formula, written once: every split, gate, rollout and
+    experiment sample goes through it.
+    """
+    return (hash32(prefix + key) * BUCKETS) >> 32
 
 
 class WeightError(ValueError):

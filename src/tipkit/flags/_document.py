@@ -16,10 +16,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
-import mmh3
-
 from tipkit.errors import ConfigError, ConfigProblem
-from tipkit.flags._bucketing import BUCKETS, WeightError, split_bounds, thousandths
+from tipkit.flags._bucketing import (
+    BUCKETS,
+    WeightError,
+    bucket_of,
+    split_bounds,
+    thousandths,
+)
 from tipkit.flags._model import USE_DEFAULT, ErrorCode, EvalError, Outcome, Reason
 from tipkit.flags._targeting import Cond, compile_operator
 from tipkit.flags._yaml import LocDict, LocList, ParseError, parse_json, parse_yaml
@@ -59,9 +63,6 @@ _VALUE_TYPES: Final = {
     dict: "object",
     list: "object",
 }
-
-_hash = mmh3.hash
-
 
 def _type_name(value: object) -> str | None:
     for cls, name in _VALUE_TYPES.items():
@@ -142,7 +143,7 @@ class Serve:
             self.outcomes,
             self.bucket_by,
         )
-        h = _hash
+        b = bucket_of
         if len(bounds) == 2:
             first, second = outcomes
             cut = bounds[0]
@@ -153,7 +154,7 @@ class Serve:
                         k = bucket_key_of(k)
                     return (
                         first
-                        if (h(prefix + k, 0, signed=False) * 100_000) >> 32 < cut
+                        if b(prefix, k) < cut
                         else second
                     )
 
@@ -165,7 +166,7 @@ class Serve:
                     k = bucket_key_of(k)
                 return (
                     first
-                    if (h(prefix + k, 0, signed=False) * 100_000) >> 32 < cut
+                    if b(prefix, k) < cut
                     else second
                 )
 
@@ -177,7 +178,7 @@ class Serve:
             if k.__class__ is not str:
                 k = bucket_key_of(k)
             return outcomes[
-                bisect_right(bounds, (h(prefix + k, 0, signed=False) * 100_000) >> 32)
+                bisect_right(bounds, b(prefix, k))
             ]
 
         return split

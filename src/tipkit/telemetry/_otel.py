@@ -396,7 +396,7 @@ def hash_context_id(target: str, key: bytes | None = None) -> str:
     of a guessable id (an e-mail address, a sequential user id) can be reversed by
     hashing candidates: pass a secret *key* when that matters.
     """
-    data = target.encode()
+    data = target.encode("utf-8", "surrogatepass")  # a lone surrogate must not raise
     if key is None:
         return hashlib.sha256(data).hexdigest()[:32]
     return hmac.new(key, data, hashlib.sha256).hexdigest()[:32]
