@@ -8,7 +8,8 @@ is encoded with ``surrogatepass`` (three bytes, ``ED A0 80``), so every string h
 a bucket, and valid text keeps the bytes, and buckets, it always had.
 
 A split's weights are percentages with at most three decimals, converted
-exactly (``Decimal``) to thousandths of a percent summing to 100000; variant *i* owns ``[cum(i-1), cum(i))`` in the order written.
+exactly (``Decimal``) to thousandths of a percent summing to 100000; variant *i*
+owns ``[cum(i-1), cum(i))`` in the order written.
 See ``docs/bucketing.md`` for the specification and its test vectors.
 """
 

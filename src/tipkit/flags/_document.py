@@ -64,6 +64,7 @@ _VALUE_TYPES: Final = {
     list: "object",
 }
 
+
 def _type_name(value: object) -> str | None:
     for cls, name in _VALUE_TYPES.items():
         if isinstance(value, cls):
@@ -152,11 +153,7 @@ class Serve:
                 def split2(_a: Mapping[str, Any], k: Any) -> Outcome:
                     if k.__class__ is not str:
                         k = bucket_key_of(k)
-                    return (
-                        first
-                        if b(prefix, k) < cut
-                        else second
-                    )
+                    return first if b(prefix, k) < cut else second
 
                 return split2
 
@@ -164,11 +161,7 @@ class Serve:
                 k = a.get(by)
                 if k.__class__ is not str:
                     k = bucket_key_of(k)
-                return (
-                    first
-                    if b(prefix, k) < cut
-                    else second
-                )
+                return first if b(prefix, k) < cut else second
 
             return split2_by
 
@@ -177,9 +170,7 @@ class Serve:
                 k = a.get(by)
             if k.__class__ is not str:
                 k = bucket_key_of(k)
-            return outcomes[
-                bisect_right(bounds, b(prefix, k))
-            ]
+            return outcomes[bisect_right(bounds, b(prefix, k))]
 
         return split
 
