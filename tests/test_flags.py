@@ -472,7 +472,7 @@ def test_kill_reaches_peers_sharing_a_store_at_once(clock):
 
 def test_store_written_elsewhere_seen_after_refresh_interval(clock):
     """A write to the store by another process is picked up within refresh_interval."""
-    store = MemoryStore(clock=clock)
+    store = MemoryStore(clock=clock, push=False)
     flags = Flags(InMemoryProvider(DOC), store=store, clock=clock, refresh_interval=5)
     assert flags.is_enabled("static") is True
     store.set("flags", "kill/static", True)  # as another process would

@@ -719,7 +719,7 @@ def test_shared_breaker_adopts_on_its_refresh_interval(
     face: Face, clock: FakeClock
 ) -> None:
     """Without pushes, a peer adopts an opening on its first call after refresh_interval."""
-    store = MemoryStore(clock=clock)
+    store = MemoryStore(clock=clock, push=False)
 
     def breaker() -> CircuitBreaker:
         return CircuitBreaker(

@@ -1,5 +1,8 @@
-"""Where shared state lives: the :class:`Store` protocol and its implementations.
+"""Where shared state lives: the store protocols and their implementations.
 
+* :class:`KeyValueStore` (versioned entries, compare-and-set, snapshots, watches),
+  :class:`CounterStore` (counters) and :class:`TokenStore` (token buckets): the
+  narrow capabilities a primitive asks for; :class:`Store` is all of them.
 * :class:`MemoryStore`: in process, the default.
 * ``RedisStore``: a real Redis server, for fleets (``pip install 'tipkit[redis]'``).
 
@@ -14,19 +17,35 @@ from typing import TYPE_CHECKING, Any
 
 from tipkit.stores._events import StoreRecovered, StoreUnavailable
 from tipkit.stores._memory import MemoryStore
-from tipkit.stores._protocol import JSON, Entry, Snapshot, Store, TokenTake
+from tipkit.stores._protocol import (
+    JSON,
+    CounterStore,
+    Entry,
+    KeyValueStore,
+    OnError,
+    Snapshot,
+    Store,
+    Subscription,
+    TokenStore,
+    TokenTake,
+)
 
 if TYPE_CHECKING:
     from tipkit.stores._redis import RedisStore
 
 __all__ = [
     "JSON",
+    "CounterStore",
     "Entry",
+    "KeyValueStore",
     "MemoryStore",
+    "OnError",
     "Snapshot",
     "Store",
     "StoreRecovered",
     "StoreUnavailable",
+    "Subscription",
+    "TokenStore",
     "TokenTake",
 ]
 if importlib.util.find_spec("redis") is not None:

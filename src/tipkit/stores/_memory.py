@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from tipkit._core import _fork
 from tipkit._core._tokens import check_bucket_args, take
 from tipkit.clock import SYSTEM_CLOCK, Clock
-from tipkit.stores._protocol import JSON, Entry, Snapshot, TokenTake
+from tipkit.stores._protocol import (
+    JSON,
+    Entry,
+    OnError,
+    Snapshot,
+    TokenTake,
+    check_on_error,
+)
+from tipkit.stores._watch import Watch
+
+if TYPE_CHECKING:
+    from tipkit.stores._watch import Callback
 
 __all__ = ["MemoryStore"]
 
@@ -28,17 +40,31 @@ class MemoryStore:
     Thread-safe (one lock, held only for the dictionary operation) and fork-safe.
     Values are copied in and out as JSON, exactly as a networked store would, so
     mutating a value read from the store changes nothing in it. Time to live and
-    token buckets use *clock* (``monotonic()``).
+    token buckets use *clock* (``monotonic()``). Nothing here fails or blocks,
+    so *on_error* (``"fail_open"`` or ``"fail_closed"``) is only carried for the
+    primitives using the store, as ``RedisStore`` carries its own; the async
+    methods run inline. With ``push=False``, :meth:`watch` never calls back and
+    users of the store rely on their refresh interval alone (as with a
+    ``RedisStore(push=False)``, or another process's writes).
     """
 
-    def __init__(self, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        on_error: OnError = "fail_open",
+        push: bool = True,
+    ) -> None:
         self._clock = clock
+        self.on_error: OnError = check_on_error(on_error)
+        self.push = bool(push)
         self._lock = _fork.new_lock()
         # namespace -> key -> (encoded value, version, expires_at or None)
         self._entries: dict[str, dict[str, tuple[str, int, float | None]]] = {}
         self._versions: dict[str, int] = {}
         self._counters: dict[str, tuple[dict[str, float], float | None]] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._watches: dict[str, list[Watch]] = {}
         _fork.register(self)
 
     def _after_fork_in_child(self) -> None:
@@ -85,7 +111,9 @@ class MemoryStore:
             ns = self._entries.setdefault(namespace, {})
             version = self._bump(namespace)
             ns[key] = (encoded, version, None if ttl is None else now + ttl)
-            return version
+        if self._watches:
+            self._notify(namespace)
+        return version
 
     def compare_and_set(
         self,
@@ -107,7 +135,9 @@ class MemoryStore:
             ns = self._entries.setdefault(namespace, ns)
             new = self._bump(namespace)
             ns[key] = (encoded, new, None if ttl is None else now + ttl)
-            return new
+        if self._watches:
+            self._notify(namespace)
+        return new
 
     def delete(self, namespace: str, key: str) -> bool:
         """Remove *key*; return whether it existed."""
@@ -117,7 +147,9 @@ class MemoryStore:
                 return False
             del ns[key]
             self._bump(namespace)
-            return True
+        if self._watches:
+            self._notify(namespace)
+        return True
 
     def snapshot(self, namespace: str) -> Snapshot:
         """Return every live entry of *namespace* and its version, atomically."""
@@ -131,6 +163,38 @@ class MemoryStore:
     def version(self, namespace: str) -> int:
         """Return the namespace's version (0 if never written)."""
         return self._versions.get(namespace, 0)
+
+    # -- change notifications ----------------------------------------------------
+    def watch(self, namespace: str, callback: Callback) -> Watch:
+        """Call *callback* (no arguments) after each write to *namespace*.
+
+        The callback runs in the writing thread, after the write and outside
+        the store's lock, so every user of this store in the process sees a
+        write at once. Callbacks must be quick; one that raises is logged on
+        the ``tipkit`` logger. A bound method is held weakly. Returns a
+        :class:`~tipkit.stores.Subscription`; ``cancel()`` ends it. With
+        ``push=False`` the watch is inert.
+        """
+        watch = Watch(namespace, callback, self._unwatch)
+        if self.push:
+            with self._lock:
+                self._watches.setdefault(namespace, []).append(watch)
+        return watch
+
+    def _unwatch(self, watch: Watch) -> None:
+        with self._lock:
+            found = self._watches.get(watch.namespace, [])
+            if watch in found:
+                found.remove(watch)
+            if not found:
+                self._watches.pop(watch.namespace, None)
+
+    def _notify(self, namespace: str) -> None:
+        with self._lock:
+            watches = list(self._watches.get(namespace, ()))
+        for watch in watches:
+            if not watch.fire():
+                self._unwatch(watch)
 
     # -- counters --------------------------------------------------------------
     def increment(

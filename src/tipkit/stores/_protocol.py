@@ -1,20 +1,31 @@
-"""The Store protocol: how shared state is read and written.
+"""The store protocols: how shared state is read and written.
 
-Shared state (kill switches and overrides, rollout stages and outcome counts,
-token buckets given ``store=``) lives behind this small protocol. Every
-operation is designed to be one atomic round trip on a server such as Redis:
+Shared state lives behind three narrow capability protocols, one per kind of
+state, so a primitive asks only for what it uses and a backend implements only
+what it can serve:
 
-* **namespaced entries with versions**: ``get``/``set``/``compare_and_set``/
-  ``delete`` on ``(namespace, key)``; every write bumps the namespace's version
-  and stamps the entry with it, so ``snapshot(namespace)`` reads a whole namespace
-  (one hash in Redis) as one consistent picture and ``version(namespace)`` says
-  cheaply whether anything changed;
-* **counters**: ``increment(key, {field: amount, ...})`` adds to several counters
-  of one key at once (batched outcome counts);
-* **token buckets**: ``take_tokens`` refills and takes in one step, on the store's
-  own clock (Redis: the server's ``TIME``), so clients with skewed clocks cannot
-  take more than their share;
-* **time to live** on entries, counters and buckets, measured on the store's clock.
+* :class:`KeyValueStore`: **namespaced entries with versions**:
+  ``get``/``set``/``compare_and_set``/``delete`` on ``(namespace, key)``; every
+  write bumps the namespace's version and stamps the entry with it, so
+  ``snapshot(namespace)`` reads a whole namespace (one hash in Redis) as one
+  consistent picture and ``version(namespace)`` says cheaply whether anything
+  changed; ``watch(namespace, callback)`` calls back when anyone writes it.
+  Used by flags (kills, overrides), shared breakers and rollouts.
+* :class:`CounterStore`: **counters**: ``increment(key, {field: amount, ...})``
+  adds to several counters of one key at once (batched outcome counts).
+  Used by rollouts that judge on the fleet's counts.
+* :class:`TokenStore`: **token buckets**: ``take_tokens`` refills and takes in
+  one step, on the store's own clock (Redis: the server's ``TIME``), so clients
+  with skewed clocks cannot take more than their share. Used by rate limiters.
+
+:class:`Store` is all three (what :class:`~tipkit.stores.MemoryStore` and
+``RedisStore`` implement), and what ``store=`` accepted before the split.
+
+Every operation is designed to be one atomic round trip on a server such as
+Redis, with time to live measured on the store's clock. Every protocol declares
+``on_error``, the failure policy the store carries for the primitives using it.
+Async methods exist where an async face of a primitive calls them; each is
+truly non-blocking (it awaits the server) and bounded by the store's timeout.
 
 Values are JSON-compatible: ``None``, ``bool``, ``int``, ``float``, ``str``, and
 lists and string-keyed dicts of those.
@@ -22,13 +33,40 @@ lists and string-keyed dicts of those.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
-__all__ = ["JSON", "Entry", "Snapshot", "Store", "TokenTake"]
+__all__ = [
+    "JSON",
+    "ON_ERROR",
+    "CounterStore",
+    "Entry",
+    "KeyValueStore",
+    "OnError",
+    "Snapshot",
+    "Store",
+    "Subscription",
+    "TokenStore",
+    "TokenTake",
+    "check_on_error",
+]
 
 JSON = Any
 """A JSON-compatible value (mypy cannot express the recursive type usefully)."""
+
+OnError = Literal["fail_open", "fail_closed"]
+"""What the primitives using a store do while it fails (see ``on_error``)."""
+
+ON_ERROR: tuple[OnError, ...] = ("fail_open", "fail_closed")
+
+
+def check_on_error(on_error: object) -> OnError:
+    """Return *on_error* if it is a policy, else raise ``ValueError`` naming it."""
+    if on_error == "fail_open":
+        return "fail_open"
+    if on_error == "fail_closed":
+        return "fail_closed"
+    raise ValueError(f"on_error must be 'fail_open' or 'fail_closed', got {on_error!r}")
 
 
 class Entry(NamedTuple):
@@ -50,7 +88,7 @@ class Snapshot(NamedTuple):
 
 
 class TokenTake(NamedTuple):
-    """The outcome of :meth:`Store.take_tokens`.
+    """The outcome of :meth:`TokenStore.take_tokens`.
 
     Attributes:
         admitted: the tokens were taken (now, or reserved for ``wait`` seconds from now).
@@ -69,14 +107,28 @@ class TokenTake(NamedTuple):
 
 
 @runtime_checkable
-class Store(Protocol):
-    """Shared state, one atomic operation per call, with sync and async twins.
+class Subscription(Protocol):
+    """What :meth:`KeyValueStore.watch` returns: ``cancel()`` ends the watch."""
+
+    def cancel(self) -> None:
+        """Stop calling the callback. Idempotent and thread-safe."""
+        ...
+
+
+@runtime_checkable
+class KeyValueStore(Protocol):
+    """Namespaced, versioned entries with compare-and-set, snapshots and watches.
 
     Implementations are thread-safe. A backend failure raises
     :class:`tipkit.errors.StoreError` with the backend's exception as
-    ``__cause__``; what a primitive then does (fail open or closed, keep the
-    last known state) is the primitive's documented policy.
+    ``__cause__``; what a primitive then does (keep the last known state,
+    fail open or closed) is the primitive's documented policy.
     """
+
+    @property
+    def on_error(self) -> OnError:
+        """The failure policy this store carries for the primitives using it."""
+        ...
 
     def get(self, namespace: str, key: str) -> Entry | None:
         """Return the entry at *key* in *namespace*, or ``None``."""
@@ -115,6 +167,58 @@ class Store(Protocol):
         """Return the namespace's version (0 if never written)."""
         ...
 
+    def watch(self, namespace: str, callback: Callable[[], object]) -> Subscription:
+        """Call *callback* (no arguments) after *namespace* is written, by anyone.
+
+        Best effort: a user of a watch keeps refreshing on its own interval,
+        which bounds staleness when a notification is lost. Callbacks must be
+        quick and must not raise; a bound method is held weakly.
+        """
+        ...
+
+    async def aget(self, namespace: str, key: str) -> Entry | None:
+        """Async :meth:`get`: awaits the server, bounded by the store's timeout."""
+        ...
+
+    async def aset(
+        self, namespace: str, key: str, value: JSON, *, ttl: float | None = None
+    ) -> int:
+        """Async :meth:`set`: awaits the server, bounded by the store's timeout."""
+        ...
+
+    async def acompare_and_set(
+        self,
+        namespace: str,
+        key: str,
+        value: JSON,
+        *,
+        version: int,
+        ttl: float | None = None,
+    ) -> int | None:
+        """Async :meth:`compare_and_set`, bounded by the store's timeout."""
+        ...
+
+    async def asnapshot(self, namespace: str) -> Snapshot:
+        """Async :meth:`snapshot`: awaits the server, bounded by the store's timeout."""
+        ...
+
+    async def aversion(self, namespace: str) -> int:
+        """Async :meth:`version`: awaits the server, bounded by the store's timeout."""
+        ...
+
+
+@runtime_checkable
+class CounterStore(Protocol):
+    """Counters: several named fields per key, added to atomically.
+
+    Thread-safe; failures raise :class:`tipkit.errors.StoreError`.
+    """
+
+    @property
+    def on_error(self) -> OnError:
+        """The failure policy this store carries for the primitives using it."""
+        ...
+
     def increment(
         self,
         key: str,
@@ -127,6 +231,29 @@ class Store(Protocol):
 
     def counters(self, key: str) -> dict[str, float]:
         """Return every field of the counters at *key* (empty if none)."""
+        ...
+
+    async def aincrement(
+        self,
+        key: str,
+        amounts: Mapping[str, float],
+        *,
+        ttl: float | None = None,
+    ) -> dict[str, float]:
+        """Async :meth:`increment`: awaits the server, bounded by the store's timeout."""
+        ...
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """Token buckets refilled and taken in one atomic step on the store's clock.
+
+    Thread-safe; failures raise :class:`tipkit.errors.StoreError`.
+    """
+
+    @property
+    def on_error(self) -> OnError:
+        """The failure policy this store carries for the primitives using it."""
         ...
 
     def take_tokens(
@@ -148,58 +275,6 @@ class Store(Protocol):
         """
         ...
 
-    def close(self) -> None:
-        """Release connections; the store must not be used afterwards."""
-        ...
-
-    async def aget(self, namespace: str, key: str) -> Entry | None:
-        """Async twin of :meth:`get`."""
-        ...
-
-    async def aset(
-        self, namespace: str, key: str, value: JSON, *, ttl: float | None = None
-    ) -> int:
-        """Async twin of :meth:`set`."""
-        ...
-
-    async def acompare_and_set(
-        self,
-        namespace: str,
-        key: str,
-        value: JSON,
-        *,
-        version: int,
-        ttl: float | None = None,
-    ) -> int | None:
-        """Async twin of :meth:`compare_and_set`."""
-        ...
-
-    async def adelete(self, namespace: str, key: str) -> bool:
-        """Async twin of :meth:`delete`."""
-        ...
-
-    async def asnapshot(self, namespace: str) -> Snapshot:
-        """Async twin of :meth:`snapshot`."""
-        ...
-
-    async def aversion(self, namespace: str) -> int:
-        """Async twin of :meth:`version`."""
-        ...
-
-    async def aincrement(
-        self,
-        key: str,
-        amounts: Mapping[str, float],
-        *,
-        ttl: float | None = None,
-    ) -> dict[str, float]:
-        """Async twin of :meth:`increment`."""
-        ...
-
-    async def acounters(self, key: str) -> dict[str, float]:
-        """Async twin of :meth:`counters`."""
-        ...
-
     async def atake_tokens(
         self,
         key: str,
@@ -209,5 +284,29 @@ class Store(Protocol):
         capacity: float,
         max_wait: float = 0.0,
     ) -> TokenTake:
-        """Async twin of :meth:`take_tokens`."""
+        """Async :meth:`take_tokens`: awaits the server, bounded by its timeout."""
+        ...
+
+
+@runtime_checkable
+class Store(KeyValueStore, CounterStore, TokenStore, Protocol):
+    """Every capability: entries, counters and token buckets, sync and async.
+
+    What :class:`~tipkit.stores.MemoryStore` and ``RedisStore`` implement, and
+    what ``store=`` accepted before the capabilities were split: a value of this
+    type can be passed to every primitive. Thread-safe; a backend failure raises
+    :class:`tipkit.errors.StoreError` with the backend's exception as
+    ``__cause__``.
+    """
+
+    def close(self) -> None:
+        """Release connections; the store must not be used afterwards."""
+        ...
+
+    async def adelete(self, namespace: str, key: str) -> bool:
+        """Async :meth:`delete` (no primitive needs it; kept for callers of ``Store``)."""
+        ...
+
+    async def acounters(self, key: str) -> dict[str, float]:
+        """Async :meth:`counters` (no primitive needs it; kept for callers of ``Store``)."""
         ...

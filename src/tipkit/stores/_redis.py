@@ -39,9 +39,9 @@ import logging
 import math
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Literal, cast
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from tipkit._core import _fork
@@ -49,7 +49,15 @@ from tipkit._core._durations import to_seconds, to_seconds_or_none
 from tipkit._core._tokens import check_bucket_args
 from tipkit.errors import StoreError
 from tipkit.stores._memory import _encode
-from tipkit.stores._protocol import JSON, Entry, Snapshot, TokenTake
+from tipkit.stores._protocol import (
+    JSON,
+    Entry,
+    OnError,
+    Snapshot,
+    TokenTake,
+    check_on_error,
+)
+from tipkit.stores._watch import Callback, Watch
 
 try:
     import redis
@@ -66,8 +74,6 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
 __all__ = ["OnError", "RedisStore", "Watch"]
 
 logger = logging.getLogger("tipkit")
-
-OnError = Literal["fail_open", "fail_closed"]
 
 # Seconds are turned into whole microseconds (entry expiry) or milliseconds (key
 # expiry); the cap keeps PEXPIRE within what Redis accepts.
@@ -236,8 +242,6 @@ _SCRIPTS = {
 _S = _SCRIPTS
 
 _ERRORS = (redis.exceptions.RedisError, OSError)
-
-_ON_ERROR = ("fail_open", "fail_closed")
 
 
 def _pack(*parts: bytes) -> bytes:
@@ -418,38 +422,6 @@ async def _close_with_loop(client: redis.asyncio.Redis) -> AsyncIterator[None]:
         await client.aclose()
 
 
-Callback = Callable[[], object]
-
-
-class Watch:
-    """A subscription made by :meth:`RedisStore.watch`; :meth:`cancel` ends it."""
-
-    __slots__ = ("_listener", "_ref", "channel", "namespace")
-
-    def __init__(
-        self,
-        listener: _Listener,
-        namespace: str,
-        channel: bytes,
-        ref: Callable[[], Callback | None],
-    ) -> None:
-        self._listener = listener
-        self.namespace = namespace
-        self.channel = channel
-        self._ref = ref
-
-    def __repr__(self) -> str:
-        return f"<Watch {self.namespace!r} live={self._ref() is not None}>"
-
-    def cancel(self) -> None:
-        """Stop calling the callback. Idempotent and thread-safe."""
-        self._listener.remove(self)
-
-
-def _strong(callback: Callback) -> Callable[[], Callback | None]:
-    return lambda: callback
-
-
 class _Listener:
     """One thread per store, subscribed to the channels of the watched namespaces.
 
@@ -516,16 +488,7 @@ class _Listener:
                 watches = [w for ws in self._watches.values() for w in ws]
             else:
                 watches = [w for c in channels for w in self._watches.get(c, ())]
-        dead = []
-        for watch in watches:
-            callback = watch._ref()
-            if callback is None:
-                dead.append(watch)
-                continue
-            try:
-                callback()
-            except Exception:
-                logger.exception("tipkit: a RedisStore watch callback raised")
+        dead = [watch for watch in watches if not watch.fire()]
         for watch in dead:
             self.remove(watch)
 
@@ -632,12 +595,8 @@ class RedisStore:
         self.timeout = to_seconds(timeout, "timeout", allow_zero=False)
         if self.timeout < 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-        if on_error not in _ON_ERROR:
-            raise ValueError(
-                f"on_error must be 'fail_open' or 'fail_closed', got {on_error!r}"
-            )
         self.prefix = prefix
-        self.on_error: OnError = on_error
+        self.on_error: OnError = check_on_error(on_error)
         self.push = bool(push)
         self._lock = threading.Lock()
         self._listener: _Listener | None = None
@@ -1004,16 +963,12 @@ class RedisStore:
         Returns a :class:`Watch`; ``watch.cancel()`` ends it. With
         ``push=False`` the watch is inert.
         """
-        ref: Callable[[], Callback | None]
-        if hasattr(callback, "__self__") and hasattr(callback, "__func__"):
-            ref = weakref.WeakMethod(callback)
-        else:
-            ref = _strong(callback)
         with self._lock:
             if self._listener is None:
                 self._listener = _Listener(self)
             listener = self._listener
-        watch = Watch(listener, namespace, self._ns(namespace).encode(), ref)
+        channel = self._ns(namespace).encode()
+        watch = Watch(namespace, callback, listener.remove, channel)
         if self.push:
             listener.add(watch)
         return watch
