@@ -36,6 +36,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
+from tipkit._core._tokens import TokenTake  # defined with the arithmetic
+
 __all__ = [
     "JSON",
     "ON_ERROR",
@@ -85,25 +87,6 @@ class Snapshot(NamedTuple):
     def values(self) -> dict[str, JSON]:
         """Return ``{key: value}`` without versions."""
         return {k: e.value for k, e in self.entries.items()}
-
-
-class TokenTake(NamedTuple):
-    """The outcome of :meth:`TokenStore.take_tokens`.
-
-    Attributes:
-        admitted: the tokens were taken (now, or reserved for ``wait`` seconds from now).
-        wait: seconds the caller must wait before using reserved tokens (0 when
-            they were there).
-        tokens: tokens left in the bucket after the operation (negative while
-            reservations are outstanding).
-        retry_after: when not admitted, seconds until the request could be served;
-            0 when admitted.
-    """
-
-    admitted: bool
-    wait: float
-    tokens: float
-    retry_after: float
 
 
 @runtime_checkable
