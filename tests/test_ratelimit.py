@@ -1,9 +1,8 @@
-"""Token buckets and keyed limiters: faces, bound, FIFO, give-back, eviction, shadow."""
+"""TokenBucket in process: faces, the bound, check, FIFO waiters, give-back, shadow mode."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -11,59 +10,21 @@ from typing import Any
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from tests.strategies_ratelimit import (
+    EPS,
+    bucket_ops,
+    counter,
+    deadline_in,
+    reserve,
+    within_bound,
+)
 
-from tipkit._core import _deadline
 from tipkit._core._guard import Wait
 from tipkit.errors import DeadlineExceededError, RateLimitedError
-from tipkit.ratelimit import KeyedRateLimiter, RateLimited, TokenBucket
-from tipkit.stores import MemoryStore
+from tipkit.ratelimit import RateLimited, TokenBucket
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._counters import REGISTRY
 from tipkit.testing import FakeClock, capture_events
-
-EPS = 1e-9
-
-bucket_ops = st.lists(
-    st.one_of(
-        st.tuples(st.just("take"), st.integers(1, 5)),
-        st.tuples(st.just("advance"), st.floats(0, 3, allow_nan=False)),
-    ),
-    max_size=60,
-)
-
-
-def within_bound(
-    admits: list[tuple[float, float]], rate: float, capacity: float
-) -> bool:
-    """Return whether every window [t_i, t_j] admitted at most capacity + rate * (t_j - t_i)."""
-    admits = sorted(admits)
-    for i, (start, _) in enumerate(admits):
-        total = 0.0
-        for end, tokens in admits[i:]:
-            total += tokens
-            if total > capacity + rate * (end - start) + 1e-6:
-                return False
-    return True
-
-
-@contextlib.contextmanager
-def deadline_in(clock: FakeClock, seconds: float) -> Iterator[None]:
-    token = _deadline.CURRENT.set(
-        _deadline.Deadline(
-            clock, clock.monotonic() + seconds, timeout=seconds, name="outer"
-        )
-    )
-    try:
-        yield
-    finally:
-        _deadline.CURRENT.reset(token)
-
-
-def counter(name: str, result: str, mode: str = "enforce") -> int:
-    return REGISTRY.value(
-        names.RATELIMIT_REQUESTS,
-        {names.RATELIMIT_NAME: name, names.RESULT: result, names.MODE: mode},
-    )
 
 
 # -- faces ---------------------------------------------------------------------------------
@@ -254,8 +215,8 @@ def test_waiters_are_served_first_come_first_served(clock: FakeClock) -> None:
     """A large waiter is not overtaken: later small requests queue behind it."""
     bucket = TokenBucket("fifo", rate=1.0, capacity=5, clock=clock)
     bucket.acquire(5)
-    big = bucket._begin(5, None)
-    small = bucket._begin(1, None)
+    big = reserve(bucket, clock, 5)
+    small = reserve(bucket, clock, 1)
     assert isinstance(big, Wait)
     assert isinstance(small, Wait)
     assert (big.seconds, small.seconds) == (5.0, 6.0)
@@ -291,8 +252,8 @@ def test_a_cancelled_waiter_gives_back_and_later_waiters_move_forward(
     """Giving back moves the waiters behind forward, so the tokens are never spent twice."""
     bucket = TokenBucket("giveback", rate=1.0, capacity=1, clock=clock)
     bucket.acquire(1)
-    first = bucket._begin(1, None)
-    second = bucket._begin(1, None)
+    first = reserve(bucket, clock, 1)
+    second = reserve(bucket, clock, 1)
     assert isinstance(first, Wait)
     assert isinstance(second, Wait)
     clock.advance(0.9)
@@ -317,12 +278,12 @@ def test_giving_back_twice_or_after_admission_does_nothing(clock: FakeClock) -> 
     """An admitted or already returned reservation cannot be returned again."""
     bucket = TokenBucket("once", rate=1.0, capacity=1, clock=clock)
     bucket.acquire(1)
-    step = bucket._begin(1, None)
+    step = reserve(bucket, clock, 1)
     assert isinstance(step, Wait)
     bucket._abandon(step, 0.0)
     bucket._abandon(step, 0.0)
     assert bucket.tokens == 0
-    step = bucket._begin(1, None)
+    step = reserve(bucket, clock, 1)
     assert isinstance(step, Wait)
     clock.advance(1)
     assert bucket._step(1.0, step) is True
@@ -374,8 +335,8 @@ def test_a_waiter_timed_out_by_the_deadline_returns_the_reservation(
     """A waiter woken early keeps waiting; one whose deadline passes gives back its tokens."""
     bucket = TokenBucket("woken", rate=1.0, capacity=1, clock=clock)
     bucket.acquire()
-    first = bucket._begin(1, None)
-    second = bucket._begin(1, None)
+    first = reserve(bucket, clock, 1)
+    second = reserve(bucket, clock, 1)
     assert isinstance(first, Wait)
     assert isinstance(second, Wait)
     with deadline_in(clock, 1.5), pytest.raises(DeadlineExceededError):
@@ -539,189 +500,6 @@ def test_counters_gauge_and_wait_histogram(clock: FakeClock) -> None:
     assert [g.value for g in gauges] == [0.0]
 
 
-def test_rate_limited_event_carries_runbook_but_exports_no_key(
-    clock: FakeClock,
-) -> None:
-    """RateLimited events carry the runbook; their exported attributes never hold the key."""
-    limiter = KeyedRateLimiter(
-        "tenants", rate=1, capacity=1, runbook="https://rb/x", clock=clock
-    )
-    with capture_events(RateLimited) as events:
-        limiter.try_acquire("acme")
-        limiter.try_acquire("acme")
-    (event,) = events
-    assert (event.key, event.runbook, event.shadow) == ("acme", "https://rb/x", False)
-    attrs = event.otel_attributes()
-    assert "acme" not in attrs.values()
-    assert attrs[names.RUNBOOK] == "https://rb/x"
-
-
-# -- store-backed buckets ------------------------------------------------------------------
-def test_store_backed_bucket_shares_tokens(face: Any, clock: FakeClock) -> None:
-    """Two buckets on one store share its tokens, through every face."""
-    store = MemoryStore(clock=clock)
-    one = TokenBucket("shared", rate=1.0, capacity=2, store=store, clock=clock)
-    two = TokenBucket("shared", rate=1.0, capacity=2, store=store, clock=clock)
-    assert isinstance(one, TokenBucket)
-    face.run(one, lambda: None)
-    face.run(two, lambda: None)
-    with pytest.raises(RateLimitedError):
-        face.run(one, lambda: None)
-    assert two.try_acquire() is False
-    assert repr(one) == "<TokenBucket 'shared' rate=1/s capacity=2 tokens=0>"
-
-
-def test_store_backed_bucket_waits_and_shadows(clock: FakeClock) -> None:
-    """Through a store, acquire waits on the clock and shadow mode admits everything."""
-    store = MemoryStore(clock=clock)
-    bucket = TokenBucket(
-        "stored", rate=2.0, capacity=1, store=store, max_wait=1, clock=clock
-    )
-    bucket.acquire()
-    bucket.acquire(timeout=1)
-    assert clock.sleeps == [0.5]
-    with pytest.raises(RateLimitedError):
-        bucket.acquire(timeout=0.1)
-
-    async def main() -> None:
-        await bucket.acquire_async(1)
-        async with bucket:
-            pass
-
-    asyncio.run(main())
-    assert clock.monotonic() == pytest.approx(1.5)
-    bucket.mode = "shadow"
-    assert bucket.try_acquire() is True
-    assert bucket.would_reject == 1
-
-
-# -- keyed limiter ---------------------------------------------------------------------------
-def test_keyed_limiter_keeps_one_bucket_per_key(clock: FakeClock) -> None:
-    """Each key has its own bucket; acquire raises with retry_after for the key."""
-    limiter = KeyedRateLimiter("tenants", rate=2, capacity=2, clock=clock)
-    assert [limiter.try_acquire("a") for _ in range(3)] == [True, True, False]
-    assert limiter.try_acquire("b") is True
-    with pytest.raises(RateLimitedError, match="exceeded for a key") as info:
-        limiter.acquire("a")
-    assert info.value.retry_after == pytest.approx(0.5)
-    clock.advance(0.5)
-    limiter.acquire("a")
-    assert limiter.tokens("b") == pytest.approx(2.0)
-    assert limiter.tokens("never-seen") == 2
-    assert (
-        repr(limiter)
-        == "<KeyedRateLimiter 'tenants' rate=2/s capacity=2 keys=2/100000>"
-    )
-
-
-def test_keyed_limiter_refuses_one_token_above_a_fractional_capacity(
-    clock: FakeClock,
-) -> None:
-    """A new key never gets 1 token from a 0.5 capacity: the request is refused clearly."""
-    limiter = KeyedRateLimiter("frac", rate=1, capacity=0.5, clock=clock)
-    with pytest.raises(ValueError, match="can never be served"):
-        limiter.try_acquire("a")
-    with pytest.raises(ValueError, match="can never be served"):
-        limiter.acquire("b")
-    assert 0 == len(limiter)
-    assert limiter.try_acquire("a", 0.5)
-
-
-def test_keyed_limiter_refuses_new_keys_while_every_bucket_refills(
-    clock: FakeClock,
-) -> None:
-    """At max_keys with no refilled bucket, a new key is refused until one has refilled."""
-    limiter = KeyedRateLimiter("full", rate=1, capacity=2, max_keys=2, clock=clock)
-    limiter.try_acquire("a", 2)
-    clock.advance(0.5)
-    limiter.try_acquire("b", 1)
-    assert limiter.try_acquire("c") is False
-    with pytest.raises(
-        RateLimitedError, match="max_keys=2 buckets, all still refilling"
-    ) as info:
-        limiter.acquire("c")
-    assert info.value.retry_after == pytest.approx(1.0)  # "b" is full first, at t=1.5
-    clock.advance(1.0)
-    assert limiter.try_acquire("c") is True
-    assert len(limiter) == 2
-    assert limiter.tokens("a") == pytest.approx(1.5)  # "a" kept: it had not refilled
-
-
-@settings(max_examples=100)
-@given(
-    ops=st.lists(
-        st.one_of(
-            st.tuples(st.just("take"), st.sampled_from("abcde"), st.integers(1, 3)),
-            st.tuples(
-                st.just("advance"), st.just(""), st.floats(0, 2, allow_nan=False)
-            ),
-        ),
-        max_size=80,
-    ),
-    max_keys=st.integers(1, 3),
-)
-def test_keyed_eviction_never_lets_a_key_burst(
-    ops: list[tuple[str, str, float]], max_keys: int
-) -> None:
-    """Whatever the evictions, each key stays within its bound and memory within max_keys."""
-    clock = FakeClock()
-    limiter = KeyedRateLimiter(
-        "evict", rate=1.0, capacity=3, max_keys=max_keys, clock=clock
-    )
-    admits: dict[str, list[tuple[float, float]]] = {}
-    for op, key, value in ops:
-        if op == "advance":
-            clock.advance(value)
-        elif limiter.try_acquire(key, value):
-            admits.setdefault(key, []).append((clock.monotonic(), value))
-        assert len(limiter) <= max_keys
-    for key_admits in admits.values():
-        assert within_bound(key_admits, 1.0, 3)
-
-
-def test_keyed_limiter_shadow_mode_and_store(clock: FakeClock) -> None:
-    """Keyed shadow mode admits and counts; with a store, keys share the store's buckets."""
-    limiter = KeyedRateLimiter(
-        "keyed-shadow", rate=1, capacity=1, mode="shadow", clock=clock
-    )
-    assert [limiter.try_acquire("k") for _ in range(3)] == [True] * 3
-    limiter.acquire("k")
-    assert limiter.would_reject == 3
-    limiter.mode = "enforce"
-    assert limiter.try_acquire("k") is False
-    assert limiter.mode == "enforce"
-    store = MemoryStore(clock=clock)
-    one = KeyedRateLimiter("fleet", rate=1, capacity=1, store=store, clock=clock)
-    two = KeyedRateLimiter("fleet", rate=1, capacity=1, store=store, clock=clock)
-    assert one.try_acquire("t") is True
-    assert two.try_acquire("t") is False
-    assert two.tokens("t") == 0
-    assert len(one) == 0
-    with pytest.raises(RateLimitedError) as info:
-        two.acquire("t")
-    assert info.value.retry_after == pytest.approx(1.0)
-
-
-def test_keyed_bad_arguments_are_named() -> None:
-    """Invalid keyed-limiter arguments give clear errors naming them."""
-    with pytest.raises(ValueError, match="max_keys must be >= 1"):
-        KeyedRateLimiter("k", rate=1, capacity=1, max_keys=0)
-    with pytest.raises(TypeError, match="max_keys must be an int"):
-        KeyedRateLimiter("k", rate=1, capacity=1, max_keys=1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="rate must be a positive"):
-        KeyedRateLimiter("k", rate=-1, capacity=1)
-    with pytest.raises(TypeError, match="clock must provide"):
-        KeyedRateLimiter("k", rate=1, capacity=1, clock=None)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="store must implement"):
-        KeyedRateLimiter("k", rate=1, capacity=1, store=3)  # type: ignore[arg-type]
-    limiter = KeyedRateLimiter("k", rate=1, capacity=2)
-    with pytest.raises(ValueError, match="can never be served"):
-        limiter.try_acquire("a", 3)
-    with pytest.raises(ValueError, match="can never be served"):
-        limiter.acquire("a", 3)
-    assert (limiter.rate, limiter.capacity) == (1.0, 2.0)
-
-
 @settings(max_examples=300)
 @given(
     ops=st.lists(
@@ -769,7 +547,7 @@ def test_reservations_and_give_backs_never_exceed_the_bound(
 
     for op, value in ops:
         if op == "reserve":
-            step = bucket._begin(value, None)
+            step = reserve(bucket, clock, value)
             if isinstance(step, Wait):
                 pending.append((step, value))
             else:

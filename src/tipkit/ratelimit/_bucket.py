@@ -1,0 +1,496 @@
+"""TokenBucket: one bucket, in process or shared through a store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from tipkit._core import _deadline, _fork
+from tipkit._core._guard import Guard, Wait, Waiter
+from tipkit._core._mode import Mode
+from tipkit._core._tokens import Level, TokenTake
+from tipkit.clock import SYSTEM_CLOCK, Clock
+from tipkit.errors import DeadlineExceededError
+from tipkit.ratelimit._common import (
+    Limits,
+    RateDecision,
+    check_tokens,
+    check_wait,
+)
+from tipkit.ratelimit._shared import SharedTokens
+from tipkit.telemetry import _names as names
+from tipkit.telemetry._counters import REGISTRY, Attributes
+
+if TYPE_CHECKING:
+    from tipkit.stores._protocol import TokenStore
+
+__all__ = ["TokenBucket"]
+
+_current_deadline = _deadline.CURRENT.get
+
+
+class _Reservation:
+    """Tokens taken ahead of time by one waiting call, ready at ``ready``.
+
+    In process, ``waiter`` wakes the call when a give-back moves it forward;
+    a reservation in a store has none (give-backs do not reach it).
+    """
+
+    __slots__ = ("ready", "start", "tokens", "waiter")
+
+    def __init__(
+        self, tokens: float, ready: float, start: float, waiter: Waiter | None
+    ) -> None:
+        self.tokens = tokens
+        self.ready = ready
+        self.start = start
+        self.waiter = waiter
+
+    def __repr__(self) -> str:
+        return f"<reservation {self.tokens:g} ready={self.ready:.6f}>"
+
+
+class TokenBucket(Limits, Guard[bool]):
+    """A token bucket: ``rate`` tokens per second, at most ``capacity`` held.
+
+    ``try_acquire`` and ``check`` never wait; ``acquire``/``acquire_async`` wait
+    through the clock, first come first served; the faces (``@bucket``,
+    ``with bucket``, ``async with bucket``, ``call``, ``acall``, all from
+    :class:`~tipkit._core._guard.Guard`) take one token and wait up to
+    ``max_wait`` seconds (default 0: reject at once with
+    :class:`~tipkit.errors.RateLimitedError`).
+
+    Thread-safe and asyncio-safe: one lock, held for a few arithmetic operations
+    and never while waiting, so ``try_acquire`` never fails because of contention
+    while tokens remain. Reads the injected clock once per decision.
+
+    Args:
+        name: names the bucket in errors, events and metrics.
+        rate: tokens added per second (positive).
+        capacity: the most tokens the bucket holds, i.e. the largest burst
+            (positive). The bucket starts full.
+        max_wait: how long the faces wait for a token (seconds or timedelta).
+        mode: ``"enforce"`` or ``"shadow"`` (decide and count, admit everything).
+        store: share the bucket through a :class:`~tipkit.stores.TokenStore`
+            (key ``ratelimit:<name>``); without it the bucket lives in this
+            process and never pays for the protocol. Each decision is then one
+            store round trip, bounded by the store's timeout: the sync methods
+            and faces block for it, the async ones await ``atake_tokens`` and
+            never block the event loop. While the store fails, the bucket
+            follows the store's ``on_error`` (``"fail_open"``: admit, counted
+            in ``store_errors``; ``"fail_closed"``: refuse). A waiter that
+            stops waiting keeps its tokens (the store cannot tell whether other
+            processes reserved behind it).
+        batch: with *store*, take this many tokens per round trip and hand
+            them out locally (default 1: every decision asks the store). A
+            process may then hold up to ``batch - 1`` tokens it has not used
+            yet, so over any interval *t* a fleet of *P* processes admits at
+            most ``capacity + rate * t + P * (batch - 1)``.
+        runbook: URL carried by the bucket's events and errors.
+        clock: the clock read for refills and waits.
+
+    Raises:
+        TypeError, ValueError: a bad argument, named in the message.
+    """
+
+    __slots__ = (
+        "_acquired",
+        "_capacity",
+        "_key",
+        "_label",
+        "_level",
+        "_lock",
+        "_max_wait",
+        "_mode",
+        "_monotonic",
+        "_queue",
+        "_rate",
+        "_rejected",
+        "_shadow",
+        "_shared",
+        "_take",
+        "_wait_attrs",
+        "name",
+        "runbook",
+        "would_reject",
+    )
+
+    def __init__(  # the bucket's documented options
+        self,
+        name: str,
+        *,
+        rate: float,
+        capacity: float,
+        max_wait: float | timedelta = 0.0,
+        mode: Mode = "enforce",
+        store: TokenStore | None = None,
+        runbook: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        batch: int = 1,
+    ) -> None:
+        super().__init__(clock=clock)
+        self._init_limits(
+            "TokenBucket",
+            name,
+            rate=rate,
+            capacity=capacity,
+            mode=mode,
+            runbook=runbook,
+        )
+        self._max_wait = check_wait(max_wait, "max_wait", self._label)
+        self._wait_attrs: Attributes = {names.RATELIMIT_NAME: name}
+        self._monotonic = clock.monotonic
+        self._lock = _fork.new_lock()
+        self._level = Level(
+            self._rate, self._capacity, self._capacity, clock.monotonic()
+        )
+        self._take = self._level.take
+        self._queue: list[_Reservation] = []
+        self._key = f"ratelimit:{name}"
+        self._shared: SharedTokens | None = None
+        if store is not None:
+            self._shared = SharedTokens(
+                store,
+                name=name,
+                label=self._label,
+                rate=self._rate,
+                capacity=self._capacity,
+                batch=batch,
+                clock=clock,
+            )
+        elif batch != 1:
+            raise ValueError(
+                f"{self._label}: batch={batch!r} needs store= (a bucket in this "
+                "process has no round trips to save)"
+            )
+        _fork.register(self)
+        REGISTRY.register_gauge(names.RATELIMIT_TOKENS, self, _tokens_gauge)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = _fork.new_lock()
+        # Waiters of the parent do not exist in the child: drop their reservations.
+        self._queue = []
+
+    # -- configuration and state -------------------------------------------------------
+    @property
+    def max_wait(self) -> float:
+        """Seconds the faces wait for a token."""
+        return self._max_wait
+
+    @property
+    def tokens(self) -> float:
+        """Tokens available now (negative while waiters hold reservations).
+
+        With a store: one round trip (plus the tokens this process holds from
+        a batch), bounded by the store's timeout.
+
+        Raises:
+            StoreError: the store could not be read.
+        """
+        if self._shared is not None:
+            return self._shared.level(self._key) + self._shared.held
+        now = self._monotonic()
+        with self._lock:
+            return self._level.at(now)
+
+    @property
+    def waiting(self) -> int:
+        """Number of callers holding a reservation that have not been admitted."""
+        return len(self._queue)
+
+    @property
+    def store_errors(self) -> int:
+        """Decisions made by the store's ``on_error`` policy (0 without a store)."""
+        return 0 if self._shared is None else self._shared.errors
+
+    def __repr__(self) -> str:
+        # Never asks the store: a shared bucket shows the level it last saw.
+        shadow = " mode=shadow" if self._shadow else ""
+        if self._shared is not None:
+            state = self._shared.describe()
+        else:
+            with self._lock:
+                state = f" tokens={self._level.at(self._monotonic()):.6g}"
+        return (
+            f"<TokenBucket {self.name!r} rate={self._rate:g}/s "
+            f"capacity={self._capacity:g}{state}{shadow}>"
+        )
+
+    # -- never waiting -------------------------------------------------------------------
+    def try_acquire(self, tokens: float = 1) -> bool:
+        """Take *tokens* if they are there now; never wait.
+
+        Returns ``False`` when they are not (or when waiters are queued for
+        them: a waiter is never overtaken). In shadow mode the decision is
+        counted and reported but ``True`` is returned. With a store: one round
+        trip (none while a batch lasts), bounded by the store's timeout; a
+        failing store answers by its ``on_error`` policy.
+
+        Raises:
+            ValueError: *tokens* is not positive or exceeds the capacity.
+        """
+        if tokens != 1:
+            tokens = check_tokens(self._label, tokens, self._capacity)
+        if self._shared is not None:
+            took = self._shared.take(self._key, tokens, 0.0)
+            return self._counted(tokens, took.retry_after)
+        now = self._monotonic()
+        lock = self._lock
+        # acquire()/release() rather than `with`: half the cost on this hot path.
+        lock.acquire()
+        try:
+            wait = self._take(now, tokens)
+        finally:
+            lock.release()
+        if not wait:
+            self._acquired.inc()
+            return True
+        return self._counted(tokens, wait)
+
+    def check(self, tokens: float = 1) -> RateDecision:
+        """Take *tokens* if they are there now and say what was decided; never wait.
+
+        The same decision, counting and events as :meth:`try_acquire`, with
+        what rate-limit response headers need: ``retry_after``, ``remaining``
+        and ``limit`` (see :class:`RateDecision`). Blocks as ``try_acquire``.
+
+        Raises:
+            ValueError: *tokens* is not positive or exceeds the capacity.
+        """
+        if tokens != 1:
+            tokens = check_tokens(self._label, tokens, self._capacity)
+        if self._shared is not None:
+            wait = self._shared.take(self._key, tokens, 0.0).retry_after
+            remaining = self._shared.seen + self._shared.held
+        else:
+            now = self._monotonic()
+            with self._lock:
+                wait = self._take(now, tokens)
+                remaining = self._level.level
+        self._counted(tokens, wait)
+        return self._decision(wait, remaining)
+
+    def _counted(self, tokens: float, wait: float) -> bool:
+        """Count a decision *wait* seconds short (0: taken); return whether to admit."""
+        if not wait:
+            self._acquired.inc()
+            return True
+        if tokens > self._capacity:
+            # Only reachable for tokens=1 on a bucket smaller than one token (other
+            # sizes were checked by the caller): checked here, off the admitting path.
+            check_tokens(self._label, tokens, self._capacity)
+        self._refused(wait, None)
+        return self._shadow
+
+    # -- waiting: acquire --------------------------------------------------------------
+    def acquire(
+        self, tokens: float = 1, timeout: float | timedelta | None = None
+    ) -> None:
+        """Take *tokens*, waiting through the clock until they are there.
+
+        Waiters are served first come, first served. When the tokens cannot be
+        there within *timeout* seconds (``None``: wait as long as it takes), fail
+        at once, without waiting and without reserving anything. A waiter
+        interrupted while waiting gives its reservation back (in process). With
+        a store, blocks for one round trip, then sleeps on the clock.
+
+        Raises:
+            RateLimitedError: not within *timeout*; ``retry_after`` says when.
+            DeadlineExceededError: the current tipkit deadline ends first.
+            ValueError: *tokens* is not positive or exceeds the capacity.
+        """
+        tokens, max_wait = self._acquire_args(tokens, timeout)
+        step = self._begin(self._monotonic(), tokens, max_wait)
+        if type(step) is Wait:
+            self._wait_sync(step)
+
+    async def acquire_async(
+        self, tokens: float = 1, timeout: float | timedelta | None = None
+    ) -> None:
+        """Async :meth:`acquire`; a cancelled waiter gives its reservation back.
+
+        With a store, awaits ``atake_tokens`` (never a blocking call on the
+        event loop), then sleeps on the clock.
+        """
+        tokens, max_wait = self._acquire_args(tokens, timeout)
+        step = await self._abegin(self._monotonic(), tokens, max_wait)
+        if type(step) is Wait:
+            await self._wait_async(step)
+
+    def _acquire_args(
+        self, tokens: float, timeout: float | timedelta | None
+    ) -> tuple[float, float]:
+        tokens = check_tokens(self._label, tokens, self._capacity)
+        max_wait = check_wait(timeout, "timeout", self._label)
+        dl = _current_deadline()
+        if dl is not None and dl.expired():
+            raise _deadline_passed(dl, self._label)
+        return tokens, max_wait
+
+    # -- the core: one decision, then waiting on a reservation ---------------------------
+    def _fast_admit(self) -> bool | None:
+        """Take one token if it is there now, else ``None``: ``_step`` decides."""
+        if self._shared is not None:
+            if self._shared.from_held(1.0):
+                self._acquired.inc()
+                return True
+            return None
+        now = self._monotonic()
+        lock = self._lock
+        lock.acquire()
+        try:
+            wait = self._take(now, 1.0)
+        finally:
+            lock.release()
+        if not wait:
+            self._acquired.inc()
+            return True
+        return None
+
+    def _fast_release(self, ticket: bool) -> bool:  # noqa: ARG002  # the hook's signature
+        """Do nothing: tokens are spent, not held."""
+        return True
+
+    def _release(self, ticket: bool, error: BaseException | None, now: float) -> None:
+        """Do nothing: tokens are spent, not held."""
+
+    def _step(self, now: float, pending: Wait | None) -> bool | Wait:
+        if pending is None:
+            return self._begin(now, 1.0, self._max_wait)
+        return self._check_reservation(now, pending.state)
+
+    async def _astep(self, now: float, pending: Wait | None) -> bool | Wait:
+        if pending is None:
+            return await self._abegin(now, 1.0, self._max_wait)
+        return self._check_reservation(now, pending.state)
+
+    def _begin(self, now: float, tokens: float, max_wait: float) -> bool | Wait:
+        """Take *tokens*, reserve them, or refuse (sync store call with a store)."""
+        budget = _budget(max_wait)
+        if self._shared is None:
+            return self._reserve(now, tokens, max_wait, budget)
+        took = self._shared.take(self._key, tokens, min(budget, 1e9))
+        return self._settle(now, tokens, max_wait, took)
+
+    async def _abegin(self, now: float, tokens: float, max_wait: float) -> bool | Wait:
+        """Async :meth:`_begin`: awaits the store's async method, if any."""
+        budget = _budget(max_wait)
+        if self._shared is None:
+            return self._reserve(now, tokens, max_wait, budget)
+        took = await self._shared.atake(self._key, tokens, min(budget, 1e9))
+        return self._settle(now, tokens, max_wait, took)
+
+    def _reserve(
+        self, now: float, tokens: float, max_wait: float, budget: float
+    ) -> bool | Wait:
+        """Decide in process: take now, or reserve within *budget* seconds (FIFO)."""
+        res = None
+        with self._lock:
+            wait = self._take(now, tokens, budget)
+            if wait and wait <= budget and not self._shadow:
+                # Enforcement reserves and waits; shadow reserves the same tokens
+                # (so later decisions match) but lets the call go now.
+                res = _Reservation(tokens, now + wait, now, Waiter())
+                self._queue.append(res)
+        return self._outcome(tokens, wait, wait <= budget, max_wait, res)
+
+    def _settle(
+        self, now: float, tokens: float, max_wait: float, took: TokenTake
+    ) -> bool | Wait:
+        """Decide on the store's answer *took*."""
+        if not took.admitted:
+            return self._outcome(tokens, took.retry_after, False, max_wait, None)  # noqa: FBT003  # positional on purpose: one call shape for both paths
+        res = None
+        if took.wait > 0 and not self._shadow:
+            res = _Reservation(tokens, now + took.wait, now, None)
+        return self._outcome(tokens, took.wait, True, max_wait, res)  # noqa: FBT003  # as above
+
+    def _outcome(  # the decision's five facts, from either path
+        self,
+        tokens: float,
+        wait: float,
+        taken: bool,  # see above
+        max_wait: float,
+        res: _Reservation | None,
+    ) -> bool | Wait:
+        if taken:
+            self._acquired.inc()
+            if res is None:
+                return True
+            return Wait(wait, waiter=res.waiter, state=res)
+        dl = _current_deadline()
+        if dl is not None and wait <= max_wait:
+            # Waiting could only end in a deadline error: fail now, reserve nothing.
+            raise DeadlineExceededError(
+                f"rate limit {self.name!r} needs {wait:.3f}s for {tokens:g} tokens, "
+                f"more than the {max(dl.remaining(), 0.0):.3f}s left of deadline "
+                f"{dl.name or 'unnamed'}",
+                name=dl.name,
+                timeout=dl.timeout,
+            )
+        if self._counted(tokens, wait):
+            return True
+        raise self._exceeded(wait)
+
+    def _check_reservation(self, now: float, res: _Reservation) -> bool | Wait:
+        """Admit a waiter whose reservation is due, else say how long is left."""
+        if res.waiter is None:  # a reservation in a store: nothing moves it
+            if res.ready > now:
+                return Wait(res.ready - now, state=res)
+        else:
+            with self._lock:
+                if res.ready > now:
+                    if res.waiter.notified:
+                        res.waiter = Waiter()
+                    return Wait(res.ready - now, waiter=res.waiter, state=res)
+                self._queue.remove(res)
+        REGISTRY.record(names.RATELIMIT_WAIT, now - res.start, self._wait_attrs)
+        return True
+
+    def _abandon(self, pending: Wait, now: float) -> None:
+        """Give back the reservation of a waiter that stopped waiting.
+
+        The waiters behind it were scheduled as if these tokens were spent; they
+        are moved forward by the tokens returned and woken, so the tokens are
+        used once, by them or by new callers, never by both. A reservation in a
+        store is kept (see the class docstring).
+        """
+        res: _Reservation = pending.state
+        woken: list[Waiter] = []
+        with self._lock:
+            try:
+                i = self._queue.index(res)
+            except ValueError:  # already admitted, given back, or in a store
+                return
+            del self._queue[i]
+            shift = self._level.give_back(now, res.tokens) / self._rate
+            for later in self._queue[i:]:
+                if later.ready > now and later.waiter is not None:
+                    later.ready -= shift
+                    woken.append(later.waiter)
+        for waiter in woken:
+            waiter.notify()
+
+
+def _budget(max_wait: float) -> float:
+    """Return how long a call may wait: *max_wait*, cut to the current deadline."""
+    dl = _current_deadline()
+    if dl is None:
+        return max_wait
+    return max(0.0, min(max_wait, dl.remaining()))
+
+
+def _deadline_passed(dl: _deadline.Deadline, label: str) -> DeadlineExceededError:
+    return DeadlineExceededError(
+        f"deadline of {dl.timeout}s ({dl.name or 'unnamed'}) passed before "
+        f"{label} could admit the call",
+        name=dl.name,
+        timeout=dl.timeout,
+    )
+
+
+def _tokens_gauge(bucket: TokenBucket) -> Iterable[tuple[float, Attributes]]:
+    if bucket._shared is not None:  # the gauge is the bucket's own
+        return ()  # reading a shared bucket costs a round trip: not at collection time
+    return ((bucket.tokens, {names.RATELIMIT_NAME: bucket.name}),)
