@@ -10,7 +10,8 @@ from typing import Any
 from tipkit._cli import COMMANDS
 from tipkit.errors import ConfigError
 from tipkit.flags._bucketing import BUCKETS, bucket_of
-from tipkit.flags._document import CompiledFlag, FlagSet, Serve, load_file
+from tipkit.flags._compiled import CompiledFlag, FlagSet, Serve
+from tipkit.flags._document import load_file
 from tipkit.flags._engine import Flags
 from tipkit.flags._model import EvaluationContext
 from tipkit.flags._providers import InMemoryProvider

@@ -19,7 +19,16 @@ from typing import Any
 
 import yaml
 
-__all__ = ["LocDict", "LocList", "ParseError", "parse_json", "parse_yaml"]
+__all__ = [
+    "LocDict",
+    "LocList",
+    "ParseError",
+    "line_at",
+    "line_of",
+    "line_of_item",
+    "parse_json",
+    "parse_yaml",
+]
 
 
 class LocDict(dict[Any, Any]):
@@ -52,6 +61,21 @@ class LocList(list[Any]):
         if 0 <= index < len(self.lines):
             return self.lines[index]
         return self.line
+
+
+def line_at(obj: Any) -> int | None:
+    """Return the line of a parsed mapping or list (``None`` for plain data)."""
+    return getattr(obj, "line", None)
+
+
+def line_of(obj: Any, key: Any) -> int | None:
+    """Return the line of *key* in a parsed mapping (``None`` for plain data)."""
+    return obj.line_of(key) if isinstance(obj, LocDict) else None
+
+
+def line_of_item(obj: Any, index: int, default: int | None) -> int | None:
+    """Return the line of item *index* of a parsed list, else *default*."""
+    return obj.line_of(index) if isinstance(obj, LocList) else default
 
 
 class ParseError(ValueError):
