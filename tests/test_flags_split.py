@@ -316,7 +316,7 @@ def test_peers_sharing_the_store_see_a_split_on_their_next_evaluation():
 def test_other_processes_see_a_split_within_refresh_interval_and_restarts_keep_it():
     """An unannounced write applies after refresh_interval; new Flags start with it."""
     clock = FakeClock()
-    store = MemoryStore(clock=clock)
+    store = MemoryStore(clock=clock, push=False)
     flags = make(clock, store, refresh_interval=5)
     flags.evaluate("pricing", "user-1")
     # What another process's set_split leaves in a shared store.

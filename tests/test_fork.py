@@ -80,7 +80,7 @@ def test_child_forked_inside_a_guard_finishes_and_reuses_it() -> None:
 
 def test_flags_and_rollout_work_in_a_child_forked_while_their_locks_were_held() -> None:
     """Flags, its provider and a rollout keep working in a child forked mid-refresh."""
-    from tipkit.flags import Flags, _engine
+    from tipkit.flags import Flags, _store_sync
     from tipkit.rollout import Rollout
     from tipkit.telemetry import _otel
 
@@ -103,7 +103,7 @@ def test_flags_and_rollout_work_in_a_child_forked_while_their_locks_were_held() 
             flags._lock,
             flags._provider._sub_lock,
             rollout._lock,
-            _engine._PEERS_LOCK,
+            _store_sync._PEERS_LOCK,
             _otel._LOCK,
         ):
             held.set()

@@ -16,9 +16,16 @@ from __future__ import annotations
 
 from tipkit.flags._bucketing import BUCKETS, bucket
 from tipkit.flags._document import FlagSet, compile_document, load_file
-from tipkit.flags._engine import ContextLike, Explanation, Flags
+from tipkit.flags._engine import ContextLike, Flags
 from tipkit.flags._events import FlagEvaluated, FlagsReloadFailed
-from tipkit.flags._model import ErrorCode, EvaluationContext, EvaluationDetail, Reason
+from tipkit.flags._explain import Explanation
+from tipkit.flags._model import (
+    Assignment,
+    ErrorCode,
+    EvaluationContext,
+    EvaluationDetail,
+    Reason,
+)
 from tipkit.flags._providers import (
     FileProvider,
     FlagProvider,
@@ -28,6 +35,7 @@ from tipkit.flags._providers import (
 
 __all__ = [
     "BUCKETS",
+    "Assignment",
     "ContextLike",
     "ErrorCode",
     "EvaluationContext",

@@ -13,12 +13,14 @@ from tipkit.telemetry._counters import REGISTRY, Counter
 
 __all__ = [
     "USE_DEFAULT",
+    "Assignment",
     "ErrorCode",
     "EvalError",
     "EvaluationContext",
     "EvaluationDetail",
     "Outcome",
     "Reason",
+    "assignment",
     "counter_for",
 ]
 
@@ -132,6 +134,7 @@ class Outcome:
     """
 
     __slots__ = (
+        "assigned",
         "counter",
         "error_code",
         "error_message",
@@ -170,6 +173,9 @@ class Outcome:
         # outcome, set by that split; read off the hot path (the rollout checks a
         # request was assigned by the stage's split). Shared: never mutate it.
         self.split: Mapping[str, int] | None = None
+        # The Assignment answering Flags.assign() with this outcome, built at its
+        # first use and shared from then on (see assignment()).
+        self.assigned: Assignment | None = None
         self.counter = counter_for(flag_key, variant, reason, error_code)
         # Object values are copied out on each evaluation: the snapshot is shared.
         self.mutable = isinstance(value, dict | list)
@@ -203,3 +209,52 @@ class EvaluationDetail:
     error_code: ErrorCode | None = None
     error_message: str | None = None
     flag_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Which variant a flag served for one context, and why (:meth:`Flags.assign`).
+
+    ``value`` is the flag's value (``None`` when none was served: an error, or
+    a disabled flag without an ``off_variant``); ``split`` is the weights
+    (variant -> thousandths, summing to 100000) of the percentage split that
+    served it, run-time weights included, else ``None``. Immutable; equal
+    assignments may be one shared object.
+    """
+
+    flag_key: str
+    value: Any
+    variant: str | None
+    reason: Reason
+    rule_id: str | None = None
+    split: Mapping[str, int] | None = None
+    error_code: ErrorCode | None = None
+    error_message: str | None = None
+    flag_version: str | None = None
+
+
+def assignment(value: Any, out: Outcome) -> Assignment:
+    """Return the :class:`Assignment` of *out* serving *value* (the settled value).
+
+    Shared per outcome (outcomes are built at load and shared), so an
+    assignment allocates nothing after its first use; an object value is
+    copied per call, so that assignment is built per call too.
+    """
+    cached = out.assigned
+    if cached is not None and not out.mutable:
+        return cached
+    built = Assignment(
+        out.flag_key,
+        value,
+        out.variant,
+        out.reason,
+        out.rule_id,
+        out.split,
+        out.error_code,
+        out.error_message,
+        out.flag_version,
+    )
+    if not out.mutable:
+        # Two threads may both build one; either is right and the last one stays.
+        out.assigned = built
+    return built

@@ -57,8 +57,8 @@ class RecordingFlags(Flags):
         """Evaluate like :meth:`Flags.get` and record the detail."""
         return self.evaluate(key, context, default).value
 
-    def _run(self, key: str, context: Any, default: Any) -> tuple[Any, Outcome]:
-        value, out = super()._run(key, context, default)
+    def _complete(self, key: str, context: Any, default: Any) -> tuple[Any, Outcome]:
+        value, out = super()._complete(key, context, default)
         self.evaluations.append(
             EvaluationDetail(
                 out.flag_key,

@@ -1,0 +1,261 @@
+"""The slow half of an evaluation: contexts, errors, the caller's default, events.
+
+The engine's fast paths serve a precomputed :class:`Outcome` when the context
+is a common class and the caller's default has the value's class. Everything
+else comes here: reading any context, turning a failure into an ``ERROR``
+outcome (never an exception), applying the caller's default (absent values,
+type coercion, copies of object values) and publishing ``FlagEvaluated``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tipkit.flags._compiled import Run
+from tipkit.flags._events import FlagEvaluated
+from tipkit.flags._model import (
+    _EMPTY,
+    USE_DEFAULT,
+    ErrorCode,
+    EvalError,
+    EvaluationContext,
+    EvaluationDetail,
+    Outcome,
+    Reason,
+)
+from tipkit.telemetry._events import BUS
+
+__all__ = [
+    "OnceLog",
+    "as_context",
+    "detail",
+    "error_outcome",
+    "failed",
+    "publish",
+    "read_context",
+    "settle",
+]
+
+logger = logging.getLogger("tipkit")
+
+
+class OnceLog:
+    """Log each kind of plumbing failure once (at most 1000 kinds) to ``tipkit``."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def __call__(self, tag: str, message: str, key: Any, exc: BaseException) -> None:
+        """Log *message* % *key* with *exc* unless *tag* was logged before."""
+        if tag not in self._seen and len(self._seen) < 1000:
+            self._seen.add(tag)
+            logger.warning(message, key, exc_info=exc)
+
+
+def read_context(run: Run, context: Any) -> Outcome:
+    """Evaluate *run* for any context (the fast paths handle the common classes inline).
+
+    Raises:
+        EvalError: ``INVALID_CONTEXT`` for a context of another kind, or one
+            whose reading raised.
+    """
+    if context is None:
+        return run(_EMPTY, None)
+    if context.__class__ is EvaluationContext:
+        return run(context.attributes, context.targeting_key)
+    try:
+        tkey: Any
+        if isinstance(context, EvaluationContext):
+            attrs: Mapping[str, Any] = dict(context.attributes)
+            tkey = context.targeting_key
+        elif isinstance(context, Mapping):
+            attrs = dict(context)
+            tkey = attrs.get("targeting_key")
+        elif isinstance(context, str):
+            attrs, tkey = _EMPTY, str.__str__(context)
+        elif isinstance(context, int) and not isinstance(context, bool):
+            attrs, tkey = _EMPTY, context
+        else:
+            raise EvalError(
+                ErrorCode.INVALID_CONTEXT,
+                f"a context must be a targeting key, a mapping or an EvaluationContext, "
+                f"got {type(context).__name__}",
+            )
+    except EvalError:
+        raise
+    except Exception as exc:
+        raise EvalError(
+            ErrorCode.INVALID_CONTEXT,
+            f"the context could not be read ({type(exc).__name__})",
+        ) from exc
+    return run(attrs, tkey)
+
+
+def error_outcome(
+    key: Any, code: ErrorCode, message: str, version: str | None = None
+) -> Outcome:
+    """Return a fresh ``ERROR`` outcome (serving the caller's default) for *key*."""
+    if isinstance(key, str):
+        flag_key = str.__str__(key)
+    else:
+        try:
+            flag_key = repr(key)
+        except Exception:  # a hostile repr must not escape evaluation
+            flag_key = f"<{type(key).__name__}>"
+    return Outcome(
+        flag_key,
+        USE_DEFAULT,
+        None,
+        Reason.ERROR,
+        error_code=code,
+        error_message=message,
+        flag_version=version,
+    )
+
+
+def _not_a_string(key: Any) -> Outcome:
+    return error_outcome(
+        key,
+        ErrorCode.GENERAL,
+        f"a flag key must be a string, got {type(key).__name__}",
+    )
+
+
+def failed(
+    key: Any,
+    exc: Exception,
+    known: Callable[[str], bool],
+    not_ready: tuple[ErrorCode, str] | None,
+    log: OnceLog,
+) -> Outcome:
+    """Return the ``ERROR`` outcome for an evaluation of *key* that raised *exc*.
+
+    *known* says whether the snapshot has *key* (a ``KeyError`` for an unknown
+    key is ``FLAG_NOT_FOUND``, or the provider's error while it is not ready,
+    given as *not_ready*). Never raises, whatever *key*'s hash or repr do.
+    """
+    if key.__class__ is not str:
+        # A key's own hash or repr may raise: never let it reach app code.
+        if not isinstance(key, str):
+            return _not_a_string(key)
+        key = str.__str__(key)
+    if isinstance(exc, EvalError):
+        return error_outcome(key, exc.code, exc.message)
+    if isinstance(exc, KeyError) and not known(key):
+        if not_ready is not None:
+            return error_outcome(key, *not_ready)
+        return error_outcome(key, ErrorCode.FLAG_NOT_FOUND, f"flag {key!r} not found")
+    log(
+        f"eval:{key!r}:{type(exc).__name__}",
+        "tipkit: evaluating flag %r raised",
+        key,
+        exc,
+    )
+    return error_outcome(
+        key, ErrorCode.GENERAL, f"{type(exc).__name__} while evaluating"
+    )
+
+
+def settle(key: str, out: Outcome, default: Any) -> tuple[Any, Outcome]:
+    """Apply the caller's default: absent values, type coercion, copies."""
+    value = out.value
+    if value is USE_DEFAULT:
+        return default, out
+    if default is None or value.__class__ is default.__class__:
+        return (copy.deepcopy(value) if out.mutable else value), out
+    return _coerce(key, value, default, out)
+
+
+def _number_type(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _coerce(key: str, value: Any, default: Any, out: Outcome) -> tuple[Any, Outcome]:
+    """Convert *value* to the type of *default*, or answer TYPE_MISMATCH."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value), out
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        if _number_type(value):
+            return float(value), out
+        ok = False
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, Mapping):
+        ok = isinstance(value, Mapping)
+    elif isinstance(default, list | tuple):
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, type(default))
+    if ok:
+        return (copy.deepcopy(value) if out.mutable else value), out
+    expected = type(default).__name__
+    return default, error_outcome(
+        key,
+        ErrorCode.TYPE_MISMATCH,
+        f"flag {key!r} served a {type(value).__name__}, the default is a {expected}",
+        out.flag_version,
+    )
+
+
+def detail(value: Any, out: Outcome) -> EvaluationDetail:
+    """Return the :class:`EvaluationDetail` of *out* serving *value*."""
+    return EvaluationDetail(
+        out.flag_key,
+        value,
+        out.variant,
+        out.reason,
+        out.rule_id,
+        out.error_code,
+        out.error_message,
+        out.flag_version,
+    )
+
+
+def publish(value: Any, out: Outcome, context: Any, log: OnceLog) -> None:
+    """Publish one ``FlagEvaluated`` (call only when it is listened to)."""
+    try:
+        BUS.publish(
+            FlagEvaluated(
+                name=out.flag_key,
+                flag_key=out.flag_key,
+                value=value,
+                variant=out.variant,
+                reason=out.reason,
+                error_code=out.error_code,
+                error_message=out.error_message,
+                flag_version=out.flag_version,
+                rule_id=out.rule_id,
+                context=as_context(context),
+            )
+        )
+    except Exception as exc:  # pragma: no cover - the bus never raises; belt and braces
+        log(
+            "publish",
+            "tipkit: publishing a flag evaluation failed for %r",
+            out.flag_key,
+            exc,
+        )
+
+
+def as_context(context: Any) -> EvaluationContext:
+    """Return *context* as an EvaluationContext (for listeners and explain); never raises."""
+    try:
+        if isinstance(context, EvaluationContext):
+            return context
+        if isinstance(context, Mapping):
+            attrs = dict(context)
+            return EvaluationContext(attrs.get("targeting_key"), attrs)
+        if isinstance(context, str | int) and not isinstance(context, bool):
+            return EvaluationContext(context)
+    except Exception:
+        logger.debug("tipkit: a context could not be read", exc_info=True)
+    return EvaluationContext()
