@@ -1149,7 +1149,7 @@ def test_lock_free_success_count_does_not_need_itertools_pickling(monkeypatch):
             raise TypeError("cannot pickle 'itertools.count' object")
 
     monkeypatch.setattr(
-        "tipkit.breaker.itertools", types.SimpleNamespace(count=Count314)
+        "tipkit.breaker._machine.itertools", types.SimpleNamespace(count=Count314)
     )
     breaker = CircuitBreaker(
         "folded", window=CountWindow(4), minimum_calls=2, clock=FakeClock()

@@ -25,7 +25,6 @@ import pytest
 from tests.conftest import Face
 from tests.redis_server import RedisServer, run_children
 
-from tipkit._shared_breaker import SharedBreaker
 from tipkit.breaker import BreakerState, CircuitBreaker, CountWindow
 from tipkit.errors import CircuitOpenError, RateLimitedError
 from tipkit.flags import Flags, InMemoryProvider
@@ -113,7 +112,7 @@ BUCKET_CHILD = textwrap.dedent(
         admitted += bucket.try_acquire()
     end = server_now()
     print(json.dumps({"admitted": admitted, "attempts": attempts, "start": start,
-                      "end": end, "held": bucket._held}))
+                      "end": end, "held": bucket._shared.held}))
     """
 )
 
@@ -658,16 +657,16 @@ def test_breakers_open_and_close_together(stores: Callable[..., RedisStore]) -> 
             guarded()
     assert one.state is BreakerState.OPEN
     # The peer adopts the opening on its next call (pushed: no refresh wait).
-    assert until(lambda: two._shared_next == float("-inf"), 2.0)
+    assert until(lambda: two._fleet.next == float("-inf"), 2.0)
     with pytest.raises(CircuitOpenError):
         two.call(lambda: None)
     assert two.state is BreakerState.OPEN
     one.reset()
-    assert until(lambda: two._shared_next == float("-inf"), 2.0)
+    assert until(lambda: two._fleet.next == float("-inf"), 2.0)
     assert two.call(lambda: 42) == 42
     assert two.state is BreakerState.CLOSED
     two.force_open()
-    assert until(lambda: one._shared_next == float("-inf"), 2.0)
+    assert until(lambda: one._fleet.next == float("-inf"), 2.0)
     with pytest.raises(CircuitOpenError, match="forced open"):
         one.call(lambda: None)
 
@@ -784,6 +783,6 @@ def test_sharing_options_are_checked(redis_store: RedisStore) -> None:
     with pytest.raises(TypeError, match="must implement"):
         CircuitBreaker("x", store=object(), share="state")  # type: ignore[arg-type]
     shared = CircuitBreaker("x", store=redis_store, share="state")
-    assert isinstance(shared, SharedBreaker)
+    assert type(shared) is CircuitBreaker
     assert shared.store is redis_store
     shared.sync()

@@ -1,0 +1,249 @@
+"""Fleet sharing: breakers of one name in many processes open and close together.
+
+``CircuitBreaker(name, ..., store=store, share="state")`` gives the breaker a
+:class:`FleetSync`, a collaborator that owns every store call the breaker
+makes. Each process still counts outcomes in its own window (windows are not
+merged: that would cost a round trip per call); what is shared is the
+*decision*:
+
+* when a breaker of this process opens, is forced open or closes, it writes
+  ``{"state": ...}`` to ``breakers/<name>`` in the store (an OPEN entry expires
+  after the breaker's open duration, on the store's clock, so a stale opening
+  never reaches a process started later), right after the transition and
+  outside the breaker's lock;
+* every breaker re-reads that entry at most every ``refresh_interval`` seconds,
+  on its own calls (one clock reading and one float comparison per call, as the
+  flags snapshot does; no timer thread), and at once when the store's ``watch``
+  says the namespace was written;
+* a newer entry (its store version is above the last one seen) is adopted:
+  ``open`` moves a CLOSED or HALF_OPEN breaker to OPEN (for its own
+  ``open_duration``, from when it saw it), ``forced_open`` moves any breaker but
+  a DISABLED one to FORCED_OPEN, and ``closed`` closes an OPEN, HALF_OPEN or
+  FORCED_OPEN one. Adopted transitions publish ``BreakerStateChanged`` with
+  reason ``"shared_state"`` and are not written back.
+
+Sync faces read and write with the store's sync methods, async faces with its
+async methods (``aget``/``aset``), so an event loop never waits on a socket.
+Each store call blocks (or suspends) its caller for at most the store's
+timeout. A store failure never changes the breaker's behaviour, whatever the
+store's ``on_error`` says: the breaker keeps its local state (policy
+``"keep_last"``), publishes ``StoreUnavailable`` once per outage and
+``StoreRecovered`` after it, and tries again on its next refresh.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import timedelta
+
+from tipkit._core import _fork
+from tipkit._core._durations import to_seconds
+from tipkit.breaker._events import (
+    CLOSED,
+    DISABLED,
+    FORCED_OPEN,
+    HALF_OPEN,
+    OPEN,
+    REASON_SHARED,
+    BreakerState,
+)
+from tipkit.breaker._machine import Move
+from tipkit.clock import Clock
+from tipkit.errors import StoreError
+from tipkit.stores._events import Outage
+from tipkit.stores._protocol import Entry, KeyValueStore
+
+__all__ = ["NAMESPACE", "FleetSync", "adoptable"]
+
+NAMESPACE = "breakers"
+_SHARED = {"open": OPEN, "forced_open": FORCED_OPEN, "closed": CLOSED}
+_PUBLISHED = (OPEN, FORCED_OPEN, CLOSED)
+
+
+def adoptable(shared: BreakerState, current: BreakerState) -> bool:
+    """Return whether a breaker in state *current* adopts the fleet's *shared* state."""
+    if shared is OPEN:
+        return current is CLOSED or current is HALF_OPEN
+    if shared is FORCED_OPEN:
+        return current is not FORCED_OPEN and current is not DISABLED
+    return current is OPEN or current is HALF_OPEN or current is FORCED_OPEN
+
+
+class FleetSync:
+    """Read and write one breaker's shared state in a key-value store.
+
+    *adopt* is called with ``(state, now)`` when a newer shared state is read
+    (it takes the breaker's lock). Thread-safe and asyncio-safe: one thread or
+    task reads the store at a time (the others keep deciding on the local
+    state, never waiting), and the breaker hands transitions over with
+    :meth:`note` under its lock and writes them with :meth:`push` or
+    :meth:`apush` after releasing it.
+
+    Raises:
+        ValueError: *share* is not ``"state"``, or *refresh_interval* < 0.
+        TypeError: *store* is not a :class:`~tipkit.stores.KeyValueStore`.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_adopt",
+        "_outage",
+        "_outbox",
+        "_reading",
+        "_seen",
+        "_subscription",
+        "interval",
+        "name",
+        "next",
+        "store",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        store: KeyValueStore,
+        share: str | None,
+        refresh_interval: float | timedelta,
+        *,
+        adopt: Callable[[BreakerState, float], None],
+        clock: Clock,
+    ) -> None:
+        if share != "state":
+            raise ValueError(
+                f"CircuitBreaker {name!r}: store= needs share='state' (the only "
+                f"shared mode; windows stay per process), got share={share!r}"
+            )
+        if not isinstance(store, KeyValueStore):
+            raise TypeError(
+                f"CircuitBreaker {name!r}: store must implement "
+                f"tipkit.stores.KeyValueStore, got {store!r}"
+            )
+        interval = to_seconds(refresh_interval, "CircuitBreaker: refresh_interval")
+        if interval < 0:
+            raise ValueError(
+                f"CircuitBreaker {name!r}: refresh_interval must be >= 0, "
+                f"got {refresh_interval!r}"
+            )
+        self.name = name
+        self.store = store
+        self.interval = interval
+        self.next = -math.inf
+        """The clock reading from which the shared state is due to be read again."""
+        self._adopt = adopt
+        self._seen = 0
+        self._outbox: Move | None = None
+        self._reading = _fork.new_lock()
+        self._outage = Outage(name, "breaker", "keep_last", clock=clock)
+        # A bound method is held weakly by the store: watching keeps nothing alive.
+        self._subscription = store.watch(NAMESPACE, self._changed)
+        _fork.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._reading = _fork.new_lock()
+
+    def __repr__(self) -> str:
+        return f"<FleetSync {NAMESPACE}/{self.name} every {self.interval}s via {self.store!r}>"
+
+    def _changed(self) -> None:
+        self.next = -math.inf
+
+    # -- reading ----------------------------------------------------------------------
+    def pull(self, now: float) -> None:
+        """Read the shared state and adopt it; blocks up to the store's timeout.
+
+        Returns at once, reading nothing, while another thread or task reads it.
+        A store failure is reported as an outage and changes nothing.
+        """
+        if not self._reading.acquire(blocking=False):
+            return
+        try:
+            self.next = now + self.interval
+            try:
+                entry = self.store.get(NAMESPACE, self.name)
+            except StoreError as exc:
+                self._outage.failed(exc)
+                return
+            self._take(entry, now)
+        finally:
+            self._reading.release()
+
+    async def apull(self, now: float) -> None:
+        """Async :meth:`pull`: awaits ``store.aget``, up to the store's timeout."""
+        if not self._reading.acquire(blocking=False):
+            return
+        try:
+            self.next = now + self.interval
+            try:
+                entry = await self.store.aget(NAMESPACE, self.name)
+            except StoreError as exc:
+                self._outage.failed(exc)
+                return
+            self._take(entry, now)
+        finally:
+            self._reading.release()
+
+    def _take(self, entry: Entry | None, now: float) -> None:
+        self._outage.ok()
+        if entry is None or entry.version <= self._seen:
+            return
+        self._seen = entry.version
+        value = entry.value
+        state = (
+            _SHARED.get(str(value.get("state"))) if isinstance(value, dict) else None
+        )
+        if state is not None:
+            self._adopt(state, now)
+
+    # -- writing ----------------------------------------------------------------------
+    def note(self, moves: list[Move]) -> None:
+        """Keep the last of *moves* the fleet should hear of (the breaker's lock held)."""
+        for move in moves:
+            if move.reason != REASON_SHARED and move.to_state in _PUBLISHED:
+                self._outbox = move
+
+    @property
+    def pending(self) -> bool:
+        """Whether a noted transition waits to be written."""
+        return self._outbox is not None
+
+    def _take_outbox(self) -> tuple[str, dict[str, str], float | None] | None:
+        move, self._outbox = self._outbox, None
+        if move is None:
+            return None
+        ttl = None if move.open_for is None else max(move.open_for, 0.001)
+        return self.name, {"state": move.to_state.value}, ttl
+
+    def push(self) -> None:
+        """Write the noted transition; blocks up to the store's timeout.
+
+        A store failure is reported as an outage; the transition is not retried
+        (the next one is written, and peers keep their own windows meanwhile).
+        """
+        item = self._take_outbox()
+        if item is None:
+            return
+        key, value, ttl = item
+        try:
+            version = self.store.set(NAMESPACE, key, value, ttl=ttl)
+        except StoreError as exc:
+            self._outage.failed(exc)
+            return
+        self._wrote(version)
+
+    async def apush(self) -> None:
+        """Async :meth:`push`: awaits ``store.aset``, up to the store's timeout."""
+        item = self._take_outbox()
+        if item is None:
+            return
+        key, value, ttl = item
+        try:
+            version = await self.store.aset(NAMESPACE, key, value, ttl=ttl)
+        except StoreError as exc:
+            self._outage.failed(exc)
+            return
+        self._wrote(version)
+
+    def _wrote(self, version: int) -> None:
+        self._outage.ok()
+        self._seen = max(self._seen, version)
