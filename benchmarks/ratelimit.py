@@ -4,7 +4,10 @@ Run:  python benchmarks/ratelimit.py [--quick] [--repeat N] [--seconds S]
 
 Prints ns per operation (median of --repeat runs, each the mean over many calls)
 and peer/tipkit ratios, then 8 threads hammering one bucket for --seconds:
-tokens admitted against the bound ``capacity + rate * t``.
+tokens admitted against the bound ``capacity + rate * t``. A peer that is not
+installed (hyx is not in the ``bench`` extra) is reported as skipped. The last
+section times the keyed limiter's key-table lookup against a cachetools
+``LRUCache`` lookup (why the table is not one).
 """
 
 from __future__ import annotations
@@ -75,9 +78,34 @@ def try_acquire_cases(number: int, repeat: int) -> dict[str, float]:
     }
 
 
+def face_cases(number: int, repeat: int) -> dict[str, float]:
+    bucket = TokenBucket("bench-faces", rate=float(HUGE), capacity=HUGE)
+    keyed = KeyedRateLimiter("bench-keyed-faces", rate=float(HUGE), capacity=HUGE)
+
+    def bare() -> None:
+        return None
+
+    decorated = bucket(bare)
+
+    def with_bucket() -> None:
+        with bucket:
+            pass
+
+    cases = {
+        "bare call (floor)": median_ns(bare, number, repeat),
+        "tipkit @TokenBucket call": median_ns(decorated, number, repeat),
+        "tipkit with TokenBucket": median_ns(with_bucket, number, repeat),
+    }
+    if hasattr(bucket, "check"):  # absent before check() was added
+        cases["tipkit TokenBucket.check"] = median_ns(bucket.check, number, repeat)
+        cases["tipkit KeyedRateLimiter.check"] = median_ns(
+            lambda: keyed.check("k"), number, repeat
+        )
+    return cases
+
+
 def async_cases(number: int, repeat: int) -> dict[str, float]:
     from aiolimiter import AsyncLimiter
-    from hyx.ratelimit import tokenbucket
 
     class Empty:
         async def __aenter__(self) -> None:
@@ -86,7 +114,7 @@ def async_cases(number: int, repeat: int) -> dict[str, float]:
         async def __aexit__(self, *exc: object) -> None:
             return None
 
-    return {
+    cases = {
         "empty async with (floor)": median_async_ns(Empty, number, repeat),
         "tipkit async with TokenBucket": median_async_ns(
             lambda: TokenBucket("bench-async", rate=float(HUGE), capacity=HUGE),
@@ -96,11 +124,45 @@ def async_cases(number: int, repeat: int) -> dict[str, float]:
         "aiolimiter async with": median_async_ns(
             lambda: AsyncLimiter(float(HUGE), 1.0), number, repeat
         ),
-        "hyx tokenbucket async with": median_async_ns(
-            lambda: tokenbucket(float(HUGE), 1.0, bucket_size=float(HUGE)),
-            number,
-            repeat,
+    }
+    try:
+        from hyx.ratelimit import tokenbucket
+    except ImportError:
+        print("  (hyx not installed: skipped)")
+        return cases
+    cases["hyx tokenbucket async with"] = median_async_ns(
+        lambda: tokenbucket(float(HUGE), 1.0, bucket_size=float(HUGE)),
+        number,
+        repeat,
+    )
+    return cases
+
+
+def key_table_cases(number: int, repeat: int) -> dict[str, float]:
+    """One lookup of a present key: the ordered dict the table uses vs cachetools."""
+    from collections import OrderedDict
+
+    import cachetools
+
+    keys = [f"tenant-{i}" for i in range(10_000)]
+    ordered: OrderedDict[str, int] = OrderedDict((k, 0) for k in keys)
+    lru: cachetools.LRUCache[str, int] = cachetools.LRUCache(maxsize=100_000)
+    for k in keys:
+        lru[k] = 0
+    key = keys[5_000]
+
+    def ordered_lookup() -> None:
+        if ordered.get(key) is not None:
+            ordered.move_to_end(key)
+
+    def lru_lookup() -> None:
+        lru.get(key)
+
+    return {
+        "OrderedDict get + move_to_end (the table)": median_ns(
+            ordered_lookup, number, repeat
         ),
+        "cachetools LRUCache.get": median_ns(lru_lookup, number, repeat),
     }
 
 
@@ -176,6 +238,11 @@ def main() -> None:
     for name, ns in sync.items():
         print(f"  {name:<40} {ns:9.0f} ns  x{ns / base:6.1f}")
 
+    print(f"\nfaces and check, uncontended (ns/op, median of {repeat} x {number})")
+    faces = face_cases(number, repeat)
+    for name, ns in faces.items():
+        print(f"  {name:<40} {ns:9.0f} ns")
+
     print(f"\nasync with, uncontended (ns/op, median of {repeat} x {number})")
     aio = async_cases(number, repeat)
     base = aio["tipkit async with TokenBucket"]
@@ -191,6 +258,10 @@ def main() -> None:
             f"  {name:<30} admitted {admitted:7d} of bound {bound:9.0f}: "
             f"{100 * admitted / bound:6.2f}% ({verdict})"
         )
+
+    print(f"\nkeyed limiter's key table, one lookup (ns/op, median of {repeat})")
+    for name, ns in key_table_cases(number, repeat).items():
+        print(f"  {name:<40} {ns:9.0f} ns")
 
 
 if __name__ == "__main__":

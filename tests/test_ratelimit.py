@@ -21,7 +21,7 @@ from tests.strategies_ratelimit import (
 
 from tipkit._core._guard import Wait
 from tipkit.errors import DeadlineExceededError, RateLimitedError
-from tipkit.ratelimit import RateLimited, TokenBucket
+from tipkit.ratelimit import RateDecision, RateLimited, TokenBucket
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._counters import REGISTRY
 from tipkit.testing import FakeClock, capture_events
@@ -176,6 +176,36 @@ def test_repr_shows_configuration_and_state(clock: FakeClock) -> None:
     bucket.mode = "shadow"
     assert repr(bucket).endswith("mode=shadow>")
     assert (bucket.rate, bucket.capacity, bucket.max_wait) == (10.0, 20.0, 0.0)
+
+
+def test_check_reports_the_decision_for_response_headers(clock: FakeClock) -> None:
+    """check() decides as try_acquire does and says retry_after, remaining and limit."""
+    bucket = TokenBucket("hdr", rate=2.0, capacity=3, clock=clock)
+    assert RateDecision(True, 0.0, 1.0, 3.0) == bucket.check(2)
+    assert RateDecision(False, 0.5, 1.0, 3.0) == bucket.check(2)
+    clock.advance(0.5)
+    assert RateDecision(True, 0.0, 0.0, 3.0) == bucket.check(2)
+    assert (counter("hdr", "acquired"), counter("hdr", "rejected")) == (2, 1)
+    with pytest.raises(ValueError, match="tokens=4 can never be served"):
+        bucket.check(4)
+
+
+def test_check_behind_a_waiter_reports_no_negative_remaining(clock: FakeClock) -> None:
+    """While a waiter holds a reservation, check() refuses and reports 0 remaining."""
+    bucket = TokenBucket("hdr-queue", rate=1.0, capacity=1, clock=clock)
+    bucket.acquire()
+    assert isinstance(reserve(bucket, clock, 1), Wait)
+    assert RateDecision(False, 2.0, 0.0, 1.0) == bucket.check()
+
+
+def test_check_in_shadow_mode_allows_and_counts_what_it_would_refuse(
+    clock: FakeClock,
+) -> None:
+    """In shadow mode check() allows everything and counts would_reject."""
+    bucket = TokenBucket("hdr-shadow", rate=1.0, capacity=1, mode="shadow", clock=clock)
+    assert RateDecision(True, 0.0, 0.0, 1.0) == bucket.check()
+    assert RateDecision(True, 0.0, 0.0, 1.0) == bucket.check()
+    assert 1 == bucket.would_reject
 
 
 # -- acquire with a timeout, FIFO, give-back ------------------------------------------------

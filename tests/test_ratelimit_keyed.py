@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from tests.strategies_ratelimit import within_bound
 
 from tipkit.errors import RateLimitedError
-from tipkit.ratelimit import KeyedRateLimiter, RateLimited
+from tipkit.ratelimit import KeyedRateLimiter, RateDecision, RateLimited
 from tipkit.telemetry import _names as names
 from tipkit.testing import FakeClock, capture_events
 
@@ -29,6 +29,19 @@ def test_keyed_limiter_keeps_one_bucket_per_key(clock: FakeClock) -> None:
         repr(limiter)
         == "<KeyedRateLimiter 'tenants' rate=2/s capacity=2 keys=2/100000>"
     )
+
+
+def test_keyed_check_reports_each_keys_decision(clock: FakeClock) -> None:
+    """check(key) decides per key; a new key refused for want of room says when it fits."""
+    limiter = KeyedRateLimiter("hdr-keys", rate=1, capacity=2, max_keys=1, clock=clock)
+    assert RateDecision(True, 0.0, 1.0, 2.0) == limiter.check("a")
+    assert RateDecision(True, 0.0, 0.0, 2.0) == limiter.check("a")
+    assert RateDecision(False, 1.0, 0.0, 2.0) == limiter.check("a")
+    assert RateDecision(False, 2.0, 0.0, 2.0) == limiter.check("b")  # "a" full at t=2
+    clock.advance(2)
+    assert RateDecision(True, 0.0, 1.0, 2.0) == limiter.check("b")
+    with pytest.raises(ValueError, match="tokens=3 can never be served"):
+        limiter.check("a", 3)
 
 
 def test_keyed_limiter_refuses_one_token_above_a_fractional_capacity(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -142,13 +143,10 @@ class TokenBucket(Limits, Guard[bool]):
         self._wait_attrs: Attributes = {names.RATELIMIT_NAME: name}
         self._monotonic = clock.monotonic
         self._lock = _fork.new_lock()
-        self._level = Level(
-            self._rate, self._capacity, self._capacity, clock.monotonic()
-        )
-        self._take = self._level.take
         self._queue: list[_Reservation] = []
         self._key = f"ratelimit:{name}"
         self._shared: SharedTokens | None = None
+        level = self._capacity
         if store is not None:
             self._shared = SharedTokens(
                 store,
@@ -159,11 +157,16 @@ class TokenBucket(Limits, Guard[bool]):
                 batch=batch,
                 clock=clock,
             )
+            # Shared: the level in this process is empty for good, so the
+            # in-process fast path always falls through to the store.
+            level = -math.inf
         elif batch != 1:
             raise ValueError(
                 f"{self._label}: batch={batch!r} needs store= (a bucket in this "
                 "process has no round trips to save)"
             )
+        self._level = Level(self._rate, self._capacity, level, clock.monotonic())
+        self._take = self._level.take
         _fork.register(self)
         REGISTRY.register_gauge(names.RATELIMIT_TOKENS, self, _tokens_gauge)
 
@@ -232,9 +235,6 @@ class TokenBucket(Limits, Guard[bool]):
         """
         if tokens != 1:
             tokens = check_tokens(self._label, tokens, self._capacity)
-        if self._shared is not None:
-            took = self._shared.take(self._key, tokens, 0.0)
-            return self._counted(tokens, took.retry_after)
         now = self._monotonic()
         lock = self._lock
         # acquire()/release() rather than `with`: half the cost on this hot path.
@@ -246,6 +246,8 @@ class TokenBucket(Limits, Guard[bool]):
         if not wait:
             self._acquired.inc()
             return True
+        if self._shared is not None and tokens <= self._capacity:
+            wait = self._shared.take(self._key, tokens, 0.0).retry_after
         return self._counted(tokens, wait)
 
     def check(self, tokens: float = 1) -> RateDecision:
@@ -331,11 +333,6 @@ class TokenBucket(Limits, Guard[bool]):
     # -- the core: one decision, then waiting on a reservation ---------------------------
     def _fast_admit(self) -> bool | None:
         """Take one token if it is there now, else ``None``: ``_step`` decides."""
-        if self._shared is not None:
-            if self._shared.from_held(1.0):
-                self._acquired.inc()
-                return True
-            return None
         now = self._monotonic()
         lock = self._lock
         lock.acquire()
@@ -343,7 +340,7 @@ class TokenBucket(Limits, Guard[bool]):
             wait = self._take(now, 1.0)
         finally:
             lock.release()
-        if not wait:
+        if not wait or (self._shared is not None and self._shared.from_held(1.0)):
             self._acquired.inc()
             return True
         return None
