@@ -23,27 +23,22 @@ from tipkit._core._durations import to_seconds
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.flags import _outcomes
 from tipkit.flags._admin import Admin, check_key
-from tipkit.flags._compiled import CompiledFlag, FlagSet, Run
+from tipkit.flags._compiled import FlagSet, Run
 from tipkit.flags._events import FlagEvaluated
 from tipkit.flags._explain import Explanation, explain
 from tipkit.flags._gate import Gate
 from tipkit.flags._model import (
     _EMPTY,
     Assignment,
-    ErrorCode,
     EvaluationContext,
     EvaluationDetail,
     Outcome,
     assignment,
 )
 from tipkit.flags._outcomes import OnceLog
-from tipkit.flags._precedence import Plan, plan
-from tipkit.flags._providers import (
-    FileProvider,
-    FlagProvider,
-    InMemoryProvider,
-    ProviderNotReadyError,
-)
+from tipkit.flags._precedence import Plan
+from tipkit.flags._providers import FileProvider, FlagProvider, InMemoryProvider
+from tipkit.flags._source import Source
 from tipkit.flags._store_sync import StoreSync
 from tipkit.stores import MemoryStore, Store
 
@@ -57,7 +52,6 @@ ContextLike = EvaluationContext | Mapping[str, Any] | str | int | None
 """What a context may be: a targeting-key string, a mapping, or an EvaluationContext."""
 
 _INF = float("inf")
-_NOT_READY = (ErrorCode.PROVIDER_NOT_READY, "the provider has not served flags yet")
 
 
 class Flags:
@@ -94,17 +88,13 @@ class Flags:
         "_admin",
         "_clock",
         "_deadline",
-        "_flag_set",
         "_local_overrides",
         "_lock",
         "_log",
         "_now",
         "_plans",
         "_provider",
-        "_provider_error",
-        "_provider_next",
-        "_refresh_interval",
-        "_sync",
+        "_source",
         "_table",
     )
 
@@ -125,8 +115,8 @@ class Flags:
             raise TypeError(f"provider must be a FlagProvider, got {provider!r}")
         if not namespace:
             raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
-        self._refresh_interval = to_seconds(refresh_interval, "refresh_interval")
-        if self._refresh_interval < 0:
+        interval = to_seconds(refresh_interval, "refresh_interval")
+        if interval < 0:
             raise ValueError(f"refresh_interval must be >= 0, got {refresh_interval!r}")
         self._provider = provider
         self._clock: Clock = (
@@ -139,16 +129,13 @@ class Flags:
         self._log = OnceLog()
         self._table: dict[str, Run] = {}
         self._plans: dict[str, Plan] = {}
-        self._flag_set: FlagSet | None = None
-        self._provider_error: tuple[ErrorCode, str] | None = _NOT_READY
         self._deadline = -_INF
-        self._provider_next = -_INF
         store = store if store is not None else MemoryStore(clock=self._clock)
-        self._sync = StoreSync(
-            store, namespace, self._refresh_interval, self._clock, self._store_changed
+        sync = StoreSync(store, namespace, interval, self._clock, self._expired)
+        self._source = Source(
+            provider, sync, self._local_overrides, self._expired, self._log
         )
         self._admin = Admin(store, namespace)
-        provider.subscribe(self._provider_changed)
         self._maintain(store=False)
 
     # -- construction shortcuts ---------------------------------------------------------
@@ -179,19 +166,7 @@ class Flags:
 
     def __repr__(self) -> str:
         self._fresh()
-        fs = self._flag_set
-        state = self._sync.state
-        status = (
-            "ready"
-            if self._provider_error is None
-            else self._provider_error[0].value.lower()
-        )
-        return (
-            f"<Flags provider={self._provider!r} flags={0 if fs is None else len(fs.flags)} "
-            f"killed={len(state.kills)} "
-            f"overrides={len(state.overrides) + len(self._local_overrides)} "
-            f"{status}>"
-        )
+        return f"<Flags provider={self._provider!r} {self._source.summary()}>"
 
     # -- introspection ----------------------------------------------------------------
     @property
@@ -202,24 +177,23 @@ class Flags:
     @property
     def store(self) -> Store:
         """The store holding kill switches and overrides."""
-        return self._sync.store
+        return self._source.sync.store
 
     @property
     def flag_set(self) -> FlagSet | None:
         """The compiled snapshot being served (``None`` until the provider is ready)."""
         self._fresh()
-        return self._flag_set
+        return self._source.flag_set
 
     def keys(self) -> list[str]:
         """Return the keys of the flags being served, sorted."""
-        self._fresh()
-        fs = self._flag_set
+        fs = self.flag_set
         return [] if fs is None else sorted(fs.flags)
 
     def killed(self) -> frozenset[str]:
         """Return the keys of the killed flags (as of the last refresh)."""
         self._fresh()
-        return self._sync.state.kills
+        return self._source.sync.state.kills
 
     # -- evaluation ------------------------------------------------------------------
     def is_enabled(
@@ -249,9 +223,9 @@ class Flags:
         if out.vclass is default.__class__:
             out.counter.inc()
             if FlagEvaluated.listened:
-                self._publish(out.value, out, context)
+                _outcomes.publish(out.value, out, context, self._log)
             return out.value  # type: ignore[no-any-return]  # its class is bool
-        return self._finish(key, out, default, context)  # type: ignore[no-any-return]  # coerced to bool
+        return _outcomes.finish(key, out, default, context, self._log)[0]  # type: ignore[no-any-return]  # coerced to bool
 
     @overload
     def get(self, key: str, context: ContextLike = None) -> Any: ...
@@ -284,9 +258,9 @@ class Flags:
         if out.vclass is default.__class__:
             out.counter.inc()
             if FlagEvaluated.listened:
-                self._publish(out.value, out, context)
+                _outcomes.publish(out.value, out, context, self._log)
             return out.value
-        return self._finish(key, out, default, context)
+        return _outcomes.finish(key, out, default, context, self._log)[0]
 
     def evaluate(
         self, key: str, context: ContextLike = None, default: Any = None
@@ -330,13 +304,11 @@ class Flags:
         return assignment(*await self._arun(key, context, None))
 
     def _run(self, key: str, context: Any, default: Any) -> tuple[Any, Outcome]:
-        """Refresh if due (sync store methods), evaluate: ``(value, outcome)``."""
         if self._now() >= self._deadline:
             self._maintain()
         return self._complete(key, context, default)
 
     async def _arun(self, key: str, context: Any, default: Any) -> tuple[Any, Outcome]:
-        """Refresh if due (async store methods), evaluate: ``(value, outcome)``."""
         if self._now() >= self._deadline:
             await self._amaintain()
         return self._complete(key, context, default)
@@ -347,127 +319,45 @@ class Flags:
             out = _outcomes.read_context(self._table[key], context)
         except Exception as exc:
             out = self._failed(key, exc)
-        value, out = _outcomes.settle(key, out, default)
-        out.counter.inc()
-        if FlagEvaluated.listened:
-            self._publish(value, out, context)
-        return value, out
-
-    def _finish(self, key: str, out: Outcome, default: Any, context: Any) -> Any:
-        value, out = _outcomes.settle(key, out, default)
-        out.counter.inc()
-        if FlagEvaluated.listened:
-            self._publish(value, out, context)
-        return value
+        return _outcomes.finish(key, out, default, context, self._log)
 
     def _failed(self, key: Any, exc: Exception) -> Outcome:
         return _outcomes.failed(
-            key, exc, self._table.__contains__, self._provider_error, self._log
+            key, exc, self._table.__contains__, self._source.not_ready, self._log
         )
 
-    def _publish(self, value: Any, out: Outcome, context: Any) -> None:
-        _outcomes.publish(value, out, context, self._log)
-
     # -- refreshing the provider snapshot and the store state -----------------------
-    def _provider_changed(self) -> None:
-        self._provider_next = -_INF
-        self._deadline = -_INF
-
-    def _store_changed(self) -> None:
+    def _expired(self) -> None:
         self._deadline = -_INF
 
     def _maintain(self, *, store: bool = True) -> None:
-        """Refresh whatever is due with sync I/O; one thread at a time, others go on."""
-        if not self._lock.acquire(blocking=False):
-            return
-        try:
-            now = self._now()
-            changed = self._refresh_provider(now)
-            if store and now >= self._sync.next:
-                changed |= self._sync.refresh(now)
-            self._refreshed(changed)
-        finally:
-            self._lock.release()
+        """Refresh what is due with sync I/O; one thread at a time, others go on."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._install(self._source.refresh(self._now(), store=store))
+            finally:
+                self._lock.release()
 
     async def _amaintain(self) -> None:
         """:meth:`_maintain` with the store's async methods: never blocks the loop."""
-        if not self._lock.acquire(blocking=False):
-            return
-        try:
-            now = self._now()
-            changed = self._refresh_provider(now)
-            if now >= self._sync.next:
-                changed |= await self._sync.arefresh(now)
-            self._refreshed(changed)
-        finally:
-            self._lock.release()
+        if self._lock.acquire(blocking=False):
+            try:
+                self._install(await self._source.arefresh(self._now()))
+            finally:
+                self._lock.release()
 
-    def _refresh_provider(self, now: float) -> bool:
-        if now < self._provider_next:
-            return False
-        try:
-            flag_set, next_check = self._provider.current(now)
-        except Exception as exc:
-            self._provider_next = now + min(self._refresh_interval, 1.0)
-            if not isinstance(exc, ProviderNotReadyError):
-                self._log(
-                    f"provider:{type(exc).__name__}",
-                    "tipkit: the flag provider %r raised",
-                    self._provider,
-                    exc,
-                )
-            if self._flag_set is not None:
-                return False
-            self._provider_error = (
-                (ErrorCode.PROVIDER_NOT_READY, str(exc) or "the provider is not ready")
-                if isinstance(exc, ProviderNotReadyError)
-                else (ErrorCode.GENERAL, f"the provider raised {type(exc).__name__}")
-            )
-            return True
-        self._provider_next = next_check
-        if flag_set is self._flag_set:
-            return False
-        self._flag_set = flag_set
-        self._provider_error = None
-        return True
-
-    def _refreshed(self, changed: bool) -> None:  # internal
-        """Rebuild the table if anything changed; set when the next refresh is due."""
-        if changed:
-            fs = self._flag_set
-            plans = plan(
-                {} if fs is None else fs.flags,
-                self._sync.state,
-                self._local_overrides,
-                self._bad_split,
-            )
+    def _install(self, plans: dict[str, Plan] | None) -> None:
+        if plans is not None:
             self._plans = plans
             self._table = {key: p.run for key, p in plans.items()}
-        self._deadline = min(self._provider_next, self._sync.next)
-
-    def _bad_split(
-        self,
-        flag: CompiledFlag,
-        rule_id: str | None,
-        weights: Mapping[str, int],
-        exc: ValueError,
-    ) -> None:
-        self._log(
-            f"split:{flag.key}:{rule_id}:{sorted(weights.items())}",
-            "tipkit: the run-time split of flag %r does not fit it; "
-            "serving the document's weights",
-            flag.key,
-            exc,
-        )
+        self._deadline = self._source.next
 
     def refresh(self) -> None:
         """Re-read the provider and the store now (normally they are read when due).
 
         Uses the store's sync methods: it blocks for a store round trip.
         """
-        self._provider_next = -_INF
-        self._sync.next = -_INF
-        self._deadline = -_INF
+        self._source.expire()
         self._maintain()
 
     # -- kill switches and overrides (operator actions: sync store writes) -------------
@@ -482,7 +372,7 @@ class Flags:
         Raises:
             StoreError: the store could not be written.
         """
-        self._admin.kill(key, self._flag_set)
+        self._admin.kill(key, self._source.flag_set)
 
     def revive(self, key: str) -> None:
         """Undo :meth:`kill` for *key* everywhere sharing the store.
@@ -527,22 +417,15 @@ class Flags:
     ) -> None:
         """Serve flag *key*'s split with *weights* (percent per variant) from now on.
 
-        The target is the fallthrough (*rule_id* ``None``) or the rule with id
-        *rule_id*; only its weights change: which rule matches does not, and the
-        salt, ``bucket_by`` and variant order stay the split's own (variants it
-        did not list follow in the flag's order), so raising the first-listed
-        variant's weight only adds users to it. A target serving one variant
-        becomes a split. Such answers have reason ``SPLIT``. Kills, a disabled
-        state and overrides still win.
-
-        Validated as a document's split is: weights are parsed as
-        ``Decimal(str(w))``, have at most 3 decimals, are not negative or
-        booleans, name the flag's variants and sum to exactly 100 (a variant
-        left out gets 0). Written to the store: every ``Flags`` sharing the store
-        object sees it on its next evaluation, other processes within their
-        ``refresh_interval``. If a later reload no longer fits the split (the
-        rule or a variant is gone), the document's weights serve and the
-        ``tipkit`` logger says so once. Thread-safe (compare-and-set).
+        The target is the fallthrough (*rule_id* ``None``) or the rule *rule_id*;
+        only its weights change (salt, ``bucket_by`` and variant order stay, so
+        raising the first-listed variant's weight only adds users to it; see
+        ``docs/flags.md``). Answers have reason ``SPLIT``; kills, a disabled
+        state and overrides still win. Weights are validated as a document's
+        split is and written to the store: every ``Flags`` sharing the store
+        object sees them on its next evaluation, other processes within their
+        ``refresh_interval``. A later reload that no longer fits the split serves
+        the document's weights (logged once). Thread-safe (compare-and-set).
 
         Raises:
             ConfigError: the flag or rule is unknown, or a weight is bad (every
@@ -612,6 +495,5 @@ class Flags:
         layer (kill, disabled, override, rules) is the one the evaluation used.
         """
         detail = self.evaluate(key, context, default)
-        return explain(
-            detail, self._flag_set, self._plans, _outcomes.as_context(context)
-        )
+        context = _outcomes.as_context(context)
+        return explain(detail, self._source.flag_set, self._plans, context)

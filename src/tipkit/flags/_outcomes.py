@@ -34,6 +34,7 @@ __all__ = [
     "detail",
     "error_outcome",
     "failed",
+    "finish",
     "publish",
     "read_context",
     "settle",
@@ -169,6 +170,17 @@ def settle(key: str, out: Outcome, default: Any) -> tuple[Any, Outcome]:
     if default is None or value.__class__ is default.__class__:
         return (copy.deepcopy(value) if out.mutable else value), out
     return _coerce(key, value, default, out)
+
+
+def finish(
+    key: str, out: Outcome, default: Any, context: Any, log: OnceLog
+) -> tuple[Any, Outcome]:
+    """Apply the caller's default to *out*, count it and publish it: ``(value, out)``."""
+    value, out = settle(key, out, default)
+    out.counter.inc()
+    if FlagEvaluated.listened:
+        publish(value, out, context, log)
+    return value, out
 
 
 def _number_type(value: object) -> bool:
