@@ -8,9 +8,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from tipkit._core import _deadline, _fork
-from tipkit._core._guard import Guard, Wait, Waiter
+from tipkit._core._guard import Guard, Wait
 from tipkit._core._mode import Mode
-from tipkit._core._tokens import Level, TokenTake
+from tipkit._core._tokens import TokenTake
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import DeadlineExceededError
 from tipkit.ratelimit._common import (
@@ -19,6 +19,7 @@ from tipkit.ratelimit._common import (
     check_tokens,
     check_wait,
 )
+from tipkit.ratelimit._local import LocalTokens, Reservation
 from tipkit.ratelimit._shared import SharedTokens
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._counters import REGISTRY, Attributes
@@ -29,27 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["TokenBucket"]
 
 _current_deadline = _deadline.CURRENT.get
-
-
-class _Reservation:
-    """Tokens taken ahead of time by one waiting call, ready at ``ready``.
-
-    In process, ``waiter`` wakes the call when a give-back moves it forward;
-    a reservation in a store has none (give-backs do not reach it).
-    """
-
-    __slots__ = ("ready", "start", "tokens", "waiter")
-
-    def __init__(
-        self, tokens: float, ready: float, start: float, waiter: Waiter | None
-    ) -> None:
-        self.tokens = tokens
-        self.ready = ready
-        self.start = start
-        self.waiter = waiter
-
-    def __repr__(self) -> str:
-        return f"<reservation {self.tokens:g} ready={self.ready:.6f}>"
 
 
 class TokenBucket(Limits, Guard[bool]):
@@ -100,12 +80,11 @@ class TokenBucket(Limits, Guard[bool]):
         "_capacity",
         "_key",
         "_label",
-        "_level",
+        "_local",
         "_lock",
         "_max_wait",
         "_mode",
         "_monotonic",
-        "_queue",
         "_rate",
         "_rejected",
         "_shadow",
@@ -142,8 +121,6 @@ class TokenBucket(Limits, Guard[bool]):
         self._max_wait = check_wait(max_wait, "max_wait", self._label)
         self._wait_attrs: Attributes = {names.RATELIMIT_NAME: name}
         self._monotonic = clock.monotonic
-        self._lock = _fork.new_lock()
-        self._queue: list[_Reservation] = []
         self._key = f"ratelimit:{name}"
         self._shared: SharedTokens | None = None
         level = self._capacity
@@ -165,15 +142,16 @@ class TokenBucket(Limits, Guard[bool]):
                 f"{self._label}: batch={batch!r} needs store= (a bucket in this "
                 "process has no round trips to save)"
             )
-        self._level = Level(self._rate, self._capacity, level, clock.monotonic())
-        self._take = self._level.take
+        self._local = LocalTokens(self._rate, self._capacity, level, clock.monotonic())
+        # The hot path's two references, kept here to save an attribute lookup each.
+        self._lock = self._local.lock
+        self._take = self._local.take
         _fork.register(self)
         REGISTRY.register_gauge(names.RATELIMIT_TOKENS, self, _tokens_gauge)
 
     def _after_fork_in_child(self) -> None:
-        self._lock = _fork.new_lock()
-        # Waiters of the parent do not exist in the child: drop their reservations.
-        self._queue = []
+        self._local.after_fork()
+        self._lock = self._local.lock
 
     # -- configuration and state -------------------------------------------------------
     @property
@@ -193,14 +171,12 @@ class TokenBucket(Limits, Guard[bool]):
         """
         if self._shared is not None:
             return self._shared.level(self._key) + self._shared.held
-        now = self._monotonic()
-        with self._lock:
-            return self._level.at(now)
+        return self._local.tokens(self._monotonic())
 
     @property
     def waiting(self) -> int:
         """Number of callers holding a reservation that have not been admitted."""
-        return len(self._queue)
+        return len(self._local.queue)
 
     @property
     def store_errors(self) -> int:
@@ -213,8 +189,7 @@ class TokenBucket(Limits, Guard[bool]):
         if self._shared is not None:
             state = self._shared.describe()
         else:
-            with self._lock:
-                state = f" tokens={self._level.at(self._monotonic()):.6g}"
+            state = f" tokens={self._local.tokens(self._monotonic()):.6g}"
         return (
             f"<TokenBucket {self.name!r} rate={self._rate:g}/s "
             f"capacity={self._capacity:g}{state}{shadow}>"
@@ -266,10 +241,7 @@ class TokenBucket(Limits, Guard[bool]):
             wait = self._shared.take(self._key, tokens, 0.0).retry_after
             remaining = self._shared.seen + self._shared.held
         else:
-            now = self._monotonic()
-            with self._lock:
-                wait = self._take(now, tokens)
-                remaining = self._level.level
+            wait, remaining = self._local.take_now(self._monotonic(), tokens)
         self._counted(tokens, wait)
         return self._decision(wait, remaining)
 
@@ -382,40 +354,36 @@ class TokenBucket(Limits, Guard[bool]):
         self, now: float, tokens: float, max_wait: float, budget: float
     ) -> bool | Wait:
         """Decide in process: take now, or reserve within *budget* seconds (FIFO)."""
-        res = None
-        with self._lock:
-            wait = self._take(now, tokens, budget)
-            if wait and wait <= budget and not self._shadow:
-                # Enforcement reserves and waits; shadow reserves the same tokens
-                # (so later decisions match) but lets the call go now.
-                res = _Reservation(tokens, now + wait, now, Waiter())
-                self._queue.append(res)
-        return self._outcome(tokens, wait, wait <= budget, max_wait, res)
+        wait, res = self._local.reserve(now, tokens, budget, queue=not self._shadow)
+        if wait <= budget:
+            return self._taken(wait, res)
+        return self._short(tokens, wait, max_wait)
 
     def _settle(
         self, now: float, tokens: float, max_wait: float, took: TokenTake
     ) -> bool | Wait:
         """Decide on the store's answer *took*."""
         if not took.admitted:
-            return self._outcome(tokens, took.retry_after, False, max_wait, None)  # noqa: FBT003  # positional on purpose: one call shape for both paths
+            return self._short(tokens, took.retry_after, max_wait)
         res = None
         if took.wait > 0 and not self._shadow:
-            res = _Reservation(tokens, now + took.wait, now, None)
-        return self._outcome(tokens, took.wait, True, max_wait, res)  # noqa: FBT003  # as above
+            res = Reservation(tokens, now + took.wait, now, None)
+        return self._taken(took.wait, res)
 
-    def _outcome(  # the decision's five facts, from either path
-        self,
-        tokens: float,
-        wait: float,
-        taken: bool,  # see above
-        max_wait: float,
-        res: _Reservation | None,
-    ) -> bool | Wait:
-        if taken:
-            self._acquired.inc()
-            if res is None:
-                return True
-            return Wait(wait, waiter=res.waiter, state=res)
+    def _taken(self, wait: float, res: Reservation | None) -> bool | Wait:
+        """Admit now (``True``), or after *wait* seconds on reservation *res*."""
+        self._acquired.inc()
+        if res is None:
+            return True
+        return Wait(wait, waiter=res.waiter, state=res)
+
+    def _short(self, tokens: float, wait: float, max_wait: float) -> bool:
+        """Refuse *tokens* that are *wait* seconds away (admit in shadow mode).
+
+        Raises:
+            DeadlineExceededError: within *max_wait* but after the deadline.
+            RateLimitedError: beyond *max_wait*.
+        """
         dl = _current_deadline()
         if dl is not None and wait <= max_wait:
             # Waiting could only end in a deadline error: fail now, reserve nothing.
@@ -430,44 +398,25 @@ class TokenBucket(Limits, Guard[bool]):
             return True
         raise self._exceeded(wait)
 
-    def _check_reservation(self, now: float, res: _Reservation) -> bool | Wait:
+    def _check_reservation(self, now: float, res: Reservation) -> bool | Wait:
         """Admit a waiter whose reservation is due, else say how long is left."""
         if res.waiter is None:  # a reservation in a store: nothing moves it
             if res.ready > now:
                 return Wait(res.ready - now, state=res)
         else:
-            with self._lock:
-                if res.ready > now:
-                    if res.waiter.notified:
-                        res.waiter = Waiter()
-                    return Wait(res.ready - now, waiter=res.waiter, state=res)
-                self._queue.remove(res)
+            left = self._local.due_in(now, res)
+            if left:
+                return Wait(left, waiter=res.waiter, state=res)
         REGISTRY.record(names.RATELIMIT_WAIT, now - res.start, self._wait_attrs)
         return True
 
     def _abandon(self, pending: Wait, now: float) -> None:
-        """Give back the reservation of a waiter that stopped waiting.
+        """Give back the reservation of a waiter that stopped waiting (in process).
 
-        The waiters behind it were scheduled as if these tokens were spent; they
-        are moved forward by the tokens returned and woken, so the tokens are
-        used once, by them or by new callers, never by both. A reservation in a
-        store is kept (see the class docstring).
+        See :meth:`LocalTokens.give_back`; a reservation in a store is kept
+        (see the class docstring).
         """
-        res: _Reservation = pending.state
-        woken: list[Waiter] = []
-        with self._lock:
-            try:
-                i = self._queue.index(res)
-            except ValueError:  # already admitted, given back, or in a store
-                return
-            del self._queue[i]
-            shift = self._level.give_back(now, res.tokens) / self._rate
-            for later in self._queue[i:]:
-                if later.ready > now and later.waiter is not None:
-                    later.ready -= shift
-                    woken.append(later.waiter)
-        for waiter in woken:
-            waiter.notify()
+        self._local.give_back(pending.state, now)
 
 
 def _budget(max_wait: float) -> float:
