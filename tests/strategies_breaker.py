@@ -1,13 +1,55 @@
-"""A small reference model of the circuit breaker, for the state-machine test.
+"""Helpers for the breaker tests, and a small reference model of the breaker.
 
-Written for clarity, not speed: lists instead of ring buffers, every verdict
-recomputed from scratch after every outcome.
+The model is written for clarity, not speed: lists instead of ring buffers,
+every verdict recomputed from scratch after every outcome.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tipkit.breaker import BreakerState, CircuitBreaker, CountWindow
+from tipkit.testing import FakeClock
+
+
+class BoomError(Exception):
+    pass
+
+
+class IgnoredError(Exception):
+    pass
+
+
+def ok() -> str:
+    return "ok"
+
+
+def boom() -> None:
+    raise BoomError("down")
+
+
+def make(clock: FakeClock, **kw: Any) -> CircuitBreaker:
+    kw.setdefault("window", CountWindow(10))
+    kw.setdefault("minimum_calls", 4)
+    kw.setdefault("open_duration", 10.0)
+    kw.setdefault("half_open_calls", 2)
+    return CircuitBreaker(kw.pop("name", "svc"), clock=clock, **kw)
+
+
+def fail(breaker: CircuitBreaker, n: int = 1) -> None:
+    for _ in range(n):
+        with pytest.raises(BoomError):
+            breaker.call(boom)
+
+
+def trip(breaker: CircuitBreaker) -> None:
+    fail(breaker, 4)
+    assert breaker.state is BreakerState.OPEN
+
 
 CLOSED, OPEN, HALF_OPEN, FORCED_OPEN, DISABLED = (
     "closed",
