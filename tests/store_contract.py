@@ -4,7 +4,13 @@ Subclass :class:`StoreContract` and provide a ``store`` fixture (and, for
 implementations whose clock can be driven, ``advance(seconds)``); see
 ``tests/test_stores.py`` for MemoryStore and ``tests/test_redis_store.py`` for
 Redis. Tests that need time to pass call ``self.advance``; implementations on a
-real server clock may skip those by leaving ``controls_time = False``.
+real server clock may skip those by leaving ``controls_time = False``. A store
+whose watches subscribe in the background overrides ``watch_ready`` to return
+once they are live.
+
+The suite is grouped by capability (:class:`~tipkit.stores.KeyValueStore`,
+:class:`~tipkit.stores.CounterStore`, :class:`~tipkit.stores.TokenStore`):
+each group uses only the methods its protocol declares.
 """
 
 from __future__ import annotations
@@ -15,7 +21,19 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tipkit.stores import Entry, Snapshot, Store, TokenTake
+from tipkit.stores import (
+    CounterStore,
+    Entry,
+    KeyValueStore,
+    Snapshot,
+    Store,
+    TokenStore,
+    TokenTake,
+)
+
+# Long enough for a pub/sub delivery on a loaded machine; a watch that works
+# fires within milliseconds, so only a failing test waits this long.
+WATCH_DELIVERY = 5.0
 
 
 class StoreContract:
@@ -27,10 +45,22 @@ class StoreContract:
         """Move the store's clock forward (only when ``controls_time``)."""
         raise NotImplementedError
 
-    # -- entries ---------------------------------------------------------------
+    def watch_ready(self, store: Store) -> None:
+        """Return once the store's watches receive writes (at once, by default)."""
+
+    # -- every capability ------------------------------------------------------
     def test_is_a_store(self, store: Store) -> None:
-        """The implementation satisfies the runtime-checkable protocol."""
+        """The implementation satisfies the full protocol and every capability."""
         assert isinstance(store, Store)
+        assert isinstance(store, KeyValueStore)
+        assert isinstance(store, CounterStore)
+        assert isinstance(store, TokenStore)
+
+    def test_on_error_is_a_declared_policy(self, store: Store) -> None:
+        """Every store carries a failure policy its primitives read directly."""
+        assert store.on_error in {"fail_open", "fail_closed"}
+
+    # -- entries ---------------------------------------------------------------
 
     def test_get_missing_is_none(self, store: Store) -> None:
         """Reading a key never written returns None."""
@@ -131,6 +161,60 @@ class StoreContract:
         self.advance(0.2)
         assert store.get("ns", "k") is None
         assert "k" not in store.snapshot("ns").entries
+
+    # -- watches ---------------------------------------------------------------
+    def test_watch_fires_after_a_write_to_its_namespace(self, store: Store) -> None:
+        """set, compare_and_set and delete each call back the namespace's watches."""
+        fired = threading.Event()
+        watch = store.watch("wns", fired.set)
+        self.watch_ready(store)
+        writes = [
+            lambda: store.set("wns", "k", 1),
+            lambda: store.compare_and_set("wns", "k", 2, version=store.version("wns")),
+            lambda: store.delete("wns", "k"),
+        ]
+        for write in writes:
+            fired.clear()
+            write()
+            assert fired.wait(WATCH_DELIVERY)
+        watch.cancel()
+
+    def test_watch_ignores_other_namespaces_and_ends_on_cancel(
+        self, store: Store
+    ) -> None:
+        """A watch hears only its namespace, and nothing once cancelled."""
+        heard: list[str] = []
+        last = threading.Event()
+        gone = store.watch("wa", lambda: heard.append("gone"))
+        store.watch("wa", lambda: (heard.append("a"), last.set()))
+        store.watch("wb", lambda: heard.append("b"))
+        self.watch_ready(store)
+        heard.clear()  # a store may call every watch when it (re)connects
+        last.clear()
+        gone.cancel()
+        gone.cancel()  # idempotent
+        store.set("wc", "k", 1)  # nobody watches it
+        store.set("wa", "k", 1)
+        # One listener delivers in write order, so "a" is heard last.
+        assert last.wait(WATCH_DELIVERY)
+        assert ["a"] == heard
+
+    def test_watch_callback_that_raises_does_not_fail_the_write(
+        self, store: Store
+    ) -> None:
+        """A raising callback is logged; the write and the other callbacks go on."""
+        fired = threading.Event()
+
+        def broken() -> None:
+            raise RuntimeError("callback bug")
+
+        store.watch("wr", broken)
+        store.watch("wr", fired.set)
+        self.watch_ready(store)
+        fired.clear()
+        version = store.set("wr", "k", 1)
+        assert fired.wait(WATCH_DELIVERY)
+        assert store.get("wr", "k") == Entry(1, version)
 
     # -- counters --------------------------------------------------------------
     def test_increment_several_fields_at_once(self, store: Store) -> None:
@@ -268,9 +352,9 @@ class StoreContract:
             t.join()
         assert sum(admitted) == capacity
 
-    # -- async twins -------------------------------------------------------------
-    def test_async_twins_match_sync(self, store: Store) -> None:
-        """Every async twin does what its sync operation does."""
+    # -- async methods -------------------------------------------------------------
+    def test_async_methods_match_sync(self, store: Store) -> None:
+        """Every async method does what its sync operation does."""
 
         async def main() -> None:
             v = await store.aset("ans", "k", {"a": 1})
@@ -288,3 +372,50 @@ class StoreContract:
             assert await store.adelete("ans", "k") is True
 
         asyncio.run(main())
+
+    def test_async_compare_and_set_from_many_tasks_loses_no_update(
+        self, store: Store
+    ) -> None:
+        """Read-modify-write through the async key-value methods from 50 tasks."""
+
+        async def bump() -> None:
+            while True:
+                entry = await store.aget("acas", "n")
+                assert entry is not None
+                new = entry.value + 1
+                if await store.acompare_and_set(
+                    "acas", "n", new, version=entry.version
+                ):
+                    return
+
+        async def main() -> None:
+            await store.aset("acas", "n", 0)
+            await asyncio.gather(*(bump() for _ in range(50)))
+
+        asyncio.run(main())
+        assert store.get("acas", "n") == Entry(50, store.version("acas"))
+
+    def test_async_take_tokens_never_over_admits(self, store: Store) -> None:
+        """100 tasks taking from one bucket through atake_tokens get its capacity."""
+
+        async def main() -> list[TokenTake]:
+            return await asyncio.gather(
+                *(
+                    store.atake_tokens("atb", 1, rate=0.001, capacity=30)
+                    for _ in range(100)
+                )
+            )
+
+        takes = asyncio.run(main())
+        assert 30 == sum(take.admitted for take in takes)
+
+    def test_async_increment_from_many_tasks(self, store: Store) -> None:
+        """100 tasks adding through aincrement lose no update."""
+
+        async def main() -> None:
+            await asyncio.gather(
+                *(store.aincrement("aic", {"n": 1}) for _ in range(100))
+            )
+
+        asyncio.run(main())
+        assert store.counters("aic") == {"n": 100}

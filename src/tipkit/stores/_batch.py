@@ -18,13 +18,16 @@ from tipkit._core._durations import to_seconds
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import StoreError
 from tipkit.stores._events import Outage
-from tipkit.stores._protocol import Store
+from tipkit.stores._protocol import CounterStore
 
 __all__ = ["CountBatcher"]
 
 
 class CountBatcher:
     """Add counts here, flush them to ``store.increment(key, ...)`` in batches.
+
+    :meth:`add`/:meth:`flush` block for the round trip; :meth:`aadd`/:meth:`aflush`
+    await ``store.aincrement`` instead, for async faces.
 
     Args:
         store: where the fleet's totals live.
@@ -62,7 +65,7 @@ class CountBatcher:
 
     def __init__(
         self,
-        store: Store,
+        store: CounterStore,
         key: str,
         *,
         every: int = 100,
@@ -72,8 +75,10 @@ class CountBatcher:
         component: str = "rollout",
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if not isinstance(store, Store):
-            raise TypeError(f"store must implement tipkit.stores.Store, got {store!r}")
+        if not isinstance(store, CounterStore):
+            raise TypeError(
+                f"store must implement tipkit.stores.CounterStore, got {store!r}"
+            )
         checked: object = every  # callers without type checking pass anything
         if isinstance(checked, bool) or not isinstance(checked, int) or checked < 1:
             raise ValueError(f"every must be an int >= 1, got {every!r}")
@@ -112,15 +117,16 @@ class CountBatcher:
             return dict(self._pending)
 
     def add(self, amounts: Mapping[str, float]) -> dict[str, float] | None:
-        """Count *amounts*; flush when due. Return the fleet totals if it flushed."""
-        now = self._clock.monotonic()
-        with self._lock:
-            pending = self._pending
-            for field, amount in amounts.items():
-                pending[field] = pending.get(field, 0) + amount
-            self._pending_adds += 1
-            due = self._pending_adds >= self.every or now >= self._next_flush
-        return self.flush() if due else None
+        """Count *amounts*; flush when due. Return the fleet totals if it flushed.
+
+        Blocks for one store round trip (bounded by the store's timeout) when it
+        flushes; a failed flush keeps the counts (see :meth:`flush`).
+        """
+        return self.flush() if self._count(amounts) else None
+
+    async def aadd(self, amounts: Mapping[str, float]) -> dict[str, float] | None:
+        """Async :meth:`add`: a due flush awaits ``store.aincrement``, never blocking."""
+        return await self.aflush() if self._count(amounts) else None
 
     def flush(self) -> dict[str, float] | None:
         """Add the pending counts to the store now; return the fleet totals.
@@ -128,19 +134,51 @@ class CountBatcher:
         Returns ``None`` when the store failed (the counts stay pending, the
         outage is reported once). With nothing pending it just reads the totals.
         """
+        batch, adds = self._swap()
+        try:
+            totals = self.store.increment(self.key, batch, ttl=self.ttl)
+        except StoreError as exc:
+            self._failed(batch, adds, exc)
+            return None
+        return self._flushed(totals)
+
+    async def aflush(self) -> dict[str, float] | None:
+        """Async :meth:`flush` through ``store.aincrement``: the same outcomes."""
+        batch, adds = self._swap()
+        try:
+            totals = await self.store.aincrement(self.key, batch, ttl=self.ttl)
+        except StoreError as exc:
+            self._failed(batch, adds, exc)
+            return None
+        return self._flushed(totals)
+
+    # The sync and async faces differ only in the awaited round trip: the
+    # bookkeeping around it is these three steps.
+    def _count(self, amounts: Mapping[str, float]) -> bool:
+        """Merge *amounts* into the pending counts; return whether a flush is due."""
+        now = self._clock.monotonic()
+        with self._lock:
+            pending = self._pending
+            for field, amount in amounts.items():
+                pending[field] = pending.get(field, 0) + amount
+            self._pending_adds += 1
+            return self._pending_adds >= self.every or now >= self._next_flush
+
+    def _swap(self) -> tuple[dict[str, float], int]:
         with self._lock:
             batch, self._pending = self._pending, {}
             adds, self._pending_adds = self._pending_adds, 0
             self._next_flush = self._clock.monotonic() + self.interval
-        try:
-            totals = self.store.increment(self.key, batch, ttl=self.ttl)
-        except StoreError as exc:
-            self._outage.failed(exc)
-            with self._lock:
-                for field, amount in batch.items():
-                    self._pending[field] = self._pending.get(field, 0) + amount
-                self._pending_adds += adds
-            return None
+        return batch, adds
+
+    def _failed(self, batch: dict[str, float], adds: int, exc: StoreError) -> None:
+        self._outage.failed(exc)
+        with self._lock:
+            for field, amount in batch.items():
+                self._pending[field] = self._pending.get(field, 0) + amount
+            self._pending_adds += adds
+
+    def _flushed(self, totals: dict[str, float]) -> dict[str, float]:
         self._outage.ok()
         self.totals = totals
         return totals

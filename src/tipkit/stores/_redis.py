@@ -442,6 +442,7 @@ class _Listener:
         self._stop = threading.Event()
         self._dirty = threading.Event()
         self.ready = threading.Event()
+        self._pings = 0
         self._thread: threading.Thread | None = None
 
     def add(self, watch: Watch) -> None:
@@ -524,7 +525,7 @@ class _Listener:
         # A control channel keeps the subscription valid with no watches.
         pubsub.subscribe(b"tipkit:ctl", *subscribed)
         self._fire()
-        self.ready.set()
+        confirm = self._confirm(pubsub)
         # A store collected without close() ends its listener (and its connection).
         while not self._stop.is_set() and self._store() is not None:
             if self._dirty.is_set():
@@ -534,10 +535,28 @@ class _Listener:
                 if subscribed - wanted:
                     pubsub.unsubscribe(*(subscribed - wanted))
                 subscribed = wanted
-                self.ready.set()
+                confirm = self._confirm(pubsub)
             message = pubsub.get_message(timeout=self._POLL)
-            if message is not None and message["type"] == "message":
+            if message is None:
+                continue
+            if message["type"] == "message":
                 self._fire([message["channel"]])
+            elif message["type"] == "pong" and message["data"] == confirm:
+                with self._lock:  # add() clears ready and sets dirty under it
+                    if not self._dirty.is_set():
+                        self.ready.set()
+
+    def _confirm(self, pubsub: Any) -> bytes:
+        """Send a PING after the (un)subscribes; its PONG says the server has them.
+
+        The server runs one connection's commands in order, so ``ready`` is set
+        (on that PONG) only once every watched channel is subscribed on the
+        server: a write made after ``watching`` is true is delivered.
+        """
+        self._pings += 1
+        token = b"tipkit-ready-%d" % self._pings
+        pubsub.ping(token)
+        return token
 
 
 class RedisStore:
@@ -975,7 +994,7 @@ class RedisStore:
 
     @property
     def watching(self) -> bool:
-        """Whether the listener is subscribed to every watched namespace right now."""
+        """Whether the server has subscribed every watched namespace (a write is heard)."""
         listener = self._listener
         return listener is not None and listener.ready.is_set()
 
