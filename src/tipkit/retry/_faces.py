@@ -1,0 +1,302 @@
+"""The faces of a retry: the decorator, ``call``/``acall`` and ``retry_context``.
+
+Each runs on :class:`~tipkit.retry._engine.Attempts`, the one retry loop.
+The decorator and ``call``/``acall`` make the first attempt themselves, as a
+plain call (one clock reading and a ``try``), and build a loop only once it has
+failed (:meth:`Attempts.after`), so a success on the first try costs about as
+much as the call itself. What differs between their sync and async forms is the
+``await``, nothing else.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from datetime import timedelta
+from typing import Any, ClassVar, ParamSpec, TypeVar, overload
+
+from tipkit._core._guard import check_decoratable
+from tipkit.clock import SYSTEM_CLOCK, Clock
+from tipkit.retry._engine import Attempt, Attempts, Counters
+from tipkit.retry._policy import On, Policy, check_name
+
+__all__ = ["Retry", "RetryingBlock", "retry", "retry_context"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Retry:
+    """A retry policy: decorate ``def``/``async def`` functions, or ``call``/``acall``.
+
+    Made by :func:`retry`. It cannot be a ``with`` block (a block runs once): use
+    :func:`retry_context` for that. Thread-safe and asyncio-safe: no per-call
+    state lives on the object.
+    """
+
+    __slots__ = ("_by_name", "_policy", "name")
+
+    # compose() refuses `with` for guards that must re-run the work.
+    _reruns: ClassVar[bool] = True
+
+    def __init__(self, policy: Policy, name: str | None) -> None:
+        self._policy = policy
+        self.name = name
+        self._by_name: dict[str, Counters] = {}
+
+    def __repr__(self) -> str:
+        label = f" {self.name!r}" if self.name else ""
+        return f"<retry{label} {self._policy.describe()}>"
+
+    def _counters(self, name: str) -> Counters:
+        found = self._by_name.get(name)
+        if found is None:
+            found = self._by_name[name] = Counters(name)
+        return found
+
+    def _name_for(self, fn: Callable[..., Any]) -> str:
+        return self.name or getattr(fn, "__qualname__", None) or repr(fn)
+
+    def _after_for(
+        self, fn: Callable[..., Any]
+    ) -> Callable[[float, Exception], Attempts | None]:
+        """Return ``(start, error) -> loop or None`` for calls of *fn* (see Attempts.after)."""
+        name = self._name_for(fn)
+        return functools.partial(
+            Attempts.after, self._policy, name, self._counters(name)
+        )
+
+    def __enter__(self) -> None:
+        raise TypeError(
+            f"{self!r} must re-run the work, which a `with` block cannot do: decorate "
+            "a function, use call()/acall(), or loop: `for attempt in "
+            "retry_context(...): with attempt: ...`"
+        )
+
+    def __exit__(
+        self, *exc_info: object
+    ) -> None:  # pragma: no cover - __enter__ always raises
+        return None
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
+
+    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+        """Decorate *fn* (a plain or ``async def`` function) with this retry.
+
+        Raises:
+            TypeError: *fn* is a generator or async generator function.
+        """
+        check_decoratable(fn, self)
+        if inspect.iscoroutinefunction(fn):
+            return self._wrap_async(fn)
+        return self._wrap_sync(fn)
+
+    def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
+        now = self._policy.clock.monotonic
+        after = self._after_for(fn)
+
+        @functools.wraps(fn)
+        def retried(*args: P.args, **kwargs: P.kwargs) -> R:
+            start = now()
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if (loop := after(start, exc)) is None:
+                    raise
+            # Outside the `except`: later errors must not chain to the first.
+            return loop.run(fn, args, kwargs)
+
+        return retried
+
+    def _wrap_async(
+        self, fn: Callable[P, Awaitable[R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
+        now = self._policy.clock.monotonic
+        after = self._after_for(fn)
+
+        @functools.wraps(fn)
+        async def retried(*args: P.args, **kwargs: P.kwargs) -> R:
+            start = now()
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as exc:
+                if (loop := after(start, exc)) is None:
+                    raise
+            return await loop.arun(fn, args, kwargs)
+
+        return retried
+
+    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn(*args, **kwargs)``, retrying it; return its result.
+
+        Raises:
+            TypeError: *fn* is a coroutine function (use :meth:`acall`).
+            Exception: the last attempt's exception, itself, when retrying gives up.
+        """
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(f"{fn!r} is a coroutine function: use `await acall(...)`")
+        start = self._policy.clock.monotonic()
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if (loop := self._after_for(fn)(start, exc)) is None:
+                raise
+        return loop.run(fn, args, kwargs)
+
+    async def acall(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Await ``fn(*args, **kwargs)``, retrying it; return its result.
+
+        Raises:
+            Exception: the last attempt's exception, itself, when retrying gives up.
+        """
+        start = self._policy.clock.monotonic()
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as exc:
+            if (loop := self._after_for(fn)(start, exc)) is None:
+                raise
+        return await loop.arun(fn, args, kwargs)
+
+
+def retry(
+    *,
+    on: On,
+    attempts: int | None = 10,
+    timeout: float | timedelta | None = 45.0,
+    wait_initial: float | timedelta = 0.1,
+    wait_max: float | timedelta = 5.0,
+    wait_jitter: float | timedelta = 1.0,
+    wait_exp_base: float = 2.0,
+    retry_rejected: bool = False,
+    name: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Retry:
+    """Return a decorator that retries a function on the errors named by *on*.
+
+    After failed attempt *n* it waits ``min(wait_max, wait_initial *
+    wait_exp_base ** (n - 1) + uniform(0, wait_jitter))`` seconds on *clock*,
+    at most *attempts* attempts in all and within *timeout* seconds of the first
+    attempt's start. It gives up without sleeping when the next wait would reach
+    the timeout or the current tipkit deadline, never starts an attempt past
+    either, and then raises the last exception itself.
+
+    Args:
+        on: an exception type, a tuple of them, or a synchronous predicate
+            ``(exc) -> bool``. Only :class:`Exception` subclasses are retried
+            (never ``KeyboardInterrupt`` or ``asyncio.CancelledError``).
+        attempts: the most attempts, the first included (``None``: no limit,
+            then *timeout* must be set).
+        timeout: the most seconds from the first attempt's start (``None``: no
+            limit, then *attempts* must be set).
+        wait_initial: the first wait, before jitter.
+        wait_max: the longest wait, jitter included.
+        wait_jitter: the most random seconds added to each wait.
+        wait_exp_base: how much each wait grows over the previous one.
+        retry_rejected: also retry :class:`~tipkit.errors.RejectedError`
+            (open breaker, rate limited, bulkhead full) matched by *on*. Naming
+            a ``RejectedError`` subclass in *on* asks for it too. A rejection's
+            ``retry_after`` replaces the backoff, and the retry gives up at once
+            if it does not fit in the time left.
+        name: names the retry in events and metrics (default: the function's
+            qualified name).
+        clock: the clock for the timeout and the waits.
+
+    Raises:
+        TypeError, ValueError: a bad argument, named in the message.
+    """
+    policy = Policy(
+        on=on,
+        attempts=attempts,
+        timeout=timeout,
+        wait_initial=wait_initial,
+        wait_max=wait_max,
+        wait_jitter=wait_jitter,
+        wait_exp_base=wait_exp_base,
+        retry_rejected=retry_rejected,
+        clock=clock,
+    )
+    if name is not None:
+        check_name(name, "retry")
+    return Retry(policy, name)
+
+
+class RetryingBlock:
+    """Iterate (``for``/``async for``) to run a block until it succeeds or gives up.
+
+    Made by :func:`retry_context`. Each iteration yields an :class:`Attempt`;
+    the loop ends after the first attempt whose block raised nothing, and
+    re-raises the last error when retrying gives up. Each ``for`` starts a fresh
+    loop, whose timeout counts from that moment.
+    """
+
+    __slots__ = ("_counters", "_policy", "name")
+
+    def __init__(self, policy: Policy, name: str) -> None:
+        self._policy = policy
+        self.name = name
+        self._counters = Counters(name)
+
+    def __repr__(self) -> str:
+        return f"<retry_context {self.name!r} {self._policy.describe()}>"
+
+    def __iter__(self) -> Iterator[Attempt]:
+        policy = self._policy
+        return Attempts(policy, self.name, self._counters, policy.clock.monotonic())
+
+    def __aiter__(self) -> AsyncIterator[Attempt]:
+        policy = self._policy
+        return Attempts(policy, self.name, self._counters, policy.clock.monotonic())
+
+
+def retry_context(
+    *,
+    on: On,
+    attempts: int | None = 10,
+    timeout: float | timedelta | None = 45.0,
+    wait_initial: float | timedelta = 0.1,
+    wait_max: float | timedelta = 5.0,
+    wait_jitter: float | timedelta = 1.0,
+    wait_exp_base: float = 2.0,
+    retry_rejected: bool = False,
+    name: str = "retry_context",
+    clock: Clock = SYSTEM_CLOCK,
+) -> RetryingBlock:
+    """Return an iterable that retries a block, as stamina's ``retry_context`` does.
+
+    ::
+
+        for attempt in retry_context(on=ConnectionError, attempts=3):
+            with attempt:
+                send()
+
+        async for attempt in retry_context(on=ConnectionError):
+            with attempt:
+                await send()
+
+    Same arguments and semantics as :func:`retry`.
+
+    Raises:
+        TypeError, ValueError: a bad argument, named in the message.
+    """
+    policy = retry(
+        on=on,
+        attempts=attempts,
+        timeout=timeout,
+        wait_initial=wait_initial,
+        wait_max=wait_max,
+        wait_jitter=wait_jitter,
+        wait_exp_base=wait_exp_base,
+        retry_rejected=retry_rejected,
+        clock=clock,
+    )._policy
+    check_name(name, "retry_context")
+    return RetryingBlock(policy, name)
