@@ -3,8 +3,9 @@
 Run:  python benchmarks/retry.py [--quick] [--repeat N]
 
 Prints ns per call (median of --repeat runs), the overhead over a bare call and
-peer/tipkit ratios of that overhead; then retry(breaker(bucket(f))) if
-tipkit.breaker is importable.
+peer/tipkit ratios of that overhead; then every tipkit face (decorator, call,
+retry_context, their async twins, and one retry after a failure on a FakeClock);
+then retry(breaker(bucket(f))) if tipkit.breaker is importable.
 """
 
 from __future__ import annotations
@@ -89,6 +90,63 @@ def async_cases(number: int, repeat: int) -> dict[str, float]:
     }
 
 
+def face_cases(number: int, repeat: int) -> dict[str, float]:
+    """Every face of one tipkit retry, first-try success, and one retry after a failure."""
+    from tipkit.retry import retry_context
+    from tipkit.testing import FakeClock
+
+    policy = retry(on=ConnectionError, attempts=3)
+    block = retry_context(on=ConnectionError, attempts=3)
+
+    def in_block() -> int:
+        for attempt in block:
+            with attempt:
+                return work()
+        return 0
+
+    class FailsEveryOtherCall:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __call__(self) -> int:
+            self.calls += 1
+            if self.calls % 2:
+                raise ConnectionError
+            return 1
+
+    once = retry(on=ConnectionError, attempts=3, clock=FakeClock())(
+        FailsEveryOtherCall()
+    )
+    return {
+        "bare call": median_ns(work, number, repeat),
+        "decorator": median_ns(policy(work), number, repeat),
+        "call(f)": median_ns(lambda: policy.call(work), number, repeat),
+        "retry_context block": median_ns(in_block, number, repeat),
+        "one failure, then success": median_ns(once, number // 20, repeat),
+    }
+
+
+def async_face_cases(number: int, repeat: int) -> dict[str, float]:
+    """The async faces of one tipkit retry, first-try success."""
+    from tipkit.retry import retry_context
+
+    policy = retry(on=ConnectionError, attempts=3)
+    block = retry_context(on=ConnectionError, attempts=3)
+
+    async def in_block() -> int:
+        async for attempt in block:
+            with attempt:
+                return await awork()
+        return 0
+
+    return {
+        "bare await": median_async_ns(awork, number, repeat),
+        "async decorator": median_async_ns(policy(awork), number, repeat),
+        "acall(f)": median_async_ns(lambda: policy.acall(awork), number, repeat),
+        "async retry_context block": median_async_ns(in_block, number, repeat),
+    }
+
+
 def composed_cases(number: int, repeat: int) -> dict[str, float] | None:
     try:
         from tipkit.breaker import CircuitBreaker
@@ -140,6 +198,14 @@ def main() -> None:
         "bare await",
         "tipkit retry (async)",
     )
+    for title, results in (
+        ("tipkit faces, success on the first try", face_cases(number, repeat)),
+        ("tipkit async faces", async_face_cases(number, repeat)),
+    ):
+        print(f"\n{title} (ns/call, median of {repeat})")
+        base = next(iter(results.values()))
+        for name, ns in results.items():
+            print(f"  {name:<28} {ns:9.0f} ns  overhead {ns - base:7.0f} ns")
     composed = composed_cases(number, repeat)
     if composed is None:
         print(
