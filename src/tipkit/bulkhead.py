@@ -24,15 +24,13 @@ injected ``clock`` (monotonic).
 from __future__ import annotations
 
 import collections
-import functools
-from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ClassVar, ParamSpec, TypeVar
+from typing import ClassVar
 
-from tipkit._core import _deadline, _fork
+from tipkit._core import _fork
 from tipkit._core._durations import to_seconds
-from tipkit._core._guard import Guard, Wait, Waiter, _expired_deadline
+from tipkit._core._guard import Guard, Wait, Waiter
 from tipkit._core._mode import Mode, check_mode
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import BulkheadFullError
@@ -41,9 +39,6 @@ from tipkit.telemetry._counters import REGISTRY
 from tipkit.telemetry._events import BUS, AttributeValue, Event
 
 __all__ = ["Bulkhead", "BulkheadCallRejected"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,22 +336,7 @@ class Bulkhead(Guard[_Ticket]):
             with self._lock:
                 self._overflow -= 1
             return
-        self._free_slot()
-
-    def _free_slot(self) -> None:
-        lock = self._lock
-        lock.acquire()
-        queue = self._queue
-        if not queue:
-            self._active -= 1
-            lock.release()
-            return
-        # Hand the slot straight to the longest waiter: a newcomer cannot take it
-        # between the release and the waiter waking up.
-        queued = queue.popleft()
-        queued.granted = True
-        lock.release()
-        queued.waiter.notify()
+        self._fast_release(ticket)
 
     def _abandon(self, pending: Wait, now: float) -> None:  # noqa: ARG002  # the guard protocol
         queued: _Queued = pending.state
@@ -368,84 +348,43 @@ class Bulkhead(Guard[_Ticket]):
                 self._queue.remove(queued)
         if granted:
             # Handed a slot just as it stopped waiting: pass the slot on.
-            self._free_slot()
+            self._fast_release(_HELD)
 
-    # -- fast faces: the decorators take and free a slot without reading the clock ----
-    def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
-        bulkhead = self
-        current_deadline = _deadline.CURRENT.get
-        limit = self._max
-        queue = self._queue
-        free_slot = self._free_slot
-        step = self._step
-        wait = self._wait_sync
-        release = self._release
-        now = self._clock.monotonic
-
-        @functools.wraps(fn)
-        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            dl = current_deadline()
-            if dl is not None and dl.expired():
-                raise _expired_deadline(dl, bulkhead)
-            lock = bulkhead._lock
-            lock.acquire()
-            if bulkhead._active < limit and not queue:
-                bulkhead._active += 1
-                lock.release()
-                bulkhead._inc_acquired.inc()
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    free_slot()
+    # -- fast-path hooks: the decorators take and free a slot without reading the clock
+    def _fast_admit(self) -> _Ticket | None:
+        """Take a free slot if no call is queued; else ``None`` (the generic path)."""
+        lock = self._lock
+        lock.acquire()
+        if self._active < self._max and not self._queue:
+            self._active += 1
             lock.release()
-            ticket = step(now(), None)
-            if type(ticket) is Wait:
-                ticket = wait(ticket)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                release(ticket, None, 0.0)  # type: ignore[arg-type]  # narrowed above
+            self._inc_acquired.inc()
+            return _HELD
+        lock.release()
+        return None
 
-        return guarded
+    def _fast_release(self, ticket: _Ticket) -> bool:
+        """Free the slot of a finished call (no clock: the outcome does not matter).
 
-    def _wrap_async(
-        self, fn: Callable[P, Awaitable[R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]:
-        bulkhead = self
-        current_deadline = _deadline.CURRENT.get
-        limit = self._max
+        Return ``False`` for a shadow overflow ticket, which holds no slot: the
+        face then calls :meth:`_release`. The freed slot goes straight to the
+        longest waiter, so a newcomer cannot take it between the release and the
+        waiter waking up.
+        """
+        if ticket is _OVERFLOW:
+            return False
+        lock = self._lock
+        lock.acquire()
         queue = self._queue
-        free_slot = self._free_slot
-        step = self._step
-        wait = self._wait_async
-        release = self._release
-        now = self._clock.monotonic
-
-        @functools.wraps(fn)
-        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            dl = current_deadline()
-            if dl is not None and dl.expired():
-                raise _expired_deadline(dl, bulkhead)
-            lock = bulkhead._lock
-            lock.acquire()
-            if bulkhead._active < limit and not queue:
-                bulkhead._active += 1
-                lock.release()
-                bulkhead._inc_acquired.inc()
-                try:
-                    return await fn(*args, **kwargs)
-                finally:
-                    free_slot()
+        if not queue:
+            self._active -= 1
             lock.release()
-            ticket = step(now(), None)
-            if type(ticket) is Wait:
-                ticket = await wait(ticket)
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                release(ticket, None, 0.0)  # type: ignore[arg-type]  # narrowed above
-
-        return guarded
+            return True
+        queued = queue.popleft()
+        queued.granted = True
+        lock.release()
+        queued.waiter.notify()
+        return True
 
 
 def _active_gauge(bulkhead: Bulkhead) -> list[tuple[float, dict[str, str]]]:
