@@ -34,6 +34,7 @@ from tipkit.flags import (
     Reason,
 )
 from tipkit.flags.openfeature import ERROR_CODES, REASONS, TipkitProvider
+from tipkit.stores import MemoryStore
 from tipkit.testing import FakeClock
 
 BOOL = {"variants": {"on": True, "off": False}}
@@ -501,6 +502,66 @@ def test_async_resolution(client):
     ok, bad = asyncio.run(main())
     assert ("red", "red", OFReason.STATIC, None) == ok
     assert (True, None, OFReason.ERROR, OFErrorCode.TYPE_MISMATCH) == bad
+
+
+class _AsyncOnlyStore(MemoryStore):
+    """A MemoryStore whose sync reads raise once ``broken``: only async methods may be used."""
+
+    broken = False
+
+    def version(self, namespace: str) -> int:
+        assert not self.broken, "sync version() on the event loop"
+        return super().version(namespace)
+
+    def snapshot(self, namespace: str) -> Any:
+        assert not self.broken, "sync snapshot() on the event loop"
+        return super().snapshot(namespace)
+
+    async def aversion(self, namespace: str) -> int:
+        return MemoryStore.version(self, namespace)
+
+    async def asnapshot(self, namespace: str) -> Any:
+        return MemoryStore.snapshot(self, namespace)
+
+
+def test_async_resolution_reads_the_store_through_async_methods(clock, domain):
+    """Every async client face sees a kill read with the store's async methods only."""
+    store = _AsyncOnlyStore(clock=clock, push=False)
+    flags = Flags(InMemoryProvider(DOC), store=store, clock=clock, refresh_interval=1)
+    api.set_provider_and_wait(TipkitProvider(flags), domain)
+    client = api.get_client(domain)
+    store.set("flags", "kill/static", True)  # as another process would
+    clock.advance(1)
+    store.broken = True
+
+    async def main() -> list[Any]:
+        return [
+            await client.get_boolean_details_async("static", True),
+            await client.get_string_details_async("color", "green"),
+            await client.get_integer_details_async("limit", 0),
+            await client.get_float_details_async("whole", 0),
+            await client.get_object_details_async("hosts", []),
+        ]
+
+    got = [summary(d) for d in asyncio.run(main())]
+    assert [
+        (True, None, OFReason.DISABLED, None),
+        ("red", "red", OFReason.STATIC, None),
+        (10, "ten", OFReason.STATIC, None),
+        (10.0, "ten", OFReason.STATIC, None),
+        (["x", "y"], "a", OFReason.STATIC, None),
+    ] == got
+
+
+def test_an_async_engine_failure_is_general_never_raised(client, monkeypatch):
+    """Even if Flags.aevaluate raised, the async face answers GENERAL with the default."""
+
+    async def boom(*_a: Any, **_k: Any) -> Any:
+        raise RuntimeError("secret")
+
+    monkeypatch.setattr(Flags, "aevaluate", boom)
+    d = asyncio.run(client.get_integer_details_async("limit", 3))
+    assert (3, None, OFReason.ERROR, OFErrorCode.GENERAL) == summary(d)
 
 
 def test_provider_direct_resolution(flags):

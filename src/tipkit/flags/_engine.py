@@ -69,14 +69,12 @@ class Flags:
     Precedence: kill > disabled > override (store, then local) > rules; a
     run-time split replaces the weights of the split it targets, not the rules.
 
-    What may block: building reads the provider only. A sync evaluation that
-    finds the store snapshot due re-reads it with the store's sync methods
-    (one or two round trips, bounded by the store's timeout; nothing for
-    ``MemoryStore``); the ``a``-prefixed evaluations await the store's async
-    methods instead and never call a sync store method, so they are safe on an
-    event loop. A store failure keeps the last state read (a kill stays in
-    force), publishes ``StoreUnavailable`` once per outage and is retried after
-    *refresh_interval*; it never raises into the caller.
+    What may block: only a due store refresh (one or two round trips, bounded
+    by the store's timeout), with the store's sync methods from sync calls and
+    its async methods from the ``a``-prefixed ones, which are safe on an event
+    loop. Building reads the provider only. A store failure keeps the last
+    state (a kill stays in force), publishes ``StoreUnavailable`` once per
+    outage, is retried after *refresh_interval* and never raises.
 
     Thread-safe: evaluations read one immutable table; refreshes swap it
     atomically. Reads time from *clock* (default: the provider's clock if it has
@@ -160,9 +158,9 @@ class Flags:
         """Return ``Flags(InMemoryProvider(document))``; raises ``ConfigError`` if invalid."""
         return cls(InMemoryProvider(document), **kwargs)
 
-    def _fresh(self) -> None:
+    def _fresh(self, *, store: bool = True) -> None:
         if self._now() >= self._deadline:
-            self._maintain()
+            self._maintain(store=store)
 
     def __repr__(self) -> str:
         self._fresh()
@@ -181,12 +179,15 @@ class Flags:
 
     @property
     def flag_set(self) -> FlagSet | None:
-        """The compiled snapshot being served (``None`` until the provider is ready)."""
-        self._fresh()
+        """The compiled snapshot being served (``None`` until the provider is ready).
+
+        Refreshes the provider when due, never the store: safe on an event loop.
+        """
+        self._fresh(store=False)
         return self._source.flag_set
 
     def keys(self) -> list[str]:
-        """Return the keys of the flags being served, sorted."""
+        """Return the keys of the flags being served, sorted (never reads the store)."""
         fs = self.flag_set
         return [] if fs is None else sorted(fs.flags)
 
@@ -277,7 +278,9 @@ class Flags:
         error comes back with reason ``ERROR``); thread-safe. May block on a due
         store refresh; in async code use :meth:`aassign`.
         """
-        return assignment(*self._run(key, context, None))
+        value, out = self._run(key, context, None)
+        shared = out.assigned  # inlined assignment(): this is the rollout's hot path
+        return assignment(value, out) if shared is None or out.mutable else shared
 
     async def aevaluate(
         self, key: str, context: ContextLike = None, default: Any = None

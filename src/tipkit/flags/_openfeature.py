@@ -163,6 +163,10 @@ class TipkitProvider(AbstractProvider):
             logger.warning("tipkit: an OpenFeature event handler raised", exc_info=True)
 
     # -- resolution ---------------------------------------------------------------
+    # Each resolve_*_details has an async twin that the SDK's async client calls:
+    # both build the same request (_request) and read the same answer (_answer);
+    # only the evaluation differs: evaluate(), or aevaluate(), which refreshes
+    # the store through its async methods and never blocks the event loop.
     def resolve_boolean_details(
         self,
         flag_key: str,
@@ -188,9 +192,7 @@ class TipkitProvider(AbstractProvider):
         evaluation_context: OFContext | None = None,
     ) -> FlagResolutionDetails[int]:
         """Resolve an integer flag: ints, and integral floats as ints. Never raises."""
-        typed: Any = default_value
-        if isinstance(typed, float) and typed.is_integer():
-            typed = int(typed)  # so the engine checks against int
+        typed = _as_int(default_value)
         return self._resolve(flag_key, default_value, typed, evaluation_context)
 
     def resolve_float_details(
@@ -200,10 +202,7 @@ class TipkitProvider(AbstractProvider):
         evaluation_context: OFContext | None = None,
     ) -> FlagResolutionDetails[float]:
         """Resolve a float flag: floats, and ints as floats. Never raises."""
-        typed: Any = default_value
-        if isinstance(typed, int) and not isinstance(typed, bool):
-            # get_float_value("x", 0) means a float: the SDK checks for one.
-            typed = float(default_value)
+        typed = _as_float(default_value)
         return self._resolve(flag_key, default_value, typed, evaluation_context)
 
     def resolve_object_details(
@@ -215,6 +214,59 @@ class TipkitProvider(AbstractProvider):
         """Resolve an object flag (a mapping or a list, as the default is). Never raises."""
         return self._resolve(flag_key, default_value, default_value, evaluation_context)
 
+    async def resolve_boolean_details_async(
+        self,
+        flag_key: str,
+        default_value: bool,
+        evaluation_context: OFContext | None = None,
+    ) -> FlagResolutionDetails[bool]:
+        """:meth:`resolve_boolean_details` without blocking the loop on the store."""
+        return await self._aresolve(
+            flag_key, default_value, default_value, evaluation_context
+        )
+
+    async def resolve_string_details_async(
+        self,
+        flag_key: str,
+        default_value: str,
+        evaluation_context: OFContext | None = None,
+    ) -> FlagResolutionDetails[str]:
+        """:meth:`resolve_string_details` without blocking the loop on the store."""
+        return await self._aresolve(
+            flag_key, default_value, default_value, evaluation_context
+        )
+
+    async def resolve_integer_details_async(
+        self,
+        flag_key: str,
+        default_value: int,
+        evaluation_context: OFContext | None = None,
+    ) -> FlagResolutionDetails[int]:
+        """:meth:`resolve_integer_details` without blocking the loop on the store."""
+        typed = _as_int(default_value)
+        return await self._aresolve(flag_key, default_value, typed, evaluation_context)
+
+    async def resolve_float_details_async(
+        self,
+        flag_key: str,
+        default_value: float,
+        evaluation_context: OFContext | None = None,
+    ) -> FlagResolutionDetails[float]:
+        """:meth:`resolve_float_details` without blocking the loop on the store."""
+        typed = _as_float(default_value)
+        return await self._aresolve(flag_key, default_value, typed, evaluation_context)
+
+    async def resolve_object_details_async(
+        self,
+        flag_key: str,
+        default_value: ObjectValue,
+        evaluation_context: OFContext | None = None,
+    ) -> FlagResolutionDetails[ObjectValue]:
+        """:meth:`resolve_object_details` without blocking the loop on the store."""
+        return await self._aresolve(
+            flag_key, default_value, default_value, evaluation_context
+        )
+
     def _resolve(
         self,
         flag_key: str,
@@ -223,21 +275,62 @@ class TipkitProvider(AbstractProvider):
         evaluation_context: OFContext | None,
     ) -> FlagResolutionDetails[T]:
         try:
-            if not self._ready:
-                self._mark_ready()
-            detail = self._flags.evaluate(
-                flag_key, _tipkit_context(evaluation_context), typed_default
-            )
-            return _details(detail, default_value)
+            context = self._request(evaluation_context)
+            detail = self._flags.evaluate(flag_key, context, typed_default)
         except (
             Exception
         ) as exc:  # never into the app: Flags cannot raise, but belt and braces
-            return FlagResolutionDetails(
-                value=default_value,
-                reason=OFReason.ERROR,
-                error_code=OFErrorCode.GENERAL,
-                error_message=f"tipkit: {type(exc).__name__} while resolving {flag_key!r}",
-            )
+            return _failed(flag_key, default_value, exc)
+        return _details(detail, default_value)
+
+    async def _aresolve(
+        self,
+        flag_key: str,
+        default_value: T,
+        typed_default: Any,
+        evaluation_context: OFContext | None,
+    ) -> FlagResolutionDetails[T]:
+        try:
+            context = self._request(evaluation_context)
+            detail = await self._flags.aevaluate(flag_key, context, typed_default)
+        except (
+            Exception
+        ) as exc:  # never into the app: Flags cannot raise, but belt and braces
+            return _failed(flag_key, default_value, exc)
+        return _details(detail, default_value)
+
+    def _request(
+        self, evaluation_context: OFContext | None
+    ) -> EvaluationContext | None:
+        """Note readiness on first use; return the tipkit context to evaluate for."""
+        if not self._ready:
+            self._mark_ready()
+        return _tipkit_context(evaluation_context)
+
+
+def _as_int(default_value: Any) -> Any:
+    """An integral float default means an int resolution: the engine checks for int."""
+    if isinstance(default_value, float) and default_value.is_integer():
+        return int(default_value)
+    return default_value
+
+
+def _as_float(default_value: Any) -> Any:
+    """``get_float_value("x", 0)`` means a float: the SDK checks for one."""
+    if isinstance(default_value, int) and not isinstance(default_value, bool):
+        return float(default_value)
+    return default_value
+
+
+def _failed(
+    flag_key: str, default_value: T, exc: Exception
+) -> FlagResolutionDetails[T]:
+    return FlagResolutionDetails(
+        value=default_value,
+        reason=OFReason.ERROR,
+        error_code=OFErrorCode.GENERAL,
+        error_message=f"tipkit: {type(exc).__name__} while resolving {flag_key!r}",
+    )
 
 
 def _tipkit_context(context: OFContext | None) -> EvaluationContext | None:
