@@ -163,3 +163,21 @@ def test_sync_evaluation_still_uses_the_sync_store():
     flags = make(store, clock)
     assert flags.is_enabled("new", "u", default=True) is False
     assert 0 == store.async_calls
+
+
+def test_async_evaluation_over_redis_uses_the_async_client(redis_store, monkeypatch):
+    """Over a real Redis, the async faces see another process's kill with sync reads broken."""
+    flags = Flags(InMemoryProvider(DOC), store=redis_store, refresh_interval=0)
+
+    async def on() -> bool:
+        return await flags.ais_enabled("new", "u", default=True)
+
+    assert asyncio.run(on()) is True
+    redis_store.set("flags", "kill/new", True)
+
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("sync store method on the event loop")
+
+    for name in ("version", "snapshot", "get"):
+        monkeypatch.setattr(redis_store, name, broken)
+    assert asyncio.run(on()) is False
