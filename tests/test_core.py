@@ -14,6 +14,7 @@ from tipkit import DeadlineExceededError, RejectedError, compose
 from tipkit._core import _deadline
 from tipkit._core._guard import Guard, Wait, Waiter
 from tipkit.clock import SYSTEM_CLOCK
+from tipkit.deadline import deadline
 from tipkit.testing import FakeClock
 
 
@@ -488,3 +489,148 @@ def test_entered_hook_binds_value(clock: FakeClock) -> None:
             assert abound == "ticket-2"
 
     asyncio.run(main())
+
+
+# -- fast-path hooks ------------------------------------------------------------------
+
+
+class CountingClock(FakeClock):
+    """A fake clock that counts monotonic() reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def monotonic(self) -> float:
+        self.reads += 1
+        return super().monotonic()
+
+
+class Hooked(Recorder):
+    """A Recorder with fast hooks: admits fast while `open`, releases fast if `quick`."""
+
+    def __init__(self, clock: Any, *, open_: bool = True, quick: bool = True) -> None:
+        super().__init__(clock)
+        self.open = open_
+        self.quick = quick
+        self.fast_released: list[Any] = []
+        self.steps = 0
+
+    def _step(self, now: float, pending: Wait | None) -> int | Wait:
+        self.steps += 1
+        return super()._step(now, pending)
+
+    def _fast_admit(self) -> int | None:
+        return -1 if self.open else None
+
+    def _fast_release(self, ticket: int) -> bool:
+        if not self.quick:
+            return False
+        self.fast_released.append(ticket)
+        return True
+
+
+class ReadsTicket(Hooked):
+    """The attribute variant: the decorator reads `_fast_ticket` inline."""
+
+    _fast_reads_ticket = True
+
+    def __init__(self, clock: Any, ticket: int | None) -> None:
+        super().__init__(clock)
+        self._fast_ticket = ticket
+
+    def _fast_admit(self) -> int | None:
+        raise AssertionError("the attribute variant never calls _fast_admit")
+
+
+def _decorate_and_run(guard: Any, fn: Any, is_async: bool) -> Any:
+    if not is_async:
+        return guard(fn)()
+
+    async def afn() -> Any:
+        return fn()
+
+    return asyncio.run(guard(afn)())
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_fast_hooks_skip_step_and_clock(is_async: bool) -> None:
+    """With both hooks taking the call, the decorator reads no clock and never steps."""
+    clock = CountingClock()
+    guard = Hooked(clock)
+    assert _decorate_and_run(guard, lambda: "ok", is_async) == "ok"
+    assert (0, 0, [-1], []) == (
+        clock.reads,
+        guard.steps,
+        guard.fast_released,
+        guard.released,
+    )
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_fast_admit_none_takes_the_step_path(is_async: bool) -> None:
+    """_fast_admit returning None makes the decorator step at `now`; fast release still runs."""
+    clock = CountingClock()
+    guard = Hooked(clock, open_=False)
+    assert _decorate_and_run(guard, lambda: "ok", is_async) == "ok"
+    assert (1, 1, [1]) == (clock.reads, guard.steps, guard.fast_released)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_fast_release_false_falls_back_to_release(is_async: bool) -> None:
+    """_fast_release returning False makes the decorator call _release(ticket, None, now)."""
+    clock = CountingClock()
+    clock.advance(4.0)
+    guard = Hooked(clock, quick=False)
+    assert _decorate_and_run(guard, lambda: "ok", is_async) == "ok"
+    assert [(-1, None, 4.0)] == guard.released
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_failure_always_goes_through_release(is_async: bool) -> None:
+    """A call that raises is released with its error at `now`, never fast."""
+    clock = CountingClock()
+    guard = Hooked(clock)
+    boom = ValueError("boom")
+
+    def fail() -> None:
+        raise boom
+
+    with pytest.raises(ValueError, match="boom"):
+        _decorate_and_run(guard, fail, is_async)
+    assert ([(-1, boom, 0.0)], []) == (guard.released, guard.fast_released)
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("ticket", [7, None])
+def test_fast_ticket_attribute_variant(is_async: bool, ticket: int | None) -> None:
+    """`_fast_reads_ticket` guards hand out `_fast_ticket`, or step when it is None."""
+    guard = ReadsTicket(CountingClock(), ticket)
+    assert _decorate_and_run(guard, lambda: "ok", is_async) == "ok"
+    expected = [7] if ticket is not None else [1]
+    assert expected == guard.fast_released
+
+
+def test_hooked_guard_behaves_alike_through_every_face(face: Face) -> None:
+    """A guard with hooks returns results and releases exactly once through every face."""
+    guard = Hooked(CountingClock())
+    assert face.run(guard, lambda: 5) == 5
+    assert 1 == len(guard.fast_released) + len(guard.released)
+
+
+def test_expired_deadline_refuses_the_fast_path(clock: FakeClock) -> None:
+    """The fast decorator checks the deadline before admitting, as the generic one does."""
+    guard = Hooked(clock)
+    wrapped = guard(lambda: "ran")
+    with deadline(1.0, clock=clock):
+        clock.advance(1.0)
+        with pytest.raises(DeadlineExceededError):
+            wrapped()
+    assert [] == guard.fast_released
+
+
+def test_guard_without_hooks_gets_the_generic_closure(clock: FakeClock) -> None:
+    """A guard without hooks is decorated by a closure that holds no hook at all."""
+    freevars = Recorder(clock)(lambda: 1).__code__.co_freevars
+    assert "fast_release" not in freevars
+    assert "fast_release" in Hooked(clock)(lambda: 1).__code__.co_freevars
