@@ -11,9 +11,15 @@ from tipkit._judge import (
     INCONCLUSIVE,
     MIN_OUTCOMES_TO_FAIL,
     PASS,
+    CanaryGuard,
+    CheckResult,
     ErrorRate,
+    ErrorRateCheck,
+    GuardResult,
     Judge,
+    LatencyCheck,
     LatencyGuard,
+    MetricCheck,
     confidence_halfwidth,
     optimal_tau,
     srm_log_evidence,
@@ -115,30 +121,30 @@ def test_srm_evidence_has_expectation_one_under_the_configured_split(n, q, k):
     assert pytest.approx(total, rel=1e-9) == 1.0
 
 
-# ------------------------------------------------------------------ guards
+# ------------------------------------------------------------------ metric checks
 
 
-def test_guards_validate_and_describe_themselves():
+def test_checks_validate_and_describe_themselves():
     """Bad settings raise naming the argument; repr and labels show the config."""
     with pytest.raises(ValueError, match="max_increase"):
-        ErrorRate(max_increase=1.5)
+        ErrorRateCheck(max_increase=1.5)
     with pytest.raises(TypeError, match="max_increase"):
-        ErrorRate(max_increase="0.1")  # type: ignore[arg-type]
+        ErrorRateCheck(max_increase="0.1")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="threshold"):
-        LatencyGuard(threshold=0.0)
+        LatencyCheck(threshold=0.0)
     with pytest.raises(ValueError, match="tau"):
-        ErrorRate(tau=-1.0)
-    assert repr(ErrorRate()) == "ErrorRate(max_increase=0.0, tau=0.0075)"
-    assert LatencyGuard().describe() == "latency>0.25s"
-    assert LatencyGuard(0.25, 0.02) == LatencyGuard()
-    assert len({ErrorRate(), ErrorRate(), LatencyGuard()}) == 2
+        ErrorRateCheck(tau=-1.0)
+    assert repr(ErrorRateCheck()) == "ErrorRateCheck(max_increase=0.0, tau=0.0075)"
+    assert LatencyCheck().describe() == "latency>0.25s"
+    assert LatencyCheck(0.25, 0.02) == LatencyCheck()
+    assert len({ErrorRateCheck(), ErrorRateCheck(), LatencyCheck()}) == 2
     with pytest.raises(AttributeError, match="immutable"):
-        ErrorRate().max_increase = 0.5  # type: ignore[misc]
+        ErrorRateCheck().max_increase = 0.5  # type: ignore[misc]
 
 
-def test_latency_guard_counts_requests_slower_than_the_threshold():
+def test_latency_check_counts_requests_slower_than_the_threshold():
     """Slow means strictly above the threshold, errors or not."""
-    g = LatencyGuard(threshold=0.1)
+    g = LatencyCheck(threshold=0.1)
     assert (
         g.is_bad(False, 0.05),
         g.is_bad(False, 0.1),
@@ -147,23 +153,42 @@ def test_latency_guard_counts_requests_slower_than_the_threshold():
     ) == (False, False, True, True)
 
 
+def test_the_old_guard_names_are_aliases_of_the_metric_checks():
+    """ErrorRate, LatencyGuard, CanaryGuard and GuardResult are the renamed classes."""
+    assert (ErrorRate, LatencyGuard, CanaryGuard, GuardResult) == (
+        ErrorRateCheck,
+        LatencyCheck,
+        MetricCheck,
+        CheckResult,
+    )
+    j = Judge([ErrorRate(), LatencyGuard()], min_samples=10)
+    j.start_stage(0.5, 0.0)
+    feed(j, True, 200, 20)
+    feed(j, False, 200, 2)
+    v = j.evaluate(0.0)
+    assert v.checks == v.guards
+    assert v.checks[0].check is v.checks[0].guard
+    assert (ErrorRateCheck(), LatencyCheck()) == j.guards == j.checks
+    assert "LatencyCheck(threshold=0.25" in repr(LatencyGuard())
+
+
 def test_judge_validates_its_arguments():
     """Each bad argument is named in the error."""
-    with pytest.raises(ValueError, match="at least one guard"):
+    with pytest.raises(ValueError, match="at least one metric check"):
         Judge([])
-    with pytest.raises(TypeError, match="ErrorRate or LatencyGuard"):
+    with pytest.raises(TypeError, match="metric checks"):
         Judge([object()])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="confidence"):
-        Judge([ErrorRate()], confidence=1.0)
+        Judge([ErrorRateCheck()], confidence=1.0)
     with pytest.raises(ValueError, match="min_samples"):
-        Judge([ErrorRate()], min_samples=0)
+        Judge([ErrorRateCheck()], min_samples=0)
     with pytest.raises(ValueError, match="min_stage_duration"):
-        Judge([ErrorRate()], min_stage_duration=-1)
+        Judge([ErrorRateCheck()], min_stage_duration=-1)
     with pytest.raises(ValueError, match="check_ratio"):
-        Judge([ErrorRate()], check_ratio=2)
+        Judge([ErrorRateCheck()], check_ratio=2)
     with pytest.raises(ValueError, match="eager"):
-        Judge([ErrorRate()], eager=-1)
-    j = Judge([ErrorRate()])
+        Judge([ErrorRateCheck()], eager=-1)
+    j = Judge([ErrorRateCheck()])
     with pytest.raises(RuntimeError, match="start_stage"):
         j.record(True, False, 0.0)
     with pytest.raises(RuntimeError, match="start_stage"):
@@ -177,30 +202,30 @@ def test_judge_validates_its_arguments():
 
 def test_no_fail_before_one_hundred_outcomes_per_arm():
     """A glaring difference waits for 100 outcomes per arm, then fails at once."""
-    j = Judge([ErrorRate()], min_samples=10)
+    j = Judge([ErrorRateCheck()], min_samples=10)
     j.start_stage(0.5, 0.0)
     feed(j, False, 1000, 0)
     feed(j, True, MIN_OUTCOMES_TO_FAIL - 1, MIN_OUTCOMES_TO_FAIL - 1)
     v = j.evaluate(1.0)
     assert v.decision == INCONCLUSIVE
-    assert v.guards[0].lower > 0.0
+    assert v.checks[0].lower > 0.0
     j.record(True, True, 0.0)
     v = j.evaluate(1.0)
     assert v.decision == FAIL
     assert (
-        v.guards[0].canary_count,
-        v.guards[0].canary_bad,
-        v.guards[0].control_count,
-        v.guards[0].control_bad,
+        v.checks[0].canary_count,
+        v.checks[0].canary_bad,
+        v.checks[0].control_count,
+        v.checks[0].control_bad,
     ) == (100, 100, 1000, 0)
     assert "error_rate" in v.reason
-    assert (v.guards[0],) == v.failed
+    assert (v.checks[0],) == v.failed
 
 
 def test_fail_respects_max_increase():
     """A proven increase smaller than the allowance does not fail."""
-    strict = Judge([ErrorRate(0.0)], min_samples=10)
-    lenient = Judge([ErrorRate(0.10)], min_samples=10)
+    strict = Judge([ErrorRateCheck(0.0)], min_samples=10)
+    lenient = Judge([ErrorRateCheck(0.10)], min_samples=10)
     for j in (strict, lenient):
         j.start_stage(0.5, 0.0)
         feed(j, False, 5000, 50)
@@ -208,12 +233,12 @@ def test_fail_respects_max_increase():
     assert strict.evaluate(0.0).decision == FAIL
     r = lenient.evaluate(0.0)
     assert r.decision != FAIL
-    assert 0.0 < r.guards[0].lower < 0.10 < r.guards[0].upper + 0.10
+    assert 0.0 < r.checks[0].lower < 0.10 < r.checks[0].upper + 0.10
 
 
 def test_pass_needs_duration_and_samples_per_arm():
     """PASS only once the stage ran min_stage_duration with min_samples in each arm."""
-    j = Judge([ErrorRate()], min_samples=200, min_stage_duration=60.0)
+    j = Judge([ErrorRateCheck()], min_samples=200, min_stage_duration=60.0)
     j.start_stage(0.5, 100.0)
     feed(j, True, 199, 2)
     feed(j, False, 250, 2)
@@ -228,9 +253,9 @@ def test_pass_needs_duration_and_samples_per_arm():
     assert (v.decision, v.stage_elapsed) == (PASS, 60.0)
 
 
-def test_latency_guard_fails_on_a_slower_canary_and_error_guard_does_not():
-    """Each guard judges its own bad outcome; the verdict names the one that failed."""
-    j = Judge([ErrorRate(), LatencyGuard(threshold=0.25, max_increase=0.02)])
+def test_latency_check_fails_on_a_slower_canary_and_error_check_does_not():
+    """Each check judges its own bad outcome; the verdict names the one that failed."""
+    j = Judge([ErrorRateCheck(), LatencyCheck(threshold=0.25, max_increase=0.02)])
     j.start_stage(0.5, 0.0)
     rng = random.Random(7)
     for _ in range(4000):
@@ -238,13 +263,13 @@ def test_latency_guard_fails_on_a_slower_canary_and_error_guard_does_not():
         j.record(True, False, 0.3 if rng.random() < 0.20 else 0.1)
     v = j.evaluate(0.0)
     assert v.decision == FAIL
-    assert [g.failed for g in v.guards] == [False, True]
+    assert [g.failed for g in v.checks] == [False, True]
     assert "latency>0.25s" in v.reason
 
 
 def test_sample_ratio_mismatch_refuses_pass():
     """A 45/55 split where 50/50 was configured is flagged and the stage never passes."""
-    j = Judge([ErrorRate()], min_samples=100, min_stage_duration=0.0)
+    j = Judge([ErrorRateCheck()], min_samples=100, min_stage_duration=0.0)
     j.start_stage(0.5, 0.0)
     feed(j, True, 4500, 0)
     feed(j, False, 5500, 0)
@@ -257,7 +282,7 @@ def test_sample_ratio_mismatch_refuses_pass():
 
 def test_sample_ratio_mismatch_latches_across_stages():
     """Once proven broken, assignment stays flagged in later stages."""
-    j = Judge([ErrorRate()], min_samples=10, min_stage_duration=0.0)
+    j = Judge([ErrorRateCheck()], min_samples=10, min_stage_duration=0.0)
     j.start_stage(0.5, 0.0)
     feed(j, True, 4000, 0)
     feed(j, False, 6000, 0)
@@ -274,7 +299,7 @@ def test_sample_ratio_check_is_quiet_under_correct_assignment():
     flagged = 0
     for seed in range(100):
         rng = random.Random(seed)
-        j = Judge([ErrorRate()], check_ratio=0.0, eager=0)
+        j = Judge([ErrorRateCheck()], check_ratio=0.0, eager=0)
         j.start_stage(0.05, 0.0)
         for _ in range(4000):
             if j.record(rng.random() < 0.05, False, 0.0) and j.sample_ratio().mismatch:
@@ -288,7 +313,7 @@ def test_sample_ratio_check_detects_a_small_share_lost():
     detected = 0
     for seed in range(20):
         rng = random.Random(seed)
-        j = Judge([ErrorRate()])
+        j = Judge([ErrorRateCheck()])
         j.start_stage(0.05, 0.0)
         for _ in range(60_000):
             if j.record(rng.random() < 0.04, False, 0.0) and j.sample_ratio().mismatch:
@@ -299,7 +324,7 @@ def test_sample_ratio_check_detects_a_small_share_lost():
 
 def test_stages_are_strata_so_a_baseline_shift_is_not_blamed_on_the_canary():
     """Equal arms within each stage: no FAIL, though pooled rates differ (Simpson's paradox)."""
-    j = Judge([ErrorRate()], min_samples=10, min_stage_duration=0.0)
+    j = Judge([ErrorRateCheck()], min_samples=10, min_stage_duration=0.0)
     j.start_stage(0.05, 0.0)
     feed(j, False, 19_000, 190)
     feed(j, True, 1_000, 10)
@@ -307,7 +332,7 @@ def test_stages_are_strata_so_a_baseline_shift_is_not_blamed_on_the_canary():
     feed(j, False, 5_000, 500)
     feed(j, True, 5_000, 500)
     v = j.evaluate(0.0)
-    g = v.guards[0]
+    g = v.checks[0]
     assert g.canary_rate - g.control_rate > 0.05  # pooled: 8.5 % vs 2.9 %
     assert pytest.approx(g.difference, abs=1e-12) == 0.0
     assert g.lower < 0.0 < g.upper
@@ -316,8 +341,8 @@ def test_stages_are_strata_so_a_baseline_shift_is_not_blamed_on_the_canary():
 
 def test_evidence_carries_over_stages():
     """Two stages with the same increase give a narrower interval than the last alone."""
-    both = Judge([ErrorRate()], min_samples=10)
-    last = Judge([ErrorRate()], min_samples=10)
+    both = Judge([ErrorRateCheck()], min_samples=10)
+    last = Judge([ErrorRateCheck()], min_samples=10)
     both.start_stage(0.25, 0.0)
     feed(both, False, 6000, 60)
     feed(both, True, 2000, 40)
@@ -325,28 +350,30 @@ def test_evidence_carries_over_stages():
         j.start_stage(0.5, 0.0)
         feed(j, False, 2000, 20)
         feed(j, True, 2000, 40)
-    w_both = both.evaluate(0).guards[0]
-    w_last = last.evaluate(0).guards[0]
+    w_both = both.evaluate(0).checks[0]
+    w_last = last.evaluate(0).checks[0]
     assert (w_both.upper - w_both.lower) < (w_last.upper - w_last.lower)
     assert (w_both.canary_count, w_both.canary_bad) == (4000, 80)
 
 
 def test_checkpoints_are_every_outcome_then_geometric():
     """record() asks for evaluation on each of the first `eager` outcomes, then every ~1 %."""
-    j = Judge([ErrorRate()], eager=100, check_ratio=0.01)
+    j = Judge([ErrorRateCheck()], eager=100, check_ratio=0.01)
     j.start_stage(0.5, 0.0)
     due = [j.record(i % 2 == 0, False, 0.0) for i in range(100_000)]
     assert all(due[:100])
     count = sum(due)
     assert 100 < count < 1000  # geometric growth of 1 %: under 1 % of 100,000 outcomes
-    every = Judge([ErrorRate()], check_ratio=0.0, eager=0)
+    every = Judge([ErrorRateCheck()], check_ratio=0.0, eager=0)
     every.start_stage(0.5, 0.0)
     assert all(every.record(True, False, 0.0) for _ in range(500))
 
 
 def test_state_round_trips_through_json():
     """to_state/load_state restore the same verdict, through JSON, in a new judge."""
-    j = Judge([ErrorRate(), LatencyGuard()], min_samples=10, min_stage_duration=5.0)
+    j = Judge(
+        [ErrorRateCheck(), LatencyCheck()], min_samples=10, min_stage_duration=5.0
+    )
     j.start_stage(0.05, 1000.0)
     feed(j, False, 3000, 30, latency=0.3)
     feed(j, True, 150, 3)
@@ -354,25 +381,58 @@ def test_state_round_trips_through_json():
     feed(j, False, 300, 3)
     feed(j, True, 100, 9)
     saved = json.loads(json.dumps(j.to_state()))
-    k = Judge([ErrorRate(), LatencyGuard()], min_samples=10, min_stage_duration=5.0)
+    k = Judge(
+        [ErrorRateCheck(), LatencyCheck()], min_samples=10, min_stage_duration=5.0
+    )
     k.load_state(saved)
     assert j.evaluate(2010.0) == k.evaluate(2010.0)
     assert k.stages == 2
-    with pytest.raises(ValueError, match="different guards"):
-        Judge([ErrorRate()]).load_state(saved)
+    with pytest.raises(ValueError, match="different checks"):
+        Judge([ErrorRateCheck()]).load_state(saved)
     with pytest.raises(ValueError, match="malformed"):
-        Judge([ErrorRate()]).load_state({"strata": [{"share": 0.5}]})
+        Judge([ErrorRateCheck()]).load_state({"strata": [{"share": 0.5}]})
+
+
+def test_set_stage_counts_replaces_the_current_stage_only():
+    """Totals counted elsewhere replace the current stage; earlier stages are kept."""
+    fed = Judge([ErrorRateCheck(), LatencyCheck()], min_samples=10)
+    given = Judge([ErrorRateCheck(), LatencyCheck()], min_samples=10)
+    for j in (fed, given):
+        j.start_stage(0.05, 0.0)
+        feed(j, False, 2000, 20)
+        feed(j, True, 120, 3)
+        j.start_stage(0.5, 10.0)
+    feed(fed, False, 300, 3, latency=0.3)
+    feed(fed, True, 310, 12)
+    feed(given, False, 7, 7)  # replaced below
+    given.set_stage_counts([300, 310], [[3, 300], [12, 0]])
+    assert fed.evaluate(20.0) == given.evaluate(20.0)
+    assert fed.to_state() == given.to_state()
+    assert given.record(True, False, 0.0)  # the next outcome is a checkpoint
+
+
+def test_set_stage_counts_refuses_bad_shapes():
+    """Counts must match two arms and the checks, be counts, and follow a started stage."""
+    j = Judge([ErrorRateCheck()])
+    with pytest.raises(RuntimeError, match="start_stage"):
+        j.set_stage_counts([1, 1], [[0], [0]])
+    j.start_stage(0.5, 0.0)
+    with pytest.raises(ValueError, match="1 checks per arm"):
+        j.set_stage_counts([1, 1], [[0, 0], [0, 0]])
+    with pytest.raises(ValueError, match=">= 0"):
+        j.set_stage_counts([1, -1], [[0], [0]])
 
 
 def test_verdict_as_dict_is_json_and_repr_shows_state():
     """Verdicts serialise for the store and events; infinite bounds become null."""
-    j = Judge([ErrorRate()])
+    j = Judge([ErrorRateCheck()])
     j.start_stage(0.5, 0.0)
     j.record(True, False, 0.0)
     d = json.loads(json.dumps(j.evaluate(0.0).as_dict()))
+    # The stored format keeps its keys: histories already in stores read the same.
     assert (d["guards"][0]["lower"], d["guards"][0]["guard"]) == (None, "error_rate")
     assert "stages=1 share=0.5 outcomes=1" in repr(j)
-    assert (ErrorRate(),) == j.guards
+    assert (ErrorRateCheck(),) == j.checks
 
 
 # ------------------------------------------------------------------ simulations
@@ -381,7 +441,7 @@ def test_verdict_as_dict_is_json_and_repr_shows_state():
 def simulate(p_control, p_canary, seed, per_arm, share=0.5):
     """Return the canary count at the first FAIL, or None (default amortised checks)."""
     rng = random.Random(seed)
-    j = Judge([ErrorRate()], min_samples=10**9)
+    j = Judge([ErrorRateCheck()], min_samples=10**9)
     j.start_stage(share, 0.0)
     canary = 0
     while canary < per_arm:
@@ -414,7 +474,9 @@ def test_ab_simulation_at_a_small_canary_share():
 
 def test_pass_below_requires_evidence_of_no_harm():
     """With pass_below, a stage passes only once the upper bound is below the margin."""
-    j = Judge([ErrorRate(pass_below=0.01)], min_samples=100, min_stage_duration=0.0)
+    j = Judge(
+        [ErrorRateCheck(pass_below=0.01)], min_samples=100, min_stage_duration=0.0
+    )
     j.start_stage(0.5, 0.0)
     feed(j, True, 1000, 10)
     feed(j, False, 1000, 10)
@@ -424,12 +486,12 @@ def test_pass_below_requires_evidence_of_no_harm():
     feed(j, True, 9000, 90)
     feed(j, False, 9000, 90)
     v = j.evaluate(0.0)
-    assert v.guards[0].upper < 0.01
+    assert v.checks[0].upper < 0.01
     assert v.decision == PASS
-    assert repr(ErrorRate(pass_below=0.01)).endswith("pass_below=0.01)")
-    assert ErrorRate(pass_below=0.01) != ErrorRate()
+    assert repr(ErrorRateCheck(pass_below=0.01)).endswith("pass_below=0.01)")
+    assert ErrorRateCheck(pass_below=0.01) != ErrorRateCheck()
     with pytest.raises(ValueError, match="pass_below"):
-        LatencyGuard(pass_below=0.0)
+        LatencyCheck(pass_below=0.0)
 
 
 @given(
@@ -442,13 +504,13 @@ def test_pass_below_requires_evidence_of_no_harm():
 )
 def test_verdict_invariants_hold_for_any_counts(stages, max_increase):
     """Bounds bracket the estimate; FAIL iff a lower bound beats max_increase with 100 per arm."""
-    j = Judge([ErrorRate(max_increase)], min_samples=1, min_stage_duration=0.0)
+    j = Judge([ErrorRateCheck(max_increase)], min_samples=1, min_stage_duration=0.0)
     for n_canary, n_control, rate in stages:
         j.start_stage(0.5, 0.0)
         feed(j, True, n_canary, int(n_canary * rate))
         feed(j, False, n_control, int(n_control * (1 - rate)))
     v = j.evaluate(0.0)
-    g = v.guards[0]
+    g = v.checks[0]
     assert g.lower <= g.difference <= g.upper
     enough = min(g.canary_count, g.control_count) >= MIN_OUTCOMES_TO_FAIL
     assert (v.decision == FAIL) == (enough and g.lower > max_increase)

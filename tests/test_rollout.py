@@ -4,18 +4,24 @@ import threading
 
 import pytest
 
-from tipkit.breaker import CountWindow, TimeWindow
-from tipkit.errors import ConfigError
+from tipkit.errors import (
+    ConfigError,
+    RolloutStateError,
+    StoreConflictError,
+    StoreError,
+    TipkitError,
+)
 from tipkit.flags import Flags, InMemoryProvider, Reason
 from tipkit.rollout import (
     ErrorRate,
-    FlagKilled,
+    ErrorRateCheck,
+    LatencyCheck,
     LatencyGuard,
+    MetricCheck,
     Rollout,
     RolloutJudged,
     RolloutRolledBack,
     RolloutStageChanged,
-    Tripwire,
 )
 from tipkit.stores import MemoryStore
 from tipkit.telemetry import _names
@@ -46,7 +52,7 @@ def make(clock, *, flag=None, store=None, **kwargs):
         "min_samples": 50,
         "min_stage_duration": 10.0,
         "clock": clock,
-        "guards": [ErrorRate()],
+        "checks": [ErrorRateCheck()],
     }
     options.update(kwargs)
     return Rollout("pricing-rollout", **options), flags, store
@@ -100,7 +106,7 @@ def test_a_worse_canary_is_rolled_back_at_once_everywhere():
     assert len(events) == 1
     ev = events[0]
     assert seen == [ev]
-    assert (ev.guard, ev.automatic, ev.percent, ev.runbook) == (
+    assert (ev.check, ev.automatic, ev.percent, ev.runbook) == (
         "error_rate",
         True,
         50.0,
@@ -145,13 +151,13 @@ def test_pause_resume_advance_and_manual_rollback():
     with capture_events(RolloutRolledBack) as events:
         rollout.rollback("bad dashboards")
         rollout.rollback("twice is a no-op")
-    assert [(e.reason, e.automatic, e.guard) for e in events] == [
+    assert [(e.reason, e.automatic, e.check) for e in events] == [
         ("bad dashboards", False, None)
     ]
     assert flags.evaluate("pricing", "user-1").reason is Reason.STATIC
-    with pytest.raises(RuntimeError, match="resume"):
+    with pytest.raises(RolloutStateError, match="resume"):
         rollout.advance()
-    with pytest.raises(RuntimeError, match="rolled back"):
+    with pytest.raises(RolloutStateError, match="rolled back"):
         rollout.pause()
     rollout.resume("fixed")
     st = rollout.status()
@@ -164,8 +170,12 @@ def test_pause_resume_advance_and_manual_rollback():
     for _ in range(4):
         rollout.advance()
     assert rollout.status().status == "completed"
-    with pytest.raises(RuntimeError, match="completed"):
+    with pytest.raises(RolloutStateError, match="completed") as info:
         rollout.resume()
+    # In the error tree, and still the RuntimeError it was before.
+    assert isinstance(info.value, TipkitError)
+    assert isinstance(info.value, RuntimeError)
+    assert (info.value.rollout, info.value.status) == ("pricing-rollout", "completed")
 
 
 def test_restart_resumes_from_the_store():
@@ -183,7 +193,7 @@ def test_restart_resumes_from_the_store():
     after = again.evaluate()
     assert after is not None
     assert before is not None
-    assert after.guards[0].canary_count == before.guards[0].canary_count > 0
+    assert after.checks[0].canary_count == before.checks[0].canary_count > 0
 
 
 def test_only_split_assigned_requests_feed_the_judge():
@@ -562,115 +572,21 @@ def test_bad_configuration_is_refused():
         make(clock, flags=None) if False else Rollout("", flags=make(clock)[1])
 
 
-def test_latency_guard_rolls_back_a_slow_canary():
-    """The block's duration is its latency: a canary slower than 250 ms fails the latency guard."""
+def test_latency_check_rolls_back_a_slow_canary():
+    """The block's duration is its latency: a canary slower than 250 ms fails the latency check."""
     clock = FakeClock()
     rollout, _, _ = make(
-        clock, stages=[50, 100], min_samples=500, guards=[ErrorRate(), LatencyGuard()]
+        clock,
+        stages=[50, 100],
+        min_samples=500,
+        checks=[ErrorRateCheck(), LatencyCheck()],
     )
     with capture_events(RolloutRolledBack) as events:
         for i in range(4000):
             with rollout.observe(f"user-{i}") as arm:
                 clock.advance(0.4 if arm.is_canary and i % 4 == 0 else 0.05)
     assert rollout.status().status == "rolled_back"
-    assert events[0].guard == "latency>0.25s"
-
-
-# ------------------------------------------------------------------ tripwire
-
-
-def tripwire_flags(clock):
-    doc = {
-        "flags": {
-            "checkout": {
-                "variants": {"on": True, "off": False},
-                "off_variant": "off",
-                "default_variant": "on",
-            }
-        }
-    }
-    return Flags(InMemoryProvider(doc), store=MemoryStore(clock=clock), clock=clock)
-
-
-def test_tripwire_kills_the_flag_when_the_path_fails_too_often():
-    """Above max_error_rate with minimum_calls in the window: flag killed, FlagKilled published."""
-    clock = FakeClock()
-    flags = tripwire_flags(clock)
-    wire = Tripwire(
-        flags,
-        "checkout",
-        max_error_rate=0.2,
-        window=TimeWindow(60),
-        minimum_calls=20,
-        runbook="https://rb",
-        clock=clock,
-    )
-
-    def failing():
-        clock.advance(0.1)
-        raise ValueError("x")
-
-    with capture_events(FlagKilled) as events:
-        for i in range(19):
-            with pytest.raises(ValueError, match="x"):
-                wire.call(failing)
-            assert not events, i
-        with pytest.raises(ValueError, match="x"):
-            wire.call(failing)
-    assert flags.evaluate("checkout", "u").reason is Reason.DISABLED
-    assert wire.tripped
-    assert len(events) == 1
-    assert (events[0].name, events[0].calls, events[0].failures, events[0].window) == (
-        "checkout",
-        20,
-        20,
-        60.0,
-    )
-    assert "tripped" in repr(wire)
-    flags.revive("checkout")
-    assert not wire.tripped
-    assert "armed" in repr(wire)
-
-
-def test_tripwire_ignores_healthy_traffic_and_old_failures():
-    """Failures that leave the time window no longer count; successes dilute the rate."""
-    clock = FakeClock()
-    flags = tripwire_flags(clock)
-    wire = Tripwire(
-        flags, "checkout", max_error_rate=0.5, minimum_calls=10, clock=clock
-    )
-
-    @wire
-    def path(fail):
-        if fail:
-            raise RuntimeError("boom")
-        return "ok"
-
-    for _ in range(8):
-        with pytest.raises(RuntimeError):
-            path(True)
-    clock.advance(61)
-    for _ in range(10):
-        assert path(False) == "ok"
-    with pytest.raises(RuntimeError):
-        path(True)
-    assert not wire.tripped
-    assert flags.is_enabled("checkout", "u")
-
-
-def test_tripwire_validates_arguments():
-    """Bad thresholds, windows and counts raise naming the argument."""
-    clock = FakeClock()
-    flags = tripwire_flags(clock)
-    with pytest.raises(ValueError, match="max_error_rate"):
-        Tripwire(flags, "checkout", max_error_rate=1.5)
-    with pytest.raises(ValueError, match="minimum_calls"):
-        Tripwire(flags, "checkout", minimum_calls=0)
-    with pytest.raises(TypeError, match="window"):
-        Tripwire(flags, "checkout", window=60)
-    with pytest.raises(ValueError, match="key"):
-        Tripwire(flags, "")
-    assert "CountWindow(5)" in repr(Tripwire(flags, "checkout", window=CountWindow(5)))
+    assert events[0].check == "latency>0.25s"
 
 
 def test_a_single_full_stage_is_complete_at_once():
@@ -684,3 +600,276 @@ def test_a_single_full_stage_is_complete_at_once():
         True,
         False,
     )
+
+
+# ------------------------------------------------------------------ names
+
+
+def test_checks_is_the_parameter_and_guards_its_old_name():
+    """checks= takes metric checks; guards= still works; giving both is refused."""
+    clock = FakeClock()
+    new, _, _ = make(clock, checks=[ErrorRateCheck(0.01), LatencyCheck()])
+    old, _, _ = make(clock, checks=None, guards=[ErrorRate(0.01), LatencyGuard()])
+    assert new.checks == old.checks == old.guards
+    assert all(isinstance(c, MetricCheck) for c in new.checks)
+    assert "checks=[ErrorRateCheck(max_increase=0.01" in repr(new)
+    default, _, _ = make(clock, checks=None)
+    assert (ErrorRateCheck(), LatencyCheck()) == default.checks
+    with pytest.raises(TypeError, match="not both"):
+        make(clock, guards=[ErrorRateCheck()])
+
+
+def test_rollback_event_names_the_check_and_keeps_guard_as_an_alias():
+    """RolloutRolledBack.check is the failed check's label; .guard reads the same."""
+    clock = FakeClock()
+    rollout, _, _ = make(clock, stages=[50, 100])
+    with capture_events(RolloutRolledBack) as events:
+        drive(rollout, clock, 3000, canary_error=0.5)
+    assert [("error_rate", "error_rate")] == [(e.check, e.guard) for e in events]
+
+
+# ------------------------------------------------------------------ stores and loops
+
+
+class LoopWatchingStore:
+    """A MemoryStore whose sync methods note each call made on a running event loop.
+
+    Its async methods are its own (they call the inner store's sync methods),
+    so what they do is never counted.
+    """
+
+    def __init__(self, clock):
+        self.inner = MemoryStore(clock=clock)
+        self.on_loop: list[str] = []
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+        if asyncio.iscoroutinefunction(attr):
+            sync = getattr(self.inner, name[1:])
+
+            async def twin(*args, **kwargs):
+                return sync(*args, **kwargs)
+
+            return twin
+
+        def checked(*args, **kwargs):
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:
+                self.on_loop.append(name)
+            return attr(*args, **kwargs)
+
+        return checked
+
+
+@pytest.mark.parametrize("fleet_counts", [False, True])
+def test_async_observe_never_calls_the_sync_store_on_the_event_loop(fleet_counts):
+    """Under async with, refreshes, fleet counts and the rollback await the store."""
+    clock = FakeClock()
+    store = LoopWatchingStore(clock)
+    rollout, flags, _ = make(
+        clock,
+        store=store,
+        stages=[50, 100],
+        refresh_interval=0.5,
+        fleet_counts=fleet_counts,
+        flush_every=20,
+    )
+
+    async def main():
+        for i in range(3000):
+            async with rollout.observe(f"user-{i}") as arm:
+                clock.advance(0.01)
+                if arm.is_canary and i % 2:
+                    arm.fail()
+
+    with capture_events(RolloutRolledBack) as events:
+        asyncio.run(main())
+    assert [] == store.on_loop
+    assert 1 == len(events)
+    assert events[0].canary_count >= 100
+    # The flags' writes ran off the loop: the override serves control to everyone.
+    assert flags.evaluate("pricing", "user-1").reason is Reason.STATIC
+    assert "rolled_back" == rollout.status().status
+    if fleet_counts:
+        assert store.counters("rollout:pricing-rollout:1:0")["n1"] >= 100
+
+
+class FlakyStore(MemoryStore):
+    """A MemoryStore that raises StoreError from every data call while .down."""
+
+    down = False
+
+    def _check(self):
+        if self.down:
+            raise StoreError("store is down") from ConnectionError("refused")
+
+    def get(self, *args, **kwargs):
+        self._check()
+        return super().get(*args, **kwargs)
+
+    def set(self, *args, **kwargs):
+        self._check()
+        return super().set(*args, **kwargs)
+
+    def compare_and_set(self, *args, **kwargs):
+        self._check()
+        return super().compare_and_set(*args, **kwargs)
+
+    def increment(self, *args, **kwargs):
+        self._check()
+        return super().increment(*args, **kwargs)
+
+
+def test_a_store_outage_never_raises_into_requests_and_the_rollback_follows():
+    """Store down: requests run on, one StoreUnavailable; back up: the FAIL rolls back."""
+    from tipkit.stores import StoreRecovered, StoreUnavailable
+
+    clock = FakeClock()
+    store = FlakyStore(clock=clock)
+    rollout, _, _ = make(clock, store=store, stages=[50, 100], refresh_interval=0.5)
+    store.down = True
+    with capture_events(StoreUnavailable, StoreRecovered) as outages:
+        drive(rollout, clock, 3000, canary_error=0.5)
+        assert "running" == rollout.status().status  # the last known state
+        with pytest.raises(StoreError):
+            rollout.pause()  # a control says so
+        store.down = False
+        rollout.evaluate()
+    assert "rolled_back" == rollout.status().status
+    mine = [type(e).__name__ for e in outages if e.component == "rollout"]
+    assert ["StoreUnavailable", "StoreRecovered"] == mine
+
+
+class LosingStore(MemoryStore):
+    """A MemoryStore whose compare-and-set always loses, once .losing."""
+
+    losing = False
+
+    def compare_and_set(self, *args, **kwargs):
+        if self.losing:
+            return None
+        return super().compare_and_set(*args, **kwargs)
+
+
+def test_a_transition_that_keeps_losing_its_compare_and_set_raises():
+    """Eight lost races: StoreConflictError (a StoreError and the RuntimeError it was)."""
+    clock = FakeClock()
+    store = LosingStore(clock=clock)
+    rollout, _, _ = make(clock, store=store)
+    store.losing = True
+    with pytest.raises(StoreConflictError, match="kept changing") as info:
+        rollout.pause()
+    assert isinstance(info.value, RuntimeError)
+    assert (info.value.namespace, info.value.key, info.value.tries) == (
+        "tipkit.rollouts",
+        "pricing-rollout",
+        8,
+    )
+    assert "running" == rollout.status().status
+
+
+class LockWatchingStore(MemoryStore):
+    """A MemoryStore that notes each call made while the rollout's lock is held."""
+
+    rollout = None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.held: list[str] = []
+
+    def _check(self, name):
+        if self.rollout is not None and self.rollout._lock.locked():
+            self.held.append(name)
+
+    def get(self, *args, **kwargs):
+        self._check("get")
+        return super().get(*args, **kwargs)
+
+    def set(self, *args, **kwargs):
+        self._check("set")
+        return super().set(*args, **kwargs)
+
+    def compare_and_set(self, *args, **kwargs):
+        self._check("compare_and_set")
+        return super().compare_and_set(*args, **kwargs)
+
+    def increment(self, *args, **kwargs):
+        self._check("increment")
+        return super().increment(*args, **kwargs)
+
+
+def test_no_store_call_is_made_while_the_rollout_holds_its_lock():
+    """Stages, fleet counts, a rollback, a restart and status: the lock is never held."""
+    clock = FakeClock()
+    store = LockWatchingStore(clock=clock)
+    rollout, _, _ = make(
+        clock, store=store, stages=[10, 50, 100], fleet_counts=True, flush_every=10
+    )
+    store.rollout = rollout
+    drive(rollout, clock, 4000)
+    rollout.rollback("by hand")
+    rollout.resume("again")
+    drive(rollout, clock, 2000, start=10_000, canary_error=0.5)
+    st = rollout.status()
+    assert "rolled_back" == st.status
+    assert [] == store.held
+    actions = [h["action"] for h in st.history]
+    assert (2, 1) == (actions.count("rolled_back"), actions.count("restarted"))
+
+
+class GatedStore(MemoryStore):
+    """A MemoryStore whose async compare-and-set waits for .gate once it is set up."""
+
+    gate: asyncio.Event | None = None
+    reached: asyncio.Event | None = None
+
+    async def acompare_and_set(self, *args, **kwargs):
+        if self.gate is not None and self.reached is not None:
+            self.reached.set()
+            await self.gate.wait()
+        return super().compare_and_set(*args, **kwargs)
+
+
+def test_a_cancelled_request_does_not_cut_its_rollback_short():
+    """The request whose exit writes the rollback is cancelled: the rollback still completes."""
+    clock = FakeClock()
+    store = GatedStore(clock=clock)
+    hooks = []  # the hook is called after the write
+    rollout, flags, _ = make(
+        clock, store=store, stages=[50, 100], on_rollback=hooks.append
+    )
+
+    async def request(i):
+        async with rollout.observe(f"user-{i}") as arm:
+            clock.advance(0.01)
+            if arm.is_canary:
+                arm.fail()
+
+    async def main():
+        store.gate, store.reached = asyncio.Event(), asyncio.Event()
+        i = 0
+        while True:
+            task = asyncio.ensure_future(request(i))
+            waiter = asyncio.ensure_future(store.reached.wait())
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if store.reached.is_set():
+                break
+            waiter.cancel()
+            i += 1
+        task.cancel()  # cancelled while its exit waits on the rollback's write
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        store.gate.set()
+        for _ in range(100):
+            if hooks:
+                break
+            await asyncio.sleep(0)  # noqa: TID251  # yields only
+
+    asyncio.run(main())
+    assert 1 == len(hooks)
+    assert flags.evaluate("pricing", "user-1").reason is Reason.STATIC

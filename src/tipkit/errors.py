@@ -5,10 +5,13 @@
     TipkitError
     ├── ConfigError            .source, .flag, .field, .line: raised where configuration is loaded
     ├── StoreError             the backend exception as __cause__
+    │   └── StoreConflictError     compare-and-set lost every try (also a RuntimeError)
     ├── RejectedError          the guard refused before running anything (.name, .retry_after)
     │   ├── CircuitOpenError       .breaker, .retry_after
     │   ├── RateLimitedError       .limiter, .retry_after
     │   └── BulkheadFullError      .bulkhead
+    ├── RolloutStateError      .rollout, .status: not allowed in the rollout's status
+    │                          (also a RuntimeError)
     └── DeadlineExceededError  started but ran out of time (also a TimeoutError)
 
 A :class:`RejectedError` is never retried by default: a retry outside an open
@@ -28,6 +31,8 @@ __all__ = [
     "DeadlineExceededError",
     "RateLimitedError",
     "RejectedError",
+    "RolloutStateError",
+    "StoreConflictError",
     "StoreError",
     "TipkitError",
 ]
@@ -141,6 +146,42 @@ class ConfigError(TipkitError, ValueError):
 
 class StoreError(TipkitError):
     """A store operation failed; the backend's exception is ``__cause__``."""
+
+
+class StoreConflictError(StoreError, RuntimeError):
+    """A compare-and-set write lost to other writers on every try.
+
+    The stored entry kept changing between read and write; nothing was
+    written. Also a :class:`RuntimeError`, which is what was raised before.
+
+    Attributes:
+        namespace, key: the entry that kept changing.
+        tries: how many compare-and-set attempts were made.
+    """
+
+    def __init__(self, message: str, *, namespace: str, key: str, tries: int) -> None:
+        super().__init__(message)
+        self.namespace = namespace
+        self.key = key
+        self.tries = tries
+
+
+class RolloutStateError(TipkitError, RuntimeError):
+    """A rollout control is not allowed in the rollout's status.
+
+    ``advance()`` or ``pause()`` of a rolled-back or completed rollout, or
+    ``resume()`` of a completed one. Also a :class:`RuntimeError`, which is
+    what was raised before.
+
+    Attributes:
+        rollout: the rollout's name.
+        status: its status (``"rolled_back"`` or ``"completed"``).
+    """
+
+    def __init__(self, message: str, *, rollout: str, status: str) -> None:
+        super().__init__(message)
+        self.rollout = rollout
+        self.status = status
 
 
 class RejectedError(TipkitError):

@@ -29,9 +29,9 @@ from tipkit.flags import Flags, InMemoryProvider
 from tipkit.ratelimit import TokenBucket
 from tipkit.retry import retry
 from tipkit.rollout import (
-    ErrorRate,
+    ErrorRateCheck,
     FlagKilled,
-    LatencyGuard,
+    LatencyCheck,
     Rollout,
     RolloutRolledBack,
     Tripwire,
@@ -311,9 +311,9 @@ def _drive_rollout(
         max_stage_duration=None,
         # pass_below: a stage passes only on evidence that the canary is less
         # than one point worse; "no FAIL yet" lets doubled error rates through.
-        guards=[
-            ErrorRate(max_increase=0.0, pass_below=0.01),
-            LatencyGuard(threshold=0.250, max_increase=0.02),
+        checks=[
+            ErrorRateCheck(max_increase=0.0, pass_below=0.01),
+            LatencyCheck(threshold=0.250, max_increase=0.02),
         ],
         confidence=0.99,
         clock=clock,

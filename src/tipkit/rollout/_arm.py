@@ -1,0 +1,207 @@
+"""One observed request (:class:`Arm`), the per-stage summary, and ``route()``."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, Self, TypeVar, cast
+
+from tipkit._core._guard import check_decoratable
+from tipkit.rollout._events import ArmSummary
+
+if TYPE_CHECKING:
+    from tipkit.rollout._rollout import Rollout
+
+__all__ = ["NO_CONTEXT", "Arm", "StageSummary", "route"]
+
+logger = logging.getLogger("tipkit")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+NO_CONTEXT: Final[Any] = object()
+"""An arm's context when it has none to evaluate: it runs control, unjudged."""
+
+_IN_FLIGHT: set[asyncio.Future[Any]] = set()
+"""Store work shielded from a cancelled request, kept alive until it is done."""
+
+
+class Arm:
+    """One observed request: which arm it is on, and the context manager timing it.
+
+    The request is assigned when the block is entered: ``with`` evaluates the
+    flag in the calling thread, ``async with`` through the flags' async
+    evaluation; ``is_canary``, ``variant`` and ``judged`` are set from then on.
+    Leaving the block records the outcome: an exception (an
+    :class:`Exception`; cancellation and ``KeyboardInterrupt`` are not
+    outcomes) counts as an error, as does :meth:`fail`; the block's duration is
+    the latency.
+
+    Attributes:
+        is_canary: run the new code.
+        variant: the flag variant served (``None`` when the flag served none).
+        judged: the split assigned this request, so it feeds the judge.
+    """
+
+    __slots__ = (
+        "_context",
+        "_done",
+        "_failed",
+        "_rollout",
+        "_start",
+        "is_canary",
+        "judged",
+        "variant",
+    )
+
+    # Set when the block is entered.
+    is_canary: bool
+    variant: str | None
+    judged: bool
+    _start: float
+
+    def __init__(self, rollout: Rollout, context: Any) -> None:
+        self._rollout = rollout
+        self._context = context
+        self._failed = False
+        self._done = False
+
+    def __repr__(self) -> str:
+        try:
+            arm = "canary" if self.is_canary else "control"
+        except AttributeError:
+            return "<Arm not entered yet>"
+        return f"<Arm {arm} variant={self.variant!r} judged={self.judged}>"
+
+    def fail(self) -> None:
+        """Count this request as an error without raising (a 5xx response, say)."""
+        self._failed = True
+
+    def __enter__(self) -> Self:
+        self._rollout._enter(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        rollout = self._rollout
+        work = rollout._finish(self, exc_type)
+        if work is not None:
+            rollout._persist.run(work)
+
+    async def __aenter__(self) -> Self:
+        await self._rollout._aenter(self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        rollout = self._rollout
+        work = rollout._finish(self, exc_type)
+        if work is not None:
+            # A transition cut off by a cancelled request would lose what
+            # follows its write (the override, the event, the hooks).
+            task = asyncio.ensure_future(rollout._persist.arun(work))
+            _IN_FLIGHT.add(task)
+            task.add_done_callback(_IN_FLIGHT.discard)
+            await asyncio.shield(task)
+
+
+class StageSummary:
+    """This process's per-stage latency/error summary (the judge has the counts).
+
+    Not thread-safe: the rollout's lock serialises it.
+    """
+
+    __slots__ = ("errors", "lat_max", "lat_sum", "n")
+
+    def __init__(self) -> None:
+        self.n = [0, 0]
+        self.errors = [0, 0]
+        self.lat_sum = [0.0, 0.0]
+        self.lat_max = [0.0, 0.0]
+
+    def add(self, arm: int, failed: bool, latency: float) -> None:
+        """Count one outcome of *arm* (1: canary)."""
+        self.n[arm] += 1
+        self.errors[arm] += failed
+        self.lat_sum[arm] += latency
+        self.lat_max[arm] = max(self.lat_max[arm], latency)
+
+    def summary(self, arm: int) -> ArmSummary:
+        """Return *arm*'s numbers (1: canary)."""
+        n = self.n[arm]
+        return ArmSummary(
+            n,
+            self.errors[arm],
+            self.errors[arm] / n if n else 0.0,
+            self.lat_sum[arm] / n if n else 0.0,
+            self.lat_max[arm],
+        )
+
+
+def _arm_for(
+    rollout: Rollout,
+    ctx_fn: Callable[..., Any] | None,
+    context: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Arm:
+    if ctx_fn is None:
+        return Arm(rollout, context)
+    try:
+        return Arm(rollout, ctx_fn(*args, **kwargs))
+    except Exception:
+        logger.warning(
+            "tipkit: the context function of rollout %r raised",
+            rollout.name,
+            exc_info=True,
+        )
+        return Arm(rollout, NO_CONTEXT)
+
+
+def route(
+    rollout: Rollout,
+    fallback: Callable[..., Any],
+    context: Callable[..., Any] | Any,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Return the decorator of :meth:`Rollout.route`."""
+    ctx_fn = context if callable(context) else None
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        check_decoratable(fn, rollout)
+        if inspect.iscoroutinefunction(fn):
+            async_fn = cast("Callable[P, Awaitable[Any]]", fn)
+
+            @functools.wraps(fn)
+            async def routed_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                async with _arm_for(rollout, ctx_fn, context, args, kwargs) as arm:
+                    if arm.is_canary:
+                        return await async_fn(*args, **kwargs)
+                    result = fallback(*args, **kwargs)
+                    if inspect.isawaitable(result):
+                        return await result
+                    return result
+
+            return cast("Callable[P, R]", routed_async)
+
+        @functools.wraps(fn)
+        def routed(*args: P.args, **kwargs: P.kwargs) -> R:
+            with _arm_for(rollout, ctx_fn, context, args, kwargs) as arm:
+                if arm.is_canary:
+                    return fn(*args, **kwargs)
+                return cast("R", fallback(*args, **kwargs))
+
+        return routed
+
+    return decorate

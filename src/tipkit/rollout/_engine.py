@@ -1,0 +1,220 @@
+"""The store side of a rollout: every flow that reads, judges, writes and announces.
+
+Each method returns a flow (see :mod:`._persist`) that the
+:class:`~tipkit.rollout.Rollout` runs with the sync driver (``with``, the
+controls) or the async one (``async with``). The flows take this process's lock
+(:class:`._local.Local`) only around in-memory work, never across a round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tipkit.clock import Clock
+from tipkit.rollout import _state
+from tipkit.rollout._events import (
+    RolloutJudged,
+    RolloutRolledBack,
+    RolloutStageChanged,
+    rolled_back_event,
+)
+from tipkit.rollout._local import Local
+from tipkit.rollout._persist import FleetCounts, Flow, RolloutStore
+from tipkit.rollout._split import FlagSplit
+from tipkit.rollout._state import OnInconclusive, Transition
+from tipkit.telemetry._events import BUS
+
+__all__ = ["Engine"]
+
+logger = logging.getLogger("tipkit")
+
+
+class Engine:
+    """What a rollout does through its store: start, refresh, judge, transition.
+
+    Args:
+        name, flag, stages: the rollout's.
+        local: this process's mirror and counts.
+        persist: the rollout's store I/O.
+        split: the flag's weights.
+        clock: ``time()`` stamps decisions, ``monotonic()`` new stages.
+        max_stage_duration, on_inconclusive: the inconclusive-stage policy.
+        save_every: seconds between saves of the judge's counts.
+        runbook, hooks: carried by and called with the rollback event.
+
+    Thread-safe: any number of flows may run at once; compare-and-set orders
+    their writes and :meth:`Local.apply` ignores a state older than one applied.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_hooks",
+        "_local",
+        "_max_stage_duration",
+        "_on_inconclusive",
+        "_persist",
+        "_runbook",
+        "_save_every",
+        "_split",
+        "flag",
+        "name",
+        "stages",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        flag: str,
+        stages: tuple[float, ...],
+        *,
+        local: Local,
+        persist: RolloutStore,
+        split: FlagSplit,
+        clock: Clock,
+        max_stage_duration: float | None,
+        on_inconclusive: OnInconclusive,
+        save_every: float,
+        runbook: str | None,
+        hooks: tuple[Callable[[RolloutRolledBack], object], ...],
+    ) -> None:
+        self.name = name
+        self.flag = flag
+        self.stages = stages
+        self._local = local
+        self._persist = persist
+        self._split = split
+        self._clock = clock
+        self._max_stage_duration = max_stage_duration
+        self._on_inconclusive = on_inconclusive
+        self._save_every = save_every
+        self._runbook = runbook
+        self._hooks = hooks
+
+    def __repr__(self) -> str:
+        return f"<Engine of rollout {self.name!r}>"
+
+    def start(self) -> Flow[None]:
+        gen = self._local.gen
+        doc, version, created = yield from self._persist.open(
+            lambda: _state.new_state(self.flag, self.stages, self._clock.time())
+        )
+        yield from self.apply(doc, version, gen)
+        if not created:
+            saved = yield from self._persist.load_judge()
+            if saved is not None:
+                self._local.load(saved)
+
+    def apply(self, doc: Mapping[str, Any], version: int, gen: int) -> Flow[None]:
+        """Mirror a stored state read at *gen*; then set the split if its share moved."""
+        percent = self._local.apply(
+            doc,
+            version,
+            gen,
+            now=self._clock.monotonic(),
+            split_percent=self._split.percent,
+        )
+        if percent is not None:
+            yield from self._split.sync(percent)
+
+    def refresh(self, mono: float) -> Flow[None]:
+        """Re-read the state; report and read the fleet's counts; judge (time rules)."""
+        local = self._local
+        gen = local.gen
+        ok, entry = yield from self._persist.poll()
+        if not ok:
+            return
+        fleet = local.fleet
+        if fleet is not None:
+            # A quiet process still reports its counts, and reads the fleet's.
+            yield from self.flush(fleet, mono, judge=False)
+        if entry is not None and entry.version != local.version:
+            yield from self.apply(entry.value, entry.version, gen)
+        elif local.doc["status"] != "completed":
+            # Also puts the stage's weights back if something else wrote the
+            # split (a failed write, a hand edit): the rollout owns it.
+            yield from self._split.sync(local.percent)
+        if local.judging:
+            yield from self.judge(mono)
+
+    def flush(
+        self, fleet: FleetCounts, mono: float, *, judge: bool = True
+    ) -> Flow[None]:
+        """Add this process's counts to the fleet's; judge on the fleet's totals."""
+        batch, adds = self._local.take(fleet, mono)
+        totals = yield from self._persist.add_counts(fleet.key, batch)
+        if self._local.totals(fleet, batch, adds, totals) and judge:
+            yield from self.judge(mono)
+
+    def judge(self, mono: float) -> Flow[None]:
+        """Judge, and act on the verdict (advance, roll back, pause, hold)."""
+        j = self._local.evaluate(
+            self._clock.time(),
+            mono,
+            max_stage_duration=self._max_stage_duration,
+            on_inconclusive=self._on_inconclusive,
+            save_every=self._save_every,
+        )
+        if j is None:
+            return
+        verdict = j.verdict
+        if RolloutJudged.listened and (
+            j.previous is None or j.previous.decision != verdict.decision
+        ):
+            BUS.publish(
+                RolloutJudged(
+                    self.name, verdict.decision, verdict.reason, j.percent, verdict
+                )
+            )
+        if j.saved is not None:
+            yield from self._persist.save_judge(j.saved)
+        if j.step is not None:
+            yield from self.act(j.step, quiet=True)
+
+    def act(self, step: Transition, *, quiet: bool) -> Flow[None]:
+        """Write *step* (compare-and-set), mirror it, then its follow-ups and events.
+
+        *quiet*: a store failure is reported and retried later (the judge's
+        transitions); else it raises (the manual controls).
+        """
+        gen = self._local.gen
+        stages = self.stages
+        result = yield from self._persist.transition(
+            lambda doc: step.apply(doc, stages), self._local.doc, quiet=quiet
+        )
+        if result is None:
+            return
+        doc, version, written = result
+        yield from self.apply(doc, version, gen)
+        if not written:
+            return  # someone else moved it first
+        if step.action == "rollback":
+            yield from self._split.override_to_control()
+            self._rolled_back(step)
+            return
+        if step.action == "restart":
+            yield from self._split.clear_override()
+        if step.action in ("advance", "restart"):
+            yield from self._persist.save_judge(self._local.saved())
+        if step.action == "advance" and RolloutStageChanged.listened:
+            after = _state.view(doc, stages)
+            BUS.publish(
+                RolloutStageChanged(
+                    self.name, step.before, after.percent, after.status, step.reason
+                )
+            )
+
+    def _rolled_back(self, step: Transition) -> None:
+        event = rolled_back_event(
+            self.name, step.reason, step.before, step.verdict, self._runbook
+        )
+        if RolloutRolledBack.listened:
+            BUS.publish(event)
+        for hook in self._hooks:
+            try:
+                hook(event)
+            except Exception:
+                logger.exception(
+                    "tipkit: an on_rollback hook of rollout %r raised", self.name
+                )
