@@ -77,6 +77,7 @@ class TokenBucket(Limits, Guard[bool]):
 
     __slots__ = (
         "_acquired",
+        "_astep",
         "_capacity",
         "_key",
         "_label",
@@ -142,6 +143,8 @@ class TokenBucket(Limits, Guard[bool]):
                 f"{self._label}: batch={batch!r} needs store= (a bucket in this "
                 "process has no round trips to save)"
             )
+        # The async faces await the store's async method; in process they need no I/O.
+        self._astep = None if self._shared is None else self._astep_shared
         self._local = LocalTokens(self._rate, self._capacity, level, clock.monotonic())
         # The hot path's two references, kept here to save an attribute lookup each.
         self._lock = self._local.lock
@@ -329,7 +332,8 @@ class TokenBucket(Limits, Guard[bool]):
             return self._begin(now, 1.0, self._max_wait)
         return self._check_reservation(now, pending.state)
 
-    async def _astep(self, now: float, pending: Wait | None) -> bool | Wait:
+    async def _astep_shared(self, now: float, pending: Wait | None) -> bool | Wait:
+        """The async faces' step with a store: the first decision awaits the store."""
         if pending is None:
             return await self._abegin(now, 1.0, self._max_wait)
         return self._check_reservation(now, pending.state)
