@@ -655,3 +655,93 @@ def test_sentinel_client_gets_no_guessed_twin() -> None:
             await store.aget("ns", "k")
 
     asyncio.run(main())
+
+
+# -- primitives on Redis: one round trip per decision ---------------------------------
+IGNORED_COMMANDS = {
+    "info",
+    "ping",
+    "subscribe",
+    "unsubscribe",
+    "hello",
+    "client|setinfo",
+}
+# Redis counts the commands a script runs too: the take_tokens script runs TIME,
+# GET, and SET or DEL, so one take is one EVALSHA and four commands in all.
+COMMANDS_PER_TAKE = 4
+
+
+def commands(client: redis.Redis) -> tuple[int, int]:
+    """Return (round trips, commands) the server has run (INFO and pub/sub excluded).
+
+    Round trips count EVALSHA and every command outside a script that data
+    reads or writes use (a script's inner calls are commands, not round trips).
+    """
+    stats: dict[str, dict[str, int]] = client.info("commandstats")  # type: ignore[assignment]
+    calls = {
+        name.removeprefix("cmdstat_"): s["calls"]
+        for name, s in stats.items()
+        if name.removeprefix("cmdstat_") not in IGNORED_COMMANDS
+    }
+    return calls.get("evalsha", 0) + calls.get("eval", 0), sum(calls.values())
+
+
+def bucket_faces() -> dict[str, Callable[[Any], None]]:
+    def work() -> None:
+        return None
+
+    async def awork() -> None:
+        return None
+
+    def with_face(bucket: Any) -> None:
+        with bucket:
+            work()
+
+    async def async_with(bucket: Any) -> None:
+        async with bucket:
+            await awork()
+
+    return {
+        "try_acquire": lambda b: b.try_acquire(),
+        "acquire": lambda b: b.acquire(),
+        "acquire(timeout=1)": lambda b: b.acquire(timeout=1.0),
+        "with": with_face,
+        "decorator": lambda b: b(work)(),
+        "call": lambda b: b.call(work),
+        "acquire_async": lambda b: asyncio.run(b.acquire_async()),
+        "acquire_async(timeout=1)": lambda b: asyncio.run(b.acquire_async(timeout=1.0)),
+        "async with": lambda b: asyncio.run(async_with(b)),
+        "async decorator": lambda b: asyncio.run(b(awork)()),
+        "acall": lambda b: asyncio.run(b.acall(awork)),
+    }
+
+
+@pytest.mark.parametrize("face", list(bucket_faces()))
+def test_a_shared_acquire_is_one_round_trip(redis_store: RedisStore, face: str) -> None:
+    """Every face of a Redis-backed TokenBucket costs exactly one server command per call."""
+    from tipkit.ratelimit import TokenBucket
+
+    bucket = TokenBucket(
+        "one-trip", rate=1_000_000, capacity=1_000_000, store=redis_store
+    )
+    run = bucket_faces()[face]
+    run(bucket)  # connects, loads the scripts, and makes the async client
+    trips, total = commands(redis_store.client)
+    for _ in range(10):
+        run(bucket)
+    after_trips, after_total = commands(redis_store.client)
+    assert (10, 10 * COMMANDS_PER_TAKE) == (after_trips - trips, after_total - total)
+
+
+def test_a_shared_keyed_acquire_is_one_round_trip(redis_store: RedisStore) -> None:
+    """A Redis-backed KeyedRateLimiter costs one server command per decision."""
+    from tipkit.ratelimit import KeyedRateLimiter
+
+    limiter = KeyedRateLimiter("keyed", rate=1_000, capacity=1_000, store=redis_store)
+    limiter.try_acquire("warm")
+    trips, total = commands(redis_store.client)
+    for i in range(10):
+        limiter.try_acquire(f"user-{i}")
+        limiter.check(f"user-{i}")
+    after_trips, after_total = commands(redis_store.client)
+    assert (20, 20 * COMMANDS_PER_TAKE) == (after_trips - trips, after_total - total)
