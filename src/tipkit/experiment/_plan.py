@@ -72,9 +72,9 @@ class Plan:
     )
 
     def __init__(self, options: Options, ledger: Ledger) -> None:
+        self.name = options.name
         self.options = options
         self.ledger = ledger
-        self.name = options.name
         self.control = options.control
         self.control_only: Sequence[Behaviour] = ((CONTROL, options.control),)
         self.context = options.context
