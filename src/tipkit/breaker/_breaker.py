@@ -2,21 +2,23 @@
 
 :class:`CircuitBreaker` validates its options (:mod:`._config`), keeps the
 decisions in a :class:`~tipkit.breaker._machine.Machine` under one lock, and
-does what the pure machine may not: read the clock, count outcomes and
-transitions, publish events, and hand transitions to its fleet collaborator
+does what the pure machine may not: read the clock, count and publish
+(:mod:`._telemetry`), and hand transitions to its fleet collaborator
 (:mod:`._sync`) when it has a store. The faces (decorator, ``with``,
-``async with``, ``call``, ``acall``) come from :class:`~tipkit._core._guard.Guard`.
+``async with``, ``call``, ``acall``) come from :class:`~tipkit._core._guard.Guard`;
+the breaker supplies the core (``_step``/``_release``) and the hooks the faces
+call: the lock-free closed-state fast path (``_fast_ticket``,
+``_fast_release``) and, with a store, the async twins ``_astep``/``_arelease``.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Literal
 
-from tipkit._core import _deadline, _fork
-from tipkit._core._guard import Guard, _expired_deadline
+from tipkit._core import _fork
+from tipkit._core._guard import Guard
 from tipkit._core._mode import Mode, check_mode
 from tipkit.breaker._config import (
     FAILURE,
@@ -38,33 +40,28 @@ from tipkit.breaker._events import (
     REASON_SHARED,
     BreakerMetrics,
     BreakerState,
-    BreakerStateChanged,
-    CallRejected,
 )
 from tipkit.breaker._machine import (
     UNCOUNTED,
+    Closed,
     HalfOpen,
     Machine,
     Move,
     Phase,
-    Refusal,
     Ticket,
 )
 from tipkit.breaker._sync import FleetSync, adoptable
+from tipkit.breaker._telemetry import Telemetry, fast_success, state_gauge
 from tipkit.breaker._window import Window, _CountRing
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import CircuitOpenError
 from tipkit.telemetry import _names as names
-from tipkit.telemetry._counters import REGISTRY, Counter
-from tipkit.telemetry._events import BUS
+from tipkit.telemetry._counters import REGISTRY
 
 if TYPE_CHECKING:
     from tipkit.stores._protocol import KeyValueStore
 
 __all__ = ["CircuitBreaker"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 class CircuitBreaker(Guard[Ticket]):
@@ -125,20 +122,22 @@ class CircuitBreaker(Guard[Ticket]):
     """
 
     __slots__ = (
+        "_arelease",
+        "_astep",
         "_cfg",
-        "_counter_cache",
+        "_closed",
+        "_fast_release",
+        "_fast_ticket",
         "_fleet",
-        "_inc_failure",
-        "_inc_ignored",
-        "_inc_rejected",
-        "_inc_slow",
-        "_inc_success",
         "_lock",
         "_m",
-        "_timed",
+        "_slow_after",
+        "_t",
         "name",
         "runbook",
     )
+
+    _fast_reads_ticket = True  # the faces read _fast_ticket inline (see _gate)
 
     def __init__(  # one keyword per option, as documented
         self,
@@ -179,27 +178,39 @@ class CircuitBreaker(Guard[Ticket]):
         self._cfg = cfg
         self.name = cfg.name
         self.runbook = cfg.runbook
+        self._slow_after = cfg.slow_after
         self._m = Machine(cfg, check_mode(mode, f"CircuitBreaker {name!r}"))
-        # Clock readings matter to a closed breaker only for slow calls and time
-        # windows; without either the fast faces skip reading the clock.
-        self._timed = cfg.slow_after is not None or not isinstance(
-            self._m.window, _CountRing
-        )
+        self._t = Telemetry(cfg.name, cfg.runbook, self._m.mode)
         self._lock = _fork.new_lock()
         _fork.register(self)
-        self._counter_cache: dict[tuple[str, str], Counter] = {}
-        self._bind_counters()
-        REGISTRY.register_gauge(names.BREAKER_STATE, self, _state_gauge)
+        REGISTRY.register_gauge(names.BREAKER_STATE, self, state_gauge)
         self._fleet: FleetSync | None = None
+        self._astep: Callable[[float, object], Awaitable[Ticket]] | None = None
+        self._arelease: (
+            Callable[[Ticket, BaseException | None, float], Awaitable[None]] | None
+        ) = None
         if store is not None:
             self._fleet = FleetSync(
                 cfg.name, store, share, refresh_interval, adopt=self._adopt, clock=clock
             )
+            # The async faces await these instead of _step/_release, so the
+            # store I/O of an async call goes through the store's async methods.
+            # (Bound methods: a shared breaker sits in a reference cycle, which
+            # the collector frees; an unshared one is in none.)
+            self._astep = self._astep_shared
+            self._arelease = self._arelease_shared
         elif share is not None:
             raise ValueError(
                 f"CircuitBreaker {name!r}: share={share!r} needs store= (where "
                 "the shared state lives)"
             )
+        # Clock readings matter to a closed breaker only for slow calls and time
+        # windows: without either, the decorators read no clock at all.
+        timed = cfg.slow_after is not None or not isinstance(self._m.window, _CountRing)
+        self._fast_release = None if timed else fast_success(self._t)
+        self._closed: Closed | None = None
+        self._fast_ticket: Ticket | None = None
+        self._gate()
 
     def _after_fork_in_child(self) -> None:
         self._lock = _fork.new_lock()
@@ -232,7 +243,7 @@ class CircuitBreaker(Guard[Ticket]):
         checked = check_mode(mode, f"CircuitBreaker {self.name!r}")
         with self._lock:
             self._m.mode = checked
-            self._bind_counters()
+            self._t.bind(checked)
 
     @property
     def window(self) -> Window:
@@ -245,65 +256,69 @@ class CircuitBreaker(Guard[Ticket]):
         fleet = self._fleet
         return None if fleet is None else fleet.store
 
-    def _bind_counters(self) -> None:
-        mode = self._m.mode
-
-        def inc(outcome: str) -> Counter:
-            key = (outcome, mode)
-            counter = self._counter_cache.get(key)
-            if counter is None:
-                counter = self._counter_cache[key] = REGISTRY.counter(
-                    names.BREAKER_CALLS,
-                    {
-                        names.BREAKER_NAME: self.name,
-                        names.OUTCOME: outcome,
-                        names.MODE: mode,
-                    },
-                )
-            # Keep the Counter, call counter.inc(): telemetry.synthetic() routes it.
-            return counter
-
-        self._inc_success = inc("success")
-        self._inc_failure = inc("failure")
-        self._inc_slow = inc("slow")
-        self._inc_ignored = inc("ignored")
-        self._inc_rejected = inc("rejected")
-
-    # -- the core ---------------------------------------------------------------------
+    # -- admission ------------------------------------------------------------------
     def _step(self, now: float, pending: object) -> Ticket:  # noqa: ARG002  # the guard protocol; a breaker never waits
+        """Admit a call at *now* or raise :class:`~tipkit.errors.CircuitOpenError`.
+
+        Lock-free in the closed state; otherwise takes the lock for the
+        decision only. With a store, first reads the fleet state when it is due
+        and afterwards writes a transition the fleet must hear of, with the
+        store's sync methods: each call blocks up to the store's timeout, and a
+        failing one changes nothing.
+        """
+        phase = self._closed  # lock-free: the closed phase of an unshared breaker
+        if phase is not None:
+            return (phase, now)
         fleet = self._fleet
-        if fleet is not None and now >= fleet.next:
+        if fleet is None:
+            return self._admit(now)
+        if now >= fleet.next:
             fleet.pull(now)
+        phase = self._m.closed
+        if phase is not None:
+            return (phase, now)
+        try:
+            return self._admit(now)
+        finally:
+            if fleet.outbox is not None:
+                fleet.push()
+
+    async def _astep_shared(self, now: float, pending: object) -> Ticket:  # noqa: ARG002  # the guard protocol
+        """Async :meth:`_step` of a shared breaker: the store through ``aget``/``aset``.
+
+        Suspends the task, never blocking the loop, up to the store's timeout
+        per store call; a failing store call changes nothing.
+        """
+        fleet = self._fleet
+        assert fleet is not None  # set only for a breaker with a store
+        if now >= fleet.next:
+            await fleet.apull(now)
+        phase = self._m.closed
+        if phase is not None:
+            return (phase, now)
+        try:
+            return self._admit(now)
+        finally:
+            if fleet.outbox is not None:
+                await fleet.apush()
+
+    def _admit(self, now: float) -> Ticket:
         phase = self._m.closed  # lock-free: set only while CLOSED
         if phase is not None:
             return (phase, now)
-        return self._admit_slow(now)
-
-    def _admit_slow(self, now: float) -> Ticket:
         moves: list[Move] = []
         with self._lock:
             decision = self._m.admit(now, moves)
             if moves:
-                self._note(moves)
+                self._moved(moves)
         if moves:
-            self._after(moves)
-        if not isinstance(decision, Refusal):
+            self._t.moved(moves)
+        if isinstance(decision, Phase):
             return (decision, now)
-        refusal = decision
-        self._inc_rejected.inc()
-        if CallRejected.listened:
-            BUS.publish(
-                CallRejected(
-                    self.name,
-                    refusal.retry_after,
-                    refusal.state,
-                    refusal.shadow,
-                    self.runbook,
-                )
-            )
-        if refusal.shadow:
+        self._t.refused(decision)
+        if decision.shadow:
             return (UNCOUNTED, now)
-        raise self._rejection(refusal.state, refusal.retry_after)
+        raise self._rejection(decision.state, decision.retry_after)
 
     def _rejection(
         self, state: BreakerState, retry_after: float | None
@@ -311,9 +326,8 @@ class CircuitBreaker(Guard[Ticket]):
         if state is OPEN:
             why = f"open; retry after {retry_after:.3f}s"
         elif state is HALF_OPEN:
-            why = (
-                f"half-open and all {self._cfg.half_open_calls} trial calls are running"
-            )
+            calls = self._cfg.half_open_calls
+            why = f"half-open and all {calls} trial calls are running"
         else:
             why = "forced open by an operator"
         see = f" (runbook: {self.runbook})" if self.runbook else ""
@@ -324,132 +338,123 @@ class CircuitBreaker(Guard[Ticket]):
             runbook=self.runbook,
         )
 
+    # -- outcomes ---------------------------------------------------------------------
     def _release(self, ticket: Ticket, error: BaseException | None, now: float) -> None:
-        phase, start = ticket
-        if error is None:
-            self._record_ok(phase, start, now)
-            return
-        if phase is UNCOUNTED:
-            return
-        outcome = self._cfg.classify(error)
-        slow_after = self._cfg.slow_after
-        slow = 1 if slow_after is not None and now - start > slow_after else 0
-        if outcome == IGNORED:
-            self._inc_ignored.inc()
-        elif outcome == FAILURE:
-            self._inc_failure.inc()
-        elif slow:
-            self._inc_slow.inc()
-        else:
-            self._inc_success.inc()
-        self._settle(phase, outcome, slow, now)
+        """Record the outcome of a call admitted with *ticket*, at *now*.
 
-    def _record_ok(self, phase: Phase, start: float, end: float) -> None:
-        """Record a call admitted in *phase* that returned: the closed-state hot path.
-
-        *start* and *end* are clock readings, or both 0.0 when neither the window
-        nor slow-call detection needs time (a count window without
-        ``slow_call_duration``): the fast faces then skip reading the clock.
+        A plain success in a warm closed phase takes no lock. An outcome that
+        may change the state takes the lock for the decision only. With a store,
+        a transition the fleet must hear of is then written with the store's
+        sync method (blocking up to its timeout; a failure is reported as
+        ``StoreUnavailable``, never raised).
         """
-        slow_after = self._cfg.slow_after
-        slow = 1 if slow_after is not None and end - start > slow_after else 0
-        if not slow:
+        if error is None:
+            phase, start = ticket
             tick = phase.tick
             if tick is not None:
-                tick()
-                self._inc_success.inc()
-                return
+                slow_after = self._slow_after
+                if slow_after is None or now - start <= slow_after:
+                    tick()
+                    self._t.success.inc()
+                    return
+        if self._record(ticket, error, now):
+            self._fleet.push()  # type: ignore[union-attr]  # pending only with a fleet
+
+    async def _arelease_shared(
+        self, ticket: Ticket, error: BaseException | None, now: float
+    ) -> None:
+        """Async :meth:`_release` of a shared breaker: writes with ``aset``."""
+        if self._record(ticket, error, now):
+            await self._fleet.apush()  # type: ignore[union-attr]  # pending only with a fleet
+
+    def _record(self, ticket: Ticket, error: BaseException | None, now: float) -> bool:
+        """Record an outcome; return whether a transition waits to be shared."""
+        phase, start = ticket
+        if phase is UNCOUNTED:
+            return False
+        slow_after = self._slow_after
+        slow = 1 if slow_after is not None and now - start > slow_after else 0
+        t = self._t
+        if error is None:
+            outcome = SUCCESS
+            (t.slow if slow else t.success).inc()
+            if not slow:
+                tick = phase.tick
+                if tick is not None:
+                    tick()
+                    return False
+                if phase is self._m.closed:
+                    return self._succeed(phase, now)
+        else:
+            outcome = self._cfg.classify(error)
+            if outcome == IGNORED:
+                t.ignored.inc()
+            elif outcome == FAILURE:
+                t.failure.inc()
+            else:
+                (t.slow if slow else t.success).inc()
+        return self._settle(phase, outcome, slow, now)
+
+    def _succeed(self, phase: Phase, now: float) -> bool:
+        """Record a plain success that could not be ticked (a cold closed phase)."""
         m = self._m
-        if slow or phase is not m.closed:
-            if phase is not UNCOUNTED:
-                (self._inc_slow if slow else self._inc_success).inc()
-                # Without `_timed` the fast faces pass end=0.0: read the clock here.
-                self._settle(
-                    phase,
-                    SUCCESS,
-                    slow,
-                    end if self._timed else self._clock.monotonic(),
-                )
-            return
-        self._inc_success.inc()
         moves: list[Move] = []
         with self._lock:
             if phase is not m.closed:
-                return  # the breaker left this phase while the call ran: stale
-            reason = phase.succeed(self._cfg, end)
+                return False  # the breaker left this phase while the call ran: stale
+            reason = phase.succeed(self._cfg, now)
             if reason is None:
-                return
-            # A count window's fast faces may pass end=0.0: read the clock then.
-            at = end if phase.ring is None else self._clock.monotonic()
-            m.enter(OPEN, reason, at, moves)
-            self._note(moves)
-        self._after(moves)
+                return False
+            m.enter(OPEN, reason, now, moves)
+            self._moved(moves)
+        self._t.moved(moves)
+        return self._fleet is not None and self._fleet.outbox is not None
 
-    def _settle(self, phase: Phase, outcome: int, slow: int, now: float) -> None:
+    def _settle(self, phase: Phase, outcome: int, slow: int, now: float) -> bool:
         """Record an outcome in the phase it was admitted in (the general path)."""
         moves: list[Move] = []
         with self._lock:
             self._m.settle(phase, outcome, slow, now, moves)
             if moves:
-                self._note(moves)
-        if moves:
-            self._after(moves)
+                self._moved(moves)
+        if not moves:
+            return False
+        self._t.moved(moves)
+        return self._fleet is not None and self._fleet.outbox is not None
 
-    # -- transitions: count, publish, share -------------------------------------------
-    def _note(self, moves: list[Move]) -> None:
-        """Hand *moves* to the fleet (lock held), so the last one is what it hears."""
+    # -- transitions --------------------------------------------------------------------
+    def _gate(self) -> None:
+        """Open the lock-free paths exactly while the machine is CLOSED (lock held).
+
+        A shared breaker keeps them shut: every call must first see whether the
+        fleet state is due. The decorators' fast ticket serves only a breaker
+        that needs no clock reading (see ``_fast_release``).
+        """
+        closed = self._m.closed if self._fleet is None else None
+        self._closed = closed
+        self._fast_ticket = (
+            (closed, 0.0)
+            if closed is not None and self._fast_release is not None
+            else None
+        )
+
+    def _moved(self, moves: list[Move]) -> None:
+        """Follow the machine's *moves* (lock held): gate the fast paths, tell the fleet."""
+        self._gate()
         fleet = self._fleet
         if fleet is not None:
             fleet.note(moves)
 
-    def _after(self, moves: list[Move]) -> None:
-        """Count and publish *moves* (lock released); write the shared state if due."""
-        self._publish(moves)
-        fleet = self._fleet
-        if fleet is not None and fleet.pending:
-            fleet.push()
-
-    def _publish(self, moves: list[Move]) -> None:
-        cache = self._counter_cache
-        for move in moves:
-            key = (
-                "transition",
-                f"{move.from_state.value}>{move.to_state.value}:{move.mode}",
-            )
-            counter = cache.get(key)
-            if counter is None:
-                counter = cache[key] = REGISTRY.counter(
-                    names.BREAKER_TRANSITIONS,
-                    {
-                        names.BREAKER_NAME: self.name,
-                        "tipkit.breaker.from_state": move.from_state.value,
-                        names.STATE: move.to_state.value,
-                        names.MODE: move.mode,
-                    },
-                )
-            counter.inc()
-            if move.before is not None:
-                BUS.publish(
-                    BreakerStateChanged(
-                        self.name,
-                        move.from_state,
-                        move.to_state,
-                        move.reason,
-                        move.before,
-                        move.mode == "shadow",
-                        self.runbook,
-                    )
-                )
-
+    # -- fleet ----------------------------------------------------------------------
     def _adopt(self, state: BreakerState, now: float) -> None:
         """Move to the fleet's *state* if this breaker's state allows it."""
         moves: list[Move] = []
         with self._lock:
             if adoptable(state, self._m.current.state):
                 self._m.enter(state, REASON_SHARED, now, moves)
-        self._publish(moves)
+                self._moved(moves)
+        self._t.moved(moves)
 
-    # -- fleet ----------------------------------------------------------------------
     def sync(self) -> None:
         """Read the shared state now and adopt it (normally done when due).
 
@@ -466,8 +471,11 @@ class CircuitBreaker(Guard[Ticket]):
         with self._lock:
             if self._m.current.state is not to or to is CLOSED:
                 self._m.enter(to, reason, self._clock.monotonic(), moves)
-                self._note(moves)
-        self._after(moves)
+                self._moved(moves)
+        self._t.moved(moves)
+        fleet = self._fleet
+        if fleet is not None and fleet.outbox is not None:
+            fleet.push()
 
     def force_open(self) -> None:
         """Reject every call (``FORCED_OPEN``) until :meth:`reset` or :meth:`disable`.
@@ -531,99 +539,3 @@ class CircuitBreaker(Guard[Ticket]):
             f"window={cfg.window!r} minimum_calls={cfg.min_calls} "
             f"open_duration={duration} half_open_calls={cfg.half_open_calls}>"
         )
-
-    # -- fast faces: the decorators inline the closed-state path -------------------------
-    def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
-        breaker = self
-        machine = self._m
-        now = self._clock.monotonic
-        current_deadline = _deadline.CURRENT.get
-        admit = self._admit_slow
-        release = self._release
-        record_ok = self._record_ok
-        timed = self._timed
-        fleet = self._fleet
-
-        @functools.wraps(fn)
-        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            dl = current_deadline()
-            if dl is not None and dl.expired():
-                raise _expired_deadline(dl, breaker)
-            if fleet is not None:
-                t = now()
-                if t >= fleet.next:
-                    fleet.pull(t)
-            phase: Phase | None = machine.closed
-            if phase is None:
-                phase, start = admit(now())
-            else:
-                start = now() if timed else 0.0
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                release((phase, start), exc, now())
-                raise
-            if not timed:
-                tick = phase.tick
-                if tick is not None:
-                    tick()
-                    breaker._inc_success.inc()
-                    return result
-            record_ok(phase, start, now() if timed else 0.0)
-            return result
-
-        return guarded
-
-    def _wrap_async(
-        self, fn: Callable[P, Awaitable[R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]:
-        breaker = self
-        machine = self._m
-        now = self._clock.monotonic
-        current_deadline = _deadline.CURRENT.get
-        admit = self._admit_slow
-        release = self._release
-        record_ok = self._record_ok
-        timed = self._timed
-        fleet = self._fleet
-
-        @functools.wraps(fn)
-        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            dl = current_deadline()
-            if dl is not None and dl.expired():
-                raise _expired_deadline(dl, breaker)
-            if fleet is not None:
-                t = now()
-                if t >= fleet.next:
-                    fleet.pull(t)
-            phase: Phase | None = machine.closed
-            if phase is None:
-                phase, start = admit(now())
-            else:
-                start = now() if timed else 0.0
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                release((phase, start), exc, now())
-                raise
-            if not timed:
-                tick = phase.tick
-                if tick is not None:
-                    tick()
-                    breaker._inc_success.inc()
-                    return result
-            record_ok(phase, start, now() if timed else 0.0)
-            return result
-
-        return guarded
-
-
-def _state_gauge(breaker: CircuitBreaker) -> list[tuple[float, dict[str, str]]]:
-    current = breaker.state
-    return [
-        (
-            1.0 if s is current else 0.0,
-            {names.BREAKER_NAME: breaker.name, names.STATE: s.value},
-        )
-        for s in BreakerState
-    ]

@@ -89,13 +89,13 @@ class FleetSync:
         "__weakref__",
         "_adopt",
         "_outage",
-        "_outbox",
         "_reading",
         "_seen",
         "_subscription",
         "interval",
         "name",
         "next",
+        "outbox",
         "store",
     )
 
@@ -132,7 +132,8 @@ class FleetSync:
         """The clock reading from which the shared state is due to be read again."""
         self._adopt = adopt
         self._seen = 0
-        self._outbox: Move | None = None
+        self.outbox: Move | None = None
+        """The transition noted for the fleet and not yet written (or ``None``)."""
         self._reading = _fork.new_lock()
         self._outage = Outage(name, "breaker", "keep_last", clock=clock)
         # A bound method is held weakly by the store: watching keeps nothing alive.
@@ -200,15 +201,10 @@ class FleetSync:
         """Keep the last of *moves* the fleet should hear of (the breaker's lock held)."""
         for move in moves:
             if move.reason != REASON_SHARED and move.to_state in _PUBLISHED:
-                self._outbox = move
-
-    @property
-    def pending(self) -> bool:
-        """Whether a noted transition waits to be written."""
-        return self._outbox is not None
+                self.outbox = move
 
     def _take_outbox(self) -> tuple[str, dict[str, str], float | None] | None:
-        move, self._outbox = self._outbox, None
+        move, self.outbox = self.outbox, None
         if move is None:
             return None
         ttl = None if move.open_for is None else max(move.open_for, 0.001)
