@@ -104,12 +104,17 @@ def make_evalsha(url: str, key: str) -> Acquire:
     # tipkit's script through redis-py's own evalsha: what take_tokens did before
     # it sent pre-packed commands (the client-side overhead it no longer pays).
     from tipkit.stores import RedisStore
-    from tipkit.stores._redis import _S, _bucket_args
+
+    try:
+        from tipkit.stores._redis_lua import SCRIPTS, bucket_args
+    except ImportError:  # the code before the scripts had a module of their own
+        from tipkit.stores._redis import _S as SCRIPTS
+        from tipkit.stores._redis import _bucket_args as bucket_args
 
     store = RedisStore(url, prefix="bench:", timeout=1.0)
     store.take_tokens(key, 0, rate=HIGH, capacity=HIGH)
-    client, sha = store.client, _S["take_tokens"].sha
-    args = _bucket_args(1, HIGH, HIGH, 0.0)
+    client, sha = store.client, SCRIPTS["take_tokens"].sha
+    args = bucket_args(1, HIGH, HIGH, 0.0)
     rkey = f"bench:tb:{key}"
     return lambda: client.evalsha(sha, 1, rkey, *args)
 

@@ -4,7 +4,7 @@
 token bucket in tipkit runs on it: :class:`~tipkit.ratelimit.TokenBucket` and
 :class:`~tipkit.ratelimit.KeyedRateLimiter` in process, and
 :class:`~tipkit.stores.MemoryStore` through :func:`take`. The Redis script
-(``tipkit/stores/_redis.py``) mirrors :func:`take` line for line: keep the two in
+(``tipkit/stores/_redis_lua.py``) mirrors :func:`take` line for line: keep the two in
 step.
 
 This module imports nothing from stores, primitives or telemetry: it is the

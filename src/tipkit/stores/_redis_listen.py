@@ -1,0 +1,152 @@
+"""The listener thread behind RedisStore.watch: pub/sub to the watched namespaces."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from tipkit.stores._redis_conn import ERRORS
+from tipkit.stores._watch import Watch
+
+__all__ = ["Listener"]
+
+
+class Listener:
+    """One thread per store, subscribed to the channels of the watched namespaces.
+
+    Not a timer: the thread blocks on the subscription socket (waking every
+    ``_POLL`` seconds only to notice new channels or a stop) and calls the
+    callbacks of a namespace when a write to it is published. After every
+    (re)connection it calls them all, because writes published while it was
+    unsubscribed were lost. Reconnects with backoff (0.05 s doubling to 1 s),
+    waiting on an event so :meth:`stop` ends it at once.
+    """
+
+    _POLL = 0.25
+
+    def __init__(self, new_pubsub: Callable[[], Any]) -> None:
+        # Weak: a store collected without close() ends its listener.
+        self._new_pubsub = weakref.WeakMethod(new_pubsub)
+        self._lock = threading.Lock()
+        self._watches: dict[bytes, list[Watch]] = {}
+        self._stop = threading.Event()
+        self._dirty = threading.Event()
+        self.ready = threading.Event()
+        self._pings = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, watch: Watch) -> None:
+        with self._lock:
+            self._watches.setdefault(watch.channel, []).append(watch)
+            self.ready.clear()
+            self._dirty.set()
+            if self._thread is None or not self._thread.is_alive():
+                self._start()
+
+    def remove(self, watch: Watch) -> None:
+        with self._lock:
+            found = self._watches.get(watch.channel, [])
+            if watch in found:
+                found.remove(watch)
+            if not found:
+                self._watches.pop(watch.channel, None)
+            self._dirty.set()
+
+    def _start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name="tipkit-redis-watch", daemon=True
+        )
+        self._thread.start()
+
+    def restart_in_child(self) -> None:
+        """Start a fresh thread in a forked child (the parent's is not there)."""
+        self._lock = threading.Lock()
+        self.ready.clear()
+        self._thread = None
+        if self._watches:
+            self._start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2.0)
+
+    def _fire(self, channels: list[bytes] | None = None) -> None:
+        with self._lock:
+            if channels is None:
+                watches = [w for ws in self._watches.values() for w in ws]
+            else:
+                watches = [w for c in channels for w in self._watches.get(c, ())]
+        dead = [watch for watch in watches if not watch.fire()]
+        for watch in dead:
+            self.remove(watch)
+
+    def _channels(self) -> set[bytes]:
+        with self._lock:
+            self._dirty.clear()
+            return set(self._watches)
+
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            new_pubsub = self._new_pubsub()
+            if new_pubsub is None:
+                return
+            pubsub: Any = None
+            try:
+                pubsub = new_pubsub()
+                del new_pubsub  # hold the store weakly while blocked on the socket
+                self._serve(pubsub)
+                backoff = 0.05
+            except ERRORS:
+                self.ready.clear()
+                # An event wait, not a sleep: stop() ends it at once.
+                self._stop.wait(backoff)
+                backoff = min(1.0, backoff * 2)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(*ERRORS):
+                        pubsub.close()
+
+    def _serve(self, pubsub: Any) -> None:
+        subscribed = self._channels()
+        # A control channel keeps the subscription valid with no watches.
+        pubsub.subscribe(b"tipkit:ctl", *subscribed)
+        self._fire()
+        confirm = self._confirm(pubsub)
+        # A store collected without close() ends its listener (and its connection).
+        while not self._stop.is_set() and self._new_pubsub() is not None:
+            if self._dirty.is_set():
+                wanted = self._channels()
+                if wanted - subscribed:
+                    pubsub.subscribe(*(wanted - subscribed))
+                if subscribed - wanted:
+                    pubsub.unsubscribe(*(subscribed - wanted))
+                subscribed = wanted
+                confirm = self._confirm(pubsub)
+            message = pubsub.get_message(timeout=self._POLL)
+            if message is None:
+                continue
+            if message["type"] == "message":
+                self._fire([message["channel"]])
+            elif message["type"] == "pong" and message["data"] == confirm:
+                with self._lock:  # add() clears ready and sets dirty under it
+                    if not self._dirty.is_set():
+                        self.ready.set()
+
+    def _confirm(self, pubsub: Any) -> bytes:
+        """Send a PING after the (un)subscribes; its PONG says the server has them.
+
+        The server runs one connection's commands in order, so ``ready`` is set
+        (on that PONG) only once every watched channel is subscribed on the
+        server: a write made after ``watching`` is true is delivered.
+        """
+        self._pings += 1
+        token = b"tipkit-ready-%d" % self._pings
+        pubsub.ping(token)
+        return token
