@@ -428,7 +428,10 @@ class CircuitBreaker(Guard[Ticket]):
 
         A shared breaker keeps them shut: every call must first see whether the
         fleet state is due. The decorators' fast ticket serves only a breaker
-        that needs no clock reading (see ``_fast_release``).
+        that needs no clock reading (see ``_fast_release``). Set right after the
+        machine moves, under the lock: a call that read the old value a moment
+        before is one that arrived before the transition, and its outcome is
+        stale (it decides nothing).
         """
         closed = self._m.closed if self._fleet is None else None
         self._closed = closed
