@@ -32,7 +32,6 @@ from tipkit.breaker._events import (
     CLOSED,
     DISABLED,
     FORCED_OPEN,
-    HALF_OPEN,
     OPEN,
     REASON_DISABLED,
     REASON_FORCED_OPEN,
@@ -51,10 +50,9 @@ from tipkit.breaker._machine import (
     Ticket,
 )
 from tipkit.breaker._sync import FleetSync, adoptable
-from tipkit.breaker._telemetry import Telemetry, fast_success, state_gauge
+from tipkit.breaker._telemetry import Telemetry, describe, fast_success, state_gauge
 from tipkit.breaker._window import Window, _CountRing
 from tipkit.clock import SYSTEM_CLOCK, Clock
-from tipkit.errors import CircuitOpenError
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._counters import REGISTRY
 
@@ -318,25 +316,7 @@ class CircuitBreaker(Guard[Ticket]):
         self._t.refused(decision)
         if decision.shadow:
             return (UNCOUNTED, now)
-        raise self._rejection(decision.state, decision.retry_after)
-
-    def _rejection(
-        self, state: BreakerState, retry_after: float | None
-    ) -> CircuitOpenError:
-        if state is OPEN:
-            why = f"open; retry after {retry_after:.3f}s"
-        elif state is HALF_OPEN:
-            calls = self._cfg.half_open_calls
-            why = f"half-open and all {calls} trial calls are running"
-        else:
-            why = "forced open by an operator"
-        see = f" (runbook: {self.runbook})" if self.runbook else ""
-        return CircuitOpenError(
-            f"circuit breaker {self.name!r} is {why}{see}",
-            name=self.name,
-            retry_after=retry_after,
-            runbook=self.runbook,
-        )
+        raise self._cfg.rejection(decision.state, decision.retry_after)
 
     # -- outcomes ---------------------------------------------------------------------
     def _release(self, ticket: Ticket, error: BaseException | None, now: float) -> None:
@@ -514,31 +494,6 @@ class CircuitBreaker(Guard[Ticket]):
             return self._m.metrics(now)
 
     def __repr__(self) -> str:
-        m = self.metrics
-        cfg = self._cfg
-        rate = "-" if m.failure_rate is None else f"{m.failure_rate:.2f}"
-        extra = ""
-        if m.state is OPEN:
-            extra = f" retry_after={m.retry_after:.3f}"
-        elif m.state is HALF_OPEN:
-            phase = self._m.current
-            permits = phase.permits if isinstance(phase, HalfOpen) else 0
-            extra = f" trial_permits_left={permits}"
-        slow = ""
-        if cfg.slow_after is not None:
-            srate = "-" if m.slow_call_rate is None else f"{m.slow_call_rate:.2f}"
-            slow = (
-                f" slow_call_rate={srate}/{cfg.slow_threshold}"
-                f" slow_call_duration={cfg.slow_after}"
-            )
-        duration = (
-            repr(cfg.open_duration_fn)
-            if cfg.open_duration_fn is not None
-            else f"{cfg.open_duration}"
-        )
-        return (
-            f"<CircuitBreaker {self.name!r} state={m.state.value}{extra} mode={m.mode} "
-            f"failure_rate={rate}/{cfg.failure_threshold}{slow} calls={m.calls} "
-            f"window={cfg.window!r} minimum_calls={cfg.min_calls} "
-            f"open_duration={duration} half_open_calls={cfg.half_open_calls}>"
-        )
+        phase = self._m.current
+        permits = phase.permits if isinstance(phase, HalfOpen) else 0
+        return describe(self._cfg, self.metrics, permits)

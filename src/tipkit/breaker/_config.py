@@ -5,7 +5,8 @@
 that names the argument) and answers the three questions the state machine
 asks of it: what an exception counts as (:meth:`Config.classify`), whether
 some counts trip the breaker (:meth:`Config.verdict`) and how long to stay open
-(:meth:`Config.open_duration_for`). Immutable after construction, so it is read
+(:meth:`Config.open_duration_for`); and it words the breaker's refusal
+(:meth:`Config.rejection`). Immutable after construction, so it is read
 without a lock.
 """
 
@@ -16,9 +17,15 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from tipkit._core._durations import to_seconds
-from tipkit.breaker._events import REASON_FAILURE_RATE, REASON_SLOW_CALL_RATE
+from tipkit.breaker._events import (
+    HALF_OPEN,
+    OPEN,
+    REASON_FAILURE_RATE,
+    REASON_SLOW_CALL_RATE,
+    BreakerState,
+)
 from tipkit.breaker._window import CountWindow, TimeWindow, Window
-from tipkit.errors import RejectedError
+from tipkit.errors import CircuitOpenError, RejectedError
 
 __all__ = ["FAILURE", "IGNORED", "SUCCESS", "Config", "OpenDuration", "Record"]
 
@@ -216,6 +223,24 @@ class Config:
         if fn is None:
             return self.open_duration
         return self._duration_from(fn, times_opened, self.open_duration, strict=False)
+
+    def rejection(
+        self, state: BreakerState, retry_after: float | None
+    ) -> CircuitOpenError:
+        """Return the error refusing a call in *state* (the caller raises it)."""
+        if state is OPEN:
+            why = f"open; retry after {retry_after:.3f}s"
+        elif state is HALF_OPEN:
+            why = f"half-open and all {self.half_open_calls} trial calls are running"
+        else:
+            why = "forced open by an operator"
+        see = f" (runbook: {self.runbook})" if self.runbook else ""
+        return CircuitOpenError(
+            f"circuit breaker {self.name!r} is {why}{see}",
+            name=self.name,
+            retry_after=retry_after,
+            runbook=self.runbook,
+        )
 
     def _duration_from(
         self,

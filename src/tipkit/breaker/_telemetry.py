@@ -12,7 +12,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from tipkit._core._mode import Mode
-from tipkit.breaker._events import BreakerState, BreakerStateChanged, CallRejected
+from tipkit.breaker._events import (
+    HALF_OPEN,
+    OPEN,
+    BreakerMetrics,
+    BreakerState,
+    BreakerStateChanged,
+    CallRejected,
+)
 from tipkit.breaker._machine import Move, Refusal, Ticket
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._counters import REGISTRY, Counter
@@ -20,8 +27,9 @@ from tipkit.telemetry._events import BUS
 
 if TYPE_CHECKING:
     from tipkit.breaker._breaker import CircuitBreaker
+    from tipkit.breaker._config import Config
 
-__all__ = ["Telemetry", "fast_success", "state_gauge"]
+__all__ = ["Telemetry", "describe", "fast_success", "state_gauge"]
 
 
 class Telemetry:
@@ -145,3 +153,34 @@ def state_gauge(breaker: CircuitBreaker) -> list[tuple[float, dict[str, str]]]:
         )
         for s in BreakerState
     ]
+
+
+def describe(cfg: Config, m: BreakerMetrics, permits: int) -> str:
+    """Return a breaker's ``repr``: its configuration and the live state *m*.
+
+    *permits* is the trial permits left, shown while half-open.
+    """
+    rate = "-" if m.failure_rate is None else f"{m.failure_rate:.2f}"
+    extra = ""
+    if m.state is OPEN:
+        extra = f" retry_after={m.retry_after:.3f}"
+    elif m.state is HALF_OPEN:
+        extra = f" trial_permits_left={permits}"
+    slow = ""
+    if cfg.slow_after is not None:
+        srate = "-" if m.slow_call_rate is None else f"{m.slow_call_rate:.2f}"
+        slow = (
+            f" slow_call_rate={srate}/{cfg.slow_threshold}"
+            f" slow_call_duration={cfg.slow_after}"
+        )
+    duration = (
+        repr(cfg.open_duration_fn)
+        if cfg.open_duration_fn is not None
+        else f"{cfg.open_duration}"
+    )
+    return (
+        f"<CircuitBreaker {cfg.name!r} state={m.state.value}{extra} mode={m.mode} "
+        f"failure_rate={rate}/{cfg.failure_threshold}{slow} calls={m.calls} "
+        f"window={cfg.window!r} minimum_calls={cfg.min_calls} "
+        f"open_duration={duration} half_open_calls={cfg.half_open_calls}>"
+    )
