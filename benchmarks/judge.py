@@ -6,7 +6,7 @@ to the canary with probability ``share``) and judges after every request:
 * false rollbacks in A/A (canary identical to control, 1 % errors);
 * detection of 1 % -> 2 % and 1 % -> 1.5 % errors (power, requests per arm
   until rollback);
-* latency regression (slow share 5 % -> 10 % above 250 ms, guard allowance 2
+* latency regression (slow share 5 % -> 10 % above 250 ms, check allowance 2
   points) and a latency A/A;
 * the same A/A and 1 % -> 2 % at a 5 % canary share (unbalanced arms);
 * a naive repeated two-proportion z-test (one-sided, 99 %) on the same data.
@@ -22,6 +22,7 @@ The judge's formulas are vectorised with numpy here for speed; ``--check``
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import sys
 import time
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tipkit._judge import MIN_OUTCOMES_TO_FAIL, ErrorRate, Judge, LatencyGuard
+from tipkit._judge import MIN_OUTCOMES_TO_FAIL, ErrorRateCheck, Judge, LatencyCheck
 
 ALPHA = 0.01
 Z_ONE_SIDED_99 = 2.3263478740408408  # Phi^-1(0.99)
@@ -129,7 +130,7 @@ def checkpoints(n: int, eager: int = 1000, ratio: float = 0.01) -> np.ndarray:
 
 def run_scenario(sc: Scenario, runs: int, seed: int, check: int) -> Outcome:
     rng = np.random.default_rng(seed)
-    guard = ErrorRate() if sc.kind == "error" else LatencyGuard()
+    metric = ErrorRateCheck() if sc.kind == "error" else LatencyCheck()
     chunk = max(
         1, min(runs, int(2_000_000 / (sc.horizon / min(sc.share, 1 - sc.share))))
     )
@@ -142,7 +143,7 @@ def run_scenario(sc: Scenario, runs: int, seed: int, check: int) -> Outcome:
         arm, bad, latency = simulate_chunk(sc, k, rng)
         if sched is None:
             sched = checkpoints(arm.shape[1])
-        f, zf, z95, nc, nt = judge_stops(arm, bad, guard.tau, guard.max_increase)
+        f, zf, z95, nc, nt = judge_stops(arm, bad, metric.tau, metric.max_increase)
         rows = np.arange(k)
         per_arm = np.where(f >= 0, (nc[rows, f] + nt[rows, f]) / 2.0, -1)
         # at small shares "per arm" is the canary's count; keep both
@@ -153,7 +154,7 @@ def run_scenario(sc: Scenario, runs: int, seed: int, check: int) -> Outcome:
         # amortised schedule: first checkpoint at or after the first failing index
         # is where the real judge (check_ratio=0.01) notices; a CS failing at index i
         # may recover before the next checkpoint, so recompute on the schedule itself
-        f_sched = sched_stops(arm, bad, guard, sched)
+        f_sched = sched_stops(arm, bad, metric, sched)
         am.append(np.where(f_sched >= 0, nc[rows, np.maximum(f_sched, 0)], -1))
         while checked < check and checked - done < k:
             i = checked - done
@@ -161,7 +162,7 @@ def run_scenario(sc: Scenario, runs: int, seed: int, check: int) -> Outcome:
                 arm[i],
                 bad[i],
                 None if latency is None else latency[i],
-                guard,
+                metric,
                 sc,
                 expected=int(f[i]),
             )
@@ -176,13 +177,13 @@ def run_scenario(sc: Scenario, runs: int, seed: int, check: int) -> Outcome:
     )
 
 
-def sched_stops(arm, bad, guard, sched):
+def sched_stops(arm, bad, metric, sched):
     a = arm
     nc = np.cumsum(a, axis=1, dtype=np.int64)[:, sched]
     nt = (sched + 1) - nc
     xc = np.cumsum(bad & a, axis=1, dtype=np.int64)[:, sched]
     xt = np.cumsum(bad & ~a, axis=1, dtype=np.int64)[:, sched]
-    tau = guard.tau
+    tau = metric.tau
     with np.errstate(divide="ignore", invalid="ignore"):
         pc = (xc + 0.5) / (nc + 1.0)
         pt = (xt + 0.5) / (nt + 1.0)
@@ -191,7 +192,7 @@ def sched_stops(arm, bad, guard, sched):
         w = np.sqrt((1 + u) * (2 * math.log(1 / ALPHA) + np.log1p(u))) / (tau * info)
         lower = xc / nc - xt / nt - w
         fail = (
-            (lower > guard.max_increase)
+            (lower > metric.max_increase)
             & (nc >= MIN_OUTCOMES_TO_FAIL)
             & (nt >= MIN_OUTCOMES_TO_FAIL)
         )
@@ -199,9 +200,9 @@ def sched_stops(arm, bad, guard, sched):
     return np.where(f >= 0, sched[np.maximum(f, 0)], -1)
 
 
-def replay(arm, bad, latency, guard, sc: Scenario, *, expected: int) -> None:
+def replay(arm, bad, latency, metric, sc: Scenario, *, expected: int) -> None:
     """Feed one simulated run through the real Judge and assert the same FAIL index."""
-    judge = Judge([guard], min_samples=10**9, check_ratio=0.0)
+    judge = Judge([metric], min_samples=10**9, check_ratio=0.0)
     judge.start_stage(sc.share, 0.0)
     got = -1
     for i in range(arm.shape[0]):
@@ -260,7 +261,7 @@ def whole_rollouts(
     Judge.evaluate). Returns (failed stage index or -1, canary requests seen).
     """
     rng = np.random.default_rng(seed)
-    tau = ErrorRate().tau
+    tau = ErrorRateCheck().tau
     two_l = 2 * math.log(1 / ALPHA)
     prev_info = np.zeros(runs)
     prev_w = np.zeros(runs)
@@ -370,7 +371,7 @@ def timing(quick: bool) -> str:
     from tipkit.stores import MemoryStore
 
     n = 20_000 if quick else 200_000
-    judge = Judge([ErrorRate(), LatencyGuard()], min_samples=10**9)
+    judge = Judge([ErrorRateCheck(), LatencyCheck()], min_samples=10**9)
     judge.start_stage(0.5, 0.0)
 
     def record_only(k: int) -> None:
@@ -405,17 +406,27 @@ def timing(quick: bool) -> str:
             with obs(keys[i & 1023]):
                 pass
 
+    async def aobserve_loop(k: int) -> None:
+        obs = rollout.observe
+        for i in range(k):
+            async with obs(keys[i & 1023]):
+                pass
+
+    def aobserve(k: int) -> None:
+        asyncio.run(aobserve_loop(k))
+
     def flag_only(k: int) -> None:
         ev = flags.evaluate
         for i in range(k):
             ev("bench", keys[i & 1023])
 
     rows = [
-        ("Judge.record (2 guards)", _median_ns(record_only, n)),
+        ("Judge.record (2 checks)", _median_ns(record_only, n)),
         ("Judge.record + evaluate at checkpoints", _median_ns(record_and_evaluate, n)),
-        ("Judge.evaluate (one stage, 2 guards)", _median_ns(evaluate_only, n // 20)),
+        ("Judge.evaluate (one stage, 2 checks)", _median_ns(evaluate_only, n // 20)),
         ("Flags.evaluate alone (for reference)", _median_ns(flag_only, n // 4)),
         ("with rollout.observe(key): pass", _median_ns(observe, n // 4)),
+        ("async with rollout.observe(key): pass", _median_ns(aobserve, n // 4)),
     ]
     lines = ["| operation | ns/op (median of 5) |", "|---|---|"]
     lines += [f"| {name} | {ns:,.0f} |" for name, ns in rows]

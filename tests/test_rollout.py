@@ -865,11 +865,32 @@ def test_a_cancelled_request_does_not_cut_its_rollback_short():
         with pytest.raises(asyncio.CancelledError):
             await task
         store.gate.set()
-        for _ in range(100):
-            if hooks:
-                break
-            await asyncio.sleep(0)  # noqa: TID251  # yields only
+        # The shielded rollback is still running: wait for every other task.
+        await asyncio.gather(*(asyncio.all_tasks() - {asyncio.current_task()}))
 
     asyncio.run(main())
     assert 1 == len(hooks)
+    assert flags.evaluate("pricing", "user-1").reason is Reason.STATIC
+
+
+def test_async_observe_on_redis_rolls_back_through_the_async_methods(redis_store):
+    """On a real Redis store, async traffic judged on fleet counts rolls back once."""
+    clock = FakeClock()
+    rollout, flags, _ = make(
+        clock, store=redis_store, stages=[50, 100], refresh_interval=0.5, flush_every=20
+    )
+
+    async def main():
+        for i in range(3000):
+            async with rollout.observe(f"user-{i}") as arm:
+                clock.advance(0.01)
+                if arm.is_canary and i % 2:
+                    arm.fail()
+            if rollout.percent == 0.0:
+                return
+
+    with capture_events(RolloutRolledBack) as events:
+        asyncio.run(main())
+    assert (1, "rolled_back") == (len(events), rollout.status().status)
+    assert redis_store.counters("rollout:pricing-rollout:1:0")["n1"] >= 100
     assert flags.evaluate("pricing", "user-1").reason is Reason.STATIC

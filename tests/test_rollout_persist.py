@@ -80,7 +80,7 @@ def test_a_failed_operation_is_thrown_into_its_flow():
 
     assert "caught down" == drive(catching(), Down())
     with pytest.raises(StoreError, match="down"):
-        drive(RolloutStore(Down(), "r", clock=FakeClock()).read(), Down())
+        drive(RolloutStore(Down(), "r", clock=FakeClock()).load_judge(), Down())
 
 
 def test_polling_a_failing_store_reports_one_outage():

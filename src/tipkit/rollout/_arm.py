@@ -81,8 +81,22 @@ class Arm:
         """Count this request as an error without raising (a 5xx response, say)."""
         self._failed = True
 
+    # Entering is the request path: sync and async differ only in how they
+    # wait (the store's sync or async methods, the flags' assign or aassign).
     def __enter__(self) -> Self:
-        self._rollout._enter(self)
+        rollout = self._rollout
+        now = rollout._clock.monotonic()
+        if now >= rollout._next_refresh:
+            rollout._persist.run(rollout._refresh(now))
+            now = rollout._clock.monotonic()
+        context = self._context
+        rollout._assign(
+            self,
+            None
+            if context is NO_CONTEXT
+            else rollout._flags.assign(rollout.flag, context),
+            now,
+        )
         return self
 
     def __exit__(
@@ -97,7 +111,19 @@ class Arm:
             rollout._persist.run(work)
 
     async def __aenter__(self) -> Self:
-        await self._rollout._aenter(self)
+        rollout = self._rollout
+        now = rollout._clock.monotonic()
+        if now >= rollout._next_refresh:
+            await rollout._persist.arun(rollout._refresh(now))
+            now = rollout._clock.monotonic()
+        context = self._context
+        rollout._assign(
+            self,
+            None
+            if context is NO_CONTEXT
+            else await rollout._flags.aassign(rollout.flag, context),
+            now,
+        )
         return self
 
     async def __aexit__(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from tipkit._judge import MetricCheck
 from tipkit.clock import Clock
@@ -40,6 +40,7 @@ __all__ = [
     "Flow",
     "Get",
     "Increment",
+    "OnCallError",
     "Op",
     "Put",
     "RolloutStore",
@@ -50,6 +51,8 @@ __all__ = [
 logger = logging.getLogger("tipkit")
 
 T = TypeVar("T")
+
+OnCallError = Literal["raise", "log", "silent"]
 
 NAMESPACE: Final = "tipkit.rollouts"
 CAS_TRIES: Final = 8
@@ -330,11 +333,6 @@ class RolloutStore:
             logger.error("tipkit: rollout %r: %s", self.name, what, exc_info=exc)
 
     # -- the state ---------------------------------------------------------------
-    def read(self) -> Flow[Entry | None]:
-        """Read the state (``None``: there is none yet). Store errors propagate."""
-        entry: Entry | None = yield Get(NAMESPACE, self.name)
-        return entry
-
     def poll(self) -> Flow[tuple[bool, Entry | None]]:
         """Read the state: ``(True, entry or None)``, or ``(False, None)`` if the store failed.
 
@@ -447,13 +445,21 @@ class RolloutStore:
         return totals
 
     # -- other components' writes ------------------------------------------------
-    def call(self, fn: Callable[[], T], what: str, *, quiet: bool) -> Flow[T | None]:
-        """Run *fn* (a flags write) off the event loop; if *quiet*, log its failure."""
+    def call(
+        self, fn: Callable[[], object], what: str, *, on_error: OnCallError
+    ) -> Flow[bool]:
+        """Run *fn* (a flags write) off the event loop; return whether it succeeded.
+
+        On a failure, *on_error* says what happens: ``"raise"`` it, ``"log"``
+        it (with its traceback, naming *what* was being done) or stay
+        ``"silent"`` (the caller already said so once).
+        """
         try:
-            result: T = yield Blocking(fn)
+            yield Blocking(fn)
         except Exception:
-            if not quiet:
+            if on_error == "raise":
                 raise
-            logger.exception("tipkit: rollout %r: %s failed", self.name, what)
-            return None
-        return result
+            if on_error == "log":
+                logger.exception("tipkit: rollout %r: %s failed", self.name, what)
+            return False
+        return True

@@ -22,7 +22,7 @@ from tipkit._judge import ErrorRateCheck, Judge, LatencyCheck, MetricCheck, Verd
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.flags import Assignment, Flags, Reason
 from tipkit.rollout import _state
-from tipkit.rollout._arm import NO_CONTEXT, Arm, route
+from tipkit.rollout._arm import Arm, route
 from tipkit.rollout._engine import Engine
 from tipkit.rollout._events import (
     RolloutRolledBack,
@@ -277,37 +277,21 @@ class Rollout:
         """
         return Arm(self, context)
 
-    def _enter(self, arm: Arm) -> None:
-        now = self._clock.monotonic()
-        if now >= self._next_refresh:
-            self._next_refresh = now + self._refresh_interval
-            self._persist.run(self._engine.refresh(now))
-            now = self._clock.monotonic()
-        if arm._context is NO_CONTEXT:
-            self._unassigned(arm, now)
-        else:
-            # The flag's own evaluation assigns the arm: its split serves the
-            # stage's share, so this is the cohort every other evaluation of
-            # the flag in the app sees too.
-            self._assign(arm, self._flags.assign(self.flag, arm._context), now)
-
-    async def _aenter(self, arm: Arm) -> None:
-        now = self._clock.monotonic()
-        if now >= self._next_refresh:
-            self._next_refresh = now + self._refresh_interval
-            await self._persist.arun(self._engine.refresh(now))
-            now = self._clock.monotonic()
-        if arm._context is NO_CONTEXT:
-            self._unassigned(arm, now)
-        else:
-            self._assign(arm, await self._flags.aassign(self.flag, arm._context), now)
-
-    def _assign(self, arm: Arm, out: Assignment, now: float) -> None:
+    def _assign(self, arm: Arm, out: Assignment | None, now: float) -> None:
+        """Set the arm from the flag's evaluation *out* (``None``: control, unjudged)."""
+        arm._start = now
+        if out is None:
+            arm.variant = None
+            arm.is_canary = arm.judged = False
+            return
         local = self._local
         variant = out.variant
         split = out.split
         cut = local.cut
         arm.variant = variant
+        # The flag's own evaluation assigns the arm: its split serves the
+        # stage's share, so this is the cohort every other evaluation of the
+        # flag in the app sees too.
         arm.is_canary = variant == self._canary_variant
         # Judged only when the split that served it gives exactly the stage's
         # share: not a rule's pin, an override or a kill, and not weights of
@@ -320,13 +304,11 @@ class Rollout:
             and split.get(self._canary_variant) == cut
             and split.get(self._control_variant) == _CUT_SCALE - cut
         )
-        arm._start = now
 
-    @staticmethod
-    def _unassigned(arm: Arm, now: float) -> None:
-        arm.variant = None
-        arm.is_canary = arm.judged = False
-        arm._start = now
+    def _refresh(self, mono: float) -> Flow[None]:
+        """Return the refresh flow, due at *mono*; the next one is due an interval later."""
+        self._next_refresh = mono + self._refresh_interval
+        return self._engine.refresh(mono)
 
     def _finish(
         self, arm: Arm, exc_type: type[BaseException] | None
@@ -364,15 +346,13 @@ class Rollout:
         calling thread for the store's round trips; a store failure keeps the
         last known state (reported, not raised).
         """
-        self._refresh()
+        self._refresh_now()
         local = self._local
         with local.lock:
             return local.verdict if local.judging else None
 
-    def _refresh(self) -> None:
-        now = self._clock.monotonic()
-        self._next_refresh = now + self._refresh_interval
-        self._persist.run(self._engine.refresh(now))
+    def _refresh_now(self) -> None:
+        self._persist.run(self._refresh(self._clock.monotonic()))
 
     def _control(self, action: _state.Action, reason: str) -> None:
         step = self._local.step(action, reason, self._clock.time())
@@ -434,7 +414,7 @@ class Rollout:
         before the answer. Blocks the calling thread for the store's round
         trips; a store failure answers with the last known state.
         """
-        self._refresh()
+        self._refresh_now()
         local = self._local
         with local.lock:
             d = local.doc

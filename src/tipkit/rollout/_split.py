@@ -10,7 +10,6 @@ and raising a stage only ever adds users to the canary.
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any
 
 from tipkit.errors import ConfigError
@@ -19,8 +18,6 @@ from tipkit.rollout._persist import Flow, RolloutStore
 from tipkit.rollout._state import CUT_SCALE
 
 __all__ = ["FlagSplit"]
-
-logger = logging.getLogger("tipkit")
 
 
 def _definition(percent: float) -> dict[str, Any]:
@@ -167,23 +164,13 @@ class FlagSplit:
             provider = self._flags.provider
             if isinstance(provider, InMemoryProvider):
                 provider.set_flag(self.flag, _definition(percent))
-        try:
-            yield from self._persist.call(
-                functools.partial(self._write, self.weights(percent)),
-                "setting the split",
-                quiet=False,
-            )
-        except Exception:
-            if self.percent is not None:
-                logger.exception(
-                    "tipkit: rollout %r: setting the split of flag %r to %g%% failed",
-                    self.rollout,
-                    self.flag,
-                    percent,
-                )
-            self.percent = None
-        else:
-            self.percent = percent
+        ok = yield from self._persist.call(
+            functools.partial(self._write, self.weights(percent)),
+            f"setting the split of flag {self.flag!r} to {percent:g}%",
+            # Said once until a write succeeds again.
+            on_error="log" if self.percent is not None else "silent",
+        )
+        self.percent = percent if ok else None
 
     def override_to_control(self) -> Flow[None]:
         """Override the flag to its control variant; a failure is logged (a flow)."""
@@ -191,7 +178,7 @@ class FlagSplit:
             functools.partial(self._flags.set_override, self.flag, self.control),
             f"overriding flag {self.flag!r} to its control variant (the rollout's"
             " own share is 0)",
-            quiet=True,
+            on_error="log",
         )
 
     def clear_override(self) -> Flow[None]:
@@ -202,6 +189,6 @@ class FlagSplit:
         """
         yield from self._persist.call(
             functools.partial(self._flags.clear_override, self.flag),
-            "clearing the override",
-            quiet=False,
+            f"clearing the override of flag {self.flag!r}",
+            on_error="raise",
         )
