@@ -894,3 +894,24 @@ def test_async_observe_on_redis_rolls_back_through_the_async_methods(redis_store
     assert (1, "rolled_back") == (len(events), rollout.status().status)
     assert redis_store.counters("rollout:pricing-rollout:1:0")["n1"] >= 100
     assert flags.evaluate("pricing", "user-1").reason is Reason.STATIC
+
+
+def test_an_inconclusive_pause_lost_to_an_outage_is_written_when_the_store_is_back():
+    """on_inconclusive="pause" due while the store is down: paused once it answers."""
+    clock = FakeClock()
+    store = FlakyStore(clock=clock)
+    rollout, _, _ = make(
+        clock,
+        store=store,
+        stages=[50, 100],
+        min_samples=10**6,
+        max_stage_duration=60.0,
+        on_inconclusive="pause",
+    )
+    store.down = True
+    drive(rollout, clock, 200, step=0.5)  # 100 s: past max_stage_duration
+    store.down = False
+    clock.advance(2)
+    rollout.evaluate()
+    st = rollout.status()
+    assert ("paused", "paused") == (st.status, st.history[-1]["action"])

@@ -170,13 +170,16 @@ class Engine:
         if j.saved is not None:
             yield from self._persist.save_judge(j.saved)
         if j.step is not None:
-            yield from self.act(j.step, quiet=True)
+            acted = yield from self.act(j.step, quiet=True)
+            if not acted and j.step.action in ("pause", "hold"):
+                self._local.unhold()  # the write failed: hand it over again
 
-    def act(self, step: Transition, *, quiet: bool) -> Flow[None]:
+    def act(self, step: Transition, *, quiet: bool) -> Flow[bool]:
         """Write *step* (compare-and-set), mirror it, then its follow-ups and events.
 
         *quiet*: a store failure is reported and retried later (the judge's
-        transitions); else it raises (the manual controls).
+        transitions); else it raises (the manual controls). Returns whether
+        the store answered (the step was written, or found not to apply).
         """
         gen = self._local.gen
         stages = self.stages
@@ -184,15 +187,15 @@ class Engine:
             lambda doc: step.apply(doc, stages), self._local.doc, quiet=quiet
         )
         if result is None:
-            return
+            return False
         doc, version, written = result
         yield from self.apply(doc, version, gen)
         if not written:
-            return  # someone else moved it first
+            return True  # someone else moved it first
         if step.action == "rollback":
             yield from self._split.override_to_control()
             self._rolled_back(step)
-            return
+            return True
         if step.action == "restart":
             yield from self._split.clear_override()
         if step.action in ("advance", "restart"):
@@ -204,6 +207,7 @@ class Engine:
                     self.name, step.before, after.percent, after.status, step.reason
                 )
             )
+        return True
 
     def _rolled_back(self, step: Transition) -> None:
         event = rolled_back_event(

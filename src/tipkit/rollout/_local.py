@@ -258,6 +258,11 @@ class Local:
                 saved = self._saved_locked()
             return Judgement(verdict, previous, step, saved, self.percent)
 
+    def unhold(self) -> None:
+        """Hand an inconclusive stage to the policy again (its write failed)."""
+        with self.lock:
+            self.held = False
+
     def saved(self) -> dict[str, Any]:
         """Return the judge's counts to save, with the attempt and stage they belong to."""
         with self.lock:
