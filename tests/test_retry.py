@@ -381,3 +381,6 @@ def test_the_module_keeps_its_public_names() -> None:
         "set_testing",
     ]
     assert all(hasattr(module, public) for public in module.__all__)
+    assert {getattr(module, public).__module__ for public in module.__all__} == {
+        "tipkit.retry"
+    }

@@ -47,3 +47,19 @@ __all__ = [
     "retry_context",
     "set_testing",
 ]
+
+# Public names keep the module they had before the package split: their reprs,
+# pickles and documentation say tipkit.retry, not a private module.
+for _public in (
+    Attempt,
+    Retry,
+    RetryGaveUp,
+    RetryScheduled,
+    RetryingBlock,
+    is_testing,
+    retry,
+    retry_context,
+    set_testing,
+):
+    _public.__module__ = __name__
+del _public
