@@ -25,8 +25,8 @@ protocol); tipkit adds what it lacks:
 * **free on success**: the first attempt is a plain call; tenacity is entered
   only once an attempt has failed.
 
-One engine runs every face: :mod:`~tipkit.retry._engine` is an iterator of
-attempts with a sync and an async driver; ``_faces`` holds the decorator,
+One engine runs every face: ``_engine`` is an iterator of attempts with a
+sync and an async driver; ``_faces`` holds the decorator,
 ``call``/``acall`` and ``retry_context`` over it, ``_policy`` the validated
 configuration, ``_events`` what listeners see and ``_testing`` the test mode.
 """
