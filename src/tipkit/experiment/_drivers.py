@@ -24,7 +24,6 @@ wait for nothing.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -120,12 +119,14 @@ class _Driver:
         self._compensate = plan.options.compensate
 
     def _hand_off(
-        self, pool: ThreadPool | TaskPool, job: Callable[[Trial], Any], trial: Trial
+        self, submit: Callable[[Any, Trial], bool], job: Any, trial: Trial
     ) -> None:
-        """Give *trial* to *pool*; count it skipped when the pool is full."""
+        """Submit ``job(trial)`` to a pool; count the trial skipped if it is full."""
         try:
-            if not pool.submit(functools.partial(job, trial)):
-                self._ledger.skip(trial.raw_control(), trial.args, trial.kwargs)
+            if not submit(job, trial):
+                self._ledger.skip(
+                    trial.value, trial.error, trial.took, trial.args, trial.kwargs
+                )
         except Exception:  # pragma: no cover - never let a tipkit bug reach the caller
             logger.exception(
                 "experiment %r: could not start a shadow run", self._plan.name
@@ -156,7 +157,7 @@ class SyncDriver(_Driver):
         overdue = self.overdue
         if overdue:
             overdue.sweep(self._clock.monotonic())
-        self._hand_off(self.pool, self._job, trial)
+        self._hand_off(self.pool.submit, self._job, trial)
         return trial.serve()
 
     def _job(self, trial: Trial) -> None:
@@ -245,7 +246,7 @@ class AsyncDriver(_Driver):
         """Run the control in this task and hand the candidates to the pool."""
         trial = Trial(self._plan, args, kwargs)
         await self._behave(trial, self._plan.control_only)
-        self._hand_off(self.pool, self._job, trial)
+        self._hand_off(self.pool.submit, self._job, trial)
         return trial.serve()
 
     async def _job(self, trial: Trial) -> None:

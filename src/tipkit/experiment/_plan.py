@@ -293,7 +293,3 @@ class Trial:
         ):
             raise MismatchError(result) from self.error
         return self.serve()
-
-    def raw_control(self) -> tuple[Any, BaseException | None, float]:
-        """Return the control's value, exception and duration, uncleaned."""
-        return (self.value, self.error, self.took)

@@ -15,13 +15,15 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from tipkit._core import _fork
 
 __all__ = ["TaskPool", "ThreadPool"]
 
 logger = logging.getLogger("tipkit")
+
+T = TypeVar("T")
 
 _IDLE_EXIT: Final = 10.0  # seconds an idle worker thread waits before exiting
 
@@ -71,16 +73,19 @@ class ThreadPool(_Bounded):
         self._threads = 0
         self._idle = 0
 
-    def submit(self, job: Callable[[], object]) -> bool:
-        """Queue *job* in a copy of this context; return ``False`` (dropping it) when full."""
-        # The job sees the caller's context variables (synthetic traffic marks,
-        # spans), as a task created here would.
-        job = functools.partial(contextvars.copy_context().run, job)
+    def submit(self, job: Callable[[T], object], arg: T) -> bool:
+        """Queue ``job(arg)``; return ``False`` (dropping it) when the pool is full.
+
+        The job runs in a copy of the caller's context variables (synthetic
+        traffic marks, spans), as a task created here would.
+        """
         with self._cond:
             if self._inflight >= self.capacity:
                 return False
             self._inflight += 1
-            self._jobs.append(job)
+            self._jobs.append(
+                functools.partial(contextvars.copy_context().run, job, arg)
+            )
             if self._idle > 0:
                 self._cond.notify()
                 return True
@@ -148,8 +153,8 @@ class TaskPool(_Bounded):
             asyncio.AbstractEventLoop, asyncio.Semaphore
         ] = weakref.WeakKeyDictionary()
 
-    def submit(self, job: Callable[[], Coroutine[Any, Any, None]]) -> bool:
-        """Start ``job()`` as a task of the running loop; ``False`` when full.
+    def submit(self, job: Callable[[T], Coroutine[Any, Any, None]], arg: T) -> bool:
+        """Start ``job(arg)`` as a task of the running loop; ``False`` when full.
 
         Raises:
             RuntimeError: no event loop is running in this thread.
@@ -162,7 +167,7 @@ class TaskPool(_Bounded):
         sem = self._semaphores.get(loop)
         if sem is None:
             sem = self._semaphores.setdefault(loop, asyncio.Semaphore(self.max_workers))
-        task = loop.create_task(_bounded(sem, job))
+        task = loop.create_task(_bounded(sem, job(arg)))
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return True
@@ -186,8 +191,6 @@ class TaskPool(_Bounded):
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _bounded(
-    sem: asyncio.Semaphore, job: Callable[[], Coroutine[Any, Any, None]]
-) -> None:
+async def _bounded(sem: asyncio.Semaphore, job: Coroutine[Any, Any, None]) -> None:
     async with sem:
-        await job()
+        await job

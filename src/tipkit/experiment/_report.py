@@ -153,14 +153,18 @@ class Ledger:
 
     def skip(
         self,
-        control: tuple[Any, BaseException | None, float],
+        value: Any,
+        error: BaseException | None,
+        took: float,
         args: tuple[Any, ...],
         kwargs: Any,
     ) -> None:
-        """Count a run that found no room: on the caller's path, so never publish=."""
+        """Count a run that found no room: on the caller's path, so never publish=.
+
+        *value*, *error* and *took* are the control's, uncleaned.
+        """
         result = None
         if ExperimentCompared.listened:
-            value, error, took = control
             obs = _new(Observation, (CONTROL, value, error, took, value, False))
             outcomes: dict[str, Outcome] = dict.fromkeys(self.candidates, "skipped")
             result = _new(
