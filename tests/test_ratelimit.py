@@ -21,7 +21,7 @@ from tests.strategies_ratelimit import (
 
 from tipkit._core._guard import Wait
 from tipkit.errors import DeadlineExceededError, RateLimitedError
-from tipkit.ratelimit import RateDecision, RateLimited, TokenBucket
+from tipkit.ratelimit import KeyedRateLimiter, RateDecision, RateLimited, TokenBucket
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._counters import REGISTRY
 from tipkit.testing import FakeClock, capture_events
@@ -60,6 +60,14 @@ def test_faces_reject_when_the_wait_exceeds_max_wait(
         face.run(bucket, lambda: None)
     assert clock.monotonic() == 0
     assert bucket.tokens == 0
+
+
+@pytest.mark.parametrize("limiter", [TokenBucket, KeyedRateLimiter])
+def test_the_limiters_write_no_face_of_their_own(limiter: type) -> None:
+    """Every face comes from the core: neither limiter defines one."""
+    faces = {"_wrap_sync", "_wrap_async", "__enter__", "__exit__"}
+    faces |= {"__aenter__", "__aexit__", "call", "acall"}
+    assert set() == faces & set(vars(limiter))
 
 
 def test_decorator_refuses_generator_functions() -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -157,3 +161,96 @@ def test_rate_limited_event_carries_runbook_but_exports_no_key(
     attrs = event.otel_attributes()
     assert "acme" not in attrs.values()
     assert attrs[names.RUNBOOK] == "https://rb/x"
+
+
+# -- faces: every face of the core, with the key ---------------------------------------------
+PENDING_CORE = pytest.mark.xfail(
+    strict=True,
+    reason="the core's keyed faces are pending (notes/hooks-requests.md item 4)",
+)
+
+
+@PENDING_CORE
+def test_every_face_takes_the_keys_token(face: Any, clock: FakeClock) -> None:
+    """Through every face, limit(key) takes one token of that key only."""
+    limiter = KeyedRateLimiter("faces-keys", rate=1, capacity=1, clock=clock)
+    assert "ok" == face.run(limiter.limit("a"), lambda: "ok")
+    with pytest.raises(RateLimitedError, match="exceeded for a key") as info:
+        face.run(limiter.limit("a"), lambda: "never")
+    assert info.value.retry_after == pytest.approx(1.0)
+    assert "ok" == face.run(limiter.limit("b"), lambda: "ok")
+    assert clock.sleeps == []
+
+
+@PENDING_CORE
+def test_faces_refuse_a_new_key_while_every_bucket_refills(
+    face: Any, clock: FakeClock
+) -> None:
+    """A face for a new key is refused with the max_keys error when the table is full."""
+    limiter = KeyedRateLimiter(
+        "faces-full", rate=1, capacity=1, max_keys=1, clock=clock
+    )
+    face.run(limiter.limit("a"), lambda: None)
+    with pytest.raises(RateLimitedError, match="max_keys=1 buckets, all still"):
+        face.run(limiter.limit("b"), lambda: None)
+
+
+@PENDING_CORE
+def test_faces_in_shadow_mode_admit_and_count(face: Any, clock: FakeClock) -> None:
+    """In shadow mode every face runs the call and counts what it would refuse."""
+    limiter = KeyedRateLimiter(
+        "faces-shadow", rate=1, capacity=1, mode="shadow", clock=clock
+    )
+    assert [1, 2] == [face.run(limiter.limit("k"), lambda i=i: i) for i in (1, 2)]
+    assert 1 == limiter.would_reject
+
+
+@PENDING_CORE
+def test_call_and_acall_take_the_key_first(clock: FakeClock) -> None:
+    """limiter.call(key, fn, ...) and acall pass the arguments through, per key."""
+    limiter = KeyedRateLimiter("call-keys", rate=1, capacity=1, clock=clock)
+
+    async def adouble(x: int) -> int:
+        return 2 * x
+
+    assert 6 == limiter.call("a", lambda x, *, y: x * y, 2, y=3)
+    assert 8 == asyncio.run(limiter.acall("b", adouble, 4))
+    with pytest.raises(RateLimitedError):
+        limiter.call("a", lambda: None)
+    with pytest.raises(RateLimitedError):
+        asyncio.run(limiter.acall("b", adouble, 1))
+
+
+@PENDING_CORE
+def test_the_decorator_takes_the_key_from_the_arguments(clock: FakeClock) -> None:
+    """@limiter(key=...) picks each call's key from its arguments, sync and async."""
+    limiter = KeyedRateLimiter("deco-keys", rate=1, capacity=1, clock=clock)
+
+    @limiter(key=lambda tenant, **_: tenant)
+    def handle(tenant: str, *, body: str) -> str:
+        return f"{tenant}:{body}"
+
+    @limiter(key=lambda request: request["tenant"])
+    async def ahandle(request: dict[str, str]) -> str:
+        return request["tenant"]
+
+    assert "a:x" == handle("a", body="x")
+    assert "b:y" == handle("b", body="y")
+    with pytest.raises(RateLimitedError):
+        handle("a", body="z")
+    assert "c" == asyncio.run(ahandle({"tenant": "c"}))
+    with pytest.raises(RateLimitedError):
+        asyncio.run(ahandle({"tenant": "c"}))
+    assert handle.__name__ == "handle"
+
+
+@PENDING_CORE
+def test_the_decorator_refuses_generator_functions() -> None:
+    """A keyed decorator refuses a generator function at decoration time."""
+    limiter = KeyedRateLimiter("gen-keys", rate=1, capacity=1)
+
+    def gen(key: str) -> Iterator[str]:
+        yield key
+
+    with pytest.raises(TypeError, match="generator function"):
+        limiter(key=lambda key: key)(gen)

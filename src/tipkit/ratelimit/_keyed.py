@@ -211,6 +211,19 @@ class KeyedRateLimiter(Limits):
         return self._decision(wait, self._table.tokens(key, self._monotonic()))
 
     # -- the core: the step of the faces takes the key --------------------------------
+    def _step_key(self, key: str, now: float, pending: object) -> bool:  # noqa: ARG002  # the keyed step's signature
+        """Take one token for *key* or raise: the faces' step (it never waits)."""
+        return self._settle(key, 1.0, self._wait_for(key, 1.0))
+
+    async def _astep_shared(self, key: str, now: float, pending: object) -> bool:  # noqa: ARG002  # as above
+        """The async faces' step with a store: awaits ``atake_tokens``."""
+        return self._settle(key, 1.0, await self._await_for(key, 1.0))
+
+    def _release_key(
+        self, key: str, ticket: bool, error: BaseException | None, now: float
+    ) -> None:
+        """Do nothing: tokens are spent, not held."""
+
     def _wait_for(self, key: str, tokens: float) -> float | None:
         """Take *tokens* for *key*: seconds until they are there (0.0: taken).
 
