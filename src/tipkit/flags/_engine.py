@@ -54,6 +54,20 @@ ContextLike = EvaluationContext | Mapping[str, Any] | str | int | None
 _INF = float("inf")
 
 
+def _checked(
+    provider: object, namespace: object, refresh_interval: float | timedelta
+) -> float:
+    """Check ``Flags``' arguments; return *refresh_interval* in seconds."""
+    if not isinstance(provider, FlagProvider):
+        raise TypeError(f"provider must be a FlagProvider, got {provider!r}")
+    if not namespace:
+        raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
+    interval = to_seconds(refresh_interval, "refresh_interval")
+    if interval < 0:
+        raise ValueError(f"refresh_interval must be >= 0, got {refresh_interval!r}")
+    return interval
+
+
 class Flags:
     """Evaluate feature flags locally, fast, and never raise into app code.
 
@@ -109,13 +123,7 @@ class Flags:
         refresh_interval: float | timedelta = 1.0,
         clock: Clock | None = None,
     ) -> None:
-        if not isinstance(provider, FlagProvider):
-            raise TypeError(f"provider must be a FlagProvider, got {provider!r}")
-        if not namespace:
-            raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
-        interval = to_seconds(refresh_interval, "refresh_interval")
-        if interval < 0:
-            raise ValueError(f"refresh_interval must be >= 0, got {refresh_interval!r}")
+        interval = _checked(provider, namespace, refresh_interval)
         self._provider = provider
         self._clock: Clock = (
             clock if clock is not None else getattr(provider, "clock", SYSTEM_CLOCK)
@@ -267,7 +275,8 @@ class Flags:
         self, key: str, context: ContextLike = None, default: Any = None
     ) -> EvaluationDetail:
         """Return the :class:`EvaluationDetail` of flag *key* for *context*. Never raises."""
-        return _outcomes.detail(*self._run(key, context, default))
+        value, out = self._run(key, context, default)
+        return _outcomes.detail(value, out)
 
     def assign(self, key: str, context: ContextLike = None) -> Assignment:
         """Return which variant flag *key* serves *context*, why, and from which split.
@@ -319,10 +328,18 @@ class Flags:
     def _complete(self, key: str, context: Any, default: Any) -> tuple[Any, Outcome]:
         """Evaluate on the current table, count and publish: the complete slow path."""
         try:
-            out = _outcomes.read_context(self._table[key], context)
+            run = self._table[key]
+            if context.__class__ is EvaluationContext:
+                out = run(context.attributes, context.targeting_key)
+            else:
+                out = _outcomes.read_context(run, context)
         except Exception as exc:
             out = self._failed(key, exc)
-        return _outcomes.finish(key, out, default, context, self._log)
+        value, out = _outcomes.settle(key, out, default)  # finish(), inlined
+        out.counter.inc()
+        if FlagEvaluated.listened:
+            _outcomes.publish(value, out, context, self._log)
+        return value, out
 
     def _failed(self, key: Any, exc: Exception) -> Outcome:
         return _outcomes.failed(
@@ -367,10 +384,8 @@ class Flags:
     def kill(self, key: str) -> None:
         """Kill flag *key* everywhere sharing the store: it serves its off variant.
 
-        Takes effect on the next evaluation in this process, and within
-        ``refresh_interval`` in every other process sharing the store. A killed
-        flag without an ``off_variant`` answers the caller's default (reason
-        ``DISABLED``).
+        At once in this process, within ``refresh_interval`` in every other one.
+        Without an ``off_variant`` it answers the caller's default (``DISABLED``).
 
         Raises:
             StoreError: the store could not be written.
@@ -388,10 +403,9 @@ class Flags:
     def set_override(self, key: str, value_or_variant: Any) -> None:
         """Serve *value_or_variant* for *key* (reason ``STATIC``) until cleared.
 
-        A string naming one of the flag's variants serves that variant; a value
-        equal to a variant's value serves that variant; anything else is served
-        as it is, with no variant. Written to the store: everything sharing it
-        sees the override.
+        A variant's name, or a value equal to a variant's value, serves that
+        variant; anything else is served as is, with no variant. Written to the
+        store: everything sharing it sees the override.
 
         Raises:
             TypeError: the value cannot be stored (not JSON-compatible).
@@ -439,10 +453,9 @@ class Flags:
         self._admin.set_split(key, weights, rule_id, self.flag_set)
 
     def clear_split(self, key: str, *, rule_id: str | None = None) -> None:
-        """Remove the run-time split of *key*'s fallthrough (or of rule *rule_id*).
+        """Remove the run-time split of *key*'s fallthrough (or rule *rule_id*), if any.
 
-        The document's weights serve again (a target that served one variant
-        serves it again). Clearing what is not there does nothing.
+        The document's weights (or single variant) serve again.
 
         Raises:
             ValueError: *key* or *rule_id* is not a non-empty string.
@@ -453,11 +466,10 @@ class Flags:
     def get_split(
         self, key: str, *, rule_id: str | None = None
     ) -> dict[str, float] | None:
-        """Return the run-time split weights (percent) set for *key*, or ``None``.
+        """Return the run-time split weights (percent) of *key*'s target, or ``None``.
 
         Read from the store now (not from this object's snapshot), in the order
-        they were given; ``None`` when no run-time split targets the fallthrough
-        (or rule *rule_id*).
+        they were given. The target is the fallthrough, or rule *rule_id*.
 
         Raises:
             StoreError: the store could not be read.
