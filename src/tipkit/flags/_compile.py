@@ -70,7 +70,7 @@ class Compiler:
         self.conditions = Conditions(self.problems)
 
     # -- document ----------------------------------------------------------------
-    def document(self, doc: Any) -> FlagSet:  # noqa: C901  # a validator reads best as one flat list of checks
+    def document(self, doc: Any) -> FlagSet:  # a validator reads best as one flat list of checks
         """Compile *doc*; raise one ConfigError listing every problem."""
         if not isinstance(doc, dict):
             self.problems.add(
@@ -94,16 +94,7 @@ class Compiler:
                 line=line_of(doc, "version"),
             )
         self.conditions.define_segments(doc)
-        flags_doc = doc.get("flags")
-        if flags_doc is None:
-            flags_doc = {}
-        if not isinstance(flags_doc, dict):
-            self.problems.add(
-                f"'flags' must be a mapping, got {type(flags_doc).__name__}",
-                field="flags",
-                line=line_of(doc, "flags"),
-            )
-            flags_doc = {}
+        flags_doc = self.problems.mapping(doc, "flags")
         flags: dict[str, CompiledFlag] = {}
         for key, fdoc in flags_doc.items():
             if not isinstance(key, str) or not key:

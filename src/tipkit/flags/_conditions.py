@@ -47,6 +47,20 @@ class Problems:
             )
         )
 
+    def mapping(self, doc: Mapping[str, Any], name: str) -> dict[Any, Any]:
+        """Return the mapping ``doc[name]`` (``{}`` if absent, or reported if not one)."""
+        section = doc.get(name)
+        if section is None:
+            return {}
+        if not isinstance(section, dict):
+            self.add(
+                f"'{name}' must be a mapping, got {type(section).__name__}",
+                field=name,
+                line=line_of(doc, name),
+            )
+            return {}
+        return section
+
     def error(self) -> ConfigError:
         """Return the :class:`ConfigError` listing every problem found."""
         return ConfigError(problems=self.found)
@@ -65,16 +79,7 @@ class Conditions:
 
     def define_segments(self, doc: Mapping[str, Any]) -> None:
         """Read and compile the document's ``segments`` (each once, cycles reported)."""
-        segments = doc.get("segments")
-        if segments is None:
-            segments = {}
-        if not isinstance(segments, dict):
-            self.problems.add(
-                f"'segments' must be a mapping, got {type(segments).__name__}",
-                field="segments",
-                line=line_of(doc, "segments"),
-            )
-            segments = {}
+        segments = self.problems.mapping(doc, "segments")
         for name, seg in segments.items():
             if not isinstance(name, str) or not name:
                 self.problems.add(

@@ -8,6 +8,7 @@ from typing import Any
 from tipkit.clock import Clock
 from tipkit.flags._engine import Flags
 from tipkit.flags._model import EvaluationDetail, Outcome
+from tipkit.flags._outcomes import detail
 from tipkit.flags._providers import InMemoryProvider
 
 __all__ = ["RecordingFlags", "fake_flags", "flag_definition"]
@@ -59,18 +60,7 @@ class RecordingFlags(Flags):
 
     def _complete(self, key: str, context: Any, default: Any) -> tuple[Any, Outcome]:
         value, out = super()._complete(key, context, default)
-        self.evaluations.append(
-            EvaluationDetail(
-                out.flag_key,
-                value,
-                out.variant,
-                out.reason,
-                out.rule_id,
-                out.error_code,
-                out.error_message,
-                out.flag_version,
-            )
-        )
+        self.evaluations.append(detail(value, out))
         return value, out
 
     def evaluated(self, key: str) -> list[EvaluationDetail]:
