@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tipkit.errors import ConfigError
+from tipkit.errors import ConfigError, StoreConflictError
 from tipkit.flags import (
     FlagProvider,
     Flags,
@@ -427,3 +427,23 @@ def test_a_split_written_through_redis_reaches_another_store_object(
         assert {"new": 100.0, "old": 0.0} == reader.get_split("pricing")
     finally:
         other_store.close()
+
+
+def test_a_split_that_keeps_changing_raises_store_conflict_and_writes_nothing():
+    """When every compare-and-set loses, set_split raises StoreConflictError (a RuntimeError)."""
+
+    class Contended(MemoryStore):
+        def compare_and_set(self, *_a: Any, **_k: Any) -> int | None:
+            return None
+
+    store = Contended()
+    flags = make(store=store)
+    with pytest.raises(StoreConflictError, match="kept changing") as info:
+        flags.set_split("pricing", {"new": 50, "old": 50})
+    assert isinstance(info.value, RuntimeError)
+    assert ("flags", "split/pricing", 16) == (
+        info.value.namespace,
+        info.value.key,
+        info.value.tries,
+    )
+    assert flags.get_split("pricing") is None

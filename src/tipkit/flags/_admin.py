@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, Final
 
-from tipkit.errors import ConfigError
+from tipkit.errors import ConfigError, StoreConflictError
 from tipkit.flags._compiled import CompiledFlag, FlagSet
 from tipkit.flags._document import check_split
 from tipkit.flags._store_sync import KILL, OVERRIDE, SPLIT, notify_peers, read_splits
@@ -169,8 +169,11 @@ class Admin:
             if store.compare_and_set(ns, name, new, version=version) is not None:
                 self._written()
                 return
-        raise RuntimeError(
-            f"the run-time split of flag {key!r} kept changing; not written"
+        raise StoreConflictError(
+            f"the run-time split of flag {key!r} kept changing; not written",
+            namespace=ns,
+            key=name,
+            tries=_CAS_TRIES,
         )
 
 

@@ -448,7 +448,8 @@ class Flags:
             ConfigError: the flag or rule is unknown, or a weight is bad (every
                 problem listed, naming the flag and the weight).
             ValueError: *key* or *rule_id* is not a non-empty string.
-            StoreError: the store could not be written.
+            StoreError: the store could not be written (``StoreConflictError``
+                when other writers changed the entry on every try).
         """
         self._admin.set_split(key, weights, rule_id, self.flag_set)
 
