@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import Face
 
 from tipkit import DeadlineExceededError, RejectedError, compose
-from tipkit._core import _deadline
+from tipkit._core import _deadline, _scope
 from tipkit._core._guard import Guard, Wait, Waiter
 from tipkit.clock import SYSTEM_CLOCK
 from tipkit.deadline import deadline
@@ -163,9 +163,7 @@ def test_shared_guard_from_threads_and_tasks(clock: FakeClock) -> None:
         for _ in range(200):
             with guard:
                 # Our own ticket must be on top of our own context's stack.
-                from tipkit._core._guard import _OPEN
-
-                node = _OPEN.get()
+                node = _scope.top()
                 assert node is not None
                 ticket = node[1]
                 with seen_lock:
@@ -634,3 +632,117 @@ def test_guard_without_hooks_gets_the_generic_closure(clock: FakeClock) -> None:
     freevars = Recorder(clock)(lambda: 1).__code__.co_freevars
     assert "fast_release" not in freevars
     assert "fast_release" in Hooked(clock)(lambda: 1).__code__.co_freevars
+
+
+# -- the scope stack ------------------------------------------------------------------
+
+
+def test_one_stack_holds_tickets_deadlines_and_marks(clock: FakeClock) -> None:
+    """A guard, a deadline and a synthetic mark entered together share one stack."""
+    from tipkit.telemetry import current_synthetic, synthetic
+
+    guard = Recorder(clock)
+    assert _scope.top() is None
+    with deadline(2.0, name="d", clock=clock) as dl, synthetic("bot"), guard:
+        node = _scope.top()
+        assert node is not None
+        assert (guard, 1, dl, "bot") == (node[0], node[1], node[3], node[4])
+        assert 3 == sum(1 for _ in _walk(node))
+        assert "bot" == current_synthetic()
+        assert dl is _deadline.current()
+    assert _scope.top() is None
+
+
+def _walk(node: Any) -> Any:
+    while node is not None:
+        yield node
+        node = node[2]
+
+
+def test_out_of_order_exit_keeps_the_entries_above(clock: FakeClock) -> None:
+    """Leaving an outer entry first removes only it; inner entries keep their own state."""
+    guard = Recorder(clock)
+    outer = deadline(1.0, name="outer", clock=clock)
+    inner = deadline(5.0, name="inner", clock=clock)
+    outer.__enter__()
+    assert "outer" == inner.__enter__().name  # the earlier deadline stays in force
+    guard.__enter__()
+    outer.__exit__(None, None, None)
+    dl = _deadline.current()
+    assert dl is not None
+    assert ("inner", 5.0) == (dl.name, dl.remaining())
+    guard.__exit__(None, None, None)
+    assert [(1, None, 0.0)] == guard.released
+    inner.__exit__(None, None, None)
+    assert _scope.top() is None
+
+
+def test_out_of_order_exit_keeps_inner_marks() -> None:
+    """An inner synthetic mark survives its outer block leaving first."""
+    from tipkit.telemetry import current_synthetic, synthetic
+
+    outer, inner = synthetic("bot"), synthetic("test")
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)
+    assert "test" == current_synthetic()
+    inner.__exit__(None, None, None)
+    assert current_synthetic() is None
+
+
+def test_pop_of_an_owner_never_entered_is_an_error() -> None:
+    """Popping an owner with no entry in this context raises RuntimeError naming it."""
+    with pytest.raises(RuntimeError, match="'nobody' exited without a matching enter"):
+        _scope.pop("nobody")
+
+
+def test_current_shim_sets_and_resets_the_deadline(clock: FakeClock) -> None:
+    """_deadline.CURRENT.set/reset (kept for older callers) works over the scope stack."""
+    dl = _deadline.Deadline(clock, 3.0, timeout=3.0, name="shim")
+    token = _deadline.CURRENT.set(dl)
+    try:
+        assert dl is _deadline.CURRENT.get()
+    finally:
+        _deadline.CURRENT.reset(token)
+    assert _deadline.CURRENT.get() is None
+
+
+def test_deadline_error_is_built_one_way(clock: FakeClock) -> None:
+    """exceeded() builds the one DeadlineExceededError: what, timeout, name."""
+    err = _deadline.exceeded(
+        _deadline.Deadline(clock, 1.0, timeout=1.0, name="req"), "x could not run"
+    )
+    assert ("x could not run: deadline of 1.0s (req) exceeded", "req", 1.0) == (
+        str(err),
+        err.name,
+        err.timeout,
+    )
+    with deadline(1.0, clock=clock):
+        _deadline.check()
+        clock.advance(1.0)
+        with pytest.raises(
+            DeadlineExceededError, match=r"late: deadline of 1\.0s exceeded"
+        ):
+            _deadline.check("late")
+
+
+def test_deadline_scope_works_through_every_face(face: Face, clock: FakeClock) -> None:
+    """deadline() is a scope: every face runs the work with the deadline in force."""
+
+    def work() -> float | None:
+        clock.advance(0.5)
+        dl = _deadline.current()
+        return None if dl is None else dl.remaining()
+
+    assert 1.5 == face.run(deadline(2.0, clock=clock), work)
+    assert _scope.top() is None
+
+
+def test_scope_stack_is_per_thread_and_task(clock: FakeClock) -> None:
+    """Entries made in one thread or task are invisible to another started plainly."""
+    seen: list[object] = []
+    with deadline(1.0, clock=clock):
+        t = threading.Thread(target=lambda: seen.append(_scope.top()))
+        t.start()
+        t.join()
+    assert [None] == seen

@@ -8,7 +8,8 @@
         sock.settimeout(deadline.remaining())   # cooperating code reads the budget
         ...
 
-A deadline lives in a :class:`~contextvars.ContextVar`, so it follows the work
+A deadline lives in tipkit's scope stack (one :class:`~contextvars.ContextVar`
+for every ``with`` in tipkit), so it follows the work
 into called functions and into asyncio tasks created inside it (they copy the
 context), but not into threads started with :mod:`threading` (use
 ``contextvars.copy_context().run`` or :func:`asyncio.to_thread`, which copies it).
@@ -22,14 +23,14 @@ Every tipkit guard refuses to admit a call once the current deadline has passed
 
 from __future__ import annotations
 
-from contextvars import ContextVar, Token
 from datetime import timedelta
-from types import TracebackType
+from typing import Any
 
-from tipkit._core._deadline import CURRENT, Deadline
+from tipkit._core import _scope
+from tipkit._core._deadline import Deadline, current, exceeded
 from tipkit._core._durations import to_seconds
+from tipkit._core._scope import Node, Scope
 from tipkit.clock import SYSTEM_CLOCK, Clock
-from tipkit.errors import DeadlineExceededError
 
 __all__ = [
     "Deadline",
@@ -42,11 +43,6 @@ __all__ = [
 ]
 
 
-def current() -> Deadline | None:
-    """Return the deadline in force in this context, or ``None``."""
-    return CURRENT.get()
-
-
 def remaining() -> float | None:
     """Return the seconds left before the current deadline, or ``None`` if there is none.
 
@@ -55,7 +51,7 @@ def remaining() -> float | None:
     ``socket.settimeout(0.0)`` means non-blocking, so call :func:`check` first.
     Reads the deadline's own clock.
     """
-    dl = CURRENT.get()
+    dl = _scope.current_deadline()
     if dl is None:
         return None
     return max(0.0, dl.remaining())
@@ -63,7 +59,7 @@ def remaining() -> float | None:
 
 def expired() -> bool:
     """Return whether the current deadline (if any) has passed."""
-    dl = CURRENT.get()
+    dl = _scope.current_deadline()
     return dl is not None and dl.expired()
 
 
@@ -72,52 +68,21 @@ def check() -> None:
 
     The cheap check cooperating code calls between steps of long work.
     """
-    dl = CURRENT.get()
+    dl = _scope.current_deadline()
     if dl is not None and dl.expired():
         raise exceeded(dl, "the deadline passed")
 
 
-def exceeded(dl: Deadline, what: str) -> DeadlineExceededError:
-    """Return the error for deadline *dl* (internal helper shared with Timeout)."""
-    label = f" ({dl.name})" if dl.name else ""
-    return DeadlineExceededError(
-        f"{what}: deadline of {dl.timeout}s{label} exceeded",
-        name=dl.name,
-        timeout=dl.timeout,
-    )
-
-
-def push(
-    seconds: float, name: str | None, clock: Clock
-) -> tuple[Token[Deadline | None], Deadline]:
-    """Set a deadline *seconds* from now unless an earlier one is in force.
-
-    Returns the token to reset with and the deadline now in force (the earlier
-    of the two). Deadlines on different clocks are compared by time remaining.
-    """
-    outer = CURRENT.get()
-    if outer is not None and outer.remaining() <= seconds:
-        return CURRENT.set(outer), outer
-    dl = Deadline(clock, clock.monotonic() + seconds, timeout=seconds, name=name)
-    return CURRENT.set(dl), dl
-
-
-# The open scopes of this thread / task: (scope, token to restore, rest), linked.
-_Entered = tuple["DeadlineScope", "Token[Deadline | None]", "_Entered | None"]
-_ENTERED: ContextVar[_Entered | None] = ContextVar(
-    "tipkit_deadline_scopes", default=None
-)
-
-
-class DeadlineScope:
-    """A deadline in force for a ``with`` (or ``async with``) block.
+class DeadlineScope(Scope):
+    """A deadline in force for a ``with`` (or ``async with``) block, or for each call.
 
     Made by :func:`deadline`. Entering it binds the :class:`Deadline` in force
     (the earliest of this one and any outer one); leaving restores the outer
-    deadline. One scope object may be entered from many threads and tasks at
-    once: what each entry must restore is kept per context, never on the
-    scope. Nothing is cancelled: see :class:`tipkit.timeout.Timeout` for
-    enforcement.
+    deadline. As a decorator (or through ``call``/``acall``) each call runs
+    under a fresh deadline. One scope object may be entered from many threads
+    and tasks at once: each entry is kept in its own context's scope stack,
+    never on the scope; entries may leave in any order. Nothing is cancelled:
+    see :class:`tipkit.timeout.Timeout` for enforcement.
     """
 
     __slots__ = ("_clock", "_seconds", "name")
@@ -130,46 +95,30 @@ class DeadlineScope:
     def __repr__(self) -> str:
         return f"<deadline {self._seconds}s name={self.name!r}>"
 
-    def __enter__(self) -> Deadline:
-        token, dl = push(self._seconds, self.name, self._clock)
-        _ENTERED.set((self, token, _ENTERED.get()))
-        return dl
+    def _open(self) -> tuple[None, Deadline, None]:
+        return (
+            None,
+            Deadline.after(self._seconds, name=self.name, clock=self._clock),
+            None,
+        )
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        node = _ENTERED.get()
-        if node is None or node[0] is not self:
-            raise RuntimeError(
-                f"{self!r} exited without a matching enter in this context "
-                "(deadlines must be left in the reverse order of entering)"
-            )
-        _ENTERED.set(node[2])
-        CURRENT.reset(node[1])
+    def _close(self, node: Node, error: BaseException | None) -> None:
+        """Nothing to undo: leaving the stack restored the outer deadline."""
 
-    async def __aenter__(self) -> Deadline:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
+    def _entered(self, node: Node) -> Any:
+        return node[3]
 
 
 def deadline(
     seconds: float | timedelta, *, name: str | None = None, clock: Clock = SYSTEM_CLOCK
 ) -> DeadlineScope:
-    """Return a context manager that sets a deadline *seconds* from entry.
+    """Return a scope that sets a deadline *seconds* from entry (or from each call).
 
-    Nested deadlines take the earliest. The deadline only informs: cooperating
-    code reads :func:`remaining` or calls :func:`check`, and tipkit's guards
-    refuse to admit calls past it.
+    Use it as ``with``/``async with`` (binding the :class:`Deadline` in force), as
+    a decorator of plain and ``async def`` functions, or through ``call``/
+    ``acall``. Nested deadlines take the earliest. The deadline only informs:
+    cooperating code reads :func:`remaining` or calls :func:`check`, and tipkit's
+    guards refuse to admit calls past it.
 
     Raises:
         TypeError: *seconds* is not a number or timedelta, or *clock* is not a clock.

@@ -31,29 +31,22 @@ time remaining on ``clock``.
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Awaitable, Callable, Coroutine
-from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, ClassVar, ParamSpec, TypeVar
+from typing import ClassVar
 
-from tipkit._core import _deadline
-from tipkit._core._deadline import Deadline
+from tipkit._core import _scope
+from tipkit._core._deadline import Deadline, exceeded
 from tipkit._core._durations import to_seconds
-from tipkit._core._guard import Guard
+from tipkit._core._scope import Node, Scope
 from tipkit.clock import SYSTEM_CLOCK, Clock
-from tipkit.deadline import exceeded, push
 from tipkit.errors import DeadlineExceededError
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._counters import REGISTRY
 from tipkit.telemetry._events import BUS, AttributeValue, Event
 
 __all__ = ["TimedOut", "Timeout"]
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,29 +73,13 @@ class TimedOut(Event):
         }
 
 
-class _Scope:
-    """One entry of a Timeout: the deadline token, the deadline, the asyncio timer."""
-
-    __slots__ = ("deadline", "timer", "token")
-
-    def __init__(
-        self,
-        token: Token[Deadline | None],
-        deadline: Deadline,
-        timer: asyncio.Timeout | None = None,
-    ) -> None:
-        self.token = token
-        self.deadline = deadline
-        self.timer = timer
-
-
-_SCOPES: ContextVar[tuple[tuple[object, _Scope], ...]] = ContextVar(
-    "tipkit_timeout_scopes", default=()
-)
-
-
-class Timeout(Guard[_Scope]):
+class Timeout(Scope):
     """Bound a call to *seconds*: cancel async work, set a deadline for sync work.
+
+    A scope, not a guard: it admits every call and puts a deadline in force
+    around it (the faces come from :class:`~tipkit._core._scope.Scope`:
+    decorator, ``with``/``async with`` binding the :class:`Deadline` in force,
+    ``call``/``acall``). ``compose()`` accepts it like any guard.
 
     Args:
         seconds: the time budget of each call (float seconds or timedelta, > 0).
@@ -118,7 +95,15 @@ class Timeout(Guard[_Scope]):
     between calls, so thread-safe and asyncio-safe.
     """
 
-    __slots__ = ("_inc_failure", "_inc_success", "_inc_timeout", "name", "seconds")
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_inc_failure",
+        "_inc_success",
+        "_inc_timeout",
+        "name",
+        "seconds",
+    )
 
     def __init__(
         self,
@@ -127,7 +112,11 @@ class Timeout(Guard[_Scope]):
         name: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        super().__init__(clock=clock)
+        if not isinstance(clock, Clock):
+            raise TypeError(
+                f"clock must provide monotonic(), time(), sleep() and asleep(), got {clock!r}"
+            )
+        self._clock = clock
         secs = to_seconds(seconds, "Timeout: seconds")
         if secs <= 0:
             raise ValueError(f"Timeout: seconds must be > 0, got {seconds!r}")
@@ -153,14 +142,57 @@ class Timeout(Guard[_Scope]):
     def __repr__(self) -> str:
         return f"<Timeout {self.name!r} seconds={self.seconds}>"
 
-    # -- the shared steps --------------------------------------------------------------
-    def _begin(self) -> _Scope:
-        outer = _deadline.CURRENT.get()
-        if outer is not None and outer.expired():
-            self._inc_timeout.inc()
-            raise exceeded(outer, f"{self!r} could not start the call")
-        token, dl = push(self.seconds, self.name, self._clock)
-        return _Scope(token, dl)
+    # -- the scope: what every face runs ------------------------------------------------
+    def _open(self) -> tuple[None, Deadline, None]:
+        """Refuse to start past the deadline in force; else put this one in force."""
+        node = _scope.top()
+        if node is not None:
+            outer = node[3]
+            if outer is not None and outer.expired():
+                self._inc_timeout.inc()
+                raise exceeded(outer, f"{self!r} could not start the call")
+        clock = self._clock
+        seconds = self.seconds
+        return (
+            None,
+            Deadline(
+                clock, clock.monotonic() + seconds, timeout=seconds, name=self.name
+            ),
+            None,
+        )
+
+    def _entered(self, node: Node) -> Deadline:
+        return _in_force(node)
+
+    def _close(self, node: Node, error: BaseException | None) -> None:
+        """Count the outcome; raise if the call returned past its deadline."""
+        if error is not None:
+            self._inc_failure.inc()
+            return
+        dl = node[3]
+        if dl is not None and dl.expired():  # never None: this node set one
+            raise self._timed_out(dl, cancelled=False)
+        self._inc_success.inc()
+
+    async def _aopen(self, node: Node) -> asyncio.Timeout:
+        """Cancel the awaited work when the deadline in force passes (loop timer)."""
+        timer = asyncio.timeout(max(0.0, _in_force(node).remaining()))
+        await timer.__aenter__()
+        return timer
+
+    async def _aclose(
+        self,
+        node: Node,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the timer; report work it cancelled as a timeout."""
+        timer: asyncio.Timeout = node[1]  # what _aopen returned
+        try:
+            await timer.__aexit__(exc_type, exc, tb)
+        except TimeoutError as timeout_exc:
+            raise self._timed_out(_in_force(node), cancelled=True) from timeout_exc
 
     def _timed_out(self, dl: Deadline, *, cancelled: bool) -> DeadlineExceededError:
         self._inc_timeout.inc()
@@ -169,123 +201,9 @@ class Timeout(Guard[_Scope]):
         what = "the call was cancelled" if cancelled else "the call returned too late"
         return exceeded(dl, f"{self!r}: {what}")
 
-    def _end(self, scope: _Scope, error: BaseException | None) -> None:
-        """Restore the outer deadline; raise if the call returned past its deadline."""
-        _deadline.CURRENT.reset(scope.token)
-        if error is not None:
-            self._inc_failure.inc()
-            return
-        if scope.deadline.expired():
-            raise self._timed_out(scope.deadline, cancelled=False)
-        self._inc_success.inc()
 
-    def _timer(self, scope: _Scope) -> asyncio.Timeout:
-        return asyncio.timeout(max(0.0, scope.deadline.remaining()))
-
-    def _cancelled(self, scope: _Scope, exc: TimeoutError) -> DeadlineExceededError:
-        _deadline.CURRENT.reset(scope.token)
-        err = self._timed_out(scope.deadline, cancelled=True)
-        err.__cause__ = exc
-        return err
-
-    # -- faces ---------------------------------------------------------------------------
-    def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
-        @functools.wraps(fn)
-        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            return self.call(fn, *args, **kwargs)
-
-        return guarded
-
-    def _wrap_async(
-        self, fn: Callable[P, Awaitable[R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]:
-        @functools.wraps(fn)
-        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            return await self.acall(fn, *args, **kwargs)
-
-        return guarded
-
-    def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run ``fn(*args, **kwargs)`` with this timeout's deadline in force.
-
-        Raises:
-            DeadlineExceededError: the deadline had passed before the call, or
-                the call returned after it (its result is discarded).
-        """
-        scope = self._begin()
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            self._end(scope, exc)
-            raise
-        self._end(scope, None)
-        return result
-
-    async def acall(
-        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> R:
-        """Await ``fn(*args, **kwargs)``, cancelling it when the deadline passes.
-
-        Raises:
-            DeadlineExceededError: the deadline had passed before the call, or
-                the work was cancelled at the deadline, or it returned after it.
-        """
-        scope = self._begin()
-        timer = self._timer(scope)
-        try:
-            async with timer:
-                result = await fn(*args, **kwargs)
-        except TimeoutError as exc:
-            if timer.expired():
-                raise self._cancelled(scope, exc) from exc
-            self._end(scope, exc)
-            raise
-        except BaseException as exc:
-            self._end(scope, exc)
-            raise
-        self._end(scope, None)
-        return result
-
-    def __enter__(self) -> Deadline:
-        scope = self._begin()
-        _SCOPES.set((*_SCOPES.get(), (self, scope)))
-        return scope.deadline
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._end(self._pop_scope(), exc)
-
-    async def __aenter__(self) -> Deadline:
-        scope = self._begin()
-        scope.timer = timer = self._timer(scope)
-        await timer.__aenter__()
-        _SCOPES.set((*_SCOPES.get(), (self, scope)))
-        return scope.deadline
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        scope = self._pop_scope()
-        timer = scope.timer
-        assert timer is not None  # set by __aenter__
-        try:
-            await timer.__aexit__(exc_type, exc, tb)
-        except TimeoutError as timeout_exc:
-            raise self._cancelled(scope, timeout_exc) from timeout_exc
-        self._end(scope, exc)
-
-    def _pop_scope(self) -> _Scope:
-        stack = _SCOPES.get()
-        for i in range(len(stack) - 1, -1, -1):
-            owner, scope = stack[i]
-            if owner is self:
-                _SCOPES.set(stack[:i] + stack[i + 1 :])
-                return scope
-        raise RuntimeError(f"{self!r} exited without a matching enter in this context")
+def _in_force(node: Node) -> Deadline:
+    """Return the deadline in force at a Timeout's own node (never None: it sets one)."""
+    dl = node[3]
+    assert dl is not None  # a Timeout's node sets a deadline
+    return dl

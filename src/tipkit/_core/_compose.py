@@ -5,11 +5,11 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, ExitStack
-from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from tipkit._core._guard import check_decoratable
+from tipkit._core import _scope
+from tipkit._core._scope import check_decoratable
 
 __all__ = ["Composite", "compose"]
 
@@ -80,12 +80,12 @@ class Composite:
 
     def __enter__(self) -> None:
         self._check_block()
-        # One ExitStack per entry, kept per context like the guards' tickets.
+        # One ExitStack per entry, kept in the scope stack like the guards' tickets.
         stack = ExitStack()
         with stack:
             for guard in self.guards:
                 stack.enter_context(guard)
-            _STACKS.set((*_STACKS.get(), (self, stack.pop_all())))
+            _scope.push(self, stack.pop_all())
 
     def __exit__(
         self,
@@ -93,7 +93,7 @@ class Composite:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack = _pop(self)
+        stack: ExitStack = _scope.pop(self)[1]
         stack.__exit__(exc_type, exc, tb)
 
     async def __aenter__(self) -> None:
@@ -102,7 +102,7 @@ class Composite:
         async with stack:
             for guard in self.guards:
                 await stack.enter_async_context(guard)
-            _STACKS.set((*_STACKS.get(), (self, stack.pop_all())))
+            _scope.push(self, stack.pop_all())
 
     async def __aexit__(
         self,
@@ -110,24 +110,8 @@ class Composite:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack = _pop(self)
-        assert isinstance(stack, AsyncExitStack)
+        stack: AsyncExitStack = _scope.pop(self)[1]
         await stack.__aexit__(exc_type, exc, tb)
-
-
-def _pop(composite: Composite) -> Any:
-    stacks = _STACKS.get()
-    for i in range(len(stacks) - 1, -1, -1):
-        owner, stack = stacks[i]
-        if owner is composite:
-            _STACKS.set(stacks[:i] + stacks[i + 1 :])
-            return stack
-    raise RuntimeError(f"{composite!r} exited without a matching enter in this context")
-
-
-_STACKS: ContextVar[tuple[tuple[Composite, Any], ...]] = ContextVar(
-    "tipkit_composite_stacks", default=()
-)
 
 
 def compose(*guards: Any) -> Composite:

@@ -1,9 +1,10 @@
 """Marking test traffic: ``synthetic()`` and how its marker reaches every signal.
 
-The marker lives in a :class:`~contextvars.ContextVar`, so it follows the code
-inside the block, including asyncio tasks created there (they copy the context),
-and nothing else. Spans made by :func:`~tipkit.telemetry.traced`, span events,
-log events and histogram points read it when they are built: they already pay for
+The marker lives in tipkit's scope stack (:mod:`tipkit._core._scope`, one
+:class:`~contextvars.ContextVar`), so it follows the code inside the block,
+including asyncio tasks created there (they copy the context), and nothing
+else. Spans made by :func:`~tipkit.telemetry.traced`, span events, log events
+and histogram points read it when they are built: they already pay for
 building attributes.
 
 Counters are the hard part: a primitive creates its counters at construction and
@@ -21,27 +22,32 @@ the hot path) is not routed.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 import threading
-from collections.abc import Callable, Coroutine
-from contextvars import ContextVar
-from typing import Any, Final, Literal, ParamSpec, TypeVar, overload
+from collections.abc import Callable
+from typing import Final, Literal
 
+from tipkit._core import _scope
+from tipkit._core._scope import Node, Scope
 from tipkit.telemetry._counters import REGISTRY, Counter
 from tipkit.telemetry._names import SYNTHETIC_TYPE
 
 __all__ = ["KINDS", "SyntheticKind", "current_synthetic", "synthetic"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 SyntheticKind = Literal["test", "bot"]
 KINDS: Final = ("test", "bot")
 """The values OpenTelemetry defines for ``user_agent.synthetic.type``."""
 
-CURRENT: ContextVar[str | None] = ContextVar("tipkit_synthetic", default=None)
+
+class _MarkView:
+    """``CURRENT.get()``: the mark in force, for callers written before the scope stack."""
+
+    __slots__ = ()
+
+    get = staticmethod(_scope.current_synthetic)
+
+
+CURRENT = _MarkView()
 
 _lock = threading.Lock()
 _open = 0
@@ -51,14 +57,18 @@ _routed: dict[Counter, Callable[[], int]] = {}
 
 def current_synthetic() -> str | None:
     """Return the synthetic traffic type of the current context, or ``None``."""
-    return CURRENT.get()
+    return _scope.current_synthetic()
+
+
+top = _scope.top
 
 
 def _router(counter: Counter, fast: Callable[[], int]) -> Callable[[], int]:
     twins: dict[str, Counter] = {}
 
     def inc() -> int:
-        kind = CURRENT.get()
+        node = top()
+        kind = None if node is None else node[4]
         if kind is None:
             return fast()
         twin = twins.get(kind)
@@ -126,8 +136,8 @@ def _after_fork_in_child() -> None:  # pragma: no cover - exercised only in fork
     _lock = threading.Lock()
 
 
-class _Synthetic:
-    """Context manager and decorator made by :func:`synthetic`."""
+class _Synthetic(Scope):
+    """The scope made by :func:`synthetic`: ``with``, ``async with``, decorator, call."""
 
     __slots__ = ("kind",)
 
@@ -137,59 +147,15 @@ class _Synthetic:
     def __repr__(self) -> str:
         return f"<synthetic kind={self.kind!r} open_blocks={_open}>"
 
-    def __enter__(self) -> str:
+    def _open(self) -> tuple[None, None, str]:
         _enter()
-        _TOKENS.set((*_TOKENS.get(), CURRENT.set(self.kind)))
-        return self.kind
+        return None, None, self.kind
 
-    def __exit__(self, *exc: object) -> None:
-        stack = _TOKENS.get()
-        _TOKENS.set(stack[:-1])
-        CURRENT.reset(stack[-1])
+    def _close(self, node: Node, error: BaseException | None) -> None:  # noqa: ARG002  # the Scope protocol
         _exit()
 
-    async def __aenter__(self) -> str:
-        return self.__enter__()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.__exit__(*exc)
-
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        if not callable(fn):
-            raise TypeError(f"synthetic() decorates callables, got {fn!r}")
-        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-            raise TypeError(
-                f"cannot decorate generator function {fn.__qualname__} with "
-                "synthetic(): use `with synthetic():` inside the generator instead"
-            )
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def awrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                with self:
-                    return await fn(*args, **kwargs)
-
-            return awrapper
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            with self:
-                return fn(*args, **kwargs)
-
-        return wrapper
-
-
-# Tokens of the blocks open in this context, so one _Synthetic object can be
-# entered from many threads and tasks at once.
-_TOKENS: ContextVar[tuple[Any, ...]] = ContextVar("tipkit_synthetic_tokens", default=())
+    def _entered(self, node: Node) -> str:  # noqa: ARG002  # the Scope protocol
+        return self.kind
 
 
 def synthetic(kind: SyntheticKind = "test") -> _Synthetic:

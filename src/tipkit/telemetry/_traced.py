@@ -12,14 +12,14 @@ import inspect
 import logging
 import weakref
 from collections.abc import Callable, Coroutine, Mapping
-from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar, overload
 
 from opentelemetry import context, metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from tipkit._core import _scope
 from tipkit.clock import SYSTEM_CLOCK, Clock
-from tipkit.telemetry import _catalog, _otel, _synthetic
+from tipkit.telemetry import _catalog, _otel
 from tipkit.telemetry import _names as n
 from tipkit.telemetry._counters import REGISTRY
 from tipkit.telemetry._events import AttributeValue
@@ -31,10 +31,10 @@ logger = logging.getLogger("tipkit")
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# An open span: (span, context token, start time, name). A `with traced(...)`
+# block keeps it in the scope stack, so one traced object can be entered from
+# many threads and tasks at once.
 _Entry = tuple[trace.Span, object, float, str]
-# Open `with traced(...)` blocks of this thread / task, so one traced object can be
-# entered from many threads and tasks at once.
-_OPEN: ContextVar[tuple[_Entry, ...]] = ContextVar("tipkit_traced_open", default=())
 
 
 def error_type(exc: BaseException) -> str:
@@ -107,7 +107,7 @@ class Traced:
     def __repr__(self) -> str:
         return (
             f"<traced {self.name!r} attributes={self.attributes} "
-            f"record_exception={self.record_exception} open={len(_OPEN.get())}>"
+            f"record_exception={self.record_exception} open={_scope.count(Traced)}>"
         )
 
     # -- the two halves every face shares -------------------------------------
@@ -116,7 +116,7 @@ class Traced:
         self, name: str, extra: Callable[[], Mapping[str, AttributeValue]] | None
     ) -> _Entry:
         attributes = self._static
-        kind = _synthetic.CURRENT.get()
+        kind = _scope.current_synthetic()
         if kind is not None:
             attributes = {**attributes, n.SYNTHETIC_TYPE: kind}
         span = _otel.tracer_for(self.tracer_provider).start_span(
@@ -172,13 +172,11 @@ class Traced:
                 'with traced("checkout"): ...'
             )
         entry = self._start(self.name, None)
-        _OPEN.set((*_OPEN.get(), entry))
+        _scope.push(self, entry)
         return entry[0]
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        stack = _OPEN.get()
-        _OPEN.set(stack[:-1])
-        self._finish(stack[-1], exc)
+        self._finish(_scope.pop(self)[1], exc)
 
     async def __aenter__(self) -> trace.Span:
         return self.__enter__()
