@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 from tipkit._core._durations import to_seconds
-from tipkit._core._guard import check_decoratable
+from tipkit._core._scope import check_decoratable
 from tipkit.clock import Clock
 from tipkit.errors import ConfigError
 from tipkit.experiment._irreversible import irreversible_reason
