@@ -372,6 +372,7 @@ def test_the_module_keeps_its_public_names() -> None:
     assert module.__all__ == [
         "Attempt",
         "Retry",
+        "RetryBudget",
         "RetryGaveUp",
         "RetryScheduled",
         "RetryingBlock",

@@ -23,7 +23,12 @@ protocol); tipkit adds what it lacks:
   limited, bulkhead full) is never retried unless asked for; when it is, its
   ``retry_after`` is honoured if it fits in the time left;
 * **free on success**: the first attempt is a plain call; tenacity is entered
-  only once an attempt has failed.
+  only once an attempt has failed;
+* **a budget for the whole service**: ``budget=RetryBudget(...)``, shared by
+  every policy naming it, caps retries at a share of first attempts
+  (``_budget``; fleet-wide through a store in ``_budget_store``);
+* **no repeating the irreversible**: an ``@irreversible`` function is refused
+  unless given ``compensate=`` or ``idempotency_key=``.
 
 One engine runs every face: ``_engine`` is an iterator of attempts with a
 sync and an async driver; ``_faces`` holds the decorator,
@@ -31,6 +36,7 @@ sync and an async driver; ``_faces`` holds the decorator,
 configuration, ``_events`` what listeners see and ``_testing`` the test mode.
 """
 
+from tipkit.retry._budget import RetryBudget
 from tipkit.retry._engine import Attempt
 from tipkit.retry._events import RetryGaveUp, RetryScheduled
 from tipkit.retry._faces import Retry, RetryingBlock, retry, retry_context
@@ -39,6 +45,7 @@ from tipkit.retry._testing import is_testing, set_testing
 __all__ = [
     "Attempt",
     "Retry",
+    "RetryBudget",
     "RetryGaveUp",
     "RetryScheduled",
     "RetryingBlock",
@@ -53,6 +60,7 @@ __all__ = [
 for _public in (
     Attempt,
     Retry,
+    RetryBudget,
     RetryGaveUp,
     RetryScheduled,
     RetryingBlock,

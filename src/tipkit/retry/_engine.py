@@ -142,6 +142,9 @@ class Attempts:
         return self
 
     def __next__(self) -> Attempt:
+        budget = self._policy.budget
+        if budget is not None and self._error is not None:
+            budget.exchange_if_due(self._policy.clock.monotonic())
         while isinstance(step := self._step(), float):
             self._policy.clock.sleep(step)
         if step is None:
@@ -152,6 +155,9 @@ class Attempts:
         return self
 
     async def __anext__(self) -> Attempt:
+        budget = self._policy.budget
+        if budget is not None and self._error is not None:
+            await budget.aexchange_if_due(self._policy.clock.monotonic())
         while isinstance(step := self._step(), float):
             await self._policy.clock.asleep(step)
         if step is None:
@@ -197,6 +203,8 @@ class Attempts:
             self._check_time_left(error)
         self._error = None
         self._number += 1
+        if self._number == 1 and self._policy.budget is not None:
+            self._policy.budget.record_first(self._policy.clock.monotonic())
         return Attempt(self._number, self)
 
     def _ended(self, num: int, exc: BaseException | None) -> bool:
@@ -210,6 +218,15 @@ class Attempts:
             self._over = True
             return False
         if self._policy.retriable(exc):
+            compensate = self._policy.compensate
+            if compensate is not None:
+                try:
+                    compensate(exc)
+                except Exception:
+                    # An attempt that cannot be undone must not be repeated.
+                    self._over = True
+                    self._counters.failure.inc()
+                    raise
             self._error = exc
             return True
         self._over = True
@@ -254,6 +271,10 @@ class Attempts:
         outer = _deadline.CURRENT.get()
         if outer is not None and outer.remaining() <= wait:
             self._reason = "deadline"
+            return True
+        budget = self._policy.budget
+        if budget is not None and not budget.try_retry(self._policy.clock.monotonic()):
+            self._reason = "budget"
             return True
         return False
 

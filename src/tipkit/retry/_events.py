@@ -11,7 +11,7 @@ from tipkit.telemetry._traced import error_type
 
 __all__ = ["GiveUpReason", "RetryGaveUp", "RetryScheduled"]
 
-GiveUpReason = Literal["attempts", "timeout", "deadline", "not_retriable"]
+GiveUpReason = Literal["attempts", "timeout", "deadline", "budget", "not_retriable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +49,9 @@ class RetryGaveUp(Event):
         attempts: attempts made.
         error: the last attempt's exception, which is re-raised.
         reason: ``"attempts"`` (all used), ``"timeout"`` (the next wait would
-            reach this retry's deadline), or ``"deadline"`` (an outer tipkit
-            deadline ends first).
+            reach this retry's deadline), ``"deadline"`` (an outer tipkit
+            deadline ends first) or ``"budget"`` (the retry budget is spent:
+            raised at once, never slept for).
     """
 
     attempts: int

@@ -18,13 +18,18 @@ from typing import Any, ClassVar, ParamSpec, TypeVar, overload
 
 from tipkit._core._guard import check_decoratable
 from tipkit.clock import SYSTEM_CLOCK, Clock
+from tipkit.errors import RejectedError
+from tipkit.fallback import ExcTypes, Fallback
+from tipkit.retry._budget import RetryBudget
 from tipkit.retry._engine import Attempt, Attempts, Counters
-from tipkit.retry._policy import On, Policy, check_name
+from tipkit.retry._policy import On, Policy, check_name, refuse_irreversible
 
 __all__ = ["Retry", "RetryingBlock", "retry", "retry_context"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+_NO_FALLBACK: Any = object()
 
 
 class Retry:
@@ -35,15 +40,33 @@ class Retry:
     state lives on the object.
     """
 
-    __slots__ = ("_by_name", "_policy", "name")
+    __slots__ = ("_by_name", "_fallback", "_policy", "name")
 
     # compose() refuses `with` for guards that must re-run the work.
     _reruns: ClassVar[bool] = True
+    _composition_role: ClassVar[str] = "retry"
 
-    def __init__(self, policy: Policy, name: str | None) -> None:
+    def __init__(
+        self, policy: Policy, name: str | None, fallback: Fallback[Any] | None = None
+    ) -> None:
         self._policy = policy
         self.name = name
         self._by_name: dict[str, Counters] = {}
+        self._fallback = fallback
+
+    @property
+    def budget(self) -> RetryBudget | None:
+        """The retry budget this policy spends from, if any."""
+        return self._policy.budget
+
+    def _refuse(self, fn: Callable[..., Any]) -> None:
+        policy = self._policy
+        refuse_irreversible(
+            fn,
+            f"{self!r}",
+            idempotency_key=policy.idempotency_key,
+            compensate=policy.compensate,
+        )
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
@@ -94,13 +117,19 @@ class Retry:
             TypeError: *fn* is a generator or async generator function.
         """
         check_decoratable(fn, self)
+        self._refuse(fn)
         if inspect.iscoroutinefunction(fn):
-            return self._wrap_async(fn)
-        return self._wrap_sync(fn)
+            wrapped: Callable[P, Any] = self._wrap_async(fn)
+        else:
+            wrapped = self._wrap_sync(fn)
+        return wrapped if self._fallback is None else self._fallback(wrapped)
 
     def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         now = self._policy.clock.monotonic
         after = self._after_for(fn)
+        budget = self._policy.budget
+        if budget is not None:
+            return self._wrap_sync_budget(fn, budget)
 
         @functools.wraps(fn)
         def retried(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -115,15 +144,43 @@ class Retry:
 
         return retried
 
+    def _wrap_sync_budget(
+        self, fn: Callable[P, R], budget: RetryBudget
+    ) -> Callable[P, R]:
+        # A separate closure: a retry without a budget pays nothing for it.
+        now = self._policy.clock.monotonic
+        after = self._after_for(fn)
+        record = budget.record_first
+        count = budget._pending.__next__  # record_first inlined: one C call per call
+
+        @functools.wraps(fn)
+        def retried(*args: P.args, **kwargs: P.kwargs) -> R:
+            start = now()
+            if start >= budget._edge:
+                record(start)
+            else:
+                count()
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if (loop := after(start, exc)) is None:
+                    raise
+            return loop.run(fn, args, kwargs)
+
+        return retried
+
     def _wrap_async(
         self, fn: Callable[P, Awaitable[R]]
     ) -> Callable[P, Coroutine[Any, Any, R]]:
         now = self._policy.clock.monotonic
         after = self._after_for(fn)
+        budget = self._policy.budget
 
         @functools.wraps(fn)
         async def retried(*args: P.args, **kwargs: P.kwargs) -> R:
             start = now()
+            if budget is not None:
+                budget.record_first(start)
             try:
                 return await fn(*args, **kwargs)
             except Exception as exc:
@@ -142,7 +199,15 @@ class Retry:
         """
         if inspect.iscoroutinefunction(fn):
             raise TypeError(f"{fn!r} is a coroutine function: use `await acall(...)`")
+        self._refuse(fn)
+        if self._fallback is not None:
+            return self._fallback.call(self._call, fn, *args, **kwargs)
+        return self._call(fn, *args, **kwargs)
+
+    def _call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         start = self._policy.clock.monotonic()
+        if self._policy.budget is not None:
+            self._policy.budget.record_first(start)
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
@@ -158,7 +223,17 @@ class Retry:
         Raises:
             Exception: the last attempt's exception, itself, when retrying gives up.
         """
+        self._refuse(fn)
+        if self._fallback is not None:
+            return await self._fallback.acall(self._acall, fn, *args, **kwargs)
+        return await self._acall(fn, *args, **kwargs)
+
+    async def _acall(
+        self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
         start = self._policy.clock.monotonic()
+        if self._policy.budget is not None:
+            self._policy.budget.record_first(start)
         try:
             return await fn(*args, **kwargs)
         except Exception as exc:
@@ -179,6 +254,11 @@ def retry(
     retry_rejected: bool = False,
     name: str | None = None,
     clock: Clock = SYSTEM_CLOCK,
+    budget: RetryBudget | None = None,
+    compensate: Callable[[Exception], object] | None = None,
+    idempotency_key: str | None = None,
+    fallback: Any = _NO_FALLBACK,
+    fallback_on: ExcTypes | None = None,
 ) -> Retry:
     """Return a decorator that retries a function on the errors named by *on*.
 
@@ -209,9 +289,26 @@ def retry(
         name: names the retry in events and metrics (default: the function's
             qualified name).
         clock: the clock for the timeout and the waits.
+        budget: a :class:`~tipkit.retry.RetryBudget` shared with other
+            policies: a retry it refuses is not made, and the last error is
+            raised at once (reason ``"budget"``), never slept for.
+        compensate: a synchronous ``(exc) -> None`` run after each failed
+            attempt, before the next; makes an ``@irreversible`` function
+            retriable. If it raises, retrying stops with its error.
+        idempotency_key: the name of the parameter of the function carrying a
+            key the dependency deduplicates on; makes an ``@irreversible``
+            function retriable (the same arguments, so the same key, go to
+            every attempt).
+        fallback: a value, or a synchronous ``(exc) -> value``, returned instead
+            of raising an error in *fallback_on* (see :mod:`tipkit.fallback`).
+        fallback_on: what the fallback answers (default: tipkit's rejections,
+            :class:`~tipkit.errors.RejectedError`). *on* keeps its meaning:
+            what is retried.
 
     Raises:
         TypeError, ValueError: a bad argument, named in the message.
+        ConfigError: when decorating (or calling) an ``@irreversible``
+            function without *compensate* or *idempotency_key*.
     """
     policy = Policy(
         on=on,
@@ -223,10 +320,20 @@ def retry(
         wait_exp_base=wait_exp_base,
         retry_rejected=retry_rejected,
         clock=clock,
+        budget=budget,
+        compensate=compensate,
+        idempotency_key=idempotency_key,
     )
     if name is not None:
         check_name(name, "retry")
-    return Retry(policy, name)
+    if fallback is _NO_FALLBACK:
+        if fallback_on is not None:
+            raise TypeError("retry: fallback_on= needs fallback=")
+        return Retry(policy, name)
+    answer = Fallback(
+        fallback, RejectedError if fallback_on is None else fallback_on, name or "retry"
+    )
+    return Retry(policy, name, answer)
 
 
 class RetryingBlock:
@@ -269,6 +376,7 @@ def retry_context(
     retry_rejected: bool = False,
     name: str = "retry_context",
     clock: Clock = SYSTEM_CLOCK,
+    budget: RetryBudget | None = None,
 ) -> RetryingBlock:
     """Return an iterable that retries a block, as stamina's ``retry_context`` does.
 
@@ -282,7 +390,8 @@ def retry_context(
             with attempt:
                 await send()
 
-    Same arguments and semantics as :func:`retry`.
+    Same arguments and semantics as :func:`retry` (a block has no function to
+    inspect, so there is no ``compensate``/``idempotency_key``/``fallback``).
 
     Raises:
         TypeError, ValueError: a bad argument, named in the message.
@@ -297,6 +406,7 @@ def retry_context(
         wait_exp_base=wait_exp_base,
         retry_rejected=retry_rejected,
         clock=clock,
+        budget=budget,
     )._policy
     check_name(name, "retry_context")
     return RetryingBlock(policy, name)

@@ -10,10 +10,12 @@ from datetime import timedelta
 
 from tipkit._core._durations import to_seconds
 from tipkit.clock import Clock
-from tipkit.errors import RejectedError
+from tipkit.errors import ConfigError, RejectedError
+from tipkit.experiment._irreversible import irreversible_reason
+from tipkit.retry._budget import RetryBudget
 from tipkit.retry._testing import TESTING
 
-__all__ = ["ExcTypes", "On", "Policy", "check_name"]
+__all__ = ["ExcTypes", "On", "Policy", "check_name", "refuse_irreversible"]
 
 ExcTypes = type[BaseException] | tuple[type[BaseException], ...]
 On = ExcTypes | Callable[[Exception], bool]
@@ -27,8 +29,11 @@ class Policy:
 
     __slots__ = (
         "attempts",
+        "budget",
         "clock",
+        "compensate",
         "exp_base",
+        "idempotency_key",
         "on",
         "predicate",
         "retry_rejected",
@@ -51,6 +56,9 @@ class Policy:
         wait_exp_base: float,
         retry_rejected: bool,
         clock: Clock,
+        budget: RetryBudget | None = None,
+        compensate: Callable[[Exception], object] | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         self.on = on
         self.types, self.predicate, names_rejection = _check_on(on)
@@ -93,6 +101,10 @@ class Policy:
                 f"clock must provide monotonic(), time(), sleep() and asleep(), got {clock!r}"
             )
         self.clock = clock
+        _check_extras(budget, compensate, idempotency_key)
+        self.budget = budget
+        self.compensate = compensate
+        self.idempotency_key = idempotency_key
 
     def retriable(self, exc: Exception) -> bool:
         """Return whether *exc* is to be retried."""
@@ -136,10 +148,31 @@ class Policy:
             on_text = "(" + ", ".join(t.__qualname__ for t in on) + ")"
         else:
             on_text = getattr(on, "__qualname__", repr(on))
+        budget = "" if self.budget is None else f" budget={self.budget.name!r}"
         return (
-            f"on={on_text} attempts={self.attempts} timeout={self.timeout} "
+            f"on={on_text}{budget} attempts={self.attempts} timeout={self.timeout} "
             f"wait={self.wait_initial:g}..{self.wait_max:g}s x{self.exp_base:g} "
             f"jitter={self.wait_jitter:g}s"
+        )
+
+
+def _check_extras(budget: object, compensate: object, idempotency_key: object) -> None:
+    """Check the budget, compensation and idempotency key arguments of a retry."""
+    if budget is not None and not isinstance(budget, RetryBudget):
+        raise TypeError(f"retry: budget must be a RetryBudget, got {budget!r}")
+    if compensate is not None and (
+        not callable(compensate) or inspect.iscoroutinefunction(compensate)
+    ):
+        raise TypeError(
+            "retry: compensate must be a synchronous function (exc) -> None, "
+            f"got {compensate!r}"
+        )
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str) or not idempotency_key.isidentifier()
+    ):
+        raise TypeError(
+            "retry: idempotency_key must name the parameter carrying the key, "
+            f"got {idempotency_key!r}"
         )
 
 
@@ -186,3 +219,50 @@ def _non_negative(value: float | timedelta, arg: str) -> float:
     if secs < 0:
         raise ValueError(f"retry: {arg} must be >= 0 seconds, got {value!r}")
     return secs
+
+
+def refuse_irreversible(
+    fn: Callable[..., object],
+    what: str,
+    *,
+    idempotency_key: str | None,
+    compensate: object = None,
+    can_compensate: bool = True,
+) -> None:
+    """Refuse to repeat an ``@irreversible`` *fn* unless it is made safe to repeat.
+
+    *idempotency_key* names the parameter of *fn* that carries the key the
+    dependency deduplicates on (checked to exist); *compensate* undoes a failed
+    attempt (retry only).
+
+    Raises:
+        ConfigError: *fn* is irreversible and neither is given; names the
+            function, its reason and both ways out.
+        TypeError: *fn* has no parameter named *idempotency_key*.
+    """
+    reason = irreversible_reason(fn)
+    if reason is None or compensate is not None:
+        return
+    label = getattr(fn, "__qualname__", repr(fn))
+    if idempotency_key is None:
+        raise ConfigError(
+            f"{what} would run {label} more than once, but it is irreversible "
+            f"({reason}): pass compensate= (undo a failed attempt) or "
+            "idempotency_key= (the parameter carrying a key the dependency "
+            "deduplicates on)"
+            if can_compensate
+            else f"{what} would run {label} more than once, but it is irreversible "
+            f"({reason}): pass idempotency_key= (the parameter carrying a key the "
+            "dependency deduplicates on)",
+            field="idempotency_key",
+        )
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature: trust the caller
+        return
+    if idempotency_key not in params and not any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+    ):
+        raise TypeError(
+            f"{what}: idempotency_key={idempotency_key!r} names no parameter of {label}"
+        )
