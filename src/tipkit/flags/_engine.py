@@ -2,9 +2,12 @@
 
 ``Flags`` holds a table ``{flag key: run}`` built from the provider's snapshot
 and the store's state by the one precedence (``_precedence``), and evaluates
-by calling ``run(attributes, targeting_key)``. Its collaborators: the store's
-state (``_store_sync``), writes to it (``_admin``), the slow half of an
+by calling ``run(attributes, targeting_key)``. Its collaborators: where the
+table comes from (``_source``: the provider, and the store's state through
+``_store_sync``), writes to the store (``_admin``), the slow half of an
 evaluation (``_outcomes``), ``explain`` (``_explain``) and ``gate`` (``_gate``).
+The hot paths (``is_enabled``, ``get``) stay inline here: a call is ~5% of an
+evaluation.
 """
 
 from __future__ import annotations
