@@ -70,7 +70,7 @@ class Compiler:
         self.conditions = Conditions(self.problems)
 
     # -- document ----------------------------------------------------------------
-    def document(self, doc: Any) -> FlagSet:  # a validator reads best as one flat list of checks
+    def document(self, doc: Any) -> FlagSet:
         """Compile *doc*; raise one ConfigError listing every problem."""
         if not isinstance(doc, dict):
             self.problems.add(
