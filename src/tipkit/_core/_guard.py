@@ -12,65 +12,86 @@ A primitive implements a small synchronous core:
   call raised, or ``None``.
 * ``_abandon(pending, now)`` (optional): the caller stopped waiting (cancelled,
   interrupted, deadline); give back whatever ``pending`` reserved.
+* ``_entered(ticket)`` (optional): what ``with guard as x`` binds (default ``None``).
 
 The core never sleeps, never awaits and never reads the clock itself. This module
 writes every face once, for all primitives: decorator (sync and ``async def``),
 ``with``, ``async with``, ``call`` and ``acall``. Only the two drivers that
 interpret a ``Wait`` differ between sync and async. No primitive overrides a
-face; a primitive that needs a faster path supplies the hooks below.
+face; a primitive that needs a faster path, holds nothing, or must do its I/O
+asynchronously supplies the hooks below.
 
-Fast-path hooks (optional; the decorator faces call them)
------------------------------------------------------------
+Hooks (all optional)
+--------------------
 
-Reading the clock costs two calls per guarded call, a method call about 20 ns.
-A primitive whose common case needs neither may supply:
+Reading the clock costs a call per reading and a Python method call about
+25 ns. The hooks let a primitive skip what its common case does not need.
 
 ``_fast_admit(self) -> ticket | None``
     Admit the call *without reading the clock and without waiting*, or return
-    ``None`` to take the generic path, ``_step(clock.monotonic(), None)``
-    (which may wait, reject, or admit). It must not raise and must not block
-    beyond a short lock; it saves the clock read before the call. A refusal is
-    always decided by ``_step``: return ``None``, never raise.
+    ``None`` to take the generic path (``_step(clock.monotonic(), None)``,
+    which may wait, reject, or admit). Never raise: refusals are decided by
+    ``_step``. Saves the clock read before the call.
 
-``_fast_ticket`` (attribute variant of ``_fast_admit``)
-    A guard whose fast admission is one lock-free read sets the class
-    attribute ``_fast_reads_ticket = True`` and keeps an instance attribute
-    ``_fast_ticket``: the ticket to hand out while the fast path is open (the
-    breaker's closed phase), else ``None``. The decorator reads it inline
-    (about 10 ns) instead of calling ``_fast_admit`` (about 30 ns).
+``_fast_reads_ticket = True`` and an attribute ``_fast_ticket``
+    The attribute variant of ``_fast_admit`` for a lock-free admission: the
+    faces read ``self._fast_ticket`` (the ticket to hand out while the fast path
+    is open, else ``None``) instead of calling ``_fast_admit``: about 10 ns
+    instead of about 30. (The closed breaker.)
 
 ``_fast_release(self, ticket) -> bool``
-    Record that the call admitted with *ticket* returned normally, *without
-    reading the clock*; return ``True`` when done, ``False`` to have the face
-    call ``_release(ticket, None, clock.monotonic())`` instead (when the
-    outcome needs the end time after all). It receives every ticket the
-    decorator got, from ``_fast_admit``/``_fast_ticket`` or from ``_step``, and
-    must not raise. It saves the clock read after the call.
+    The call returned normally: record the success *without reading the clock*
+    and return ``True``, or return ``False`` to have the face call
+    ``_release(ticket, None, now)`` (or ``_arelease``). It receives every ticket
+    the face got, from the fast admission or from ``_step``. Never raise. Saves
+    the clock read after the call.
 
-A failure (the call raised) always goes through ``_release(ticket, exc, now)``,
-so ``_release`` must accept every ticket the fast hooks hand out. The hooks are
-called concurrently from many threads and tasks with no lock held by the face:
-each must be thread-safe on its own, and neither may sleep or await. They are
-looked up once, when a function is decorated: a guard without hooks gets the
-generic closures and pays nothing for them. ``with``/``async with``/``call``/
-``acall`` always take the generic path (they are not the per-call hot path).
-Every face checks the current deadline (:func:`tipkit._core._deadline.check`)
-before admitting, fast path included.
+``_holds = False``
+    The ticket holds nothing (a spent token): the faces never release it, not
+    even on failure; ``with`` keeps nothing in the scope stack and its exit does
+    nothing; no clock is read after the call.
+
+``async _astep(self, now, pending) -> ticket | Wait`` (``None`` by default)
+    The *first* step of the async faces when deciding needs I/O (a store-backed
+    guard reading its store with the store's async methods). The async faces
+    await it instead of calling ``_step`` (after the fast admission, if any);
+    the steps after a ``Wait`` still call ``_step``, so a pending step must do
+    no I/O. The sync faces always call ``_step``.
+
+``async _arelease(self, ticket, error, now)`` (``None`` by default)
+    The async faces await it instead of calling ``_release`` (failures
+    included; ``_fast_release`` is still tried first on success).
+
+Which hooks a class has is decided once, when the class is created (any hook
+name defined by the class or a base below :class:`Guard`, as a method, a class
+attribute or a slot); a guard class without hooks gets the plain faces and
+pays nothing for them. The decorator faces look the hooks up on the instance
+once, at decoration time, so an instance may set them in ``__init__`` (slots)
+and choose per instance; ``with``/``call`` look them up per call.
+
+Failures (the call raised) always go through ``_release(ticket, exc, now)``
+(or ``_arelease``), so ``_release`` must accept every ticket the fast hooks hand
+out. Hooks run concurrently from many threads and tasks with no lock held by
+the face: each must be thread-safe on its own; none may sleep, and only
+``_astep``/``_arelease`` may await.
+
+Every face checks the deadline in force before admitting (fast path included)
+and never waits past it; the error is :func:`tipkit._core._deadline.exceeded`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
-import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
 from tipkit._core import _scope
+from tipkit._core._check import check_clock
 from tipkit._core._deadline import Deadline, exceeded
 from tipkit._core._scope import check_decoratable
+from tipkit._core._wait import Wait, Waiter
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import DeadlineExceededError
 
@@ -86,89 +107,17 @@ T = TypeVar("T")
 _top = _scope.top
 _set_top = _scope.STACK.set
 
+_HOOKS = (
+    "_fast_admit",
+    "_fast_release",
+    "_fast_reads_ticket",
+    "_fast_ticket",
+    "_holds",
+    "_astep",
+    "_arelease",
+)
 
-class Waiter:
-    """Something a waiting call can be woken by (a freed bulkhead slot, say).
-
-    ``notify()`` may be called from any thread, before or after the wait starts;
-    a waiter is woken at most once. Sync waits block on a ``threading.Event``;
-    async waits await a future on their own loop, woken thread-safely.
-    """
-
-    __slots__ = ("_event", "_future", "_lock", "_loop", "notified")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.notified = False
-        self._event: threading.Event | None = None
-        self._future: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def notify(self) -> None:
-        """Wake the waiting call (idempotent, thread-safe)."""
-        with self._lock:
-            if self.notified:
-                return
-            self.notified = True
-            event, future, loop = self._event, self._future, self._loop
-        if event is not None:
-            event.set()
-        if future is not None and loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(_resolve, future)
-
-    def wait_sync(self, timeout: float, clock: Clock) -> bool:
-        """Block until notified or *timeout* passes on *clock*; return whether notified."""
-        with self._lock:
-            if self.notified:
-                return True
-            event = self._event = threading.Event()
-        wait_event = getattr(clock, "wait_event", None)
-        if wait_event is not None:
-            return bool(wait_event(event, timeout))
-        clock.sleep(timeout)
-        return self.notified
-
-    async def wait_async(self, timeout: float, clock: Clock) -> bool:
-        """Suspend until notified or *timeout* passes on *clock*; return whether notified."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self.notified:
-                return True
-            future = self._future = loop.create_future()
-            self._loop = loop
-        await_future = getattr(clock, "await_future", None)
-        if await_future is not None:
-            return bool(await await_future(future, timeout))
-        await clock.asleep(timeout)
-        return self.notified
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-class Wait:
-    """A guard's answer "not yet": wait *seconds* (or until *waiter* is notified).
-
-    ``state`` is the guard's own per-call state, handed back to it on the next
-    ``_step`` and to ``_abandon``.
-    """
-
-    __slots__ = ("seconds", "state", "waiter")
-
-    def __init__(
-        self, seconds: float, *, waiter: Waiter | None = None, state: Any = None
-    ) -> None:
-        self.seconds = seconds
-        self.waiter = waiter
-        self.state = state
-
-    def __repr__(self) -> str:
-        return f"<Wait {self.seconds}s waiter={self.waiter is not None} state={self.state!r}>"
-
-
-# Stand-ins for an absent hook, so the fast faces test nothing per call: C
+# Stand-ins for an absent hook, so the decorators test nothing per call: C
 # callables, cheaper than a branch plus a Python call. NoneType() returns None
 # ("take the generic path"); ().__contains__(ticket) returns False for any
 # ticket, hashable or not ("call _release").
@@ -177,7 +126,7 @@ _no_fast_release: Callable[[object], bool] = ().__contains__
 
 
 def _expired_deadline(dl: Deadline, guard: object) -> DeadlineExceededError:
-    """Return the error for *guard* refusing a call past *dl* (kept for importers)."""
+    """Return the error for *guard* refusing a call past *dl*."""
     return exceeded(dl, f"{guard!r} could not admit the call")
 
 
@@ -193,11 +142,16 @@ class Guard(Generic[T]):
     _clock: Clock
 
     def __init__(self, *, clock: Clock = SYSTEM_CLOCK) -> None:
-        if not isinstance(clock, Clock):
-            raise TypeError(
-                f"clock must provide monotonic(), time(), sleep() and asleep(), got {clock!r}"
-            )
-        self._clock = clock
+        self._clock = check_clock(clock)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._hooked = any(
+            name in vars(klass)
+            for klass in cls.__mro__
+            if klass not in _PLAIN
+            for name in _HOOKS
+        )
 
     # -- the core, supplied by subclasses ------------------------------------------
     def _step(self, now: float, pending: Wait | None) -> T | Wait:
@@ -212,11 +166,22 @@ class Guard(Generic[T]):
     _entered: Callable[[Any], Any] | None = None
     """Subclasses may set a method ``_entered(ticket)`` returning what ``with g as x`` binds."""
 
-    # -- optional fast-path hooks (see the module docstring) --------------------------
+    # -- optional hooks (see the module docstring) ------------------------------------
+    _hooked: ClassVar[bool] = False
+    """Set per class at class creation: whether any hook below is supplied."""
     _fast_admit: Callable[[], T | None] | None = None
     _fast_release: Callable[[T], bool] | None = None
     _fast_reads_ticket: bool = False
-    """``True``: the decorators read the instance attribute ``_fast_ticket`` inline."""
+    _holds: bool = True
+    _astep: Callable[[float, Wait | None], Awaitable[T | Wait]] | None = None
+    _arelease: Callable[[T, BaseException | None, float], Awaitable[None]] | None = None
+
+    def _try_fast(self) -> Any:
+        """Return a ticket from the fast admission hooks, or ``None``."""
+        if self._fast_reads_ticket:
+            return self._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+        admit = self._fast_admit
+        return None if admit is None else admit()
 
     # -- the two drivers --------------------------------------------------------------
     def _acquire_sync(self) -> T:
@@ -246,7 +211,9 @@ class Guard(Generic[T]):
 
     async def _acquire_async(self) -> T:
         clock = self._clock
-        step = self._step(clock.monotonic(), None)
+        astep = self._astep
+        now = clock.monotonic()
+        step = self._step(now, None) if astep is None else await astep(now, None)
         if type(step) is Wait:
             return await self._wait_async(step)
         return step  # type: ignore[return-value]  # narrowed by the `type(step) is Wait` test
@@ -296,20 +263,56 @@ class Guard(Generic[T]):
         return remaining
 
     def _admit_sync(self) -> T:
+        """Check the deadline, then admit: fast hooks first, else step (and wait)."""
         node = _top()  # _check_deadline, inline: call() is a hot path
         if node is not None:
             dl = node[3]
             if dl is not None and dl.expired():
                 raise _expired_deadline(dl, self)
+        if self._hooked:
+            ticket = self._try_fast()
+            if ticket is not None:
+                return ticket  # type: ignore[no-any-return]  # a ticket of this guard
         return self._acquire_sync()
 
     async def _admit_async(self) -> T:
+        """Check the deadline, then admit: fast hooks, else ``_astep``/``_step`` (and wait)."""
         node = _top()  # as in _admit_sync
         if node is not None:
             dl = node[3]
             if dl is not None and dl.expired():
                 raise _expired_deadline(dl, self)
+        if self._hooked:
+            ticket = self._try_fast()
+            if ticket is not None:
+                return ticket  # type: ignore[no-any-return]  # a ticket of this guard
         return await self._acquire_async()
+
+    def _settle_sync(self, ticket: T, error: BaseException | None) -> None:
+        """Record the outcome of a call a sync face ran (unless the ticket holds nothing)."""
+        if self._hooked:
+            if not self._holds:
+                return
+            if error is None:
+                fast = self._fast_release
+                if fast is not None and fast(ticket):
+                    return
+        self._release(ticket, error, self._clock.monotonic())
+
+    async def _settle_async(self, ticket: T, error: BaseException | None) -> None:
+        """Record the outcome of a call an async face ran: ``_arelease`` if supplied."""
+        if self._hooked:
+            if not self._holds:
+                return
+            if error is None:
+                fast = self._fast_release
+                if fast is not None and fast(ticket):
+                    return
+            arelease = self._arelease
+            if arelease is not None:
+                await arelease(ticket, error, self._clock.monotonic())
+                return
+        self._release(ticket, error, self._clock.monotonic())
 
     # -- decorator face -------------------------------------------------------------
     @overload
@@ -327,17 +330,21 @@ class Guard(Generic[T]):
             TypeError: *fn* is a generator or async generator function.
         """
         check_decoratable(fn, self)
-        fast = (
-            self._fast_reads_ticket
-            or self._fast_admit is not None
-            or self._fast_release is not None
-        )
         if inspect.iscoroutinefunction(fn):
-            return self._wrap_async_fast(fn) if fast else self._wrap_async(fn)
-        return self._wrap_sync_fast(fn) if fast else self._wrap_sync(fn)
+            if not self._hooked:
+                return self._wrap_async(fn)
+            if self._holds:
+                return self._wrap_async_hooked(fn)
+            return self._wrap_async_admit(fn)
+        if not self._hooked:
+            return self._wrap_sync(fn)
+        if self._holds:
+            return self._wrap_sync_hooked(fn)
+        return self._wrap_sync_admit(fn)
 
-    # The four closures below inline the deadline check (one ContextVar read and
-    # one index; see _check_deadline) rather than call it: a call costs ~25 ns.
+    # The closures below are the decorator faces: plain (no hooks), hooked, and
+    # admit-only (the ticket holds nothing). They inline the deadline check (one
+    # ContextVar read and one index; see _check_deadline): a call costs ~25 ns.
     def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         step = self._step
         release = self._release
@@ -396,8 +403,7 @@ class Guard(Generic[T]):
 
         return guarded
 
-    def _wrap_sync_fast(self, fn: Callable[P, R]) -> Callable[P, R]:
-        """Build the sync decorator for a guard with fast-path hooks."""
+    def _wrap_sync_hooked(self, fn: Callable[P, R]) -> Callable[P, R]:
         guard = self
         reads_ticket = self._fast_reads_ticket
         admit = self._fast_admit or _no_fast_admit
@@ -435,14 +441,15 @@ class Guard(Generic[T]):
 
         return guarded
 
-    def _wrap_async_fast(
+    def _wrap_async_hooked(
         self, fn: Callable[P, Awaitable[R]]
     ) -> Callable[P, Coroutine[Any, Any, R]]:
-        """Build the async decorator for a guard with fast-path hooks."""
         guard = self
         reads_ticket = self._fast_reads_ticket
         admit = self._fast_admit or _no_fast_admit
         fast_release = self._fast_release or _no_fast_release
+        astep = self._astep
+        arelease = self._arelease
         step = self._step
         release = self._release
         wait = self._wait_async
@@ -455,24 +462,90 @@ class Guard(Generic[T]):
                 dl = node[3]
                 if dl is not None and dl.expired():
                     raise _expired_deadline(dl, guard)
-            # Any: mypy cannot narrow `T | Wait` by `type(x) is Wait` (see _wrap_sync).
             ticket: Any = (
-                guard._fast_ticket  # type: ignore[attr-defined]  # as in _wrap_sync_fast
+                guard._fast_ticket  # type: ignore[attr-defined]  # as in _wrap_sync_hooked
+                if reads_ticket
+                else admit()
+            )
+            if ticket is None:
+                at = now()
+                ticket = step(at, None) if astep is None else await astep(at, None)
+                if type(ticket) is Wait:
+                    ticket = await wait(ticket)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                if arelease is None:
+                    release(ticket, exc, now())
+                else:
+                    await arelease(ticket, exc, now())
+                raise
+            if not fast_release(ticket):
+                if arelease is None:
+                    release(ticket, None, now())
+                else:
+                    await arelease(ticket, None, now())
+            return result
+
+        return guarded
+
+    def _wrap_sync_admit(self, fn: Callable[P, R]) -> Callable[P, R]:
+        guard = self
+        reads_ticket = self._fast_reads_ticket
+        admit = self._fast_admit or _no_fast_admit
+        step = self._step
+        wait = self._wait_sync
+        now = self._clock.monotonic
+
+        @functools.wraps(fn)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            node = _top()
+            if node is not None:
+                dl = node[3]
+                if dl is not None and dl.expired():
+                    raise _expired_deadline(dl, guard)
+            ticket: Any = (
+                guard._fast_ticket  # type: ignore[attr-defined]  # as in _wrap_sync_hooked
                 if reads_ticket
                 else admit()
             )
             if ticket is None:
                 ticket = step(now(), None)
                 if type(ticket) is Wait:
-                    ticket = await wait(ticket)
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                release(ticket, exc, now())
-                raise
-            if not fast_release(ticket):
-                release(ticket, None, now())
-            return result
+                    wait(ticket)
+            return fn(*args, **kwargs)
+
+        return guarded
+
+    def _wrap_async_admit(
+        self, fn: Callable[P, Awaitable[R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
+        guard = self
+        reads_ticket = self._fast_reads_ticket
+        admit = self._fast_admit or _no_fast_admit
+        astep = self._astep
+        step = self._step
+        wait = self._wait_async
+        now = self._clock.monotonic
+
+        @functools.wraps(fn)
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            node = _top()
+            if node is not None:
+                dl = node[3]
+                if dl is not None and dl.expired():
+                    raise _expired_deadline(dl, guard)
+            ticket: Any = (
+                guard._fast_ticket  # type: ignore[attr-defined]  # as in _wrap_sync_hooked
+                if reads_ticket
+                else admit()
+            )
+            if ticket is None:
+                at = now()
+                ticket = step(at, None) if astep is None else await astep(at, None)
+                if type(ticket) is Wait:
+                    await wait(ticket)
+            return await fn(*args, **kwargs)
 
         return guarded
 
@@ -483,9 +556,9 @@ class Guard(Generic[T]):
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            self._release(ticket, exc, self._clock.monotonic())
+            self._settle_sync(ticket, exc)
             raise
-        self._release(ticket, None, self._clock.monotonic())
+        self._settle_sync(ticket, None)
         return result
 
     async def acall(
@@ -496,9 +569,9 @@ class Guard(Generic[T]):
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            self._release(ticket, exc, self._clock.monotonic())
+            await self._settle_async(ticket, exc)
             raise
-        self._release(ticket, None, self._clock.monotonic())
+        await self._settle_async(ticket, None)
         return result
 
     # -- with / async with faces: the ticket is an entry of the scope stack ---------
@@ -508,15 +581,18 @@ class Guard(Generic[T]):
             dl = node[3]
             if dl is not None and dl.expired():
                 raise _expired_deadline(dl, self)
-        ticket = self._step(self._clock.monotonic(), None)
-        if type(ticket) is Wait:
-            ticket = self._wait_sync(ticket)
-            node = _top()
-        # One inline push (see _scope.push): the ticket inherits deadline and mark.
-        if node is None:
-            _set_top((self, ticket, None, None, None, None))
-        else:
-            _set_top((self, ticket, node, node[3], node[4], None))
+        ticket = self._try_fast() if self._hooked else None
+        if ticket is None:
+            ticket = self._step(self._clock.monotonic(), None)
+            if type(ticket) is Wait:
+                ticket = self._wait_sync(ticket)
+                node = _top()
+        if self._holds:
+            # One inline push (see _scope.push): the ticket inherits deadline and mark.
+            if node is None:
+                _set_top((self, ticket, None, None, None, None))
+            else:
+                _set_top((self, ticket, node, node[3], node[4], None))
         return None if self._entered is None else self._entered(ticket)
 
     def __exit__(
@@ -525,17 +601,36 @@ class Guard(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if not self._holds:
+            return
         node = _top()
         if node is not None and node[0] is self:
             _set_top(node[2])
             ticket = node[1]
         else:
             ticket = _scope.pop(self)[1]
+        if self._hooked and exc is None:
+            fast = self._fast_release
+            if fast is not None and fast(ticket):
+                return
         self._release(ticket, exc, self._clock.monotonic())
 
     async def __aenter__(self) -> Any:
-        ticket = await self._admit_async()
-        _scope.push(self, ticket)
+        node = _top()
+        if node is not None:
+            dl = node[3]
+            if dl is not None and dl.expired():
+                raise _expired_deadline(dl, self)
+        # Admission inline, as in _admit_async: awaiting a helper coroutine costs.
+        ticket = self._try_fast() if self._hooked else None
+        if ticket is None:
+            now = self._clock.monotonic()
+            astep = self._astep
+            ticket = self._step(now, None) if astep is None else await astep(now, None)
+            if type(ticket) is Wait:
+                ticket = await self._wait_async(ticket)
+        if self._holds:
+            _scope.push(self, ticket)
         return None if self._entered is None else self._entered(ticket)
 
     async def __aexit__(
@@ -544,4 +639,13 @@ class Guard(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._release(_scope.pop(self)[1], exc, self._clock.monotonic())
+        if not self._holds:
+            return
+        ticket = _scope.pop(self)[1]
+        if self._hooked:
+            await self._settle_async(ticket, exc)
+        else:
+            self._release(ticket, exc, self._clock.monotonic())
+
+
+_PLAIN = (Guard, Generic, object)
