@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import Face
 
 from tipkit import DeadlineExceededError, RejectedError, compose
-from tipkit._core import _deadline, _scope
+from tipkit._core import _deadline, _keyed, _scope
 from tipkit._core._guard import Guard, Wait, Waiter
 from tipkit.clock import SYSTEM_CLOCK
 from tipkit.deadline import deadline
@@ -746,3 +746,134 @@ def test_scope_stack_is_per_thread_and_task(clock: FakeClock) -> None:
         t.start()
         t.join()
     assert [None] == seen
+
+
+# -- holds-nothing, async step/release and keyed guards --------------------------------
+
+
+class Spends(Recorder):
+    """A guard whose ticket holds nothing (a spent token): never released."""
+
+    _holds = False
+
+
+def test_holds_nothing_is_never_released(face: Face, clock: FakeClock) -> None:
+    """With _holds = False no face releases, even on failure, and `with` keeps no entry."""
+    guard = Spends(clock)
+    assert "ok" == face.run(guard, lambda: "ok")
+    with pytest.raises(KeyError):
+        face.run(guard, _raise_key_error)
+    assert ([1, 2], []) == (guard.issued, guard.released)
+    assert _scope.top() is None
+
+
+def _raise_key_error() -> None:
+    raise KeyError("k")
+
+
+class AsyncIO(Recorder):
+    """A guard whose async faces decide and record through coroutines (store I/O)."""
+
+    def __init__(self, clock: Any) -> None:
+        super().__init__(clock)
+        self.awaited: list[str] = []
+
+    async def _astep(self, now: float, pending: Wait | None) -> int | Wait:
+        self.awaited.append("step")
+        return super()._step(now, pending)
+
+    async def _arelease(
+        self, ticket: int, error: BaseException | None, now: float
+    ) -> None:
+        self.awaited.append("release")
+        super()._release(ticket, error, now)
+
+
+def test_async_faces_await_the_async_step_and_release(
+    face: Face, clock: FakeClock
+) -> None:
+    """_astep/_arelease replace _step/_release on the async faces only."""
+    guard = AsyncIO(clock)
+    with pytest.raises(KeyError):
+        face.run(guard, _raise_key_error)
+    expected = ["step", "release"] if face.is_async else []
+    assert expected == guard.awaited
+    assert 1 == len(guard.released)
+
+
+class Keyed(_keyed.Keyed[str, tuple[str, int]]):
+    """A keyed guard that records each key's tickets and releases."""
+
+    def __init__(self, clock: Any) -> None:
+        super().__init__(clock=clock)
+        self.released: list[tuple[str, tuple[str, int], BaseException | None]] = []
+        self.n = itertools.count(1)
+
+    def _step_key(
+        self, key: str, now: float, pending: Wait | None
+    ) -> tuple[str, int] | Wait:
+        if key == "banned":
+            raise RejectedError("no", name=key)
+        return (key, next(self.n))
+
+    def _release_key(
+        self,
+        key: str,
+        ticket: tuple[str, int],
+        error: BaseException | None,
+        now: float,
+    ) -> None:
+        self.released.append((key, ticket, error))
+
+    def __repr__(self) -> str:
+        return "<Keyed>"
+
+
+def test_keyed_guard_runs_every_face_per_key(face: Face, clock: FakeClock) -> None:
+    """limit(key) is a guard with every face; the key reaches the step and release."""
+    guard = Keyed(clock)
+    assert 3 == face.run(guard.limit("acme"), lambda: 3)
+    assert [("acme", ("acme", 1), None)] == guard.released
+    with pytest.raises(RejectedError):
+        face.run(guard.limit("banned"), lambda: 3)
+    assert "<Keyed>.limit('acme')" == repr(guard.limit("acme"))
+
+
+def test_keyed_call_acall_and_decorator_take_the_key(clock: FakeClock) -> None:
+    """call/acall take the key first; the decorator extracts it from the arguments."""
+    guard = Keyed(clock)
+
+    @guard(key=lambda tenant, n: tenant)
+    def work(tenant: str, n: int) -> int:
+        return n
+
+    @guard(key=lambda tenant: tenant)
+    async def awork(tenant: str) -> str:
+        return tenant
+
+    assert 2 == guard.call("a", lambda: 2)
+    assert 5 == asyncio.run(guard.acall("b", _five))
+    assert 7 == work("c", 7)
+    assert "d" == asyncio.run(awork("d"))
+    assert ["a", "b", "c", "d"] == [key for key, _, _ in guard.released]
+    with pytest.raises(TypeError, match="key must be callable"):
+        guard(key=3)  # type: ignore[arg-type]
+
+
+async def _five() -> int:
+    return 5
+
+
+def test_with_face_uses_the_fast_hooks() -> None:
+    """`with` and `async with` admit and release through the fast hooks, no clock read."""
+    clock = CountingClock()
+    guard = Hooked(clock)
+    with guard:
+        pass
+
+    async def main() -> None:
+        async with guard:
+            pass
+
+    asyncio.run(main())
+    assert (0, [-1, -1]) == (clock.reads, guard.fast_released)
