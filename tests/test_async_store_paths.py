@@ -411,15 +411,7 @@ async def breaker_face(breaker: CircuitBreaker, face: str, fail: bool) -> str:
         return "failed"
 
 
-BREAKER_FACES = [
-    pytest.param(
-        face,
-        marks=pytest.mark.xfail(
-            strict=True, reason="breaker + core helpers converting: faces pull sync"
-        ),
-    )
-    for face in ["async_with", "async_decorator", "acall"]
-]
+BREAKER_FACES = ["async_with", "async_decorator", "acall"]
 
 
 @pytest.mark.parametrize("face", BREAKER_FACES)

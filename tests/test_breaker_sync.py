@@ -218,7 +218,6 @@ def test_which_shared_states_are_adopted(shared_state, current, adopted):
     assert adoptable(shared_state, current) is adopted
 
 
-@pytest.mark.xfail(strict=True, reason="waits for the async hooks of _core's faces")
 def test_async_faces_use_only_the_async_store_methods(clock):
     """Through async faces a shared breaker reads and writes with aget and aset only."""
     store = AsyncOnlyStore(clock=clock, push=False)

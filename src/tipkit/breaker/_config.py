@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
+from tipkit._core._check import check_int, check_name, check_number, check_seconds
 from tipkit._core._durations import to_seconds
 from tipkit.breaker._events import (
     HALF_OPEN,
@@ -58,33 +59,13 @@ def _exception_types(value: object, argument: str) -> tuple[type[BaseException],
 
 
 def _fraction(value: object, argument: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"CircuitBreaker: {argument} must be a number, got {value!r}")
-    if not 0 < value <= 1:
+    label = f"CircuitBreaker: {argument}"
+    number = check_number(value, label)
+    if not 0 < number <= 1:
         raise ValueError(
-            f"CircuitBreaker: {argument} must be a fraction in (0, 1] (0.5 means "
-            f"50%), got {value!r}"
+            f"{label} must be a fraction in (0, 1] (0.5 means 50%), got {value!r}"
         )
-    return float(value)
-
-
-def _count(value: object, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"CircuitBreaker: {argument} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"CircuitBreaker: {argument} must be >= 1, got {value!r}")
-    return value
-
-
-def _positive_or_none(value: float | timedelta | None, argument: str) -> float | None:
-    if value is None:
-        return None
-    secs = to_seconds(value, f"CircuitBreaker: {argument}")
-    if secs <= 0:
-        raise ValueError(
-            f"CircuitBreaker: {argument} must be > 0 seconds or None, got {value!r}"
-        )
-    return secs
+    return number
 
 
 class Config:
@@ -127,18 +108,20 @@ class Config:
         ignore: type[BaseException] | tuple[type[BaseException], ...],
         runbook: str | None,
     ) -> None:
-        if not isinstance(name, str) or not name:  # type: ignore[redundant-expr]  # callers without type checking pass anything
-            raise TypeError(
-                f"CircuitBreaker: name must be a non-empty str, got {name!r}"
-            )
-        self.name = name
+        self.name = check_name(name, "CircuitBreaker: name")
         self.failure_threshold = _fraction(
             failure_rate_threshold, "failure_rate_threshold"
         )
         self.slow_threshold = _fraction(
             slow_call_rate_threshold, "slow_call_rate_threshold"
         )
-        self.slow_after = _positive_or_none(slow_call_duration, "slow_call_duration")
+        self.slow_after = (
+            None
+            if slow_call_duration is None
+            else check_seconds(
+                slow_call_duration, "CircuitBreaker: slow_call_duration", above=0
+            )
+        )
         if window is None:
             window = CountWindow(100)
         if not isinstance(window, CountWindow | TimeWindow):
@@ -146,7 +129,7 @@ class Config:
                 f"CircuitBreaker: window must be a CountWindow or a TimeWindow, got {window!r}"
             )
         self.window = window
-        minimum = _count(minimum_calls, "minimum_calls")
+        minimum = check_int(minimum_calls, "CircuitBreaker: minimum_calls", minimum=1)
         # A count window never holds more than its size: a larger minimum could
         # never be met, so it is capped (as resilience4j does).
         self.min_calls = (
@@ -157,15 +140,18 @@ class Config:
             self.open_duration_fn = open_duration
             self.open_duration = self._duration_from(open_duration, 1, 0.0, strict=True)
         else:
-            secs = to_seconds(open_duration, "CircuitBreaker: open_duration")
-            if secs < 0:
-                raise ValueError(
-                    f"CircuitBreaker: open_duration must be >= 0 seconds, got {open_duration!r}"
-                )
-            self.open_duration = secs
-        self.half_open_calls = _count(half_open_calls, "half_open_calls")
-        self.max_half_open_wait = _positive_or_none(
-            max_half_open_wait, "max_half_open_wait"
+            self.open_duration = check_seconds(
+                open_duration, "CircuitBreaker: open_duration", minimum=0
+            )
+        self.half_open_calls = check_int(
+            half_open_calls, "CircuitBreaker: half_open_calls", minimum=1
+        )
+        self.max_half_open_wait = (
+            None
+            if max_half_open_wait is None
+            else check_seconds(
+                max_half_open_wait, "CircuitBreaker: max_half_open_wait", above=0
+            )
         )
         self.record_fn: Callable[[BaseException], bool] | None = None
         self.record: tuple[type[BaseException], ...] = ()
@@ -177,11 +163,7 @@ class Config:
             _exception_types(record, "record")  # type: ignore[unreachable]  # untyped callers
         # An inner guard's rejection says nothing about the dependency's health.
         self.ignore = (*_exception_types(ignore, "ignore"), RejectedError)
-        if runbook is not None and (not isinstance(runbook, str) or not runbook):  # type: ignore[redundant-expr]  # callers without type checking pass anything
-            raise TypeError(
-                f"CircuitBreaker: runbook must be a non-empty str or None, got {runbook!r}"
-            )
-        self.runbook = runbook
+        self.runbook = check_name(runbook, "CircuitBreaker: runbook", optional=True)
 
     def classify(self, error: BaseException) -> int:
         """Return ``SUCCESS``, ``FAILURE`` or ``IGNORED`` for a call that raised *error*.

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from tipkit._core import _fork
-from tipkit._core._durations import to_seconds
+from tipkit._core._check import check_seconds
 from tipkit.breaker._events import (
     CLOSED,
     DISABLED,
@@ -119,12 +119,9 @@ class FleetSync:
                 f"CircuitBreaker {name!r}: store must implement "
                 f"tipkit.stores.KeyValueStore, got {store!r}"
             )
-        interval = to_seconds(refresh_interval, "CircuitBreaker: refresh_interval")
-        if interval < 0:
-            raise ValueError(
-                f"CircuitBreaker {name!r}: refresh_interval must be >= 0, "
-                f"got {refresh_interval!r}"
-            )
+        interval = check_seconds(
+            refresh_interval, f"CircuitBreaker {name!r}: refresh_interval", minimum=0
+        )
         self.name = name
         self.store = store
         self.interval = interval
