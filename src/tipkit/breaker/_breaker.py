@@ -137,7 +137,7 @@ class CircuitBreaker(Guard[Ticket]):
 
     _fast_reads_ticket = True  # the faces read _fast_ticket inline (see _gate)
 
-    def __init__(  # one keyword per option, as documented
+    def __init__(
         self,
         name: str,
         *,

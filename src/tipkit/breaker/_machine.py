@@ -8,11 +8,12 @@ is also a *phase*: every ticket carries the phase it was admitted in, and an
 outcome whose phase is no longer current was admitted before a transition and
 decides nothing.
 
-Pure: no clock, no I/O, no locks, no telemetry. Every method takes ``now`` (a
+Pure: no clock, no I/O, no locks, no publishing. Every method takes ``now`` (a
 clock reading) and is called with the owner's lock held, except where a
 docstring says it is lock-free. A transition is recorded as a :class:`Move` in
 the list the caller passes, for the caller to count, publish and share once its
-lock is released.
+lock is released; the machine only checks whether anyone listens for
+``BreakerStateChanged``, to skip a metrics snapshot nobody would read.
 """
 
 from __future__ import annotations
