@@ -135,7 +135,7 @@ def test_generator_functions_are_refused(clock: FakeClock, kind: str) -> None:
     async def agen() -> Any:
         yield 1
 
-    with pytest.raises(TypeError, match="Use `with guard:`"):
+    with pytest.raises(TypeError, match="Use a `with` block"):
         Recorder(clock)(gen if kind == "generator" else agen)
 
 

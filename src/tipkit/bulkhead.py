@@ -29,9 +29,9 @@ from datetime import timedelta
 from typing import ClassVar
 
 from tipkit._core import _fork
-from tipkit._core._durations import to_seconds
+from tipkit._core._check import check_int, check_mode, check_name, check_seconds
 from tipkit._core._guard import Guard, Wait, Waiter
-from tipkit._core._mode import Mode, check_mode
+from tipkit._core._mode import Mode
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import BulkheadFullError
 from tipkit.telemetry import _names as names
@@ -150,30 +150,11 @@ class Bulkhead(Guard[_Ticket]):
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         super().__init__(clock=clock)
-        if not isinstance(name, str) or not name:  # type: ignore[redundant-expr]  # callers without type checking pass anything
-            raise TypeError(f"Bulkhead: name must be a non-empty str, got {name!r}")
-        self.name = name
-        if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
-            raise TypeError(
-                f"Bulkhead: max_concurrent must be an int, got {max_concurrent!r}"
-            )
-        if max_concurrent < 1:
-            raise ValueError(
-                f"Bulkhead: max_concurrent must be >= 1, got {max_concurrent!r}"
-            )
-        self._max = max_concurrent
-        wait = to_seconds(max_wait, "Bulkhead: max_wait")
-        if wait < 0:
-            raise ValueError(
-                f"Bulkhead: max_wait must be >= 0 seconds, got {max_wait!r}"
-            )
-        self._max_wait = wait
+        self.name = check_name(name, "Bulkhead: name")
+        self._max = check_int(max_concurrent, "Bulkhead: max_concurrent", minimum=1)
+        self._max_wait = check_seconds(max_wait, "Bulkhead: max_wait", minimum=0)
         self._mode: Mode = check_mode(mode, f"Bulkhead {name!r}")
-        if runbook is not None and (not isinstance(runbook, str) or not runbook):  # type: ignore[redundant-expr]  # callers without type checking pass anything
-            raise TypeError(
-                f"Bulkhead: runbook must be a non-empty str or None, got {runbook!r}"
-            )
-        self.runbook = runbook
+        self.runbook = check_name(runbook, "Bulkhead: runbook", optional=True)
         self._lock = _fork.new_lock()
         _fork.register(self)
         self._active = 0

@@ -27,8 +27,8 @@ from datetime import timedelta
 from typing import Any
 
 from tipkit._core import _scope
+from tipkit._core._check import check_clock, check_seconds
 from tipkit._core._deadline import Deadline, current, exceeded
-from tipkit._core._durations import to_seconds
 from tipkit._core._scope import Node, Scope
 from tipkit.clock import SYSTEM_CLOCK, Clock
 
@@ -124,11 +124,8 @@ def deadline(
         TypeError: *seconds* is not a number or timedelta, or *clock* is not a clock.
         ValueError: *seconds* is negative, NaN or infinite.
     """
-    secs = to_seconds(seconds, "deadline: seconds")
-    if secs < 0:
-        raise ValueError(f"deadline: seconds must be >= 0, got {seconds!r}")
-    if not isinstance(clock, Clock):
-        raise TypeError(f"deadline: clock must be a tipkit Clock, got {clock!r}")
+    secs = check_seconds(seconds, "deadline: seconds", minimum=0)
+    check_clock(clock, "deadline: clock")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"deadline: name must be a str or None, got {name!r}")
     return DeadlineScope(secs, name, clock)

@@ -37,8 +37,8 @@ from types import TracebackType
 from typing import ClassVar
 
 from tipkit._core import _scope
+from tipkit._core._check import check_clock, check_name, check_seconds
 from tipkit._core._deadline import Deadline, exceeded
-from tipkit._core._durations import to_seconds
 from tipkit._core._scope import Node, Scope
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import DeadlineExceededError
@@ -112,20 +112,9 @@ class Timeout(Scope):
         name: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if not isinstance(clock, Clock):
-            raise TypeError(
-                f"clock must provide monotonic(), time(), sleep() and asleep(), got {clock!r}"
-            )
-        self._clock = clock
-        secs = to_seconds(seconds, "Timeout: seconds")
-        if secs <= 0:
-            raise ValueError(f"Timeout: seconds must be > 0, got {seconds!r}")
-        if name is not None and (not isinstance(name, str) or not name):  # type: ignore[redundant-expr]  # callers without type checking pass anything
-            raise TypeError(
-                f"Timeout: name must be a non-empty str or None, got {name!r}"
-            )
-        self.seconds = secs
-        self.name = name or "timeout"
+        self._clock = check_clock(clock)
+        self.seconds = check_seconds(seconds, "Timeout: seconds", above=0)
+        self.name = check_name(name, "Timeout: name", optional=True) or "timeout"
         counter = REGISTRY.counter
         attrs = {names.TIMEOUT_NAME: self.name}
         # Keep the Counters and call counter.inc(): telemetry.synthetic() routes it.

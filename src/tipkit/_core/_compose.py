@@ -6,10 +6,10 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, ExitStack
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
 from tipkit._core import _scope
-from tipkit._core._scope import check_decoratable
+from tipkit._core._decorate import Decorates
 
 __all__ = ["Composite", "compose"]
 
@@ -17,7 +17,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Composite:
+class Composite(Decorates):
     """Guards applied as one: ``compose(a, b)(f)`` is ``a(b(f))``.
 
     Offers every face its parts offer. A part that must re-run the guarded work
@@ -34,21 +34,19 @@ class Composite:
         inner = ", ".join(repr(g) for g in self.guards)
         return f"<compose {inner}>"
 
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
+    def _nest(self, fn: Any) -> Any:
         """Decorate *fn* with every guard, the first one outermost."""
-        check_decoratable(fn, self)
-        wrapped = fn
         for guard in reversed(self.guards):
-            wrapped = guard(wrapped)
-        return wrapped
+            fn = guard(fn)
+        return fn
+
+    def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
+        return self._nest(fn)  # type: ignore[no-any-return]  # each guard keeps the signature
+
+    def _wrap_async(
+        self, fn: Callable[P, Awaitable[R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
+        return self._nest(fn)  # type: ignore[no-any-return]  # as in _wrap_sync
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` under every guard."""

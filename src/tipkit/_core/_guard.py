@@ -82,15 +82,14 @@ and never waits past it; the error is :func:`tipkit._core._deadline.exceeded`.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any, ClassVar, Generic, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, Generic, ParamSpec, TypeVar
 
 from tipkit._core import _scope
 from tipkit._core._check import check_clock
 from tipkit._core._deadline import Deadline, exceeded
-from tipkit._core._scope import check_decoratable
+from tipkit._core._decorate import Decorates, check_decoratable
 from tipkit._core._wait import Wait, Waiter
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import DeadlineExceededError
@@ -130,7 +129,7 @@ def _expired_deadline(dl: Deadline, guard: object) -> DeadlineExceededError:
     return exceeded(dl, f"{guard!r} could not admit the call")
 
 
-class Guard(Generic[T]):
+class Guard(Decorates, Generic[T]):
     """Base of every per-call guard: subclasses supply ``_step`` and ``_release``.
 
     Thread-safe and asyncio-safe to the extent the subclass's core is: the faces
@@ -314,38 +313,27 @@ class Guard(Generic[T]):
                 return
         self._release(ticket, error, self._clock.monotonic())
 
-    # -- decorator face -------------------------------------------------------------
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate *fn* (a plain or ``async def`` function) with this guard.
-
-        Raises:
-            TypeError: *fn* is a generator or async generator function.
-        """
-        check_decoratable(fn, self)
-        if inspect.iscoroutinefunction(fn):
-            if not self._hooked:
-                return self._wrap_async(fn)
-            if self._holds:
-                return self._wrap_async_hooked(fn)
-            return self._wrap_async_admit(fn)
+    # -- decorator face: Decorates.__call__ dispatches here, once per function ------
+    def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         if not self._hooked:
-            return self._wrap_sync(fn)
+            return self._sync_plain(fn)
         if self._holds:
-            return self._wrap_sync_hooked(fn)
-        return self._wrap_sync_admit(fn)
+            return self._sync_hooked(fn)
+        return self._sync_admit_only(fn)
+
+    def _wrap_async(
+        self, fn: Callable[P, Awaitable[R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
+        if not self._hooked:
+            return self._async_plain(fn)
+        if self._holds:
+            return self._async_hooked(fn)
+        return self._async_admit_only(fn)
 
     # The closures below are the decorator faces: plain (no hooks), hooked, and
     # admit-only (the ticket holds nothing). They inline the deadline check (one
     # ContextVar read and one index; see _check_deadline): a call costs ~25 ns.
-    def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
+    def _sync_plain(self, fn: Callable[P, R]) -> Callable[P, R]:
         step = self._step
         release = self._release
         wait = self._wait_sync
@@ -374,7 +362,7 @@ class Guard(Generic[T]):
 
         return guarded
 
-    def _wrap_async(
+    def _async_plain(
         self, fn: Callable[P, Awaitable[R]]
     ) -> Callable[P, Coroutine[Any, Any, R]]:
         step = self._step
@@ -396,14 +384,14 @@ class Guard(Generic[T]):
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                release(ticket, exc, now())  # type: ignore[arg-type]  # as in _wrap_sync
+                release(ticket, exc, now())  # type: ignore[arg-type]  # as in _sync_plain
                 raise
-            release(ticket, None, now())  # type: ignore[arg-type]  # as in _wrap_sync
+            release(ticket, None, now())  # type: ignore[arg-type]  # as in _sync_plain
             return result
 
         return guarded
 
-    def _wrap_sync_hooked(self, fn: Callable[P, R]) -> Callable[P, R]:
+    def _sync_hooked(self, fn: Callable[P, R]) -> Callable[P, R]:
         guard = self
         reads_ticket = self._fast_reads_ticket
         admit = self._fast_admit or _no_fast_admit
@@ -420,7 +408,7 @@ class Guard(Generic[T]):
                 dl = node[3]
                 if dl is not None and dl.expired():
                     raise _expired_deadline(dl, guard)
-            # Any: mypy cannot narrow `T | Wait` by `type(x) is Wait` (see _wrap_sync).
+            # Any: mypy cannot narrow `T | Wait` by `type(x) is Wait` (see _sync_plain).
             ticket: Any = (
                 guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
                 if reads_ticket
@@ -441,7 +429,7 @@ class Guard(Generic[T]):
 
         return guarded
 
-    def _wrap_async_hooked(
+    def _async_hooked(
         self, fn: Callable[P, Awaitable[R]]
     ) -> Callable[P, Coroutine[Any, Any, R]]:
         guard = self
@@ -463,7 +451,7 @@ class Guard(Generic[T]):
                 if dl is not None and dl.expired():
                     raise _expired_deadline(dl, guard)
             ticket: Any = (
-                guard._fast_ticket  # type: ignore[attr-defined]  # as in _wrap_sync_hooked
+                guard._fast_ticket  # type: ignore[attr-defined]  # as in _sync_hooked
                 if reads_ticket
                 else admit()
             )
@@ -489,7 +477,7 @@ class Guard(Generic[T]):
 
         return guarded
 
-    def _wrap_sync_admit(self, fn: Callable[P, R]) -> Callable[P, R]:
+    def _sync_admit_only(self, fn: Callable[P, R]) -> Callable[P, R]:
         guard = self
         reads_ticket = self._fast_reads_ticket
         admit = self._fast_admit or _no_fast_admit
@@ -505,7 +493,7 @@ class Guard(Generic[T]):
                 if dl is not None and dl.expired():
                     raise _expired_deadline(dl, guard)
             ticket: Any = (
-                guard._fast_ticket  # type: ignore[attr-defined]  # as in _wrap_sync_hooked
+                guard._fast_ticket  # type: ignore[attr-defined]  # as in _sync_hooked
                 if reads_ticket
                 else admit()
             )
@@ -517,7 +505,7 @@ class Guard(Generic[T]):
 
         return guarded
 
-    def _wrap_async_admit(
+    def _async_admit_only(
         self, fn: Callable[P, Awaitable[R]]
     ) -> Callable[P, Coroutine[Any, Any, R]]:
         guard = self
@@ -536,7 +524,7 @@ class Guard(Generic[T]):
                 if dl is not None and dl.expired():
                     raise _expired_deadline(dl, guard)
             ticket: Any = (
-                guard._fast_ticket  # type: ignore[attr-defined]  # as in _wrap_sync_hooked
+                guard._fast_ticket  # type: ignore[attr-defined]  # as in _sync_hooked
                 if reads_ticket
                 else admit()
             )
@@ -648,4 +636,4 @@ class Guard(Generic[T]):
             self._release(ticket, exc, self._clock.monotonic())
 
 
-_PLAIN = (Guard, Generic, object)
+_PLAIN = (Guard, Decorates, Generic, object)

@@ -26,8 +26,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from tipkit._core._check import check_callable, check_clock
+from tipkit._core._decorate import check_decoratable
 from tipkit._core._guard import Guard
-from tipkit._core._scope import check_decoratable
 from tipkit._core._wait import Wait
 from tipkit.clock import SYSTEM_CLOCK, Clock
 

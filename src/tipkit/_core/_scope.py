@@ -37,11 +37,12 @@ their tickets here too, inline, for speed.
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from tipkit._core._decorate import Decorates, check_decoratable
 
 if TYPE_CHECKING:
     from tipkit._core._deadline import Deadline
@@ -50,6 +51,7 @@ __all__ = [
     "STACK",
     "Node",
     "Scope",
+    "check_decoratable",
     "count",
     "current_deadline",
     "current_synthetic",
@@ -188,7 +190,7 @@ def count(kind: type) -> int:
     return n
 
 
-class Scope:
+class Scope(Decorates):
     """Base of a context that is in force for a block or a call; the faces, once.
 
     A subclass supplies:
@@ -304,52 +306,23 @@ class Scope:
         async with self:
             return await fn(*args, **kwargs)
 
-    # -- decorator --------------------------------------------------------------------
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate *fn* (a plain or ``async def`` function): each call runs in this scope.
-
-        Raises:
-            TypeError: *fn* is not callable, or is a generator function.
-        """
-        check_decoratable(fn, self)
-        if inspect.iscoroutinefunction(fn):
-            acall = self.acall
-
-            @functools.wraps(fn)
-            async def ascoped(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await acall(fn, *args, **kwargs)
-
-            return ascoped
+    # -- decorator: Decorates.__call__ dispatches here, once per function ---------
+    def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         call = self.call
 
         @functools.wraps(fn)
-        def scoped(*args: P.args, **kwargs: P.kwargs) -> Any:
+        def scoped(*args: P.args, **kwargs: P.kwargs) -> R:
             return call(fn, *args, **kwargs)
 
         return scoped
 
+    def _wrap_async(
+        self, fn: Callable[P, Awaitable[R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
+        acall = self.acall
 
-def check_decoratable(fn: object, what: object) -> None:
-    """Refuse what a decorator cannot wrap, at decoration time.
+        @functools.wraps(fn)
+        async def ascoped(*args: P.args, **kwargs: P.kwargs) -> R:
+            return await acall(fn, *args, **kwargs)
 
-    Raises:
-        TypeError: *fn* is not callable, or is a (async) generator function: the
-            wrapper would only cover the generator's creation, not its iteration.
-    """
-    if not callable(fn):
-        raise TypeError(f"{what!r} decorates callables, got {fn!r}")
-    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-        name = getattr(fn, "__qualname__", repr(fn))
-        raise TypeError(
-            f"cannot decorate generator function {name} with {what!r}: it "
-            "would only cover creating the generator, not running it. Use "
-            "`with guard:` (or `async with guard:`) inside the generator instead."
-        )
+        return ascoped

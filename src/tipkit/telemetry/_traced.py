@@ -11,13 +11,15 @@ import functools
 import inspect
 import logging
 import weakref
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, ParamSpec, TypeVar, overload
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry import context, metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from tipkit._core import _scope
+from tipkit._core._check import check_clock, check_name
+from tipkit._core._decorate import Decorates
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.telemetry import _catalog, _otel
 from tipkit.telemetry import _names as n
@@ -65,7 +67,7 @@ def _histogram(provider: metrics.MeterProvider) -> metrics.Histogram:
     return found
 
 
-class Traced:
+class Traced(Decorates):
     """A span factory made by :func:`traced`: decorator and (async) context manager."""
 
     __slots__ = (
@@ -186,52 +188,19 @@ class Traced:
     ) -> None:
         self.__exit__(exc_type, exc, tb)
 
-    # -- decorator face --------------------------------------------------------
+    # -- decorator face: Decorates.__call__ dispatches here, once per function ------
 
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Wrap *fn* (plain or ``async def``) in a span named after this object.
+    def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
+        """Wrap *fn* in a span named after this object (or *fn*'s qualname).
 
         Raises:
-            TypeError: *fn* is not callable or is a generator function.
             ValueError: a name in ``record_args`` is not a parameter of *fn*.
         """
-        if not callable(fn):
-            raise TypeError(f"traced() decorates callables, got {fn!r}")
-        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-            raise TypeError(
-                f"cannot decorate generator function {fn.__qualname__} with "
-                "traced(): the span would only cover creating the generator. Use "
-                "`with traced(...)` inside it instead."
-            )
-        name: str = self.name or getattr(fn, "__qualname__", None) or repr(fn)
-        extra = self._arg_recorder(fn)
+        name, extra = self._naming(fn)
         start, finish = self._start, self._finish
 
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def awrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                entry = start(name, None if extra is None else extra(args, kwargs))
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    finish(entry, exc)
-                    raise
-                finish(entry, None)
-                return result
-
-            return awrapper
-
         @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             entry = start(name, None if extra is None else extra(args, kwargs))
             try:
                 result = fn(*args, **kwargs)
@@ -242,6 +211,31 @@ class Traced:
             return result
 
         return wrapper
+
+    def _wrap_async(
+        self, fn: Callable[P, Awaitable[R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
+        """Wrap the ``async def`` *fn* in a span, as :meth:`_wrap_sync` does."""
+        name, extra = self._naming(fn)
+        start, finish = self._start, self._finish
+
+        @functools.wraps(fn)
+        async def awrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            entry = start(name, None if extra is None else extra(args, kwargs))
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                finish(entry, exc)
+                raise
+            finish(entry, None)
+            return result
+
+        return awrapper
+
+    def _naming(self, fn: Callable[..., Any]) -> tuple[str, Any]:
+        """Return the span name for *fn* and its argument recorder (or ``None``)."""
+        name: str = self.name or getattr(fn, "__qualname__", None) or repr(fn)
+        return name, self._arg_recorder(fn)
 
     def _arg_recorder(
         self, fn: Callable[..., Any]
@@ -323,8 +317,8 @@ def traced(
         TypeError: *name* is not a non-empty string, or an attribute value is not
             a str, bool, int or float.
     """
-    if name is not None and (not isinstance(name, str) or not name):  # type: ignore[redundant-expr]  # callers without type checking pass anything
-        raise TypeError(f"traced(name=...) must be a non-empty str, got {name!r}")
+    check_name(name, "traced(name=...)", optional=True)
+    check_clock(clock, "traced(clock=...)")
     for key, value in (attributes or {}).items():
         if not isinstance(value, str | bool | int | float):
             raise TypeError(
