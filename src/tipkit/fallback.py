@@ -146,6 +146,12 @@ class Fallback(Generic[V]):
     ) -> None:  # pragma: no cover - __enter__ raises
         return None
 
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:  # pragma: no cover - raises
+        return None
+
     @overload
     def __call__(
         self, fn: Callable[P, Coroutine[Any, Any, R]]
