@@ -132,7 +132,7 @@ class LoopWatchingStore(MemoryStore):
 
 
 def test_async_faces_kill_the_flag_off_the_event_loop():
-    """Under async with, the trip's kill is written from a worker thread, never the loop."""
+    """Under async with, the tripping exit awaits the kill, written off the event loop."""
     clock = FakeClock()
     store = LoopWatchingStore(clock=clock)
     doc = {
@@ -149,14 +149,33 @@ def test_async_faces_kill_the_flag_off_the_event_loop():
         flags, "checkout", max_error_rate=0.5, minimum_calls=10, clock=clock
     )
 
-    async def main():
+    async def main(events):
         for _ in range(10):
             with pytest.raises(ValueError, match="boom"):
                 async with wire:
                     raise ValueError("boom")
+        return len(events)  # the kill was awaited by the tripping exit
 
     with capture_events(FlagKilled) as events:
-        asyncio.run(main())  # waits for the worker thread before returning
-    assert ([], 1) == (store.on_loop, len(events))
+        seen = asyncio.run(main(events))
+    assert ([], 1, 1) == (store.on_loop, seen, len(events))
     assert flags.evaluate("checkout", "u").reason is Reason.DISABLED
     assert wire.tripped
+
+
+def test_every_face_counts_failures_and_trips(face):
+    """Decorator, with, call and their async twins all count and kill on the tripping call."""
+    clock = FakeClock()
+    flags = tripwire_flags(clock)
+    wire = Tripwire(flags, "checkout", max_error_rate=0.5, minimum_calls=4, clock=clock)
+
+    def boom():
+        raise ValueError("boom")
+
+    with capture_events(FlagKilled) as events:
+        for _ in range(4):
+            with pytest.raises(ValueError, match="boom"):
+                face.run(wire, boom)
+    assert (1, True) == (len(events), wire.tripped)
+    assert flags.evaluate("checkout", "u").reason is Reason.DISABLED
+    assert "ok" == face.run(wire, lambda: "ok")  # a tripwire never refuses calls

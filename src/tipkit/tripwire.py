@@ -8,10 +8,8 @@ the guarded path's error rate over a window.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -86,16 +84,16 @@ class Tripwire(Guard[float]):
         clock: the clock (monotonic time drives the window).
 
     Thread-safe. Never raises into the guarded call: a failed kill is logged.
-    Blocking: the kill (a store write through ``flags.kill``) and, once
-    tripped, the check whether the flag was revived (``flags.killed()``) run
-    in the releasing thread; from an async face they run in a worker thread
-    instead, so the event loop never waits on the store (the kill lands a
-    moment after the call that tripped it returns).
+    Blocking: the kill (a store write through ``flags.kill``, bounded by the
+    store's timeout) and, once tripped, the check whether the flag was revived
+    (``flags.killed()``) run in the releasing thread for the sync faces; the
+    async faces await them in a worker thread, so the event loop never waits
+    on the store. Either way the flag is killed when the call that tripped the
+    wire returns.
     """
 
     __slots__ = (
         "_armed",
-        "_checking",
         "_flags",
         "_lock",
         "_window",
@@ -151,7 +149,6 @@ class Tripwire(Guard[float]):
         self._lock = threading.Lock()
         _fork.register(self)
         self._armed = True
-        self._checking = False
 
     def __repr__(self) -> str:
         w = self._window
@@ -183,20 +180,40 @@ class Tripwire(Guard[float]):
         now: float,
     ) -> None:
         if error is not None and not isinstance(error, Exception):
+            return  # cancelled or interrupted: not an outcome of the path
+        if not self._armed:
+            self._rearm_if_revived()
+        event = self._count(error, now)
+        if event is not None:
+            self._kill(event)
+
+    async def _arelease(
+        self,
+        ticket: float,  # noqa: ARG002  # Guard protocol
+        error: BaseException | None,
+        now: float,
+    ) -> None:
+        """Release for the async faces: the flags' reads and writes run in a worker thread."""
+        if error is not None and not isinstance(error, Exception):
             return
         if not self._armed:
-            self._off_loop(self._check_revived)
-        event: FlagKilled | None = None
+            await asyncio.to_thread(self._rearm_if_revived)
+        event = self._count(error, now)
+        if event is not None:
+            await asyncio.to_thread(self._kill, event)
+
+    def _count(self, error: BaseException | None, now: float) -> FlagKilled | None:
+        """Count one outcome; return the event if it trips the wire (once)."""
         with self._lock:
             w = self._window
             w.add(now, 1 if error is not None else 0, 0)
             if not self._armed or w.calls < self.minimum_calls:
-                return
+                return None
             rate = w.failures / w.calls
             if rate <= self.max_error_rate:
-                return
+                return None
             self._armed = False
-            event = FlagKilled(
+            return FlagKilled(
                 self.key,
                 f"error rate {rate:.4f} over the last {w.calls} calls exceeds "
                 f"{self.max_error_rate:g}",
@@ -207,30 +224,6 @@ class Tripwire(Guard[float]):
                 float(getattr(self.window, "seconds", getattr(self.window, "size", 0))),
                 self.runbook,
             )
-        self._off_loop(functools.partial(self._kill, event))
-
-    @staticmethod
-    def _off_loop(fn: Callable[[], None]) -> None:
-        """Call *fn* now, or in a worker thread when an event loop runs in this one.
-
-        The async faces release on the loop; the flags' writes and refreshes
-        block on their store, so they must not run there.
-        """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            fn()
-        else:
-            loop.run_in_executor(None, fn)
-
-    def _check_revived(self) -> None:
-        if self._checking:
-            return  # one check at a time is enough
-        self._checking = True
-        try:
-            self._rearm_if_revived()
-        finally:
-            self._checking = False
 
     def _kill(self, event: FlagKilled) -> None:
         try:
