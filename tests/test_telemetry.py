@@ -844,3 +844,54 @@ def test_a_global_logger_provider_installed_later_turns_log_events_on(
         "tipkit.test.thing_happened"
     ]
     assert "logging=True" in repr(_otel.instrumentation())
+
+
+def test_counter_value_is_exact_under_threads_and_repeated_reads() -> None:
+    """Counter.value counts every inc() from 8 threads, however often it is read."""
+    from tipkit.telemetry._counters import Counter
+
+    counter = Counter("tipkit.test.exact", {})
+    barrier = threading.Barrier(9)
+    seen: list[int] = []
+
+    def work() -> None:
+        barrier.wait()
+        for _ in range(1_000):
+            counter.inc()
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    seen.extend(counter.value for _ in range(50))  # reads race the increments
+    for t in threads:
+        t.join()
+    counter.add(5)
+    assert sorted(seen) == seen
+    assert (8_005, 8_005) == (counter.value, counter.value)
+
+
+def test_counter_divert_and_restore() -> None:
+    """divert() sends inc() elsewhere until restore(); fast_inc always counts here."""
+    from tipkit.telemetry._counters import Counter
+
+    counter, other = Counter("a", {}), Counter("b", {})
+    counter.divert(other.fast_inc)
+    assert counter.diverted
+    counter.inc()
+    counter.fast_inc()
+    counter.restore()
+    counter.inc()
+    assert (False, 2, 1) == (counter.diverted, counter.value, other.value)
+
+
+def test_synthetic_diverts_counters_only_while_a_block_is_open() -> None:
+    """Inside any synthetic block counters are diverted; after the last one, restored."""
+    counter = counters.counter("tipkit.test.diverted", {"tipkit.test": "d"})
+    with synthetic():
+        assert counter.diverted
+        with synthetic("bot"):
+            assert counter.diverted
+        assert counter.diverted
+    assert not counter.diverted
+    assert counter in counters.counters()

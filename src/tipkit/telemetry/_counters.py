@@ -36,17 +36,30 @@ class Counter:
 
     ``inc()`` is :meth:`itertools.count.__next__`, a single C call that the GIL
     makes atomic (``d[k] += 1`` is not). ``add(n)`` takes a lock and is for the
-    rarer paths that count several at once.
+    rarer paths that count several at once. ``divert(fn)`` sends ``inc()`` to
+    *fn* until ``restore()`` (how :func:`tipkit.telemetry.synthetic` counts
+    probe traffic apart); ``fast_inc`` is always the C increment itself.
     """
 
-    __slots__ = ("_count", "_extra", "_lock", "attributes", "inc", "name")
+    __slots__ = (
+        "_count",
+        "_extra",
+        "_lock",
+        "_reads",
+        "attributes",
+        "fast_inc",
+        "inc",
+        "name",
+    )
 
     def __init__(self, name: str, attributes: Attributes) -> None:
         self.name = name
         self.attributes: dict[str, str | int | float | bool] = dict(attributes)
         self._count = itertools.count()
-        self.inc: Callable[[], int] = self._count.__next__
+        self.fast_inc: Callable[[], int] = self._count.__next__
+        self.inc: Callable[[], int] = self.fast_inc
         self._extra = 0
+        self._reads = 0  # draws of _count made by reading the value, not by inc()
         self._lock = _fork.new_lock()
 
     def add(self, amount: int) -> None:
@@ -64,9 +77,32 @@ class Counter:
 
     @property
     def value(self) -> int:
-        """The current total."""
-        # repr is "count(N)" where N is the next value, i.e. the number of inc() calls.
-        return int(repr(self._count)[6:-1]) + self._extra
+        """The current total (takes the counter's lock; ``inc()`` never does)."""
+        with self._lock:
+            # next() returns how many values were drawn before it: every inc()
+            # plus the earlier reads, which _reads counts. Reads are serialised
+            # by the lock; inc() needs none.
+            drawn = next(self._count)
+            value = drawn - self._reads
+            self._reads += 1
+            return value + self._extra
+
+    @property
+    def diverted(self) -> bool:
+        """Whether ``inc()`` is sent elsewhere now (see :meth:`divert`)."""
+        return self.inc is not self.fast_inc
+
+    def divert(self, inc: Callable[[], int]) -> None:
+        """Make ``inc()`` call *inc* until :meth:`restore`.
+
+        *inc* usually ends in ``fast_inc()`` of this or another counter. Holders
+        of the counter see the change at once: they call ``counter.inc``.
+        """
+        self.inc = inc
+
+    def restore(self) -> None:
+        """Make ``inc()`` the C increment again."""
+        self.inc = self.fast_inc
 
     def __repr__(self) -> str:
         return f"<Counter {self.name!r} {self.attributes} value={self.value}>"
@@ -140,6 +176,11 @@ class CounterRegistry:
             hook(found)
         return found
 
+    def counters(self) -> list[Counter]:
+        """Return every counter of the registry (a snapshot list)."""
+        with self._lock:
+            return list(self._counters.values())
+
     def register_gauge(self, name: str, owner: object, callback: GaugeCallback) -> None:
         """Observe gauge *name* by calling ``callback(owner)`` at collection time.
 
@@ -161,11 +202,9 @@ class CounterRegistry:
 
     def snapshot(self, name: str | None = None) -> list[CounterReading]:
         """Return every counter (or those called *name*) with its current value."""
-        with self._lock:
-            counters = list(self._counters.values())
         return [
             CounterReading(c.name, dict(c.attributes), c.value)
-            for c in counters
+            for c in self.counters()
             if name is None or c.name == name
         ]
 

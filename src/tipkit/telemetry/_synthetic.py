@@ -51,8 +51,8 @@ CURRENT = _MarkView()
 
 _lock = threading.Lock()
 _open = 0
-# counter -> its C fast path, for every counter whose inc is routed now.
-_routed: dict[Counter, Callable[[], int]] = {}
+# Every counter whose inc() is diverted to a router now (never a twin).
+_routed: list[Counter] = []
 
 
 def current_synthetic() -> str | None:
@@ -63,7 +63,8 @@ def current_synthetic() -> str | None:
 top = _scope.top
 
 
-def _router(counter: Counter, fast: Callable[[], int]) -> Callable[[], int]:
+def _router(counter: Counter) -> Callable[[], int]:
+    fast = counter.fast_inc
     twins: dict[str, Counter] = {}
 
     def inc() -> int:
@@ -81,46 +82,31 @@ def _router(counter: Counter, fast: Callable[[], int]) -> Callable[[], int]:
     return inc
 
 
-def _route_all() -> None:
-    # Counters created since the last sweep are routed too; twins never are.
-    for counter in list(
-        REGISTRY._counters.values()
-    ):  # same package: private by convention
-        if counter in _routed or SYNTHETIC_TYPE in counter.attributes:
-            continue
-        fast = counter.inc
-        _routed[counter] = fast
-        counter.inc = _router(counter, fast)
+def _route(counter: Counter) -> None:
+    """Divert *counter* to a router (lock held); twins and routed counters stay."""
+    if not counter.diverted and SYNTHETIC_TYPE not in counter.attributes:
+        counter.divert(_router(counter))
+        _routed.append(counter)
 
 
 def _route_new(counter: Counter) -> None:
     # A counter first created inside an open block (a flag's first evaluation
     # in a probe, say) must count that block's traffic apart too.
     with _lock:
-        if (
-            _open > 0
-            and counter not in _routed
-            and SYNTHETIC_TYPE not in counter.attributes
-        ):
-            fast = counter.inc
-            _routed[counter] = fast
-            counter.inc = _router(counter, fast)
+        if _open > 0:
+            _route(counter)
 
 
 REGISTRY.on_created = _route_new
-
-
-def _unroute_all() -> None:
-    for counter, fast in _routed.items():
-        counter.inc = fast
-    _routed.clear()
 
 
 def _enter() -> None:
     global _open  # noqa: PLW0603  # one process-wide count of open blocks, under _lock
     with _lock:
         _open += 1
-        _route_all()
+        # Counters created since the last sweep are routed too; twins never are.
+        for counter in REGISTRY.counters():
+            _route(counter)
 
 
 def _exit() -> None:
@@ -128,7 +114,9 @@ def _exit() -> None:
     with _lock:
         _open -= 1
         if _open == 0:
-            _unroute_all()
+            for counter in _routed:
+                counter.restore()
+            _routed.clear()
 
 
 def _after_fork_in_child() -> None:  # pragma: no cover - exercised only in forks
