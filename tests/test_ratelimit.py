@@ -135,11 +135,11 @@ def test_try_acquire_matches_a_reference_model(
 
 def test_bad_arguments_are_named() -> None:
     """Every invalid argument gives a clear error naming it."""
-    with pytest.raises(ValueError, match="rate must be a positive finite number"):
+    with pytest.raises(ValueError, match=r"TokenBucket 'x': rate must be > 0, got 0"):
         TokenBucket("x", rate=0, capacity=1)
-    with pytest.raises(ValueError, match="capacity must be a positive finite number"):
+    with pytest.raises(ValueError, match="capacity must be > 0, got -1"):
         TokenBucket("x", rate=1, capacity=-1)
-    with pytest.raises(ValueError, match="rate must be a positive finite number"):
+    with pytest.raises(ValueError, match="rate must be finite, got inf"):
         TokenBucket("x", rate=float("inf"), capacity=1)
     with pytest.raises(TypeError, match="capacity must be a number"):
         TokenBucket("x", rate=1, capacity="10")  # type: ignore[arg-type]
@@ -149,7 +149,7 @@ def test_bad_arguments_are_named() -> None:
         TokenBucket("x", rate=1, capacity=1, max_wait=-1)
     with pytest.raises(ValueError, match="mode must be 'enforce' or 'shadow'"):
         TokenBucket("x", rate=1, capacity=1, mode="loud")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="name must be a non-empty string"):
+    with pytest.raises(TypeError, match="TokenBucket: name must be a non-empty str"):
         TokenBucket("", rate=1, capacity=1)
     with pytest.raises(TypeError, match="clock must provide"):
         TokenBucket("x", rate=1, capacity=1, clock=object())  # type: ignore[arg-type]
@@ -242,7 +242,10 @@ def test_acquire_refuses_a_wait_longer_than_the_outer_deadline(
     bucket.acquire(2)
     with (
         deadline_in(clock, 1.0),
-        pytest.raises(DeadlineExceededError, match="deadline outer"),
+        pytest.raises(
+            DeadlineExceededError,
+            match=r"needs 2.000s for 2 tokens, more than the 1.000s left: .*\(outer\)",
+        ),
     ):
         bucket.acquire(2)
     assert bucket.tokens == 0

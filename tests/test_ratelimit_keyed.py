@@ -132,7 +132,7 @@ def test_keyed_bad_arguments_are_named() -> None:
         KeyedRateLimiter("k", rate=1, capacity=1, max_keys=0)
     with pytest.raises(TypeError, match="max_keys must be an int"):
         KeyedRateLimiter("k", rate=1, capacity=1, max_keys=1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="rate must be a positive"):
+    with pytest.raises(ValueError, match="rate must be > 0, got -1"):
         KeyedRateLimiter("k", rate=-1, capacity=1)
     with pytest.raises(TypeError, match="clock must provide"):
         KeyedRateLimiter("k", rate=1, capacity=1, clock=None)  # type: ignore[arg-type]
@@ -164,13 +164,6 @@ def test_rate_limited_event_carries_runbook_but_exports_no_key(
 
 
 # -- faces: every face of the core, with the key ---------------------------------------------
-PENDING_CORE = pytest.mark.xfail(
-    strict=True,
-    reason="the core's keyed faces are pending (notes/hooks-requests.md item 4)",
-)
-
-
-@PENDING_CORE
 def test_every_face_takes_the_keys_token(face: Any, clock: FakeClock) -> None:
     """Through every face, limit(key) takes one token of that key only."""
     limiter = KeyedRateLimiter("faces-keys", rate=1, capacity=1, clock=clock)
@@ -182,7 +175,6 @@ def test_every_face_takes_the_keys_token(face: Any, clock: FakeClock) -> None:
     assert clock.sleeps == []
 
 
-@PENDING_CORE
 def test_faces_refuse_a_new_key_while_every_bucket_refills(
     face: Any, clock: FakeClock
 ) -> None:
@@ -195,7 +187,6 @@ def test_faces_refuse_a_new_key_while_every_bucket_refills(
         face.run(limiter.limit("b"), lambda: None)
 
 
-@PENDING_CORE
 def test_faces_in_shadow_mode_admit_and_count(face: Any, clock: FakeClock) -> None:
     """In shadow mode every face runs the call and counts what it would refuse."""
     limiter = KeyedRateLimiter(
@@ -205,7 +196,6 @@ def test_faces_in_shadow_mode_admit_and_count(face: Any, clock: FakeClock) -> No
     assert 1 == limiter.would_reject
 
 
-@PENDING_CORE
 def test_call_and_acall_take_the_key_first(clock: FakeClock) -> None:
     """limiter.call(key, fn, ...) and acall pass the arguments through, per key."""
     limiter = KeyedRateLimiter("call-keys", rate=1, capacity=1, clock=clock)
@@ -221,7 +211,6 @@ def test_call_and_acall_take_the_key_first(clock: FakeClock) -> None:
         asyncio.run(limiter.acall("b", adouble, 1))
 
 
-@PENDING_CORE
 def test_the_decorator_takes_the_key_from_the_arguments(clock: FakeClock) -> None:
     """@limiter(key=...) picks each call's key from its arguments, sync and async."""
     limiter = KeyedRateLimiter("deco-keys", rate=1, capacity=1, clock=clock)
@@ -244,7 +233,6 @@ def test_the_decorator_takes_the_key_from_the_arguments(clock: FakeClock) -> Non
     assert handle.__name__ == "handle"
 
 
-@PENDING_CORE
 def test_the_decorator_refuses_generator_functions() -> None:
     """A keyed decorator refuses a generator function at decoration time."""
     limiter = KeyedRateLimiter("gen-keys", rate=1, capacity=1)

@@ -256,10 +256,6 @@ def test_the_first_success_after_an_outage_reports_recovery(clock: FakeClock) ->
 
 
 # -- async faces reach the store through its async methods ----------------------------------
-@pytest.mark.xfail(
-    reason="the core's async step is pending (notes/hooks-requests.md item 3)",
-    strict=True,
-)
 def test_async_faces_of_a_shared_bucket_never_call_the_sync_store(
     clock: FakeClock,
 ) -> None:
@@ -287,10 +283,6 @@ def test_async_faces_of_a_shared_bucket_never_call_the_sync_store(
     assert clock.monotonic() == pytest.approx(1.0)
 
 
-@pytest.mark.xfail(
-    reason="the core's keyed faces are pending (notes/hooks-requests.md item 4)",
-    strict=True,
-)
 def test_async_faces_of_a_shared_keyed_limiter_never_call_the_sync_store(
     clock: FakeClock,
 ) -> None:

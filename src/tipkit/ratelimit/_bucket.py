@@ -7,12 +7,13 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from tipkit._core import _deadline, _fork
+from tipkit._core import _fork
+from tipkit._core._deadline import current as _current_deadline
+from tipkit._core._deadline import exceeded
 from tipkit._core._guard import Guard, Wait
 from tipkit._core._mode import Mode
 from tipkit._core._tokens import TokenTake
 from tipkit.clock import SYSTEM_CLOCK, Clock
-from tipkit.errors import DeadlineExceededError
 from tipkit.ratelimit._common import (
     Limits,
     RateDecision,
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from tipkit.stores._protocol import TokenStore
 
 __all__ = ["TokenBucket"]
-
-_current_deadline = _deadline.CURRENT.get
 
 
 class TokenBucket(Limits, Guard[bool]):
@@ -119,7 +118,7 @@ class TokenBucket(Limits, Guard[bool]):
             mode=mode,
             runbook=runbook,
         )
-        self._max_wait = check_wait(max_wait, "max_wait", self._label)
+        self._max_wait = check_wait(max_wait, f"{self._label}: max_wait")
         self._wait_attrs: Attributes = {names.RATELIMIT_NAME: name}
         self._monotonic = clock.monotonic
         self._key = f"ratelimit:{name}"
@@ -299,10 +298,10 @@ class TokenBucket(Limits, Guard[bool]):
         self, tokens: float, timeout: float | timedelta | None
     ) -> tuple[float, float]:
         tokens = check_tokens(self._label, tokens, self._capacity)
-        max_wait = check_wait(timeout, "timeout", self._label)
+        max_wait = check_wait(timeout, f"{self._label}: timeout")
         dl = _current_deadline()
         if dl is not None and dl.expired():
-            raise _deadline_passed(dl, self._label)
+            raise exceeded(dl, f"{self._label} could not admit the call")
         return tokens, max_wait
 
     # -- the core: one decision, then waiting on a reservation ---------------------------
@@ -320,12 +319,11 @@ class TokenBucket(Limits, Guard[bool]):
             return True
         return None
 
-    def _fast_release(self, ticket: bool) -> bool:  # noqa: ARG002  # the hook's signature
-        """Do nothing: tokens are spent, not held."""
-        return True
+    _holds = False
+    """A token is spent, not held: no face releases or tracks a ticket."""
 
     def _release(self, ticket: bool, error: BaseException | None, now: float) -> None:
-        """Do nothing: tokens are spent, not held."""
+        """Do nothing: tokens are spent, not held (never called: ``_holds`` is false)."""
 
     def _step(self, now: float, pending: Wait | None) -> bool | Wait:
         if pending is None:
@@ -391,12 +389,11 @@ class TokenBucket(Limits, Guard[bool]):
         dl = _current_deadline()
         if dl is not None and wait <= max_wait:
             # Waiting could only end in a deadline error: fail now, reserve nothing.
-            raise DeadlineExceededError(
+            left = max(dl.remaining(), 0.0)
+            raise exceeded(
+                dl,
                 f"rate limit {self.name!r} needs {wait:.3f}s for {tokens:g} tokens, "
-                f"more than the {max(dl.remaining(), 0.0):.3f}s left of deadline "
-                f"{dl.name or 'unnamed'}",
-                name=dl.name,
-                timeout=dl.timeout,
+                f"more than the {left:.3f}s left",
             )
         if self._counted(tokens, wait):
             return True
@@ -429,15 +426,6 @@ def _budget(max_wait: float) -> float:
     if dl is None:
         return max_wait
     return max(0.0, min(max_wait, dl.remaining()))
-
-
-def _deadline_passed(dl: _deadline.Deadline, label: str) -> DeadlineExceededError:
-    return DeadlineExceededError(
-        f"deadline of {dl.timeout}s ({dl.name or 'unnamed'}) passed before "
-        f"{label} could admit the call",
-        name=dl.name,
-        timeout=dl.timeout,
-    )
 
 
 def _tokens_gauge(bucket: TokenBucket) -> Iterable[tuple[float, Attributes]]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar, NamedTuple, Protocol
 
-from tipkit._core._durations import to_seconds
+from tipkit._core._check import check_name, check_number, check_seconds
 from tipkit._core._mode import Mode, check_mode
 from tipkit.errors import RateLimitedError
 from tipkit.telemetry import _names as names
@@ -18,8 +18,6 @@ __all__ = [
     "Limits",
     "RateDecision",
     "RateLimited",
-    "check_name",
-    "check_rate_capacity",
     "check_runbook",
     "check_tokens",
     "check_wait",
@@ -79,27 +77,6 @@ class RateDecision(NamedTuple):
     limit: float
 
 
-def check_name(name: object, owner: str) -> str:
-    """Return *name*, or raise ``TypeError`` if it is not a non-empty string."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"{owner}: name must be a non-empty string, got {name!r}")
-    return name
-
-
-def check_rate_capacity(
-    owner: str, rate: object, capacity: object
-) -> tuple[float, float]:
-    """Return *rate* and *capacity* as floats, or raise naming the bad one."""
-    for arg, value in (("rate", rate), ("capacity", capacity)):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"{owner}: {arg} must be a number, got {value!r}")
-        if not 0 < value < _INF:
-            raise ValueError(
-                f"{owner}: {arg} must be a positive finite number, got {value!r}"
-            )
-    return float(rate), float(capacity)  # type: ignore[arg-type]  # checked just above
-
-
 def check_tokens(owner: str, tokens: object, capacity: float) -> float:
     """Return *tokens* as a float, or raise if it is not a servable request."""
     if isinstance(tokens, bool) or not isinstance(tokens, int | float):
@@ -116,14 +93,11 @@ def check_tokens(owner: str, tokens: object, capacity: float) -> float:
     return float(tokens)
 
 
-def check_wait(value: float | timedelta | None, arg: str, owner: str) -> float:
-    """Return a wait in seconds (``None``: forever), or raise if it is negative."""
+def check_wait(value: float | timedelta | None, label: str) -> float:
+    """Return a wait in seconds (``None``: as long as it takes), never negative."""
     if value is None:
         return _INF
-    secs = to_seconds(value, f"{owner}: {arg}")
-    if secs < 0:
-        raise ValueError(f"{owner}: {arg} must be >= 0 seconds, got {value!r}")
-    return secs
+    return check_seconds(value, label, minimum=0)
 
 
 def check_runbook(runbook: object) -> str | None:
@@ -187,11 +161,12 @@ class Limits:
         mode: Mode,
         runbook: str | None,
     ) -> None:
-        self.name = check_name(name, kind)
+        self.name = check_name(name, f"{kind}: name")
         # Errors name the limiter by this label, never by repr(): a shared
         # limiter's repr must not be what makes a store round trip.
         self._label = f"{kind} {name!r}"
-        self._rate, self._capacity = check_rate_capacity(self._label, rate, capacity)
+        self._rate = check_number(rate, f"{self._label}: rate", above=0)
+        self._capacity = check_number(capacity, f"{self._label}: capacity", above=0)
         self.runbook = check_runbook(runbook)
         self._mode = check_mode(mode, self._label)
         self._shadow = self._mode == "shadow"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tipkit._core._check import check_int
+from tipkit._core._keyed import Keyed
 from tipkit._core._mode import Mode
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import RateLimitedError
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["KeyedRateLimiter"]
 
 
-class KeyedRateLimiter(Limits):
+class KeyedRateLimiter(Limits, Keyed[str, bool]):
     """One token bucket per key (tenant, client, user), in bounded memory.
 
     Every key gets its own bucket of ``rate`` tokens per second and ``capacity``
@@ -51,10 +53,9 @@ class KeyedRateLimiter(Limits):
     """
 
     __slots__ = (
-        "__weakref__",
         "_acquired",
+        "_astep_key",
         "_capacity",
-        "_clock",
         "_label",
         "_mode",
         "_monotonic",
@@ -81,11 +82,7 @@ class KeyedRateLimiter(Limits):
         runbook: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if not isinstance(clock, Clock):
-            raise TypeError(
-                f"clock must provide monotonic(), time(), sleep() and asleep(), got {clock!r}"
-            )
-        self._clock = clock
+        super().__init__(clock=clock)
         self._init_limits(
             "KeyedRateLimiter",
             name,
@@ -94,10 +91,7 @@ class KeyedRateLimiter(Limits):
             mode=mode,
             runbook=runbook,
         )
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int):
-            raise TypeError(f"{self._label}: max_keys must be an int, got {max_keys!r}")
-        if max_keys < 1:
-            raise ValueError(f"{self._label}: max_keys must be >= 1, got {max_keys!r}")
+        max_keys = check_int(max_keys, f"{self._label}: max_keys", minimum=1)
         self._monotonic = clock.monotonic
         self._table = KeyTable(self._rate, self._capacity, max_keys)
         self._prefix = f"ratelimit:{name}:"
@@ -112,6 +106,8 @@ class KeyedRateLimiter(Limits):
                 batch=1,
                 clock=clock,
             )
+        # The async faces await the store's async method; in process they need no I/O.
+        self._astep_key = None if self._shared is None else self._astep_shared
 
     @property
     def max_keys(self) -> int:
@@ -211,6 +207,9 @@ class KeyedRateLimiter(Limits):
         return self._decision(wait, self._table.tokens(key, self._monotonic()))
 
     # -- the core: the step of the faces takes the key --------------------------------
+    _holds = False
+    """A token is spent, not held: no face releases or tracks a ticket."""
+
     def _step_key(self, key: str, now: float, pending: object) -> bool:  # noqa: ARG002  # the keyed step's signature
         """Take one token for *key* or raise: the faces' step (it never waits)."""
         return self._settle(key, 1.0, self._wait_for(key, 1.0))
