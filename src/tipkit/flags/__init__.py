@@ -32,6 +32,7 @@ from tipkit.flags._providers import (
     InMemoryProvider,
     ProviderNotReadyError,
 )
+from tipkit.flags._request import request_context
 
 __all__ = [
     "BUCKETS",
@@ -53,4 +54,5 @@ __all__ = [
     "bucket",
     "compile_document",
     "load_file",
+    "request_context",
 ]

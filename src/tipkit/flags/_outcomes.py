@@ -26,6 +26,7 @@ from tipkit.flags._model import (
     Outcome,
     Reason,
 )
+from tipkit.flags._request import REQUEST, current_request_context
 from tipkit.telemetry._events import BUS
 
 __all__ = [
@@ -66,7 +67,10 @@ def read_context(run: Run, context: Any) -> Outcome:
             whose reading raised.
     """
     if context is None:
-        return run(_EMPTY, None)
+        node = REQUEST.get()  # request_context(): read only when given no context
+        if node is None:
+            return run(_EMPTY, None)
+        context = node[0]
     if context.__class__ is EvaluationContext:
         return run(context.attributes, context.targeting_key)
     try:
@@ -260,6 +264,8 @@ def publish(value: Any, out: Outcome, context: Any, log: OnceLog) -> None:
 
 def as_context(context: Any) -> EvaluationContext:
     """Return *context* as an EvaluationContext (for listeners and explain); never raises."""
+    if context is None:
+        context = current_request_context()
     try:
         if isinstance(context, EvaluationContext):
             return context

@@ -1,0 +1,203 @@
+"""The ASGI middleware (Starlette, FastAPI, any ASGI app)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from tipkit.errors import CircuitOpenError, DeadlineExceededError
+from tipkit.web._policy import Once, Policy, Refusal, ServerError
+from tipkit.web._trust import Trust, TrustLike
+from tipkit.web._views import ASGIView
+
+__all__ = ["ASGIMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def _send_refusal(send: Send, refusal: Refusal) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in refusal.headers]
+    headers.append((b"content-length", str(len(refusal.body)).encode()))
+    await send(
+        {"type": "http.response.start", "status": refusal.status, "headers": headers}
+    )
+    await send({"type": "http.response.body", "body": refusal.body})
+
+
+async def _limit(
+    policy: Policy, view: ASGIView, request: Once
+) -> tuple[Refusal | None, list[tuple[str, str]]]:
+    if policy.limiter is None:
+        return None, []
+    if policy.blocking_limiter:
+        decision = await asyncio.to_thread(policy.check, view, request)
+    else:
+        decision = policy.check(view, request)
+    return policy.limit(decision)
+
+
+class ASGIMiddleware:
+    """Give every HTTP request its flag context, marks, deadline, rate limit and span.
+
+    ::
+
+        app = ASGIMiddleware(
+            app,
+            flags=flags,
+            context_from=lambda req: EvaluationContext(req.headers.get("x-user")),
+            limiter=KeyedRateLimiter("api", rate=10.0, capacity=20),
+            key_from=lambda req: req.client.host,
+        )
+
+    Per ``http`` request (``websocket`` and ``lifespan`` pass through untouched):
+
+    * with a *limiter* (a :class:`~tipkit.ratelimit.KeyedRateLimiter` keyed by
+      ``key_from(request)``, the client address by default, or a
+      :class:`~tipkit.ratelimit.TokenBucket`): a refused request gets ``429``
+      with ``Retry-After`` (whole seconds, rounded up) and the IETF
+      ``RateLimit`` / ``RateLimit-Policy`` headers (on admitted responses too,
+      unless ``rate_limit_headers=False``);
+    * the evaluation context of every flag evaluation given none
+      (:func:`tipkit.flags.request_context`) is ``context_from(request)``, or by
+      default the targeting key of the authenticated user (``scope["user"]``),
+      else of header *targeting_header*, else of cookie *targeting_cookie*;
+    * the incoming W3C ``baggage`` entries ``tipkit.deadline_ms`` (a deadline
+      scope for the request) and ``tipkit.synthetic=1`` (a
+      :func:`~tipkit.telemetry.synthetic` scope, only from a source in
+      *trust*: client networks and :class:`SharedSecret` headers; empty, the
+      default, trusts nobody);
+    * the trace: attributes on the server span of a framework instrumentation
+      when there is one, else one span of tipkit's own, child of the incoming
+      ``traceparent``;
+    * with a *breaker* around the app: ``503`` with ``Retry-After`` while it is
+      open; an exception or a 5xx response counts as a failure.
+
+    ``context_from`` and ``key_from`` get a ``starlette.requests.Request``; when
+    they raise, the defaults are served and the failure is counted
+    (``tipkit.web.callback_errors``). A malformed header is ignored with a
+    debug log line: never a 500. A limiter with a ``store=`` is asked in a
+    worker thread (its check blocks on the store); in process it never blocks.
+    Thread- and task-safe: per-request state lives in the request's context.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        flags: Any = None,
+        context_from: Callable[[Any], Any] | None = None,
+        limiter: Any = None,
+        key_from: Callable[[Any], str] | None = None,
+        breaker: Any = None,
+        trust: TrustLike | Trust = (),
+        targeting_header: str | None = "x-targeting-key",
+        targeting_cookie: str | None = None,
+        rate_limit_headers: bool = True,
+    ) -> None:
+        if context_from is not None or key_from is not None:
+            _need_starlette()
+        self.app = app
+        self.policy = Policy(
+            flags=flags,
+            context_from=context_from,
+            limiter=limiter,
+            key_from=key_from,
+            breaker=breaker,
+            trust=trust,
+            targeting_header=targeting_header,
+            targeting_cookie=targeting_cookie,
+            rate_limit_headers=rate_limit_headers,
+        )
+
+    def __repr__(self) -> str:
+        return f"<ASGIMiddleware {self.policy.describe()} app={self.app!r}>"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        policy = self.policy
+        view = ASGIView(scope)
+        request = Once(lambda: _request(scope, receive))
+        refusal, headers = await _limit(policy, view, request)
+        if refusal is not None:
+            await _send_refusal(send, refusal)
+            return
+        if policy.flags is not None:
+            scope["tipkit.flags"] = policy.flags
+        admission = policy.admit_after_limit(view, request, headers)
+        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        status: list[int | None] = [None]
+
+        async def send_on(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                if extra:
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", ()), *extra],
+                    }
+            await send(message)
+
+        admission.enter()
+        error: BaseException | None = None
+        try:
+            if policy.breaker is None:
+                await self.app(scope, receive, send_on)
+            else:
+                await self._guarded(scope, receive, send, send_on, status)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            admission.exit(status[0], error)
+
+    async def _guarded(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        send_on: Send,
+        status: list[int | None],
+    ) -> None:
+        try:
+            async with self.policy.breaker:
+                await self.app(scope, receive, send_on)
+                if status[0] is not None and status[0] >= 500:
+                    raise ServerError(status[0])
+        except ServerError:
+            pass
+        except CircuitOpenError as exc:
+            if status[0] is not None:
+                raise
+            await _send_refusal(send, self.policy.breaker_open(exc))
+            status[0] = 503
+        except DeadlineExceededError:
+            if status[0] is not None:
+                raise
+            # The caller's deadline had passed before the app could start.
+            await _send_refusal(send, Refusal(504, [], "Gateway Timeout\n"))
+            status[0] = 504
+
+
+def _need_starlette() -> None:
+    try:
+        import starlette.requests  # noqa: F401, PLC0415  # checked when callbacks need it
+    except (
+        ModuleNotFoundError
+    ) as exc:  # pragma: no cover - starlette is in the test env
+        raise ImportError(
+            "ASGIMiddleware(context_from=/key_from=) hands your callbacks a "
+            "starlette Request: pip install 'tipkit[web]'"
+        ) from exc
+
+
+def _request(scope: Scope, receive: Receive) -> Any:
+    from starlette.requests import Request  # noqa: PLC0415  # optional extra
+
+    return Request(scope, receive)

@@ -1,0 +1,201 @@
+"""The WSGI middleware (Flask, Django's WSGI application, any WSGI app)."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from tipkit.errors import CircuitOpenError, DeadlineExceededError
+from tipkit.web._policy import Admission, Once, Policy, Refusal, ServerError
+from tipkit.web._trust import Trust, TrustLike
+from tipkit.web._views import WSGIView
+
+__all__ = ["WSGIMiddleware"]
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def _status_of(line: str) -> int | None:
+    head = line[:3]
+    return int(head) if head.isdigit() else None
+
+
+class _Body:
+    """The app's body, iterated in the request's context; closing ends the request."""
+
+    __slots__ = ("_admission", "_closed", "_ctx", "_it", "_iterable", "_status")
+
+    def __init__(
+        self,
+        iterable: Iterable[bytes],
+        ctx: contextvars.Context,
+        admission: Admission,
+        status: list[int | None],
+    ) -> None:
+        self._iterable = iterable
+        self._it: Iterator[bytes] | None = None
+        self._ctx = ctx
+        self._admission = admission
+        self._status = status
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._it is None:
+            self._it = self._ctx.run(iter, self._iterable)
+        return self._ctx.run(next, self._it)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                self._ctx.run(close)
+        finally:
+            self._ctx.run(self._admission.exit, self._status[0], None)
+
+
+class WSGIMiddleware:
+    """The WSGI twin of :class:`~tipkit.web.ASGIMiddleware` (same options, same answers).
+
+    ::
+
+        app.wsgi_app = WSGIMiddleware(app.wsgi_app, flags=flags, limiter=limiter)
+
+    ``context_from`` and ``key_from`` get a ``werkzeug.wrappers.Request`` over
+    the environ; the authenticated user is ``REMOTE_USER``. The request's
+    scopes (flag context, deadline, synthetic mark, span) stay in force while
+    the response body is iterated, and end when the server closes it. A
+    *breaker* sees the app call (an exception or a 5xx status set by then).
+    Thread-safe: each request runs in a copy of the caller's context.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        flags: Any = None,
+        context_from: Callable[[Any], Any] | None = None,
+        limiter: Any = None,
+        key_from: Callable[[Any], str] | None = None,
+        breaker: Any = None,
+        trust: TrustLike | Trust = (),
+        targeting_header: str | None = "x-targeting-key",
+        targeting_cookie: str | None = None,
+        rate_limit_headers: bool = True,
+    ) -> None:
+        if context_from is not None or key_from is not None:
+            _need_werkzeug()
+        self.app = app
+        self.policy = Policy(
+            flags=flags,
+            context_from=context_from,
+            limiter=limiter,
+            key_from=key_from,
+            breaker=breaker,
+            trust=trust,
+            targeting_header=targeting_header,
+            targeting_cookie=targeting_cookie,
+            rate_limit_headers=rate_limit_headers,
+        )
+
+    def __repr__(self) -> str:
+        return f"<WSGIMiddleware {self.policy.describe()} app={self.app!r}>"
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        policy = self.policy
+        view = WSGIView(environ)
+        request = Once(lambda: _request(environ))
+        decided = policy.admit(view, request)
+        if isinstance(decided, Refusal):
+            return _refuse(start_response, decided)
+        if policy.flags is not None:
+            environ["tipkit.flags"] = policy.flags
+        ctx = contextvars.copy_context()
+        return ctx.run(self._run, ctx, decided, environ, start_response)
+
+    def _run(
+        self,
+        ctx: contextvars.Context,
+        admission: Admission,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        status: list[int | None] = [None]
+        extra = admission.headers
+
+        def start(
+            line: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            status[0] = _status_of(line)
+            return start_response(line, [*headers, *extra], exc_info)
+
+        admission.enter()
+        try:
+            breaker = self.policy.breaker
+            if breaker is None:
+                body = self.app(environ, start)
+            else:
+                refusal, body = self._guarded(breaker, environ, start, status)
+                if refusal is not None:
+                    admission.exit(refusal.status)
+                    return _refuse(start_response, refusal)
+        except BaseException as exc:
+            admission.exit(status[0], exc)
+            raise
+        return _Body(body, ctx, admission, status)
+
+    def _guarded(
+        self,
+        breaker: Any,
+        environ: dict[str, Any],
+        start: StartResponse,
+        status: list[int | None],
+    ) -> tuple[Refusal | None, Iterable[bytes]]:
+        body: Iterable[bytes] = ()
+        try:
+            with breaker:
+                body = self.app(environ, start)
+                if status[0] is not None and status[0] >= 500:
+                    raise ServerError(status[0])
+        except ServerError:
+            pass
+        except CircuitOpenError as exc:
+            if status[0] is not None:
+                raise
+            return self.policy.breaker_open(exc), ()
+        except DeadlineExceededError:
+            if status[0] is not None:
+                raise
+            return Refusal(504, [], "Gateway Timeout\n"), ()
+        return None, body
+
+
+def _refuse(start_response: StartResponse, refusal: Refusal) -> list[bytes]:
+    headers = [*refusal.headers, ("content-length", str(len(refusal.body)))]
+    start_response(f"{refusal.status} {refusal.reason}", headers)
+    return [refusal.body]
+
+
+def _need_werkzeug() -> None:
+    try:
+        import werkzeug.wrappers  # noqa: F401, PLC0415  # checked when callbacks need it
+    except ModuleNotFoundError as exc:  # pragma: no cover - werkzeug is in the test env
+        raise ImportError(
+            "WSGIMiddleware(context_from=/key_from=) hands your callbacks a "
+            "werkzeug Request: pip install 'tipkit[web]'"
+        ) from exc
+
+
+def _request(environ: dict[str, Any]) -> Any:
+    from werkzeug.wrappers import Request  # noqa: PLC0415  # optional extra
+
+    return Request(environ)
