@@ -8,21 +8,21 @@ from tipkit.errors import RejectedError
 
 
 def simulate(
-    limit,
+    limit: AdaptiveLimit,
     *,
-    clients=100,
-    servers=10,
-    base=0.01,
-    seconds=30.0,
-    backoff=0.005,
-    change=None,
-):
+    clients: int = 100,
+    servers: float = 10,
+    base: float = 0.01,
+    seconds: float = 30.0,
+    backoff: float = 0.005,
+    change: tuple[float, float, float] | None = None,
+) -> tuple[list[int], int, int]:
     """Return (limit history, completions, rejections) of clients calling a PS service."""
     now = 0.0
     events = [(0.0, i, "arrive") for i in range(clients)]
     heapq.heapify(events)
-    running = {}
-    history = []
+    running: dict[int, float] = {}
+    history: list[int] = []
     done = rejected = 0
     while events:
         now, cid, kind = heapq.heappop(events)
