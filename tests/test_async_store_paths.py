@@ -289,21 +289,9 @@ async def bucket_face(bucket: TokenBucket, face: str) -> str:
 
 
 BUCKET_FACES = ["acquire_async", "async_with", "async_decorator", "acall"]
-# The guard faces (async with, decorator, acall) of _core still call the sync step.
-CONVERTING_BUCKET = pytest.mark.xfail(
-    strict=True, reason="ratelimit + core helpers converting: guard faces call _step"
-)
 
 
-@pytest.mark.parametrize(
-    "face",
-    [
-        "acquire_async",
-        pytest.param("async_with", marks=CONVERTING_BUCKET),
-        pytest.param("async_decorator", marks=CONVERTING_BUCKET),
-        pytest.param("acall", marks=CONVERTING_BUCKET),
-    ],
-)
+@pytest.mark.parametrize("face", BUCKET_FACES)
 def test_token_bucket_async_faces_take_through_atake_tokens(
     face: str, clock: FakeClock, store: AsyncOnlyStore
 ) -> None:
@@ -318,7 +306,6 @@ def test_token_bucket_async_faces_take_through_atake_tokens(
     assert ["atake_tokens"] * 3 == store.async_calls
 
 
-@CONVERTING_BUCKET
 def test_token_bucket_async_faces_fail_closed_through_the_async_path(
     clock: FakeClock,
 ) -> None:
@@ -348,17 +335,13 @@ async def keyed_face(limiter: KeyedRateLimiter, face: str) -> bool:
 
     try:
         if face == "async_with":
-            async with limiter.limit("user-1"):  # type: ignore[attr-defined]
+            async with limiter.limit("user-1"):
                 return await work()
-        return bool(await limiter.acall("user-1", work))  # type: ignore[attr-defined]
+        return bool(await limiter.acall("user-1", work))
     except RateLimitedError:
         return False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ratelimit helper converting: KeyedRateLimiter gets limit(key) and acall",
-)
 @pytest.mark.parametrize("face", ["async_with", "acall"])
 def test_keyed_limiter_async_faces_take_through_atake_tokens(
     face: str, clock: FakeClock, store: AsyncOnlyStore
