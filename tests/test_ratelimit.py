@@ -516,6 +516,38 @@ def test_shadow_mode_reserves_what_enforcement_would_wait_for(clock: FakeClock) 
     assert bucket.would_reject == 1
 
 
+def test_a_decorated_function_counts_in_the_mode_switched_to(clock: FakeClock) -> None:
+    """A function decorated before a mode switch counts under the new mode."""
+    bucket = TokenBucket("switch", rate=1.0, capacity=2, clock=clock)
+    work = bucket(lambda: None)
+    work()
+    bucket.mode = "shadow"
+    work()
+    work()
+    assert (counter("switch", "acquired"), counter("switch", "acquired", "shadow")) == (
+        1,
+        1,
+    )
+    assert 1 == bucket.would_reject
+
+
+def test_a_forked_child_admits_with_a_fresh_lock(clock: FakeClock) -> None:
+    """After a fork while the lock was held, decorated calls and `with` use the new lock."""
+    bucket = TokenBucket("forked", rate=1.0, capacity=3, clock=clock)
+    work = bucket(lambda: "ran")
+    held = bucket._lock
+    held.acquire()  # another thread held it at the moment of the fork
+    try:
+        bucket._after_fork_in_child()
+        assert "ran" == work()
+        with bucket:
+            pass
+        assert bucket.try_acquire() is True
+    finally:
+        held.release()
+    assert 0 == bucket.tokens
+
+
 # -- telemetry -------------------------------------------------------------------------------
 def test_counters_gauge_and_wait_histogram(clock: FakeClock) -> None:
     """Counts acquired/rejected, reports the tokens gauge, records wait only when waiting."""

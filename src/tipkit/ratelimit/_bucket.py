@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,7 @@ from tipkit.ratelimit._common import (
 from tipkit.ratelimit._local import LocalTokens, Reservation
 from tipkit.ratelimit._shared import SharedTokens
 from tipkit.telemetry import _names as names
-from tipkit.telemetry._counters import REGISTRY, Attributes
+from tipkit.telemetry._counters import REGISTRY, Attributes, Counter
 
 if TYPE_CHECKING:
     from tipkit.stores._protocol import TokenStore
@@ -76,8 +76,10 @@ class TokenBucket(Limits, Guard[bool]):
 
     __slots__ = (
         "_acquired",
+        "_acquired_box",
         "_astep",
         "_capacity",
+        "_fast_admit",
         "_key",
         "_label",
         "_local",
@@ -148,6 +150,10 @@ class TokenBucket(Limits, Guard[bool]):
         # The hot path's two references, kept here to save an attribute lookup each.
         self._lock = self._local.lock
         self._take = self._local.take
+        self._acquired_box = [self._acquired]
+        self._fast_admit = _fast_admission(
+            self._local, clock.monotonic, self._acquired_box, self._shared
+        )
         _fork.register(self)
         REGISTRY.register_gauge(names.RATELIMIT_TOKENS, self, _tokens_gauge)
 
@@ -198,7 +204,7 @@ class TokenBucket(Limits, Guard[bool]):
         )
 
     # -- never waiting -------------------------------------------------------------------
-    def try_acquire(self, tokens: float = 1) -> bool:
+    def try_acquire(self, tokens: float = 1.0) -> bool:
         """Take *tokens* if they are there now; never wait.
 
         Returns ``False`` when they are not (or when waiters are queued for
@@ -210,7 +216,7 @@ class TokenBucket(Limits, Guard[bool]):
         Raises:
             ValueError: *tokens* is not positive or exceeds the capacity.
         """
-        if tokens != 1:
+        if tokens != 1.0:
             tokens = check_tokens(self._label, tokens, self._capacity)
         now = self._monotonic()
         lock = self._lock
@@ -227,7 +233,7 @@ class TokenBucket(Limits, Guard[bool]):
             wait = self._shared.take(self._key, tokens, 0.0).retry_after
         return self._counted(tokens, wait)
 
-    def check(self, tokens: float = 1) -> RateDecision:
+    def check(self, tokens: float = 1.0) -> RateDecision:
         """Take *tokens* if they are there now and say what was decided; never wait.
 
         The same decision, counting and events as :meth:`try_acquire`, with
@@ -237,7 +243,7 @@ class TokenBucket(Limits, Guard[bool]):
         Raises:
             ValueError: *tokens* is not positive or exceeds the capacity.
         """
-        if tokens != 1:
+        if tokens != 1.0:
             tokens = check_tokens(self._label, tokens, self._capacity)
         if self._shared is not None:
             wait = self._shared.take(self._key, tokens, 0.0).retry_after
@@ -305,19 +311,8 @@ class TokenBucket(Limits, Guard[bool]):
         return tokens, max_wait
 
     # -- the core: one decision, then waiting on a reservation ---------------------------
-    def _fast_admit(self) -> bool | None:
-        """Take one token if it is there now, else ``None``: ``_step`` decides."""
-        now = self._monotonic()
-        lock = self._lock
-        lock.acquire()
-        try:
-            wait = self._take(now, 1.0)
-        finally:
-            lock.release()
-        if not wait or (self._shared is not None and self._shared.from_held(1.0)):
-            self._acquired.inc()
-            return True
-        return None
+    def _mode_switched(self) -> None:
+        self._acquired_box[0] = self._acquired
 
     _holds = False
     """A token is spent, not held: no face releases or tracks a ticket."""
@@ -426,6 +421,39 @@ def _budget(max_wait: float) -> float:
     if dl is None:
         return max_wait
     return max(0.0, min(max_wait, dl.remaining()))
+
+
+def _fast_admission(
+    local: LocalTokens,
+    monotonic: Callable[[], float],
+    acquired: list[Counter],
+    shared: SharedTokens | None,
+) -> Callable[[], bool | None]:
+    """Build a bucket's ``_fast_admit`` hook: one token now, else ``None`` (``_step``).
+
+    A closure over the bucket's parts rather than a method: it saves the
+    lookups a method call pays (about 65 ns of ``async with``) and refers to no
+    bucket (no reference cycle). It reads the lock through *local* on every call
+    (a fork replaces it) and the counter from the one-item list *acquired* (a
+    mode switch replaces it), since decorators keep the hook they were built with.
+    A shared bucket admits here only from the tokens it holds from a batch.
+    """
+    take = local.take
+
+    def fast_admit() -> bool | None:
+        now = monotonic()
+        lock = local.lock
+        lock.acquire()
+        try:
+            wait = take(now, 1.0)
+        finally:
+            lock.release()
+        if not wait or (shared is not None and shared.from_held(1.0)):
+            acquired[0].inc()
+            return True
+        return None
+
+    return fast_admit
 
 
 def _tokens_gauge(bucket: TokenBucket) -> Iterable[tuple[float, Attributes]]:

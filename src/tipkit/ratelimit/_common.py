@@ -129,6 +129,8 @@ class _State(Protocol):
     _acquired: Counter
     _rejected: Counter
 
+    def _mode_switched(self) -> None: ...
+
 
 class Limits:
     """Configuration, mode and refusal reporting, shared by both limiters.
@@ -194,6 +196,10 @@ class Limits:
         self._acquired, self._rejected = _counters(self.name, mode)
         self._mode = mode
         self._shadow = mode == "shadow"
+        self._mode_switched()
+
+    def _mode_switched(self) -> None:
+        """Hook: the counters were replaced by a mode switch."""
 
     def _refused(self: _State, retry_after: float, key: str | None) -> None:
         """Count and report a refusal; the tokens are *retry_after* seconds away."""

@@ -146,7 +146,7 @@ class KeyedRateLimiter(Limits, Keyed[str, bool]):
         return self._table.tokens(key, self._monotonic())
 
     # -- never waiting ----------------------------------------------------------------
-    def try_acquire(self, key: str, tokens: float = 1) -> bool:
+    def try_acquire(self, key: str, tokens: float = 1.0) -> bool:
         """Take *tokens* from *key*'s bucket if they are there now; never wait.
 
         Returns ``False`` when they are not, or when *key* is new and all
@@ -156,7 +156,7 @@ class KeyedRateLimiter(Limits, Keyed[str, bool]):
         Raises:
             ValueError: *tokens* is not positive or exceeds the capacity.
         """
-        if tokens != 1:
+        if tokens != 1.0:
             tokens = check_tokens(self._label, tokens, self._capacity)
         if self._shared is None:
             wait = self._table.take(key, self._monotonic(), tokens)
@@ -169,7 +169,7 @@ class KeyedRateLimiter(Limits, Keyed[str, bool]):
             return True
         return self._counted(key, tokens, wait)
 
-    def acquire(self, key: str, tokens: float = 1) -> None:
+    def acquire(self, key: str, tokens: float = 1.0) -> None:
         """Take *tokens* from *key*'s bucket or raise; never wait.
 
         Blocks as :meth:`try_acquire` (one store round trip with a store).
@@ -181,11 +181,11 @@ class KeyedRateLimiter(Limits, Keyed[str, bool]):
                 raised in shadow mode.
             ValueError: *tokens* is not positive or exceeds the capacity.
         """
-        if tokens != 1:
+        if tokens != 1.0:
             tokens = check_tokens(self._label, tokens, self._capacity)
         self._settle(key, tokens, self._wait_for(key, tokens))
 
-    def check(self, key: str, tokens: float = 1) -> RateDecision:
+    def check(self, key: str, tokens: float = 1.0) -> RateDecision:
         """Take *tokens* from *key*'s bucket if they are there now; say what was decided.
 
         The same decision, counting and events as :meth:`try_acquire`, with
@@ -194,7 +194,7 @@ class KeyedRateLimiter(Limits, Keyed[str, bool]):
         Raises:
             ValueError: *tokens* is not positive or exceeds the capacity.
         """
-        if tokens != 1:
+        if tokens != 1.0:
             tokens = check_tokens(self._label, tokens, self._capacity)
         wait = self._wait_for(key, tokens)
         if wait is None:
