@@ -7,6 +7,10 @@ import importlib
 import tipkit
 
 EXPECTED = {
+    "ErrorRateCheck",
+    "LatencyCheck",
+    "MetricCheck",
+    "RateDecision",
     "Experiment",
     "KeyedRateLimiter",
     "TokenBucket",
@@ -61,6 +65,7 @@ PUBLIC_MODULES = [
     "timeout",
     "deadline",
     "rollout",
+    "tripwire",
     "ratelimit",
     "retry",
     "experiment",

@@ -31,9 +31,17 @@ from tipkit.flags import (
     Flags,
     InMemoryProvider,
 )
-from tipkit.ratelimit import KeyedRateLimiter, TokenBucket
+from tipkit.ratelimit import KeyedRateLimiter, RateDecision, TokenBucket
 from tipkit.retry import retry, retry_context
-from tipkit.rollout import ErrorRate, LatencyGuard, Rollout, Tripwire
+from tipkit.rollout import (
+    ErrorRate,
+    ErrorRateCheck,
+    LatencyCheck,
+    LatencyGuard,
+    MetricCheck,
+    Rollout,
+    Tripwire,
+)
 from tipkit.stores import MemoryStore, Store
 from tipkit.telemetry import instrument, synthetic, traced, uninstrument
 from tipkit.timeout import Timeout
@@ -55,6 +63,7 @@ __all__ = [
     "CountWindow",
     "DeadlineExceededError",
     "ErrorRate",
+    "ErrorRateCheck",
     "EvaluationContext",
     "EvaluationDetail",
     "Experiment",
@@ -62,8 +71,11 @@ __all__ = [
     "Flags",
     "InMemoryProvider",
     "KeyedRateLimiter",
+    "LatencyCheck",
     "LatencyGuard",
     "MemoryStore",
+    "MetricCheck",
+    "RateDecision",
     "RateLimitedError",
     "RejectedError",
     "Rollout",
