@@ -24,7 +24,7 @@ from tipkit._core import _scope
 from tipkit.clock import Clock
 from tipkit.errors import DeadlineExceededError
 
-__all__ = ["CURRENT", "Deadline", "check", "current", "exceeded"]
+__all__ = ["CURRENT", "Deadline", "check", "current", "exceeded", "refusal"]
 
 
 class Deadline:
@@ -76,6 +76,11 @@ def exceeded(dl: Deadline, what: str) -> DeadlineExceededError:
         name=dl.name,
         timeout=dl.timeout,
     )
+
+
+def refusal(dl: Deadline, guard: object) -> DeadlineExceededError:
+    """Return the error for *guard* refusing to admit a call past *dl*."""
+    return exceeded(dl, f"{guard!r} could not admit the call")
 
 
 def check(what: str = "the deadline passed") -> None:

@@ -81,18 +81,16 @@ and never waits past it; the error is :func:`tipkit._core._deadline.exceeded`.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, ClassVar, Generic, ParamSpec, TypeVar
 
-from tipkit._core import _scope
+from tipkit._core import _decorators, _scope
 from tipkit._core._check import check_clock
-from tipkit._core._deadline import Deadline, exceeded
+from tipkit._core._deadline import refusal
 from tipkit._core._decorate import Decorates, check_decoratable
 from tipkit._core._wait import Wait, Waiter
 from tipkit.clock import SYSTEM_CLOCK, Clock
-from tipkit.errors import DeadlineExceededError
 
 __all__ = ["Guard", "Wait", "Waiter", "check_decoratable"]
 
@@ -116,17 +114,8 @@ _HOOKS = (
     "_arelease",
 )
 
-# Stand-ins for an absent hook, so the decorators test nothing per call: C
-# callables, cheaper than a branch plus a Python call. NoneType() returns None
-# ("take the generic path"); ().__contains__(ticket) returns False for any
-# ticket, hashable or not ("call _release").
-_no_fast_admit: Callable[[], None] = type(None)
-_no_fast_release: Callable[[object], bool] = ().__contains__
-
-
-def _expired_deadline(dl: Deadline, guard: object) -> DeadlineExceededError:
-    """Return the error for *guard* refusing a call past *dl*."""
-    return exceeded(dl, f"{guard!r} could not admit the call")
+# Kept for importers: the error a guard raises for a call past the deadline.
+_expired_deadline = refusal
 
 
 class Guard(Decorates, Generic[T]):
@@ -241,7 +230,7 @@ class Guard(Decorates, Generic[T]):
         if node is not None:
             dl = node[3]
             if dl is not None and dl.expired():
-                raise _expired_deadline(dl, self)
+                raise refusal(dl, self)
 
     def _cap_wait(self, step: Wait) -> float:
         """Return how long to wait for *step*, refusing waits past the deadline.
@@ -258,7 +247,7 @@ class Guard(Decorates, Generic[T]):
             return step.seconds
         if step.waiter is None or remaining <= 0:
             self._abandon(step, self._clock.monotonic())
-            raise _expired_deadline(dl, self)
+            raise refusal(dl, self)
         return remaining
 
     def _admit_sync(self) -> T:
@@ -267,7 +256,7 @@ class Guard(Decorates, Generic[T]):
         if node is not None:
             dl = node[3]
             if dl is not None and dl.expired():
-                raise _expired_deadline(dl, self)
+                raise refusal(dl, self)
         if self._hooked:
             ticket = self._try_fast()
             if ticket is not None:
@@ -280,7 +269,7 @@ class Guard(Decorates, Generic[T]):
         if node is not None:
             dl = node[3]
             if dl is not None and dl.expired():
-                raise _expired_deadline(dl, self)
+                raise refusal(dl, self)
         if self._hooked:
             ticket = self._try_fast()
             if ticket is not None:
@@ -314,228 +303,23 @@ class Guard(Decorates, Generic[T]):
         self._release(ticket, error, self._clock.monotonic())
 
     # -- decorator face: Decorates.__call__ dispatches here, once per function ------
+    # The closures live in _decorators: plain (no hooks), hooked, and admit-only
+    # (the ticket holds nothing), chosen here once per decorated function.
     def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         if not self._hooked:
-            return self._sync_plain(fn)
+            return _decorators.sync_plain(self, fn)
         if self._holds:
-            return self._sync_hooked(fn)
-        return self._sync_admit_only(fn)
+            return _decorators.sync_hooked(self, fn)
+        return _decorators.sync_admit_only(self, fn)
 
     def _wrap_async(
         self, fn: Callable[P, Awaitable[R]]
     ) -> Callable[P, Coroutine[Any, Any, R]]:
         if not self._hooked:
-            return self._async_plain(fn)
+            return _decorators.async_plain(self, fn)
         if self._holds:
-            return self._async_hooked(fn)
-        return self._async_admit_only(fn)
-
-    # The closures below are the decorator faces: plain (no hooks), hooked, and
-    # admit-only (the ticket holds nothing). They inline the deadline check (one
-    # ContextVar read and one index; see _check_deadline): a call costs ~25 ns.
-    def _sync_plain(self, fn: Callable[P, R]) -> Callable[P, R]:
-        step = self._step
-        release = self._release
-        wait = self._wait_sync
-        now = self._clock.monotonic
-        guard = self
-
-        @functools.wraps(fn)
-        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            node = _top()
-            if node is not None:
-                dl = node[3]
-                if dl is not None and dl.expired():
-                    raise _expired_deadline(dl, guard)
-            ticket = step(now(), None)
-            if type(ticket) is Wait:
-                ticket = wait(ticket)
-            # mypy cannot narrow `T | Wait` by `type(x) is Wait`; isinstance would cost
-            # ~10 ns per call on the hot path, so the two ignores below stand.
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                release(ticket, exc, now())  # type: ignore[arg-type]  # see above
-                raise
-            release(ticket, None, now())  # type: ignore[arg-type]  # see above
-            return result
-
-        return guarded
-
-    def _async_plain(
-        self, fn: Callable[P, Awaitable[R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]:
-        step = self._step
-        release = self._release
-        wait = self._wait_async
-        now = self._clock.monotonic
-        guard = self
-
-        @functools.wraps(fn)
-        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            node = _top()
-            if node is not None:
-                dl = node[3]
-                if dl is not None and dl.expired():
-                    raise _expired_deadline(dl, guard)
-            ticket = step(now(), None)
-            if type(ticket) is Wait:
-                ticket = await wait(ticket)
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                release(ticket, exc, now())  # type: ignore[arg-type]  # as in _sync_plain
-                raise
-            release(ticket, None, now())  # type: ignore[arg-type]  # as in _sync_plain
-            return result
-
-        return guarded
-
-    def _sync_hooked(self, fn: Callable[P, R]) -> Callable[P, R]:
-        guard = self
-        reads_ticket = self._fast_reads_ticket
-        admit = self._fast_admit or _no_fast_admit
-        fast_release = self._fast_release or _no_fast_release
-        step = self._step
-        release = self._release
-        wait = self._wait_sync
-        now = self._clock.monotonic
-
-        @functools.wraps(fn)
-        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            node = _top()
-            if node is not None:
-                dl = node[3]
-                if dl is not None and dl.expired():
-                    raise _expired_deadline(dl, guard)
-            # Any: mypy cannot narrow `T | Wait` by `type(x) is Wait` (see _sync_plain).
-            ticket: Any = (
-                guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
-                if reads_ticket
-                else admit()
-            )
-            if ticket is None:
-                ticket = step(now(), None)
-                if type(ticket) is Wait:
-                    ticket = wait(ticket)
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                release(ticket, exc, now())
-                raise
-            if not fast_release(ticket):
-                release(ticket, None, now())
-            return result
-
-        return guarded
-
-    def _async_hooked(
-        self, fn: Callable[P, Awaitable[R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]:
-        guard = self
-        reads_ticket = self._fast_reads_ticket
-        admit = self._fast_admit or _no_fast_admit
-        fast_release = self._fast_release or _no_fast_release
-        astep = self._astep
-        arelease = self._arelease
-        step = self._step
-        release = self._release
-        wait = self._wait_async
-        now = self._clock.monotonic
-
-        @functools.wraps(fn)
-        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            node = _top()
-            if node is not None:
-                dl = node[3]
-                if dl is not None and dl.expired():
-                    raise _expired_deadline(dl, guard)
-            ticket: Any = (
-                guard._fast_ticket  # type: ignore[attr-defined]  # as in _sync_hooked
-                if reads_ticket
-                else admit()
-            )
-            if ticket is None:
-                at = now()
-                ticket = step(at, None) if astep is None else await astep(at, None)
-                if type(ticket) is Wait:
-                    ticket = await wait(ticket)
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                if arelease is None:
-                    release(ticket, exc, now())
-                else:
-                    await arelease(ticket, exc, now())
-                raise
-            if not fast_release(ticket):
-                if arelease is None:
-                    release(ticket, None, now())
-                else:
-                    await arelease(ticket, None, now())
-            return result
-
-        return guarded
-
-    def _sync_admit_only(self, fn: Callable[P, R]) -> Callable[P, R]:
-        guard = self
-        reads_ticket = self._fast_reads_ticket
-        admit = self._fast_admit or _no_fast_admit
-        step = self._step
-        wait = self._wait_sync
-        now = self._clock.monotonic
-
-        @functools.wraps(fn)
-        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            node = _top()
-            if node is not None:
-                dl = node[3]
-                if dl is not None and dl.expired():
-                    raise _expired_deadline(dl, guard)
-            ticket: Any = (
-                guard._fast_ticket  # type: ignore[attr-defined]  # as in _sync_hooked
-                if reads_ticket
-                else admit()
-            )
-            if ticket is None:
-                ticket = step(now(), None)
-                if type(ticket) is Wait:
-                    wait(ticket)
-            return fn(*args, **kwargs)
-
-        return guarded
-
-    def _async_admit_only(
-        self, fn: Callable[P, Awaitable[R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]:
-        guard = self
-        reads_ticket = self._fast_reads_ticket
-        admit = self._fast_admit or _no_fast_admit
-        astep = self._astep
-        step = self._step
-        wait = self._wait_async
-        now = self._clock.monotonic
-
-        @functools.wraps(fn)
-        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            node = _top()
-            if node is not None:
-                dl = node[3]
-                if dl is not None and dl.expired():
-                    raise _expired_deadline(dl, guard)
-            ticket: Any = (
-                guard._fast_ticket  # type: ignore[attr-defined]  # as in _sync_hooked
-                if reads_ticket
-                else admit()
-            )
-            if ticket is None:
-                at = now()
-                ticket = step(at, None) if astep is None else await astep(at, None)
-                if type(ticket) is Wait:
-                    await wait(ticket)
-            return await fn(*args, **kwargs)
-
-        return guarded
+            return _decorators.async_hooked(self, fn)
+        return _decorators.async_admit_only(self, fn)
 
     # -- call / acall faces ---------------------------------------------------------
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -568,7 +352,7 @@ class Guard(Decorates, Generic[T]):
         if node is not None:
             dl = node[3]
             if dl is not None and dl.expired():
-                raise _expired_deadline(dl, self)
+                raise refusal(dl, self)
         ticket = self._try_fast() if self._hooked else None
         if ticket is None:
             ticket = self._step(self._clock.monotonic(), None)
@@ -608,7 +392,7 @@ class Guard(Decorates, Generic[T]):
         if node is not None:
             dl = node[3]
             if dl is not None and dl.expired():
-                raise _expired_deadline(dl, self)
+                raise refusal(dl, self)
         # Admission inline, as in _admit_async: awaiting a helper coroutine costs.
         ticket = self._try_fast() if self._hooked else None
         if ticket is None:

@@ -1,0 +1,244 @@
+"""The decorator closures of :class:`~tipkit._core._guard.Guard`, written once.
+
+``Guard._wrap_sync``/``_wrap_async`` pick one per decorated function: *plain*
+for a guard class without hooks (it pays nothing for them), *hooked* for one
+with fast-path or async hooks, *admit_only* when its tickets hold nothing
+(``_holds = False``). Each closure inlines the deadline check (one
+``ContextVar`` read and one index; a call would cost ~25 ns) and binds what it
+needs as closure cells. The hook contract is in :mod:`tipkit._core._guard`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from tipkit._core import _scope
+from tipkit._core._deadline import refusal
+from tipkit._core._wait import Wait
+
+if TYPE_CHECKING:
+    from tipkit._core._guard import Guard
+
+__all__ = [
+    "async_admit_only",
+    "async_hooked",
+    "async_plain",
+    "sync_admit_only",
+    "sync_hooked",
+    "sync_plain",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_top = _scope.top
+
+# Stand-ins for an absent hook, so the closures test nothing per call: C
+# callables, cheaper than a branch plus a Python call. NoneType() returns None
+# ("take the generic path"); ().__contains__(ticket) returns False for any
+# ticket, hashable or not ("call _release").
+_no_fast_admit: Callable[[], None] = type(None)
+_no_fast_release: Callable[[object], bool] = ().__contains__
+
+
+def sync_plain(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:
+    step = guard._step
+    release = guard._release
+    wait = guard._wait_sync
+    now = guard._clock.monotonic
+
+    @functools.wraps(fn)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        node = _top()
+        if node is not None:
+            dl = node[3]
+            if dl is not None and dl.expired():
+                raise refusal(dl, guard)
+        ticket = step(now(), None)
+        if type(ticket) is Wait:
+            ticket = wait(ticket)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            release(ticket, exc, now())
+            raise
+        release(ticket, None, now())
+        return result
+
+    return guarded
+
+
+def async_plain(
+    guard: Guard[Any], fn: Callable[P, Awaitable[R]]
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    step = guard._step
+    release = guard._release
+    wait = guard._wait_async
+    now = guard._clock.monotonic
+
+    @functools.wraps(fn)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        node = _top()
+        if node is not None:
+            dl = node[3]
+            if dl is not None and dl.expired():
+                raise refusal(dl, guard)
+        ticket = step(now(), None)
+        if type(ticket) is Wait:
+            ticket = await wait(ticket)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            release(ticket, exc, now())
+            raise
+        release(ticket, None, now())
+        return result
+
+    return guarded
+
+
+def sync_hooked(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:
+    reads_ticket = guard._fast_reads_ticket
+    admit = guard._fast_admit or _no_fast_admit
+    fast_release = guard._fast_release or _no_fast_release
+    step = guard._step
+    release = guard._release
+    wait = guard._wait_sync
+    now = guard._clock.monotonic
+
+    @functools.wraps(fn)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        node = _top()
+        if node is not None:
+            dl = node[3]
+            if dl is not None and dl.expired():
+                raise refusal(dl, guard)
+        ticket: Any = (
+            guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+            if reads_ticket
+            else admit()
+        )
+        if ticket is None:
+            ticket = step(now(), None)
+            if type(ticket) is Wait:
+                ticket = wait(ticket)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            release(ticket, exc, now())
+            raise
+        if not fast_release(ticket):
+            release(ticket, None, now())
+        return result
+
+    return guarded
+
+
+def async_hooked(
+    guard: Guard[Any], fn: Callable[P, Awaitable[R]]
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    reads_ticket = guard._fast_reads_ticket
+    admit = guard._fast_admit or _no_fast_admit
+    fast_release = guard._fast_release or _no_fast_release
+    astep = guard._astep
+    arelease = guard._arelease
+    step = guard._step
+    release = guard._release
+    wait = guard._wait_async
+    now = guard._clock.monotonic
+
+    @functools.wraps(fn)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        node = _top()
+        if node is not None:
+            dl = node[3]
+            if dl is not None and dl.expired():
+                raise refusal(dl, guard)
+        ticket: Any = (
+            guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+            if reads_ticket
+            else admit()
+        )
+        if ticket is None:
+            at = now()
+            ticket = step(at, None) if astep is None else await astep(at, None)
+            if type(ticket) is Wait:
+                ticket = await wait(ticket)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            if arelease is None:
+                release(ticket, exc, now())
+            else:
+                await arelease(ticket, exc, now())
+            raise
+        if not fast_release(ticket):
+            if arelease is None:
+                release(ticket, None, now())
+            else:
+                await arelease(ticket, None, now())
+        return result
+
+    return guarded
+
+
+def sync_admit_only(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:
+    reads_ticket = guard._fast_reads_ticket
+    admit = guard._fast_admit or _no_fast_admit
+    step = guard._step
+    wait = guard._wait_sync
+    now = guard._clock.monotonic
+
+    @functools.wraps(fn)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        node = _top()
+        if node is not None:
+            dl = node[3]
+            if dl is not None and dl.expired():
+                raise refusal(dl, guard)
+        ticket: Any = (
+            guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+            if reads_ticket
+            else admit()
+        )
+        if ticket is None:
+            ticket = step(now(), None)
+            if type(ticket) is Wait:
+                wait(ticket)
+        return fn(*args, **kwargs)
+
+    return guarded
+
+
+def async_admit_only(
+    guard: Guard[Any], fn: Callable[P, Awaitable[R]]
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    reads_ticket = guard._fast_reads_ticket
+    admit = guard._fast_admit or _no_fast_admit
+    astep = guard._astep
+    step = guard._step
+    wait = guard._wait_async
+    now = guard._clock.monotonic
+
+    @functools.wraps(fn)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        node = _top()
+        if node is not None:
+            dl = node[3]
+            if dl is not None and dl.expired():
+                raise refusal(dl, guard)
+        ticket: Any = (
+            guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+            if reads_ticket
+            else admit()
+        )
+        if ticket is None:
+            at = now()
+            ticket = step(at, None) if astep is None else await astep(at, None)
+            if type(ticket) is Wait:
+                await wait(ticket)
+        return await fn(*args, **kwargs)
+
+    return guarded
