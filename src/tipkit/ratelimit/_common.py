@@ -137,21 +137,10 @@ class Limits:
 
     A mixin without slots of its own: each limiter declares the attributes of
     :class:`_State` in its ``__slots__`` and calls :meth:`_init_limits` from its
-    constructor (the methods that assign are typed on ``_State`` for mypy).
+    constructor (the methods are typed on ``_State``, which mypy can check).
     """
 
     __slots__ = ()
-
-    name: str
-    runbook: str | None
-    would_reject: int
-    _label: str
-    _rate: float
-    _capacity: float
-    _mode: Mode
-    _shadow: bool
-    _acquired: Counter
-    _rejected: Counter
 
     def _init_limits(
         self: _State,
@@ -176,17 +165,17 @@ class Limits:
         self.would_reject = 0
 
     @property
-    def rate(self) -> float:
+    def rate(self: _State) -> float:
         """Tokens added per second (to each key's bucket, for a keyed limiter)."""
         return self._rate
 
     @property
-    def capacity(self) -> float:
+    def capacity(self: _State) -> float:
         """The most tokens a bucket holds."""
         return self._capacity
 
     @property
-    def mode(self) -> Mode:
+    def mode(self: _State) -> Mode:
         """``"enforce"`` or ``"shadow"``; assign to switch a live limiter."""
         return self._mode
 
@@ -211,7 +200,7 @@ class Limits:
                 RateLimited(self.name, key, retry_after, self._shadow, self.runbook)
             )
 
-    def _exceeded(self, retry_after: float, what: str = "") -> RateLimitedError:
+    def _exceeded(self: _State, retry_after: float, what: str = "") -> RateLimitedError:
         """Build the error for tokens *retry_after* seconds away."""
         return RateLimitedError(
             f"rate limit {self.name!r} exceeded{what} ({self._rate:g}/s, capacity "
@@ -221,7 +210,7 @@ class Limits:
             runbook=self.runbook,
         )
 
-    def _decision(self, retry_after: float, remaining: float) -> RateDecision:
+    def _decision(self: _State, retry_after: float, remaining: float) -> RateDecision:
         """Return the decision for a request *retry_after* seconds short (0: taken)."""
         if retry_after and not self._shadow:
             return RateDecision(False, retry_after, max(remaining, 0.0), self._capacity)  # noqa: FBT003  # a NamedTuple, built positionally on a hot path
