@@ -167,7 +167,11 @@ def main() -> None:
     rows = [
         ("ASGI Starlette bare", bare, None),
         ("ASGI + ASGIMiddleware (context, marks, span)", wrapped, wrapped - bare),
-        ("ASGI + ASGIMiddleware + keyed limiter (admitted)", with_limit, with_limit - bare),
+        (
+            "ASGI + ASGIMiddleware + keyed limiter (admitted)",
+            with_limit,
+            with_limit - bare,
+        ),
         ("ASGI 429 path: tipkit", tipkit_429, None),
         ("ASGI 429 path: slowapi", slow_429, None),
         ("WSGI Flask bare", wbare, None),
@@ -178,8 +182,10 @@ def main() -> None:
     for name, us, over in rows:
         extra = "" if over is None else f"   overhead {over:+.1f} us"
         print(f"{name:<52} {us:>10.1f}{extra}")
-    print(f"429 path: slowapi / tipkit = {slow_429 / tipkit_429:.1f}x, "
-          f"flask-limiter / tipkit = {fl_429 / wtipkit_429:.1f}x")
+    print(
+        f"429 path: slowapi / tipkit = {slow_429 / tipkit_429:.1f}x, "
+        f"flask-limiter / tipkit = {fl_429 / wtipkit_429:.1f}x"
+    )
 
 
 if __name__ == "__main__":

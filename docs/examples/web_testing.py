@@ -1,10 +1,11 @@
 """Testing the FastAPI example with fake flags and the fake clock (pytest style)."""
+# ruff: noqa: D103, ANN001, ANN003, ANN201, ANN202, S101
 
 import asyncio
 
 import httpx
-
 import web_fastapi
+
 from tipkit.ratelimit import KeyedRateLimiter
 from tipkit.testing import FakeClock, fake_flags
 from tipkit.web import ASGIMiddleware
@@ -25,15 +26,15 @@ def test_new_search_for_a_user_in_the_rollout(monkeypatch):
     monkeypatch.setattr(web_fastapi, "flags", flags)
     app = ASGIMiddleware(web_fastapi.api, context_from=web_fastapi.context_from)
     response = get(app, "/search?q=tea", headers={"x-user-id": "u1"})
-    assert {"q": "tea", "engine": "new"} == response.json()
+    assert response.json() == {"q": "tea", "engine": "new"}
 
 
 def test_the_limit_refills_on_the_fake_clock():
     clock = FakeClock()
     limiter = KeyedRateLimiter("api", rate=1.0, capacity=1, clock=clock)
     app = ASGIMiddleware(web_fastapi.api, limiter=limiter)
-    assert 200 == get(app, "/search?q=a").status_code
+    assert get(app, "/search?q=a").status_code == 200
     refused = get(app, "/search?q=a")
-    assert (429, "1") == (refused.status_code, refused.headers["retry-after"])
+    assert (refused.status_code, refused.headers["retry-after"]) == (429, "1")
     clock.advance(1.0)  # no sleeping: the bucket refills on the fake clock
-    assert 200 == get(app, "/search?q=a").status_code
+    assert get(app, "/search?q=a").status_code == 200

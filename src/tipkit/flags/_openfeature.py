@@ -18,6 +18,7 @@ from openfeature.exception import ProviderNotReadyError as OFProviderNotReadyErr
 from openfeature.flag_evaluation import FlagResolutionDetails
 from openfeature.flag_evaluation import Reason as OFReason
 from openfeature.provider import AbstractProvider, Metadata
+from openfeature.transaction_context import TransactionContextPropagator
 
 from tipkit.flags._engine import Flags
 from tipkit.flags._model import (
@@ -26,8 +27,10 @@ from tipkit.flags._model import (
     EvaluationDetail,
     Reason,
 )
+from tipkit.flags._providers import FileProvider
+from tipkit.flags._request import REQUEST, current_request_context
 
-__all__ = ["TipkitProvider"]
+__all__ = ["TipkitProvider", "TipkitTransactionContextPropagator"]
 
 logger = logging.getLogger("tipkit")
 
@@ -90,7 +93,9 @@ class TipkitProvider(AbstractProvider):
     only through *flags*' clock.
     """
 
-    def __init__(self, flags: Flags, *, name: str = "tipkit") -> None:
+    def __init__(
+        self, flags: Flags, *, name: str = "tipkit", watch: float | None = 1.0
+    ) -> None:
         if not isinstance(flags, Flags):
             raise TypeError(f"flags must be a tipkit Flags, got {flags!r}")
         given: object = name  # callers are not always type-checked
@@ -103,6 +108,13 @@ class TipkitProvider(AbstractProvider):
         self._live = False
         self._ready = flags.flag_set is not None
         self._lock = threading.Lock()
+        if watch is not None and not watch > 0:
+            raise ValueError(f"watch must be > 0 seconds or None, got {watch!r}")
+        self._watch = watch
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._broken = False  # the file is missing or invalid: STALE/ERROR was emitted
+        self._versions = _versions(flags)
         flags.provider.subscribe(self._source_changed)
 
     def __repr__(self) -> str:
@@ -122,26 +134,89 @@ class TipkitProvider(AbstractProvider):
         return self._metadata
 
     def initialize(self, evaluation_context: OFContext) -> None:  # noqa: ARG002  # tipkit needs no global context
-        """Re-read the flags now; raise ``ProviderNotReadyError`` if there are none yet."""
+        """Re-read the flags now; raise ``ProviderNotReadyError`` if there are none yet.
+
+        With a :class:`~tipkit.flags.FileProvider` and ``watch`` seconds, starts
+        a daemon thread that looks at the file every ``watch`` seconds (real
+        time), so a rewrite is noticed without an evaluation.
+        """
         self._live = True
         self._flags.refresh()
         self._ready = self._flags.flag_set is not None
+        self._versions = _versions(self._flags)
+        provider = self._flags.provider
+        if (
+            self._watch is not None
+            and isinstance(provider, FileProvider)
+            and self._watcher is None
+        ):
+            self._stop.clear()
+            self._watcher = threading.Thread(
+                target=self._watch_file,
+                args=(provider, self._watch),
+                name=f"tipkit-watch-{provider.path.name}",
+                daemon=True,
+            )
+            self._watcher.start()
         if not self._ready:
             raise OFProviderNotReadyError("tipkit: the flag provider has no flags yet")
 
     def shutdown(self) -> None:
-        """Stop emitting events; the :class:`Flags` stays usable by the app."""
+        """Stop emitting events and the file watcher; the :class:`Flags` stays usable."""
         self._live = False
+        self._stop.set()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout=5.0)
+
+    def _watch_file(self, provider: FileProvider, interval: float) -> None:
+        # Real time on purpose: a watch thread is the one place tipkit waits on
+        # its own; Event.wait returns at once on shutdown().
+        while not self._stop.wait(interval):
+            try:
+                provider.check()
+                error = provider.last_error
+                if error is not None and not self._broken:
+                    self._broken = True
+                    missing = "not found" in str(error)
+                    details = ProviderEventDetails(
+                        message=f"tipkit: {error}",
+                        error_code=OFErrorCode.GENERAL
+                        if missing
+                        else OFErrorCode.PARSE_ERROR,
+                    )
+                    emit = (
+                        self.emit_provider_error
+                        if missing
+                        else self.emit_provider_stale
+                    )
+                    if self._live:
+                        self._emit_safely(emit, details)
+            except Exception:  # the watcher must outlive any one bad look
+                logger.debug("tipkit: the flag file watcher failed once", exc_info=True)
 
     def _source_changed(self) -> None:
         # Called by the tipkit provider (any thread) after it swapped its flags.
         if self._live:
             was_ready = self._ready
             self._mark_ready()
+            if self._broken:
+                self._broken = False
+                self._emit_safely(
+                    self.emit_provider_ready,
+                    ProviderEventDetails(message="tipkit: the flag file is good again"),
+                )
+            old, new = self._versions, _versions(self._flags)
+            self._versions = new
+            changed = sorted(
+                key for key in old.keys() | new.keys() if old.get(key) != new.get(key)
+            )
             if was_ready:
                 self._emit_safely(
                     self.emit_provider_configuration_changed,
-                    ProviderEventDetails(message="tipkit: flags changed"),
+                    ProviderEventDetails(
+                        message="tipkit: flags changed", flags_changed=changed
+                    ),
                 )
 
     def _mark_ready(self) -> None:
@@ -306,6 +381,46 @@ class TipkitProvider(AbstractProvider):
         if not self._ready:
             self._mark_ready()
         return _tipkit_context(evaluation_context)
+
+
+def _versions(flags: Flags) -> dict[str, str]:
+    """Each flag's content hash: what changed between two snapshots."""
+    flag_set = flags.flag_set
+    if flag_set is None:
+        return {}
+    return {key: flag.version for key, flag in flag_set.flags.items()}
+
+
+class TipkitTransactionContextPropagator(TransactionContextPropagator):
+    """OpenFeature's transaction context over :func:`tipkit.flags.request_context`.
+
+    ::
+
+        api.set_transaction_context_propagator(TipkitTransactionContextPropagator())
+
+    ``api.set_transaction_context(ctx)`` then sets the context tipkit's own
+    evaluations use when given none (and the tipkit middleware's per-request
+    context is the transaction context OpenFeature clients see). Same
+    ContextVar, so it follows asyncio tasks and stops at plain threads.
+    """
+
+    def get_transaction_context(self) -> OFContext:
+        """Return the current request context as an OpenFeature context."""
+        ctx = current_request_context()
+        if ctx is None:
+            return OFContext()
+        if isinstance(ctx, EvaluationContext):
+            key = ctx.targeting_key
+            return OFContext(None if key is None else str(key), dict(ctx.attributes))
+        if isinstance(ctx, Mapping):
+            attrs = dict(ctx)
+            key = attrs.pop("targeting_key", None)
+            return OFContext(None if key is None else str(key), attrs)
+        return OFContext(str(ctx))
+
+    def set_transaction_context(self, transaction_context: OFContext) -> None:
+        """Make *transaction_context* the request context of the current context."""
+        REQUEST.set((_tipkit_context(transaction_context), REQUEST.get()))
 
 
 def _as_int(default_value: Any) -> Any:

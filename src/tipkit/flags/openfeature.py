@@ -13,7 +13,12 @@ Install the SDK with ``pip install 'tipkit[openfeature]'``.
 from __future__ import annotations
 
 try:
-    from tipkit.flags._openfeature import ERROR_CODES, REASONS, TipkitProvider
+    from tipkit.flags._openfeature import (
+        ERROR_CODES,
+        REASONS,
+        TipkitProvider,
+        TipkitTransactionContextPropagator,
+    )
 except ModuleNotFoundError as exc:  # pragma: no branch - re-raised either way
     if exc.name is None or exc.name.partition(".")[0] != "openfeature":
         raise
@@ -23,4 +28,9 @@ except ModuleNotFoundError as exc:  # pragma: no branch - re-raised either way
         name=__name__,
     ) from exc
 
-__all__ = ["ERROR_CODES", "REASONS", "TipkitProvider"]
+__all__ = [
+    "ERROR_CODES",
+    "REASONS",
+    "TipkitProvider",
+    "TipkitTransactionContextPropagator",
+]
