@@ -1,5 +1,5 @@
 """A Flask service with per-request flags, a per-client 429 and a guarded outgoing call."""
-# ruff: noqa: D103, ANN001, ANN003, ANN201, ANN202, S101
+# ruff: noqa: D103
 
 import flask
 import requests

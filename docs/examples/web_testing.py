@@ -1,5 +1,5 @@
 """Testing the FastAPI example with fake flags and the fake clock (pytest style)."""
-# ruff: noqa: D103, ANN001, ANN003, ANN201, ANN202, S101
+# ruff: noqa: D103, ANN001, ANN003, ANN201, ANN202
 
 import asyncio
 
