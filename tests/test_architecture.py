@@ -431,3 +431,17 @@ def test_known_lists_name_real_things() -> None:
         *KNOWN_LONG_MODULES,
     ]
     assert [] == [module for module in named if module not in MODULES]
+
+
+def test_architecture_picture_script_draws_every_arrow_downwards(
+    tmp_path: Path,
+) -> None:
+    """docs/_tools/architecture.py runs; in its graph every import points to a lower row."""
+    import runpy
+
+    script = runpy.run_path(str(SRC.parent / "docs" / "_tools" / "architecture.py"))
+    data = script["main"](tmp_path)
+    rows = data["rows"]
+    upward = [(a, b) for a, b in data["arrows"] if rows[a] <= rows[b]]
+    assert ([], True) == (upward, (tmp_path / "architecture.png").stat().st_size > 0)
+    assert set(rows) >= {"_core._guard", "_core._scope", "stores/", "breaker/"}
