@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 
+from tipkit.adaptive import AdaptiveLimit
 from tipkit.errors import RejectedError
 
 
