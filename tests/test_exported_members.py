@@ -7,6 +7,10 @@ import importlib
 import tipkit
 
 EXPECTED = {
+    "AdaptiveLimit",
+    "RetryBudget",
+    "hedge",
+    "inject",
     "ErrorRateCheck",
     "LatencyCheck",
     "MetricCheck",
@@ -66,6 +70,10 @@ PUBLIC_MODULES = [
     "deadline",
     "rollout",
     "tripwire",
+    "hedge",
+    "faults",
+    "adaptive",
+    "fallback",
     "ratelimit",
     "retry",
     "experiment",

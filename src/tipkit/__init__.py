@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from tipkit._core._compose import compose
+from tipkit.adaptive import AdaptiveLimit
 from tipkit.breaker import BreakerState, CircuitBreaker, CountWindow, TimeWindow
 from tipkit.bulkhead import Bulkhead
 from tipkit.clock import SYSTEM_CLOCK, Clock, SystemClock
@@ -24,6 +25,7 @@ from tipkit.errors import (
     TipkitError,
 )
 from tipkit.experiment import Experiment, irreversible
+from tipkit.faults import inject
 from tipkit.flags import (
     EvaluationContext,
     EvaluationDetail,
@@ -31,8 +33,9 @@ from tipkit.flags import (
     Flags,
     InMemoryProvider,
 )
+from tipkit.hedge import hedge
 from tipkit.ratelimit import KeyedRateLimiter, RateDecision, TokenBucket
-from tipkit.retry import retry, retry_context
+from tipkit.retry import RetryBudget, retry, retry_context
 from tipkit.rollout import (
     ErrorRate,
     ErrorRateCheck,
@@ -53,6 +56,7 @@ except PackageNotFoundError:  # pragma: no cover - running from an uninstalled t
 
 __all__ = [
     "SYSTEM_CLOCK",
+    "AdaptiveLimit",
     "BreakerState",
     "Bulkhead",
     "BulkheadFullError",
@@ -78,6 +82,7 @@ __all__ = [
     "RateDecision",
     "RateLimitedError",
     "RejectedError",
+    "RetryBudget",
     "Rollout",
     "Store",
     "StoreError",
@@ -89,6 +94,8 @@ __all__ = [
     "Tripwire",
     "__version__",
     "compose",
+    "hedge",
+    "inject",
     "instrument",
     "irreversible",
     "retry",
