@@ -98,6 +98,8 @@ def test_file_watcher_events(tmp_path: Path):
             )
         )
         kind, details = events.get(timeout=WAIT)
+        while kind == ProviderEvent.PROVIDER_READY:  # the SDK's own, from set_provider
+            kind, details = events.get(timeout=WAIT)
         assert (ProviderEvent.PROVIDER_CONFIGURATION_CHANGED, ["b"]) == (
             kind,
             details.flags_changed,
