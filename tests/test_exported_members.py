@@ -74,6 +74,8 @@ PUBLIC_MODULES = [
     "faults",
     "adaptive",
     "fallback",
+    "web",
+    "http",
     "ratelimit",
     "retry",
     "experiment",
