@@ -2,9 +2,10 @@
 
 Why not a ``cachetools.LRUCache``: its eviction forgets the least recently used
 key whatever its level, which would let a key that is still refilling burst
-again; and its lookup is Python code around a dict (measured 110-480 ns more per
-lookup than ``OrderedDict.get`` + ``move_to_end``). The table needs a different
-rule (forget only full buckets) on the hot path, so it keeps the ordered dict.
+again; and its lookup is Python code around a dict (about 210 ns per lookup
+against 75 ns for ``OrderedDict.get`` + ``move_to_end``, benchmarks/ratelimit.py).
+The table needs a different rule (forget only full buckets) on the hot path, so
+it keeps the ordered dict.
 """
 
 from __future__ import annotations
