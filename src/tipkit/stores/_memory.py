@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from tipkit._core import _fork
 from tipkit._core._tokens import check_bucket_args, take
 from tipkit.clock import SYSTEM_CLOCK, Clock
+from tipkit.stores._audit import MemoryAudit, MemoryAuditMethods
 from tipkit.stores._protocol import (
     JSON,
     Entry,
@@ -34,7 +35,7 @@ def _encode(value: JSON, where: str) -> str:
         ) from exc
 
 
-class MemoryStore:
+class MemoryStore(MemoryAuditMethods):
     """The in-process :class:`~tipkit.stores.Store`, and the default everywhere.
 
     Thread-safe (one lock, held only for the dictionary operation) and fork-safe.
@@ -65,6 +66,7 @@ class MemoryStore:
         self._counters: dict[str, tuple[dict[str, float], float | None]] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
         self._watches: dict[str, list[Watch]] = {}
+        self._audit = MemoryAudit(clock)  # the audit log (tipkit.audit)
         _fork.register(self)
 
     def _after_fork_in_child(self) -> None:

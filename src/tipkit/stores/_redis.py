@@ -26,6 +26,7 @@ from typing import Any, cast
 
 from tipkit._core import _fork
 from tipkit._core._durations import to_seconds
+from tipkit.stores._audit_redis import RedisAuditMethods
 from tipkit.stores._memory import _encode
 from tipkit.stores._protocol import (
     JSON,
@@ -59,7 +60,7 @@ from tipkit.stores._watch import Callback, Watch
 __all__ = ["OnError", "RedisStore", "Watch"]
 
 
-class RedisStore:
+class RedisStore(RedisAuditMethods):
     """The :class:`~tipkit.stores.Store` on a real Redis server, for fleets.
 
     Args:
