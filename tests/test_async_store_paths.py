@@ -502,4 +502,4 @@ def test_rollout_async_observe_refreshes_and_counts_through_the_async_path(
     assert canaries > 0
     assert 0 == after
     assert [] == store.sync_on_loop
-    assert {"aget", "aincrement"} <= set(store.async_calls)
+    assert {"aget", "acompare_and_set"} <= set(store.async_calls)

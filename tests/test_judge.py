@@ -238,7 +238,9 @@ def test_fail_respects_max_increase():
 
 def test_pass_needs_duration_and_samples_per_arm():
     """PASS only once the stage ran min_stage_duration with min_samples in each arm."""
-    j = Judge([ErrorRateCheck()], min_samples=200, min_stage_duration=60.0)
+    j = Judge(
+        [ErrorRateCheck(pass_below=0.05)], min_samples=200, min_stage_duration=60.0
+    )
     j.start_stage(0.5, 100.0)
     feed(j, True, 199, 2)
     feed(j, False, 250, 2)
@@ -336,7 +338,8 @@ def test_stages_are_strata_so_a_baseline_shift_is_not_blamed_on_the_canary():
     assert g.canary_rate - g.control_rate > 0.05  # pooled: 8.5 % vs 2.9 %
     assert pytest.approx(g.difference, abs=1e-12) == 0.0
     assert g.lower < 0.0 < g.upper
-    assert v.decision == PASS
+    assert v.decision == INCONCLUSIVE  # 10 % errors: the 1.5 pp margin needs more
+    assert "within its margin" in v.reason
 
 
 def test_evidence_carries_over_stages():
@@ -482,7 +485,8 @@ def test_pass_below_requires_evidence_of_no_harm():
     feed(j, False, 1000, 10)
     v = j.evaluate(0.0)
     assert v.decision == INCONCLUSIVE
-    assert "shown below +0.01" in v.reason
+    assert "upper bound 0.01" in v.reason
+    assert ">= margin 0.01" in v.reason
     feed(j, True, 9000, 90)
     feed(j, False, 9000, 90)
     v = j.evaluate(0.0)
@@ -492,6 +496,8 @@ def test_pass_below_requires_evidence_of_no_harm():
     assert ErrorRateCheck(pass_below=0.01) != ErrorRateCheck()
     with pytest.raises(ValueError, match="pass_below"):
         LatencyCheck(pass_below=0.0)
+    with pytest.raises(ValueError, match="above max_increase"):
+        ErrorRateCheck(max_increase=0.02, pass_below=0.01)
 
 
 @given(

@@ -7,6 +7,7 @@ import pytest
 
 from tipkit._judge import ErrorRateCheck, LatencyCheck
 from tipkit.errors import StoreConflictError, StoreError
+from tipkit.rollout._fleet import apply_batch
 from tipkit.rollout._persist import (
     Blocking,
     FleetCounts,
@@ -150,9 +151,9 @@ def test_quiet_transitions_report_a_conflict_instead_of_raising(caplog):
 
 
 def test_fleet_counts_batch_by_count_and_by_time():
-    """A batch is due every `every` outcomes or `interval` seconds; bad counts per check."""
+    """A batch is due every `every` outcomes or `interval` seconds; sums per check."""
     counts = FleetCounts(
-        "rollout:r:1:0",
+        "r/counts/1/0",
         [ErrorRateCheck(), LatencyCheck(threshold=0.5)],
         every=3,
         interval=10.0,
@@ -161,10 +162,36 @@ def test_fleet_counts_batch_by_count_and_by_time():
     assert not counts.add(1, True, 0.1, 1.0)
     assert not counts.add(0, False, 0.9, 2.0)
     assert counts.add(1, False, 0.2, 3.0)  # the third outcome
-    batch, adds = counts.take(3.0)
-    assert ({"n1": 2, "b1.0": 1, "n0": 1, "b0.1": 1}, 3) == (batch, adds)
+    seq, batch = counts.take(3.0)
+    assert 1 == seq
+    assert {
+        "n1": 2,
+        "c1.0": 2,
+        "c1.1": 2,
+        "b1.0": 1,
+        "n0": 1,
+        "c0.0": 1,
+        "c0.1": 1,
+        "b0.1": 1,
+    } == batch
     assert counts.add(0, False, 0.0, 13.0)  # ten seconds after the flush
-    counts.restore(batch, adds)  # a failed flush comes back
-    assert {"n1": 2, "b1.0": 1, "n0": 2, "b0.1": 1} == counts.pending
-    totals = {"n0": 7, "n1": 5, "b0.0": 1, "b1.1": 2}
-    assert ([7, 5], [[1, 0], [0, 2]]) == counts.parse(totals)
+    assert (1, batch) == counts.take(13.0)  # unacknowledged: the same batch again
+    counts.acked(1)
+    assert (2, {"n0": 1, "c0.0": 1, "c0.1": 1}) == counts.take(14.0)
+    totals = {"n0": 7, "n1": 5, "b0.0": 1, "b1.1": 2, "c0.0": 7, "c1.0": 5}
+    assert (
+        [7, 5],
+        [[1, 0], [0, 2]],
+        [[7, 0], [5, 0]],
+        [[1, 0], [0, 2]],
+    ) == counts.parse(totals)
+
+
+def test_a_batch_is_applied_once_whatever_the_retries():
+    """apply_batch: a batch number already recorded for the process adds nothing."""
+    totals, doc = apply_batch(None, "p", 1, {"n0": 2})
+    assert ({"n0": 2.0}, {"totals": {"n0": 2.0}, "seq": {"p": 1}}) == (totals, doc)
+    assert ({"n0": 2.0}, None) == apply_batch(doc, "p", 1, {"n0": 2})
+    totals, doc2 = apply_batch(doc, "q", 1, {"n0": 1})
+    assert {"n0": 3.0} == totals
+    assert {"p": 1, "q": 1} == doc2["seq"]

@@ -27,7 +27,9 @@ def state(**changes):
 
 def verdict(decision, *, elapsed=0.0):
     """Return a real verdict of the given decision (FAIL, PASS or INCONCLUSIVE)."""
-    j = Judge([ErrorRateCheck()], min_samples=100, min_stage_duration=0.0)
+    j = Judge(
+        [ErrorRateCheck(pass_below=0.05)], min_samples=100, min_stage_duration=0.0
+    )
     j.start_stage(0.5, 0.0)
     canary_bad = 300 if decision == "FAIL" else 1
     n = 50 if decision == "INCONCLUSIVE" else 1000

@@ -71,13 +71,22 @@ The statistics, in short (``docs/rollouts.md`` says it in plain words):
   of the samples already seen).
 """
 
+from tipkit._judge._bounds import (
+    REFERENCE_MARGIN_SD,
+    default_margin,
+    one_sided_boundary,
+    one_sided_halfwidth,
+    one_sided_optimal_tau,
+)
 from tipkit._judge._checks import (
     CanaryGuard,
     ErrorRate,
     ErrorRateCheck,
     LatencyCheck,
     LatencyGuard,
+    MeanCheck,
     MetricCheck,
+    RateCheck,
 )
 from tipkit._judge._judge import (
     MIN_OUTCOMES_TO_FAIL,
@@ -102,6 +111,7 @@ __all__ = [
     "INCONCLUSIVE",
     "MIN_OUTCOMES_TO_FAIL",
     "PASS",
+    "REFERENCE_MARGIN_SD",
     "CanaryGuard",
     "CheckResult",
     "Decision",
@@ -111,10 +121,16 @@ __all__ = [
     "Judge",
     "LatencyCheck",
     "LatencyGuard",
+    "MeanCheck",
     "MetricCheck",
+    "RateCheck",
     "SampleRatio",
     "Verdict",
     "confidence_halfwidth",
+    "default_margin",
+    "one_sided_boundary",
+    "one_sided_halfwidth",
+    "one_sided_optimal_tau",
     "optimal_tau",
     "srm_log_evidence",
 ]

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 from tipkit._judge._checks import MetricCheck, check_fraction, check_positive
+from tipkit._judge._estimate import MIN_OUTCOMES_TO_FAIL, Stratum, check_result
 from tipkit._judge._verdict import (
     FAIL,
     INCONCLUSIVE,
@@ -28,9 +29,6 @@ __all__ = [
     "optimal_tau",
     "srm_log_evidence",
 ]
-
-MIN_OUTCOMES_TO_FAIL: Final = 100
-"""No metric check fails before each arm has this many outcomes (rollout-wide)."""
 
 # ----------------------------------------------------------------- the maths
 
@@ -91,34 +89,17 @@ def srm_log_evidence(
 # ----------------------------------------------------------------- the judge
 
 
-class _Stratum:
-    """Counts of one stage: per arm, outcomes and bad outcomes per check."""
-
-    __slots__ = ("bad", "n", "share", "started")
-
-    def __init__(self, share: float, started: float, checks: int) -> None:
-        self.share = share
-        self.started = started
-        self.n = [0, 0]  # [control, canary]
-        self.bad = [[0] * checks, [0] * checks]
-
-
-def _arm_variance(bad: int, n: int) -> float:
-    p = (bad + 0.5) / (n + 1.0)
-    return p * (1.0 - p) / n
-
-
 class Judge:
     """Judge a canary against control as outcomes arrive, stage after stage.
 
     Args:
         checks: the metric checks; at least one.
-        confidence: coverage of the confidence sequences and of the sample-ratio
-            check (``0.99``: at most a 1 % chance of a false FAIL, or of a false
-            mismatch, over the whole rollout however often it is checked).
+        confidence: one minus the error rate of each side (``0.99``: at most a
+            1 % chance of a false FAIL of a canary no worse than control, and at
+            most 1 % of a PASS of a canary worse than a check's margin, over the
+            whole rollout however often it is checked).
         min_samples: outcomes per arm in the current stage before it may pass
-            (at least 100 are always required: a stage must not pass before its
-            checks could have failed it).
+            (at least 100 are always required).
         min_stage_duration: seconds the current stage must run before it may pass.
         srm_concentration: ``K`` of the sample-ratio mixture ``Beta(K q, K(1-q))``;
             larger values look for smaller mismatches more patiently.
@@ -135,8 +116,10 @@ class Judge:
 
     __slots__ = (
         "_alpha",
+        "_by_metric",
         "_checks",
         "_next_check",
+        "_requests",
         "_srm_done",
         "_srm_log_e",
         "_srm_threshold",
@@ -167,7 +150,8 @@ class Judge:
         for c in checks:
             if not isinstance(c, MetricCheck):
                 raise TypeError(
-                    f"checks must be metric checks (ErrorRateCheck, LatencyCheck), got {c!r}"
+                    "checks must be metric checks (ErrorRateCheck, LatencyCheck,"
+                    f" RateCheck, MeanCheck), got {c!r}"
                 )
         self.confidence = check_fraction(
             confidence, "confidence", low_open=True, high_open=True
@@ -185,13 +169,21 @@ class Judge:
         if not (0.0 <= ratio <= 1.0):
             raise ValueError(f"check_ratio must be in [0, 1], got {check_ratio!r}")
         self._checks = checks
+        self._requests = tuple(
+            (i, c, c.binary) for i, c in enumerate(checks) if c.per_request()
+        )
+        by_metric: dict[str, list[int]] = {}
+        for i, c in enumerate(checks):
+            if not c.per_request() and c.metric is not None:
+                by_metric.setdefault(c.metric, []).append(i)
+        self._by_metric = {k: tuple(v) for k, v in by_metric.items()}
         self._alpha = 1.0 - self.confidence
         self.min_samples = min_samples
         self.min_stage_duration = duration
         self.srm_concentration = check_positive(srm_concentration, "srm_concentration")
         self.check_ratio = ratio
         self.eager = eager
-        self._strata: list[_Stratum] = []
+        self._strata: list[Stratum] = []
         self._srm_log_e = 0.0  # log e-value of the finished stages
         self._srm_done = False
         self._srm_threshold = math.log(1.0 / self._alpha)
@@ -207,6 +199,11 @@ class Judge:
     def guards(self) -> tuple[MetricCheck, ...]:
         """The metric checks (the old name of :attr:`checks`)."""
         return self._checks
+
+    @property
+    def metrics(self) -> frozenset[str]:
+        """The names fed by value (``record_value``) rather than by requests."""
+        return frozenset(self._by_metric)
 
     @property
     def stages(self) -> int:
@@ -229,26 +226,10 @@ class Judge:
         q = check_fraction(share, "share", low_open=True, high_open=True)
         if self._strata:
             self._srm_log_e += self._stratum_srm(self._strata[-1])
-        self._strata.append(_Stratum(q, float(now), len(self._checks)))
+        self._strata.append(Stratum(q, float(now), len(self._checks)))
         self._next_check = self._total + 1
 
-    def record(self, canary: bool, error: bool, latency: float) -> bool:
-        """Count one split-assigned outcome; return whether a checkpoint is due.
-
-        O(1). When it returns ``True`` the caller should call :meth:`evaluate`.
-
-        Raises:
-            RuntimeError: no stage was started.
-        """
-        if not self._strata:
-            raise RuntimeError("Judge.record: call start_stage(share, now) first")
-        s = self._strata[-1]
-        arm = 1 if canary else 0
-        s.n[arm] += 1
-        bad = s.bad[arm]
-        for i, c in enumerate(self._checks):
-            if c.is_bad(error, latency):
-                bad[i] += 1
+    def _due(self) -> bool:
         self._total += 1
         if self._total < self._next_check:
             return False
@@ -260,16 +241,74 @@ class Judge:
         )
         return True
 
+    def record(self, canary: bool, error: bool, latency: float) -> bool:
+        """Count one split-assigned request; return whether a checkpoint is due.
+
+        O(checks). When it returns ``True`` the caller should call :meth:`evaluate`.
+
+        Raises:
+            RuntimeError: no stage was started.
+        """
+        if not self._strata:
+            raise RuntimeError("Judge.record: call start_stage(share, now) first")
+        s = self._strata[-1]
+        arm = 1 if canary else 0
+        s.n[arm] += 1
+        cnt, s1, s2 = s.cnt[arm], s.s1[arm], s.s2[arm]
+        for i, c, binary in self._requests:
+            cnt[i] += 1
+            if binary:
+                if c.is_bad(error, latency):
+                    s1[i] += 1
+                    s2[i] += 1
+            else:
+                v = c.clip(latency)
+                s1[i] += v
+                s2[i] += v * v
+        return self._due()
+
+    def record_value(self, canary: bool, metric: str, value: float) -> bool:
+        """Count one *value* of *metric* for an arm (a KPI); return whether a checkpoint is due.
+
+        Every check fed under *metric* takes it (a rate: truthy is 1; a mean:
+        capped). A name no check uses is ignored (``False``).
+
+        Raises:
+            RuntimeError: no stage was started.
+            ValueError: the value is not a finite number.
+        """
+        if not self._strata:
+            raise RuntimeError("Judge.record_value: call start_stage(share, now) first")
+        idx = self._by_metric.get(metric)
+        if not idx:
+            return False
+        s = self._strata[-1]
+        arm = 1 if canary else 0
+        for i in idx:
+            v = self._checks[i].clip(value)
+            s.cnt[arm][i] += 1
+            s.s1[arm][i] += v
+            s.s2[arm][i] += v * v
+        return self._due()
+
     def set_stage_counts(
-        self, counts: Sequence[int], bad: Sequence[Sequence[int]]
+        self,
+        counts: Sequence[int],
+        bad: Sequence[Sequence[float]],
+        *,
+        cnt: Sequence[Sequence[int]] | None = None,
+        sq: Sequence[Sequence[float]] | None = None,
     ) -> None:
         """Replace the current stage's counts with totals counted elsewhere.
 
         For a judge deciding on the counts of many processes (a rollout's fleet
         totals): *counts* is ``(control, canary)`` outcomes of the current
-        stage, *bad* per arm the bad outcomes of each check, in the checks'
-        order. Earlier stages and the sample-ratio evidence of finished stages
-        are kept. The next :meth:`record` is a checkpoint.
+        stage, *bad* per arm each check's sum (bad outcomes of a rate), in the
+        checks' order; *cnt* per arm each check's number of values (default:
+        *counts* for per-request checks, 0 for the others) and *sq* the sums
+        of squares (default: *bad*). Earlier stages and the sample-ratio
+        evidence of finished stages are kept; the sample-ratio check of this
+        stage is now on these totals. The next :meth:`record` is a checkpoint.
 
         Raises:
             RuntimeError: no stage was started.
@@ -280,61 +319,42 @@ class Judge:
             raise RuntimeError(
                 "Judge.set_stage_counts: call start_stage(share, now) first"
             )
-        checks = len(self._checks)
-        if len(counts) != 2 or len(bad) != 2 or any(len(b) != checks for b in bad):
+        k = len(self._checks)
+        rows = [bad, cnt if cnt is not None else bad, sq if sq is not None else bad]
+        if len(counts) != 2 or any(
+            len(r) != 2 or any(len(b) != k for b in r) for r in rows
+        ):
             raise ValueError(
-                f"set_stage_counts needs 2 arms and {checks} checks per arm, got "
+                f"set_stage_counts needs 2 arms and {k} checks per arm, got "
                 f"{counts!r} and {bad!r}"
             )
         n = [int(counts[0]), int(counts[1])]
-        rows = [[int(x) for x in bad[0]], [int(x) for x in bad[1]]]
-        if min(*n, *rows[0], *rows[1]) < 0:
-            raise ValueError(f"counts must be >= 0, got {n!r} and {rows!r}")
+        sums = [[float(x) for x in bad[0]], [float(x) for x in bad[1]]]
+        if cnt is None:
+            per = [c.per_request() for c in self._checks]
+            counts_of = [[n[a] if per[i] else 0 for i in range(k)] for a in (0, 1)]
+        else:
+            counts_of = [[int(x) for x in cnt[0]], [int(x) for x in cnt[1]]]
+        squares = (
+            [list(sums[0]), list(sums[1])]
+            if sq is None
+            else [[float(x) for x in sq[0]], [float(x) for x in sq[1]]]
+        )
+        if min(*n, *counts_of[0], *counts_of[1]) < 0 or any(
+            c.binary and min(sums[0][i], sums[1][i]) < 0
+            for i, c in enumerate(self._checks)
+        ):
+            raise ValueError(f"counts must be >= 0, got {n!r} and {sums!r}")
         s = self._strata[-1]
         self._total += n[0] + n[1] - s.n[0] - s.n[1]
-        s.n = n
-        s.bad = rows
+        s.n, s.cnt, s.s1, s.s2 = n, counts_of, sums, squares
         self._next_check = self._total + 1
 
-    def _stratum_srm(self, s: _Stratum) -> float:
+    def _stratum_srm(self, s: Stratum) -> float:
         n = s.n[0] + s.n[1]
         if n == 0:
             return 0.0
         return srm_log_evidence(s.n[1], n, s.share, self.srm_concentration)
-
-    def _check_result(self, i: int, check: MetricCheck) -> CheckResult:
-        info = 0.0
-        weighted = 0.0
-        nc = nt = xc = xt = 0
-        for s in self._strata:
-            n_t, n_c = s.n
-            x_t = s.bad[0][i]
-            x_c = s.bad[1][i]
-            nc += n_c
-            nt += n_t
-            xc += x_c
-            xt += x_t
-            if n_c == 0 or n_t == 0:
-                continue
-            ik = 1.0 / (_arm_variance(x_c, n_c) + _arm_variance(x_t, n_t))
-            info += ik
-            weighted += ik * (x_c / n_c - x_t / n_t)
-        rate_c = xc / nc if nc else 0.0
-        rate_t = xt / nt if nt else 0.0
-        if info > 0.0:
-            estimate = weighted / info
-            w = confidence_halfwidth(info, check.tau, self._alpha)
-            lower, upper = estimate - w, estimate + w
-        else:
-            estimate, lower, upper = rate_c - rate_t, -math.inf, math.inf
-        failed = (
-            lower > check.max_increase
-            and nc >= MIN_OUTCOMES_TO_FAIL
-            and nt >= MIN_OUTCOMES_TO_FAIL
-        )
-        return CheckResult(
-            check, nc, xc, nt, xt, rate_c, rate_t, estimate, lower, upper, failed
-        )
 
     def sample_ratio(self) -> SampleRatio:
         """Return the sample-ratio check now (it latches once a mismatch is proven).
@@ -359,33 +379,42 @@ class Judge:
             self._srm_done,
         )
 
+    def results(self) -> tuple[CheckResult, ...]:
+        """Return every check's numbers now (no decision). O(stages x checks)."""
+        return tuple(
+            check_result(i, c, self._strata, self._alpha)
+            for i, c in enumerate(self._checks)
+        )
+
     def evaluate(self, now: float) -> Verdict:
         """Return the verdict at *now* (seconds on the caller's monotonic clock).
 
-        ``FAIL`` as soon as any check's lower bound exceeds its ``max_increase``
-        (with at least 100 outcomes per arm); ``PASS`` once the current stage
-        ran ``min_stage_duration`` with ``min_samples`` per arm, no sample-
-        ratio mismatch, and every check with ``pass_below`` has its upper bound
-        below it; else ``INCONCLUSIVE``. O(stages x checks).
+        ``FAIL`` as soon as any acting check's lower bound exceeds its
+        ``max_increase`` (with at least 100 values per arm); ``PASS`` once the
+        current stage ran ``min_stage_duration`` with ``min_samples`` outcomes
+        per arm, no sample-ratio mismatch, and every acting check's upper bound
+        is below its margin (non-inferiority); else ``INCONCLUSIVE``. Dry-run
+        checks are reported and never decide. O(stages x checks).
 
         Raises:
             RuntimeError: no stage was started.
         """
         srm = self.sample_ratio()
         s = self._strata[-1]
-        results = tuple(self._check_result(i, c) for i, c in enumerate(self._checks))
-        failed = tuple(r for r in results if r.failed)
+        results = self.results()
+        failed = tuple(r for r in results if r.failed and not r.check.dry_run)
         elapsed = max(0.0, float(now) - s.started)
         n_t, n_c = s.n
+        need = max(self.min_samples, MIN_OUTCOMES_TO_FAIL)
         decision: Decision
         if failed:
             first = failed[0]
             decision = FAIL
             reason = (
-                f"{first.check.describe()}: canary - control is at least {first.lower:.4f}"
-                f" (> allowed {first.check.max_increase:g}) at {self.confidence:g}"
-                f" confidence; canary {first.canary_bad}/{first.canary_count},"
-                f" control {first.control_bad}/{first.control_count}"
+                f"{first.check.describe()}: canary is worse than control by at least"
+                f" {first.lower:.4g} (> allowed {first.check.max_increase:g}) at"
+                f" {self.confidence:g} confidence; canary {first.canary_bad:g}/"
+                f"{first.canary_count}, control {first.control_bad:g}/{first.control_count}"
             )
         elif srm.mismatch:
             decision = INCONCLUSIVE
@@ -393,11 +422,10 @@ class Judge:
                 f"sample ratio mismatch: canary got {srm.observed:.4f} of this stage's"
                 f" traffic, configured {srm.share:g}; assignment looks broken"
             )
-        elif min(n_c, n_t) < max(self.min_samples, MIN_OUTCOMES_TO_FAIL):
+        elif min(n_c, n_t) < need:
             decision = INCONCLUSIVE
             reason = (
-                f"waiting for {max(self.min_samples, MIN_OUTCOMES_TO_FAIL)} outcomes per arm"
-                f" (canary {n_c}, control {n_t})"
+                f"waiting for {need} outcomes per arm (canary {n_c}, control {n_t})"
             )
         elif elapsed < self.min_stage_duration:
             decision = INCONCLUSIVE
@@ -405,36 +433,36 @@ class Judge:
                 f"waiting for the stage to run {self.min_stage_duration:g}s"
                 f" ({elapsed:g}s so far)"
             )
-        elif unproven := [
-            r
-            for r in results
-            if r.check.pass_below is not None and not r.upper < r.check.pass_below
-        ]:
+        elif unproven := [r for r in results if not r.passed and not r.check.dry_run]:
             first_open = unproven[0]
             decision = INCONCLUSIVE
             reason = (
-                f"waiting for {first_open.check.describe()} to be shown below"
-                f" +{first_open.check.pass_below:g} (upper bound {first_open.upper:.4f})"
+                f"waiting for {first_open.check.describe()} to be shown within its"
+                f" margin: upper bound {first_open.upper:.4g} >= margin"
+                f" {first_open.margin:.4g}"
             )
         else:
             decision = PASS
-            reason = (
-                f"no check failed after {n_c} canary and {n_t} control outcomes"
-                f" over {elapsed:g}s"
-            )
+            reason = "; ".join(
+                f"{r.check.describe()}: upper bound {r.upper:.4g} < margin {r.margin:.4g}"
+                for r in results
+                if not r.check.dry_run
+            ) + (f" after {n_c} canary and {n_t} control outcomes over {elapsed:g}s")
         return Verdict(decision, reason, results, srm, n_c, n_t, elapsed, failed)
 
     # -- persistence: the counts are the whole state ---------------------------
 
     def to_state(self) -> dict[str, object]:
-        """Return the counts as JSON-compatible values (see :meth:`from_state`)."""
+        """Return the counts as JSON-compatible values (see :meth:`load_state`)."""
         return {
             "strata": [
                 {
                     "share": s.share,
                     "started": s.started,
                     "n": list(s.n),
-                    "bad": [list(s.bad[0]), list(s.bad[1])],
+                    "bad": [list(s.s1[0]), list(s.s1[1])],
+                    "cnt": [list(s.cnt[0]), list(s.cnt[1])],
+                    "sq": [list(s.s2[0]), list(s.s2[1])],
                 }
                 for s in self._strata
             ],
@@ -447,22 +475,37 @@ class Judge:
 
         Stage start times are restored as saved, so the caller must use the same
         time base for ``now`` across processes (a :class:`tipkit.rollout.Rollout`
-        uses the clock's wall-clock ``time()``).
+        uses the clock's wall-clock ``time()``). A state saved before checks
+        had their own counts (no ``cnt``) loads too.
 
         Raises:
             ValueError: the state is malformed or was saved with other checks.
         """
+        k = len(self._checks)
+        per = [c.per_request() for c in self._checks]
         try:
-            strata: list[_Stratum] = []
+            strata: list[Stratum] = []
             for raw in state["strata"]:
-                s = _Stratum(
-                    float(raw["share"]), float(raw["started"]), len(self._checks)
-                )
+                s = Stratum(float(raw["share"]), float(raw["started"]), k)
                 s.n = [int(raw["n"][0]), int(raw["n"][1])]
                 bad = raw["bad"]
-                if len(bad[0]) != len(self._checks) or len(bad[1]) != len(self._checks):
+                if len(bad[0]) != k or len(bad[1]) != k:
                     raise ValueError("judge state was saved with different checks")
-                s.bad = [[int(x) for x in bad[0]], [int(x) for x in bad[1]]]
+                s.s1 = [[float(x) for x in bad[a]] for a in (0, 1)]
+                cnt = raw.get("cnt")
+                s.cnt = (
+                    [[int(x) for x in cnt[a]] for a in (0, 1)]
+                    if cnt is not None
+                    else [[s.n[a] if per[i] else 0 for i in range(k)] for a in (0, 1)]
+                )
+                sq = raw.get("sq")
+                s.s2 = (
+                    [[float(x) for x in sq[a]] for a in (0, 1)]
+                    if sq is not None
+                    else [list(s.s1[0]), list(s.s1[1])]
+                )
+                if any(len(r[a]) != k for r in (s.cnt, s.s2) for a in (0, 1)):
+                    raise ValueError("judge state was saved with different checks")
                 strata.append(s)
             srm_log_e = float(state.get("srm_log_e", 0.0))
             srm_done = bool(state.get("srm_done", False))

@@ -36,26 +36,34 @@ class CheckResult:
     Attributes:
         check: the metric check (``guard`` is its old name, kept as an alias).
         canary_count, control_count: outcomes per arm (whole rollout).
-        canary_bad, control_bad: bad outcomes per arm (whole rollout).
-        canary_rate, control_rate: ``bad / count`` per arm (0 when empty).
-        difference: the stage-stratified estimate of ``canary - control``.
-        lower, upper: its confidence-sequence bounds (infinite until both arms
-            have data).
+        canary_bad, control_bad: bad outcomes per arm (whole rollout); for a
+            mean, the sum of the (capped) values.
+        canary_rate, control_rate: ``bad / count`` per arm (0 when empty): the
+            rate, or the mean.
+        difference: the stage-stratified estimate of ``d``, how much worse the
+            canary is (``canary - control``; the reverse when higher is better).
+        lower, upper: its one-sided always-valid bounds (infinite until both
+            arms have data).
         failed: the lower bound exceeds ``check.max_increase`` and both arms
-            have at least 100 outcomes.
+            have at least 100 values.
+        margin: the pass margin in force (``check.pass_below``, or the default
+            scaled to the control's standard deviation).
+        passed: the upper bound is below the margin (with 100 values per arm).
     """
 
     check: MetricCheck
     canary_count: int
-    canary_bad: int
+    canary_bad: float
     control_count: int
-    control_bad: int
+    control_bad: float
     canary_rate: float
     control_rate: float
     difference: float
     lower: float
     upper: float
     failed: bool
+    margin: float = math.inf
+    passed: bool = False
 
     @property
     def guard(self) -> MetricCheck:
@@ -72,6 +80,9 @@ class CheckResult:
             "guard": self.check.describe(),
             "max_increase": self.check.max_increase,
             "pass_below": self.check.pass_below,
+            "margin": _finite_or_none(self.margin),
+            "passed": self.passed,
+            "dry_run": self.check.dry_run,
             "canary_count": self.canary_count,
             "canary_bad": self.canary_bad,
             "control_count": self.control_count,
@@ -134,7 +145,7 @@ class Verdict:
         sample_ratio: the sample-ratio check.
         stage_canary, stage_control: outcomes per arm in the current stage.
         stage_elapsed: seconds since the current stage started.
-        failed: the checks that failed, in order.
+        failed: the checks that failed, in order (dry-run checks excluded).
     """
 
     decision: Decision

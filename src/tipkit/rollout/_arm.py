@@ -6,6 +6,7 @@ import asyncio
 import functools
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, Self, TypeVar, cast
@@ -53,6 +54,7 @@ class Arm:
         "_failed",
         "_rollout",
         "_start",
+        "_values",
         "is_canary",
         "judged",
         "variant",
@@ -69,6 +71,7 @@ class Arm:
         self._context = context
         self._failed = False
         self._done = False
+        self._values: dict[str, float] | None = None
 
     def __repr__(self) -> str:
         try:
@@ -80,6 +83,25 @@ class Arm:
     def fail(self) -> None:
         """Count this request as an error without raising (a 5xx response, say)."""
         self._failed = True
+
+    def observe(self, **values: float) -> None:
+        """Attach business values to this request: ``arm.observe(order_value=42.0, checkout=True)``.
+
+        Each name feeds the rollout's :class:`~tipkit.rollout.RateCheck` or
+        :class:`~tipkit.rollout.MeanCheck` of that name when the block is left
+        (a judged request only); names no check uses are ignored. A later
+        value of the same name replaces an earlier one.
+
+        Raises:
+            ValueError: a value is not a finite number.
+        """
+        for name, v in values.items():
+            f = float(v)
+            if not math.isfinite(f):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+            if self._values is None:
+                self._values = {}
+            self._values[name] = f
 
     # Entering is the request path: sync and async differ only in how they
     # wait (the store's sync or async methods, the flags' assign or aassign).

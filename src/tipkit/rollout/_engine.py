@@ -20,8 +20,9 @@ from tipkit.rollout._events import (
     RolloutStageChanged,
     rolled_back_event,
 )
+from tipkit.rollout._fleet import FleetCounts
 from tipkit.rollout._local import Local
-from tipkit.rollout._persist import FleetCounts, Flow, RolloutStore
+from tipkit.rollout._persist import Flow, RolloutStore
 from tipkit.rollout._split import FlagSplit
 from tipkit.rollout._state import OnInconclusive, Transition
 from tipkit.telemetry._events import BUS
@@ -142,9 +143,9 @@ class Engine:
         self, fleet: FleetCounts, mono: float, *, judge: bool = True
     ) -> Flow[None]:
         """Add this process's counts to the fleet's; judge on the fleet's totals."""
-        batch, adds = self._local.take(fleet, mono)
-        totals = yield from self._persist.add_counts(fleet.key, batch)
-        if self._local.totals(fleet, batch, adds, totals) and judge:
+        seq, batch = self._local.take(fleet, mono)
+        totals = yield from self._persist.add_batch(fleet.key, fleet.pid, seq, batch)
+        if self._local.totals(fleet, seq, totals) and judge:
             yield from self.judge(mono)
 
     def judge(self, mono: float) -> Flow[None]:

@@ -78,9 +78,9 @@ class RolloutRolledBack(Event):
     percent: float
     check: str | None = None
     canary_count: int = 0
-    canary_bad: int = 0
+    canary_bad: float = 0
     control_count: int = 0
-    control_bad: int = 0
+    control_bad: float = 0
     canary_rate: float = 0.0
     control_rate: float = 0.0
     lower: float | None = None

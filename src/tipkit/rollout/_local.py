@@ -19,7 +19,7 @@ from tipkit._core import _fork
 from tipkit._judge import Judge, MetricCheck, Verdict
 from tipkit.rollout import _state
 from tipkit.rollout._arm import StageSummary
-from tipkit.rollout._persist import FleetCounts
+from tipkit.rollout._fleet import Batch, FleetCounts
 from tipkit.rollout._state import OnInconclusive, Transition
 
 __all__ = ["Judgement", "Local"]
@@ -121,6 +121,8 @@ class Local:
 
     def _after_fork_in_child(self) -> None:
         self.lock = threading.Lock()
+        if self.fleet is not None:
+            self.fleet.forked()
 
     @property
     def percent(self) -> float:
@@ -169,7 +171,7 @@ class Local:
             self.judge.start_stage(v.percent / 100.0, v.stage_started)
         self.fleet = (
             FleetCounts(
-                f"rollout:{self._name}:{v.attempt}:{v.stage}",
+                f"{self._name}/counts/{v.attempt}/{v.stage}",
                 self._checks,
                 every=self._flush_every,
                 interval=self._interval,
@@ -197,29 +199,41 @@ class Local:
                 return True if self.judge.record(is_canary, failed, latency) else None
             return fleet if fleet.add(i, failed, latency, now) else None
 
-    def take(self, fleet: FleetCounts, now: float) -> tuple[dict[str, float], int]:
-        """Swap *fleet*'s pending counts out for a flush."""
+    def record_value(
+        self, is_canary: bool, metric: str, value: float, now: float
+    ) -> FleetCounts | Literal[True] | None:
+        """Count a judged KPI value; say what is due (as :meth:`record`)."""
+        with self.lock:
+            if not self.judging:
+                return None
+            fleet = self.fleet
+            if fleet is None:
+                due = self.judge.record_value(is_canary, metric, value)
+                return True if due else None
+            return (
+                fleet if fleet.add_value(int(is_canary), metric, value, now) else None
+            )
+
+    def take(self, fleet: FleetCounts, now: float) -> Batch:
+        """Return *fleet*'s batch to send: the unacknowledged one, else the pending counts."""
         with self.lock:
             return fleet.take(now)
 
     def totals(
-        self,
-        fleet: FleetCounts,
-        batch: Mapping[str, float],
-        adds: int,
-        totals: Mapping[str, float] | None,
+        self, fleet: FleetCounts, seq: int, totals: Mapping[str, float] | None
     ) -> bool:
-        """Take the fleet's *totals* after a flush (``None``: it failed, keep *batch*).
+        """Take the fleet's *totals* after batch *seq* (``None``: it failed, sent again later).
 
         Returns whether the judge got them (not if the stage moved on meanwhile).
         """
         with self.lock:
             if totals is None:
-                fleet.restore(batch, adds)  # sent with the next batch
                 return False
+            fleet.acked(seq)
             if fleet is not self.fleet or not self.judging:
                 return False
-            self.judge.set_stage_counts(*fleet.parse(totals))
+            counts, sums, cnts, sqs = fleet.parse(totals)
+            self.judge.set_stage_counts(counts, sums, cnt=cnts, sq=sqs)
             return True
 
     def evaluate(

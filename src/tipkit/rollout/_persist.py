@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping
 from typing import Any, Final, Literal, TypeVar
 
-from tipkit._judge import MetricCheck
 from tipkit.clock import Clock
 from tipkit.errors import StoreConflictError, StoreError
+from tipkit.rollout._fleet import FleetCounts, apply_batch
 from tipkit.rollout._state import HISTORY_MAX
 from tipkit.stores import Entry, Store
 from tipkit.stores._events import Outage
@@ -210,80 +210,6 @@ async def adrive(flow: Flow[T], store: Store) -> T:
         return stop.value  # type: ignore[no-any-return]  # the flow's declared return
 
 
-# ------------------------------------------------------------------ fleet counts
-
-
-class FleetCounts:
-    """This process's judged outcomes of one stage, not yet added to the fleet's totals.
-
-    The store keeps the fleet's totals under *key* (``rollout:<name>:<attempt>:
-    <stage>``, fields ``n0``/``n1`` per arm, ``b<arm>.<check>`` the bad outcomes
-    of each check). A batch is due every *every* outcomes, or at the first
-    outcome *interval* seconds after the last flush.
-
-    Not thread-safe: the rollout's lock serialises every call.
-    """
-
-    __slots__ = (
-        "_adds",
-        "_bad",
-        "_checks",
-        "every",
-        "interval",
-        "key",
-        "next_flush",
-        "pending",
-    )
-
-    def __init__(
-        self,
-        key: str,
-        checks: Sequence[MetricCheck],
-        *,
-        every: int,
-        interval: float,
-        now: float,
-    ) -> None:
-        self.key = key
-        self.every = every
-        self.interval = interval
-        self._checks = tuple(checks)
-        self._bad = [[f"b{arm}.{g}" for g in range(len(checks))] for arm in (0, 1)]
-        self.pending: dict[str, float] = {}
-        self._adds = 0
-        self.next_flush = now + interval
-
-    def add(self, arm: int, failed: bool, latency: float, now: float) -> bool:
-        """Count one outcome of *arm* (1: canary); return whether a flush is due."""
-        pending = self.pending
-        n = f"n{arm}"
-        pending[n] = pending.get(n, 0) + 1
-        for key, check in zip(self._bad[arm], self._checks, strict=True):
-            if check.is_bad(failed, latency):
-                pending[key] = pending.get(key, 0) + 1
-        self._adds += 1
-        return self._adds >= self.every or now >= self.next_flush
-
-    def take(self, now: float) -> tuple[dict[str, float], int]:
-        """Swap the pending counts out for a flush; return them and their outcome count."""
-        batch, adds = self.pending, self._adds
-        self.pending, self._adds = {}, 0
-        self.next_flush = now + self.interval
-        return batch, adds
-
-    def restore(self, batch: Mapping[str, float], adds: int) -> None:
-        """Put a batch back after a failed flush (sent with the next one)."""
-        for field, amount in batch.items():
-            self.pending[field] = self.pending.get(field, 0) + amount
-        self._adds += adds
-
-    def parse(self, totals: Mapping[str, float]) -> tuple[list[int], list[list[int]]]:
-        """Return the fleet's totals as ``(counts per arm, bad per arm and check)``."""
-        counts = [int(totals.get(f"n{arm}", 0)) for arm in (0, 1)]
-        bad = [[int(totals.get(k, 0)) for k in self._bad[arm]] for arm in (0, 1)]
-        return counts, bad
-
-
 # ------------------------------------------------------------------ the rollout's store
 
 
@@ -432,17 +358,36 @@ class RolloutStore:
         return entry.value
 
     # -- the fleet's counts ------------------------------------------------------
-    def add_counts(
-        self, key: str, batch: Mapping[str, float]
+    def add_batch(
+        self, key: str, pid: str, seq: int, batch: Mapping[str, float]
     ) -> Flow[dict[str, float] | None]:
-        """Add *batch* to the fleet's totals at *key*; return them (``None``: failed, reported)."""
+        """Add batch *seq* of process *pid* to the fleet's totals at *key*, once; return them.
+
+        Compare-and-set on one entry that records each process's last batch
+        number with the totals, so a batch whose reply was lost and that is
+        sent again is not counted twice. An empty batch only reads the
+        totals. ``None``: the store failed or other writers won every try
+        (reported, never raised); the caller sends the same batch again.
+        """
         try:
-            totals: dict[str, float] = yield Increment(key, batch, COUNTS_TTL)
-        except Exception as exc:  # the caller keeps the batch pending
+            for _ in range(CAS_TRIES):
+                entry: Entry | None = yield Get(NAMESPACE, key)
+                doc = entry.value if entry is not None else None
+                totals, new = apply_batch(
+                    doc if isinstance(doc, dict) else None, pid, seq, batch
+                )
+                if new is None:
+                    self._outage.ok()
+                    return totals
+                version = entry.version if entry is not None else 0
+                written: int | None = yield Cas(NAMESPACE, key, new, version)
+                if written is not None:
+                    self._outage.ok()
+                    return totals
+            raise self._conflict()
+        except Exception as exc:  # the caller keeps the batch and sends it again
             self._failed(exc, "adding its counts failed")
             return None
-        self._outage.ok()
-        return totals
 
     # -- other components' writes ------------------------------------------------
     def call(

@@ -257,12 +257,19 @@ class Rollout:
         return self._local.lock
 
     # -- the request path -------------------------------------------------------------
-    def observe(self, context: Any = None) -> Arm:
+    def observe(self, context: Any = None, **metrics: float) -> Arm:
         """Return the arm for a request for *context*; use it as a context manager.
 
         *context* is what the flag is evaluated for (a targeting key, a mapping
         or an :class:`~tipkit.flags.EvaluationContext`). Never raises for a bad
         context: the flag then serves its default and the request is not judged.
+
+        With *metrics* (``rollout.observe(user_id, checkout=True)``, a business
+        event that comes after the request), records each value at once for
+        the arm *context* is on now, feeding the :class:`RateCheck` or
+        :class:`MeanCheck` of that name, and returns the arm already finished
+        (do not enter it). Blocks like leaving a block (see below); from async
+        code use :meth:`aobserve`.
 
         The request is assigned when the block is entered. Blocking: once per
         *refresh_interval* (and when a judge checkpoint changes the stage)
@@ -275,7 +282,31 @@ class Rollout:
         per outage and retries at the next refresh or checkpoint. Thread-safe;
         reads the monotonic clock once on entering and once on leaving.
         """
-        return Arm(self, context)
+        arm = Arm(self, context)
+        if not metrics:
+            return arm
+        values = _values(metrics)
+        now = self._clock.monotonic()
+        if now >= self._next_refresh:
+            self._persist.run(self._refresh(now))
+        self._assign(arm, self._flags.assign(self.flag, context), now)
+        work = self._finish_values(arm, values)
+        if work is not None:
+            self._persist.run(work)
+        return arm
+
+    async def aobserve(self, context: Any = None, **metrics: float) -> Arm:
+        """Record business *metrics* for *context*'s arm now (the async :meth:`observe`)."""
+        arm = Arm(self, context)
+        values = _values(metrics)
+        now = self._clock.monotonic()
+        if now >= self._next_refresh:
+            await self._persist.arun(self._refresh(now))
+        self._assign(arm, await self._flags.aassign(self.flag, context), now)
+        work = self._finish_values(arm, values)
+        if work is not None:
+            await self._persist.arun(work)
+        return arm
 
     def _assign(self, arm: Arm, out: Assignment | None, now: float) -> None:
         """Set the arm from the flag's evaluation *out* (``None``: control, unjudged)."""
@@ -330,11 +361,31 @@ class Rollout:
         if not arm.judged:
             return None
         end = self._clock.monotonic()
-        due = self._local.record(is_canary, failed, end - arm._start, end)
+        local = self._local
+        due = local.record(is_canary, failed, end - arm._start, end)
+        if arm._values:
+            for metric, value in arm._values.items():
+                also = local.record_value(is_canary, metric, value, end)
+                due = due if also is None or due is True else also
         if due is None:
             return None
         engine = self._engine
         return engine.judge(end) if due is True else engine.flush(due, end)
+
+    def _finish_values(self, arm: Arm, values: dict[str, float]) -> Flow[Any] | None:
+        """Record business *values* for *arm*'s cohort now (no request); return due work."""
+        arm._done = True
+        if not arm.judged:
+            return None
+        now = self._clock.monotonic()
+        due: Any = None
+        for metric, value in values.items():
+            also = self._local.record_value(arm.is_canary, metric, value, now)
+            due = due if also is None or due is True else also
+        if due is None:
+            return None
+        engine = self._engine
+        return engine.judge(now) if due is True else engine.flush(due, now)
 
     # -- public controls -----------------------------------------------------------
     def evaluate(self) -> Verdict | None:
@@ -450,6 +501,16 @@ class Rollout:
             TypeError: the decorated object is not callable or is a generator function.
         """
         return route(self, fallback, context)
+
+
+def _values(metrics: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, v in metrics.items():
+        f = float(v)
+        if not math.isfinite(f):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
+        out[name] = f
+    return out
 
 
 def _stage_gauge(rollout: Rollout) -> list[tuple[float, dict[str, str]]]:

@@ -1,0 +1,158 @@
+"""One check's numbers over the stages: the stratified estimate and its two bounds.
+
+Pure functions over a rollout's :class:`Stratum` counts (see :mod:`tipkit._judge`
+for the statistics and :mod:`._bounds` for the one-sided bounds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Final
+
+from tipkit._judge._bounds import (
+    RATE_MARGIN_FLOOR,
+    default_margin,
+    one_sided_halfwidth,
+    one_sided_optimal_tau,
+)
+from tipkit._judge._checks import MetricCheck
+from tipkit._judge._verdict import CheckResult
+
+__all__ = ["DEFAULT_TAU_SD", "MIN_OUTCOMES_TO_FAIL", "Stratum", "check_result"]
+
+MIN_OUTCOMES_TO_FAIL: Final = 100
+"""No metric check fails or passes before each arm has this many values (rollout-wide)."""
+
+DEFAULT_TAU_SD: Final = 0.075
+"""The FAIL side's mixture scale when a check gives none, in control standard deviations."""
+
+_VAR_FLOOR: Final = 1e-12
+
+
+class Stratum:
+    """Counts of one stage: outcomes per arm, and per arm and check ``count, sum, sum of squares``.
+
+    Arm 0 is control, arm 1 the canary. For a rate the sum is the number of bad
+    outcomes (and equals the sum of squares).
+    """
+
+    __slots__ = ("cnt", "n", "s1", "s2", "share", "started")
+
+    def __init__(self, share: float, started: float, checks: int) -> None:
+        self.share = share
+        self.started = started
+        self.n = [0, 0]  # [control, canary]: split-assigned outcomes (sample ratio)
+        self.cnt = [[0] * checks, [0] * checks]
+        self.s1: list[list[float]] = [[0.0] * checks, [0.0] * checks]
+        self.s2: list[list[float]] = [[0.0] * checks, [0.0] * checks]
+
+
+def _arm_variance(binary: bool, cnt: int, s1: float, s2: float) -> float:
+    """Return the variance of one arm's mean (``inf`` when it cannot be estimated yet)."""
+    if binary:
+        if cnt < 1:
+            return math.inf
+        p = (s1 + 0.5) / (cnt + 1.0)
+        return p * (1.0 - p) / cnt
+    if cnt < 2:
+        return math.inf
+    mean = s1 / cnt
+    var = max(s2 / cnt - mean * mean, 0.0) * cnt / (cnt - 1.0)
+    return (var + _VAR_FLOOR * (1.0 + mean * mean)) / cnt
+
+
+def _control_sd(binary: bool, cnt: int, s1: float, s2: float) -> float:
+    if binary:
+        p = min((s1 + 0.5) / (cnt + 1.0), 0.5)
+        return math.sqrt(p * (1.0 - p))
+    if cnt < 2:
+        return math.inf
+    mean = s1 / cnt
+    var = max(s2 / cnt - mean * mean, 0.0) * cnt / (cnt - 1.0)
+    return math.sqrt(var + _VAR_FLOOR * (1.0 + mean * mean))
+
+
+def check_result(
+    i: int, check: MetricCheck, strata: Sequence[Stratum], alpha: float
+) -> CheckResult:
+    """Return check *i*'s numbers: per-arm totals, the estimate of ``d`` and both bounds.
+
+    ``d`` is how much worse the canary is (``canary - control``, or the
+    reverse when higher is better); each stage contributes its difference of
+    means weighted by its information. ``failed``: the lower bound exceeds
+    ``max_increase``; ``passed``: the upper bound is below the margin; both
+    need :data:`MIN_OUTCOMES_TO_FAIL` values per arm.
+    """
+    binary = check.binary
+    sign = -1.0 if check.higher_is_better else 1.0
+    info = 0.0
+    weighted = 0.0
+    nc = nt = 0
+    xc = xt = qt = 0.0
+    for s in strata:
+        n_t, n_c = s.cnt[0][i], s.cnt[1][i]
+        x_t, x_c = s.s1[0][i], s.s1[1][i]
+        nc += n_c
+        nt += n_t
+        xc += x_c
+        xt += x_t
+        qt += s.s2[0][i]
+        var = _arm_variance(binary, n_c, x_c, s.s2[1][i]) + _arm_variance(
+            binary, n_t, x_t, s.s2[0][i]
+        )
+        if not math.isfinite(var):
+            continue
+        ik = 1.0 / var
+        info += ik
+        weighted += ik * sign * (x_c / n_c - x_t / n_t)
+    rate_c = xc / nc if nc else 0.0
+    rate_t = xt / nt if nt else 0.0
+    sd = _control_sd(binary, nt, xt, qt)
+    if check.pass_below is not None:
+        margin = check.pass_below
+    elif math.isfinite(sd):
+        margin = default_margin(
+            check.max_increase, sd, floor=RATE_MARGIN_FLOOR if binary else 0.0
+        )
+    else:
+        margin = math.inf
+    if info > 0.0:
+        estimate = weighted / info
+        tau_fail = check.tau if check.tau is not None else DEFAULT_TAU_SD * sd
+        lower = (
+            estimate - one_sided_halfwidth(info, tau_fail, alpha)
+            if math.isfinite(tau_fail) and tau_fail > 0.0
+            else -math.inf
+        )
+        distance = margin if math.isfinite(margin) else 0.0
+        upper = (
+            estimate
+            + one_sided_halfwidth(info, one_sided_optimal_tau(distance, alpha), alpha)
+            if distance > 0.0
+            else math.inf
+        )
+    else:
+        estimate, lower, upper = sign * (rate_c - rate_t), -math.inf, math.inf
+    enough = nc >= MIN_OUTCOMES_TO_FAIL and nt >= MIN_OUTCOMES_TO_FAIL
+    return CheckResult(
+        check,
+        nc,
+        _count(xc),
+        nt,
+        _count(xt),
+        rate_c,
+        rate_t,
+        estimate,
+        lower,
+        upper,
+        lower > check.max_increase and enough,
+        margin,
+        upper < margin and enough,
+    )
+
+
+def _count(x: float) -> float:
+    """Return a sum as an int when it is one (rates count bad outcomes)."""
+    r = round(x)
+    return r if r == x else x
