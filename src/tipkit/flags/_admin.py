@@ -6,7 +6,8 @@
 under the ``Flags``' namespace, then expires the snapshot of every ``Flags``
 sharing the store object, so the change applies to their very next evaluation.
 These are operator actions, not the request path: they use the store's sync
-methods and raise :class:`~tipkit.errors.StoreError` when it fails.
+methods (bounded by its timeout) and never raise a store error: while the
+store fails, an action is in force here and pending (``Flags.pending()``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,20 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, Final
 
-from tipkit.errors import ConfigError, StoreConflictError
+from tipkit.errors import ConfigError, StoreConflictError, StoreError
 from tipkit.flags._compiled import CompiledFlag, FlagSet
 from tipkit.flags._document import check_split
-from tipkit.flags._store_sync import KILL, OVERRIDE, SPLIT, notify_peers, read_splits
+from tipkit.flags._store_sync import (
+    KILL,
+    OVERRIDE,
+    SPLIT,
+    StoreSync,
+    notify_peers,
+    read_splits,
+)
 from tipkit.stores import Store
+from tipkit.stores._durable import Action
+from tipkit.stores._memory import _encode
 
 __all__ = ["Admin", "check_key", "check_rule_id"]
 
@@ -45,22 +55,38 @@ def check_rule_id(rule_id: object) -> None:
 class Admin:
     """Write kills, overrides and splits of one namespace; see the ``Flags`` methods.
 
-    *flag_set*, where asked for, is the snapshot being served: a split is
-    validated against its flag. Thread-safe: each write is one store
-    operation, a split's read-modify-write a compare-and-set.
+    Local-first: every write is in force in this process at once (served on top
+    of the store's state) and goes through the namespace's
+    :class:`~tipkit.stores._durable.Durable`, which writes it now or, while the
+    store fails, keeps it pending and replays it with compare-and-set when the
+    store answers. Nothing here raises a store error. *flag_set*, where asked
+    for, is the snapshot being served: a split is validated against its flag.
+    Thread-safe.
     """
 
-    __slots__ = ("namespace", "store")
+    __slots__ = ("sync",)
 
-    def __init__(self, store: Store, namespace: str) -> None:
-        self.store = store
-        self.namespace = namespace
+    def __init__(self, sync: StoreSync) -> None:
+        self.sync = sync
 
-    def _written(self) -> None:
+    @property
+    def store(self) -> Store:
+        """The store written to."""
+        return self.sync.store
+
+    @property
+    def namespace(self) -> str:
+        """The namespace written to."""
+        return self.sync.namespace
+
+    def _write(self, name: str, *, value: Any) -> Action:
+        _encode(value, f"{self.namespace}/{name}")  # a TypeError now, not pending
+        action = self.sync.durable.submit(name, value, base=self.sync.base(name))
         notify_peers(self.store)
+        return action
 
     # -- kill switches ------------------------------------------------------------
-    def kill(self, key: str, flag_set: FlagSet | None) -> None:
+    def kill(self, key: str, flag_set: FlagSet | None) -> Action:
         """Write the kill switch of *key*."""
         check_key(key)
         fs = flag_set
@@ -68,42 +94,49 @@ class Admin:
             logger.warning(
                 "tipkit: killing flag %r, which this process does not know", key
             )
-        self.store.set(self.namespace, KILL + key, value=True)
-        self._written()
+        return self._write(KILL + key, value=True)
 
-    def revive(self, key: str) -> None:
-        """Remove the kill switch of *key*."""
+    def revive(self, key: str) -> Action:
+        """Clear the kill switch of *key* (a ``False`` tombstone: replayable)."""
         check_key(key)
-        self.store.delete(self.namespace, KILL + key)
-        self._written()
+        return self._write(KILL + key, value=False)
 
     # -- overrides ----------------------------------------------------------------
-    def set_override(self, key: str, value_or_variant: Any) -> None:
+    def set_override(self, key: str, value_or_variant: Any) -> Action:
         """Write the override of *key*."""
         check_key(key)
-        self.store.set(self.namespace, OVERRIDE + key, {"value": value_or_variant})
-        self._written()
+        return self._write(OVERRIDE + key, value={"value": value_or_variant})
 
-    def clear_override(self, key: str) -> None:
-        """Remove the override of *key*."""
+    def clear_override(self, key: str) -> Action:
+        """Clear the override of *key* (a ``None`` tombstone)."""
         check_key(key)
-        self.store.delete(self.namespace, OVERRIDE + key)
-        self._written()
+        return self._write(OVERRIDE + key, value=None)
 
     @contextmanager
     def override(self, key: str, value_or_variant: Any) -> Iterator[None]:
         """Override *key* inside the block, then restore what was there."""
         check_key(key)
-        previous = self.store.get(self.namespace, OVERRIDE + key)
+        previous = self._current(OVERRIDE + key)
         self.set_override(key, value_or_variant)
         try:
             yield
         finally:
-            if previous is None:
-                self.clear_override(key)
+            if isinstance(previous, dict):
+                self._write(OVERRIDE + key, value=previous)
             else:
-                self.store.set(self.namespace, OVERRIDE + key, previous.value)
-                self._written()
+                self.clear_override(key)
+
+    def _current(self, name: str) -> Any:
+        """The value at *name* as this process serves it (the store when it answers)."""
+        try:
+            entry = self.store.get(self.namespace, name)
+        except StoreError:
+            overlay = self.sync.durable.overlay()
+            if name in overlay:
+                return overlay[name]
+            read = self.sync.read.entries.get(name)
+            return None if read is None else read.value
+        return None if entry is None else entry.value
 
     # -- run-time splits ----------------------------------------------------------
     def set_split(
@@ -112,7 +145,7 @@ class Admin:
         weights: Mapping[str, float | Decimal],
         rule_id: str | None,
         flag_set: FlagSet | None,
-    ) -> None:
+    ) -> Action | None:
         """Validate *weights* against the flag and write them for the target."""
         check_key(key)
         check_rule_id(rule_id)
@@ -125,9 +158,9 @@ class Admin:
             current[target] = parsed
             return current
 
-        self._update_splits(key, write)
+        return self._update_splits(key, write)
 
-    def clear_split(self, key: str, rule_id: str | None) -> None:
+    def clear_split(self, key: str, rule_id: str | None) -> Action | None:
         """Remove the run-time split of the target, if any."""
         check_key(key)
         check_rule_id(rule_id)
@@ -137,44 +170,57 @@ class Admin:
             current.pop(target, None)
             return current
 
-        self._update_splits(key, remove)
+        return self._update_splits(key, remove)
 
     def get_split(self, key: str, rule_id: str | None) -> dict[str, float] | None:
-        """Read the run-time split of the target from the store now (percent)."""
+        """Read the run-time split of the target (the store now; if down, as served)."""
         check_key(key)
         check_rule_id(rule_id)
-        entry = self.store.get(self.namespace, SPLIT + key)
-        weights = None if entry is None else read_splits(entry.value).get(rule_id)
+        value = self._current(SPLIT + key)
+        weights = None if value is None else read_splits(value).get(rule_id)
         if weights is None:
             return None
         return {name: w / 1000 for name, w in weights.items()}
 
     def _update_splits(
         self, key: str, change: Callable[[dict[str, Any]], dict[str, Any]]
-    ) -> None:
+    ) -> Action | None:
         store, ns, name = self.store, self.namespace, SPLIT + key
-        for _ in range(_CAS_TRIES):
-            entry = store.get(ns, name)
-            current = (
-                dict(entry.value)
-                if entry is not None and isinstance(entry.value, dict)
-                else {}
-            )
-            new = change(current)
-            if entry is None and not new:
-                return
-            # An emptied entry stays (as {}): deleting it could drop a target
-            # another process wrote between our read and the delete.
-            version = 0 if entry is None else entry.version
-            if store.compare_and_set(ns, name, new, version=version) is not None:
-                self._written()
-                return
+        try:
+            for _ in range(_CAS_TRIES):
+                entry = store.get(ns, name)
+                current = (
+                    dict(entry.value)
+                    if entry is not None and isinstance(entry.value, dict)
+                    else {}
+                )
+                new = change(current)
+                if entry is None and not new:
+                    return None
+                # An emptied entry stays (as {}): deleting it could drop a target
+                # another process wrote between our read and the delete.
+                version = 0 if entry is None else entry.version
+                if store.compare_and_set(ns, name, new, version=version) is not None:
+                    return self._wrote(name, new)
+        except StoreError:
+            # Local-first: change what this process serves; replay when back.
+            local = self._current(name)
+            new = change(dict(local) if isinstance(local, dict) else {})
+            action = self.sync.durable.submit(name, new, base=self.sync.base(name))
+            notify_peers(store)
+            return action
         raise StoreConflictError(
             f"the run-time split of flag {key!r} kept changing; not written",
             namespace=ns,
             key=name,
             tries=_CAS_TRIES,
         )
+
+    def _wrote(self, name: str, value: Any) -> Action:
+        # Written by the compare-and-set above: record it as a fact, and serve it.
+        self.sync.durable.learn(name, value)
+        notify_peers(self.store)
+        return Action(name, value, None, None, 0.0)
 
 
 def _split_target(key: str, rule_id: str | None, fs: FlagSet | None) -> CompiledFlag:

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar, overload
 
 from tipkit._core import _fork
-from tipkit._core._durations import to_seconds
+from tipkit._core._check import check_clock, check_name, check_seconds
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.flags import _outcomes
 from tipkit.flags._admin import Admin, check_key
@@ -44,6 +44,7 @@ from tipkit.flags._providers import FileProvider, FlagProvider, InMemoryProvider
 from tipkit.flags._source import Source
 from tipkit.flags._store_sync import StoreSync
 from tipkit.stores import MemoryStore, Store
+from tipkit.stores._durable import Action
 
 __all__ = ["ContextLike", "Explanation", "Flags"]
 
@@ -58,17 +59,20 @@ _INF = float("inf")
 
 
 def _checked(
-    provider: object, namespace: object, refresh_interval: float | timedelta
+    provider: object,
+    namespace: object,
+    refresh_interval: float | timedelta,
+    clock: object,
 ) -> float:
-    """Check ``Flags``' arguments; return *refresh_interval* in seconds."""
+    """Check ``Flags``' arguments (shared validators); return the interval in seconds."""
     if not isinstance(provider, FlagProvider):
-        raise TypeError(f"provider must be a FlagProvider, got {provider!r}")
-    if not namespace:
-        raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
-    interval = to_seconds(refresh_interval, "refresh_interval")
-    if interval < 0:
-        raise ValueError(f"refresh_interval must be >= 0, got {refresh_interval!r}")
-    return interval
+        raise TypeError(f"Flags: provider must be a FlagProvider, got {provider!r}")
+    if namespace == "":  # a ValueError before the shared validators existed: kept
+        raise ValueError("Flags: namespace must be a non-empty str, got ''")
+    check_name(namespace, "Flags: namespace")
+    if clock is not None:
+        check_clock(clock, "Flags: clock")
+    return check_seconds(refresh_interval, "Flags: refresh_interval", minimum=0)
 
 
 class Flags:
@@ -126,7 +130,7 @@ class Flags:
         refresh_interval: float | timedelta = 1.0,
         clock: Clock | None = None,
     ) -> None:
-        interval = _checked(provider, namespace, refresh_interval)
+        interval = _checked(provider, namespace, refresh_interval, clock)
         self._provider = provider
         self._clock: Clock = (
             clock if clock is not None else getattr(provider, "clock", SYSTEM_CLOCK)
@@ -144,7 +148,7 @@ class Flags:
         self._source = Source(
             provider, sync, self._local_overrides, self._expired, self._log
         )
-        self._admin = Admin(store, namespace)
+        self._admin = Admin(sync)
         self._maintain(store=False)
 
     # -- construction shortcuts ---------------------------------------------------------
@@ -384,26 +388,33 @@ class Flags:
         self._maintain()
 
     # -- kill switches and overrides (operator actions: sync store writes) -------------
-    def kill(self, key: str) -> None:
+    def kill(self, key: str) -> Action:
         """Kill flag *key* everywhere sharing the store: it serves its off variant.
 
-        At once in this process, within ``refresh_interval`` in every other one.
-        Without an ``off_variant`` it answers the caller's default (``DISABLED``).
-
-        Raises:
-            StoreError: the store could not be written.
+        At once in this process, within ``refresh_interval`` in every other one
+        (at once where the store pushes changes). Without an ``off_variant`` it
+        answers the caller's default (``DISABLED``). Local-first: when the store
+        cannot be written the kill is in force here and pending, replayed with
+        compare-and-set when the store answers (see :meth:`pending`). Blocks
+        for a store round trip (bounded by its timeout); never raises a store
+        error. Returns the :class:`~tipkit.stores.Action` (``done``: stored).
         """
-        self._admin.kill(key, self._source.flag_set)
+        return self._admin.kill(key, self._source.flag_set)
 
-    def revive(self, key: str) -> None:
-        """Undo :meth:`kill` for *key* everywhere sharing the store.
+    def revive(self, key: str) -> Action:
+        """Undo :meth:`kill` for *key* everywhere sharing the store (local-first, as kill)."""
+        return self._admin.revive(key)
 
-        Raises:
-            StoreError: the store could not be written.
+    def pending(self) -> list[Action]:
+        """Return the kills, revives, overrides and splits not yet in the store.
+
+        Each is in force in this process and replayed when the store answers
+        (``ActionFlushed``), or dropped if someone else wrote the key meanwhile
+        (``ActionConflict``: their newer write wins). Never reads the store.
         """
-        self._admin.revive(key)
+        return self._source.sync.durable.pending()
 
-    def set_override(self, key: str, value_or_variant: Any) -> None:
+    def set_override(self, key: str, value_or_variant: Any) -> Action:
         """Serve *value_or_variant* for *key* (reason ``STATIC``) until cleared.
 
         A variant's name, or a value equal to a variant's value, serves that
@@ -412,13 +423,14 @@ class Flags:
 
         Raises:
             TypeError: the value cannot be stored (not JSON-compatible).
-            StoreError: the store could not be written.
-        """
-        self._admin.set_override(key, value_or_variant)
 
-    def clear_override(self, key: str) -> None:
-        """Remove the override of *key* set by :meth:`set_override`."""
-        self._admin.clear_override(key)
+        Local-first as :meth:`kill`: never raises a store error.
+        """
+        return self._admin.set_override(key, value_or_variant)
+
+    def clear_override(self, key: str) -> Action:
+        """Remove the override of *key* set by :meth:`set_override` (local-first)."""
+        return self._admin.clear_override(key)
 
     def override(self, key: str, value_or_variant: Any) -> AbstractContextManager[None]:
         """Override *key* inside the ``with`` block, then restore what was there.
@@ -451,8 +463,10 @@ class Flags:
             ConfigError: the flag or rule is unknown, or a weight is bad (every
                 problem listed, naming the flag and the weight).
             ValueError: *key* or *rule_id* is not a non-empty string.
-            StoreError: the store could not be written (``StoreConflictError``
-                when other writers changed the entry on every try).
+            StoreConflictError: other writers changed the entry on every try.
+
+        Local-first: while the store fails, the split is in force here and
+        pending (see :meth:`kill`); never raises a store failure.
         """
         self._admin.set_split(key, weights, rule_id, self.flag_set)
 
@@ -463,7 +477,8 @@ class Flags:
 
         Raises:
             ValueError: *key* or *rule_id* is not a non-empty string.
-            StoreError: the store could not be written.
+
+        Local-first, as :meth:`set_split`.
         """
         self._admin.clear_split(key, rule_id)
 
@@ -473,10 +488,8 @@ class Flags:
         """Return the run-time split weights (percent) of *key*'s target, or ``None``.
 
         Read from the store now (not from this object's snapshot), in the order
-        they were given. The target is the fallthrough, or rule *rule_id*.
-
-        Raises:
-            StoreError: the store could not be read.
+        they were given; while the store fails, what this process serves. The
+        target is the fallthrough, or rule *rule_id*.
         """
         return self._admin.get_split(key, rule_id)
 

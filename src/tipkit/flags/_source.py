@@ -106,6 +106,7 @@ class Source:
         changed = self._refresh_provider(now)
         if store and now >= self.sync.next:
             changed |= self.sync.refresh(now)
+        changed |= self.sync.take_remerge()
         return self._plans() if changed else None
 
     async def arefresh(self, now: float) -> dict[str, Plan] | None:
@@ -113,6 +114,7 @@ class Source:
         changed = self._refresh_provider(now)
         if now >= self.sync.next:
             changed |= await self.sync.arefresh(now)
+        changed |= self.sync.take_remerge()
         return self._plans() if changed else None
 
     def _refresh_provider(self, now: float) -> bool:

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from tipkit.clock import Clock
-from tipkit.stores import Snapshot, Store
+from tipkit.stores import Entry, Snapshot, Store
+from tipkit.stores._durable import Durable
 from tipkit.stores._events import Outage
 
 __all__ = [
@@ -112,6 +113,8 @@ def read_splits(value: object) -> dict[str | None, dict[str, int]]:
 
 def _state_of(snap: Snapshot) -> StoreState:
     entries = snap.entries
+    # A revive or a cleared override is written as a tombstone (False, None),
+    # so a pending one can be replayed with compare-and-set: both read absent.
     kills = frozenset(
         k[len(KILL) :] for k, e in entries.items() if k.startswith(KILL) and e.value
     )
@@ -140,10 +143,13 @@ class StoreSync:
         "__weakref__",
         "_on_change",
         "_outage",
+        "_remerge",
         "_watch",
+        "durable",
         "interval",
         "namespace",
         "next",
+        "read",
         "state",
         "store",
     )
@@ -161,12 +167,20 @@ class StoreSync:
         self.namespace = namespace
         self.interval = interval
         self.state = StoreState(-1, frozenset(), {})
+        self.read = Snapshot(-1, {})
+        """The namespace as last read (version -1: never read)."""
+        self._remerge = False
         # Due at once: the first evaluation reads the store, on the path it runs
         # on (sync or async), so building a Flags never blocks on the store.
         self.next = -_INF
         # Weak: the owner holds this object; a strong callback would be a cycle.
         self._on_change = weakref.WeakMethod(on_change)
         self._outage = Outage(namespace, "flags", "keep_last", clock=clock)
+        # Kills, revives, overrides and splits act here at once and reach the
+        # store when it answers (local-first): see tipkit.stores._durable.
+        self.durable = Durable(
+            store, namespace, outage=self._outage, clock=clock, on_change=self._local
+        )
         with _PEERS_LOCK:
             _PEERS.setdefault(id(store), weakref.WeakSet()).add(self)
         # A store that pushes change notifications (RedisStore, MemoryStore)
@@ -174,9 +188,41 @@ class StoreSync:
         # The store holds this bound method weakly.
         self._watch = store.watch(namespace, self.expire)
 
+    def _local(self) -> None:
+        # What this process wrote changed: serve it without waiting for a read.
+        self._remerge = True
+        callback = self._on_change()
+        if callback is not None:
+            callback()
+
+    def take_remerge(self) -> bool:
+        """Rebuild the state if local actions changed; return whether it did."""
+        if not self._remerge:
+            return False
+        self._remerge = False
+        self.state = self._merged()
+        return True
+
+    def base(self, key: str) -> int | None:
+        """Return the version of *key* as last read (0: absent, ``None``: never read)."""
+        if self.read.version < 0:
+            return None
+        entry = self.read.entries.get(key)
+        return 0 if entry is None else entry.version
+
+    def _merged(self) -> StoreState:
+        read = self.read
+        overlay = self.durable.overlay()
+        if not overlay:
+            return _state_of(read)
+        entries = dict(read.entries)
+        entries.update((k, Entry(v, 0)) for k, v in overlay.items())
+        return _state_of(Snapshot(read.version, entries))
+
     def expire(self) -> None:
         """Make the snapshot due now (a write happened); thread-safe."""
         self.next = -_INF
+        self.durable.recheck()
         callback = self._on_change()
         if callback is not None:
             callback()
@@ -219,12 +265,15 @@ class StoreSync:
         # Keep the last known kills and overrides: a store outage must not
         # revive a killed flag. Logged and published once per outage.
         self._outage.failed(exc)
-        return False
+        return self.take_remerge()
 
     def apply(self, snap: Snapshot | None) -> bool:
         """Take a fetched snapshot (``None``: unchanged); return whether state changed."""
         self._outage.ok()
         if snap is None:
-            return False
-        self.state = _state_of(snap)
+            return self.take_remerge()
+        self.read = snap
+        self.durable.observe(snap)
+        self._remerge = False
+        self.state = self._merged()
         return True

@@ -18,7 +18,15 @@ from tipkit._core import _fork
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.telemetry._events import BUS, AttributeValue, Event
 
-__all__ = ["Outage", "StoreRecovered", "StoreUnavailable"]
+__all__ = [
+    "ActionConflict",
+    "ActionFlushed",
+    "ActionPending",
+    "Outage",
+    "StoreRecovered",
+    "StoreStateLost",
+    "StoreUnavailable",
+]
 
 logger = logging.getLogger("tipkit")
 
@@ -79,6 +87,104 @@ class StoreRecovered(Event):
             "tipkit.component": self.component,
             "tipkit.store.downtime": self.downtime,
             "tipkit.store.failures": self.failures,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ActionPending(Event):
+    """A safety action could not be written: it is in force here and queued.
+
+    Attributes:
+        name: the primitive (flag namespace, breaker or rollout name).
+        component: ``"flags"``, ``"breaker"``, ``"rollout"``...
+        key: the store key the action writes.
+    """
+
+    component: str
+    key: str
+
+    otel_name: ClassVar[str] = "tipkit.store.action_pending"
+
+    def otel_attributes(self) -> dict[str, AttributeValue]:
+        """Return the primitive's name and kind and the key."""
+        return {
+            "tipkit.name": self.name,
+            "tipkit.component": self.component,
+            "tipkit.store.key": self.key,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ActionFlushed(Event):
+    """A queued safety action reached the store.
+
+    Attributes:
+        name, component, key: as in :class:`ActionPending`.
+        delay: seconds it waited (the primitive's clock).
+    """
+
+    component: str
+    key: str
+    delay: float
+
+    otel_name: ClassVar[str] = "tipkit.store.action_flushed"
+
+    def otel_attributes(self) -> dict[str, AttributeValue]:
+        """Return the primitive's name and kind, the key and the delay."""
+        return {
+            "tipkit.name": self.name,
+            "tipkit.component": self.component,
+            "tipkit.store.key": self.key,
+            "tipkit.store.delay": self.delay,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ActionConflict(Event):
+    """A queued action was not written: someone else wrote the key meanwhile.
+
+    Their (newer) write wins; this process now serves it.
+
+    Attributes:
+        name, component, key: as in :class:`ActionPending`.
+    """
+
+    component: str
+    key: str
+
+    otel_name: ClassVar[str] = "tipkit.store.action_conflict"
+
+    def otel_attributes(self) -> dict[str, AttributeValue]:
+        """Return the primitive's name and kind and the key."""
+        return {
+            "tipkit.name": self.name,
+            "tipkit.component": self.component,
+            "tipkit.store.key": self.key,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStateLost(Event):
+    """The store lost a namespace's state (a restart without persistence).
+
+    This process writes back what it still knows (anti-entropy).
+
+    Attributes:
+        name, component: as in :class:`ActionPending`.
+        facts: how many entries it writes back.
+    """
+
+    component: str
+    facts: int
+
+    otel_name: ClassVar[str] = "tipkit.store.state_lost"
+
+    def otel_attributes(self) -> dict[str, AttributeValue]:
+        """Return the primitive's name and kind and the number of facts."""
+        return {
+            "tipkit.name": self.name,
+            "tipkit.component": self.component,
+            "tipkit.store.facts": self.facts,
         }
 
 
