@@ -17,7 +17,7 @@ from tipkit.rollout._events import ArmSummary
 if TYPE_CHECKING:
     from tipkit.rollout._rollout import Rollout
 
-__all__ = ["NO_CONTEXT", "Arm", "StageSummary", "route"]
+__all__ = ["NO_CONTEXT", "Arm", "StageSummary", "finish_values", "route"]
 
 logger = logging.getLogger("tipkit")
 
@@ -196,6 +196,22 @@ class StageSummary:
             self.lat_sum[arm] / n if n else 0.0,
             self.lat_max[arm],
         )
+
+
+def finish_values(rollout: Rollout, arm: Arm, values: dict[str, float]) -> Any:
+    """Record business *values* for *arm*'s cohort now (no request); return the due flow."""
+    arm._done = True
+    if not arm.judged:
+        return None
+    now = rollout._clock.monotonic()
+    due: Any = None
+    for metric, value in values.items():
+        also = rollout._local.record_value(arm.is_canary, metric, value, now)
+        due = due if also is None or due is True else also
+    if due is None:
+        return None
+    engine = rollout._engine
+    return engine.judge(now) if due is True else engine.flush(due, now)
 
 
 def _arm_for(

@@ -22,7 +22,7 @@ from tipkit._judge import ErrorRateCheck, Judge, LatencyCheck, MetricCheck, Verd
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.flags import Assignment, Flags, Reason
 from tipkit.rollout import _state
-from tipkit.rollout._arm import Arm, route
+from tipkit.rollout._arm import Arm, finish_values, route
 from tipkit.rollout._engine import Engine
 from tipkit.rollout._events import (
     RolloutRolledBack,
@@ -290,7 +290,7 @@ class Rollout:
         if now >= self._next_refresh:
             self._persist.run(self._refresh(now))
         self._assign(arm, self._flags.assign(self.flag, context), now)
-        work = self._finish_values(arm, values)
+        work = finish_values(self, arm, values)
         if work is not None:
             self._persist.run(work)
         return arm
@@ -303,7 +303,7 @@ class Rollout:
         if now >= self._next_refresh:
             await self._persist.arun(self._refresh(now))
         self._assign(arm, await self._flags.aassign(self.flag, context), now)
-        work = self._finish_values(arm, values)
+        work = finish_values(self, arm, values)
         if work is not None:
             await self._persist.arun(work)
         return arm
@@ -371,21 +371,6 @@ class Rollout:
             return None
         engine = self._engine
         return engine.judge(end) if due is True else engine.flush(due, end)
-
-    def _finish_values(self, arm: Arm, values: dict[str, float]) -> Flow[Any] | None:
-        """Record business *values* for *arm*'s cohort now (no request); return due work."""
-        arm._done = True
-        if not arm.judged:
-            return None
-        now = self._clock.monotonic()
-        due: Any = None
-        for metric, value in values.items():
-            also = self._local.record_value(arm.is_canary, metric, value, now)
-            due = due if also is None or due is True else also
-        if due is None:
-            return None
-        engine = self._engine
-        return engine.judge(now) if due is True else engine.flush(due, now)
 
     # -- public controls -----------------------------------------------------------
     def evaluate(self) -> Verdict | None:
