@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 
 from hypothesis import strategies as st
 
-from tipkit._core import _deadline
 from tipkit._core._guard import Wait
+from tipkit.deadline import DeadlineScope, deadline
 from tipkit.ratelimit import TokenBucket
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._counters import REGISTRY
@@ -40,18 +38,9 @@ def within_bound(
     return True
 
 
-@contextlib.contextmanager
-def deadline_in(clock: FakeClock, seconds: float) -> Iterator[None]:
-    """Run the block under a tipkit deadline named "outer", *seconds* from now."""
-    token = _deadline.CURRENT.set(
-        _deadline.Deadline(
-            clock, clock.monotonic() + seconds, timeout=seconds, name="outer"
-        )
-    )
-    try:
-        yield
-    finally:
-        _deadline.CURRENT.reset(token)
+def deadline_in(clock: FakeClock, seconds: float) -> DeadlineScope:
+    """Return a tipkit deadline named "outer", *seconds* from entry on *clock*."""
+    return deadline(seconds, name="outer", clock=clock)
 
 
 def counter(name: str, result: str, mode: str = "enforce") -> int:
