@@ -227,8 +227,10 @@ class Tripwire(Guard[float]):
 
     def _kill(self, event: FlagKilled) -> None:
         try:
-            self._flags.kill(self.key)
+            action = self._flags.kill(self.key)
         except Exception:
             logger.exception("tipkit: tripwire could not kill flag %r", self.key)
-        if FlagKilled.listened:
-            BUS.publish(event)
+            return
+        # FlagKilled only once the store has the kill: while it is pending (in
+        # force here, ActionPending published) it is published when flushed.
+        action.on_settled(lambda a: a.done and FlagKilled.listened and BUS.publish(event))

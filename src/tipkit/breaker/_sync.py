@@ -29,6 +29,15 @@ timeout. A store failure never changes the breaker's behaviour, whatever the
 store's ``on_error`` says: the breaker keeps its local state (policy
 ``"keep_last"``), publishes ``StoreUnavailable`` once per outage and
 ``StoreRecovered`` after it, and tries again on its next refresh.
+
+An opening (or a forced opening, or a close) that cannot be written is not
+lost: it is queued in a :class:`~tipkit.stores._durable.Durable` (no I/O on the
+caller's path) and replayed with compare-and-set when the store answers, an
+opening only for what is left of its open duration. An entry is adopted when it
+differs from the last one seen (not only when its version is higher: a store
+restarted empty counts versions from 1 again), and an opening this process
+wrote that reads absent before its time ran out (a store that lost its state)
+is written back.
 """
 
 from __future__ import annotations
@@ -51,8 +60,9 @@ from tipkit.breaker._events import (
 from tipkit.breaker._machine import Move
 from tipkit.clock import Clock
 from tipkit.errors import StoreError
+from tipkit.stores._durable import Durable
 from tipkit.stores._events import Outage
-from tipkit.stores._protocol import Entry, KeyValueStore
+from tipkit.stores._protocol import JSON, Entry, KeyValueStore
 
 __all__ = ["NAMESPACE", "FleetSync", "adoptable"]
 
@@ -92,6 +102,7 @@ class FleetSync:
         "_reading",
         "_seen",
         "_subscription",
+        "durable",
         "interval",
         "name",
         "next",
@@ -128,11 +139,15 @@ class FleetSync:
         self.next = -math.inf
         """The clock reading from which the shared state is due to be read again."""
         self._adopt = adopt
-        self._seen = 0
+        self._seen: tuple[int, JSON] = (0, None)
         self.outbox: Move | None = None
         """The transition noted for the fleet and not yet written (or ``None``)."""
         self._reading = _fork.new_lock()
         self._outage = Outage(name, "breaker", "keep_last", clock=clock)
+        self.durable = Durable(
+            store, NAMESPACE, outage=self._outage, clock=clock, epoch=False
+        )
+        """Transitions written while the store failed, replayed when it answers."""
         # A bound method is held weakly by the store: watching keeps nothing alive.
         self._subscription = store.watch(NAMESPACE, self._changed)
         _fork.register(self)
@@ -183,9 +198,13 @@ class FleetSync:
 
     def _take(self, entry: Entry | None, now: float) -> None:
         self._outage.ok()
-        if entry is None or entry.version <= self._seen:
+        if entry is None:
+            self.durable.absent(self.name)  # an opening of ours the store lost
             return
-        self._seen = entry.version
+        seen = (entry.version, entry.value)
+        if seen == self._seen or self.name in self.durable.overlay():
+            return  # nothing new, or ours is pending and replays with CAS
+        self._seen = seen
         value = entry.value
         state = (
             _SHARED.get(str(value.get("state"))) if isinstance(value, dict) else None
@@ -205,13 +224,25 @@ class FleetSync:
         if move is None:
             return None
         ttl = None if move.open_for is None else max(move.open_for, 0.001)
-        return self.name, {"state": move.to_state.value}, ttl
+        value = {"state": move.to_state.value}
+        if self.durable.overlay():
+            # An earlier transition is pending: queue behind it, never overtake it.
+            self.durable.enqueue(self.name, value, base=self._seen[0], ttl=ttl)
+            return None
+        return self.name, value, ttl
+
+    def _failed_push(
+        self, exc: StoreError, item: tuple[str, JSON, float | None]
+    ) -> None:
+        self._outage.failed(exc)
+        key, value, ttl = item
+        self.durable.enqueue(key, value, base=self._seen[0], ttl=ttl)
 
     def push(self) -> None:
         """Write the noted transition; blocks up to the store's timeout.
 
-        A store failure is reported as an outage; the transition is not retried
-        (the next one is written, and peers keep their own windows meanwhile).
+        A store failure is reported as an outage and the transition queued
+        (replayed with compare-and-set when the store answers; never raises).
         """
         item = self._take_outbox()
         if item is None:
@@ -220,9 +251,9 @@ class FleetSync:
         try:
             version = self.store.set(NAMESPACE, key, value, ttl=ttl)
         except StoreError as exc:
-            self._outage.failed(exc)
+            self._failed_push(exc, item)
             return
-        self._wrote(version)
+        self._wrote(version, value, ttl)
 
     async def apush(self) -> None:
         """Async :meth:`push`: awaits ``store.aset``, up to the store's timeout."""
@@ -233,10 +264,16 @@ class FleetSync:
         try:
             version = await self.store.aset(NAMESPACE, key, value, ttl=ttl)
         except StoreError as exc:
-            self._outage.failed(exc)
+            self._failed_push(exc, item)
             return
-        self._wrote(version)
+        self._wrote(version, value, ttl)
 
-    def _wrote(self, version: int) -> None:
+    def _wrote(self, version: int, value: JSON, ttl: float | None) -> None:
         self._outage.ok()
-        self._seen = max(self._seen, version)
+        self._seen = (version, value)
+        if value.get("state") == "closed":
+            self.durable.forget(self.name)
+        else:
+            self.durable.learn(
+                self.name, value, ttl
+            )  # written back if the store loses it

@@ -220,7 +220,9 @@ class Admin:
         # Written by the compare-and-set above: record it as a fact, and serve it.
         self.sync.durable.learn(name, value)
         notify_peers(self.store)
-        return Action(name, value, None, None, 0.0)
+        action = Action(name, value, None, None, 0.0)
+        action.state = "written"
+        return action
 
 
 def _split_target(key: str, rule_id: str | None, fs: FlagSet | None) -> CompiledFlag:
