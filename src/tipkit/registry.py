@@ -250,7 +250,7 @@ def register_flags(flags: Any, namespace: str = "flags") -> Registration:
         "flags",
         namespace,
         _flags_summary(flags),
-        live=lambda: {"killed": sorted(flags.killed)},
+        live=lambda: {"killed": sorted(flags.killed())},
     )
 
 

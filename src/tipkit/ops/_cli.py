@@ -157,7 +157,7 @@ def _handler(args: argparse.Namespace, out: TextIO | None = None) -> int:  # noq
         print(f"tipkit ops: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        op = Operator(store, actor=args.actor)
+        op = Operator(store, actor=args.actor, clock=CLOCK[0])
         if args.verb in _WRITES:
             return _write(op, args, out)
         if args.verb == "audit":

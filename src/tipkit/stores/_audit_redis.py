@@ -149,7 +149,12 @@ class RedisAuditMethods:
                 )
                 pipe.xadd(self.audit_key, **args)
                 new, raw_id = pipe.execute()
-        except redis.exceptions.WatchError:
+        except redis.exceptions.WatchError as exc:
+            if isinstance(exc.__cause__, ERRORS) or "occurred while watching" in str(
+                exc
+            ):
+                # redis-py's word for a connection lost mid-transaction
+                raise fail("audited_compare_and_set", nskey, exc) from exc
             return None
         except ERRORS as exc:
             raise fail("audited_compare_and_set", nskey, exc) from exc
