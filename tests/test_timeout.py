@@ -231,3 +231,30 @@ def test_fake_clock_timeout_in_async_code_reports_late_return():
 
     with pytest.raises(DeadlineExceededError, match="returned too late"):
         asyncio.run(Timeout(1.0, clock=clock).acall(work))
+
+
+def test_compose_accepts_a_timeout_through_every_face(face, clock):
+    """A Timeout composes with a guard; every face enforces its deadline."""
+    from tipkit import compose
+
+    bulkhead = Bulkhead("db", max_concurrent=1, clock=clock)
+    both = compose(bulkhead, Timeout(1.0, name="inner", clock=clock))
+
+    def slow() -> None:
+        clock.advance(2.0)
+
+    assert face.run(both, dl.remaining) == 1.0
+    with pytest.raises(DeadlineExceededError, match=r"1.0s \(inner\) exceeded"):
+        face.run(both, slow)
+    assert (bulkhead.active, dl.current()) == (0, None)
+
+
+def test_timeout_is_a_scope_not_a_guard(clock):
+    """Timeout's faces come from the core's Scope; it binds the deadline in force."""
+    from tipkit._core._guard import Guard
+    from tipkit._core._scope import Scope
+
+    timeout = Timeout(3.0, clock=clock)
+    with dl.deadline(1.0, name="outer", clock=clock), timeout as bound:
+        assert bound.name == "outer"
+    assert (isinstance(timeout, Scope), isinstance(timeout, Guard)) == (True, False)

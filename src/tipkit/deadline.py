@@ -28,7 +28,8 @@ from typing import Any
 
 from tipkit._core import _scope
 from tipkit._core._check import check_clock, check_seconds
-from tipkit._core._deadline import Deadline, current, exceeded
+from tipkit._core._deadline import Deadline, current
+from tipkit._core._deadline import check as _check
 from tipkit._core._scope import Node, Scope
 from tipkit.clock import SYSTEM_CLOCK, Clock
 
@@ -68,9 +69,7 @@ def check() -> None:
 
     The cheap check cooperating code calls between steps of long work.
     """
-    dl = _scope.current_deadline()
-    if dl is not None and dl.expired():
-        raise exceeded(dl, "the deadline passed")
+    _check("the deadline passed")
 
 
 class DeadlineScope(Scope):
