@@ -46,4 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load_commands() -> None:
     """Import the modules that register subcommands (kept lazy: the CLI starts fast)."""
     import tipkit._demo._cli  # noqa: PLC0415  # registers `tipkit demo`
+    import tipkit.doctor._cli  # noqa: PLC0415  # registers `tipkit doctor`
     import tipkit.flags._cli  # noqa: F401, PLC0415  # registers `tipkit flags`
+    import tipkit.ops._cli  # noqa: F401, PLC0415  # registers `tipkit ops`

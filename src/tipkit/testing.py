@@ -8,6 +8,8 @@
   exporters for a block (needs ``opentelemetry-sdk``, in the ``test`` extra).
 * :func:`set_testing`: retries become instant and capped, for your own suite
   (also a context manager).
+* :func:`keys_in`: targeting keys a flag serves a given variant, to pick users
+  inside (or outside) a percentage split without brute force in every test.
 
 The pytest plugin installed with tipkit offers these as fixtures:
 ``tipkit_clock``, ``tipkit_events``, ``tipkit_flags`` and ``tipkit_telemetry``.
@@ -17,13 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tipkit._core._durations import to_seconds
 from tipkit.telemetry._events import BUS, Event
+
+if TYPE_CHECKING:
+    from tipkit.flags import Flags
 
 __all__ = [
     "EPOCH",
@@ -34,6 +39,7 @@ __all__ = [
     "capture_telemetry",
     "fake_flags",
     "flag_definition",
+    "keys_in",
     "set_testing",
 ]
 
@@ -136,6 +142,54 @@ def capture_events(
         yield captured
     finally:
         BUS.remove_listener(listener)
+
+
+def keys_in(
+    flags: Flags,
+    key: str,
+    variant: str,
+    n: int = 1,
+    *,
+    prefix: str = "user-",
+    attributes: Mapping[str, Any] | None = None,
+    limit: int = 100_000,
+) -> list[str]:
+    """Return the first *n* targeting keys that flag *key* serves *variant*.
+
+    Tries ``f"{prefix}0"``, ``f"{prefix}1"``, ... (with *attributes* as the rest
+    of the evaluation context) against the flags' current configuration, kill
+    switches and overrides included, so the answer is what production would
+    serve those keys: bucketing is a specification, the same keys come back on
+    every run and every machine. Nothing is counted, recorded or published (a
+    :func:`fake_flags` ``evaluations`` list and captured telemetry stay clean).
+    Use it to pick users inside a 10% split, or outside it (``variant="off"``).
+
+    Raises:
+        KeyError: *key* is not a flag of *flags*.
+        ValueError: *n* < 1, or fewer than *n* of the first *limit* keys get
+            *variant* (a weight of 0, a rule that never matches these
+            attributes, or a variant name that does not exist).
+    """
+    if n < 1:
+        raise ValueError(f"keys_in: n must be >= 1, got {n}")
+    flag_set = flags.flag_set  # refreshes the provider snapshot when due
+    run = flags._table.get(key)  # the compiled evaluation, without the counting path
+    if run is None or flag_set is None or key not in flag_set.flags:
+        raise KeyError(f"keys_in: no flag {key!r} in {flags!r}")
+    attrs = dict(attributes or {})
+    found: list[str] = []
+    for i in range(limit):
+        candidate = f"{prefix}{i}"
+        if run(attrs, candidate).variant == variant:
+            found.append(candidate)
+            if len(found) == n:
+                return found
+    known = sorted(flag_set.flags[key].variants)
+    raise ValueError(
+        f"keys_in: only {len(found)} of the first {limit} keys get variant "
+        f"{variant!r} of flag {key!r} (variants: {known}); is its weight 0, or "
+        "do the attributes miss a rule?"
+    )
 
 
 # Re-exported at the end: these modules import tipkit.testing's neighbours, not it.
