@@ -288,13 +288,19 @@ class Clients:
             return self.send(script, key, packed)
         client = self.sync
         try:
-            try:
-                return client.evalsha(script.sha, 1, key, *args)
-            except redis.exceptions.NoScriptError:
-                self._load(client)
-                return client.evalsha(script.sha, 1, key, *args)
+            for attempt in (1, 2):
+                try:
+                    try:
+                        return client.evalsha(script.sha, 1, key, *args)
+                    except redis.exceptions.NoScriptError:
+                        self._load(client)
+                        return client.evalsha(script.sha, 1, key, *args)
+                except redis.exceptions.ConnectionError:
+                    if attempt == 2:
+                        raise
         except ERRORS as exc:
             raise fail(script.name, key, exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def send(self, script: Script, key: str, packed: bytes) -> Any:
         """Send a packed EVALSHA on a pooled connection; read the reply.
@@ -306,17 +312,27 @@ class Clients:
         """
         client = self.sync
         pool = client.connection_pool
+        loaded = stale = False
         try:
-            for attempt in (1, 2):
+            while True:
                 conn: Any = pool.get_connection()
+                # A pooled connection made before a server restart fails at once
+                # (reset, broken pipe): retried once, on a fresh connection.
+                reused = conn._sock is not None  # redis-py has no public flag
                 try:
                     conn.send_packed_command((packed,), check_health=False)
                     return conn.read_response()
                 except redis.exceptions.NoScriptError:
-                    if attempt == 2:  # pragma: no cover - loaded just before
+                    if loaded:  # pragma: no cover - loaded just before
                         raise
                 except redis.exceptions.ResponseError:
                     raise  # the connection is fine: the server answered
+                except redis.exceptions.ConnectionError:
+                    conn.disconnect()
+                    if stale or not reused:
+                        raise  # a timeout is not retried: it already took `timeout`
+                    stale = True
+                    continue
                 except BaseException:
                     # A half-read reply would poison the next user of this connection.
                     conn.disconnect()
@@ -324,18 +340,58 @@ class Clients:
                 finally:
                     pool.release(conn)
                 self._load(client)
+                loaded = True
         except ERRORS as exc:
             raise fail(script.name, key, exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def arun(self, script: Script, key: str, *args: str) -> Any:
-        """Async :meth:`run`: awaits the server on this loop's client."""
+        """Async :meth:`run`: awaits the server on this loop's client.
+
+        Bounded as a whole by twice the timeout (one reconnect), however many
+        tasks share the loop's pool; a connection error on a pooled connection
+        (a server restarted) is retried once.
+        """
         try:
-            client = await self.aclient()
-            try:
-                return await client.evalsha(script.sha, 1, key, *args)
-            except redis.exceptions.NoScriptError:
-                await self._aload(client)
-                return await client.evalsha(script.sha, 1, key, *args)
+            async with asyncio.timeout(2 * self.timeout):
+                return await self._arun(script, key, args)
+        except TimeoutError as exc:
+            raise fail(script.name, key, exc) from exc
         except ERRORS as exc:
             raise fail(script.name, key, exc) from exc
+
+    async def _arun(self, script: Script, key: str, args: tuple[str, ...]) -> Any:
+        client = await self.aclient()
+        for attempt in (1, 2):
+            try:
+                try:
+                    return await client.evalsha(script.sha, 1, key, *args)
+                except redis.exceptions.NoScriptError:
+                    await self._aload(client)
+                    return await client.evalsha(script.sha, 1, key, *args)
+            except redis.exceptions.ConnectionError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def call(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
+        """Run ``call(client)`` (one command); a pooled connection's error is retried once."""
+        client = self.sync
+        try:
+            try:
+                return call(client)
+            except redis.exceptions.ConnectionError:
+                return call(client)
+        except ERRORS as exc:
+            raise fail(op, key, exc) from exc
+
+    async def acall(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
+        """Await ``call(client)`` (one command) within twice the timeout."""
+        try:
+            async with asyncio.timeout(2 * self.timeout):
+                client = await self.aclient()
+                try:
+                    return await call(client)
+                except redis.exceptions.ConnectionError:
+                    return await call(client)
+        except (TimeoutError, *ERRORS) as exc:
+            raise fail(op, key, exc) from exc
