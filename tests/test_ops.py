@@ -443,3 +443,15 @@ def test_operator_api_refuses_without_a_reason(target: Target) -> None:
     """The API refuses an empty reason before touching the store."""
     with pytest.raises(Refused, match="non-empty string"):
         Operator(target.store).kill("checkout", reason="")
+
+
+def test_the_demo_ending_kills_from_the_cli_and_shows_the_log(clock: FakeClock) -> None:
+    """operator_ending() runs the kill and the audit read the demo ends with."""
+    from tipkit.ops._demo_end import operator_ending
+
+    store = MemoryStore(clock=clock)
+    app = App(store, clock)
+    out = operator_ending(store, app.flags, "checkout")
+    assert "flag.kill flag:checkout" in out
+    assert "on-call" in out.splitlines()[-1]
+    assert "checkout" in app.flags.killed()
