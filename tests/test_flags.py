@@ -577,6 +577,23 @@ def test_provider_must_be_a_provider():
         Flags({"flags": {}})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"namespace": ""}, ValueError, "Flags: namespace must be a non-empty str"),
+        ({"namespace": 5}, TypeError, "Flags: namespace must be a non-empty str"),
+        ({"refresh_interval": -1}, ValueError, "Flags: refresh_interval must be >= 0"),
+        ({"refresh_interval": float("nan")}, ValueError, "finite"),
+        ({"refresh_interval": "1"}, TypeError, "Flags: refresh_interval"),
+        ({"clock": object()}, TypeError, "Flags: clock must provide monotonic"),
+    ],
+)
+def test_bad_arguments_are_refused_with_the_shared_validators(kwargs, error, match):
+    """Namespace, refresh interval and clock are checked as every constructor checks them."""
+    with pytest.raises(error, match=match):
+        Flags(InMemoryProvider(DOC), **kwargs)
+
+
 def test_in_memory_set_flag_seen_next_evaluation(flags):
     """set_flag applies on the next evaluation; an invalid change raises and changes nothing."""
     provider = flags.provider
