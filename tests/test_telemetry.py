@@ -416,8 +416,10 @@ def test_global_proxy_providers_are_not_real_and_get_rechecked(
     assert not ThingHappened.listened
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: p.tracer_provider)
     p.reader.get_metrics_data()  # a collection runs the callbacks, which re-check
-    assert ThingHappened.listened
+    assert ThingHappened.listened is not False
+    assert not ThingHappened.listened  # span events only, and no span is current
     with p.tracer_provider.get_tracer("t").start_as_current_span("caller"):
+        assert ThingHappened.listened
         publish(ThingHappened("late"))
     (span,) = p.spans.get_finished_spans()
     assert [e.name for e in span.events] == ["tipkit.test.thing_happened"]

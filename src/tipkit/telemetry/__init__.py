@@ -8,6 +8,8 @@
   signal tipkit emits.
 * :func:`add_listener` / :func:`remove_listener`: receive the typed events
   primitives publish (built only when someone listens).
+* :func:`configure_logging`: tipkit's log records hash exception text (the
+  same rule as spans) unless ``log_exception_text=True``.
 * :data:`counters`: the in-process counter registry; exported as observable
   OpenTelemetry instruments, so a guarded call never pays for an SDK call.
 
@@ -36,6 +38,7 @@ from tipkit.telemetry._otel import (
     is_instrumented,
     uninstrument,
 )
+from tipkit.telemetry._redact import configure_logging
 from tipkit.telemetry._synthetic import current_synthetic, synthetic
 from tipkit.telemetry._traced import Traced, traced
 
@@ -49,6 +52,7 @@ __all__ = [
     "Listener",
     "Traced",
     "add_listener",
+    "configure_logging",
     "counters",
     "current_synthetic",
     "hash_context_id",

@@ -7,6 +7,12 @@ builds nothing when nobody listens for that type::
 
     if BreakerStateChanged.listened:
         BUS.publish(BreakerStateChanged(...))
+
+``listened`` is ``False`` (nobody listens), ``True`` (someone always does) or a
+:class:`Condition` when the only listener wants the type in some contexts: the
+OpenTelemetry export wants a span event only while the current span records,
+so outside one (or inside a sampled-out one) the check costs one small call and
+nothing is built.
 """
 
 from __future__ import annotations
@@ -15,13 +21,14 @@ import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import ClassVar, Protocol, TypeVar
 
 from tipkit._core import _fork
 
 __all__ = [
     "BUS",
     "AttributeValue",
+    "Condition",
     "Event",
     "EventBus",
     "Listener",
@@ -35,6 +42,20 @@ E = TypeVar("E", bound="Event")
 
 
 AttributeValue = str | bool | int | float
+
+
+class Condition(Protocol):
+    """When a conditional listener wants an event: truthy in the contexts it does.
+
+    ``covers(cls)`` says whether the condition applies to event type *cls* at all
+    (a type it does not cover is wanted unconditionally by that listener);
+    ``bool(condition)`` is evaluated by the publisher, on the hot path, in the
+    publishing context.
+    """
+
+    def __bool__(self) -> bool: ...
+
+    def covers(self, cls: type[Event]) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +75,14 @@ class Event:
     name: str
 
     otel_name: ClassVar[str] = "tipkit.event"
-    listened: ClassVar[bool] = False
-    """True while some listener would receive this event type: the hot-path check."""
+    listened: ClassVar[bool | Condition] = False
+    """Truthy while some listener would receive this event type: the hot-path check."""
 
     def __init_subclass__(cls) -> None:
         # No super() call: slots=True rebuilds the class, which breaks the zero-arg
         # form, and object.__init_subclass__ does nothing we need.
         _EVENT_TYPES.add(cls)
-        cls.listened = BUS.wants(cls) if "BUS" in globals() else False
+        cls.listened = BUS.listened(cls) if "BUS" in globals() else False
 
     def otel_attributes(self) -> dict[str, AttributeValue]:
         """Return the attributes safe to export with this event."""
@@ -93,7 +114,7 @@ class EventBus:
     def __init__(self) -> None:
         self._lock = _fork.new_lock()
         self._listeners: tuple[
-            tuple[Listener, tuple[type[Event], ...] | None], ...
+            tuple[Listener, tuple[type[Event], ...] | None, Condition | None], ...
         ] = ()
         self._failed: set[int] = set()
         self.active = False
@@ -108,18 +129,23 @@ class EventBus:
         listener: Listener,
         *,
         types: type[Event] | tuple[type[Event], ...] | None = None,
+        when: Condition | None = None,
     ) -> Listener:
         """Register *listener* for every event, or only for instances of *types*.
 
-        Returns the listener, so this works as a decorator. Registering the same
-        callable twice delivers each event to it twice.
+        With *when*, the listener wants the types *when* covers only in contexts
+        where ``bool(when)`` is true: a publisher that checks ``listened`` builds
+        nothing elsewhere (the listener may still get events published without
+        that check, and must filter them itself). Returns the listener, so this
+        works as a decorator. Registering the same callable twice delivers each
+        event to it twice.
         """
         if not callable(listener):
             raise TypeError(f"listener must be callable, got {listener!r}")
         if isinstance(types, type):
             types = (types,)
         with self._lock:
-            self._listeners = (*self._listeners, (listener, types))
+            self._listeners = (*self._listeners, (listener, types, when))
             self._refresh()
         return listener
 
@@ -143,18 +169,32 @@ class EventBus:
     def wants(self, cls: type[Event]) -> bool:
         """Return whether any listener would receive events of type *cls*."""
         return any(
-            types is None or issubclass(cls, types) for _, types in self._listeners
+            types is None or issubclass(cls, types) for _, types, _ in self._listeners
         )
+
+    def listened(self, cls: type[Event]) -> bool | Condition:
+        """Return ``cls.listened``: ``True``, ``False`` or the one condition in force."""
+        found: bool | Condition = False
+        for _, types, when in self._listeners:
+            if types is not None and not issubclass(cls, types):
+                continue
+            if when is None or not when.covers(cls):
+                return True
+            if found is False:
+                found = when
+            elif found is not when:
+                return True  # two conditions: no cheap answer, always build
+        return found
 
     def _refresh(self) -> None:
         self.active = bool(self._listeners)
         Event.listened = self.active
         for cls in list(_EVENT_TYPES):
-            cls.listened = self.wants(cls)
+            cls.listened = self.listened(cls)
 
     def publish(self, event: Event) -> None:
         """Deliver *event* to every matching listener; never raises."""
-        for listener, types in self._listeners:
+        for listener, types, _ in self._listeners:
             if types is not None and not isinstance(event, types):
                 continue
             try:
