@@ -47,5 +47,6 @@ def _load_commands() -> None:
     """Import the modules that register subcommands (kept lazy: the CLI starts fast)."""
     import tipkit._demo._cli  # noqa: PLC0415  # registers `tipkit demo`
     import tipkit.doctor._cli  # noqa: PLC0415  # registers `tipkit doctor`
-    import tipkit.flags._cli  # noqa: F401, PLC0415  # registers `tipkit flags`
-    import tipkit.ops._cli  # noqa: F401, PLC0415  # registers `tipkit ops`
+    import tipkit.flags._cli  # noqa: PLC0415  # registers `tipkit flags`
+    import tipkit.ops._cli  # noqa: PLC0415  # registers `tipkit ops`
+    import tipkit.telemetry._cli  # noqa: F401, PLC0415  # registers `tipkit telemetry`

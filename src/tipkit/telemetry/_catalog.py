@@ -15,6 +15,7 @@ from typing import Final, Literal
 from tipkit.telemetry import _names as n
 
 __all__ = [
+    "COUNTED_EVENTS",
     "DEFAULT_COUNTER",
     "DEFAULT_EVENT",
     "DURATION_BUCKETS",
@@ -184,6 +185,13 @@ METRICS: Final[dict[str, MetricSpec]] = {
         "Shadow experiment comparisons, by candidate and outcome.",
         (n.EXPERIMENT_NAME, n.EXPERIMENT_CANDIDATE, n.OUTCOME, _S),
     ),
+    n.EVENTS: MetricSpec(
+        "counter",
+        "{event}",
+        "State changes alerts are written on (rollbacks, kills, verdicts, store "
+        "outages), by event name and subject.",
+        (n.EVENT, n.SUBJECT, n.ROLLOUT_DECISION, _S),
+    ),
 }
 
 DEFAULT_COUNTER: Final = MetricSpec("counter", "1", "A tipkit counter.")
@@ -282,6 +290,17 @@ EVENTS: Final[dict[str, EventSpec]] = {
     ),
 }
 """Event names with a non-default export. Every other event is a state change."""
+
+COUNTED_EVENTS: Final[dict[str, tuple[str, ...]]] = {
+    "tipkit.rollout.rolled_back": (),
+    "tipkit.rollout.judged": (n.ROLLOUT_DECISION,),
+    "feature_flag.killed": (),
+    "tipkit.store.unavailable": (),
+    "tipkit.store.recovered": (),
+}
+"""Events counted in ``tipkit.events`` while instrumented (with these attribute
+keys copied from the event): the generated Prometheus alerts are written on them.
+They are rare, so they are built whenever instrument() is in effect."""
 
 DEFAULT_EVENT: Final = EventSpec(
     per_call=False, severity="INFO", description="A tipkit state change."

@@ -29,6 +29,7 @@ CALL_DURATION: Final = "tipkit.call.duration"  # histogram, s
 ROLLOUT_REQUESTS: Final = "tipkit.rollout.requests"  # {request}
 ROLLOUT_STAGE: Final = "tipkit.rollout.stage"  # gauge, percent
 EXPERIMENT_COMPARISONS: Final = "tipkit.experiment.comparisons"  # {comparison}
+EVENTS: Final = "tipkit.events"  # {event}: state changes alerts are written on
 
 # -- attribute keys -------------------------------------------------------------
 FEATURE_FLAG_KEY: Final = "feature_flag.key"
@@ -74,3 +75,5 @@ TRIPWIRE_ERROR_RATE: Final = "tipkit.tripwire.error_rate"
 TRIPWIRE_CALLS: Final = "tipkit.tripwire.calls"
 TRIPWIRE_FAILURES: Final = "tipkit.tripwire.failures"
 RUNBOOK: Final = "tipkit.runbook.url"
+EVENT: Final = "tipkit.event"  # the OTel event name counted in tipkit.events
+SUBJECT: Final = "tipkit.name"  # what the event is about (a breaker, a rollout...)

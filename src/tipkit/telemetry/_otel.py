@@ -189,7 +189,13 @@ class WhenRecording:
             return span_recording()
 
     def covers(self, cls: type[Event]) -> bool:
-        """Return whether events of *cls* are wanted only inside a recording span."""
+        """Return whether events of *cls* are wanted only inside a recording span.
+
+        Counted events (:data:`~tipkit.telemetry._catalog.COUNTED_EVENTS`, the
+        ones alerts are written on) are always wanted: they are rare.
+        """
+        if cls.otel_name in _catalog.COUNTED_EVENTS:
+            return False
         spec = _catalog.EVENTS.get(cls.otel_name, _catalog.DEFAULT_EVENT)
         return not (self._log_calls if spec.per_call else self._log_state)
 
@@ -368,17 +374,15 @@ class _Instrumentation:
         self.log_state = c.log_events and self.logging
         self.span_calls = c.span_events and self.tracing
         self.log_calls = c.flag_log_events and self.logging
-        want = self.span_state or self.log_state or self.log_calls
         if self.listening:
             BUS.remove_listener(self.on_event)
             self.listening = False
-        if want:
-            # A type exported to logs is wanted always; one exported only as a
-            # span event is wanted only while the current span records.
-            BUS.add_listener(
-                self.on_event, when=WhenRecording(self.log_calls, self.log_state)
-            )
-            self.listening = True
+        # A type exported to logs (or counted) is wanted always; one exported
+        # only as a span event is wanted only while the current span records.
+        BUS.add_listener(
+            self.on_event, when=WhenRecording(self.log_calls, self.log_state)
+        )
+        self.listening = True
 
     def poll(self) -> None:
         """Notice a global tracer or logger provider installed since instrument().
@@ -434,16 +438,11 @@ class _Instrumentation:
         """Export *event* as a span event and/or a log event (the bus listener)."""
         if _CURRENT is not self:  # published from a listener list read before stop()
             return
+        counted = _catalog.COUNTED_EVENTS.get(event.otel_name)
+        if counted is not None:
+            self._count(event, counted)
         spec = _catalog.EVENTS.get(event.otel_name, _catalog.DEFAULT_EVENT)
-        if spec.per_call:
-            to_span, to_log = self.span_calls, self.log_calls
-        else:
-            to_span, to_log = self.span_state, self.log_state
-        span = None
-        if to_span:
-            span = trace.get_current_span()
-            if not span.is_recording():
-                span = None
+        span, to_log = self._targets(spec)
         if span is None and not to_log:
             return
         attributes: dict[str, AttributeValue] = dict(event.otel_attributes())
@@ -455,12 +454,44 @@ class _Instrumentation:
         if span is not None:
             span.add_event(event.otel_name, attributes)
         if to_log:
+            # A state change is a log record a person reads: severity, a body
+            # naming what changed, and the runbook URL among the attributes.
             self.logger.emit(
                 event_name=event.otel_name,
+                body=f"{event.otel_name}: {event.name}",
                 attributes=attributes,
                 severity_number=_SEVERITY[spec.severity],
                 severity_text=spec.severity,
             )
+
+    def _targets(self, spec: _catalog.EventSpec) -> tuple[trace.Span | None, bool]:
+        """Return the recording span to add the event to (or ``None``) and whether to log it."""
+        if spec.per_call:
+            to_span, to_log = self.span_calls, self.log_calls
+        else:
+            to_span, to_log = self.span_state, self.log_state
+        if to_span:
+            span = trace.get_current_span()
+            if span.is_recording():
+                return span, to_log
+        return None, to_log
+
+    @staticmethod
+    def _count(event: Event, keys: tuple[str, ...]) -> None:
+        """Count *event* in ``tipkit.events`` (by name, subject and *keys*)."""
+        attributes: dict[str, AttributeValue] = {
+            n.EVENT: event.otel_name,
+            n.SUBJECT: event.name,
+        }
+        if keys:
+            exported = event.otel_attributes()
+            for key in keys:
+                if key in exported:
+                    attributes[key] = exported[key]
+        kind = _synthetic.CURRENT.get()
+        if kind is not None:
+            attributes[n.SYNTHETIC_TYPE] = kind
+        REGISTRY.counter(n.EVENTS, attributes).add(1)
 
     def _flag_extras(self, event: Event, attributes: dict[str, AttributeValue]) -> None:
         c = self.config
