@@ -380,10 +380,7 @@ class Flags:
         self._deadline = self._source.next
 
     def refresh(self) -> None:
-        """Re-read the provider and the store now (normally they are read when due).
-
-        Uses the store's sync methods: it blocks for a store round trip.
-        """
+        """Re-read the provider and the store now (blocks for a store round trip)."""
         self._source.expire()
         self._maintain()
 
@@ -391,13 +388,12 @@ class Flags:
     def kill(self, key: str) -> Action:
         """Kill flag *key* everywhere sharing the store: it serves its off variant.
 
-        At once in this process, within ``refresh_interval`` in every other one
-        (at once where the store pushes changes). Without an ``off_variant`` it
-        answers the caller's default (``DISABLED``). Local-first: when the store
-        cannot be written the kill is in force here and pending, replayed with
-        compare-and-set when the store answers (see :meth:`pending`). Blocks
-        for a store round trip (bounded by its timeout); never raises a store
-        error. Returns the :class:`~tipkit.stores.Action` (``done``: stored).
+        At once here, within ``refresh_interval`` elsewhere (at once where the
+        store pushes). Without an ``off_variant``: the caller's default
+        (``DISABLED``). Local-first: if the store fails, in force here and
+        pending (:meth:`pending`), replayed with compare-and-set when it answers.
+        Blocks for a round trip (bounded); never raises a store error.
+        Returns the :class:`~tipkit.stores.Action` (``done``: stored).
         """
         return self._admin.kill(key, self._source.flag_set)
 
@@ -408,9 +404,9 @@ class Flags:
     def pending(self) -> list[Action]:
         """Return the kills, revives, overrides and splits not yet in the store.
 
-        Each is in force in this process and replayed when the store answers
+        Each is in force here and replayed when the store answers
         (``ActionFlushed``), or dropped if someone else wrote the key meanwhile
-        (``ActionConflict``: their newer write wins). Never reads the store.
+        (``ActionConflict``). Never reads the store.
         """
         return self._source.sync.durable.pending()
 
@@ -419,12 +415,10 @@ class Flags:
 
         A variant's name, or a value equal to a variant's value, serves that
         variant; anything else is served as is, with no variant. Written to the
-        store: everything sharing it sees the override.
+        store (everything sharing it sees it), local-first as :meth:`kill`.
 
         Raises:
             TypeError: the value cannot be stored (not JSON-compatible).
-
-        Local-first as :meth:`kill`: never raises a store error.
         """
         return self._admin.set_override(key, value_or_variant)
 
@@ -473,12 +467,11 @@ class Flags:
     def clear_split(self, key: str, *, rule_id: str | None = None) -> None:
         """Remove the run-time split of *key*'s fallthrough (or rule *rule_id*), if any.
 
-        The document's weights (or single variant) serve again.
+        The document's weights (or single variant) serve again. Local-first,
+        as :meth:`set_split`.
 
         Raises:
             ValueError: *key* or *rule_id* is not a non-empty string.
-
-        Local-first, as :meth:`set_split`.
         """
         self._admin.clear_split(key, rule_id)
 
