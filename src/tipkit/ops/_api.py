@@ -47,18 +47,8 @@ class Conflict(Refused):
     """Another writer changed the target first (compare-and-set lost). Nothing changed."""
 
 
-class Operator:
-    """Read and act on a store's flags, rollouts, breakers and limits, audited.
-
-    Args:
-        store: the application's store (``RedisStore(url, prefix=...)``).
-        actor: who acts (default: the operating-system user).
-        clock: ``time()`` stamps rollout transitions and time in stage.
-
-    Every action needs a non-empty *reason*. Raises :class:`Refused` (bad input,
-    an unknown target, a conflict: nothing changed) and
-    :class:`~tipkit.errors.StoreError` (the store is unreachable). Thread-safe.
-    """
+class _FlagOps:
+    """The audited write and the flag actions of :class:`Operator`."""
 
     def __init__(
         self, store: Any, *, actor: str | None = None, clock: Clock = SYSTEM_CLOCK
@@ -325,6 +315,20 @@ class Operator:
             part="split",
             new=None,
         )
+
+
+class Operator(_FlagOps):
+    """Read and act on a store's flags, rollouts, breakers and limits, audited.
+
+    Args:
+        store: the application's store (``RedisStore(url, prefix=...)``).
+        actor: who acts (default: the operating-system user).
+        clock: ``time()`` stamps rollout transitions and time in stage.
+
+    Every action needs a non-empty *reason*. Raises :class:`Refused` (bad input,
+    an unknown target, a conflict: nothing changed) and
+    :class:`~tipkit.errors.StoreError` (the store is unreachable). Thread-safe.
+    """
 
     # -- rollouts ------------------------------------------------------------------
     def rollouts(self) -> list[dict[str, Any]]:
