@@ -1,7 +1,8 @@
 """A real redis-server for tests: started on a free loopback port, stopped afterwards.
 
-Persistence is off (``--save "" --appendonly no``) and the working directory is
-a temporary one, so nothing outlives the server. The server can be stopped,
+Persistence is off (``--save "" --appendonly no``; ``appendonly=True`` turns
+the AOF on, fsync always) and the working directory is a temporary one, so
+nothing outlives the server. ``DEBUG`` is enabled for local clients (``DEBUG SLEEP``). The server can be stopped,
 restarted on the same port, paused (SIGSTOP: a server that hangs) and resumed,
 for fault tests. Readiness is the server's own "Ready to accept connections"
 line, then a PING: nothing polls on a timer.
@@ -64,8 +65,15 @@ class RedisServer:
     """One redis-server process on 127.0.0.1, in a temporary directory."""
 
     def __init__(
-        self, executable: str | None = None, *, start_timeout: float = 10.0
+        self,
+        executable: str | None = None,
+        *,
+        start_timeout: float = 10.0,
+        appendonly: bool = False,
+        extra: tuple[str, ...] = (),
     ) -> None:
+        self.appendonly = appendonly
+        self.extra = extra
         exe = executable or find_redis_server()
         if exe is None:
             raise RedisServerError(
@@ -128,7 +136,10 @@ class RedisServer:
             "--port", str(port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always",
+            "--enable-debug-command", "local",
+            *self.extra,
             "--dir", self._dir,
             "--daemonize", "no",
             "--loglevel", "notice",
@@ -184,6 +195,13 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             proc.kill()
         self._kill(proc)
+
+    def sigkill(self) -> None:
+        """Kill the server with SIGKILL (no shutdown, no save); keep its port."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            self._kill(proc)
+        self._paused = False
 
     def restart(self) -> None:
         """Stop the server and start a fresh, empty one on the same port."""

@@ -49,6 +49,7 @@ from typing import Final
 from tipkit._core import _fork
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import StoreError
+from tipkit.stores._action import Action
 from tipkit.stores._events import (
     ActionConflict,
     ActionFlushed,
@@ -80,70 +81,6 @@ RETRY: Final = 0.5
 """Seconds between replays of pending actions while any is pending."""
 
 
-# ---------------------------------------------------------------------- actions
-
-
-class Action:
-    """One write of a safety action: *value* at *key*, pending until written.
-
-    ``state`` is ``"pending"``, ``"written"``, ``"conflict"`` (someone else's
-    newer write won) or ``"expired"`` (its time to live ran out before the store
-    answered). ``done`` says whether the store has it.
-    """
-
-    __slots__ = (
-        "_callbacks",
-        "base",
-        "expires",
-        "key",
-        "queued",
-        "since",
-        "state",
-        "value",
-        "version",
-    )
-
-    def __init__(
-        self, key: str, value: JSON, base: int | None, expires: float | None, now: float
-    ) -> None:
-        self.key = key
-        self.value = value
-        self.base = base
-        self.expires = expires
-        self.since = now
-        self.state = "pending"
-        self.version = 0
-        self.queued = False
-        self._callbacks: list[Callable[[Action], object]] = []
-
-    def __repr__(self) -> str:
-        return f"<Action {self.key}={self.value!r} {self.state}>"
-
-    @property
-    def done(self) -> bool:
-        """Whether the store has this write."""
-        return self.state == "written"
-
-    def on_settled(self, callback: Callable[[Action], object]) -> None:
-        """Call *callback(action)* once it is written, in conflict or expired.
-
-        At once if it already is. Called from the flusher thread: be quick, never raise.
-        """
-        if self.state != "pending":
-            callback(self)
-        else:
-            self._callbacks.append(callback)
-
-    def _settle(self, state: str) -> None:
-        self.state = state
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            try:
-                callback(self)
-            except Exception:
-                logger.exception("tipkit: an action callback raised")
-
-
 # ---------------------------------------------------------------------- durable
 
 
@@ -160,6 +97,10 @@ class Durable:
             held weakly.
         epoch: keep an epoch entry in the namespace (primitives that read the
             whole namespace); ``False`` relies on :meth:`absent`.
+        resolve: ``resolve(ours, theirs) -> bool``, asked when a replay finds
+            another value: ``True`` writes ours over theirs (compare-and-set on
+            their version), e.g. a rollback over a rollout freshly created by a
+            process that never saw it. Default: theirs wins.
     """
 
     def __init__(
@@ -171,8 +112,10 @@ class Durable:
         clock: Clock = SYSTEM_CLOCK,
         on_change: Callable[[], object] | None = None,
         epoch: bool = True,
+        resolve: Callable[[JSON, JSON], bool] | None = None,
     ) -> None:
         self.store = store
+        self._resolve = resolve
         self.namespace = namespace
         self.outage = outage
         self._clock = clock
@@ -201,10 +144,7 @@ class Durable:
         self._flushing = _fork.new_lock()
 
     def __repr__(self) -> str:
-        return (
-            f"<Durable {self.namespace!r} pending={len(self._pending)} "
-            f"epoch={self.epoch!r}>"
-        )
+        return f"<Durable {self.namespace!r} pending={len(self._pending)}>"
 
     # -- what the primitive serves -------------------------------------------------
     def pending(self) -> list[Action]:
@@ -458,25 +398,8 @@ class Durable:
             if ttl < 0.001:
                 self._settled(action, "expired", now)
                 return True
-        store, ns, key = self.store, self.namespace, action.key
         try:
-            if not replay:
-                version: int | None = store.set(ns, key, action.value, ttl=ttl)
-            elif action.base is None:
-                current = store.get(ns, key)
-                version = None
-                if current is None:
-                    version = store.compare_and_set(
-                        ns, key, action.value, version=0, ttl=ttl
-                    )
-            else:
-                version = store.compare_and_set(
-                    ns, key, action.value, version=action.base, ttl=ttl
-                )
-            if version is None:
-                current = store.get(ns, key)
-                if current is not None and current.value == action.value:
-                    version = current.version
+            version = self._write(action, ttl, replay=replay)
         except StoreError as exc:
             self.outage.failed(exc)
             return False
@@ -487,6 +410,36 @@ class Durable:
             action.version = version
             self._settled(action, "written", now)
         return True
+
+    def _write(self, action: Action, ttl: float | None, *, replay: bool) -> int | None:
+        """Do one action's round trips; return its version (``None``: theirs won)."""
+        store, ns, key, value = self.store, self.namespace, action.key, action.value
+        if not replay:
+            return store.set(ns, key, value, ttl=ttl)
+        version = None
+        if action.base is not None:
+            version = store.compare_and_set(
+                ns, key, value, version=action.base, ttl=ttl
+            )
+        elif store.get(ns, key) is None:
+            version = store.compare_and_set(ns, key, value, version=0, ttl=ttl)
+        if version is not None:
+            return version
+        current = store.get(ns, key)
+        if current is not None and current.value == value:
+            return current.version
+        if current is not None and self._wins(value, current.value):
+            return store.compare_and_set(
+                ns, key, value, version=current.version, ttl=ttl
+            )
+        return None
+
+    def _wins(self, ours: JSON, theirs: JSON) -> bool:
+        try:
+            return self._resolve is not None and bool(self._resolve(ours, theirs))
+        except Exception:
+            logger.exception("tipkit: a durable resolve callback raised")
+            return False
 
     def _settled(self, action: Action, state: str, now: float) -> None:
         with self._lock:
@@ -570,7 +523,14 @@ class _Flusher:
             with self._lock:
                 work = list(self._work)
             for durable in work:
-                if durable.flush():
+                try:
+                    flushed = durable.flush()
+                except (
+                    Exception
+                ):  # a bug must not end the thread replaying every action
+                    logger.exception("tipkit: replaying pending actions raised")
+                    flushed = False
+                if flushed:
                     with self._lock:
                         if not durable.busy():
                             self._work.discard(durable)

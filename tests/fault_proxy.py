@@ -1,0 +1,140 @@
+"""A small TCP proxy on loopback that makes a store's faults deterministic.
+
+``FaultProxy(port)`` listens on a free loopback port and forwards every
+connection to ``127.0.0.1:port``, in an asyncio loop of its own thread. Its
+mode decides what a client sees, from the moment it is set:
+
+* ``"pass"``: bytes flow both ways (``latency`` seconds added to each chunk);
+* ``"blackhole"``: connections stay open, nothing is forwarded or answered
+  (new connections are accepted and held): a server that never answers;
+* ``"drop"``: every connection is reset at once, new ones too: a dead port.
+
+Nothing polls on a timer: a mode change acts on the next chunk read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from types import TracebackType
+from typing import Self
+
+__all__ = ["FaultProxy"]
+
+_CHUNK = 65536
+
+
+class FaultProxy:
+    """Forward a loopback port to *target_port*, with latency, blackhole or drop."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.mode = "pass"
+        self.latency = 0.0
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="fault-proxy"
+        )
+
+    @property
+    def url(self) -> str:
+        """The ``redis://`` URL of the proxy."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def set(self, mode: str, latency: float = 0.0) -> None:
+        """Switch to *mode* (``pass``, ``blackhole`` or ``drop``) with *latency*."""
+        assert mode in ("pass", "blackhole", "drop"), mode
+        self.mode, self.latency = mode, latency
+        if mode == "drop":
+            self._loop.call_soon_threadsafe(self._reset_all)
+
+    def _reset_all(self) -> None:
+        for writer in list(self._writers):
+            _reset(writer)
+
+    async def _start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        self._server = await asyncio.start_server(self._serve, sock=sock)
+
+    async def _stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self._reset_all()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._writers.add(writer)
+        try:
+            if self.mode == "drop":
+                _reset(writer)
+                return
+            try:
+                up_reader, up_writer = await asyncio.open_connection(
+                    "127.0.0.1", self.target_port
+                )
+            except OSError:
+                _reset(writer)
+                return
+            self._writers.add(up_writer)
+            await asyncio.gather(
+                self._pipe(reader, up_writer),
+                self._pipe(up_reader, writer),
+                return_exceptions=True,
+            )
+            self._writers.discard(up_writer)
+            _reset(up_writer)
+        finally:
+            self._writers.discard(writer)
+            _reset(writer)
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            data = await reader.read(_CHUNK)
+            if not data:
+                return
+            while self.mode == "blackhole":  # noqa: ASYNC110  # mode is set from another thread
+                # Held, never forwarded: re-check when the mode changes back.
+                await asyncio.sleep(0.01)  # noqa: TID251  # the proxy's own loop, not tipkit's clock
+            if self.mode == "drop":
+                return
+            if self.latency:
+                await asyncio.sleep(self.latency)  # noqa: TID251  # injected latency is the point
+            writer.write(data)
+            await writer.drain()
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(Exception):
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+        writer.close()
