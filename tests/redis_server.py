@@ -2,10 +2,11 @@
 
 Persistence is off (``--save "" --appendonly no``; ``appendonly=True`` turns
 the AOF on, fsync always) and the working directory is a temporary one, so
-nothing outlives the server. ``DEBUG`` is enabled for local clients (``DEBUG SLEEP``). The server can be stopped,
-restarted on the same port, paused (SIGSTOP: a server that hangs) and resumed,
-for fault tests. Readiness is the server's own "Ready to accept connections"
-line, then a PING: nothing polls on a timer.
+nothing outlives the server. ``DEBUG`` is enabled for local clients (``DEBUG
+SLEEP``). The server can be stopped, SIGKILLed, restarted on the same port,
+paused (SIGSTOP: a server that hangs) and resumed, for fault tests. Readiness
+is the server's own "Ready to accept connections" line, then a PING: nothing
+polls on a timer.
 """
 
 from __future__ import annotations
