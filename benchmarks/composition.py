@@ -52,7 +52,11 @@ def simulate(order: str) -> dict[str, float]:
             raise ConnectionError("dependency down")
         return "ok"
 
-    guarded = compose(again, breaker) if order == "outside" else compose(breaker, again)
+    guarded = (
+        compose(again, breaker)
+        if order == "outside"
+        else compose(breaker, again, order="as-given")  # the refused order, on purpose
+    )
     call = guarded(dependency)
     next_arrival = 0.0
     while next_arrival < END:

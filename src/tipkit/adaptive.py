@@ -46,9 +46,10 @@ import math
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from tipkit._core import _fork
+from tipkit._core._fallback import NO_FALLBACK, ExcTypes, make
 from tipkit._core._guard import Guard, Wait
 from tipkit._core._mode import Mode, check_mode
 from tipkit.clock import SYSTEM_CLOCK, Clock
@@ -192,6 +193,10 @@ class AdaptiveLimit(Guard[float]):
         min, max: bounds of the limit (default 1 and 1000).
         timeout: for ``aimd``, a call slower than this counts as a drop.
         mode: ``"enforce"`` or ``"shadow"`` (run everything, count would-be sheds).
+        fallback: a value, or a synchronous ``(exc) -> value``, returned instead
+            of raising when the limit sheds a call (decorator and
+            ``call``/``acall``; see :mod:`tipkit.fallback`).
+        fallback_on: what the fallback answers (default: tipkit's refusals).
         clock: the clock latencies are measured on.
 
     Raises:
@@ -225,9 +230,14 @@ class AdaptiveLimit(Guard[float]):
         max: int = 1000,  # noqa: A002  # same
         timeout: float = math.inf,
         mode: Mode = "enforce",
+        fallback: Any = NO_FALLBACK,
+        fallback_on: ExcTypes | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        super().__init__(clock=clock)
+        super().__init__(
+            clock=clock,
+            fallback=make(fallback, fallback_on, f"adaptive:{name}", "AdaptiveLimit"),
+        )
         given: object = name
         if not isinstance(given, str) or not name:
             raise TypeError(

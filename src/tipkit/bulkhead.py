@@ -30,6 +30,7 @@ from typing import ClassVar
 
 from tipkit._core import _fork
 from tipkit._core._check import check_int, check_mode, check_name, check_seconds
+from tipkit._core._fallback import NO_FALLBACK, ExcTypes, make
 from tipkit._core._guard import Guard, Wait, Waiter
 from tipkit._core._mode import Mode
 from tipkit.clock import SYSTEM_CLOCK, Clock
@@ -138,6 +139,7 @@ class Bulkhead(Guard[_Ticket]):
         "name",
         "runbook",
     )
+    _composition_role = "limit"  # compose() checks the order of parts by role
 
     def __init__(
         self,
@@ -148,8 +150,12 @@ class Bulkhead(Guard[_Ticket]):
         mode: Mode = "enforce",
         runbook: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        fallback: object = NO_FALLBACK,  # a value or (exc) -> value: tipkit.fallback
+        fallback_on: ExcTypes | None = None,
     ) -> None:
-        super().__init__(clock=clock)
+        super().__init__(
+            clock=clock, fallback=make(fallback, fallback_on, name, "Bulkhead")
+        )
         self.name = check_name(name, "Bulkhead: name")
         self._max = check_int(max_concurrent, "Bulkhead: max_concurrent", minimum=1)
         self._max_wait = check_seconds(max_wait, "Bulkhead: max_wait", minimum=0)

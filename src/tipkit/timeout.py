@@ -104,6 +104,7 @@ class Timeout(Scope):
         "name",
         "seconds",
     )
+    _composition_role = "timeout"  # compose() checks the order of parts by role
 
     def __init__(
         self,

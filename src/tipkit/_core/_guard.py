@@ -77,6 +77,17 @@ the face: each must be thread-safe on its own; none may sleep, and only
 
 Every face checks the deadline in force before admitting (fast path included)
 and never waits past it; the error is :func:`tipkit._core._deadline.exceeded`.
+
+Fallback
+--------
+
+A guard built with ``fallback=`` (``Guard.__init__(fallback=part)``, a
+:class:`~tipkit._core._fallback.Fallback`) answers the errors that part answers
+(by default its own :class:`~tipkit.errors.RejectedError`) with the part's value
+in the decorator and ``call``/``acall`` faces; a ``with`` block has no value to
+replace and raises as usual. The decorator faces wrap their closure in the part
+at decoration time, and ``call``/``acall`` consult it only once an exception is
+raised, so a guard without one pays nothing.
 """
 
 from __future__ import annotations
@@ -89,6 +100,7 @@ from tipkit._core import _decorators, _scope
 from tipkit._core._check import check_clock
 from tipkit._core._deadline import refusal
 from tipkit._core._decorate import Decorates, check_decoratable
+from tipkit._core._fallback import Fallback
 from tipkit._core._wait import Wait, Waiter
 from tipkit.clock import SYSTEM_CLOCK, Clock
 
@@ -125,12 +137,22 @@ class Guard(Decorates, Generic[T]):
     keep no per-call state on ``self``.
     """
 
-    __slots__ = ("__weakref__", "_clock")
+    __slots__ = ("__weakref__", "_clock", "_fallback")
 
     _clock: Clock
+    _fallback: Fallback[Any] | None
 
-    def __init__(self, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, *, clock: Clock = SYSTEM_CLOCK, fallback: Fallback[Any] | None = None
+    ) -> None:
         self._clock = check_clock(clock)
+        self._fallback = fallback
+
+    def _answering(self, exc: BaseException) -> Fallback[Any] | None:
+        """Return this guard's fallback if it answers *exc* (off the hot path)."""
+        # getattr: a subclass that never ran Guard.__init__ has no fallback.
+        part: Fallback[Any] | None = getattr(self, "_fallback", None)
+        return part if part is not None and part.answers(exc) else None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -307,29 +329,46 @@ class Guard(Decorates, Generic[T]):
     # (the ticket holds nothing), chosen here once per decorated function.
     def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         if not self._hooked:
-            return _decorators.sync_plain(self, fn)
-        if self._holds:
-            return _decorators.sync_hooked(self, fn)
-        return _decorators.sync_admit_only(self, fn)
+            guarded = _decorators.sync_plain(self, fn)
+        elif self._holds:
+            guarded = _decorators.sync_hooked(self, fn)
+        else:
+            guarded = _decorators.sync_admit_only(self, fn)
+        part = getattr(self, "_fallback", None)
+        return guarded if part is None else part(guarded)
 
     def _wrap_async(
         self, fn: Callable[P, Awaitable[R]]
     ) -> Callable[P, Coroutine[Any, Any, R]]:
         if not self._hooked:
-            return _decorators.async_plain(self, fn)
-        if self._holds:
-            return _decorators.async_hooked(self, fn)
-        return _decorators.async_admit_only(self, fn)
+            guarded = _decorators.async_plain(self, fn)
+        elif self._holds:
+            guarded = _decorators.async_hooked(self, fn)
+        else:
+            guarded = _decorators.async_admit_only(self, fn)
+        part = getattr(self, "_fallback", None)
+        return guarded if part is None else part(guarded)
 
     # -- call / acall faces ---------------------------------------------------------
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` under this guard and return its result."""
-        ticket = self._admit_sync()
+        # The try blocks cost nothing until something raises (zero-cost
+        # exceptions); only then is the fallback consulted.
+        try:
+            ticket = self._admit_sync()
+        except BaseException as exc:
+            part = self._answering(exc)
+            if part is None:
+                raise
+            return part.answer(exc)  # type: ignore[arg-type, no-any-return]  # answers() holds Exception subclasses; its value stands in for R
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             self._settle_sync(ticket, exc)
-            raise
+            part = self._answering(exc)
+            if part is None:
+                raise
+            return part.answer(exc)  # type: ignore[arg-type, no-any-return]  # as above
         self._settle_sync(ticket, None)
         return result
 
@@ -337,12 +376,21 @@ class Guard(Decorates, Generic[T]):
         self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
         """Await ``fn(*args, **kwargs)`` under this guard and return its result."""
-        ticket = await self._admit_async()
+        try:
+            ticket = await self._admit_async()
+        except BaseException as exc:
+            part = self._answering(exc)
+            if part is None:
+                raise
+            return part.answer(exc)  # type: ignore[arg-type, no-any-return]  # as in call()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             await self._settle_async(ticket, exc)
-            raise
+            part = self._answering(exc)
+            if part is None:
+                raise
+            return part.answer(exc)  # type: ignore[arg-type, no-any-return]  # as in call()
         await self._settle_async(ticket, None)
         return result
 

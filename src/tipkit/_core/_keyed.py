@@ -138,6 +138,12 @@ class _Bound(Guard[T]):
     def __repr__(self) -> str:
         return f"{self._owner!r}.limit({self._key!r})"
 
+    @property
+    def _composition_role(self) -> str | None:
+        """The owner's role, for compose()'s order check."""
+        role = getattr(self._owner, "_composition_role", None)
+        return role if isinstance(role, str) else None
+
     def _step(self, now: float, pending: Wait | None) -> T | Wait:
         return self._owner._step_key(self._key, now, pending)
 

@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
 from tipkit._core import _fork
+from tipkit._core._fallback import NO_FALLBACK, ExcTypes, make
 from tipkit._core._guard import Guard
 from tipkit._core._mode import Mode, check_mode
 from tipkit.breaker._config import (
@@ -134,6 +135,7 @@ class CircuitBreaker(Guard[Ticket]):
         "name",
         "runbook",
     )
+    _composition_role = "breaker"  # compose() checks the order of parts by role
 
     _fast_reads_ticket = True  # the faces read _fast_ticket inline (see _gate)
 
@@ -154,11 +156,15 @@ class CircuitBreaker(Guard[Ticket]):
         mode: Mode = "enforce",
         runbook: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        fallback: object = NO_FALLBACK,  # a value or (exc) -> value: tipkit.fallback
+        fallback_on: ExcTypes | None = None,
         store: KeyValueStore | None = None,
         share: Literal["state"] | None = None,
         refresh_interval: float | timedelta = 1.0,
     ) -> None:
-        super().__init__(clock=clock)
+        super().__init__(
+            clock=clock, fallback=make(fallback, fallback_on, name, "CircuitBreaker")
+        )
         cfg = Config(
             name,
             failure_rate_threshold=failure_rate_threshold,

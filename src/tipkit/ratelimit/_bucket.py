@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from tipkit._core import _fork
 from tipkit._core._deadline import current as _current_deadline
 from tipkit._core._deadline import exceeded
+from tipkit._core._fallback import NO_FALLBACK, ExcTypes, make
 from tipkit._core._guard import Guard, Wait
 from tipkit._core._mode import Mode
 from tipkit._core._tokens import TokenTake
@@ -97,6 +98,7 @@ class TokenBucket(Limits, Guard[bool]):
         "runbook",
         "would_reject",
     )
+    _composition_role = "ratelimit"  # compose() checks the order of parts by role
 
     def __init__(  # the bucket's documented options
         self,
@@ -109,9 +111,13 @@ class TokenBucket(Limits, Guard[bool]):
         store: TokenStore | None = None,
         runbook: str | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        fallback: object = NO_FALLBACK,  # a value or (exc) -> value: tipkit.fallback
+        fallback_on: ExcTypes | None = None,
         batch: int = 1,
     ) -> None:
-        super().__init__(clock=clock)
+        super().__init__(
+            clock=clock, fallback=make(fallback, fallback_on, name, "TokenBucket")
+        )
         self._init_limits(
             "TokenBucket",
             name,

@@ -69,6 +69,7 @@ class KeyedRateLimiter(Limits, Keyed[str, bool]):
         "runbook",
         "would_reject",
     )
+    _composition_role = "ratelimit"  # compose() checks the order of parts by role
 
     def __init__(  # the limiter's documented options
         self,
