@@ -41,3 +41,20 @@ napoleon_use_ivar = True
 intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
 # "more than one target" for bare attribute names such as `name` (on several NamedTuples)
 suppress_warnings = ["myst.header", "ref.python"]
+
+
+def _only_tipkit_sources(app: object) -> list[object]:
+    """Drop non-tipkit modules from viewcode's list before it writes its pages.
+
+    An object documented through a stdlib alias (``time``) puts that module in
+    the source index with no page behind it: a broken link on _modules/index.html.
+    """
+    modules = getattr(getattr(app, "env", None), "_viewcode_modules", {})
+    for name in [m for m in modules if m.split(".")[0] != "tipkit"]:
+        del modules[name]
+    return []
+
+
+def setup(app: object) -> None:
+    """Register the hook above ahead of viewcode's own (priority 500)."""
+    app.connect("html-collect-pages", _only_tipkit_sources, priority=400)  # type: ignore[attr-defined]  # sphinx.application.Sphinx
