@@ -1,20 +1,28 @@
-"""What telemetry costs on the hot path: a flag evaluation, a closed-breaker call, a token.
+"""What telemetry costs: spans from traced(), flag evaluation under an SDK, guards.
 
-Configurations, measured in one process, interleaved round by round so machine
-noise hits them alike:
+Part 1 (issue 19), CPU time per call (``time.process_time``, so a loaded machine's
+waiting is not counted), median of many repeats, configurations interleaved:
 
-  (a) not instrumented (round 1 runs before any instrument(); later rounds run
-      after uninstrument(), which restores exactly that state)
-  (b) instrument() with no SDK (the API's no-op / proxy providers)
-  (c) instrument() with an SDK MeterProvider (metrics only; no-op tracing/logs)
-  (d) SDK tracer + meter providers and a recording span around the loop
-      (span events on: every flag evaluation becomes a span event)
-  naive: the operation plus one SDK ``counter.add(1, attrs)`` per call, the
-      per-call cost tipkit's observable counters avoid (and counter.add alone)
+  bare call                        the function itself
+  traced(), no SDK                 no global provider, nothing instrumented
+  traced(), SDK unsampled          an SDK TracerProvider with the ALWAYS_OFF sampler
+  traced(), SDK recording          an SDK TracerProvider, ALWAYS_ON, spans dropped
+  raw OTel, unsampled / recording  start_span + attach + detach + end by hand,
+                                   inline and as a hand-written decorator
+  flag evaluation, no SDK          flags.get with no provider anywhere
+  flag evaluation, SDK outside     instrument() with an SDK tracer, no current span
+  flag evaluation, SDK in span     the same inside a recording span (the
+                                   feature_flag.evaluation span event is recorded)
 
-Targets (issue 6): (b) within 100 ns of (a); (c) within 300 ns of (a).
+Targets: traced() no SDK <= bare + 100 ns; unsampled <= raw unsampled + 100 ns;
+recording <= raw recording + 300 ns; flags outside a span <= 1.2x no SDK; flags in
+a recording span <= 3x no SDK.
 
-    python benchmarks/telemetry.py            # full run
+Part 2 (issue 6, ``--guards``): the per-guard overhead of instrument() on a flag
+evaluation, a closed-breaker call and a token acquire.
+
+    python benchmarks/telemetry.py            # part 1
+    python benchmarks/telemetry.py --guards   # part 2 as well
     python benchmarks/telemetry.py --quick    # smoke run
 """
 
@@ -24,9 +32,10 @@ import argparse
 import statistics
 import sys
 from collections.abc import Callable
-from time import perf_counter_ns
+from time import perf_counter_ns, process_time_ns
+from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry._logs import NoOpLoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -36,8 +45,9 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 
-from tipkit.telemetry import instrument, uninstrument
+from tipkit.telemetry import instrument, traced, uninstrument
 
 Op = Callable[[], object]
 
@@ -47,82 +57,216 @@ class _DropSpans(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def operations() -> dict[str, Op]:
-    """Build every operation whose primitive exists in this tree."""
-    ops: dict[str, Op] = {}
-    try:
-        from tipkit.flags import Flags
-    except ImportError:
-        print("flags: not in this tree, skipped", file=sys.stderr)
-    else:
-        flags = Flags.from_dict(
-            {
-                "flags": {
-                    "checkout": {
-                        "variants": {"old": "v1", "new": "v2"},
-                        "default_variant": "old",
-                        "rules": [
-                            {
-                                "id": "nz",
-                                "if": {"attr": "country", "op": "eq", "value": "NZ"},
-                                "serve": "new",
-                            }
-                        ],
-                    }
-                }
-            }
-        )
-        ctx = {"targeting_key": "user-42", "country": "NZ"}
-        assert flags.get("checkout", ctx, default="v0") == "v2"
-        ops["flag evaluation"] = lambda: flags.get("checkout", ctx, default="v0")
-    try:
-        from tipkit.breaker import CircuitBreaker
-    except ImportError:
-        print("breaker: not in this tree, skipped", file=sys.stderr)
-    else:
-        breaker = CircuitBreaker("bench")
-
-        @breaker
-        def protected() -> int:
-            return 1
-
-        ops["closed-breaker call"] = protected
-    try:
-        from tipkit.ratelimit import TokenBucket
-    except ImportError:
-        print("ratelimit: not in this tree, skipped", file=sys.stderr)
-    else:
-        bucket = TokenBucket("bench", rate=1e12, capacity=1e12)
-        ops["token-bucket acquire"] = bucket.try_acquire
-    return ops
+def _provider(sampler: Any) -> TracerProvider:
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(_DropSpans()))
+    return provider
 
 
-def measure(op: Op, loops: int) -> float:
-    """Return ns per call of *op* over *loops* calls."""
+def cpu_ns(op: Op, loops: int) -> float:
+    """Return CPU ns per call of *op* over *loops* calls (process time)."""
+    start = process_time_ns()
+    for _ in range(loops):
+        op()
+    return (process_time_ns() - start) / loops
+
+
+def wall_ns(op: Op, loops: int) -> float:
+    """Return wall-clock ns per call (part 2 keeps its historical clock)."""
     start = perf_counter_ns()
     for _ in range(loops):
         op()
     return (perf_counter_ns() - start) / loops
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="few loops: a smoke run")
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
-    loops = 2_000 if args.quick else 200_000
-    repeats = 3 if args.quick else max(5, args.repeats)
+def work() -> int:
+    """The traced function: as cheap as a function gets."""
+    return 1
 
-    ops = operations()
-    if not ops:
-        print("no primitive found: nothing to measure")
+
+def _raw_inline(tracer: trace.Tracer) -> Op:
+    def raw() -> int:
+        span = tracer.start_span("bench")
+        token = context.attach(trace.set_span_in_context(span))
+        try:
+            return work()
+        finally:
+            context.detach(token)
+            span.end()
+
+    return raw
+
+
+def _raw_decorator(tracer: trace.Tracer) -> Op:
+    def decorate(fn: Callable[..., int]) -> Callable[..., int]:
+        def wrapper(*args: Any, **kwargs: Any) -> int:
+            span = tracer.start_span("bench")
+            token = context.attach(trace.set_span_in_context(span))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                context.detach(token)
+                span.end()
+
+        return wrapper
+
+    return decorate(work)
+
+
+def _flags() -> Any:
+    from tipkit.flags import Flags  # absent in very old trees
+
+    flags = Flags.from_dict(
+        {
+            "flags": {
+                "checkout": {
+                    "variants": {"old": "v1", "new": "v2"},
+                    "default_variant": "old",
+                    "rules": [
+                        {
+                            "id": "nz",
+                            "if": {"attr": "country", "op": "eq", "value": "NZ"},
+                            "serve": "new",
+                        }
+                    ],
+                }
+            }
+        }
+    )
+    ctx = {"targeting_key": "user-42", "country": "NZ"}
+    assert flags.get("checkout", ctx, default="v0") == "v2"
+    return lambda: flags.get("checkout", ctx, default="v0")
+
+
+def part1(loops: int, repeats: int) -> bool:
+    """Spans and flags under an SDK; print the table; return whether targets are met."""
+    off, on = _provider(ALWAYS_OFF), _provider(ALWAYS_ON)
+    plain = traced("bench")(work)
+    unsampled = traced("bench", tracer_provider=off)(work)
+    recording = traced("bench", tracer_provider=on)(work)
+    flag = _flags()
+    in_span_tracer = on.get_tracer("bench")
+
+    def flags_in_span() -> float:
+        with in_span_tracer.start_as_current_span("request"):
+            return cpu_ns(flag, loops // 4)
+
+    def flags_sdk_outside() -> float:
+        instrument(
+            tracer_provider=on,
+            meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+            logger_provider=NoOpLoggerProvider(),
+        )
+        try:
+            return cpu_ns(flag, loops)
+        finally:
+            uninstrument()
+
+    def flags_sdk_inside() -> float:
+        instrument(
+            tracer_provider=on,
+            meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
+            logger_provider=NoOpLoggerProvider(),
+        )
+        try:
+            return flags_in_span()
+        finally:
+            uninstrument()
+
+    rows: dict[str, Callable[[], float]] = {
+        "bare call": lambda: cpu_ns(work, loops),
+        "traced(), no SDK": lambda: cpu_ns(plain, loops),
+        "traced(), SDK unsampled": lambda: cpu_ns(unsampled, loops // 4),
+        "raw OTel inline, unsampled": lambda: cpu_ns(
+            _raw_inline(off.get_tracer("b")), loops // 4
+        ),
+        "raw OTel decorator, unsampled": lambda: cpu_ns(
+            _raw_decorator(off.get_tracer("b")), loops // 4
+        ),
+        "traced(), SDK recording": lambda: cpu_ns(recording, loops // 8),
+        "raw OTel inline, recording": lambda: cpu_ns(
+            _raw_inline(on.get_tracer("b")), loops // 8
+        ),
+        "raw OTel decorator, recording": lambda: cpu_ns(
+            _raw_decorator(on.get_tracer("b")), loops // 8
+        ),
+        "flag evaluation, no SDK": lambda: cpu_ns(flag, loops),
+        "flag evaluation, SDK outside a span": flags_sdk_outside,
+        "flag evaluation, SDK in a recording span": flags_sdk_inside,
+    }
+    uninstrument()
+    for measure in rows.values():  # warm up
+        measure()
+    samples: dict[str, list[float]] = {label: [] for label in rows}
+    for _ in range(repeats):
+        for label, measure in rows.items():
+            samples[label].append(measure())
+    med = {label: statistics.median(values) for label, values in samples.items()}
+
+    print(
+        f"CPU ns per call, median of {repeats} repeats (python {sys.version.split()[0]})"
+    )
+    for label, value in med.items():
+        print(f"  {label:<42} {value:>9,.0f}")
+    checks = [
+        (
+            "traced() no SDK - bare <= 100 ns",
+            med["traced(), no SDK"] - med["bare call"],
+            100.0,
+        ),
+        (
+            "traced() unsampled - raw inline unsampled <= 100 ns",
+            med["traced(), SDK unsampled"] - med["raw OTel inline, unsampled"],
+            100.0,
+        ),
+        (
+            "traced() recording - raw inline recording <= 300 ns",
+            med["traced(), SDK recording"] - med["raw OTel inline, recording"],
+            300.0,
+        ),
+        (
+            "flags SDK outside / no SDK <= 1.2",
+            med["flag evaluation, SDK outside a span"] / med["flag evaluation, no SDK"],
+            1.2,
+        ),
+        (
+            "flags SDK in recording span / no SDK <= 3",
+            med["flag evaluation, SDK in a recording span"]
+            / med["flag evaluation, no SDK"],
+            3.0,
+        ),
+    ]
+    ok = True
+    print("targets:")
+    for label, value, limit in checks:
+        passed = value <= limit
+        ok = ok and passed
+        print(f"  {label:<52} {value:>9.2f}  {'met' if passed else 'MISSED'}")
+    return ok
+
+
+def guard_operations() -> dict[str, Op]:
+    """Build every guard operation whose primitive exists in this tree."""
+    ops: dict[str, Op] = {"flag evaluation": _flags()}
+    from tipkit.breaker import CircuitBreaker
+    from tipkit.ratelimit import TokenBucket
+
+    breaker = CircuitBreaker("bench")
+
+    @breaker
+    def protected() -> int:
         return 1
 
+    ops["closed-breaker call"] = protected
+    bucket = TokenBucket("bench", rate=1e12, capacity=1e12)
+    ops["token-bucket acquire"] = bucket.try_acquire
+    return ops
+
+
+def part2(loops: int, repeats: int) -> bool:
+    """Per-guard overhead of instrument() (issue 6): (a) off, (b) no SDK, (c) metrics."""
+    ops = guard_operations()
     sdk_meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    sdk_tracer = TracerProvider()
-    sdk_tracer.add_span_processor(SimpleSpanProcessor(_DropSpans()))
-    naive_counter = sdk_meters.get_meter("bench").create_counter("bench.naive")
-    naive_attrs = {"tipkit.breaker.name": "bench", "tipkit.outcome": "success"}
 
     def configure(config: str) -> None:
         uninstrument()
@@ -134,58 +278,41 @@ def main() -> int:
                 tracer_provider=trace.NoOpTracerProvider(),
                 logger_provider=NoOpLoggerProvider(),
             )
-        elif config == "d":
-            instrument(
-                meter_provider=sdk_meters,
-                tracer_provider=sdk_tracer,
-                logger_provider=NoOpLoggerProvider(),
-            )
 
-    configs = ["a", "b", "c", "d", "naive"]
     results: dict[tuple[str, str], list[float]] = {}
-    add_alone: list[float] = []
-    for op in ops.values():  # warm up caches, counters and the SDK
-        measure(op, loops // 10)
     for _ in range(repeats):
-        for config in configs:
-            configure(config if config != "naive" else "a")
+        for config in ("a", "b", "c"):
+            configure(config)
             for label, op in ops.items():
-                if config == "d":
-                    with sdk_tracer.get_tracer("bench").start_as_current_span("loop"):
-                        ns = measure(op, loops)
-                elif config == "naive":
-
-                    def naive(op: Op = op) -> None:
-                        op()
-                        naive_counter.add(1, naive_attrs)
-
-                    ns = measure(naive, loops)
-                else:
-                    ns = measure(op, loops)
-                results.setdefault((label, config), []).append(ns)
-        add_alone.append(measure(lambda: naive_counter.add(1, naive_attrs), loops))
+                results.setdefault((label, config), []).append(cpu_ns(op, loops))
     uninstrument()
-
     med = {key: statistics.median(values) for key, values in results.items()}
     print(
-        f"ns/op, median of {repeats} repeats x {loops} calls (python {sys.version.split()[0]})"
+        f"\nguards, CPU ns/op, median of {repeats}: (a) off, (b) no SDK, (c) SDK metrics"
     )
-    header = (
-        f"{'operation':<22} {'(a) off':>9} {'(b) no SDK':>11} {'(c) metrics':>12} "
-        f"{'(d) span+events':>16} {'naive add':>10}  {'b-a':>6} {'c-a':>6}  targets"
-    )
-    print(header)
     ok = True
     for label in ops:
-        a, b, c, d, naive = (med[label, k] for k in configs)
+        a, b, c = (med[label, k] for k in "abc")
         passed = (b - a) <= 100 and (c - a) <= 300
         ok = ok and passed
         print(
-            f"{label:<22} {a:>9.0f} {b:>11.0f} {c:>12.0f} {d:>16.0f} {naive:>10.0f}  "
-            f"{b - a:>6.0f} {c - a:>6.0f}  {'met' if passed else 'MISSED'}"
+            f"  {label:<22} {a:>7.0f} {b:>7.0f} {c:>7.0f}  b-a {b - a:>+5.0f}  "
+            f"c-a {c - a:>+5.0f}  {'met' if passed else 'MISSED'}"
         )
-    print(f"SDK counter.add(1, attrs) alone: {statistics.median(add_alone):.0f} ns/op")
-    print("targets: (b)-(a) <= 100 ns, (c)-(a) <= 300 ns")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="few loops: a smoke run")
+    parser.add_argument("--guards", action="store_true", help="also run part 2")
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+    loops = 2_000 if args.quick else 40_000
+    repeats = 3 if args.quick else max(5, args.repeats)
+    ok = part1(loops, repeats)
+    if args.guards:
+        ok = part2(loops, repeats) and ok
     return 0 if ok or args.quick else 2
 
 

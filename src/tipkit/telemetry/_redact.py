@@ -5,10 +5,11 @@ Spans export an exception's type, never its message or traceback text, unless
 follows the same rule through :class:`RedactingFilter`, installed on that logger
 when :mod:`tipkit.telemetry` is imported:
 
-* an exception attached to the record (``exc_info``) keeps its traceback (file,
-  line and function names: code, not data) but each message in the chain is
-  replaced by ``<redacted sha256:0123abcd>``: the type and a short hash of the
-  text, so equal errors can still be told apart and grouped;
+* an exception attached to the record (``exc_info``) keeps its traceback's
+  locations (file, line and function names; not the source lines, which can
+  quote data) but each message in the chain is replaced by
+  ``<redacted sha256:0123abcd>``: the type and a short hash of the text, so
+  equal errors can still be told apart and grouped;
 * an exception passed as a ``%s`` argument becomes ``ValueError#0123abcd``.
 
 :func:`configure_logging` with ``log_exception_text=True`` lets the text through
@@ -88,7 +89,11 @@ def _redacted_traceback(exc: BaseException) -> str:
     for i in range(len(chain) - 1, -1, -1):
         error, link = chain[i]
         parts.append("Traceback (most recent call last):\n")
-        parts.extend(traceback.format_tb(error.__traceback__))
+        # Locations only: a source line can quote data (an f-string, a literal).
+        parts.extend(
+            f'  File "{f.filename}", line {f.lineno}, in {f.name}\n'
+            for f in traceback.extract_tb(error.__traceback__)
+        )
         cls = type(error)
         parts.append(
             f"{cls.__module__}.{cls.__qualname__}: "
@@ -147,7 +152,7 @@ def warn_in_production(what: str) -> None:
     """Warn (at the first frame outside tipkit) that *what* exports data in production."""
     if not in_production():
         return
-    level = 1
+    level = 2  # stacklevel 2 is our caller, _getframe(1)
     frame: FrameType | None = sys._getframe(1)  # the caller's line, whatever its depth
     while frame is not None and frame.f_code.co_filename.startswith(_TIPKIT_DIR):
         level += 1
