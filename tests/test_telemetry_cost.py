@@ -6,6 +6,8 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry._logs import NoOpLoggerProvider
 from opentelemetry.sdk._logs import LoggerProvider
@@ -21,16 +23,19 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from tipkit.breaker import CircuitBreaker
+from tipkit.deadline import deadline
 from tipkit.errors import CircuitOpenError
 from tipkit.flags import FlagEvaluated, Flags
 from tipkit.telemetry import _names as n
 from tipkit.telemetry import (
+    _propagation,
     _redact,
     add_listener,
     configure_logging,
     counters,
     instrument,
     remove_listener,
+    synthetic,
     traced,
     uninstrument,
 )
@@ -285,3 +290,42 @@ def test_counted_events_feed_tipkit_events_while_instrumented() -> None:
     BUS.publish(StoreUnavailable("flags-ns", "flags", "fail_open", "ConnectionError"))
     after = counters.value(n.EVENTS, {n.EVENT: "tipkit.store.unavailable"})
     assert 1 == after - before
+
+
+# ------------------------------------------------------------------ propagation
+
+
+@given(st.text(max_size=300))
+def test_baggage_parse_never_raises(value: str) -> None:
+    """Any incoming baggage text parses to marks (malformed entries are ignored)."""
+    marks = _propagation.parse(value)
+    assert isinstance(marks.synthetic, bool)
+
+
+@given(
+    st.booleans(),
+    st.one_of(st.none(), st.integers(0, _propagation.MAX_DEADLINE_MS)),
+    st.lists(st.from_regex(r"[a-z]{1,8}=[a-z0-9]{1,8}", fullmatch=True), max_size=4),
+)
+def test_baggage_merge_then_parse_round_trips(
+    synthetic_mark: bool, deadline_ms: int | None, others: list[str]
+) -> None:
+    """What a sender writes, a receiver reads back; other entries are kept."""
+    value = _propagation.merge(
+        ",".join([*others, "tipkit.synthetic=1"]),
+        synthetic=synthetic_mark,
+        deadline_ms=deadline_ms,
+    )
+    assert _propagation.Marks(synthetic_mark, deadline_ms) == _propagation.parse(value)
+    for entry in others:
+        assert entry in value.split(",")
+
+
+def test_outgoing_states_this_context_mark_and_remaining_deadline() -> None:
+    """Inside synthetic() and a deadline, outgoing baggage carries both, rounded down."""
+    clock = FakeClock()
+    assert "a=1" == _propagation.outgoing("a=1,tipkit.synthetic=1")
+    with synthetic(), deadline(2.0, clock=clock):
+        clock.advance(0.5004)
+        value = _propagation.outgoing("a=1")
+    assert "a=1,tipkit.synthetic=1,tipkit.deadline_ms=1499" == value
