@@ -123,6 +123,7 @@ def _rollout_panel(ax: Any, series: tuple[RolloutPoint, ...], title: str) -> Any
     share.set_ylim(0, 400)
     share.set_yticks([0, 1, 5, 25, 50, 100])
     share.set_yticklabels(["0%", "1%", "5%", "25%", "50%", "100%"])
+    share.minorticks_off()  # symlog's minor ticks read as an unlabelled stage
     share.set_ylabel("canary traffic share")
     lines, labels = ax.get_legend_handles_labels()
     more, more_labels = share.get_legend_handles_labels()
@@ -236,7 +237,7 @@ def _outage_panel(ax: Any, outage: OutageResult) -> None:
         where="post",
         color=RED,
         linestyle=":",
-        label=f"a retry without breaker would call /s ({outage.attempts} attempts)",
+        label=f"calls by a retry without breaker ({outage.attempts} attempts) /s",
     )
     top = max(max(b.requests for b in bins) / width, 1.0) * 1.3
     opened = [(s, e) for s, e in _open_spans(outage) if e > s]
@@ -257,10 +258,12 @@ def _outage_panel(ax: Any, outage: OutageResult) -> None:
             f"tripwire kills checkout-v2\n(error rate {outage.kill_error_rate:.1%}"
             f" over {outage.kill_calls:,} calls)",
             xy=(k, top * 0.55),
-            xytext=(6, 0),
+            xytext=(-6, 0),
             textcoords="offset points",
+            ha="right",  # left of the line: to its right the text ran off the axes
             fontsize=8,
             color=PURPLE,
+            bbox={"fc": "white", "ec": "none", "alpha": 0.85},
         )
     ax.text(
         0.01,
@@ -314,6 +317,8 @@ def _shadow_panel(ax: Any, shadow: ShadowResult) -> None:
                 xytext=(0, 3),
                 textcoords="offset points",
                 ha="center",
+                va="bottom",
+                rotation=90,  # upright labels on neighbouring bars overlapped
                 fontsize=7,
                 color=RED,
             )
