@@ -114,14 +114,12 @@ class RichReporter:
             column = rich.table.Column
             self._progress = p.Progress(
                 p.SpinnerColumn(finished_text="[green]✓"),
-                p.TextColumn(
-                    "{task.description}",
-                    table_column=column(width=46, no_wrap=True, overflow="ellipsis"),
-                ),
                 p.BarColumn(bar_width=18),
+                # The numbers under the title, folded to the terminal's width: on
+                # 80 columns a third column was cut to a few characters.
                 p.TextColumn(
-                    "{task.fields[info]}",
-                    table_column=column(no_wrap=True, overflow="ellipsis"),
+                    "{task.description}\n[dim]{task.fields[info]}[/]",
+                    table_column=column(ratio=1, overflow="fold"),
                 ),
                 console=self.console,
                 refresh_per_second=8,
