@@ -17,8 +17,16 @@ def simulate(
     seconds: float = 30.0,
     backoff: float = 0.005,
     change: tuple[float, float, float] | None = None,
+    changes: tuple[tuple[float, float, float], ...] = (),
+    times: list[float] | None = None,
 ) -> tuple[list[int], int, int]:
-    """Return (limit history, completions, rejections) of clients calling a PS service."""
+    """Return (limit history, completions, rejections) of clients calling a PS service.
+
+    Each of *changes* (and *change*) is ``(at, base, servers)``: from simulated
+    time *at* the service has that base latency and that many servers. With
+    *times*, the completion time of each history entry is appended to it.
+    """
+    pending = sorted([*changes, *([change] if change is not None else [])])
     now = 0.0
     events = [(0.0, i, "arrive") for i in range(clients)]
     heapq.heapify(events)
@@ -29,8 +37,8 @@ def simulate(
         now, cid, kind = heapq.heappop(events)
         if now > seconds:
             break
-        if change is not None and now >= change[0]:
-            base, servers = change[1], change[2]
+        while pending and now >= pending[0][0]:
+            _, base, servers = pending.pop(0)
         if kind == "arrive":
             try:
                 ticket = limit._step(now, None)
@@ -47,5 +55,7 @@ def simulate(
             limit._release(ticket, None, now)
             done += 1
             history.append(limit.limit)
+            if times is not None:
+                times.append(now)
             heapq.heappush(events, (now, cid, "arrive"))
     return history, done, rejected

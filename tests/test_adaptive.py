@@ -81,6 +81,48 @@ def test_aimd_converges_and_recovers_on_a_simulated_service() -> None:
     assert done > 0
 
 
+def _mean_between(
+    history: list[int], times: list[float], start: float, end: float
+) -> float:
+    """Return the mean limit over completions in [start, end) of simulated time."""
+    return mean(h for h, t in zip(history, times, strict=True) if start <= t < end)
+
+
+def test_gradient2_converges_near_capacity_and_stays_there() -> None:
+    """Gradient2 settles near the knee (10 servers) without creeping, and grows with capacity."""
+    limit = AdaptiveLimit("sim-g2", algorithm="gradient2", initial=10, max=200)
+    times: list[float] = []
+    history, done, _ = simulate(
+        limit, clients=100, seconds=30, change=(15, 0.01, 40), times=times
+    )
+    settled = _mean_between(history, times, 5, 10)
+    late = _mean_between(history, times, 10, 15)
+    after = _mean_between(history, times, 25, 30)
+    assert 10 <= settled <= 25  # the knee is 10; sqrt(limit) of queue is allowed
+    assert late <= settled * 1.25  # no creep towards the maximum
+    assert 40 <= after <= 100  # capacity x4 (knee 40): grows to it, not to max
+    assert done > 0
+
+
+def test_gradient2_backs_off_while_slow_and_recovers_after() -> None:
+    """Latency x4 for ten seconds cuts the limit; once it drops, the limit grows back."""
+    limit = AdaptiveLimit("sim-g2-slow", algorithm="gradient2", initial=10, max=200)
+    times: list[float] = []
+    history, _, _ = simulate(
+        limit,
+        clients=100,
+        seconds=40,
+        changes=((10, 0.04, 10), (20, 0.01, 10)),
+        times=times,
+    )
+    before = _mean_between(history, times, 5, 10)
+    slow = _mean_between(history, times, 15, 20)
+    recovered = _mean_between(history, times, 35, 40)
+    assert slow < before * 0.7
+    assert recovered > slow * 1.5
+    assert recovered >= before * 0.8
+
+
 def test_bad_arguments_are_named() -> None:
     """Invalid limits say which argument is wrong."""
     with pytest.raises(ValueError, match="algorithm"):

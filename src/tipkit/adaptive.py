@@ -127,39 +127,93 @@ class AdaptiveShed(Event):
 
 
 class _Gradient2:
-    """Netflix's Gradient2: short vs long latency averages."""
+    """Netflix's Gradient2 over windows of samples, as its ``WindowedLimit`` runs it.
 
-    __slots__ = ("long", "long_alpha", "short", "short_alpha", "smoothing", "tolerance")
+    Per window (at least *window* seconds and *min_samples* calls): the short
+    RTT is the window's mean, the long RTT an exponential average over
+    *long_window* windows (10 minutes of 0.1 s windows, Netflix's 600 windows
+    of 1 s; a plain mean over the first ten); the limit moves towards
+    ``limit * gradient + sqrt(limit)``, where ``gradient`` is
+    ``tolerance * long / short`` clamped to [0.5, 1], by *smoothing* of the
+    way. A long RTT over twice the short one (after an overload) decays by 10%
+    a window, so the limit grows back once latency drops.
+
+    Tuned on the simulated service of tests/adaptive_sim.py: updating per
+    window, not per call, keeps the long average a baseline (per call it
+    follows the queueing it should detect, and the limit crept to its
+    maximum); ``tolerance`` is 1.0 as in Netflix's current code (1.5 let the
+    limit settle at 5x the service's capacity); and one deviation, the long RTT
+    falls by *fall* of the way towards a faster window, so a baseline learnt
+    while already queueing is corrected as soon as the limit probes lower.
+    """
+
+    __slots__ = (
+        "_busiest",
+        "_count",
+        "_start",
+        "_sum",
+        "_warm",
+        "fall",
+        "long",
+        "long_alpha",
+        "min_samples",
+        "short",
+        "smoothing",
+        "tolerance",
+        "window",
+    )
 
     def __init__(
         self,
         *,
         smoothing: float = 0.2,
-        tolerance: float = 1.5,
-        long_window: int = 600,
-        short_window: int = 10,
+        tolerance: float = 1.0,
+        long_window: int = 6000,
+        window: float = 0.1,
+        min_samples: int = 10,
+        fall: float = 0.2,
     ) -> None:
         self.smoothing = smoothing
+        self.fall = fall
         self.tolerance = tolerance
         self.long_alpha = 2 / (long_window + 1)
-        self.short_alpha = 2 / (short_window + 1)
+        self.window = window
+        self.min_samples = min_samples
         self.long = 0.0
         self.short = 0.0
+        self._warm = 0
+        self._start: float | None = None
+        self._sum = 0.0
+        self._count = 0
+        self._busiest = 0
 
     def update(
-        self, limit: float, rtt: float, in_flight: int, timed_out: bool
+        self, limit: float, rtt: float, in_flight: int, timed_out: bool, now: float
     ) -> float:
         del timed_out  # gradient2 reads latency only
-        rtt = max(rtt, 1e-6)  # a zero-time call (a fake clock) is not infinitely fast
-        if self.long == 0.0:
-            self.long = self.short = rtt
-        self.short += self.short_alpha * (rtt - self.short)
-        self.long += self.long_alpha * (rtt - self.long)
-        if self.long / self.short > 2:  # recovering: let the long average drift down
-            self.long *= 0.95
-        if in_flight < limit / 2:  # the limit is not what bounds the calls: no evidence
+        if self._start is None:
+            self._start = now
+        self._sum += rtt
+        self._count += 1
+        self._busiest = max(self._busiest, in_flight)
+        if now - self._start < self.window or self._count < self.min_samples:
             return limit
-        gradient = max(0.5, min(1.0, self.tolerance * self.long / self.short))
+        # A zero-time call (a fake clock) is not infinitely fast.
+        short = self.short = max(self._sum / self._count, 1e-6)
+        busiest = self._busiest
+        self._start, self._sum, self._count, self._busiest = now, 0.0, 0, 0
+        if self._warm < 10:  # Netflix's warm-up: a plain mean first
+            self._warm += 1
+            self.long += (short - self.long) / self._warm
+        else:
+            self.long += self.long_alpha * (short - self.long)
+        if short < self.long:  # faster than the baseline: it was learnt under load
+            self.long += self.fall * (short - self.long)
+        if self.long > 2 * short:  # recovering: bring the baseline down faster
+            self.long *= 0.9
+        if busiest < limit / 2:  # the limit is not what bounds the calls: no evidence
+            return limit
+        gradient = max(0.5, min(1.0, self.tolerance * self.long / short))
         target = limit * gradient + math.sqrt(limit)
         return limit * (1 - self.smoothing) + target * self.smoothing
 
@@ -174,8 +228,9 @@ class _Aimd:
         self.timeout = timeout
 
     def update(
-        self, limit: float, rtt: float, in_flight: int, timed_out: bool
+        self, limit: float, rtt: float, in_flight: int, timed_out: bool, now: float
     ) -> float:
+        del now  # aimd reacts to each call
         if timed_out or rtt > self.timeout:
             return limit * self.backoff
         if in_flight >= limit / 2:
@@ -361,5 +416,7 @@ class AdaptiveLimit(Guard[float]):
             in_flight = self._in_flight
             self._in_flight -= 1
             if error is None or timed_out:
-                new = self._algo.update(self._limit, now - ticket, in_flight, timed_out)
+                new = self._algo.update(
+                    self._limit, now - ticket, in_flight, timed_out, now
+                )
                 self._limit = min(self._max, max(self._min, new))
