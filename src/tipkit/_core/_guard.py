@@ -96,7 +96,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, ClassVar, Generic, ParamSpec, TypeVar
 
-from tipkit._core import _decorators, _scope
+from tipkit._core import _decorators, _hooked, _scope
 from tipkit._core._check import check_clock
 from tipkit._core._deadline import refusal
 from tipkit._core._decorate import Decorates, check_decoratable
@@ -116,6 +116,8 @@ T = TypeVar("T")
 _top = _scope.top
 _set_top = _scope.STACK.set
 
+_PLAIN = (Decorates, Generic, object)
+
 _HOOKS = (
     "_fast_admit",
     "_fast_release",
@@ -130,7 +132,47 @@ _HOOKS = (
 _expired_deadline = refusal
 
 
-class Guard(Decorates, Generic[T]):
+class _GuardType(type):
+    """Guard's metaclass: a class that supplies any hook gets the hooked faces.
+
+    Decided once, when the class is created, from its namespace (methods,
+    class attributes, ``__slots__``) and its bases: such a class gets
+    :class:`_HookedFaces` (the faces of :mod:`._hooked`) as its first base,
+    so a guard class without hooks keeps faces that test nothing per call,
+    and no primitive's own namespace holds a face.
+    """
+
+    def __new__(
+        mcls, name: str, bases: tuple[type, ...], ns: dict[str, Any], **kwargs: Any
+    ) -> _GuardType:
+        hooked = _supplies_hooks(bases, ns)
+        faces = globals().get("_HookedFaces")
+        if (
+            hooked
+            and faces is not None
+            and not any(issubclass(b, faces) for b in bases)
+        ):
+            bases = (faces, *bases)
+        cls = super().__new__(mcls, name, bases, ns, **kwargs)
+        cls._hooked = hooked  # type: ignore[attr-defined]  # Guard declares it
+        return cls
+
+
+def _supplies_hooks(bases: tuple[type, ...], ns: dict[str, Any]) -> bool:
+    slots = ns.get("__slots__", ())
+    own = set(ns) | ({slots} if isinstance(slots, str) else set(slots))
+    if own.intersection(_HOOKS):
+        return True
+    return any(
+        name in vars(klass)
+        for base in bases
+        for klass in base.__mro__
+        if klass.__module__ != __name__ and klass not in _PLAIN
+        for name in _HOOKS
+    )
+
+
+class Guard(Decorates, Generic[T], metaclass=_GuardType):
     """Base of every per-call guard: subclasses supply ``_step`` and ``_release``.
 
     Thread-safe and asyncio-safe to the extent the subclass's core is: the faces
@@ -153,15 +195,6 @@ class Guard(Decorates, Generic[T]):
         # getattr: a subclass that never ran Guard.__init__ has no fallback.
         part: Fallback[Any] | None = getattr(self, "_fallback", None)
         return part if part is not None and part.answers(exc) else None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._hooked = any(
-            name in vars(klass)
-            for klass in cls.__mro__
-            if klass not in _PLAIN
-            for name in _HOOKS
-        )
 
     # -- the core, supplied by subclasses ------------------------------------------
     def _step(self, now: float, pending: Wait | None) -> T | Wait:
@@ -272,57 +305,25 @@ class Guard(Decorates, Generic[T]):
             raise refusal(dl, self)
         return remaining
 
+    # The admissions and faces below are those of a guard class without hooks;
+    # a class with hooks gets _hooked's instead (see __init_subclass__).
     def _admit_sync(self) -> T:
-        """Check the deadline, then admit: fast hooks first, else step (and wait)."""
+        """Check the deadline, then step (and wait)."""
         node = _top()  # _check_deadline, inline: call() is a hot path
         if node is not None:
             dl = node[3]
             if dl is not None and dl.expired():
                 raise refusal(dl, self)
-        if self._hooked:
-            ticket = self._try_fast()
-            if ticket is not None:
-                return ticket  # type: ignore[no-any-return]  # a ticket of this guard
         return self._acquire_sync()
 
     async def _admit_async(self) -> T:
-        """Check the deadline, then admit: fast hooks, else ``_astep``/``_step`` (and wait)."""
+        """Check the deadline, then step (and wait)."""
         node = _top()  # as in _admit_sync
         if node is not None:
             dl = node[3]
             if dl is not None and dl.expired():
                 raise refusal(dl, self)
-        if self._hooked:
-            ticket = self._try_fast()
-            if ticket is not None:
-                return ticket  # type: ignore[no-any-return]  # a ticket of this guard
         return await self._acquire_async()
-
-    def _settle_sync(self, ticket: T, error: BaseException | None) -> None:
-        """Record the outcome of a call a sync face ran (unless the ticket holds nothing)."""
-        if self._hooked:
-            if not self._holds:
-                return
-            if error is None:
-                fast = self._fast_release
-                if fast is not None and fast(ticket):
-                    return
-        self._release(ticket, error, self._clock.monotonic())
-
-    async def _settle_async(self, ticket: T, error: BaseException | None) -> None:
-        """Record the outcome of a call an async face ran: ``_arelease`` if supplied."""
-        if self._hooked:
-            if not self._holds:
-                return
-            if error is None:
-                fast = self._fast_release
-                if fast is not None and fast(ticket):
-                    return
-            arelease = self._arelease
-            if arelease is not None:
-                await arelease(ticket, error, self._clock.monotonic())
-                return
-        self._release(ticket, error, self._clock.monotonic())
 
     # -- decorator face: Decorates.__call__ dispatches here, once per function ------
     # The closures live in _decorators: plain (no hooks), hooked, and admit-only
@@ -364,12 +365,12 @@ class Guard(Decorates, Generic[T]):
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            self._settle_sync(ticket, exc)
+            self._release(ticket, exc, self._clock.monotonic())
             part = self._answering(exc)
             if part is None:
                 raise
             return part.answer(exc)  # type: ignore[arg-type, no-any-return]  # as above
-        self._settle_sync(ticket, None)
+        self._release(ticket, None, self._clock.monotonic())
         return result
 
     async def acall(
@@ -386,12 +387,12 @@ class Guard(Decorates, Generic[T]):
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            await self._settle_async(ticket, exc)
+            self._release(ticket, exc, self._clock.monotonic())
             part = self._answering(exc)
             if part is None:
                 raise
             return part.answer(exc)  # type: ignore[arg-type, no-any-return]  # as in call()
-        await self._settle_async(ticket, None)
+        self._release(ticket, None, self._clock.monotonic())
         return result
 
     # -- with / async with faces: the ticket is an entry of the scope stack ---------
@@ -401,18 +402,15 @@ class Guard(Decorates, Generic[T]):
             dl = node[3]
             if dl is not None and dl.expired():
                 raise refusal(dl, self)
-        ticket = self._try_fast() if self._hooked else None
-        if ticket is None:
-            ticket = self._step(self._clock.monotonic(), None)
-            if type(ticket) is Wait:
-                ticket = self._wait_sync(ticket)
-                node = _top()
-        if self._holds:
-            # One inline push (see _scope.push): the ticket inherits deadline and mark.
-            if node is None:
-                _set_top((self, ticket, None, None, None, None))
-            else:
-                _set_top((self, ticket, node, node[3], node[4], None))
+        ticket = self._step(self._clock.monotonic(), None)
+        if type(ticket) is Wait:
+            ticket = self._wait_sync(ticket)
+            node = _top()
+        # One inline push (see _scope.push): the ticket inherits deadline and mark.
+        if node is None:
+            _set_top((self, ticket, None, None, None, None))
+        else:
+            _set_top((self, ticket, node, node[3], node[4], None))
         return None if self._entered is None else self._entered(ticket)
 
     def __exit__(
@@ -421,36 +419,17 @@ class Guard(Decorates, Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self._holds:
-            return
         node = _top()
         if node is not None and node[0] is self:
             _set_top(node[2])
             ticket = node[1]
         else:
             ticket = _scope.pop(self)[1]
-        if self._hooked and exc is None:
-            fast = self._fast_release
-            if fast is not None and fast(ticket):
-                return
         self._release(ticket, exc, self._clock.monotonic())
 
     async def __aenter__(self) -> Any:
-        node = _top()
-        if node is not None:
-            dl = node[3]
-            if dl is not None and dl.expired():
-                raise refusal(dl, self)
-        # Admission inline, as in _admit_async: awaiting a helper coroutine costs.
-        ticket = self._try_fast() if self._hooked else None
-        if ticket is None:
-            now = self._clock.monotonic()
-            astep = self._astep
-            ticket = self._step(now, None) if astep is None else await astep(now, None)
-            if type(ticket) is Wait:
-                ticket = await self._wait_async(ticket)
-        if self._holds:
-            _scope.push(self, ticket)
+        ticket = await self._admit_async()
+        _scope.push(self, ticket)
         return None if self._entered is None else self._entered(ticket)
 
     async def __aexit__(
@@ -459,13 +438,19 @@ class Guard(Decorates, Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self._holds:
-            return
-        ticket = _scope.pop(self)[1]
-        if self._hooked:
-            await self._settle_async(ticket, exc)
-        else:
-            self._release(ticket, exc, self._clock.monotonic())
+        self._release(_scope.pop(self)[1], exc, self._clock.monotonic())
 
 
-_PLAIN = (Guard, Decorates, Generic, object)
+class _HookedFaces(Guard[Any]):
+    """The faces of a guard class that supplies hooks (see :class:`_GuardType`)."""
+
+    __slots__ = ()
+
+    _admit_sync = _hooked.admit_sync
+    _admit_async = _hooked.admit_async
+    call = _hooked.call
+    acall = _hooked.acall
+    __enter__ = _hooked.enter
+    __exit__ = _hooked.exit_
+    __aenter__ = _hooked.aenter
+    __aexit__ = _hooked.aexit
