@@ -134,7 +134,7 @@ def test_checks_validate_and_describe_themselves():
         LatencyCheck(threshold=0.0)
     with pytest.raises(ValueError, match="tau"):
         ErrorRateCheck(tau=-1.0)
-    assert repr(ErrorRateCheck()) == "ErrorRateCheck(max_increase=0.0, tau=0.0075)"
+    assert repr(ErrorRateCheck()) == "ErrorRateCheck(max_increase=0.0, tau=0.0095)"
     assert LatencyCheck().describe() == "latency>0.25s"
     assert LatencyCheck(0.25, 0.02) == LatencyCheck()
     assert len({ErrorRateCheck(), ErrorRateCheck(), LatencyCheck()}) == 2
@@ -239,7 +239,7 @@ def test_fail_respects_max_increase():
 def test_pass_needs_duration_and_samples_per_arm():
     """PASS only once the stage ran min_stage_duration with min_samples in each arm."""
     j = Judge(
-        [ErrorRateCheck(pass_below=0.05)], min_samples=200, min_stage_duration=60.0
+        [ErrorRateCheck(pass_below=0.1)], min_samples=200, min_stage_duration=60.0
     )
     j.start_stage(0.5, 100.0)
     feed(j, True, 199, 2)

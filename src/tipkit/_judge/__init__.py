@@ -72,6 +72,7 @@ The statistics, in short (``docs/rollouts.md`` says it in plain words):
 """
 
 from tipkit._judge._bounds import (
+    RATE_MARGIN_FLOOR,
     REFERENCE_MARGIN_SD,
     default_margin,
     one_sided_boundary,
@@ -111,6 +112,7 @@ __all__ = [
     "INCONCLUSIVE",
     "MIN_OUTCOMES_TO_FAIL",
     "PASS",
+    "RATE_MARGIN_FLOOR",
     "REFERENCE_MARGIN_SD",
     "CanaryGuard",
     "CheckResult",

@@ -230,7 +230,8 @@ class ErrorRateCheck(MetricCheck):
         max_increase: the tolerated increase of the error rate, as a fraction
             (``0.0``: any proven increase fails; ``0.005``: half a point).
         tau: standard deviation of the FAIL side's mixture over effects; the
-            default suits increases of 0.5 to 1 percentage point.
+            default is the one-sided optimum for an increase of 1 percentage
+            point (``one_sided_optimal_tau(0.01, 0.01)``).
         pass_below: a stage passes only once the upper confidence bound of the
             increase is below this (``None``, the default: ``max_increase`` +
             0.5 pp at a 1 % control error rate, scaled as the control's standard
@@ -248,7 +249,7 @@ class ErrorRateCheck(MetricCheck):
         self,
         max_increase: float = 0.0,
         *,
-        tau: float = 0.0075,
+        tau: float = 0.0095,
         pass_below: float | None = None,
         dry_run: bool = False,
     ) -> None:

@@ -86,26 +86,11 @@ def check_result(
     """
     binary = check.binary
     sign = -1.0 if check.higher_is_better else 1.0
-    info = 0.0
-    weighted = 0.0
-    nc = nt = 0
-    xc = xt = qt = 0.0
-    for s in strata:
-        n_t, n_c = s.cnt[0][i], s.cnt[1][i]
-        x_t, x_c = s.s1[0][i], s.s1[1][i]
-        nc += n_c
-        nt += n_t
-        xc += x_c
-        xt += x_t
-        qt += s.s2[0][i]
-        var = _arm_variance(binary, n_c, x_c, s.s2[1][i]) + _arm_variance(
-            binary, n_t, x_t, s.s2[0][i]
-        )
-        if not math.isfinite(var):
-            continue
-        ik = 1.0 / var
-        info += ik
-        weighted += ik * sign * (x_c / n_c - x_t / n_t)
+    nc = sum(s.cnt[1][i] for s in strata)
+    nt = sum(s.cnt[0][i] for s in strata)
+    xc = sum(s.s1[1][i] for s in strata)
+    xt = sum(s.s1[0][i] for s in strata)
+    qt = sum(s.s2[0][i] for s in strata)
     rate_c = xc / nc if nc else 0.0
     rate_t = xt / nt if nt else 0.0
     sd = _control_sd(binary, nt, xt, qt)
@@ -117,6 +102,26 @@ def check_result(
         )
     else:
         margin = math.inf
+    info = weighted = info_p = weighted_p = 0.0
+    for s in strata:
+        n_t, n_c = s.cnt[0][i], s.cnt[1][i]
+        x_t, x_c = s.s1[0][i], s.s1[1][i]
+        var_t = _arm_variance(binary, n_t, x_t, s.s2[0][i])
+        var_c = _arm_variance(binary, n_c, x_c, s.s2[1][i])
+        if not math.isfinite(var_c + var_t):
+            continue
+        d = sign * (x_c / n_c - x_t / n_t)
+        info += 1.0 / (var_c + var_t)
+        weighted += d / (var_c + var_t)
+        if binary and math.isfinite(margin):
+            # The PASS side's variance is also taken where the canary would be
+            # worse by the margin (a score-test variance): a canary that happens
+            # to show few errors must not also claim a small variance.
+            p_null = (x_t + 0.5) / (n_t + 1.0) + sign * margin
+            p_null = min(max(p_null, 0.5 / (n_c + 1.0)), 1.0 - 0.5 / (n_c + 1.0))
+            var_c = max(var_c, p_null * (1.0 - p_null) / n_c)
+        info_p += 1.0 / (var_c + var_t)
+        weighted_p += d / (var_c + var_t)
     if info > 0.0:
         estimate = weighted / info
         tau_fail = check.tau if check.tau is not None else DEFAULT_TAU_SD * sd
@@ -127,8 +132,8 @@ def check_result(
         )
         distance = margin if math.isfinite(margin) else 0.0
         upper = (
-            estimate
-            + one_sided_halfwidth(info, one_sided_optimal_tau(distance, alpha), alpha)
+            max(weighted_p / info_p, estimate)  # never below the reported estimate
+            + one_sided_halfwidth(info_p, one_sided_optimal_tau(distance, alpha), alpha)
             if distance > 0.0
             else math.inf
         )

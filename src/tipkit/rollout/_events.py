@@ -78,9 +78,9 @@ class RolloutRolledBack(Event):
     percent: float
     check: str | None = None
     canary_count: int = 0
-    canary_bad: float = 0
+    canary_bad: int = 0
     control_count: int = 0
-    control_bad: float = 0
+    control_bad: int = 0
     canary_rate: float = 0.0
     control_rate: float = 0.0
     lower: float | None = None
@@ -213,9 +213,9 @@ def rolled_back_event(
         percent=percent,
         check=failed.check.describe(),
         canary_count=failed.canary_count,
-        canary_bad=failed.canary_bad,
+        canary_bad=round(failed.canary_bad),
         control_count=failed.control_count,
-        control_bad=failed.control_bad,
+        control_bad=round(failed.control_bad),
         canary_rate=failed.canary_rate,
         control_rate=failed.control_rate,
         lower=failed.lower if math.isfinite(failed.lower) else None,
