@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load_commands() -> None:
     """Import the modules that register subcommands (kept lazy: the CLI starts fast)."""
     import tipkit._demo._cli  # noqa: PLC0415  # registers `tipkit demo`
+    import tipkit.console._cli  # noqa: PLC0415  # registers `tipkit console`
     import tipkit.doctor._cli  # noqa: PLC0415  # registers `tipkit doctor`
     import tipkit.flags._cli  # noqa: PLC0415  # registers `tipkit flags`
     import tipkit.ops._cli  # noqa: PLC0415  # registers `tipkit ops`
