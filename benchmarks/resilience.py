@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import heapq
 import math
 import random
 import statistics
@@ -24,7 +25,10 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
+from tipkit.adaptive import AdaptiveLimit
+from tipkit.bulkhead import Bulkhead
 from tipkit.clock import SYSTEM_CLOCK
+from tipkit.errors import RejectedError
 from tipkit.hedge import Hedge, hedge
 from tipkit.retry import RetryBudget, retry
 from tipkit.testing import FakeClock
@@ -166,6 +170,133 @@ def bench_hedge(quick: bool) -> None:
         )
 
 
+# -- adaptive concurrency -----------------------------------------------------------------
+# (until, arrivals per second, mean service seconds, servers): healthy, overload,
+# a slow dependency, recovered. Capacity is servers / mean service seconds.
+PHASES = (
+    (20.0, 800.0, 0.010, 10),
+    (40.0, 1500.0, 0.010, 10),
+    (60.0, 800.0, 0.040, 10),
+    (80.0, 800.0, 0.010, 10),
+)
+DEADLINE = 0.5  # the caller gives up after this; the server keeps working
+
+
+def run_adaptive_case(  # one discrete-event run; the phases make it long
+    guard: Any, seed: int, scale: float
+) -> dict[str, Any]:
+    """Drive *guard*'s pure core through an open-loop run on a processor-sharing service.
+
+    Poisson arrivals; each admitted call needs Exp(mean) seconds of work, served
+    processor-sharing by ``servers`` (a call runs at ``min(1, servers / n)``
+    speed, so latency rises with concurrency: M/M/c-like). A call not done
+    within DEADLINE times out for its caller (the guard is released with a
+    TimeoutError then) while the server still finishes it.
+    """
+    rng = random.Random(seed)
+    phases = [(until * scale, rate, mean, c) for until, rate, mean, c in PHASES]
+    end = phases[-1][0]
+    now = virtual = 0.0
+    work: list[tuple[float, int]] = []  # (virtual finish, call id)
+    deadlines: list[tuple[float, int]] = []
+    start: dict[int, tuple[float, Any]] = {}  # call id -> (start time, ticket or None)
+    good = [0] * len(phases)
+    shed = [0] * len(phases)
+    offered = [0] * len(phases)
+    latencies: list[float] = []
+    next_arrival = rng.expovariate(phases[0][1])
+    call = 0
+
+    def phase_at(t: float) -> int:
+        return next(i for i, p in enumerate(phases) if t < p[0] or i == len(phases) - 1)
+
+    while True:
+        i = phase_at(now)
+        servers = phases[i][3]
+        speed = min(1.0, servers / len(work)) if work else 1.0
+        t_done = now + (work[0][0] - virtual) / speed if work else math.inf
+        t_dead = deadlines[0][0] if deadlines else math.inf
+        t = min(next_arrival, t_done, t_dead)
+        if t >= end:
+            break
+        virtual += (t - now) * speed
+        now = t
+        if t == t_done:
+            _, cid = heapq.heappop(work)
+            entry = start.pop(cid, None)
+            if entry is not None:  # still awaited by its caller
+                latency = now - entry[0]
+                latencies.append(latency)
+                good[phase_at(entry[0])] += 1
+                if guard is not None:
+                    guard._release(entry[1], None, now)
+        elif t == t_dead:
+            _, cid = heapq.heappop(deadlines)
+            entry = start.pop(cid, None)
+            if entry is not None:  # timed out: the caller leaves, the work stays
+                latencies.append(DEADLINE)
+                if guard is not None:
+                    guard._release(entry[1], TimeoutError(), now)
+        else:
+            call += 1
+            offered[i] += 1
+            next_arrival = now + rng.expovariate(phases[i][1])
+            ticket = None
+            if guard is not None:
+                try:
+                    ticket = guard._step(now, None)
+                except RejectedError:
+                    shed[i] += 1
+                    continue
+            start[call] = (now, ticket)
+            heapq.heappush(work, (virtual + rng.expovariate(1 / phases[i][2]), call))
+            heapq.heappush(deadlines, (now + DEADLINE, call))
+    spans = [p[0] - (phases[k - 1][0] if k else 0.0) for k, p in enumerate(phases)]
+    return {
+        "goodput": [g / span for g, span in zip(good, spans, strict=True)],
+        "total": sum(good) / end,
+        "shed": sum(shed) / max(1, sum(offered)),
+        "p99": quantile(latencies, 0.99),
+    }
+
+
+def bench_adaptive(quick: bool) -> None:
+    """Goodput per phase and p99 for no limit, fixed bulkheads and AdaptiveLimit."""
+    scale = 0.5 if quick else 1.0
+    print(
+        f"open-loop Poisson arrivals on a processor-sharing service, deadline "
+        f"{DEADLINE}s, phases of {20 * scale:g}s: healthy (800/s, capacity 1000/s), "
+        "overload (1500/s), slow dependency (800/s, capacity 250/s), recovered; "
+        "goodput = calls answered within the deadline per second"
+    )
+    print()
+    print(
+        "| guard | goodput healthy | overload | slow | recovered | all /s "
+        "| shed | p99 ms |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    cases: list[tuple[str, Any]] = [
+        ("no limit", None),
+        ("Bulkhead(20)", Bulkhead("bench-20", max_concurrent=20)),
+        ("Bulkhead(200)", Bulkhead("bench-200", max_concurrent=200)),
+        (
+            "AdaptiveLimit aimd",
+            AdaptiveLimit("bench-aimd", algorithm="aimd", initial=20, timeout=0.1),
+        ),
+        (
+            "AdaptiveLimit gradient2",
+            AdaptiveLimit("bench-g2", algorithm="gradient2", initial=10),
+        ),
+    ]
+    for label, guard in cases:
+        r = run_adaptive_case(guard, seed=11, scale=scale)
+        phases = " | ".join(f"{g:.0f}" for g in r["goodput"])
+        print(
+            f"| {label} | {phases} | {r['total']:.0f} | {r['shed']:.1%} "
+            f"| {r['p99'] * 1e3:.0f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -181,6 +312,9 @@ def main() -> None:
     if args.which in ("hedge", "all"):
         print()
         bench_hedge(args.quick)
+    if args.which in ("adaptive", "all"):
+        print()
+        bench_adaptive(args.quick)
 
 
 if __name__ == "__main__":

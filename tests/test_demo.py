@@ -244,3 +244,18 @@ def test_plain_table_aligns_columns() -> None:
     assert ["h1    h2  h3", "a     bb  c", "dddd  e   f"] == [
         line for line in text.splitlines() if not line.startswith("-")
     ]
+
+
+def test_chaos_scenario_reacts_before_the_outage_and_spares_real_traffic() -> None:
+    """Chaos on synthetic probes opens their breaker and fails the judge; no real call faulted."""
+    from tipkit._demo._chaos import run_chaos
+    from tipkit._demo._common import Params
+
+    class Quiet:
+        def begin(self, key: str, title: str, total: float) -> None: ...
+        def update(self, key: str, completed: float, info: str) -> None: ...
+        def end(self, key: str, info: str, *, ok: bool) -> None: ...
+
+    result = run_chaos(2026, Params.for_mode(fast=True), Quiet())
+    assert (True, 0) == (result.ok, result.real_faulted)
+    assert result.probes_faulted > 0
