@@ -58,7 +58,7 @@ def test_check_lists_every_problem(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert 2 == len(out)
     assert (
-        f"error: {path}:10, flag 'new-checkout', field 'rules[0].if.all[0].op'"
+        f"error: {path}:10:31, flag 'new-checkout', field 'rules[0].if.all[0].op'"
         in out[0]
     )
     assert "flag 'plain', field 'default_variant'" in out[1]

@@ -49,7 +49,7 @@ class ConfigProblem:
     several problems reports all of them at once.
     """
 
-    __slots__ = ("field", "flag", "line", "message", "source")
+    __slots__ = ("column", "field", "flag", "line", "message", "source")
 
     def __init__(
         self,
@@ -59,20 +59,23 @@ class ConfigProblem:
         flag: str | None = None,
         field: str | None = None,
         line: int | None = None,
+        column: int | None = None,
     ) -> None:
         self.message = message
         self.source = source
         self.flag = flag
         self.field = field
-        self.line = line
+        # A parsed document's line numbers are ints that carry their column.
+        self.line = None if line is None else int(line)
+        self.column = column if column is not None else getattr(line, "column", None)
 
     def location(self) -> str:
-        """Return ``source:line: flag 'x', field 'y'`` with whatever is known."""
+        """Return ``source:line:column: flag 'x', field 'y'`` with whatever is known."""
         where = []
         if self.source is not None:
-            where.append(
-                self.source if self.line is None else f"{self.source}:{self.line}"
-            )
+            at = "" if self.line is None else f":{self.line}"
+            at += "" if self.line is None or self.column is None else f":{self.column}"
+            where.append(f"{self.source}{at}")
         if self.flag is not None:
             where.append(f"flag {self.flag!r}")
         if self.field is not None:
@@ -104,7 +107,7 @@ class ConfigProblem:
 class ConfigError(TipkitError, ValueError):
     """Configuration is invalid; raised where it is loaded, never on evaluation.
 
-    ``source``, ``flag``, ``field`` and ``line`` describe the first problem;
+    ``source``, ``flag``, ``field``, ``line`` and ``column`` describe the first problem;
     ``problems`` lists every problem found (a loader reports all of them at once).
     """
 
@@ -116,6 +119,7 @@ class ConfigError(TipkitError, ValueError):
         flag: str | None = None,
         field: str | None = None,
         line: int | None = None,
+        column: int | None = None,
         problems: Sequence[ConfigProblem] = (),
     ) -> None:
         probs = list(problems)
@@ -123,7 +127,12 @@ class ConfigError(TipkitError, ValueError):
             probs.insert(
                 0,
                 ConfigProblem(
-                    message, source=source, flag=flag, field=field, line=line
+                    message,
+                    source=source,
+                    flag=flag,
+                    field=field,
+                    line=line,
+                    column=column,
                 ),
             )
         if not probs:
@@ -135,6 +144,7 @@ class ConfigError(TipkitError, ValueError):
         self.flag = first.flag
         self.field = first.field
         self.line = first.line
+        self.column = first.column
         if len(self.problems) == 1:
             text = str(first)
         else:

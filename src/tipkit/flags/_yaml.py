@@ -1,25 +1,41 @@
-"""Reading flag documents: YAML (safe, strict booleans, line numbers) and JSON.
+"""Reading flag documents: YAML (safe, YAML 1.2 core schema, positions) and JSON.
 
-YAML is read with a safe loader whose only booleans are ``true``/``false``
-(``True``/``TRUE``/``False``/``FALSE`` too, as in YAML 1.2's core schema).
-PyYAML's ``safe_load`` follows YAML 1.1, where ``on``, ``off``, ``yes``, ``no``,
-``y`` and ``n`` are booleans: a variant named ``on`` would silently become
-``True``. Nothing in a document is ever evaluated as code: only plain data types
-are constructed.
+YAML is read from libyaml's event stream (PyYAML's C parser when present, its
+pure-Python parser otherwise) by one iterative builder here, so tipkit's rules
+hold whichever parser runs:
+
+- the YAML 1.2 core schema: only ``true``/``false`` (``True``, ``TRUE``...)
+  are booleans, so ``on``/``off``/``yes``/``no`` are strings; ``017`` is 17;
+  ``1:20`` and ``12:30:00`` are strings;
+- plain data only: a tag other than the core ones (``!!str``, ``!!int``...)
+  is refused, so nothing is ever constructed or evaluated as code;
+- duplicate keys are reported, each with the line of the first;
+- aliases are resolved by reference, never copied, and may stand for at most
+  ``Limits.alias_expansion`` times the values written (a "billion laughs" is
+  refused at its alias); a self-referencing alias is refused;
+- nesting, strings, integers and the number of values are bounded by
+  :class:`~tipkit.flags._limits.Limits` while building, so no input recurses
+  or grows without bound;
+- every problem carries its line and column.
 
 Mappings come back as :class:`LocDict` and sequences as :class:`LocList`, which
-remember the line of each key or item, so validation can say where a problem is.
+remember where each key or item is; :func:`line_of` returns a :class:`Line`, an
+``int`` that also carries the column.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
+from tipkit.flags._limits import DEFAULT_LIMITS, FLOAT_MAX_INT, Limits
+
 __all__ = [
+    "Line",
     "LocDict",
     "LocList",
     "ParseError",
@@ -28,39 +44,68 @@ __all__ = [
     "line_of_item",
     "parse_json",
     "parse_yaml",
+    "position_of",
 ]
+
+_Parser: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_COL: Final = 1 << 24  # positions are packed as line * _COL + column
+
+
+class Line(int):
+    """A 1-based line number that also knows its 1-based ``column``."""
+
+    column: int | None
+
+    def __new__(cls, line: int, column: int | None = None) -> Line:  # noqa: D102
+        self = super().__new__(cls, line)
+        self.column = column
+        return self
+
+
+def _unpack(pos: int | None) -> Line | None:
+    return None if pos is None else Line(pos // _COL, pos % _COL or None)
 
 
 class LocDict(dict[Any, Any]):
-    """A dict that remembers the (1-based) line of itself and of each key."""
+    """A dict that remembers the position of itself and of each key."""
 
-    __slots__ = ("line", "lines")
+    __slots__ = ("pos", "pos_of")
 
-    def __init__(self, line: int | None = None) -> None:
+    def __init__(self, pos: int | None = None) -> None:
         super().__init__()
-        self.line = line
-        self.lines: dict[Any, int] = {}
+        self.pos = pos
+        self.pos_of: dict[Any, int] = {}
 
-    def line_of(self, key: object) -> int | None:
-        """Return the line of *key* if known, else the mapping's own line."""
-        return self.lines.get(key, self.line)
+    @property
+    def line(self) -> Line | None:
+        """Where the mapping starts (line, with its column)."""
+        return _unpack(self.pos)
+
+    def line_of(self, key: object) -> Line | None:
+        """Return the position of *key* if known, else the mapping's own."""
+        return _unpack(self.pos_of.get(key, self.pos))
 
 
 class LocList(list[Any]):
-    """A list that remembers the (1-based) line of itself and of each item."""
+    """A list that remembers the position of itself and of each item."""
 
-    __slots__ = ("line", "lines")
+    __slots__ = ("pos", "pos_of")
 
-    def __init__(self, line: int | None = None) -> None:
+    def __init__(self, pos: int | None = None) -> None:
         super().__init__()
-        self.line = line
-        self.lines: list[int | None] = []
+        self.pos = pos
+        self.pos_of: list[int] = []
 
-    def line_of(self, index: int) -> int | None:
-        """Return the line of item *index* if known, else the list's own line."""
-        if 0 <= index < len(self.lines):
-            return self.lines[index]
-        return self.line
+    @property
+    def line(self) -> Line | None:
+        """Where the list starts (line, with its column)."""
+        return _unpack(self.pos)
+
+    def line_of(self, index: int) -> Line | None:
+        """Return the position of item *index* if known, else the list's own."""
+        if 0 <= index < len(self.pos_of):
+            return _unpack(self.pos_of[index])
+        return _unpack(self.pos)
 
 
 def line_at(obj: Any) -> int | None:
@@ -78,8 +123,15 @@ def line_of_item(obj: Any, index: int, default: int | None) -> int | None:
     return obj.line_of(index) if isinstance(obj, LocList) else default
 
 
+def position_of(text: str, offset: int) -> Line:
+    """Return the 1-based line and column of character *offset* in *text*."""
+    offset = max(0, min(offset, len(text)))
+    line = text.count("\n", 0, offset) + 1
+    return Line(line, offset - (text.rfind("\n", 0, offset) + 1) + 1)
+
+
 class ParseError(ValueError):
-    """The text is not valid YAML or JSON; ``line`` says where, when known."""
+    """The text is not valid YAML or JSON, or exceeds a limit; ``line`` says where."""
 
     def __init__(self, message: str, line: int | None = None) -> None:
         super().__init__(message)
@@ -87,107 +139,366 @@ class ParseError(ValueError):
         self.line = line
 
 
-class _StrictBoolLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core booleans only."""
-
-
-# Drop YAML 1.1's bool resolver (yes/no/on/off/y/n) and add the YAML 1.2 one.
-_StrictBoolLoader.yaml_implicit_resolvers = {
-    first: [
-        (tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"
-    ]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+# -- scalars: the YAML 1.2 core schema --------------------------------------------
+_NULLS: Final = frozenset(("", "~", "null", "Null", "NULL"))
+_BOOLS: Final = {
+    "true": True,
+    "True": True,
+    "TRUE": True,
+    "false": False,
+    "False": False,
+    "FALSE": False,
 }
-_StrictBoolLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
+_INT: Final = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
+_FLOAT: Final = re.compile(
+    r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
 )
+_MAX_DIGITS: Final = 400  # a float holds no integer longer than 309 digits
+_STR_TAG: Final = "tag:yaml.org,2002:str"
+_CORE_TAGS: Final = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "!",
+}
 
 
-def _line(node: yaml.Node) -> int:
-    return int(node.start_mark.line) + 1
+def _number(text: str, want: str | None) -> Any:
+    """Return the int or float *text* spells, or raise ``ValueError`` saying why not."""
+    if len(text) > _MAX_DIGITS:
+        raise ValueError(f"the number {text[:20]}... is too long")
+    if (want in (None, "int")) and _INT.fullmatch(text):
+        if text.startswith(("0o", "0x")):
+            value = int(text[2:], 8 if text[1] == "o" else 16)
+        else:
+            value = int(text)
+        if not -FLOAT_MAX_INT <= value <= FLOAT_MAX_INT:
+            raise ValueError("an integer beyond the range of a float is refused")
+        return value
+    if (want in (None, "float")) and _FLOAT.fullmatch(text):
+        number = float(text) if "n" not in text.lower() else math.inf
+        if not math.isfinite(number):
+            raise ValueError(f"{text!r} is not a finite number")
+        return number
+    raise ValueError(f"{text!r} is not a number")
 
 
-_MAP_TAG = "tag:yaml.org,2002:map"
-_SEQ_TAG = "tag:yaml.org,2002:seq"
-
-
-def _build(
-    loader: _StrictBoolLoader, node: yaml.Node, problems: list[ParseError]
-) -> Any:
-    if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in (
-        _MAP_TAG,
-        _SEQ_TAG,
+def _plain_scalar(text: str, cache: dict[str, Any]) -> Any:
+    """Resolve a plain scalar by the core schema (memoised: flag files repeat words)."""
+    try:
+        return cache[text]
+    except KeyError:
+        pass
+    if text in _NULLS:
+        value: Any = None
+    elif text in _BOOLS:
+        value = _BOOLS[text]
+    elif text[:1] in "0123456789+-." and (
+        _INT.fullmatch(text) or _FLOAT.fullmatch(text)
     ):
-        # Documents are plain data: no tags that construct objects, even inert ones.
-        raise ParseError(f"invalid YAML: unsupported tag {node.tag!r}", _line(node))
-    if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
-        out = LocDict(_line(node))
-        for key_node, value_node in node.value:
-            key = _build(loader, key_node, problems)
-            try:
-                hash(key)
-            except TypeError:
-                problems.append(
-                    ParseError(
-                        f"a mapping key must be a scalar, got {key!r}", _line(key_node)
-                    )
-                )
-                continue
-            if key in out:
-                problems.append(
-                    ParseError(
-                        f"duplicate key {key!r} (first at line {out.lines[key]})",
-                        _line(key_node),
-                    )
-                )
-                continue
-            out[key] = _build(loader, value_node, problems)
-            out.lines[key] = _line(key_node)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        seq = LocList(_line(node))
-        for item in node.value:
-            seq.append(_build(loader, item, problems))
-            seq.lines.append(_line(item))
-        return seq
-    return loader.construct_object(node, deep=True)
+        value = _number(text, None)
+    else:
+        value = text
+    if len(cache) < 4096:
+        cache[text] = value
+    return value
 
 
-def parse_yaml(text: str) -> tuple[Any, list[ParseError]]:
+def _tagged_scalar(tag: str, text: str) -> Any:
+    kind = tag.rsplit(":", 1)[-1]
+    if tag in ("!", _STR_TAG):
+        return text
+    if kind == "null":
+        if text not in _NULLS:
+            raise ValueError(f"{text!r} is not null")
+        return None
+    if kind == "bool":
+        if text not in _BOOLS:
+            raise ValueError(f"{text!r} is not true or false")
+        return _BOOLS[text]
+    return _number(text, kind)
+
+
+# -- the builder -------------------------------------------------------------------
+_NO_KEY: Final = object()  # a mapping expects a key
+_MERGE_KEY: Final = object()  # the key was ``<<``
+_BAD_KEY: Final = object()  # the key was reported; drop its value
+
+
+class _Frame:
+    """One open mapping or sequence while building."""
+
+    __slots__ = ("anchor", "key", "key_pos", "mark", "merges", "obj", "size")
+
+    def __init__(self, obj: Any, anchor: str | None, mark: Any) -> None:
+        self.obj = obj
+        self.anchor = anchor
+        self.mark = mark
+        self.size = 1  # values this collection stands for, aliases expanded
+        self.key: Any = _NO_KEY
+        self.key_pos = 0
+        self.merges: list[LocDict] | None = None
+
+
+def _pos(mark: Any) -> int:
+    return (mark.line + 1) * _COL + mark.column + 1
+
+
+class _Builder:
+    """Turn one document's events into LocDict/LocList data, enforcing the limits."""
+
+    def __init__(self, limits: Limits, problems: list[ParseError]) -> None:
+        self.limits = limits
+        self.problems = problems
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.open_anchors: set[str] = set()
+        self.stack: list[_Frame] = []
+        self.written = 0
+        self.produced = 0
+        self.cache: dict[str, Any] = {}
+        self.root: Any = None
+        self.biggest: tuple[str, int, Any] = ("", 0, None)
+
+    def check_expansion(self) -> None:
+        """Refuse a document whose aliases stand for too many values in all."""
+        allowed = self.limits.alias_expansion * self.written
+        if self.produced > allowed:
+            name, _, mark = self.biggest
+            raise self.fail(
+                f"aliases expand the document to {self.produced} values, more than "
+                f"Limits.alias_expansion ({self.limits.alias_expansion}) times the "
+                f"{self.written} written (the largest is *{name})",
+                mark,
+            )
+
+    @staticmethod
+    def fail(message: str, mark: Any) -> ParseError:
+        return ParseError(message, Line(mark.line + 1, mark.column + 1))
+
+    def count(self, mark: Any) -> None:
+        self.written += 1
+        self.produced += 1
+        if self.written > self.limits.max_nodes:
+            raise self.fail(
+                f"more than Limits.max_nodes ({self.limits.max_nodes}) values", mark
+            )
+
+    def scalar(self, event: Any) -> Any:
+        value: Any = event.value
+        if len(value) > self.limits.max_string:
+            raise self.fail(
+                f"a string of {len(value)} characters is longer than "
+                f"Limits.max_string ({self.limits.max_string})",
+                event.start_mark,
+            )
+        tag = event.tag
+        try:
+            if tag is not None and tag not in _CORE_TAGS:
+                raise ValueError(f"unsupported tag {tag!r}: documents are plain data")
+            if tag is not None:
+                return _tagged_scalar(tag, value)
+            if event.implicit[0]:
+                if (
+                    value == "<<"
+                    and self.stack
+                    and self.stack[-1].obj.__class__ is LocDict
+                    and self.stack[-1].key is _NO_KEY
+                ):
+                    return _MERGE_KEY
+                return _plain_scalar(value, self.cache)
+        except ValueError as exc:
+            raise self.fail(f"invalid YAML: {exc}", event.start_mark) from None
+        return value
+
+    def alias(self, event: Any) -> tuple[Any, int]:
+        name = event.anchor
+        if name in self.open_anchors:
+            raise self.fail(f"the alias *{name} refers to itself", event.start_mark)
+        found = self.anchors.get(name)
+        if found is None:
+            raise self.fail(f"undefined alias *{name}", event.start_mark)
+        obj, size = found
+        self.produced += size - 1
+        if size > self.biggest[1]:
+            self.biggest = (name, size, event.start_mark)
+        return obj, size
+
+    def start(self, event: Any, *, mapping: bool) -> None:
+        mark = event.start_mark
+        if len(self.stack) >= self.limits.max_depth:
+            raise self.fail(
+                f"nesting deeper than Limits.max_depth ({self.limits.max_depth} levels)",
+                mark,
+            )
+        tag = event.tag
+        want = "tag:yaml.org,2002:map" if mapping else "tag:yaml.org,2002:seq"
+        if tag is not None and tag not in (want, "!"):
+            raise self.fail(
+                f"invalid YAML: unsupported tag {tag!r}: documents are plain data", mark
+            )
+        obj: Any = LocDict(_pos(mark)) if mapping else LocList(_pos(mark))
+        if event.anchor is not None:
+            self.open_anchors.add(event.anchor)
+        self.stack.append(_Frame(obj, event.anchor, mark))
+
+    def end(self) -> None:
+        frame = self.stack.pop()
+        obj = frame.obj
+        for source in frame.merges or ():
+            # Explicit keys win over merged ones, earlier sources over later.
+            for key, value in source.items():
+                if key not in obj:
+                    obj[key] = value
+                    obj.pos_of[key] = source.pos_of.get(key, source.pos or 0)
+        if frame.anchor is not None:
+            self.open_anchors.discard(frame.anchor)
+        self.add(obj, frame.size, frame.mark, frame.anchor)
+
+    def add(self, value: Any, size: int, mark: Any, anchor: str | None) -> None:
+        """Put a finished value into the open collection (or make it the root)."""
+        if anchor is not None:
+            self.anchors[anchor] = (value, size)
+        if not self.stack:
+            self.root = value
+            return
+        frame = self.stack[-1]
+        frame.size += size
+        obj = frame.obj
+        if obj.__class__ is LocList:
+            obj.append(value)
+            obj.pos_of.append(_pos(mark))
+        elif frame.key is _NO_KEY:
+            self.key(frame, value, mark)
+        else:
+            self.put(frame, value, mark)
+
+    def key(self, frame: _Frame, value: Any, mark: Any) -> None:
+        if value is _MERGE_KEY:
+            frame.key = _MERGE_KEY
+            return
+        try:
+            hash(value)
+        except TypeError:
+            self.problems.append(
+                self.fail(f"a mapping key must be a scalar, got {value!r}", mark)
+            )
+            frame.key = _BAD_KEY
+            return
+        frame.key, frame.key_pos = value, _pos(mark)
+
+    def put(self, frame: _Frame, value: Any, mark: Any) -> None:
+        key, frame.key = frame.key, _NO_KEY
+        obj = frame.obj
+        if key is _BAD_KEY:
+            return
+        if key is _MERGE_KEY:
+            sources = value if isinstance(value, list) else [value]
+            if not all(isinstance(s, LocDict) for s in sources):
+                self.problems.append(
+                    self.fail(
+                        "a merge key (<<) needs a mapping or a list of them", mark
+                    )
+                )
+                return
+            frame.merges = [*(frame.merges or []), *sources]
+            return
+        if key in obj:
+            self.problems.append(
+                ParseError(
+                    f"duplicate key {key!r} (first at line {obj.line_of(key)})",
+                    _unpack(frame.key_pos),
+                )
+            )
+            return
+        obj[key] = value
+        obj.pos_of[key] = frame.key_pos
+
+
+def _build(loader: Any, builder: _Builder) -> Any:
+    """Drive *builder* over the events of one document; refuse a second document."""
+    documents = 0
+    scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
+    mapping_start, sequence_start = yaml.MappingStartEvent, yaml.SequenceStartEvent
+    ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+    get_event = loader.get_event
+    while True:
+        event = get_event()
+        kind = event.__class__
+        if kind is scalar_event:
+            builder.count(event.start_mark)
+            builder.add(builder.scalar(event), 1, event.start_mark, event.anchor)
+        elif kind is mapping_start or kind is sequence_start:
+            builder.count(event.start_mark)
+            builder.start(event, mapping=kind is mapping_start)
+        elif kind in ends:
+            builder.end()
+        elif kind is alias_event:
+            builder.count(event.start_mark)
+            value, size = builder.alias(event)
+            builder.add(value, size, event.start_mark, None)
+        elif kind is yaml.DocumentStartEvent:
+            documents += 1
+            if documents > 1:
+                raise builder.fail(
+                    "invalid YAML: expected a single document, found more",
+                    event.start_mark,
+                )
+        elif kind is yaml.StreamEndEvent:
+            builder.check_expansion()
+            return builder.root
+
+
+def parse_yaml(
+    text: str, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Any, list[ParseError]]:
     """Parse YAML *text* safely; return the data and any duplicate-key problems.
 
     Raises:
-        ParseError: the text is not YAML (with the line of the error), or holds
-            more than one document.
+        ParseError: the text is not YAML, holds more than one document, uses a
+            tag or an alias it may not, or exceeds *limits* (with the line and
+            column of the problem).
     """
-    loader = _StrictBoolLoader(text)
+    if len(text) > limits.max_bytes:
+        raise ParseError(
+            f"the document is larger than Limits.max_bytes ({limits.max_bytes})"
+        )
+    problems: list[ParseError] = []
+    builder = _Builder(limits, problems)
+    loader = _Parser(text)
     try:
-        node = loader.get_single_node()
-        problems: list[ParseError] = []
-        data = None if node is None else _build(loader, node, problems)
+        data = _build(loader, builder)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = None if mark is None else int(mark.line) + 1
-        raise ParseError(f"invalid YAML: {exc.problem or exc}", line) from exc
-    except (
-        yaml.YAMLError
-    ) as exc:  # pragma: no cover - every PyYAML error we meet is marked
-        raise ParseError(f"invalid YAML: {exc}") from exc
+        line = None if mark is None else Line(mark.line + 1, mark.column + 1)
+        raise ParseError(f"invalid YAML: {exc.problem or exc}", line) from None
+    except yaml.reader.ReaderError as exc:
+        raise ParseError(
+            f"invalid YAML: {exc.reason} (#x{exc.character:04x})"
+            if isinstance(exc.character, int)
+            else f"invalid YAML: {exc.reason}",
+            position_of(text, exc.position),
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ParseError(f"invalid YAML: {exc}") from None
     finally:
         loader.dispose()
     return data, problems
 
 
-def parse_json(text: str) -> tuple[Any, list[ParseError]]:
+def parse_json(
+    text: str, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Any, list[ParseError]]:
     """Parse JSON *text*; return the data and any duplicate-key problems.
 
-    Integers of any size come back exact; ``NaN`` and ``Infinity`` are refused.
+    Integers come back exact (and are refused beyond a float's range);
+    ``NaN`` and ``Infinity`` are refused. Nesting is bounded by *limits*
+    (checked by the caller's walk); JSON too deep to parse is a ParseError.
 
     Raises:
-        ParseError: the text is not JSON (with the line of the error).
+        ParseError: the text is not JSON (with the line and column of the error).
     """
     problems: list[ParseError] = []
 
@@ -200,10 +511,49 @@ def parse_json(text: str) -> tuple[Any, list[ParseError]]:
         return out
 
     def constant(name: str) -> Any:
-        raise ParseError(f"invalid JSON: {name} is not a number JSON allows")
+        raise ParseError(
+            f"invalid JSON: {name} is not a number JSON allows",
+            position_of(text, text.find(name)),
+        )
 
+    def integer(digits: str) -> int:
+        if (
+            len(digits) > _MAX_DIGITS
+            or not -FLOAT_MAX_INT <= int(digits) <= FLOAT_MAX_INT
+        ):
+            raise ParseError(
+                "invalid JSON: an integer beyond the range of a float is refused",
+                position_of(text, text.find(digits[:50])),
+            )
+        return int(digits)
+
+    def real(digits: str) -> float:
+        number = float(digits)
+        if not math.isfinite(number):
+            raise ParseError(
+                f"invalid JSON: {digits[:20]} is not a finite number",
+                position_of(text, text.find(digits[:50])),
+            )
+        return number
+
+    if len(text) > limits.max_bytes:
+        raise ParseError(
+            f"the document is larger than Limits.max_bytes ({limits.max_bytes})"
+        )
     try:
-        data = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+        data = json.loads(
+            text,
+            object_pairs_hook=pairs,
+            parse_constant=constant,
+            parse_int=integer,
+            parse_float=real,
+        )
     except json.JSONDecodeError as exc:
-        raise ParseError(f"invalid JSON: {exc.msg}", exc.lineno) from exc
+        raise ParseError(
+            f"invalid JSON: {exc.msg}", Line(exc.lineno, exc.colno)
+        ) from None
+    except RecursionError:
+        raise ParseError(
+            f"invalid JSON: nesting deeper than Limits.max_depth ({limits.max_depth})"
+        ) from None
     return data, problems
