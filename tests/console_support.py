@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tests.ops_support import DOC
+
 from tipkit import registry
 from tipkit.clock import SYSTEM_CLOCK
 from tipkit.flags import Flags
@@ -18,9 +20,12 @@ from tipkit.testing import FakeClock
 
 TOKEN = "console-test-token-0123456789"  # noqa: S105  # a test token
 STARTED_DEADLINE = 30.0  # generous: a loaded CI machine
+# The application's flags plus the rollout's: one Flags per namespace registers
+# all of its keys (the registry shows the latest registration of a namespace).
 SEARCH_DOC = {
     "flags": {
-        "search": {"variants": {"new": True, "old": False}, "default_variant": "old"}
+        **DOC["flags"],
+        "search": {"variants": {"new": True, "old": False}, "default_variant": "old"},
     }
 }
 

@@ -67,7 +67,9 @@ _HEADERS: Final = (
     ),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null"
+    # on the console's own form posts, which the Origin check must refuse.
+    (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 )
 _DONE = re.compile(r"^[0-9A-Za-z:._-]{1,64}$")

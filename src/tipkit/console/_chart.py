@@ -68,10 +68,10 @@ def svg(title: str, series: Sequence[Point]) -> str:  # noqa: C901  # one drawin
             margin = _num(c.get("max_increase"))
         rows.append((label, control, canary, lower, upper, margin))
     values = [0.0]
-    for _, control, canary, lower, upper, margin in rows:
+    for _, control, canary, _lower, upper, margin in rows:
         values += [v for v in (control, canary) if v is not None]
         if control is not None:
-            values += [control + d for d in (lower, upper, margin) if d is not None]
+            values += [control + d for d in (upper, margin) if d is not None]
     top = max(max(values) * 1.15, 0.001)
     bottom = min(0.0, *values)
     plot_w, plot_h = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
@@ -113,7 +113,7 @@ def svg(title: str, series: Sequence[Point]) -> str:  # noqa: C901  # one drawin
         if control is None:
             continue
         if lower is not None and upper is not None:
-            lo, hi = y(control + lower), y(control + upper)
+            lo, hi = y(max(control + lower, 0.0)), y(control + upper)  # rates >= 0
             parts.append(
                 f'<line class="bound" x1="{cx}" x2="{cx}" y1="{lo}" y2="{hi}" '
                 f'stroke="{BOUND}" stroke-width="2"/>'

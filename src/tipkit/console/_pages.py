@@ -7,6 +7,7 @@ nothing about users.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -281,7 +282,7 @@ def limits_page(limits: Sequence[Mapping[str, Any]], ctx: Context) -> str:
 
 
 def _state(s: Mapping[str, Any]) -> str:
-    return _e(", ".join(f"{k}={v}" for k, v in s.items()) or "-")
+    return _e(", ".join(f"{k}={json.dumps(v)}" for k, v in s.items()) or "-")
 
 
 def audit_page(
