@@ -8,6 +8,7 @@ import pytest
 
 from tipkit.errors import ConfigError
 from tipkit.flags import FileProvider, Flags, FlagsReloadFailed, Reason
+from tipkit.telemetry._counters import REGISTRY
 from tipkit.testing import FakeClock, capture_events
 
 
@@ -33,8 +34,15 @@ def write(path: Path, text: str) -> None:
 def setup(tmp_path: Path, clock: FakeClock) -> tuple[Path, FileProvider, Flags]:
     path = tmp_path / "flags.json"
     write(path, doc("on"))
-    provider = FileProvider(path, reload_interval=1.0, clock=clock)
+    provider = FileProvider(path, reload_interval=1.0, clock=clock, watch=False)
     return path, provider, Flags(provider)
+
+
+def settle(provider: FileProvider, clock: FakeClock) -> bool:
+    """Poll, let the settle interval pass, poll again: what the watcher does."""
+    provider.poll()
+    clock.advance(provider.settle)
+    return provider.poll()
 
 
 def test_missing_file_at_start(tmp_path: Path):
@@ -52,41 +60,76 @@ def test_invalid_file_at_start(tmp_path: Path):
         FileProvider(path)
 
 
-def test_reload_after_interval(setup, clock):
-    """A changed file is picked up on the first evaluation after reload_interval."""
+def test_change_loads_once_settled(setup, clock):
+    """A changed file is loaded by poll() once its stat stayed the same for `settle`."""
     path, provider, flags = setup
     assert flags.is_enabled("f") is True
     write(path, doc("off"))
+    assert provider.poll() is False  # seen, not settled
     clock.advance(0.5)
+    assert provider.poll() is False
     assert flags.is_enabled("f") is True
     clock.advance(0.5)
+    assert provider.poll() is True
     assert False is flags.is_enabled("f")
     assert provider.reloads == 1
+    assert ("f",) == provider.changed_keys
     assert "reloads=1" in repr(provider)
 
 
-def test_stat_checked_at_most_every_interval(setup, clock, monkeypatch):
-    """The file's stat is read at most once per reload_interval, on evaluation."""
-    _, provider, flags = setup
-    calls = []
-    real = provider._stat_now
-    monkeypatch.setattr(provider, "_stat_now", lambda: calls.append(1) or real())
-    for _ in range(100):
-        flags.is_enabled("f")
-    assert [] == calls
-    clock.advance(1)
-    for _ in range(100):
-        flags.is_enabled("f")
-    assert [1] == calls
-
-
-def test_failed_reload_keeps_last_good(setup, clock):
-    """A reload that fails validation keeps the last good flags and publishes FlagsReloadFailed."""
+def test_evaluation_never_reads_the_file(setup, clock, monkeypatch):
+    """Evaluations never stat, read or parse the file, however much time passes."""
     path, provider, flags = setup
+    calls = []
+    monkeypatch.setattr(provider, "_stat_now", lambda: calls.append("stat"))
+    monkeypatch.setattr(provider, "_load", lambda: calls.append("load"))
+    write(path, doc("off"))
+    for _ in range(50):
+        clock.advance(10)
+        assert flags.is_enabled("f") is True
+    assert [] == calls
+
+
+def test_half_written_file_that_parses_is_not_loaded(setup, clock):
+    """A file still being written (it parses, but keeps changing) is never served half-done."""
+    path, provider, flags = setup
+    full = doc("off", {"g": {"variants": {"a": 1}, "default_variant": "a"}})
+    write(path, doc("off"))  # a first chunk that happens to parse
+    provider.poll()
+    clock.advance(0.6)
+    write(path, full)  # the writer goes on before the settle interval ends
+    assert provider.poll() is False
+    clock.advance(0.6)
+    assert provider.poll() is False  # changed 0.6 s ago: not settled yet
+    clock.advance(0.4)
+    assert provider.poll() is True
+    assert 1 == provider.reloads
+    assert 1 == flags.get("g", default=0)
+
+
+def test_atomic_rename_loads_at_once(setup, clock):
+    """A file renamed into place (a new inode) is loaded on the first poll."""
+    path, provider, flags = setup
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(doc("off"))
+    tmp.replace(path)
+    assert provider.poll() is True
+    assert False is flags.is_enabled("f")
+
+
+def test_failed_reload_reported_once_until_fixed(setup, clock, caplog):
+    """A failed reload keeps the last good flags; event, WARNING and counter once until fixed."""
+    path, provider, flags = setup
+    failures = REGISTRY.counter(
+        "tipkit.flag.reload_failures", {"tipkit.flags.file": str(path)}
+    )
+    before = failures.value
     with capture_events(FlagsReloadFailed) as events:
         write(path, doc("maybe"))
-        clock.advance(1)
+        assert settle(provider, clock) is False
         assert flags.is_enabled("f") is True
+        write(path, "{")  # still broken, differently
+        assert settle(provider, clock) is False
     assert len(events) == 1
     assert str(path) == events[0].name
     assert "unknown variant" in str(events[0].error)
@@ -95,26 +138,37 @@ def test_failed_reload_keeps_last_good(setup, clock):
         "feature_flag.provider.name": "tipkit",
         "error.type": "ConfigError",
     } == events[0].otel_attributes()
-    assert provider.last_error is events[0].error
+    assert 1 == failures.value - before
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert 1 == len(warnings)
+    assert "stale" == provider.status
     assert "stale" in repr(provider)
-    # the same broken file is not re-parsed every interval
-    with capture_events(FlagsReloadFailed) as again:
-        clock.advance(1)
-        flags.is_enabled("f")
-    assert [] == again
     write(path, doc("off"))
-    clock.advance(1)
+    assert settle(provider, clock) is True
     assert False is flags.is_enabled("f")
     assert provider.last_error is None
+    assert "ok" == provider.status
+
+
+def test_broken_file_is_not_parsed_again_until_it_changes(setup, clock, monkeypatch):
+    """The same broken file is parsed once, not on every poll."""
+    path, provider, _ = setup
+    write(path, "{")
+    settle(provider, clock)
+    loads = []
+    monkeypatch.setattr(provider, "_load", lambda: loads.append(1))
+    for _ in range(5):
+        clock.advance(1)
+        provider.poll()
+    assert [] == loads
 
 
 def test_deleted_file_keeps_last_good(setup, clock):
     """A deleted file keeps the last good flags."""
     path, provider, flags = setup
     path.unlink()
-    clock.advance(1)
+    settle(provider, clock)
     assert flags.is_enabled("f") is True
-    assert provider.last_error is not None
 
 
 def test_yaml_reload(tmp_path: Path, clock):
@@ -124,13 +178,14 @@ def test_yaml_reload(tmp_path: Path, clock):
         path,
         "flags:\n  f:\n    variants: {on: true, off: false}\n    default_variant: on\n",
     )
-    flags = Flags.from_file(path, clock=clock, reload_interval=2)
+    provider = FileProvider(path, clock=clock, reload_interval=2, watch=False)
+    flags = Flags(provider)
     assert flags.is_enabled("f") is True
     write(
         path,
         "flags:\n  f:\n    variants: {on: true, off: false}\n    default_variant: off\n",
     )
-    clock.advance(2)
+    settle(provider, clock)
     assert False is flags.is_enabled("f")
 
 
@@ -147,6 +202,31 @@ def test_forced_reload(setup):
     assert provider.check() is False
 
 
+def test_watcher_thread_reloads_in_the_background(tmp_path: Path):
+    """With the real clock, the watcher thread notices a rename and swaps; no evaluation needed."""
+    path = tmp_path / "f.json"
+    path.write_text(doc("on"))
+    flags = Flags.from_file(path, reload_interval=0.01)
+    provider = flags.provider
+    assert isinstance(provider, FileProvider)
+    assert provider.watching
+    swapped = threading.Event()
+
+    class Listener:
+        def changed(self) -> None:
+            swapped.set()
+
+    listener = Listener()
+    provider.subscribe(listener.changed)
+    tmp = tmp_path / "f.json.tmp"
+    tmp.write_text(doc("off"))
+    tmp.replace(path)
+    assert swapped.wait(30)
+    assert False is flags.is_enabled("f")
+    provider.close()
+    assert not provider.watching
+
+
 def test_refresh_interval_validation(tmp_path: Path):
     """Negative intervals are refused, naming the argument."""
     path = tmp_path / "f.json"
@@ -160,11 +240,11 @@ def test_refresh_interval_validation(tmp_path: Path):
 
 
 def test_shared_provider_reload_seen_by_all(setup, clock):
-    """Two Flags over one provider both see a reload the other triggered."""
+    """Two Flags over one provider both see a reload."""
     path, provider, flags = setup
     other = Flags(provider)
     write(path, doc("off"))
-    clock.advance(1)
+    settle(provider, clock)
     assert False is flags.is_enabled("f")
     assert False is other.is_enabled("f")
 
@@ -183,7 +263,7 @@ def test_eight_threads_evaluate_during_reloads(tmp_path: Path):
     ]
     write(path, worlds[0])
     clock = FakeClock()
-    provider = FileProvider(path, reload_interval=0, clock=clock)
+    provider = FileProvider(path, reload_interval=0, clock=clock, watch=False)
     flags = Flags(provider)
     errors: list[Any] = []
     seen: set[tuple[bool, str]] = set()
@@ -207,7 +287,7 @@ def test_eight_threads_evaluate_during_reloads(tmp_path: Path):
     barrier.wait()
     for i in range(60):
         write(path, worlds[(i + 1) % 2])
-        provider.check()
+        provider.poll()
     stop.set()
     for t in threads:
         t.join()

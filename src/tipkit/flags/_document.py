@@ -38,6 +38,7 @@ __all__ = [
     "Serve",
     "check_split",
     "compile_document",
+    "compile_plain",
     "format_of",
     "load_file",
     "load_text",
@@ -69,9 +70,18 @@ def compile_document(
     return _compile(plain, Compiler(source), limits)
 
 
+def compile_plain(doc: Any, source: str, limits: Limits = DEFAULT_LIMITS) -> FlagSet:
+    """Compile *doc*, a plain copy already checked by :func:`checked_copy`.
+
+    Raises:
+        ConfigError: listing every problem, sorted by position.
+    """
+    return _compile(doc, Compiler(source), limits)
+
+
 def _where(path: tuple[Any, ...]) -> dict[str, Any]:
     """Return the flag and field a data path points at (``flags.<key>.<field>...``)."""
-    if len(path) >= 2 and path[0] == "flags":  # noqa: PLR2004  # flags, key
+    if len(path) >= 2 and path[0] == "flags":  # flags, key
         rest = ".".join(str(p) for p in path[2:])
         return {"flag": str(path[1]), "field": rest or None}
     return {"field": ".".join(str(p) for p in path) or None}

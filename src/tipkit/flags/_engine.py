@@ -21,6 +21,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar, overload
 
+from tipkit import registry
 from tipkit._core import _fork
 from tipkit._core._check import check_clock, check_name, check_seconds
 from tipkit.clock import SYSTEM_CLOCK, Clock
@@ -40,7 +41,11 @@ from tipkit.flags._model import (
 )
 from tipkit.flags._outcomes import OnceLog
 from tipkit.flags._precedence import Plan
-from tipkit.flags._providers import FileProvider, FlagProvider, InMemoryProvider
+from tipkit.flags._providers import (
+    FileProvider,
+    FlagProvider,
+    document_provider,
+)
 from tipkit.flags._source import Source
 from tipkit.flags._store_sync import StoreSync
 from tipkit.stores import MemoryStore, Store
@@ -113,6 +118,7 @@ class Flags:
         "_now",
         "_plans",
         "_provider",
+        "_reg",
         "_source",
         "_table",
     )
@@ -143,6 +149,7 @@ class Flags:
         self._table: dict[str, Run] = {}
         self._plans: dict[str, Plan] = {}
         self._deadline = -_INF
+        given = store is not None
         store = store if store is not None else MemoryStore(clock=self._clock)
         sync = StoreSync(store, namespace, interval, self._clock, self._expired)
         self._source = Source(
@@ -150,6 +157,8 @@ class Flags:
         )
         self._admin = Admin(sync)
         self._maintain(store=False)
+        # Registered (best effort, one bounded write) so `tipkit ops` finds the flags.
+        self._reg = None if not given else registry.register_flags(self, namespace)
 
     # -- construction shortcuts ---------------------------------------------------------
     @classmethod
@@ -162,16 +171,16 @@ class Flags:
         **kwargs: Any,
     ) -> Flags:
         """Return ``Flags(FileProvider(path, ...))``; raises ``ConfigError`` if invalid."""
-        return cls(
-            FileProvider(path, reload_interval=reload_interval, clock=clock),
-            clock=clock,
-            **kwargs,
+        limits = kwargs.pop("limits", None)  # a Limits, or the defaults
+        file = FileProvider(
+            path, reload_interval=reload_interval, clock=clock, limits=limits
         )
+        return cls(file, clock=clock, **kwargs)
 
     @classmethod
     def from_dict(cls, document: Mapping[str, Any], **kwargs: Any) -> Flags:
         """Return ``Flags(InMemoryProvider(document))``; raises ``ConfigError`` if invalid."""
-        return cls(InMemoryProvider(document), **kwargs)
+        return cls(document_provider(document, kwargs.pop("limits", None)), **kwargs)
 
     def _fresh(self, *, store: bool = True) -> None:
         if self._now() >= self._deadline:
@@ -385,7 +394,9 @@ class Flags:
         self._maintain()
 
     # -- kill switches and overrides (operator actions: sync store writes) -------------
-    def kill(self, key: str) -> Action:
+    def kill(
+        self, key: str, *, actor: str | None = None, reason: str | None = None
+    ) -> Action:
         """Kill flag *key* everywhere sharing the store: it serves its off variant.
 
         At once here, within ``refresh_interval`` elsewhere (at once where the
@@ -393,13 +404,17 @@ class Flags:
         (``DISABLED``). Local-first: if the store fails, in force here and
         pending (:meth:`pending`), replayed with compare-and-set when it answers.
         Blocks for a round trip (bounded); never raises a store error.
-        Returns the :class:`~tipkit.stores.Action` (``done``: stored).
+        Returns the :class:`~tipkit.stores.Action` (``done``: stored). *actor*
+        (default: the OS user) and *reason* go to the audit log with every
+        action here (:mod:`tipkit.audit`; the store must keep one).
         """
-        return self._admin.kill(key, self._source.flag_set)
+        return self._admin.kill(key, self._source.flag_set, (actor, reason))
 
-    def revive(self, key: str) -> Action:
+    def revive(
+        self, key: str, *, actor: str | None = None, reason: str | None = None
+    ) -> Action:
         """Undo :meth:`kill` for *key* everywhere sharing the store (local-first, as kill)."""
-        return self._admin.revive(key)
+        return self._admin.revive(key, (actor, reason))
 
     def pending(self) -> list[Action]:
         """Return the kills, revives, overrides and splits not yet in the store.
@@ -410,7 +425,14 @@ class Flags:
         """
         return self._source.sync.durable.pending()
 
-    def set_override(self, key: str, value_or_variant: Any) -> Action:
+    def set_override(
+        self,
+        key: str,
+        value_or_variant: Any,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> Action:
         """Serve *value_or_variant* for *key* (reason ``STATIC``) until cleared.
 
         A variant's name, or a value equal to a variant's value, serves that
@@ -420,11 +442,13 @@ class Flags:
         Raises:
             TypeError: the value cannot be stored (not JSON-compatible).
         """
-        return self._admin.set_override(key, value_or_variant)
+        return self._admin.set_override(key, value_or_variant, (actor, reason))
 
-    def clear_override(self, key: str) -> Action:
+    def clear_override(
+        self, key: str, *, actor: str | None = None, reason: str | None = None
+    ) -> Action:
         """Remove the override of *key* set by :meth:`set_override` (local-first)."""
-        return self._admin.clear_override(key)
+        return self._admin.clear_override(key, (actor, reason))
 
     def override(self, key: str, value_or_variant: Any) -> AbstractContextManager[None]:
         """Override *key* inside the ``with`` block, then restore what was there.
@@ -440,6 +464,8 @@ class Flags:
         weights: Mapping[str, float | Decimal],
         *,
         rule_id: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
     ) -> None:
         """Serve flag *key*'s split with *weights* (percent per variant) from now on.
 
@@ -462,9 +488,16 @@ class Flags:
         Local-first: while the store fails, the split is in force here and
         pending (see :meth:`kill`); never raises a store failure.
         """
-        self._admin.set_split(key, weights, rule_id, self.flag_set)
+        self._admin.set_split(key, weights, rule_id, self.flag_set, (actor, reason))
 
-    def clear_split(self, key: str, *, rule_id: str | None = None) -> None:
+    def clear_split(
+        self,
+        key: str,
+        *,
+        rule_id: str | None = None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         """Remove the run-time split of *key*'s fallthrough (or rule *rule_id*), if any.
 
         The document's weights (or single variant) serve again. Local-first,
@@ -473,7 +506,7 @@ class Flags:
         Raises:
             ValueError: *key* or *rule_id* is not a non-empty string.
         """
-        self._admin.clear_split(key, rule_id)
+        self._admin.clear_split(key, rule_id, (actor, reason))
 
     def get_split(
         self, key: str, *, rule_id: str | None = None

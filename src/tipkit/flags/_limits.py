@@ -22,8 +22,8 @@ from typing import Any, Final
 __all__ = [
     "DEFAULT_LIMITS",
     "FLOAT_MAX_INT",
-    "Limits",
     "LimitError",
+    "Limits",
     "check_counts",
     "checked_copy",
 ]

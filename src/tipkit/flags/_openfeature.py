@@ -20,6 +20,7 @@ from openfeature.flag_evaluation import Reason as OFReason
 from openfeature.provider import AbstractProvider, Metadata
 from openfeature.transaction_context import TransactionContextPropagator
 
+from tipkit.errors import ConfigError
 from tipkit.flags._engine import Flags
 from tipkit.flags._model import (
     ErrorCode,
@@ -111,8 +112,7 @@ class TipkitProvider(AbstractProvider):
         if watch is not None and not watch > 0:
             raise ValueError(f"watch must be > 0 seconds or None, got {watch!r}")
         self._watch = watch
-        self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._watcher: FileProvider | None = None  # watching because of us
         self._broken = False  # the file is missing or invalid: STALE/ERROR was emitted
         self._versions = _versions(flags)
         flags.provider.subscribe(self._source_changed)
@@ -145,55 +145,36 @@ class TipkitProvider(AbstractProvider):
         self._ready = self._flags.flag_set is not None
         self._versions = _versions(self._flags)
         provider = self._flags.provider
-        if (
-            self._watch is not None
-            and isinstance(provider, FileProvider)
-            and self._watcher is None
-        ):
-            self._stop.clear()
-            self._watcher = threading.Thread(
-                target=self._watch_file,
-                args=(provider, self._watch),
-                name=f"tipkit-watch-{provider.path.name}",
-                daemon=True,
-            )
-            self._watcher.start()
+        if self._watch is not None and isinstance(provider, FileProvider):
+            # The file provider's own watcher is the one mechanism: it parses
+            # off the request path and calls us back on a swap or a failure.
+            if not provider.watching:
+                self._watcher = provider
+            provider.subscribe_failed(self._file_failed)
+            provider.watch(interval=self._watch)
         if not self._ready:
             raise OFProviderNotReadyError("tipkit: the flag provider has no flags yet")
 
     def shutdown(self) -> None:
-        """Stop emitting events and the file watcher; the :class:`Flags` stays usable."""
+        """Stop emitting events (and the file watcher if ``initialize`` started it)."""
         self._live = False
-        self._stop.set()
         watcher, self._watcher = self._watcher, None
-        if watcher is not None and watcher is not threading.current_thread():
-            watcher.join(timeout=5.0)
+        if watcher is not None:
+            watcher.close()
 
-    def _watch_file(self, provider: FileProvider, interval: float) -> None:
-        # Real time on purpose: a watch thread is the one place tipkit waits on
-        # its own; Event.wait returns at once on shutdown().
-        while not self._stop.wait(interval):
-            try:
-                provider.check()
-                error = provider.last_error
-                if error is not None and not self._broken:
-                    self._broken = True
-                    missing = "not found" in str(error)
-                    details = ProviderEventDetails(
-                        message=f"tipkit: {error}",
-                        error_code=OFErrorCode.GENERAL
-                        if missing
-                        else OFErrorCode.PARSE_ERROR,
-                    )
-                    emit = (
-                        self.emit_provider_error
-                        if missing
-                        else self.emit_provider_stale
-                    )
-                    if self._live:
-                        self._emit_safely(emit, details)
-            except Exception:  # the watcher must outlive any one bad look
-                logger.debug("tipkit: the flag file watcher failed once", exc_info=True)
+    def _file_failed(self, error: ConfigError) -> None:
+        # Called by the file provider's watcher when the file starts failing.
+        if self._broken:
+            return
+        self._broken = True
+        missing = "not found" in str(error)
+        details = ProviderEventDetails(
+            message=f"tipkit: {error}",
+            error_code=OFErrorCode.GENERAL if missing else OFErrorCode.PARSE_ERROR,
+        )
+        emit = self.emit_provider_error if missing else self.emit_provider_stale
+        if self._live:
+            self._emit_safely(emit, details)
 
     def _source_changed(self) -> None:
         # Called by the tipkit provider (any thread) after it swapped its flags.

@@ -56,7 +56,7 @@ class Line(int):
 
     column: int | None
 
-    def __new__(cls, line: int, column: int | None = None) -> Line:  # noqa: D102
+    def __new__(cls, line: int, column: int | None = None) -> Line:
         self = super().__new__(cls, line)
         self.column = column
         return self
