@@ -15,7 +15,16 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from tipkit.stores._events import StoreRecovered, StoreUnavailable
+from tipkit.stores._action import Action
+from tipkit.stores._audit import AuditStore
+from tipkit.stores._events import (
+    ActionConflict,
+    ActionFlushed,
+    ActionPending,
+    StoreRecovered,
+    StoreStateLost,
+    StoreUnavailable,
+)
 from tipkit.stores._memory import MemoryStore
 from tipkit.stores._protocol import (
     JSON,
@@ -35,6 +44,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JSON",
+    "Action",
+    "ActionConflict",
+    "ActionFlushed",
+    "ActionPending",
+    "AuditStore",
     "CounterStore",
     "Entry",
     "KeyValueStore",
@@ -43,6 +57,7 @@ __all__ = [
     "Snapshot",
     "Store",
     "StoreRecovered",
+    "StoreStateLost",
     "StoreUnavailable",
     "Subscription",
     "TokenStore",
