@@ -153,6 +153,13 @@ class Compiler:
         def variant_ref(field: str, at: int | None) -> str | None:
             name = fdoc.get(field)
             if name is None:
+                if field == "default_variant" and field in fdoc:
+                    bad(
+                        "'default_variant' is empty (null): name a variant, "
+                        "or remove the key and give 'fallthrough'",
+                        field,
+                        at,
+                    )
                 return None
             if not isinstance(name, str):
                 bad(
