@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 import pytest
+from openfeature import api
 
 from tipkit.errors import ConfigError
 from tipkit.flags import Flags
+from tipkit.flags._compile import METADATA_CHARS, METADATA_ENTRIES
+from tipkit.flags.openfeature import TipkitProvider
 
 
 @pytest.mark.parametrize(
@@ -43,3 +49,111 @@ def test_an_empty_default_variant_is_refused_even_with_a_fallthrough(
     with pytest.raises(ConfigError) as caught:
         Flags.from_file(path)
     assert "field 'default_variant'" in str(caught.value)
+
+
+META_DOC = """\
+version: 1
+metadata: {team: payments, tier: 1}
+flags:
+  tagged:
+    variants: {on: true, off: false}
+    default_variant: on
+    metadata: {string: "1.0.2", integer: 2, float: 0.1, boolean: true, tier: 2}
+  plain:
+    variants: {on: true, off: false}
+    default_variant: on
+"""
+
+
+@pytest.fixture
+def of_client(tmp_path: Path) -> Iterator[Any]:
+    """An OpenFeature client over a tipkit provider of META_DOC."""
+    path = tmp_path / "flags.yaml"
+    path.write_text(META_DOC)
+    domain = f"meta-{id(path)}"
+    api.set_provider_and_wait(TipkitProvider(Flags.from_file(path), watch=None), domain)
+    yield api.get_client(domain)
+    api.shutdown()
+
+
+def test_flag_metadata_holds_document_then_flag_entries(of_client: Any) -> None:
+    """The flag's own metadata wins over the document's; tipkit's keys follow."""
+    details = of_client.get_boolean_details("tagged", False)
+    meta = details.flag_metadata
+    assert "1.0.2" == meta["string"]
+    assert 2 == meta["integer"]
+    assert 0.1 == meta["float"]
+    assert True is meta["boolean"]
+    assert 2 == meta["tier"]
+    assert "payments" == meta["team"]
+    assert "flag_version" in meta
+
+
+def test_document_metadata_reaches_flags_without_their_own(of_client: Any) -> None:
+    """A flag with no metadata carries the document's entries."""
+    meta = of_client.get_boolean_details("plain", False).flag_metadata
+    assert "payments" == meta["team"]
+    assert 1 == meta["tier"]
+
+
+def test_flag_metadata_is_immutable(of_client: Any) -> None:
+    """flag_metadata is a read-only mapping (spec 1.4.15.1)."""
+    meta = of_client.get_boolean_details("tagged", False).flag_metadata
+    assert isinstance(meta, MappingProxyType)
+    with pytest.raises(TypeError):
+        meta["string"] = "changed"  # type: ignore[index]
+
+
+def test_compiled_metadata_is_read_only(tmp_path: Path) -> None:
+    """The compiled flag and flag set keep metadata as read-only mappings."""
+    path = tmp_path / "flags.yaml"
+    path.write_text(META_DOC)
+    flag_set = Flags.from_file(path).flag_set
+    assert flag_set is not None
+    assert {"team": "payments", "tier": 1} == dict(flag_set.metadata)
+    with pytest.raises(TypeError):
+        flag_set.flags["tagged"].metadata["x"] = 1  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "words"),
+    [
+        ("[1, 2]", "must be a mapping"),
+        ("{nested: {a: 1}}", "must be a bool, string, integer or float"),
+        ("{empty: null}", "must be a bool, string, integer or float"),
+        ("{1: x}", "metadata key must be a non-empty string"),
+        ("{long: " + "x" * (METADATA_CHARS + 1) + "}", "longer than"),
+        (
+            "{" + ", ".join(f"k{i}: 1" for i in range(METADATA_ENTRIES + 1)) + "}",
+            "at most",
+        ),
+    ],
+)
+def test_bad_metadata_is_refused_with_flag_and_field(
+    tmp_path: Path, metadata: str, words: str
+) -> None:
+    """Metadata is string keys to scalars, bounded; anything else is a ConfigError."""
+    path = tmp_path / "flags.yaml"
+    path.write_text(
+        "version: 1\nflags:\n  x:\n    variants: {on: true, off: false}\n"
+        f"    default_variant: on\n    metadata: {metadata}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        Flags.from_file(path)
+    message = str(caught.value)
+    assert "flag 'x'" in message
+    assert "field 'metadata'" in message
+    assert words in message
+
+
+def test_bad_document_metadata_is_refused(tmp_path: Path) -> None:
+    """Document-level metadata follows the same rules."""
+    path = tmp_path / "flags.yaml"
+    path.write_text(
+        "version: 1\nmetadata: {a: [1]}\nflags:\n  x:\n"
+        "    variants: {on: true, off: false}\n    default_variant: on\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        Flags.from_file(path)
+    assert f"{path}:2:" in str(caught.value)
+    assert "field 'metadata'" in str(caught.value)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 from tipkit.flags._bucketing import BUCKETS, WeightError, thousandths
@@ -23,7 +24,7 @@ from tipkit.flags._yaml import LocList, line_at, line_of
 
 __all__ = ["Compiler"]
 
-TOP_KEYS: Final = ("version", "flags", "segments")
+TOP_KEYS: Final = ("version", "metadata", "flags", "segments")
 FLAG_KEYS: Final = (
     "description",
     "state",
@@ -34,8 +35,14 @@ FLAG_KEYS: Final = (
     "bucket_by",
     "rules",
     "fallthrough",
+    "metadata",
 )
 RULE_KEYS: Final = ("id", "description", "if", "serve")
+METADATA_ENTRIES: Final = 64
+"""At most this many ``metadata`` entries per flag or document."""
+METADATA_CHARS: Final = 1024
+"""At most this many characters in one ``metadata`` key or string value."""
+_NO_METADATA: Final[Mapping[str, Any]] = MappingProxyType({})
 _VALUE_TYPES: Final = {
     bool: "bool",
     str: "str",
@@ -68,6 +75,7 @@ class Compiler:
         self.source = source
         self.problems = Problems(source)
         self.conditions = Conditions(self.problems)
+        self.doc_metadata: Mapping[str, Any] = _NO_METADATA
 
     # -- document ----------------------------------------------------------------
     def document(self, doc: Any) -> FlagSet:
@@ -94,6 +102,11 @@ class Compiler:
                 line=line_of(doc, "version"),
             )
         self.conditions.define_segments(doc)
+        self.doc_metadata = _metadata(
+            doc.get("metadata"),
+            lambda msg, at: self.problems.add(msg, field="metadata", line=at),
+            line_of(doc, "metadata"),
+        )
         flags_doc = self.problems.mapping(doc, "flags")
         flags: dict[str, CompiledFlag] = {}
         for key, fdoc in flags_doc.items():
@@ -110,7 +123,11 @@ class Compiler:
         if self.problems:
             raise self.problems.error()
         return FlagSet(
-            flags, tuple(self.conditions.segment_defs), self.source, _digest(doc)
+            flags,
+            tuple(self.conditions.segment_defs),
+            self.source,
+            _digest(doc),
+            metadata=self.doc_metadata,
         )
 
     # -- flags -----------------------------------------------------------------------
@@ -201,6 +218,11 @@ class Compiler:
                 "what to serve when no rule matches",
                 "default_variant",
             )
+        own = _metadata(
+            fdoc.get("metadata"),
+            lambda msg, at: bad(msg, "metadata", at),
+            line_of(fdoc, "metadata"),
+        )
         if len(self.problems) > before or fall_spec is None:
             return None
         version = _digest(
@@ -235,6 +257,9 @@ class Compiler:
             fallthrough=fallthrough,
             version=version,
             definition=fdoc,
+            metadata=MappingProxyType({**self.doc_metadata, **own})
+            if own
+            else self.doc_metadata,
         )
 
     def hashing(
@@ -521,3 +546,33 @@ def _plain(value: Any) -> Any:
 
 def _at(line: int | None) -> str:
     return "an earlier rule" if line is None else f"line {line}"
+
+
+def _metadata(
+    value: Any, bad: Callable[[str, int | None], None], line: int | None
+) -> Mapping[str, Any]:
+    """Validate a ``metadata`` mapping; return it read-only (empty where bad)."""
+    if value is None:
+        return _NO_METADATA
+    if not isinstance(value, dict):
+        bad(f"'metadata' must be a mapping, got {type(value).__name__}", line)
+        return _NO_METADATA
+    if len(value) > METADATA_ENTRIES:
+        bad(f"'metadata' has {len(value)} entries; at most {METADATA_ENTRIES}", line)
+        return _NO_METADATA
+    clean: dict[str, Any] = {}
+    for k, v in value.items():
+        at = line_of(value, k)
+        if not isinstance(k, str) or not k or len(k) > METADATA_CHARS:
+            bad(f"a metadata key must be a non-empty string, got {k!r}", at)
+        elif not isinstance(v, (bool, str, int, float)):
+            bad(
+                f"metadata {k!r} must be a bool, string, integer or float, "
+                f"got {type(v).__name__}",
+                at,
+            )
+        elif isinstance(v, str) and len(v) > METADATA_CHARS:
+            bad(f"metadata {k!r} is longer than {METADATA_CHARS} characters", at)
+        else:
+            clean[k] = v
+    return MappingProxyType(clean) if clean else _NO_METADATA

@@ -10,6 +10,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 from tipkit.flags._bucketing import bucket_of, split_bounds
@@ -25,6 +26,8 @@ __all__ = [
     "bucket_key_of",
     "percent",
 ]
+
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 Run = Callable[[Mapping[str, Any], Any], Outcome]
 """A compiled flag: ``run(attributes, targeting_key) -> Outcome``."""
@@ -182,6 +185,7 @@ class CompiledFlag:
         "enabled",
         "fallthrough",
         "key",
+        "metadata",
         "off_variant",
         "rules",
         "run",
@@ -207,6 +211,7 @@ class CompiledFlag:
         fallthrough: Serve,
         version: str,
         definition: Any,
+        metadata: Mapping[str, Any] = _NO_METADATA,
     ) -> None:
         self.key = key
         self.description = description
@@ -221,6 +226,7 @@ class CompiledFlag:
         self.fallthrough = fallthrough
         self.version = version
         self.definition = definition
+        self.metadata = metadata  # read-only: the document's, then the flag's own
         self.disabled_outcome = self.outcome(off_variant, Reason.DISABLED)
         self.run: Run = self._runner() if enabled else _constant(self.disabled_outcome)
 
@@ -325,7 +331,7 @@ def _make_runner(fall: Run, pairs: tuple[tuple[Cond, Run], ...]) -> Run:
 class FlagSet:
     """An immutable, validated snapshot of a flag document."""
 
-    __slots__ = ("flags", "segments", "source", "version")
+    __slots__ = ("flags", "metadata", "segments", "source", "version")
 
     def __init__(
         self,
@@ -333,8 +339,11 @@ class FlagSet:
         segments: tuple[str, ...],
         source: str,
         version: str,
+        *,
+        metadata: Mapping[str, Any] = _NO_METADATA,
     ) -> None:
         self.flags = flags
+        self.metadata = metadata
         self.segments = segments
         self.source = source
         self.version = version

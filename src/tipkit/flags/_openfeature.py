@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
 from openfeature.evaluation_context import EvaluationContext as OFContext
@@ -60,6 +61,8 @@ ERROR_CODES: Final[Mapping[ErrorCode, OFErrorCode]] = {
 
 ObjectValue = Sequence[Any] | Mapping[str, Any]
 
+_NO_METADATA: Final[Mapping[str, Any]] = MappingProxyType({})
+
 
 class TipkitProvider(AbstractProvider):
     """Serve tipkit's :class:`~tipkit.flags.Flags` to OpenFeature clients.
@@ -75,7 +78,8 @@ class TipkitProvider(AbstractProvider):
     The OpenFeature context's ``targeting_key`` and ``attributes`` become a
     tipkit :class:`~tipkit.flags.EvaluationContext`; reasons, variants and error
     codes pass through unchanged (tipkit uses OpenFeature's vocabulary);
-    ``flag_metadata`` holds ``rule_id`` and ``flag_version`` when there are some.
+    ``flag_metadata`` (read-only) holds the document's and the flag's own
+    ``metadata:`` entries, then ``rule_id`` and ``flag_version`` when there are some.
     Kill switches, overrides and hot reloads of *flags* are seen at once.
 
     Type rules are tipkit's: a boolean resolution of a string flag is
@@ -337,7 +341,7 @@ class TipkitProvider(AbstractProvider):
             Exception
         ) as exc:  # never into the app: Flags cannot raise, but belt and braces
             return _failed(flag_key, default_value, exc)
-        return _details(detail, default_value)
+        return _details(detail, default_value, self._user_metadata(flag_key))
 
     async def _aresolve(
         self,
@@ -353,7 +357,13 @@ class TipkitProvider(AbstractProvider):
             Exception
         ) as exc:  # never into the app: Flags cannot raise, but belt and braces
             return _failed(flag_key, default_value, exc)
-        return _details(detail, default_value)
+        return _details(detail, default_value, self._user_metadata(flag_key))
+
+    def _user_metadata(self, flag_key: str) -> Mapping[str, Any]:
+        """The flag's ``metadata:`` (the document's under it); empty if none."""
+        flag_set = self._flags.flag_set
+        flag = None if flag_set is None else flag_set.flags.get(flag_key)
+        return _NO_METADATA if flag is None else flag.metadata
 
     def _request(
         self, evaluation_context: OFContext | None
@@ -436,9 +446,17 @@ def _tipkit_context(context: OFContext | None) -> EvaluationContext | None:
     return EvaluationContext(context.targeting_key, context.attributes)
 
 
-def _details(detail: EvaluationDetail, default_value: T) -> FlagResolutionDetails[T]:
-    """Return OpenFeature's resolution details for tipkit's evaluation *detail*."""
-    metadata: dict[str, str] = {}
+def _details(
+    detail: EvaluationDetail,
+    default_value: T,
+    user_metadata: Mapping[str, Any] = _NO_METADATA,
+) -> FlagResolutionDetails[T]:
+    """Return OpenFeature's resolution details for tipkit's evaluation *detail*.
+
+    ``flag_metadata`` is read-only (spec 1.4.15.1): the document's ``metadata:``
+    entries, then ``rule_id`` and ``flag_version``.
+    """
+    metadata: dict[str, Any] = dict(user_metadata)
     if detail.rule_id is not None:
         metadata["rule_id"] = detail.rule_id
     if detail.flag_version is not None:
@@ -454,5 +472,5 @@ def _details(detail: EvaluationDetail, default_value: T) -> FlagResolutionDetail
         error_message=detail.error_message,
         reason=REASONS.get(detail.reason, OFReason.UNKNOWN),
         variant=detail.variant,
-        flag_metadata=metadata,
+        flag_metadata=MappingProxyType(metadata),
     )
