@@ -16,8 +16,9 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
+from tipkit import audit
 from tipkit.errors import ConfigError, StoreConflictError, StoreError
 from tipkit.flags._compiled import CompiledFlag, FlagSet
 from tipkit.flags._document import check_split
@@ -33,7 +34,17 @@ from tipkit.stores import Store
 from tipkit.stores._durable import Action
 from tipkit.stores._memory import _encode
 
-__all__ = ["Admin", "check_key", "check_rule_id"]
+__all__ = ["NOBODY", "Admin", "Who", "check_key", "check_rule_id"]
+
+
+class Who(TypedDict, total=False):
+    """Who acted and why: the keyword-only ``actor=``/``reason=`` of every action."""
+
+    actor: str | None
+    reason: str | None
+
+
+NOBODY: Final[Who] = {}
 
 logger = logging.getLogger("tipkit")
 
@@ -85,32 +96,69 @@ class Admin:
         notify_peers(self.store)
         return action
 
+    def _audited(
+        self, key: str, name: str, *, value: Any, action: str, part: str, who: Who
+    ) -> Action:
+        """Write *value* at *name* and append the action to the audit log (never raises)."""
+        before = _part(part, self._current(name))
+        done = self._write(name, value=value)
+        self._record(key, action, {part: before}, {part: _part(part, value)}, who)
+        return done
+
+    def _record(self, key: str, action: str, before: Any, after: Any, who: Who) -> None:
+        actor, reason = who.get("actor"), who.get("reason")
+        if actor is None and reason is None:
+            return  # unattributed: a component's own writes (a rollout's split)
+        ns = self.namespace
+        target = f"flag:{key}" if ns == "flags" else f"flag:{ns}/{key}"
+        audit.record(
+            self.store, actor=actor, action=action, target=target, reason=reason,
+            before=before, after=after,
+        )  # fmt: skip
+
     # -- kill switches ------------------------------------------------------------
-    def kill(self, key: str, flag_set: FlagSet | None) -> Action:
-        """Write the kill switch of *key*."""
+    def kill(self, key: str, flag_set: FlagSet | None, who: Who = NOBODY) -> Action:
+        """Write the kill switch of *key*; audit it as *who* (actor, reason)."""
+        _attribution(who)
         check_key(key)
         fs = flag_set
         if fs is not None and key not in fs.flags:
             logger.warning(
                 "tipkit: killing flag %r, which this process does not know", key
             )
-        return self._write(KILL + key, value=True)
+        return self._audited(
+            key, KILL + key, value=True, action="flag.kill", part="killed", who=who
+        )
 
-    def revive(self, key: str) -> Action:
+    def revive(self, key: str, who: Who = NOBODY) -> Action:
         """Clear the kill switch of *key* (a ``False`` tombstone: replayable)."""
+        _attribution(who)
         check_key(key)
-        return self._write(KILL + key, value=False)
+        return self._audited(
+            key, KILL + key, value=False, action="flag.revive", part="killed", who=who
+        )
 
     # -- overrides ----------------------------------------------------------------
-    def set_override(self, key: str, value_or_variant: Any) -> Action:
+    def set_override(
+        self, key: str, value_or_variant: Any, who: Who = NOBODY
+    ) -> Action:
         """Write the override of *key*."""
+        _attribution(who)
         check_key(key)
-        return self._write(OVERRIDE + key, value={"value": value_or_variant})
+        value = {"value": value_or_variant}
+        return self._audited(
+            key, OVERRIDE + key, value=value, action="flag.override", part="override",
+            who=who,
+        )  # fmt: skip
 
-    def clear_override(self, key: str) -> Action:
+    def clear_override(self, key: str, who: Who = NOBODY) -> Action:
         """Clear the override of *key* (a ``None`` tombstone)."""
+        _attribution(who)
         check_key(key)
-        return self._write(OVERRIDE + key, value=None)
+        return self._audited(
+            key, OVERRIDE + key, value=None, action="flag.clear_override",
+            part="override", who=who,
+        )  # fmt: skip
 
     @contextmanager
     def override(self, key: str, value_or_variant: Any) -> Iterator[None]:
@@ -145,8 +193,10 @@ class Admin:
         weights: Mapping[str, float | Decimal],
         rule_id: str | None,
         flag_set: FlagSet | None,
+        who: Who = NOBODY,
     ) -> Action | None:
         """Validate *weights* against the flag and write them for the target."""
+        _attribution(who)
         check_key(key)
         check_rule_id(rule_id)
         flag = _split_target(key, rule_id, flag_set)
@@ -158,10 +208,23 @@ class Admin:
             current[target] = parsed
             return current
 
-        return self._update_splits(key, write)
+        before = self.get_split(key, rule_id)
+        done = self._update_splits(key, write)
+        after = {v: w / 1000 for v, w in parsed.items()}
+        self._split_audit(key, "flag.split", before, after, who)
+        return done
 
-    def clear_split(self, key: str, rule_id: str | None) -> Action | None:
+    def _split_audit(
+        self, key: str, action: str, before: Any, after: Any, who: Who
+    ) -> None:
+        if before != after:
+            self._record(key, action, {"split": before}, {"split": after}, who)
+
+    def clear_split(
+        self, key: str, rule_id: str | None, who: Who = NOBODY
+    ) -> Action | None:
         """Remove the run-time split of the target, if any."""
+        _attribution(who)
         check_key(key)
         check_rule_id(rule_id)
         target = rule_id or ""
@@ -170,7 +233,10 @@ class Admin:
             current.pop(target, None)
             return current
 
-        return self._update_splits(key, remove)
+        before = self.get_split(key, rule_id)
+        done = self._update_splits(key, remove)
+        self._split_audit(key, "flag.clear_split", before, None, who)
+        return done
 
     def get_split(self, key: str, rule_id: str | None) -> dict[str, float] | None:
         """Read the run-time split of the target (the store now; if down, as served)."""
@@ -242,3 +308,19 @@ def _split_target(key: str, rule_id: str | None, fs: FlagSet | None) -> Compiled
             field="rules",
         )
     return flag
+
+
+def _part(part: str, value: Any) -> Any:
+    """The audited part of a stored value: ``killed`` as a bool, ``override`` unwrapped."""
+    if part == "killed":
+        return bool(value)
+    return value.get("value") if isinstance(value, dict) else None
+
+
+def _attribution(who: Who) -> None:
+    """Raise ``TypeError`` for a keyword other than ``actor``/``reason`` (a typo)."""
+    unknown = sorted(set(who) - {"actor", "reason"})
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument(s) {unknown}: use actor=, reason="
+        )

@@ -19,14 +19,13 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, Unpack, overload
 
-from tipkit import registry
 from tipkit._core import _fork
 from tipkit._core._check import check_clock, check_name, check_seconds
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.flags import _outcomes
-from tipkit.flags._admin import Admin, check_key
+from tipkit.flags._admin import Admin, Who, check_key
 from tipkit.flags._compiled import FlagSet, Run
 from tipkit.flags._events import FlagEvaluated
 from tipkit.flags._explain import Explanation, explain
@@ -118,7 +117,6 @@ class Flags:
         "_now",
         "_plans",
         "_provider",
-        "_reg",
         "_source",
         "_table",
     )
@@ -149,7 +147,6 @@ class Flags:
         self._table: dict[str, Run] = {}
         self._plans: dict[str, Plan] = {}
         self._deadline = -_INF
-        given = store is not None
         store = store if store is not None else MemoryStore(clock=self._clock)
         sync = StoreSync(store, namespace, interval, self._clock, self._expired)
         self._source = Source(
@@ -157,8 +154,6 @@ class Flags:
         )
         self._admin = Admin(sync)
         self._maintain(store=False)
-        # Registered (best effort, one bounded write) so `tipkit ops` finds the flags.
-        self._reg = None if not given else registry.register_flags(self, namespace)
 
     # -- construction shortcuts ---------------------------------------------------------
     @classmethod
@@ -394,27 +389,20 @@ class Flags:
         self._maintain()
 
     # -- kill switches and overrides (operator actions: sync store writes) -------------
-    def kill(
-        self, key: str, *, actor: str | None = None, reason: str | None = None
-    ) -> Action:
+    def kill(self, key: str, **who: Unpack[Who]) -> Action:
         """Kill flag *key* everywhere sharing the store: it serves its off variant.
 
-        At once here, within ``refresh_interval`` elsewhere (at once where the
-        store pushes). Without an ``off_variant``: the caller's default
-        (``DISABLED``). Local-first: if the store fails, in force here and
-        pending (:meth:`pending`), replayed with compare-and-set when it answers.
-        Blocks for a round trip (bounded); never raises a store error.
-        Returns the :class:`~tipkit.stores.Action` (``done``: stored). *actor*
-        (default: the OS user) and *reason* go to the audit log with every
-        action here (:mod:`tipkit.audit`; the store must keep one).
+        At once here, within ``refresh_interval`` elsewhere (at once where the store
+        pushes); no ``off_variant``: the caller's default (``DISABLED``). Local-first:
+        if the store fails, in force here and pending (:meth:`pending`), replayed with
+        compare-and-set; never raises a store error (one bounded round trip). Returns
+        the ``Action`` (``done``: stored). ``actor=``, ``reason=``: audited if given.
         """
-        return self._admin.kill(key, self._source.flag_set, (actor, reason))
+        return self._admin.kill(key, self._source.flag_set, who)
 
-    def revive(
-        self, key: str, *, actor: str | None = None, reason: str | None = None
-    ) -> Action:
+    def revive(self, key: str, **who: Unpack[Who]) -> Action:
         """Undo :meth:`kill` for *key* everywhere sharing the store (local-first, as kill)."""
-        return self._admin.revive(key, (actor, reason))
+        return self._admin.revive(key, who)
 
     def pending(self) -> list[Action]:
         """Return the kills, revives, overrides and splits not yet in the store.
@@ -426,12 +414,7 @@ class Flags:
         return self._source.sync.durable.pending()
 
     def set_override(
-        self,
-        key: str,
-        value_or_variant: Any,
-        *,
-        actor: str | None = None,
-        reason: str | None = None,
+        self, key: str, value_or_variant: Any, **who: Unpack[Who]
     ) -> Action:
         """Serve *value_or_variant* for *key* (reason ``STATIC``) until cleared.
 
@@ -442,13 +425,11 @@ class Flags:
         Raises:
             TypeError: the value cannot be stored (not JSON-compatible).
         """
-        return self._admin.set_override(key, value_or_variant, (actor, reason))
+        return self._admin.set_override(key, value_or_variant, who)
 
-    def clear_override(
-        self, key: str, *, actor: str | None = None, reason: str | None = None
-    ) -> Action:
+    def clear_override(self, key: str, **who: Unpack[Who]) -> Action:
         """Remove the override of *key* set by :meth:`set_override` (local-first)."""
-        return self._admin.clear_override(key, (actor, reason))
+        return self._admin.clear_override(key, who)
 
     def override(self, key: str, value_or_variant: Any) -> AbstractContextManager[None]:
         """Override *key* inside the ``with`` block, then restore what was there.
@@ -464,8 +445,7 @@ class Flags:
         weights: Mapping[str, float | Decimal],
         *,
         rule_id: str | None = None,
-        actor: str | None = None,
-        reason: str | None = None,
+        **who: Unpack[Who],
     ) -> None:
         """Serve flag *key*'s split with *weights* (percent per variant) from now on.
 
@@ -488,25 +468,19 @@ class Flags:
         Local-first: while the store fails, the split is in force here and
         pending (see :meth:`kill`); never raises a store failure.
         """
-        self._admin.set_split(key, weights, rule_id, self.flag_set, (actor, reason))
+        self._admin.set_split(key, weights, rule_id, self.flag_set, who)
 
     def clear_split(
-        self,
-        key: str,
-        *,
-        rule_id: str | None = None,
-        actor: str | None = None,
-        reason: str | None = None,
+        self, key: str, *, rule_id: str | None = None, **who: Unpack[Who]
     ) -> None:
         """Remove the run-time split of *key*'s fallthrough (or rule *rule_id*), if any.
 
-        The document's weights (or single variant) serve again. Local-first,
-        as :meth:`set_split`.
+        The document's weights (or single variant) serve again; as :meth:`set_split`.
 
         Raises:
             ValueError: *key* or *rule_id* is not a non-empty string.
         """
-        self._admin.clear_split(key, rule_id, (actor, reason))
+        self._admin.clear_split(key, rule_id, who)
 
     def get_split(
         self, key: str, *, rule_id: str | None = None

@@ -1,0 +1,61 @@
+"""actor= and reason= on the primitives' own actions: audited with who and why, nothing breaks."""
+
+from __future__ import annotations
+
+import pytest
+from tests.ops_support import DOC
+
+from tipkit import audit
+from tipkit.flags import Flags
+from tipkit.stores import MemoryStore
+from tipkit.testing import FakeClock
+
+
+def _flags(clock: FakeClock) -> tuple[Flags, MemoryStore]:
+    store = MemoryStore(clock=clock)
+    return Flags.from_dict(DOC, store=store, clock=clock, refresh_interval=0), store
+
+
+def test_flag_actions_with_an_actor_are_audited_with_before_and_after(
+    clock: FakeClock,
+) -> None:
+    """kill/revive/override/split with actor= and reason= each append one record."""
+    flags, store = _flags(clock)
+    flags.kill("checkout", actor="alice", reason="5xx")
+    flags.revive("checkout", actor="alice", reason="fixed")
+    flags.set_override("pricing", "old", actor="bob", reason="hold")
+    flags.clear_override("pricing", actor="bob", reason="go")
+    flags.set_split("checkout", {"on": 10, "off": 90}, actor="carol", reason="ramp")
+    flags.clear_split("checkout", actor="carol", reason="done")
+    recs = audit.read(store)
+    assert [
+        ("alice", "flag.kill", {"killed": False}, {"killed": True}),
+        ("alice", "flag.revive", {"killed": True}, {"killed": False}),
+        ("bob", "flag.override", {"override": None}, {"override": "old"}),
+        ("bob", "flag.clear_override", {"override": "old"}, {"override": None}),
+        ("carol", "flag.split", {"split": None}, {"split": {"on": 10.0, "off": 90.0}}),
+        (
+            "carol",
+            "flag.clear_split",
+            {"split": {"on": 10.0, "off": 90.0}},
+            {"split": None},
+        ),
+    ] == [(r.actor, r.action, r.before, r.after) for r in recs]
+    assert ["5xx", "fixed", "hold", "go", "ramp", "done"] == [r.reason for r in recs]
+    assert {"flag:checkout", "flag:pricing"} == {r.target for r in recs}
+
+
+def test_unattributed_calls_still_work_and_a_typo_is_a_type_error(
+    clock: FakeClock,
+) -> None:
+    """Existing calls without actor/reason keep working; an unknown keyword raises."""
+    flags, store = _flags(clock)
+    assert flags.kill("checkout").done
+    assert "off" == flags.evaluate("checkout", {"targeting_key": "u"}).variant
+    assert [] == audit.read(store)  # a component's own writes are not operator actions
+    with pytest.raises(TypeError, match="actor=, reason="):
+        flags.kill("checkout", actr="alice")  # type: ignore[call-arg]  # the typo under test
+    flags.kill("pricing", reason="only why")
+    (rec,) = audit.read(store)
+    assert "only why" == rec.reason
+    assert audit.actor_or_default(None) == rec.actor  # the OS user by default
