@@ -47,15 +47,15 @@ AttributeValue = str | bool | int | float
 class Condition(Protocol):
     """When a conditional listener wants an event: truthy in the contexts it does.
 
-    ``covers(cls)`` says whether the condition applies to event type *cls* at all
-    (a type it does not cover is wanted unconditionally by that listener);
-    ``bool(condition)`` is evaluated by the publisher, on the hot path, in the
-    publishing context.
+    ``mode(cls)`` says how the listener wants event type *cls*: ``True`` always,
+    ``False`` never (nothing is built for it on its account), ``None`` only where
+    ``bool(condition)`` is true. ``bool(condition)`` is evaluated by the
+    publisher, on the hot path, in the publishing context.
     """
 
     def __bool__(self) -> bool: ...
 
-    def covers(self, cls: type[Event]) -> bool: ...
+    def mode(self, cls: type[Event]) -> bool | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +133,11 @@ class EventBus:
     ) -> Listener:
         """Register *listener* for every event, or only for instances of *types*.
 
-        With *when*, the listener wants the types *when* covers only in contexts
-        where ``bool(when)`` is true: a publisher that checks ``listened`` builds
-        nothing elsewhere (the listener may still get events published without
-        that check, and must filter them itself). Returns the listener, so this
+        With *when*, the listener wants each type as ``when.mode(cls)`` says
+        (always, never, or only in contexts where ``bool(when)`` is true): a
+        publisher that checks ``listened`` builds nothing elsewhere (the
+        listener may still get events published without that check, and must
+        filter them itself). Returns the listener, so this
         works as a decorator. Registering the same callable twice delivers each
         event to it twice.
         """
@@ -178,8 +179,11 @@ class EventBus:
         for _, types, when in self._listeners:
             if types is not None and not issubclass(cls, types):
                 continue
-            if when is None or not when.covers(cls):
+            mode = None if when is None else when.mode(cls)
+            if when is None or mode is True:
                 return True
+            if mode is False:
+                continue
             if found is False:
                 found = when
             elif found is not when:

@@ -170,11 +170,15 @@ class WhenRecording:
     outside a recording span builds no event (one call, about 60 ns).
     """
 
-    __slots__ = ("_log_calls", "_log_state")
+    __slots__ = ("_log_calls", "_log_state", "_span_calls", "_span_state")
 
-    def __init__(self, log_calls: bool, log_state: bool) -> None:
+    def __init__(
+        self, log_calls: bool, log_state: bool, span_calls: bool, span_state: bool
+    ) -> None:
         self._log_calls = log_calls
         self._log_state = log_state
+        self._span_calls = span_calls
+        self._span_state = span_state
 
     if _fast:
 
@@ -188,16 +192,22 @@ class WhenRecording:
         def __bool__(self) -> bool:
             return span_recording()
 
-    def covers(self, cls: type[Event]) -> bool:
-        """Return whether events of *cls* are wanted only inside a recording span.
+    def mode(self, cls: type[Event]) -> bool | None:
+        """Return ``True`` (always wanted), ``False`` (never) or ``None`` (in a recording span).
 
         Counted events (:data:`~tipkit.telemetry._catalog.COUNTED_EVENTS`, the
-        ones alerts are written on) are always wanted: they are rare.
+        ones alerts are written on) are always wanted: they are rare. An event
+        neither logged nor sent to spans is never wanted, so with no SDK a flag
+        evaluation checks one plain ``False``.
         """
         if cls.otel_name in _catalog.COUNTED_EVENTS:
-            return False
+            return True
         spec = _catalog.EVENTS.get(cls.otel_name, _catalog.DEFAULT_EVENT)
-        return not (self._log_calls if spec.per_call else self._log_state)
+        if self._log_calls if spec.per_call else self._log_state:
+            return True
+        if self._span_calls if spec.per_call else self._span_state:
+            return None
+        return False
 
     def __repr__(self) -> str:
         return (
@@ -380,7 +390,10 @@ class _Instrumentation:
         # A type exported to logs (or counted) is wanted always; one exported
         # only as a span event is wanted only while the current span records.
         BUS.add_listener(
-            self.on_event, when=WhenRecording(self.log_calls, self.log_state)
+            self.on_event,
+            when=WhenRecording(
+                self.log_calls, self.log_state, self.span_calls, self.span_state
+            ),
         )
         self.listening = True
 
