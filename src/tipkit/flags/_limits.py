@@ -109,11 +109,12 @@ def checked_copy(doc: Any, limits: Limits = DEFAULT_LIMITS) -> Any:  # noqa: C90
                     f"Limits.max_string ({max_string})",
                     path,
                 )
-        elif isinstance(value, int) and not isinstance(value, bool):
-            if not -FLOAT_MAX_INT <= value <= FLOAT_MAX_INT:
-                raise LimitError(
-                    "an integer beyond the range of a float is refused", path
-                )
+        elif (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and not -FLOAT_MAX_INT <= value <= FLOAT_MAX_INT
+        ):
+            raise LimitError("an integer beyond the range of a float is refused", path)
         return value
 
     root: list[Any] = [None]

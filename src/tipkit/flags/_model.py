@@ -176,7 +176,9 @@ class Outcome:
         # The Assignment answering Flags.assign() with this outcome, built at its
         # first use and shared from then on (see assignment()).
         self.assigned: Assignment | None = None
-        self.counter = counter_for(flag_key, variant, reason, error_code)
+        # Built at the first evaluation served (most outcomes of a big document
+        # never are): holders call ``out.counter.inc()``, which builds it then.
+        self.counter: Counter | _LazyCounter = _LazyCounter(self)
         # Object values are copied out on each evaluation: the snapshot is shared.
         self.mutable = isinstance(value, dict | list)
         # The hot path serves the value as is when the caller's default has exactly
@@ -190,6 +192,21 @@ class Outcome:
             f"<Outcome {self.flag_key!r} variant={self.variant!r} reason={self.reason.value} "
             f"rule={self.rule_id!r} error={self.error_code}>"
         )
+
+
+class _LazyCounter:
+    """An outcome's counter until its first ``inc()``, which builds and installs it."""
+
+    __slots__ = ("out",)
+
+    def __init__(self, out: Outcome) -> None:
+        self.out = out
+
+    def inc(self) -> int:
+        out = self.out
+        counter = counter_for(out.flag_key, out.variant, out.reason, out.error_code)
+        out.counter = counter
+        return counter.inc()
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import yaml
 
@@ -56,7 +56,7 @@ class Line(int):
 
     column: int | None
 
-    def __new__(cls, line: int, column: int | None = None) -> Line:
+    def __new__(cls, line: int, column: int | None = None) -> Self:
         self = super().__new__(cls, line)
         self.column = column
         return self
@@ -488,7 +488,7 @@ def parse_yaml(
     return data, problems
 
 
-def parse_json(
+def parse_json(  # noqa: C901  # one hook per JSON value kind
     text: str, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[Any, list[ParseError]]:
     """Parse JSON *text*; return the data and any duplicate-key problems.
