@@ -19,6 +19,7 @@ from openfeature.exception import ProviderNotReadyError as OFProviderNotReadyErr
 from openfeature.flag_evaluation import FlagResolutionDetails
 from openfeature.flag_evaluation import Reason as OFReason
 from openfeature.provider import AbstractProvider, Metadata
+from openfeature.track import TrackingEventDetails
 from openfeature.transaction_context import TransactionContextPropagator
 
 from tipkit.errors import ConfigError
@@ -29,6 +30,7 @@ from tipkit.flags._model import (
     EvaluationDetail,
     Reason,
 )
+from tipkit.flags._of_telemetry import TipkitMetadata, track
 from tipkit.flags._providers import FileProvider
 from tipkit.flags._request import REQUEST, current_request_context
 
@@ -108,7 +110,7 @@ class TipkitProvider(AbstractProvider):
             raise ValueError(f"name must be a non-empty string, got {name!r}")
         super().__init__()
         self._flags = flags
-        self._metadata = Metadata(name=name)
+        self._metadata: Metadata = TipkitMetadata(name=name)
         # Set while the SDK may hear from us: between initialize() and shutdown().
         self._live = False
         self._ready = flags.flag_set is not None
@@ -158,6 +160,23 @@ class TipkitProvider(AbstractProvider):
             provider.watch(interval=self._watch)
         if not self._ready:
             raise OFProviderNotReadyError("tipkit: the flag provider has no flags yet")
+
+    def track(
+        self,
+        tracking_event_name: str,
+        evaluation_context: OFContext | None = None,
+        tracking_event_details: TrackingEventDetails | None = None,
+    ) -> None:
+        """Record a tracking event (``client.track(...)``); never raises.
+
+        Adds a ``tipkit.flags.tracked`` event to the current OpenTelemetry span
+        and publishes a :class:`~tipkit.flags.openfeature.FlagTracked`, both with
+        the targeting key hashed (never raw) and the details' ``value``.
+        """
+        try:
+            track(tracking_event_name, evaluation_context, tracking_event_details)
+        except Exception:  # tracking must never break the app
+            logger.debug("tipkit: recording a tracking event failed", exc_info=True)
 
     def shutdown(self) -> None:
         """Stop emitting events (and the file watcher if ``initialize`` started it)."""

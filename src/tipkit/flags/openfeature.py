@@ -13,6 +13,11 @@ Install the SDK with ``pip install 'tipkit[openfeature]'``.
 from __future__ import annotations
 
 try:
+    from tipkit.flags._of_telemetry import (
+        FlagTracked,
+        ProviderFlagEvaluated,
+        TipkitTelemetryHook,
+    )
     from tipkit.flags._openfeature import (
         ERROR_CODES,
         REASONS,
@@ -31,6 +36,9 @@ except ModuleNotFoundError as exc:  # pragma: no branch - re-raised either way
 __all__ = [
     "ERROR_CODES",
     "REASONS",
+    "FlagTracked",
+    "ProviderFlagEvaluated",
     "TipkitProvider",
+    "TipkitTelemetryHook",
     "TipkitTransactionContextPropagator",
 ]
