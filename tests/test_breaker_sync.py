@@ -205,16 +205,19 @@ def test_the_shared_state_is_read_once_per_refresh_interval(clock):
         (FORCED_OPEN, CLOSED, True),
         (FORCED_OPEN, OPEN, True),
         (FORCED_OPEN, FORCED_OPEN, False),
-        (FORCED_OPEN, DISABLED, False),
+        (FORCED_OPEN, DISABLED, True),  # disabled is shared: the operator's next word
         (CLOSED, OPEN, True),
         (CLOSED, HALF_OPEN, True),
         (CLOSED, FORCED_OPEN, True),
         (CLOSED, CLOSED, False),
-        (CLOSED, DISABLED, False),
+        (CLOSED, DISABLED, True),
+        (DISABLED, CLOSED, True),
+        (DISABLED, FORCED_OPEN, True),
+        (DISABLED, DISABLED, False),
     ],
 )
 def test_which_shared_states_are_adopted(shared_state, current, adopted):
-    """Open reaches closed and half-open breakers; closed reaches open ones; disabled stays."""
+    """Open reaches closed and half-open breakers; an operator's disable, open or reset all."""
     assert adoptable(shared_state, current) is adopted
 
 

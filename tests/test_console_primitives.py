@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tests.ops_support import DOC
 
-from tipkit import audit
+from tipkit import audit, registry
 from tipkit.flags import Flags
 from tipkit.stores import MemoryStore
 from tipkit.testing import FakeClock
@@ -59,3 +59,31 @@ def test_unattributed_calls_still_work_and_a_typo_is_a_type_error(
     (rec,) = audit.read(store)
     assert "only why" == rec.reason
     assert audit.actor_or_default(None) == rec.actor  # the OS user by default
+
+
+def test_a_shared_disable_reaches_every_process_and_a_reset_ends_it(
+    clock: FakeClock,
+) -> None:
+    """`breakers disable` (a shared "disabled") is adopted by every shared breaker."""
+    from tipkit.breaker import CircuitBreaker
+    from tipkit.ops import Operator
+
+    store = MemoryStore(clock=clock)
+    a, b = (
+        CircuitBreaker("payments", store=store, share="state", clock=clock,
+                       refresh_interval=0)
+        for _ in range(2)
+    )  # fmt: skip
+    reg = registry.register_breaker(a, store)  # what construction will do (not yet)
+    op = Operator(store, actor="alice")
+    op.disable_breaker("payments", reason="noisy provider")
+    a.sync()
+    b.sync()
+    assert ("disabled", "disabled") == (a.state.value, b.state.value)
+    op.open_breaker("payments", reason="provider down")
+    a.sync()
+    assert "forced_open" == a.state.value
+    op.reset_breaker("payments", reason="back")
+    a.sync()
+    assert "closed" == a.state.value
+    assert reg.ok

@@ -67,17 +67,26 @@ from tipkit.stores._protocol import JSON, Entry, KeyValueStore
 __all__ = ["NAMESPACE", "FleetSync", "adoptable"]
 
 NAMESPACE = "breakers"
-_SHARED = {"open": OPEN, "forced_open": FORCED_OPEN, "closed": CLOSED}
-_PUBLISHED = (OPEN, FORCED_OPEN, CLOSED)
+_SHARED = {
+    "open": OPEN,
+    "forced_open": FORCED_OPEN,
+    "closed": CLOSED,
+    "disabled": DISABLED,  # `tipkit ops breakers disable` reaches every process
+}
+_PUBLISHED = (OPEN, FORCED_OPEN, CLOSED, DISABLED)
 
 
 def adoptable(shared: BreakerState, current: BreakerState) -> bool:
     """Return whether a breaker in state *current* adopts the fleet's *shared* state."""
+    # DISABLED is shared too (an operator's `disable`), so the operator's next
+    # word (force open, reset) ends it everywhere; an automatic opening does not.
+    if shared is DISABLED:
+        return current is not DISABLED
     if shared is OPEN:
         return current is CLOSED or current is HALF_OPEN
     if shared is FORCED_OPEN:
-        return current is not FORCED_OPEN and current is not DISABLED
-    return current is OPEN or current is HALF_OPEN or current is FORCED_OPEN
+        return current is not FORCED_OPEN
+    return current is not CLOSED
 
 
 class FleetSync:
