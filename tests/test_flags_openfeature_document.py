@@ -9,11 +9,16 @@ from typing import Any
 
 import pytest
 from openfeature import api
+from openfeature.exception import ErrorCode as OFErrorCode
+from openfeature.exception import ParseError as OFParseError
+from openfeature.flag_evaluation import Reason as OFReason
+from openfeature.provider import ProviderStatus
 
 from tipkit.errors import ConfigError
-from tipkit.flags import Flags
+from tipkit.flags import FlagProvider, Flags
 from tipkit.flags._compile import METADATA_CHARS, METADATA_ENTRIES
 from tipkit.flags.openfeature import TipkitProvider
+from tipkit.testing import FakeClock
 
 
 @pytest.mark.parametrize(
@@ -157,3 +162,26 @@ def test_bad_document_metadata_is_refused(tmp_path: Path) -> None:
         Flags.from_file(path)
     assert f"{path}:2:" in str(caught.value)
     assert "field 'metadata'" in str(caught.value)
+
+
+class Unparsable(FlagProvider):
+    """A tipkit flag source whose document does not parse."""
+
+    def current(self, now: float) -> Any:
+        raise ConfigError("flags.yaml:3: invalid YAML", source="flags.yaml")
+
+
+def test_a_document_that_does_not_parse_is_parse_error() -> None:
+    """Initialising fails with PARSE_ERROR; evaluations answer PARSE_ERROR and the default."""
+    provider = TipkitProvider(Flags(Unparsable(), clock=FakeClock()), watch=None)
+    with pytest.raises(OFParseError):
+        api.set_provider_and_wait(provider, "unparsable")
+    client = api.get_client("unparsable")
+    assert ProviderStatus.ERROR == client.get_provider_status()
+    details = client.get_boolean_details("anything", True)
+    api.shutdown()
+    assert (True, OFReason.ERROR, OFErrorCode.PARSE_ERROR) == (
+        details.value,
+        details.reason,
+        details.error_code,
+    )

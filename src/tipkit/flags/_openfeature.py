@@ -15,6 +15,7 @@ from typing import Any, Final, TypeVar
 from openfeature.evaluation_context import EvaluationContext as OFContext
 from openfeature.event import ProviderEventDetails
 from openfeature.exception import ErrorCode as OFErrorCode
+from openfeature.exception import ParseError as OFParseError
 from openfeature.exception import ProviderNotReadyError as OFProviderNotReadyError
 from openfeature.flag_evaluation import FlagResolutionDetails
 from openfeature.flag_evaluation import Reason as OFReason
@@ -159,6 +160,9 @@ class TipkitProvider(AbstractProvider):
             provider.subscribe_failed(self._file_failed)
             provider.watch(interval=self._watch)
         if not self._ready:
+            not_ready = self._flags._source.not_ready  # why it has no flags
+            if not_ready is not None and not_ready[0] is ErrorCode.PARSE_ERROR:
+                raise OFParseError("tipkit: the flag document does not parse")
             raise OFProviderNotReadyError("tipkit: the flag provider has no flags yet")
 
     def track(

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tipkit.errors import ConfigError
 from tipkit.flags._compiled import CompiledFlag, FlagSet
 from tipkit.flags._model import ErrorCode
 from tipkit.flags._outcomes import OnceLog
@@ -136,6 +137,8 @@ class Source:
             self.not_ready = (
                 (ErrorCode.PROVIDER_NOT_READY, str(exc) or "the provider is not ready")
                 if isinstance(exc, ProviderNotReadyError)
+                else (ErrorCode.PARSE_ERROR, "the flag document does not parse")
+                if isinstance(exc, ConfigError)
                 else (ErrorCode.GENERAL, f"the provider raised {type(exc).__name__}")
             )
             return True
