@@ -87,3 +87,29 @@ def test_a_shared_disable_reaches_every_process_and_a_reset_ends_it(
     a.sync()
     assert "closed" == a.state.value
     assert reg.ok
+
+
+def test_a_tripwire_kill_is_audited_as_tipkit_tripwire_with_its_numbers(
+    clock: FakeClock,
+) -> None:
+    """A tripped tripwire's kill lands in the log as actor tipkit:tripwire, the rate in why."""
+    from tipkit.breaker import CountWindow
+    from tipkit.tripwire import Tripwire
+
+    flags, store = _flags(clock)
+    wire = Tripwire(flags, "checkout", max_error_rate=0.2, window=CountWindow(10),
+                    minimum_calls=10, clock=clock)  # fmt: skip
+
+    def failing() -> None:
+        raise ValueError("x")
+
+    for _ in range(10):
+        with pytest.raises(ValueError, match="x"):
+            wire.call(failing)
+    (rec,) = audit.read(store)
+    assert ("tipkit:tripwire", "flag.kill", "flag:checkout") == (
+        rec.actor,
+        rec.action,
+        rec.target,
+    )
+    assert rec.reason.startswith("error rate 1.0000 over the last 10 calls")

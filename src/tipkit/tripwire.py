@@ -227,7 +227,10 @@ class Tripwire(Guard[float]):
 
     def _kill(self, event: FlagKilled) -> None:
         try:
-            action = self._flags.kill(self.key)
+            # Audited as an automatic action, the tripwire's numbers in its reason.
+            action = self._flags.kill(
+                self.key, actor="tipkit:tripwire", reason=event.reason
+            )
         except Exception:
             logger.exception("tipkit: tripwire could not kill flag %r", self.key)
             return
