@@ -6,7 +6,7 @@
     result = run_demo(seed=2026, fast=True, out="timeline.png", live=False)
     assert result.canary.early and result.promotion.final_percent == 100
 
-Four scenarios run on virtual clocks (:class:`~tipkit.testing.FakeClock`: hours
+Five scenarios run on virtual clocks (:class:`~tipkit.testing.FakeClock`: hours
 of traffic in seconds of real time, nothing sleeps), each from a seeded random
 generator, so the same seed always gives the same numbers:
 
@@ -16,7 +16,9 @@ generator, so the same seed always gives the same numbers:
 3. a payments outage trips a circuit breaker (retries outside it do not hammer
    the dependency), a token bucket sheds a burst, and a tripwire kills the flag
    of a failing code path;
-4. a shadow experiment finds the inputs where rewritten pricing code disagrees.
+4. a shadow experiment finds the inputs where rewritten pricing code disagrees;
+5. latency injected into payments for synthetic probes only (a flag-gated fault)
+   opens the probes' breaker and fails the judge before a real slowdown arrives.
 
 ``rich`` (the live view and the summary table) and ``matplotlib`` (the timeline
 chart) come with ``pip install 'tipkit[demo]'``; without them the demo prints
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tipkit._demo import _chart, _display
+from tipkit._demo._chaos import ChaosResult, run_chaos
 from tipkit._demo._scenarios import (
     CanaryResult,
     OutageResult,
@@ -51,6 +54,7 @@ __all__ = [
     "DEFAULT_OUT",
     "DEFAULT_SEED",
     "CanaryResult",
+    "ChaosResult",
     "DemoResult",
     "OutageResult",
     "PromotionResult",
@@ -81,6 +85,8 @@ class DemoResult:
         promotion: scenario 2, the good change promoted.
         outage: scenario 3, breaker, retries, token bucket and tripwire.
         shadow: scenario 4, the shadow experiment.
+        chaos: scenario 5, flag-gated fault injection on synthetic probes
+            (``None`` for results built without it).
         chart: the PNG written, or ``None`` (matplotlib missing, or not asked).
         missing: the optional packages that were not installed.
         seconds: real seconds the run took.
@@ -92,6 +98,7 @@ class DemoResult:
     promotion: PromotionResult
     outage: OutageResult
     shadow: ShadowResult
+    chaos: ChaosResult | None = None
     chart: Path | None = field(default=None, compare=False)
     missing: tuple[str, ...] = field(default=(), compare=False)
     seconds: float = field(default=0.0, compare=False)
@@ -108,6 +115,7 @@ class DemoResult:
             and o.burst_shed > 0
             and o.flag_killed
             and self.shadow.mismatched > 0
+            and (self.chaos is None or self.chaos.ok)
         )
 
     def summary_rows(self) -> list[tuple[str, str, str]]:
@@ -172,6 +180,33 @@ class DemoResult:
                 f"of {s.sampled:,} orders compared ({s.calls:,} priced, all served v1); "
                 + "; ".join(f"{n:,} x {cause}" for cause, n in s.causes.items()),
             ),
+            *self._chaos_rows(),
+        ]
+
+    def _chaos_rows(self) -> list[tuple[str, str, str]]:
+        x = self.chaos
+        if x is None:
+            return []
+        reacted = (
+            f"probes' breaker opened at {x.breaker_opened_at:.0f}s"
+            if x.breaker_opened_at is not None
+            else "probes' breaker did NOT open"
+        )
+        judged = (
+            f"judge failed the probes at {x.judge_failed_at:.0f}s"
+            if x.judge_failed_at is not None
+            else "judge did NOT fail the probes"
+        )
+        return [
+            (
+                "5 chaos on synthetic probes",
+                reacted,
+                (
+                    f"{judged}, before the real slowdown at {x.outage_at:.0f}s;"
+                    f" {x.probes_faulted:,} of {x.probes:,} probes got injected"
+                    f" latency, {x.real_faulted:,} of {x.real:,} real requests did"
+                ),
+            )
         ]
 
 
@@ -205,7 +240,7 @@ def run_demo(
     chart: bool = True,
     stream: TextIO | None = None,
 ) -> DemoResult:
-    """Run the four scenarios, show them, write the chart; return the numbers.
+    """Run the five scenarios, show them, write the chart; return the numbers.
 
     Args:
         seed: seeds every random draw: the same seed gives the same numbers.
@@ -254,7 +289,8 @@ def run_demo(
         promotion = run_good_rollout(seed, params, reporter)
         outage = run_outage(seed, params, reporter)
         shadow = run_shadow(seed, params, reporter)
-    result = DemoResult(seed, fast, canary, promotion, outage, shadow)
+        chaos = run_chaos(seed, params, reporter)
+    result = DemoResult(seed, fast, canary, promotion, outage, shadow, chaos)
     chart_path: Path | None = None
     if chart and has_mpl:
         chart_path = _chart.render(result, _chart_path(out))
@@ -265,6 +301,7 @@ def run_demo(
         promotion,
         outage,
         shadow,
+        chaos,
         chart=chart_path,
         missing=missing,
         seconds=SYSTEM_CLOCK.monotonic() - started,
