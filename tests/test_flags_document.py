@@ -107,7 +107,7 @@ def flag(**fields: Any) -> dict[str, Any]:
             flag(
                 rules=[
                     {
-                        "if": {"attr": "a", "op": "matches", "value": "(a+)+"},
+                        "if": {"attr": "a", "op": "matches", "value": "(a+)+$"},
                         "serve": "on",
                     }
                 ]
@@ -205,7 +205,7 @@ def test_config_errors_name_flag_and_field(doc, field, needle):
             "regular expression string",
         ),
         ({"attr": "a", "op": "matches", "value": r"(a)\1"}, ".value", "backreference"),
-        ({"attr": "a", "op": "matches", "value": "(a|aa)*"}, ".value", "alternation"),
+        ({"attr": "a", "op": "matches", "value": "(a|aa)*$"}, ".value", "backtrack"),
         ({"attr": "", "op": "eq", "value": 1}, ".attr", "attribute name"),
         ({"attr": "a", "value": 1}, ".op", "must name an operator"),
         ({"attr": "a", "op": "eq", "value": 1, "x": 2}, "", "one form"),

@@ -1,131 +1,188 @@
-"""The backtracking analyser: which ``matches`` patterns are safe to run.
+r"""Which ``matches`` patterns may run: judged by measured cost, not by shape.
 
 A flag document is untrusted input (``shared/DESIGN.md`` principle 11): a regex
-in it must not make an evaluation hang. :func:`regex_problem` walks the parse
-tree once, at load, and refuses the shapes that backtrack exponentially or
-polynomially; evaluation then caps the input at :data:`MAX_MATCH_INPUT`.
+in it must not make an evaluation stall the process (Python's ``re`` holds the
+GIL while it backtracks). :func:`regex_cap` decides at load, once per pattern:
+
+1. the pattern must compile (a huge repeat count is refused, not raised) and
+   use no backreference (matching those is NP-hard in general);
+2. it is run on adversarial inputs built from its own characters (runs of
+   each character it can match, pairs of them, each followed by a character
+   that makes the match fail, behind its literal prefix), at lengths 8, 16,
+   32, ... up to :data:`MAX_MATCH_INPUT`, timing each search in CPU time
+   (best of three). A length is only tried when the growth seen so far
+   predicts it stays affordable, so an exponential pattern is judged at a
+   few dozen characters and never hangs the load;
+3. the pattern's input cap is the longest tried length whose worst search
+   costs at most :data:`BUDGET` (1 ms): inputs longer than the cap never
+   match. A pattern whose cap would fall below :data:`MIN_CAP` characters is
+   refused, with how to rewrite it.
+
+Linear patterns (``^[^@\s]+@[^@\s]+\.[a-z]{2,}$``, atomic groups such as
+``(?>a+)+$``) get the full cap; ``^\S+@\S+\.\S+$`` (quadratic, a few ms at
+1,024 characters) gets a shorter cap; ``[\s\S]*[\s\S]*x`` and ``\w*\w*x``
+(cubic under ``search``) are refused. Costs are measured on the loading
+machine, so a pattern near the edge may get a different cap on a much slower
+one; the verdict is cached per pattern for the life of the process.
 """
 
 from __future__ import annotations
 
 import re
+import time
+from functools import lru_cache
 from typing import Any, Final
 
-__all__ = ["MAX_MATCH_INPUT", "regex_problem"]
+__all__ = ["BUDGET", "MAX_MATCH_INPUT", "MIN_CAP", "regex_cap", "regex_problem"]
 
 MAX_MATCH_INPUT: Final = 1024
 """``matches`` never matches an attribute longer than this many characters."""
 
+MIN_CAP: Final = 256
+"""A pattern that cannot search this many characters within :data:`BUDGET` is refused."""
 
-def regex_problem(pattern: str) -> str | None:  # noqa: C901  # one walk over the parse tree
-    """Return why *pattern* is refused, or ``None`` if it is safe to run.
+BUDGET: Final = 0.001
+"""The most one search may cost (CPU seconds) at the pattern's input cap."""
 
-    Refused: patterns that do not compile, backreferences, and a quantifier
-    applied to anything that itself contains a quantifier or an alternation
-    (``(a+)+``, ``(a|aa)*``): the shapes that backtrack exponentially; and
-    more than two unbounded quantifiers whose ends can shift (``.*a.*a.*b``),
-    which backtrack polynomially. A quantifier followed directly by a character
-    its set cannot match has one possible end and does not count.
-    """
+_GIVE_UP: Final = 0.05  # never run a probe predicted to cost more than this
+_FAIL_CHARS: Final = ("!", "\n", "\x00", " ")
+_CANDIDATES: Final = ("a", "0", " ", "!", "@", ".", "-", "_", "x", "\n", "A", "é")
+_MAX_ALPHABET: Final = 8
+_REWRITE: Final = (
+    "rewrite it so each part can match in one way only: anchor it (^...$), "
+    "use a negated set where a greedy one overlaps what follows "
+    r"([^@]+@ rather than .*@), or make repeats possessive (a++) or atomic "
+    "((?>...)); prefer starts_with/ends_with/contains where they say the same"
+)
+
+
+def regex_problem(pattern: str) -> str | None:
+    """Return why *pattern* is refused, or ``None`` if it may run."""
+    verdict = regex_cap(pattern)
+    return verdict if isinstance(verdict, str) else None
+
+
+@lru_cache(maxsize=1024)
+def regex_cap(pattern: str) -> int | str:
+    """Return the input cap for *pattern* (characters), or why it is refused."""
     import re._parser as sre_parse  # type: ignore[import-not-found]  # noqa: PLC0415  # private, untyped; stable since 3.11; load time only
 
     try:
         tree = sre_parse.parse(pattern)
-    except re.error as exc:
+        search = re.compile(pattern).search
+    except (re.error, OverflowError, RecursionError, ValueError) as exc:
         return f"invalid regular expression {pattern!r}: {exc}"
-    c = sre_parse
-
-    def has_risk(items: Any) -> str | None:
-        for op, av in items:
-            if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
-                return "quantifier"
-            if op is c.BRANCH:
-                return "alternation"
-            sub = _children(c, op, av)
-            for s in sub:
-                found = has_risk(s)
-                if found:
-                    return found
-        return None
-
-    def walk(items: Any) -> str | None:
-        for op, av in items:
-            if op in (c.GROUPREF, c.GROUPREF_EXISTS):
-                return f"regular expression {pattern!r} uses a backreference"
-            if op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[1] > 1:
-                risk = has_risk(av[2])
-                if risk is not None:
-                    return (
-                        f"regular expression {pattern!r} can backtrack catastrophically "
-                        f"(a quantifier over a group containing a {risk})"
-                    )
-            for s in _children(c, op, av):
-                found = walk(s)
-                if found:
-                    return found
-        return None
-
-    found = walk(tree)
-    if found is not None:
-        return found
-    # Sequential quantifiers over overlapping characters backtrack polynomially
-    # (``.*a.*a.*b`` is O(n**4) under search): bound the number of ways the
-    # engine can arrive at each quantifier times that quantifier's reach, so the
-    # input cap keeps the worst case per start position near O(n**2).
-    #
-    # A quantifier over one character set that is followed at once, in the same
-    # sequence, by a mandatory character its set can never match ends at the
-    # first character outside its set or not at all: it scans O(n) but hands at
-    # most one position on. It is counted like a possessive one: its reach is
-    # checked against the paths arriving at it, and it does not multiply the
-    # paths after it. The count is deliberately not restarted at the separator:
-    # every path that arrives at the quantifier replays everything after it, so
-    # ``.*.*[a-z]+@.*.*!`` is still O(n**4) per start and stays refused.
-    # Anything undecidable here (case-insensitive matching, categories in a
-    # negated set, separators inside groups or optional) keeps the full product.
-    budget = (MAX_MATCH_INPUT + 1) ** 2
-    caseless = bool(
-        tree.state.flags & (re.IGNORECASE | re.LOCALE)
-    ) or _any_caseless_group(c, tree)
-
-    def reach(items: Any, paths: int) -> int:
-        items = list(items)
-        for i, (op, av) in enumerate(items):
-            if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
-                scanned: int = paths * (min(av[1], MAX_MATCH_INPUT) + 1)
-                if scanned > budget:
-                    return scanned
-                forced = op is c.POSSESSIVE_REPEAT or (
-                    not caseless
-                    and i + 1 < len(items)
-                    and _forced_end(c, av[2], items[i + 1])
-                )
-                inner = reach(av[2], scanned)
-                if inner > budget:
-                    return inner
-                if not forced:
-                    paths = inner
-            elif op is c.ATOMIC_GROUP:
-                inner = reach(av, paths)
-                if inner > budget:
-                    return inner
-            else:
-                for s in _children(c, op, av):
-                    paths = reach(s, paths)
-                    if paths > budget:
-                        return paths
-        return paths
-
-    if reach(tree, 1) > budget:
+    if _has_backreference(sre_parse, tree):
         return (
-            f"regular expression {pattern!r} can backtrack polynomially (more than "
-            "two unbounded quantifiers whose ends can shift); make them possessive "
-            "(a*+, a++) or atomic, or end each with a character it cannot match"
+            f"regular expression {pattern!r} uses a backreference, which can take "
+            f"exponential time; {_REWRITE}"
         )
-    return None
+    cap = _measure(search, _shapes(sre_parse, tree))
+    if cap < MIN_CAP:
+        return (
+            f"regular expression {pattern!r} can backtrack catastrophically: "
+            f"a search of {max(cap * 2, 8)} characters built to defeat it costs more "
+            f"than {BUDGET * 1000:g} ms; {_REWRITE}"
+        )
+    return cap
 
 
-_SEPARATOR_MAX_CHARS: Final = 512
+def _time(search: Any, text: str) -> float:
+    best = float("inf")
+    for _ in range(3):
+        start = time.thread_time()
+        search(text)
+        best = min(best, time.thread_time() - start)
+        if best > BUDGET:
+            break  # already over: no need for the best of three
+    return best
+
+
+def _measure(search: Any, shapes: list[tuple[str, str, str]]) -> int:
+    """Return the longest length (power of two up to the cap) every probe affords."""
+    cap = MAX_MATCH_INPUT
+    # Each shape: prefix + body repeated to length n + a failing suffix.
+    for prefix, body, suffix in shapes:
+        n, last, growth = 8, 0.0, 2.0
+        while n <= cap:
+            # Assume the growth itself grows (it squares for exponential patterns).
+            predicted = last * growth * growth
+            if predicted > _GIVE_UP:
+                cap = n // 2
+                break
+            text = prefix + (body * (n // len(body) + 1))[:n] + suffix
+            cost = _time(search, text)
+            if cost > BUDGET:
+                cap = n // 2
+                break
+            if last > 0 and cost > 0:
+                growth = max(growth, cost / last)
+            last = cost
+            n *= 2
+        if cap < MIN_CAP:
+            return cap
+    return cap
+
+
+def _shapes(c: Any, tree: Any) -> list[tuple[str, str, str]]:  # nested loops over a small alphabet
+    """Return adversarial ``(prefix, body, suffix)`` probes built from *tree*'s characters."""
+    alphabet: list[str] = []
+    for ch in _characters(c, tree):
+        if ch not in alphabet:
+            alphabet.append(ch)
+    for ch in _CANDIDATES:
+        if len(alphabet) >= _MAX_ALPHABET:
+            break
+        if ch not in alphabet:
+            alphabet.append(ch)
+    alphabet = alphabet[:_MAX_ALPHABET]
+    prefix = _literal_prefix(c, tree)
+    shapes: list[tuple[str, str, str]] = []
+    for p in {"", prefix}:
+        shapes.extend((p, ch, f) for ch in alphabet for f in ("", *_FAIL_CHARS))
+        for a in alphabet:
+            for b in alphabet:
+                if a != b:
+                    shapes.append((p, a + b, "!"))
+                    shapes.append((p, a + b + b, "\n"))
+    return shapes
+
+
+def _literal_prefix(c: Any, items: Any) -> str:
+    out = []
+    for op, av in items:
+        if op is c.AT:
+            continue
+        if op is not c.LITERAL:
+            break
+        out.append(chr(av))
+    return "".join(out)
+
+
+def _characters(c: Any, items: Any) -> list[str]:  # one case per node kind
+    """Return characters the pattern mentions or can match, in pattern order."""
+    found: list[str] = []
+    for op, av in items:
+        if op is c.LITERAL:
+            found.append(chr(av))
+        elif op is c.NOT_LITERAL:
+            found.append("a" if chr(av) != "a" else "b")
+        elif op is c.ANY:
+            found.append("a")
+        elif op is c.IN:
+            pattern_set = re.compile(_set_source(c, av)) if av else None
+            hits = [ch for ch in _CANDIDATES if pattern_set and pattern_set.match(ch)]
+            found.extend(hits[:2])
+            for sop, sav in av:
+                if sop is c.LITERAL:
+                    found.append(chr(sav))
+                elif sop is c.RANGE:
+                    found.append(chr(sav[0]))
+        for sub in _children(c, op, av):
+            found.extend(_characters(c, sub))
+    return found
+
+
 _CATEGORY_ESCAPES: Final = {
     "CATEGORY_DIGIT": r"\d",
     "CATEGORY_NOT_DIGIT": r"\D",
@@ -136,70 +193,28 @@ _CATEGORY_ESCAPES: Final = {
 }
 
 
-def _any_caseless_group(c: Any, items: Any) -> bool:
-    """Return whether any inline group turns on case-insensitive or locale matching."""
-    for op, av in items:
-        if op is c.SUBPATTERN and av[1] & (re.IGNORECASE | re.LOCALE):
-            return True
-        children = _children(c, op, av)
-        if any(_any_caseless_group(c, s) for s in children):
-            return True
-    return False
-
-
-def _separator_chars(c: Any, item: Any) -> list[str] | None:
-    """Return every character a mandatory one-character *item* matches, or ``None`` if unsure."""
-    op, av = item
-    if op is c.LITERAL:
-        return [chr(av)]
-    if op is not c.IN:
-        return None
-    chars: list[str] = []
-    for sop, sav in av:
-        if sop is c.LITERAL:
-            chars.append(chr(sav))
-        elif sop is c.RANGE and sav[1] - sav[0] < _SEPARATOR_MAX_CHARS:
-            chars.extend(chr(x) for x in range(sav[0], sav[1] + 1))
-        else:  # NEGATE, categories, huge ranges: not enumerable here
-            return None
-        if len(chars) > _SEPARATOR_MAX_CHARS:
-            return None
-    return chars
-
-
-def _set_member(c: Any, body: Any, ch: str) -> bool:
-    """Return whether the one-character *body* might match *ch* (``True`` when unsure)."""
-    if len(body) != 1:
-        return True
-    op, av = body[0]
-    if op is c.LITERAL:
-        return chr(av) == ch
-    if op is c.NOT_LITERAL:
-        return chr(av) != ch
-    if op is not c.IN:
-        return True  # ANY (with or without DOTALL) and anything unforeseen
-    negated = any(sop is c.NEGATE for sop, _ in av)
-    hit = False
+def _set_source(c: Any, av: Any) -> str:
+    """Rebuild a character set's source from its parse (to test candidates against it)."""
+    parts = []
     for sop, sav in av:
         if sop is c.NEGATE:
-            continue
-        if sop is c.LITERAL:
-            hit = hit or chr(sav) == ch
+            parts.insert(0, "^")
+        elif sop is c.LITERAL:
+            parts.append(re.escape(chr(sav)))
         elif sop is c.RANGE:
-            hit = hit or sav[0] <= ord(ch) <= sav[1]
-        elif sop is c.CATEGORY and not negated and str(sav) in _CATEGORY_ESCAPES:
-            # Over-approximate: a member under either ASCII or Unicode rules.
-            esc = _CATEGORY_ESCAPES[str(sav)]
-            hit = hit or bool(re.fullmatch(esc, ch) or re.fullmatch(esc, ch, re.ASCII))
-        else:
+            parts.append(f"{re.escape(chr(sav[0]))}-{re.escape(chr(sav[1]))}")
+        elif sop is c.CATEGORY:
+            parts.append(_CATEGORY_ESCAPES.get(str(sav), ""))
+    return "[" + "".join(parts) + "]" if parts and parts != ["^"] else "[^\\x00]"
+
+
+def _has_backreference(c: Any, items: Any) -> bool:
+    for op, av in items:
+        if op in (c.GROUPREF, c.GROUPREF_EXISTS):
             return True
-    return not hit if negated else hit
-
-
-def _forced_end(c: Any, body: Any, following: Any) -> bool:
-    """Return whether a quantifier over *body* followed by *following* has at most one end."""
-    chars = _separator_chars(c, following)
-    return chars is not None and not any(_set_member(c, body, ch) for ch in chars)
+        if any(_has_backreference(c, s) for s in _children(c, op, av)):
+            return True
+    return False
 
 
 def _children(c: Any, op: Any, av: Any) -> list[Any]:  # noqa: PLR0911  # one case per node kind

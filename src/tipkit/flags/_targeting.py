@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Final
 
-from tipkit.flags._regex import MAX_MATCH_INPUT, regex_problem
+from tipkit.flags._regex import MAX_MATCH_INPUT, regex_cap, regex_problem
 
 __all__ = [
     "MAX_MATCH_INPUT",
@@ -276,12 +276,12 @@ def _matches(value: Any, report: Report) -> Test | None:
     if not isinstance(value, str):
         report(f"value must be a regular expression string, got {value!r}")
         return None
-    problem = regex_problem(value)
-    if problem is not None:
-        report(problem)
+    cap = regex_cap(value)
+    if isinstance(cap, str):
+        report(cap)
         return None
     search = re.compile(value).search
-    limit = MAX_MATCH_INPUT
+    limit = cap  # measured: the longest input one search affords (<= MAX_MATCH_INPUT)
     return lambda v: isinstance(v, str) and len(v) <= limit and search(v) is not None
 
 
