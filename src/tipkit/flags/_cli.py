@@ -1,20 +1,29 @@
-"""``tipkit flags check|explain|buckets``: a thin shell over the flags library."""
+"""``tipkit flags check|explain|buckets``: a thin shell over the flags library.
+
+``check`` prints every error (exit 1) and every lint warning (exit 0 with
+warnings, 1 with ``--strict``), each with file, line, column, flag and field,
+sorted by position; ``--against OLD`` also compares splits with an earlier
+version of the file.
+"""
 # ruff: noqa: T201  # a CLI prints
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from tipkit._cli import COMMANDS
 from tipkit.errors import ConfigError
 from tipkit.flags._bucketing import BUCKETS, bucket_of
 from tipkit.flags._compiled import CompiledFlag, FlagSet, Serve
-from tipkit.flags._document import load_file
+from tipkit.flags._document import format_of, load_file, read_text
 from tipkit.flags._engine import Flags
+from tipkit.flags._lint import lint
 from tipkit.flags._model import EvaluationContext
 from tipkit.flags._providers import InMemoryProvider
+from tipkit.flags._yaml import parse_json, parse_yaml
 
 __all__ = ["configure"]
 
@@ -32,10 +41,22 @@ def _check(args: argparse.Namespace) -> int:
     flag_set = _load(args.file)
     if flag_set is None:
         return 1
+    previous = None
+    if args.against is not None:
+        previous = _load(args.against)
+        if previous is None:
+            return 1
+    path = Path(args.file)
+    text = read_text(path)
+    doc, _ = parse_yaml(text) if format_of(path) == "yaml" else parse_json(text)
+    warnings = lint(doc, flag_set, previous)
+    for warning in warnings:
+        print(f"warning: {warning}")
     print(
-        f"ok: {args.file}: {len(flag_set.flags)} flags, {len(flag_set.segments)} segments"
+        f"ok: {args.file}: {len(flag_set.flags)} flags, "
+        f"{len(flag_set.segments)} segments, {len(warnings)} warnings"
     )
-    return 0
+    return 1 if warnings and args.strict else 0
 
 
 def _parse_attr(text: str) -> tuple[str, Any]:
@@ -152,9 +173,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(handler=usage)
 
     check = sub.add_parser(
-        "check", help="validate a flag file; list every problem with its location"
+        "check",
+        help="validate a flag file: every error and lint warning with its location",
     )
     check.add_argument("file", help="a .yaml, .yml or .json flag document")
+    check.add_argument(
+        "--strict", action="store_true", help="exit 1 on warnings too, not only errors"
+    )
+    check.add_argument(
+        "--against",
+        metavar="OLD",
+        default=None,
+        help="an earlier version of the file: warn when a split moves users needlessly",
+    )
     check.set_defaults(handler=_check)
 
     explain = sub.add_parser(

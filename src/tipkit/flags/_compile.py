@@ -9,6 +9,7 @@ source, line (YAML), flag and field.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -89,7 +90,7 @@ class Compiler:
         for key in doc:
             if key not in TOP_KEYS:
                 self.problems.add(
-                    f"unknown top-level key {key!r}; expected one of: {', '.join(TOP_KEYS)}",
+                    f"unknown top-level key {key!r}; {_expected(key, TOP_KEYS)}",
                     field=str(key),
                     line=line_of(doc, key),
                 )
@@ -146,7 +147,7 @@ class Compiler:
         for k in fdoc:
             if k not in FLAG_KEYS:
                 bad(
-                    f"unknown key {k!r}; expected one of: {', '.join(FLAG_KEYS)}",
+                    f"unknown key {k!r}; {_expected(k, FLAG_KEYS)}",
                     str(k),
                     line_of(fdoc, k),
                 )
@@ -327,7 +328,7 @@ class Compiler:
             for k in rdoc:
                 if k not in RULE_KEYS:
                     bad(
-                        f"unknown key {k!r} in a rule; expected one of: {', '.join(RULE_KEYS)}",
+                        f"unknown key {k!r} in a rule; {_expected(k, RULE_KEYS)}",
                         f"{field}.{k}",
                         line_of(rdoc, k),
                     )
@@ -542,6 +543,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
+
+
+def _expected(key: object, allowed: tuple[str, ...]) -> str:
+    """Return 'did you mean ...? expected one of: ...' for an unknown *key*."""
+    near = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    return f"{hint}expected one of: {', '.join(allowed)}"
 
 
 def _at(line: int | None) -> str:

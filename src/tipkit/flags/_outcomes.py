@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -187,6 +188,9 @@ def finish(
     return value, out
 
 
+_FLOAT_MAX = int(sys.float_info.max)
+
+
 def _number_type(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -200,8 +204,8 @@ def _coerce(key: str, value: Any, default: Any, out: Outcome) -> tuple[Any, Outc
             return int(value), out
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, float):
-        if _number_type(value):
-            return float(value), out
+        if _number_type(value) and -_FLOAT_MAX <= value <= _FLOAT_MAX:
+            return float(value), out  # in range: float() cannot overflow
         ok = False
     elif isinstance(default, str):
         ok = isinstance(value, str)
