@@ -43,6 +43,7 @@ __all__ = [
     "load_file",
     "load_text",
     "read_text",
+    "where",
 ]
 
 
@@ -66,7 +67,7 @@ def compile_document(
     try:
         plain = checked_copy(doc, limits)
     except LimitError as exc:
-        raise ConfigError(exc.message, source=source, **_where(exc.path)) from None
+        raise ConfigError(exc.message, source=source, **where(exc.path)) from None
     return _compile(plain, Compiler(source), limits)
 
 
@@ -79,7 +80,7 @@ def compile_plain(doc: Any, source: str, limits: Limits = DEFAULT_LIMITS) -> Fla
     return _compile(doc, Compiler(source), limits)
 
 
-def _where(path: tuple[Any, ...]) -> dict[str, Any]:
+def where(path: tuple[Any, ...]) -> dict[str, Any]:
     """Return the flag and field a data path points at (``flags.<key>.<field>...``)."""
     if len(path) >= 2 and path[0] == "flags":  # flags, key
         rest = ".".join(str(p) for p in path[2:])
@@ -173,7 +174,7 @@ def load_text(
     except ParseError as exc:
         raise ConfigError(exc.message, source=source, line=exc.line) from None
     except LimitError as exc:
-        raise ConfigError(exc.message, source=source, **_where(exc.path)) from None
+        raise ConfigError(exc.message, source=source, **where(exc.path)) from None
     compiler = Compiler(source)
     for d in dupes:
         compiler.problems.add(d.message, line=d.line)

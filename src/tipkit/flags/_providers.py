@@ -22,6 +22,7 @@ from tipkit.flags._document import (
     format_of,
     load_text,
     read_text,
+    where,
 )
 from tipkit.flags._events import FlagsReloadFailed
 from tipkit.flags._limits import DEFAULT_LIMITS, LimitError, Limits, checked_copy
@@ -131,7 +132,9 @@ class InMemoryProvider(FlagProvider):
         try:
             plain: dict[str, Any] = checked_copy(document, self.limits)
         except LimitError as exc:
-            raise ConfigError(exc.message, source=self.source) from None
+            raise ConfigError(
+                exc.message, source=self.source, **where(exc.path)
+            ) from None
         return plain
 
     def __repr__(self) -> str:
