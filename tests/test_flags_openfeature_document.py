@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from openfeature import api
+from openfeature.event import ProviderEvent
 from openfeature.exception import ErrorCode as OFErrorCode
 from openfeature.exception import ParseError as OFParseError
 from openfeature.flag_evaluation import Reason as OFReason
@@ -185,3 +186,21 @@ def test_a_document_that_does_not_parse_is_parse_error() -> None:
         details.reason,
         details.error_code,
     )
+
+
+def test_initialize_gives_exactly_one_ready_or_error_event() -> None:
+    """The SDK (0.10) emits READY/ERROR after initialize; the provider adds none."""
+    ready: list[Any] = []
+    errors: list[Any] = []
+    good = TipkitProvider(Flags.from_dict({"version": 1, "flags": {}}), watch=None)
+    bad = TipkitProvider(Flags(Unparsable(), clock=FakeClock()), watch=None)
+    api.get_client("once-good").add_handler(ProviderEvent.PROVIDER_READY, ready.append)
+    api.get_client("once-bad").add_handler(ProviderEvent.PROVIDER_ERROR, errors.append)
+    api.set_provider_and_wait(good, "once-good")
+    with pytest.raises(OFParseError):
+        api.set_provider_and_wait(bad, "once-bad")
+    api.shutdown()
+    assert ["tipkit"] == [
+        e.provider_name for e in ready if e.provider_name != "No-op Provider"
+    ]
+    assert [OFErrorCode.PARSE_ERROR] == [e.error_code for e in errors]
