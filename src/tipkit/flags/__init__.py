@@ -19,6 +19,7 @@ from tipkit.flags._document import FlagSet, compile_document, load_file
 from tipkit.flags._engine import ContextLike, Flags
 from tipkit.flags._events import FlagEvaluated, FlagsReloadFailed
 from tipkit.flags._explain import Explanation
+from tipkit.flags._limits import Limits
 from tipkit.flags._model import (
     Assignment,
     ErrorCode,
@@ -49,6 +50,7 @@ __all__ = [
     "Flags",
     "FlagsReloadFailed",
     "InMemoryProvider",
+    "Limits",
     "ProviderNotReadyError",
     "Reason",
     "bucket",

@@ -195,7 +195,7 @@ _CATEGORY_ESCAPES: Final = {
 
 def _set_source(c: Any, av: Any) -> str:
     """Rebuild a character set's source from its parse (to test candidates against it)."""
-    parts = []
+    parts: list[str] = []
     for sop, sav in av:
         if sop is c.NEGATE:
             parts.insert(0, "^")

@@ -244,7 +244,7 @@ class _Frame:
 
 
 def _pos(mark: Any) -> int:
-    return (mark.line + 1) * _COL + mark.column + 1
+    return int((mark.line + 1) * _COL + mark.column + 1)
 
 
 class _Builder:
