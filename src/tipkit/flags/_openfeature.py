@@ -384,7 +384,8 @@ class TipkitProvider(AbstractProvider):
 
     def _user_metadata(self, flag_key: str) -> Mapping[str, Any]:
         """The flag's ``metadata:`` (the document's under it); empty if none."""
-        flag_set = self._flags.flag_set
+        # The snapshot the evaluation just refreshed: no second refresh check.
+        flag_set = self._flags._source.flag_set
         flag = None if flag_set is None else flag_set.flags.get(flag_key)
         return _NO_METADATA if flag is None else flag.metadata
 
