@@ -27,6 +27,7 @@ from tipkit.flags._limits import (
     Limits,
     check_counts,
     checked_copy,
+    gc_paused,
 )
 from tipkit.flags._yaml import ParseError, parse_json, parse_yaml, position_of
 
@@ -64,11 +65,12 @@ def compile_document(
             f"a flag document must be a mapping with 'flags', got {type(doc).__name__}",
             source=source,
         )
-    try:
-        plain = checked_copy(doc, limits)
-    except LimitError as exc:
-        raise ConfigError(exc.message, source=source, **where(exc.path)) from None
-    return _compile(plain, Compiler(source), limits)
+    with gc_paused():
+        try:
+            plain = checked_copy(doc, limits)
+        except LimitError as exc:
+            raise ConfigError(exc.message, source=source, **where(exc.path)) from None
+        return _compile(plain, Compiler(source), limits)
 
 
 def compile_plain(doc: Any, source: str, limits: Limits = DEFAULT_LIMITS) -> FlagSet:
@@ -77,7 +79,8 @@ def compile_plain(doc: Any, source: str, limits: Limits = DEFAULT_LIMITS) -> Fla
     Raises:
         ConfigError: listing every problem, sorted by position.
     """
-    return _compile(doc, Compiler(source), limits)
+    with gc_paused():
+        return _compile(doc, Compiler(source), limits)
 
 
 def where(path: tuple[Any, ...]) -> dict[str, Any]:
@@ -165,20 +168,21 @@ def load_text(
         ConfigError: the text does not parse, exceeds *limits*, or the
             document is invalid (every problem, sorted by line and column).
     """
-    try:
-        if fmt == "yaml":
-            doc, dupes = parse_yaml(text, limits)
-        else:
-            doc, dupes = parse_json(text, limits)
-            doc = checked_copy(doc, limits)
-    except ParseError as exc:
-        raise ConfigError(exc.message, source=source, line=exc.line) from None
-    except LimitError as exc:
-        raise ConfigError(exc.message, source=source, **where(exc.path)) from None
-    compiler = Compiler(source)
-    for d in dupes:
-        compiler.problems.add(d.message, line=d.line)
-    return _compile(doc, compiler, limits)
+    with gc_paused():
+        try:
+            if fmt == "yaml":
+                doc, dupes = parse_yaml(text, limits)
+            else:
+                doc, dupes = parse_json(text, limits)
+                doc = checked_copy(doc, limits)
+        except ParseError as exc:
+            raise ConfigError(exc.message, source=source, line=exc.line) from None
+        except LimitError as exc:
+            raise ConfigError(exc.message, source=source, **where(exc.path)) from None
+        compiler = Compiler(source)
+        for d in dupes:
+            compiler.problems.add(d.message, line=d.line)
+        return _compile(doc, compiler, limits)
 
 
 def format_of(path: Path) -> str:

@@ -14,8 +14,10 @@ in the same pass.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -26,6 +28,7 @@ __all__ = [
     "Limits",
     "check_counts",
     "checked_copy",
+    "gc_paused",
 ]
 
 FLOAT_MAX_INT: Final = int(sys.float_info.max)
@@ -77,6 +80,24 @@ class LimitError(Exception):
         self.path = path
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a document loads.
+
+    A load allocates hundreds of thousands of objects that all stay alive; the
+    collector would walk the growing heap again and again, making a load's cost
+    grow faster than the document (1.8 s instead of 1.0 s at 10,000 flags).
+    The load is bounded by its limits, so the pause is too. Restored as it was.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _too_deep(limits: Limits) -> str:
     return (
         f"nesting deeper than {limits.max_depth} levels "
@@ -84,7 +105,13 @@ def _too_deep(limits: Limits) -> str:
     )
 
 
-def checked_copy(doc: Any, limits: Limits = DEFAULT_LIMITS) -> Any:  # noqa: C901  # one walk, one case per kind
+def checked_copy(doc: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Return a plain copy of *doc*, checked against *limits* (see :func:`_checked_copy`)."""
+    with gc_paused():
+        return _checked_copy(doc, limits)
+
+
+def _checked_copy(doc: Any, limits: Limits) -> Any:  # noqa: C901  # one walk, one case per kind
     """Return a plain copy of *doc* (dicts, lists, scalars), checked against *limits*.
 
     Iterative (no recursion), so any nesting or a mapping that contains itself

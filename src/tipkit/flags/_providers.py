@@ -130,7 +130,9 @@ class InMemoryProvider(FlagProvider):
                 source=self.source,
             )
         try:
-            plain: dict[str, Any] = checked_copy(document, self.limits)
+            plain: dict[str, Any] = checked_copy(
+                document, self.limits
+            )  # linear: no cycles
         except LimitError as exc:
             raise ConfigError(
                 exc.message, source=self.source, **where(exc.path)

@@ -257,18 +257,18 @@ class _Builder:
         self.open_anchors: set[str] = set()
         self.stack: list[_Frame] = []
         self.written = 0
-        self.produced = 0
+        self.extra = 0  # values aliases stand for beyond the alias itself
         self.cache: dict[str, Any] = {}
         self.root: Any = None
         self.biggest: tuple[str, int, Any] = ("", 0, None)
 
     def check_expansion(self) -> None:
         """Refuse a document whose aliases stand for too many values in all."""
-        allowed = self.limits.alias_expansion * self.written
-        if self.produced > allowed:
+        produced = self.written + self.extra
+        if produced > self.limits.alias_expansion * self.written:
             name, _, mark = self.biggest
             raise self.fail(
-                f"aliases expand the document to {self.produced} values, more than "
+                f"aliases expand the document to {produced} values, more than "
                 f"Limits.alias_expansion ({self.limits.alias_expansion}) times the "
                 f"{self.written} written (the largest is *{name})",
                 mark,
@@ -280,7 +280,6 @@ class _Builder:
 
     def count(self, mark: Any) -> None:
         self.written += 1
-        self.produced += 1
         if self.written > self.limits.max_nodes:
             raise self.fail(
                 f"more than Limits.max_nodes ({self.limits.max_nodes}) values", mark
@@ -321,7 +320,7 @@ class _Builder:
         if found is None:
             raise self.fail(f"undefined alias *{name}", event.start_mark)
         obj, size = found
-        self.produced += size - 1
+        self.extra += size - 1
         if size > self.biggest[1]:
             self.biggest = (name, size, event.start_mark)
         return obj, size
@@ -417,19 +416,61 @@ class _Builder:
         obj.pos_of[key] = frame.key_pos
 
 
-def _build(loader: Any, builder: _Builder) -> Any:
-    """Drive *builder* over the events of one document; refuse a second document."""
+def _build(loader: Any, builder: _Builder) -> Any:  # noqa: C901, PLR0912, PLR0915  # the hot loop, inlined
+    """Drive *builder* over the events of one document; refuse a second document.
+
+    The commonest event, a plain scalar without tag or anchor going into a
+    mapping or a list, is handled inline (a flag file is mostly those); every
+    other case goes through the builder's methods.
+    """
     documents = 0
     scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
     mapping_start, sequence_start = yaml.MappingStartEvent, yaml.SequenceStartEvent
     ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
     get_event = loader.get_event
+    stack, cache = builder.stack, builder.cache
+    max_nodes, max_string = builder.limits.max_nodes, builder.limits.max_string
     while True:
         event = get_event()
         kind = event.__class__
         if kind is scalar_event:
-            builder.count(event.start_mark)
-            builder.add(builder.scalar(event), 1, event.start_mark, event.anchor)
+            mark = event.start_mark
+            builder.written += 1
+            if builder.written > max_nodes:
+                raise builder.fail(
+                    f"more than Limits.max_nodes ({max_nodes}) values", mark
+                )
+            text = event.value
+            if (
+                stack
+                and event.tag is None
+                and event.anchor is None
+                and event.implicit[0]
+                and len(text) <= max_string
+                and text != "<<"
+            ):
+                value = cache.get(text, _MISS)
+                if value is _MISS:
+                    value = builder.scalar(event)
+                frame = stack[-1]
+                frame.size += 1
+                obj = frame.obj
+                pos = (mark.line + 1) * _COL + mark.column + 1
+                if obj.__class__ is LocList:
+                    obj.append(value)
+                    obj.pos_of.append(pos)
+                    continue
+                key = frame.key
+                if key is _NO_KEY:
+                    frame.key, frame.key_pos = value, pos
+                    continue
+                if key is not _MERGE_KEY and key is not _BAD_KEY and key not in obj:
+                    frame.key = _NO_KEY
+                    obj[key] = value
+                    obj.pos_of[key] = frame.key_pos
+                    continue
+                frame.size -= 1
+            builder.add(builder.scalar(event), 1, mark, event.anchor)
         elif kind is mapping_start or kind is sequence_start:
             builder.count(event.start_mark)
             builder.start(event, mapping=kind is mapping_start)
@@ -449,6 +490,9 @@ def _build(loader: Any, builder: _Builder) -> Any:
         elif kind is yaml.StreamEndEvent:
             builder.check_expansion()
             return builder.root
+
+
+_MISS: Final = object()
 
 
 def parse_yaml(
