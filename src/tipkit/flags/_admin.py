@@ -100,15 +100,17 @@ class Admin:
         self, key: str, name: str, *, value: Any, action: str, part: str, who: Who
     ) -> Action:
         """Write *value* at *name* and append the action to the audit log (never raises)."""
+        if not _attributed(who):  # no audit: no read of the state before
+            return self._write(name, value=value)
         before = _part(part, self._current(name))
         done = self._write(name, value=value)
         self._record(key, action, {part: before}, {part: _part(part, value)}, who)
         return done
 
     def _record(self, key: str, action: str, before: Any, after: Any, who: Who) -> None:
-        actor, reason = who.get("actor"), who.get("reason")
-        if actor is None and reason is None:
+        if not _attributed(who):
             return  # unattributed: a component's own writes (a rollout's split)
+        actor, reason = who.get("actor"), who.get("reason")
         ns = self.namespace
         target = f"flag:{key}" if ns == "flags" else f"flag:{ns}/{key}"
         audit.record(
@@ -208,7 +210,7 @@ class Admin:
             current[target] = parsed
             return current
 
-        before = self.get_split(key, rule_id)
+        before = self.get_split(key, rule_id) if _attributed(who) else None
         done = self._update_splits(key, write)
         after = {v: w / 1000 for v, w in parsed.items()}
         self._split_audit(key, "flag.split", before, after, who)
@@ -233,7 +235,7 @@ class Admin:
             current.pop(target, None)
             return current
 
-        before = self.get_split(key, rule_id)
+        before = self.get_split(key, rule_id) if _attributed(who) else None
         done = self._update_splits(key, remove)
         self._split_audit(key, "flag.clear_split", before, None, who)
         return done
@@ -324,3 +326,8 @@ def _attribution(who: Who) -> None:
         raise TypeError(
             f"unexpected keyword argument(s) {unknown}: use actor=, reason="
         )
+
+
+def _attributed(who: Who) -> bool:
+    """Whether an action names its actor or reason (then it is audited)."""
+    return who.get("actor") is not None or who.get("reason") is not None
