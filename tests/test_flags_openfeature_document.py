@@ -188,19 +188,28 @@ def test_a_document_that_does_not_parse_is_parse_error() -> None:
     )
 
 
+class Counting(TipkitProvider):
+    """A TipkitProvider recording the events it emits itself."""
+
+    emitted: list[ProviderEvent]
+
+    def emit(self, event: ProviderEvent, details: Any) -> None:
+        self.emitted.append(event)
+        super().emit(event, details)
+
+
 def test_initialize_gives_exactly_one_ready_or_error_event() -> None:
     """The SDK (0.10) emits READY/ERROR after initialize; the provider adds none."""
-    ready: list[Any] = []
-    errors: list[Any] = []
-    good = TipkitProvider(Flags.from_dict({"version": 1, "flags": {}}), watch=None)
-    bad = TipkitProvider(Flags(Unparsable(), clock=FakeClock()), watch=None)
-    api.get_client("once-good").add_handler(ProviderEvent.PROVIDER_READY, ready.append)
-    api.get_client("once-bad").add_handler(ProviderEvent.PROVIDER_ERROR, errors.append)
+    good = Counting(Flags.from_dict({"version": 1, "flags": {}}), watch=None)
+    bad = Counting(Flags(Unparsable(), clock=FakeClock()), watch=None)
+    good.emitted, bad.emitted = [], []
     api.set_provider_and_wait(good, "once-good")
     with pytest.raises(OFParseError):
         api.set_provider_and_wait(bad, "once-bad")
+    statuses = (
+        api.get_client("once-good").get_provider_status(),
+        api.get_client("once-bad").get_provider_status(),
+    )
     api.shutdown()
-    assert ["tipkit"] == [
-        e.provider_name for e in ready if e.provider_name != "No-op Provider"
-    ]
-    assert [OFErrorCode.PARSE_ERROR] == [e.error_code for e in errors]
+    assert ([], []) == (good.emitted, bad.emitted)
+    assert (ProviderStatus.READY, ProviderStatus.ERROR) == statuses
