@@ -80,6 +80,8 @@ PUBLIC_MODULES = [
     "ops",
     "alerts",
     "registry",
+    "console",
+    "doctor",
     "ratelimit",
     "retry",
     "experiment",
