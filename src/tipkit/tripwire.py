@@ -17,6 +17,7 @@ from tipkit._core import _fork
 from tipkit._core._guard import Guard
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.flags import Flags
+from tipkit.stores._action import Action
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._events import BUS, AttributeValue, Event
 
@@ -234,6 +235,11 @@ class Tripwire(Guard[float]):
         except Exception:
             logger.exception("tipkit: tripwire could not kill flag %r", self.key)
             return
+
         # FlagKilled only once the store has the kill: while it is pending (in
         # force here, ActionPending published) it is published when flushed.
-        action.on_settled(lambda a: a.done and FlagKilled.listened and BUS.publish(event))
+        def settled(a: Action) -> None:
+            if a.done and FlagKilled.listened:
+                BUS.publish(event)
+
+        action.on_settled(settled)
