@@ -307,6 +307,10 @@ def test_flags_evaluation_bounded_on_a_blackhole_sync_and_async(
     store = store_via(proxy.url, prefix)
     flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=0)
     flags.kill("checkout")
+    # On a loaded machine the kill's own write may miss the short timeout: let it
+    # land (and any outage it opened close) before the fault, so the events
+    # captured below are the blackhole's alone.
+    assert until(lambda: not flags.pending() and flags.is_enabled("checkout") is False)
     proxy.set("blackhole")
     with capture_events(StoreUnavailable, StoreRecovered) as events:
         start = time.perf_counter()
