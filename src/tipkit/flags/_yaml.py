@@ -19,8 +19,7 @@ hold whichever parser runs:
 - every problem carries its line and column.
 
 Mappings come back as :class:`LocDict` and sequences as :class:`LocList`, which
-remember where each key or item is; :func:`line_of` returns a :class:`Line`, an
-``int`` that also carries the column.
+remember where each key or item is; :func:`line_of` returns a :class:`Line`.
 """
 
 from __future__ import annotations
@@ -142,12 +141,7 @@ class ParseError(ValueError):
 # -- scalars: the YAML 1.2 core schema --------------------------------------------
 _NULLS: Final = frozenset(("", "~", "null", "Null", "NULL"))
 _BOOLS: Final = {
-    "true": True,
-    "True": True,
-    "TRUE": True,
-    "false": False,
-    "False": False,
-    "FALSE": False,
+    w: w[0] in "tT" for w in ("true", "True", "TRUE", "false", "False", "FALSE")
 }
 _INT: Final = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
 _FLOAT: Final = re.compile(
@@ -157,13 +151,9 @@ _FLOAT: Final = re.compile(
 _MAX_DIGITS: Final = 400  # a float holds no integer longer than 309 digits
 _STR_TAG: Final = "tag:yaml.org,2002:str"
 _CORE_TAGS: Final = {
-    "tag:yaml.org,2002:str",
-    "tag:yaml.org,2002:int",
-    "tag:yaml.org,2002:float",
-    "tag:yaml.org,2002:bool",
-    "tag:yaml.org,2002:null",
-    "!",
+    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null")
 }
+_CORE_TAGS.add("!")
 
 
 def _number(text: str, want: str | None) -> Any:
