@@ -33,7 +33,7 @@ KNOWN_IMPORT_CYCLES: list[tuple[str, ...]] = []
 KNOWN_UPWARD_IMPORTS_FROM_CORE: list[str] = []
 """``tipkit._core.module -> imported module``."""
 
-KNOWN_LONG_MODULES: list[str] = ["tipkit._demo._scenarios", "tipkit.telemetry._otel"]
+KNOWN_LONG_MODULES: list[str] = []
 """Modules over MAX_MODULE_LINES lines."""
 
 KNOWN_LONG_CLASSES: list[str] = []

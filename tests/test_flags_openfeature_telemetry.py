@@ -25,7 +25,7 @@ from tipkit.flags.openfeature import (
 )
 from tipkit.telemetry import add_listener, remove_listener
 from tipkit.telemetry._events import Event
-from tipkit.telemetry._otel import hash_context_id
+from tipkit.telemetry._redact import hash_context_id
 from tipkit.testing import FakeClock
 
 DOC = {

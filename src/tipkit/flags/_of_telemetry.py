@@ -20,7 +20,7 @@ from tipkit.flags._events import FlagEvaluated
 from tipkit.flags._model import ErrorCode, EvaluationContext, Reason
 from tipkit.telemetry import _names
 from tipkit.telemetry._events import BUS, AttributeValue, Event
-from tipkit.telemetry._otel import hash_context_id
+from tipkit.telemetry._redact import hash_context_id
 
 __all__ = ["FlagTracked", "ProviderFlagEvaluated", "TipkitTelemetryHook"]
 

@@ -32,13 +32,8 @@ from tipkit.telemetry._events import (
     add_listener,
     remove_listener,
 )
-from tipkit.telemetry._otel import (
-    hash_context_id,
-    instrument,
-    is_instrumented,
-    uninstrument,
-)
-from tipkit.telemetry._redact import configure_logging
+from tipkit.telemetry._otel import instrument, is_instrumented, uninstrument
+from tipkit.telemetry._redact import configure_logging, hash_context_id
 from tipkit.telemetry._synthetic import current_synthetic, synthetic
 from tipkit.telemetry._traced import Traced, traced
 

@@ -18,8 +18,6 @@ Depends on ``opentelemetry-api`` only. What is exported, and what it costs:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import inspect
 import json
 import logging
@@ -31,7 +29,6 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final, Literal
 
-from opentelemetry import context as context_api
 from opentelemetry import metrics, trace
 from opentelemetry._logs import (
     Logger,
@@ -46,6 +43,8 @@ from tipkit.telemetry import _catalog, _synthetic
 from tipkit.telemetry import _names as n
 from tipkit.telemetry._counters import REGISTRY, Attributes
 from tipkit.telemetry._events import BUS, AttributeValue, Event
+from tipkit.telemetry._redact import hash_context_id
+from tipkit.telemetry._spans import WhenRecording
 
 try:
     from opentelemetry._logs._internal import ProxyLoggerProvider
@@ -109,111 +108,6 @@ def is_real_logger_provider(provider: object) -> bool:
     return LOG_EVENTS_SUPPORTED and not isinstance(
         provider, NoOpLoggerProvider | ProxyLoggerProvider
     )
-
-
-# ------------------------------------------------------------- is a span recording?
-
-try:  # the API's default runtime context: read its ContextVar directly
-    from opentelemetry.context import _RUNTIME_CONTEXT, Context
-    from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-    from opentelemetry.trace.propagation import _SPAN_KEY
-
-    _fast = type(_RUNTIME_CONTEXT) is ContextVarsRuntimeContext
-except ImportError:  # pragma: no cover - an API without these private names
-    _fast = False
-
-if _fast:
-    _context_get = _RUNTIME_CONTEXT._current_context.get  # type: ignore[attr-defined]  # checked above
-
-    def span_recording() -> bool:
-        """Return whether the current span records (a ContextVar read, one call)."""
-        span = _context_get().get(_SPAN_KEY)
-        return span is not None and span.is_recording()
-
-    _context_set = _RUNTIME_CONTEXT._current_context.set  # type: ignore[attr-defined]  # checked above
-    _context_reset = _RUNTIME_CONTEXT._current_context.reset  # type: ignore[attr-defined]  # checked above
-
-    def attach_span(span: trace.Span) -> object:
-        """Make *span* current; return the token for :func:`detach`.
-
-        What ``context.attach(trace.set_span_in_context(span))`` does, in one
-        frame instead of six.
-        """
-        return _context_set(Context({**_context_get(), _SPAN_KEY: span}))
-
-    def detach(token: object) -> None:
-        """Undo :func:`attach_span`; never raises (the API's detach logs, too)."""
-        try:
-            _context_reset(token)
-        except Exception:
-            logger.exception("tipkit: failed to detach context")
-
-else:  # pragma: no cover - OTEL_PYTHON_CONTEXT names another runtime context
-
-    def attach_span(span: trace.Span) -> object:
-        """Make *span* current; return the token for :func:`detach`."""
-        return context_api.attach(trace.set_span_in_context(span))
-
-    def detach(token: object) -> None:
-        """Undo :func:`attach_span`."""
-        context_api.detach(token)  # type: ignore[arg-type]  # attach()'s token
-
-    def span_recording() -> bool:
-        """Return whether the current span records."""
-        return trace.get_current_span().is_recording()
-
-
-class WhenRecording:
-    """The export's listening condition: event types it sends only to span events.
-
-    ``bool(condition)`` is whether the current span records: a flag evaluation
-    outside a recording span builds no event (one call, about 60 ns).
-    """
-
-    __slots__ = ("_log_calls", "_log_state", "_span_calls", "_span_state")
-
-    def __init__(
-        self, log_calls: bool, log_state: bool, span_calls: bool, span_state: bool
-    ) -> None:
-        self._log_calls = log_calls
-        self._log_state = log_state
-        self._span_calls = span_calls
-        self._span_state = span_state
-
-    if _fast:
-
-        def __bool__(self) -> bool:
-            # span_recording(), inlined: this runs on every flag evaluation.
-            span = _context_get().get(_SPAN_KEY)
-            return span is not None and span.is_recording()
-
-    else:  # pragma: no cover - see span_recording
-
-        def __bool__(self) -> bool:
-            return span_recording()
-
-    def mode(self, cls: type[Event]) -> bool | None:
-        """Return ``True`` (always wanted), ``False`` (never) or ``None`` (in a recording span).
-
-        Counted events (:data:`~tipkit.telemetry._catalog.COUNTED_EVENTS`, the
-        ones alerts are written on) are always wanted: they are rare. An event
-        neither logged nor sent to spans is never wanted, so with no SDK a flag
-        evaluation checks one plain ``False``.
-        """
-        if cls.otel_name in _catalog.COUNTED_EVENTS:
-            return True
-        spec = _catalog.EVENTS.get(cls.otel_name, _catalog.DEFAULT_EVENT)
-        if self._log_calls if spec.per_call else self._log_state:
-            return True
-        if self._span_calls if spec.per_call else self._span_state:
-            return None
-        return False
-
-    def __repr__(self) -> str:
-        return (
-            f"<when the current span records log_calls={self._log_calls} "
-            f"log_state={self._log_state}>"
-        )
 
 
 # --------------------------------------------------------------------- instruments
@@ -531,19 +425,6 @@ def attribute_value(value: object) -> AttributeValue:
     if isinstance(value, str | bool | int | float):
         return value
     return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
-
-
-def hash_context_id(target: str, key: bytes | None = None) -> str:
-    """Return the exported form of a targeting key: 32 hex digits.
-
-    HMAC-SHA-256 with *key* when one is given, else plain SHA-256. A plain hash
-    of a guessable id (an e-mail address, a sequential user id) can be reversed by
-    hashing candidates: pass a secret *key* when that matters.
-    """
-    data = target.encode("utf-8", "surrogatepass")  # a lone surrogate must not raise
-    if key is None:
-        return hashlib.sha256(data).hexdigest()[:32]
-    return hmac.new(key, data, hashlib.sha256).hexdigest()[:32]
 
 
 _CURRENT: _Instrumentation | None = None

@@ -24,6 +24,7 @@ decoration time.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 import sys
@@ -158,3 +159,16 @@ def warn_in_production(what: str) -> None:
         level += 1
         frame = frame.f_back
     warnings.warn(what, UserWarning, stacklevel=level)
+
+
+def hash_context_id(target: str, key: bytes | None = None) -> str:
+    """Return the exported form of a targeting key: 32 hex digits.
+
+    HMAC-SHA-256 with *key* when one is given, else plain SHA-256. A plain hash
+    of a guessable id (an e-mail address, a sequential user id) can be reversed by
+    hashing candidates: pass a secret *key* when that matters.
+    """
+    data = target.encode("utf-8", "surrogatepass")  # a lone surrogate must not raise
+    if key is None:
+        return hashlib.sha256(data).hexdigest()[:32]
+    return hmac.new(key, data, hashlib.sha256).hexdigest()[:32]

@@ -21,7 +21,7 @@ from tipkit._core import _scope
 from tipkit._core._check import check_clock, check_name
 from tipkit._core._decorate import Decorates
 from tipkit.clock import SYSTEM_CLOCK, Clock
-from tipkit.telemetry import _catalog, _otel
+from tipkit.telemetry import _catalog, _otel, _spans
 from tipkit.telemetry import _names as n
 from tipkit.telemetry._counters import REGISTRY
 from tipkit.telemetry._events import AttributeValue
@@ -31,8 +31,8 @@ __all__ = ["error_type", "traced"]
 
 logger = logging.getLogger("tipkit")
 
-_attach_span = _otel.attach_span
-_detach = _otel.detach
+_attach_span = _spans.attach_span
+_detach = _spans.detach
 _current_synthetic = _scope.current_synthetic
 _top = _scope.top
 _SYN: Final = n.SYNTHETIC_TYPE
