@@ -43,7 +43,7 @@ def warnings_of(
 
 
 def test_every_warning_kind_with_its_position():
-    """YAML 1.1 words, kill without off_variant, shadowed and contradictory rules, unused segments."""
+    """YAML 1.1 words, kills without off_variant, shadowed and impossible rules, unused segments."""
     assert [
         ("unused-segment", 3, None, "segments.unused"),
         ("kill-serves-default", 5, "f", "off_variant"),
@@ -101,8 +101,8 @@ def test_check_exits_zero_with_warnings_and_one_when_strict(files, capsys):
     assert 0 == main(["flags", "check", str(new), "--against", str(old)])
     out = capsys.readouterr().out.splitlines()
     assert (
-        f"warning: {new}:3:3, field 'segments.unused': segment 'unused' is not used by any flag [unused-segment]"
-        == out[0]
+        f"warning: {new}:3:3, field 'segments.unused': "
+        "segment 'unused' is not used by any flag [unused-segment]" == out[0]
     )
     assert any("[split-moves-users]" in line for line in out)
     assert out[-1].startswith(f"ok: {new}: 2 flags, 2 segments, 8 warnings")
@@ -110,7 +110,7 @@ def test_check_exits_zero_with_warnings_and_one_when_strict(files, capsys):
 
 
 def test_check_errors_are_sorted_with_columns_and_suggest_keys(tmp_path, capsys):
-    """Errors come sorted by line and column, each with its column; a misspelt key gets a suggestion."""
+    """Errors come sorted by line and column; a misspelt key gets a suggestion."""
     path = tmp_path / "bad.yaml"
     path.write_text(
         "flags:\n  f:\n    variants: {on: true}\n    fallthorugh: on\n"
@@ -120,7 +120,7 @@ def test_check_errors_are_sorted_with_columns_and_suggest_keys(tmp_path, capsys)
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"error: {path}:2:3, flag 'f'")
     assert (
-        f"error: {path}:4:5, flag 'f', field 'fallthorugh': unknown key 'fallthorugh'; did you mean 'fallthrough'?"
-        in out[1]
+        f"error: {path}:4:5, flag 'f', field 'fallthorugh': "
+        "unknown key 'fallthorugh'; did you mean 'fallthrough'?" in out[1]
     )
     assert out[2].startswith(f"error: {path}:7:5, flag 'g', field 'default_variant'")

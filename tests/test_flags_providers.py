@@ -8,6 +8,7 @@ import pytest
 
 from tipkit.errors import ConfigError
 from tipkit.flags import FileProvider, Flags, FlagsReloadFailed, Reason
+from tipkit.flags._watch import Settle
 from tipkit.telemetry._counters import REGISTRY
 from tipkit.testing import FakeClock, capture_events
 
@@ -294,3 +295,39 @@ def test_eight_threads_evaluate_during_reloads(tmp_path: Path):
     assert [] == errors
     assert seen <= {(True, "one"), (False, "two"), (True, "two"), (False, "one")}
     assert provider.reloads >= 1
+
+
+def test_settle_waits_for_a_stable_stat():
+    """A change loads once unchanged for `settle`; a new inode at once; a missing file never."""
+    s = Settle((1, 10, 7), 1.0)
+    assert s.observe((1, 10, 7), 0.0) is False  # unchanged
+    assert s.observe((2, 20, 7), 0.0) is False  # seen
+    assert s.observe((3, 30, 7), 1.0) is False  # still growing: the clock restarts
+    assert s.observe((3, 30, 7), 1.5) is False
+    assert s.observe((3, 30, 7), 2.0) is True
+    assert s.observe(None, 5.0) is False  # deleted
+    assert s.observe((4, 5, 8), 5.0) is True  # renamed into place
+
+
+class _Failures:
+    def __init__(self) -> None:
+        self.seen: list[ConfigError] = []
+
+    def failed(self, error: ConfigError) -> None:
+        self.seen.append(error)
+
+
+def test_failure_callback_once_and_watch_interval(setup, clock):
+    """subscribe_failed hears a failure once until fixed; watch(interval) sets the settle too."""
+    path, provider, _ = setup
+    listener = _Failures()
+    provider.subscribe_failed(listener.failed)
+    write(path, "{")
+    settle(provider, clock)
+    write(path, "[")
+    settle(provider, clock)
+    assert 1 == len(listener.seen)
+    provider.watch(interval=0.5)
+    assert (0.5, True) == (provider.settle, provider.watching)
+    provider.close()
+    assert not provider.watching
