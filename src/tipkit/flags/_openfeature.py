@@ -143,9 +143,11 @@ class TipkitProvider(AbstractProvider):
     def initialize(self, evaluation_context: OFContext) -> None:  # noqa: ARG002  # tipkit needs no global context
         """Re-read the flags now; raise ``ProviderNotReadyError`` if there are none yet.
 
-        With a :class:`~tipkit.flags.FileProvider` and ``watch`` seconds, starts
-        a daemon thread that looks at the file every ``watch`` seconds (real
-        time), so a rewrite is noticed without an evaluation.
+        With a :class:`~tipkit.flags.FileProvider` and ``watch`` seconds, sets
+        the file provider's own watcher thread to look every ``watch`` seconds
+        (starting it if it was not running; :meth:`shutdown` stops it then), so
+        a rewrite is noticed, parsed off the request path and announced without
+        an evaluation.
         """
         self._live = True
         self._flags.refresh()
