@@ -124,7 +124,7 @@ def _measure(search: Any, shapes: list[tuple[str, str, str]]) -> int:
     return cap
 
 
-def _shapes(c: Any, tree: Any) -> list[tuple[str, str, str]]:  # nested loops over a small alphabet
+def _shapes(c: Any, tree: Any) -> list[tuple[str, str, str]]:
     """Return adversarial ``(prefix, body, suffix)`` probes built from *tree*'s characters."""
     alphabet: list[str] = []
     for ch in _characters(c, tree):
