@@ -877,3 +877,66 @@ def test_with_face_uses_the_fast_hooks() -> None:
 
     asyncio.run(main())
     assert (0, [-1, -1]) == (clock.reads, guard.fast_released)
+
+
+class _Phase:
+    """A fast ticket whose `tick` records a success lock-free (or None: no fast path)."""
+
+    def __init__(self, tick: Any) -> None:
+        self.tick = tick
+
+
+class Ticks(Recorder):
+    """The attribute variants of both hooks: `_fast_ticket` and its `tick`."""
+
+    _fast_reads_ticket = True
+    _fast_ticks = True
+
+    def __init__(self, clock: Any, tick: Any) -> None:
+        super().__init__(clock)
+        self.count = itertools.count()
+        self._fast_ticket = _Phase(tick)
+        self._fast_count = _Counted()
+        self.fast_released: list[Any] = []
+
+    def _fast_release(self, ticket: Any) -> bool:
+        self.fast_released.append(ticket)
+        return True
+
+
+class _Counted:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def inc(self) -> int:
+        self.n += 1
+        return self.n
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_fast_ticks_record_a_success_without_a_python_hook(is_async: bool) -> None:
+    """With _fast_ticks the decorator calls ticket.tick() and counts; _fast_release is skipped."""
+    clock = CountingClock()
+    ticks: list[int] = []
+    guard = Ticks(clock, lambda: ticks.append(1))
+    assert "ok" == _decorate_and_run(guard, lambda: "ok", is_async)
+    assert ([1], 1, [], 0) == (
+        ticks,
+        guard._fast_count.n,
+        guard.fast_released,
+        clock.reads,
+    )
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_fast_ticks_fall_back_when_tick_is_none(is_async: bool) -> None:
+    """A fast ticket whose tick is None goes to _fast_release; failures to _release."""
+    guard = Ticks(CountingClock(), None)
+    assert "ok" == _decorate_and_run(guard, lambda: "ok", is_async)
+    with pytest.raises(KeyError):
+        _decorate_and_run(guard, _raise_key_error, is_async)
+    assert (1, 1, 0) == (
+        len(guard.fast_released),
+        len(guard.released),
+        guard._fast_count.n,
+    )

@@ -101,6 +101,7 @@ def async_plain(
 
 def sync_hooked(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:
     reads_ticket = guard._fast_reads_ticket
+    ticks = reads_ticket and guard._fast_ticks
     admit = guard._fast_admit or _no_fast_admit
     fast_release = guard._fast_release or _no_fast_release
     step = guard._step
@@ -121,14 +122,23 @@ def sync_hooked(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:
             else admit()
         )
         if ticket is None:
+            ticked = False
             ticket = step(now(), None)
             if type(ticket) is Wait:
                 ticket = wait(ticket)
+        else:
+            ticked = ticks
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             release(ticket, exc, now())
             raise
+        if ticked:
+            tick = ticket.tick
+            if tick is not None:
+                tick()
+                guard._fast_count.inc()  # type: ignore[attr-defined]  # the contract of _fast_ticks
+                return result
         if not fast_release(ticket):
             release(ticket, None, now())
         return result
@@ -136,10 +146,11 @@ def sync_hooked(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:
     return guarded
 
 
-def async_hooked(
+def async_hooked(  # noqa: C901  # one closure: the hot path is inlined on purpose
     guard: Guard[Any], fn: Callable[P, Awaitable[R]]
 ) -> Callable[P, Coroutine[Any, Any, R]]:
     reads_ticket = guard._fast_reads_ticket
+    ticks = reads_ticket and guard._fast_ticks
     admit = guard._fast_admit or _no_fast_admit
     fast_release = guard._fast_release or _no_fast_release
     astep = guard._astep
@@ -150,7 +161,7 @@ def async_hooked(
     now = guard._clock.monotonic
 
     @functools.wraps(fn)
-    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:  # noqa: C901, PLR0912  # as above
         node = _top()
         if node is not None:
             dl = node[3]
@@ -162,10 +173,13 @@ def async_hooked(
             else admit()
         )
         if ticket is None:
+            ticked = False
             at = now()
             ticket = step(at, None) if astep is None else await astep(at, None)
             if type(ticket) is Wait:
                 ticket = await wait(ticket)
+        else:
+            ticked = ticks
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
@@ -174,6 +188,12 @@ def async_hooked(
             else:
                 await arelease(ticket, exc, now())
             raise
+        if ticked:
+            tick = ticket.tick
+            if tick is not None:
+                tick()
+                guard._fast_count.inc()  # type: ignore[attr-defined]  # as in sync_hooked
+                return result
         if not fast_release(ticket):
             if arelease is None:
                 release(ticket, None, now())
