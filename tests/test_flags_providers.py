@@ -1,3 +1,4 @@
+import gc
 import json
 import os
 import threading
@@ -331,3 +332,16 @@ def test_failure_callback_once_and_watch_interval(setup, clock):
     assert (0.5, True) == (provider.settle, provider.watching)
     provider.close()
     assert not provider.watching
+
+
+def test_watcher_ends_when_its_provider_is_collected(tmp_path: Path):
+    """The watcher holds its provider weakly: a dropped provider's thread ends."""
+    path = tmp_path / "f.json"
+    path.write_text(doc("on"))
+    provider = FileProvider(path, reload_interval=0.01)
+    thread = provider._watcher._thread
+    assert thread is not None
+    del provider
+    gc.collect()
+    thread.join(30)
+    assert not thread.is_alive()

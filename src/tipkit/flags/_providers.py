@@ -26,7 +26,7 @@ from tipkit.flags._document import (
 )
 from tipkit.flags._events import FlagsReloadFailed
 from tipkit.flags._limits import DEFAULT_LIMITS, LimitError, Limits, checked_copy
-from tipkit.flags._watch import Settle, Stat, Watcher
+from tipkit.flags._watch import Settle, Stat, WatchedGone, Watcher
 from tipkit.telemetry._counters import REGISTRY
 from tipkit.telemetry._events import BUS
 
@@ -252,7 +252,7 @@ class FileProvider(FlagProvider):
         self._snapshot = self._load()
         self._settle = Settle(stat, self.settle)
         self._watcher = Watcher(
-            self.poll,
+            _weakly(self.poll),
             self.reload_interval or 0.05,
             f"tipkit-watch-{self.path.name}",
         )
@@ -410,6 +410,19 @@ class FileProvider(FlagProvider):
         for callback in callbacks:
             if callback is not None:
                 callback(exc)
+
+
+def _weakly(method: Callable[[], bool]) -> Callable[[], bool]:
+    """Return *method* held weakly: a provider nobody uses is collected, its watcher ends."""
+    ref = weakref.WeakMethod(method)
+
+    def call() -> bool:
+        bound = ref()
+        if bound is None:
+            raise WatchedGone
+        return bound()
+
+    return call
 
 
 def document_provider(

@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-__all__ = ["Settle", "Stat", "Watcher"]
+__all__ = ["Settle", "Stat", "WatchedGone", "Watcher"]
 
 logger = logging.getLogger("tipkit")
 
@@ -61,12 +61,17 @@ class Settle:
         self.pending = None
 
 
+class WatchedGone(Exception):  # noqa: N818  # a signal, not an error
+    """Raised by a poll function whose owner was garbage-collected: the watcher ends."""
+
+
 class Watcher:
     """A daemon thread calling *poll* every *interval* seconds until :meth:`stop`.
 
     Real time on purpose: the watcher is the one place tipkit waits on its own,
     and ``threading.Event.wait`` returns at once on :meth:`stop`. An exception
-    from *poll* is logged at DEBUG and the watcher goes on.
+    from *poll* is logged at DEBUG and the watcher goes on; :class:`WatchedGone`
+    ends it (the owner holds *poll* weakly and was collected).
     """
 
     __slots__ = ("_stop", "_thread", "interval", "name", "poll")
@@ -104,5 +109,7 @@ class Watcher:
         while not stop.wait(self.interval):
             try:
                 self.poll()
+            except WatchedGone:
+                return
             except Exception:  # the watcher must outlive any one bad look
                 logger.debug("tipkit: the flag file watcher failed once", exc_info=True)
