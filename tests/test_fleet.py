@@ -143,7 +143,12 @@ def test_token_bucket_shared_by_four_processes(
     admitted = sum(r["admitted"] for r in results)
     held = sum(r["held"] for r in results)
     assert admitted <= fleet_bound + len(results) * (batch - 1), (admitted, fleet_bound)
-    assert admitted + held >= 0.95 * fleet_bound, (admitted, held, fleet_bound, results)
+    # Liveness over the time every process was asking at once (a loaded machine
+    # starts and stops the children at different times): the bucket gave out
+    # what it holds plus what it refilled then.
+    overlap = min(r["end"] for r in results) - max(r["start"] for r in results)
+    live_bound = capacity + rate * max(0.0, overlap)
+    assert admitted + held >= 0.95 * live_bound, (admitted, held, live_bound, results)
     skewed, others = results[-1], results[:-1]
     others_ratio = sum(r["admitted"] for r in others) / sum(
         r["attempts"] for r in others
