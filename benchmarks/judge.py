@@ -258,10 +258,12 @@ def guarantees_table(runs: int, seed: int) -> str:
         ((10, 20, 30, 40, 50, 60, 70, 80, 90, 100), 100),
     ]
     lines = [
-        ("| stages | min_samples | A/A 1 %: rolled back | A/A: completed | A/A: median canary"
-        " requests to complete | A/A: median canary requests, first stage"
-        " | 1 % -> 1.5 % (= margin): promoted to 100 % | 1 % -> 2 %: rolled back"
-        " | 1 % -> 2 %: median canary requests to roll back |"),
+        (
+            "| stages | min_samples | A/A 1 %: rolled back | A/A: completed | A/A: median canary"
+            " requests to complete | A/A: median canary requests, first stage"
+            " | 1 % -> 1.5 % (= margin): promoted to 100 % | 1 % -> 2 %: rolled back"
+            " | 1 % -> 2 %: median canary requests to roll back |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for stages, ms in plans:
@@ -281,9 +283,11 @@ def baselines_table(runs: int, seed: int) -> str:
     """One stage at 50 %: the default margin at other baselines, and a canary at it."""
     rng = np.random.default_rng(seed)
     lines = [
-        ("| control error rate | default margin | canary at control + margin: passed"
-        " | A/A: passed | A/A: median requests per arm to PASS | fixed-horizon NI test per arm"
-        " (alpha 1 %, power 50 / 80 / 95 %) |"),
+        (
+            "| control error rate | default margin | canary at control + margin: passed"
+            " | A/A: passed | A/A: median requests per arm to PASS | fixed-horizon NI test per arm"
+            " (alpha 1 %, power 50 / 80 / 95 %) |"
+        ),
         "|---|---|---|---|---|---|",
     ]
     for p in (0.001, 0.01, 0.05, 0.1):
@@ -353,8 +357,10 @@ def peers_table(runs: int, seed: int, interval: int, intervals: int) -> str:
             (z > Z99) & enough, (zni < -Z99) & enough, per_arm, False
         )
     head = [
-        ("judge (same streams, judged every"
-        f" {interval} requests, stage of {intervals * interval:,})")
+        (
+            "judge (same streams, judged every"
+            f" {interval} requests, stage of {intervals * interval:,})"
+        )
     ]
     for label, _ in cases:
         head += [f"{label}: rolled back", f"{label}: promoted"]
