@@ -125,7 +125,7 @@ class FaultProxy:
             if self.mode == "drop":
                 return
             if self.latency:
-                await asyncio.sleep(self.latency)  # noqa: TID251  # injected latency is the point
+                await asyncio.sleep(self.latency)  # noqa: TID251  # real-time-ok: injected latency is the point
             writer.write(data)
             await writer.drain()
 
