@@ -778,8 +778,39 @@ def test_a_transition_that_keeps_losing_its_compare_and_set_raises():
     assert "running" == rollout.status().status
 
 
+class OwnedLock:
+    """A lock that knows which thread holds it (threading.Lock does not)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.owner: int | None = None
+
+    def acquire(self, *args, **kwargs):
+        got = self._lock.acquire(*args, **kwargs)
+        if got:
+            self.owner = threading.get_ident()
+        return got
+
+    def release(self):
+        self.owner = None
+        self._lock.release()
+
+    def locked(self):
+        return self._lock.locked()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 class LockWatchingStore(MemoryStore):
-    """A MemoryStore that notes each call made while the rollout's lock is held."""
+    """A MemoryStore that notes each call made by a thread holding the rollout's lock.
+
+    Another thread's call while this one holds the lock (tipkit's flusher
+    replaying the rollback's flag action, say) is no such call: only the
+    holder's own calls are counted.
+    """
 
     rollout = None
 
@@ -787,8 +818,13 @@ class LockWatchingStore(MemoryStore):
         super().__init__(*args, **kwargs)
         self.held: list[str] = []
 
+    def watch_lock_of(self, rollout):
+        self.rollout = rollout
+        rollout._local.lock = OwnedLock()
+
     def _check(self, name):
-        if self.rollout is not None and self.rollout._lock.locked():
+        lock = None if self.rollout is None else self.rollout._local.lock
+        if lock is not None and lock.owner == threading.get_ident():
             self.held.append(name)
 
     def get(self, *args, **kwargs):
@@ -815,7 +851,7 @@ def test_no_store_call_is_made_while_the_rollout_holds_its_lock():
     rollout, _, _ = make(
         clock, store=store, stages=[10, 50, 100], fleet_counts=True, flush_every=10
     )
-    store.rollout = rollout
+    store.watch_lock_of(rollout)
     drive(rollout, clock, 4000)
     rollout.rollback("by hand")
     rollout.resume("again")
