@@ -291,6 +291,25 @@ class Judge:
             s.s2[arm][i] += v * v
         return self._due()
 
+    def add_sums(
+        self, canary: bool, index: int, count: int, total: float, squares: float
+    ) -> None:
+        """Add *count* values of check *index* for an arm: their sum and sum of squares.
+
+        An upper bound of *squares* is conservative (wider bounds). Raises
+        RuntimeError before a stage, ValueError for a negative count.
+        """
+        if not self._strata:
+            raise RuntimeError("Judge.add_sums: call start_stage(share, now) first")
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count!r}")
+        s = self._strata[-1]
+        arm = 1 if canary else 0
+        s.cnt[arm][index] += int(count)
+        s.s1[arm][index] += float(total)
+        s.s2[arm][index] += float(squares)
+        self._next_check = self._total + 1
+
     def set_stage_counts(
         self,
         counts: Sequence[int],

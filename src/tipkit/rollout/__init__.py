@@ -48,6 +48,8 @@ from tipkit._judge import (
     SampleRatio,
     Verdict,
 )
+from tipkit._judge._export import JudgeVerdict
+from tipkit._judge._otel import HistogramSource
 from tipkit.rollout._arm import Arm
 from tipkit.rollout._events import (
     ArmSummary,
@@ -67,6 +69,8 @@ __all__ = [
     "ErrorRateCheck",
     "FlagKilled",
     "GuardResult",
+    "HistogramSource",
+    "JudgeVerdict",
     "LatencyCheck",
     "LatencyGuard",
     "MeanCheck",
