@@ -115,8 +115,8 @@ def test_the_good_change_is_promoted_to_100_percent(
         assert c.margin is not None
         assert c.upper < c.margin < 0.006
         assert (
-            f"{c.from_percent:g}%: upper bound +{100 * c.upper:.3f} pt < margin"
-            f" +{100 * c.margin:.3f} pt after {c.canary:,} canary requests"
+            f"{c.from_percent:g}%: upper bound +{100 * c.upper:.5f} pt < margin"
+            f" +{100 * c.margin:.5f} pt after {c.canary:,} canary requests"
         ) in demo[1]
     assert p.bounds
     assert {5.0, 25.0, 50.0} <= {pct for _, pct, _ in p.bounds}

@@ -346,8 +346,8 @@ def run_good_rollout(seed: int, params: Params, reporter: Reporter) -> Promotion
     percents = (GOOD_STAGES[0], *(c.to_percent for c in run.changes))
     final = percents[-1]
     crossings = "; ".join(
-        f"{c.from_percent:g}%: upper bound +{100 * c.upper:.3f} pt < margin"
-        f" +{100 * c.margin:.3f} pt after {c.canary:,} canary requests"
+        f"{c.from_percent:g}%: upper bound +{100 * c.upper:.5f} pt < margin"
+        f" +{100 * c.margin:.5f} pt after {c.canary:,} canary requests"
         for c in run.changes
         if c.upper is not None and c.margin is not None
     )
