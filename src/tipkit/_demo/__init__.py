@@ -12,7 +12,7 @@ generator, so the same seed always gives the same numbers:
 
 1. a canary of a pricing change that raises errors from 1 % to 2.5 % is rolled
    back automatically by the rollout's judge at an early stage;
-2. a good change is promoted 1 → 5 → 25 → 50 → 100 %;
+2. a good change is promoted 5 → 25 → 50 → 100 %, each stage on evidence;
 3. a payments outage trips a circuit breaker (retries outside it do not hammer
    the dependency), a token bucket sheds a burst, and a tripwire kills the flag
    of a failing code path;
@@ -141,7 +141,8 @@ class DemoResult:
                 " → ".join(f"{x:g}" for x in p.percents) + f"% ({p.status})",
                 (
                     f"{p.requests:,} requests, {p.virtual_seconds / 3600:.1f} virtual"
-                    " hours; each stage passed on evidence (< +1 pt errors)"
+                    " hours; each stage passed when its upper bound crossed the margin"
+                    " (< +0.5 pt errors)"
                 ),
             ),
             (
