@@ -25,6 +25,11 @@ class Policy:
     """What a retry decides with: what to retry, how long to wait, when to stop.
 
     Immutable after construction, so one policy serves every thread and task.
+    Its jitter comes from its own :class:`random.Random`, seeded from the
+    :mod:`random` module when the policy is made: seeding :mod:`random` before
+    building retries reproduces their waits, and a retry running on a background
+    thread never moves the global random state under another test or a
+    Hypothesis strategy (``Random.uniform`` is safe to share between threads).
     """
 
     __slots__ = (
@@ -37,6 +42,7 @@ class Policy:
         "on",
         "predicate",
         "retry_rejected",
+        "rng",
         "timeout",
         "types",
         "wait_initial",
@@ -96,6 +102,10 @@ class Policy:
                 f"retry: wait_exp_base must be >= 1 and finite, got {wait_exp_base!r}"
             )
         self.exp_base = float(wait_exp_base)
+        # Drawn once, here, so that seeding the random module still reproduces
+        # the waits (the demo relies on it) while the waits themselves no
+        # longer touch the global state from whatever thread retries.
+        self.rng = random.Random(random.getrandbits(64))  # noqa: S311  # jitter, not cryptography
         if not isinstance(clock, Clock):
             raise TypeError(
                 f"clock must provide monotonic(), time(), sleep() and asleep(), got {clock!r}"
@@ -121,7 +131,7 @@ class Policy:
             base = self.wait_initial * self.exp_base ** (attempt - 1)
         except OverflowError:
             return self.wait_max
-        return min(self.wait_max, base + random.uniform(0, self.wait_jitter))  # noqa: S311  # jitter, not cryptography
+        return min(self.wait_max, base + self.rng.uniform(0, self.wait_jitter))
 
     def wait_after(self, exc: BaseException | None, attempt: int) -> float:
         """Return the wait after failed attempt *attempt* raised *exc*.
