@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import tipkit._demo
 from tipkit._cli import main
 from tipkit._demo import DEFAULT_OUT, DemoResult, run_demo
 from tipkit._demo._display import (
@@ -20,7 +21,7 @@ from tipkit._demo._display import (
     load_rich,
     plain_table,
 )
-from tipkit._demo._scenarios import STAGES
+from tipkit._demo._scenarios import STAGES, Params
 from tipkit.telemetry._events import BUS
 
 SEED = 1
@@ -186,6 +187,53 @@ def test_the_cli_runs_the_demo(
     assert "seed 1, fast mode" in out
 
 
+def test_full_mode_is_bigger_than_the_default_in_every_size() -> None:
+    """`--full` grows every traffic size over the default; fast and full exclude."""
+    default, full = Params.for_mode(fast=False), Params.for_mode(fast=False, full=True)
+    smaller = [
+        name
+        for name in Params.__slots__
+        if name != "sample_every" and getattr(full, name) <= getattr(default, name)
+    ]
+    assert [] == smaller
+    assert full.sample_every < default.sample_every  # more chart points
+    with pytest.raises(ValueError, match="fast or full"):
+        Params.for_mode(fast=True, full=True)
+
+
+def test_the_cli_passes_full_and_refuses_fast_with_full(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tipkit demo --full` asks run_demo for the full mode; with --fast it is a usage error."""
+    asked: list[dict[str, object]] = []
+
+    class Done:
+        ok = True
+
+    def fake_run_demo(**options: object) -> Done:
+        asked.append(options)
+        return Done()
+
+    monkeypatch.setattr(tipkit._demo, "run_demo", fake_run_demo)
+    assert 0 == main(["demo", "--full", "--no-live"])
+    assert [True] == [options["full"] for options in asked]
+    assert [False] == [options["fast"] for options in asked]
+    with pytest.raises(SystemExit) as usage:
+        main(["demo", "--full", "--fast"])
+    assert 2 == usage.value.code
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_full_demo_tells_every_story(tmp_path: Path) -> None:
+    """The full mode runs end to end and shows what every scenario is there to show."""
+    stream = io.StringIO()
+    result = run_demo(full=True, out=tmp_path / "c.png", live=False, stream=stream)
+    assert result.ok
+    assert "full mode" in stream.getvalue()
+    assert result.promotion.final_percent == 100.0
+
+
 def test_python_dash_m_tipkit_has_the_demo_command() -> None:
     """`python -m tipkit demo --help` lists the demo's options."""
     done = subprocess.run(
@@ -194,7 +242,7 @@ def test_python_dash_m_tipkit_has_the_demo_command() -> None:
         text=True,
         check=True,
     )
-    for option in ("--seed", "--fast", "--out", "--no-live"):
+    for option in ("--seed", "--fast", "--full", "--out", "--no-live"):
         assert option in done.stdout
 
 
