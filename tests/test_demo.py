@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import random
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,8 @@ from tipkit._demo._display import (
 )
 from tipkit._demo._scenarios import STAGES, Params
 from tipkit.telemetry._events import BUS
+
+from .once import once_per_run
 
 SEED = 1
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -64,10 +68,38 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> PlainRun:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoResult, str]:
-    out = tmp_path_factory.mktemp("demo") / "timeline.png"
-    stream = io.StringIO()
-    result = run_demo(seed=SEED, fast=True, out=out, live=False, stream=stream)
-    return result, stream.getvalue()
+    """One fast run with seed 1 through the CLI; its result (kept by a spy) and output.
+
+    `tipkit demo --fast --out DIR --no-live --seed 1` runs the real demo once for
+    the CLI's test and for every scenario's (a run takes seconds of CPU), and
+    once per test run, not per xdist worker.
+    """
+
+    def run(out: Path) -> tuple[int, list[DemoResult], str]:
+        real, results = tipkit._demo.run_demo, []
+
+        def spy(**options: Any) -> DemoResult:
+            results.append(real(**options))
+            return results[-1]
+
+        stream = io.StringIO()
+        with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(stream):
+            mp.setattr(tipkit._demo, "run_demo", spy)
+            argv = [
+                "demo",
+                "--fast",
+                "--out",
+                str(out),
+                "--no-live",
+                "--seed",
+                str(SEED),
+            ]
+            return main(argv), results, stream.getvalue()
+
+    code, results, text = once_per_run(tmp_path_factory, "demo-cli", run)
+    assert 0 == code
+    assert 1 == len(results)
+    return results[0], text
 
 
 def test_the_chart_is_written_where_asked(demo: tuple[DemoResult, str]) -> None:
@@ -174,16 +206,13 @@ def test_the_demo_leaves_global_state_alone(plain: PlainRun) -> None:
     assert plain.listeners_before == plain.listeners_after
 
 
-def test_the_cli_runs_the_demo(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_cli_runs_the_demo(demo: tuple[DemoResult, str]) -> None:
     """`tipkit demo --fast --out DIR --no-live --seed 1` exits 0 and writes the chart in DIR."""
-    code = main(["demo", "--fast", "--out", str(tmp_path), "--no-live", "--seed", "1"])
-    out = capsys.readouterr().out
-    chart = tmp_path / DEFAULT_OUT.name
-    assert 0 == code
-    assert chart.is_file()
-    assert f"Timeline chart written to {chart}" in out
+    result, out = demo
+    assert result.chart is not None
+    assert DEFAULT_OUT.name == result.chart.name
+    assert result.chart.is_file()
+    assert f"Timeline chart written to {result.chart}" in out
     assert "seed 1, fast mode" in out
 
 
@@ -225,10 +254,10 @@ def test_the_cli_passes_full_and_refuses_fast_with_full(
 
 
 @pytest.mark.slow
-def test_the_full_demo_tells_every_story(tmp_path: Path) -> None:
+def test_the_full_demo_tells_every_story() -> None:
     """The full mode runs end to end and shows what every scenario is there to show."""
     stream = io.StringIO()
-    result = run_demo(full=True, out=tmp_path / "c.png", live=False, stream=stream)
+    result = run_demo(full=True, chart=False, live=False, stream=stream)
     assert result.ok
     assert "full mode" in stream.getvalue()
     assert result.promotion.final_percent == 100.0
