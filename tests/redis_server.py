@@ -65,6 +65,8 @@ def _ping(port: int, timeout: float) -> bool:
 class RedisServer:
     """One redis-server process on 127.0.0.1, in a temporary directory."""
 
+    ready_line = _READY
+
     def __init__(
         self,
         executable: str | None = None,
@@ -130,9 +132,9 @@ class RedisServer:
             problems.append(f"port {port}: " + " | ".join(self.log[-5:]))
         raise RedisServerError("redis-server did not start: " + "; ".join(problems))
 
-    def _spawn(self, port: int) -> bool:
+    def _argv(self, port: int) -> list[str]:
         assert self._dir is not None
-        args = [
+        return [
             self.executable,
             "--port", str(port),
             "--bind", "127.0.0.1",
@@ -146,6 +148,9 @@ class RedisServer:
             "--loglevel", "notice",
             "--logfile", "",
         ]  # fmt: skip
+
+    def _spawn(self, port: int) -> bool:
+        args = self._argv(port)
         proc = subprocess.Popen(  # noqa: S603 - a fixed argv of the local redis-server
             args,
             stdout=subprocess.PIPE,
@@ -161,7 +166,7 @@ class RedisServer:
             assert proc.stdout is not None
             for line in proc.stdout:
                 self.log.append(line.rstrip())
-                if _READY in line:
+                if self.ready_line in line:
                     ready.set()
             ready.set()
 
