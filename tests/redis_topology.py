@@ -327,9 +327,11 @@ class SentinelSet:
                     and r.get("master-link-status") == "ok"
                     and int(r["port"]) != int(state["port"])
                 ]
-                if not up or int(state.get("num-other-sentinels", 0)) < len(
-                    self.sentinels
-                ) - 1:
+                if (
+                    not up
+                    or int(state.get("num-other-sentinels", 0))
+                    < len(self.sentinels) - 1
+                ):
                     return False
         if len(ports) != 1:
             return False

@@ -71,7 +71,7 @@ def cluster_tag(prefix: str) -> str:
     colons, becomes the tag: ``"tipkit:"`` gives ``"{tipkit}:"``.
     """
     opened = prefix.find("{")
-    if opened >= 0 and prefix.find("}", opened + 2) > opened:
+    if opened >= 0 and prefix.find("}", opened + 1) > opened + 1:
         return prefix
     return "{" + (prefix.rstrip(":") or "tipkit") + "}:"
 

@@ -57,6 +57,8 @@ class Clients:
 
     __slots__ = (
         "_aclients",
+        "_aloading",
+        "_loads",
         "_lock",
         "_pubsubs",
         "_sync",
@@ -83,6 +85,10 @@ class Clients:
         # The packed fast path needs one server behind one pool (not a cluster).
         self.fast = self.owns_sync and self.mode != "cluster"
         self._pubsubs = 0
+        self._loads = 0  # script loads so far (async): see _aload
+        self._aloading: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Lock
+        ] = weakref.WeakKeyDictionary()
         # event loop -> (client, closer); weak so a finished loop's entry goes.
         self._aclients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop,
@@ -113,7 +119,29 @@ class Clients:
         found = self._aclients.get(loop)
         if found is not None:
             return found[0]
-        client = self.target.make("async", self.timeout, self.timeout)
+        if self.mode != "cluster":
+            return await self._new_aclient(loop)
+        # A cluster client must be initialized (slot map, one connection per
+        # node) by one task: tasks racing through redis-py's lazy first-use
+        # initialization interleaved commands on one connection, which the
+        # server answers by closing it.
+        with self._lock:
+            lock = self._aloading.get(loop)
+            if lock is None:
+                lock = self._aloading[loop] = asyncio.Lock()
+        async with lock:
+            found = self._aclients.get(loop)
+            if found is not None:
+                return found[0]
+            client = self.target.make("async", self.timeout, self.timeout)
+            await client.initialize()
+            return await self._new_aclient(loop, client)
+
+    async def _new_aclient(
+        self, loop: asyncio.AbstractEventLoop, client: Any = None
+    ) -> Any:
+        if client is None:
+            client = self.target.make("async", self.timeout, self.timeout)
         closer = close_with_loop(client)
         with self._lock:
             self._aclients[loop] = (client, closer)
@@ -178,7 +206,23 @@ class Clients:
             pipe.script_load(script.source)
         pipe.execute()
 
-    async def _aload(self, client: Any) -> None:
+    async def _aload(self, client: Any, seen: int) -> None:
+        # Many tasks meet NOSCRIPT together on a fresh server: one loads, the
+        # others find the generation moved on and only retry their script (on
+        # a cluster, a hundred concurrent SCRIPT LOADs to every primary made
+        # redis-py's async cluster client drop connections).
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            lock = self._aloading.get(loop)
+            if lock is None:
+                lock = self._aloading[loop] = asyncio.Lock()
+        async with lock:
+            if self._loads != seen:
+                return
+            await self._aload_all(client)
+            self._loads += 1
+
+    async def _aload_all(self, client: Any) -> None:
         if self.mode == "cluster":
             for script in self.scripts.values():
                 await client.script_load(script.source)
@@ -295,10 +339,11 @@ class Clients:
         n = len(keys)
         for attempt in (1, 2):
             try:
+                seen = self._loads
                 try:
                     return await client.evalsha(script.sha, n, *keys, *args)
                 except redis.exceptions.NoScriptError:
-                    await self._aload(client)
+                    await self._aload(client, seen)
                     return await client.evalsha(script.sha, n, *keys, *args)
             except redis.exceptions.ConnectionError:
                 if attempt == 2:

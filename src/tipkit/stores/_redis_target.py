@@ -237,7 +237,10 @@ class Target:
             else:
                 self._aclient_given = client
                 kwargs = dict(given.connection_kwargs)
-            node = given.get_default_node() or given.get_nodes()[0]
+            # An async client learns its nodes on first use: start from its seeds.
+            node = given.get_default_node() or next(
+                iter(given.nodes_manager.startup_nodes.values())
+            )
             self._params = {k: kwargs[k] for k in _CREDENTIALS if k in kwargs}
             self._params.update(host=node.host, port=node.port)
             self.url = f"cluster:redis://{node.host}:{node.port}"
