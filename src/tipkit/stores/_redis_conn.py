@@ -38,6 +38,14 @@ async def close_with_loop(client: redis.asyncio.Redis) -> AsyncIterator[None]:
         yield
     finally:
         await client.aclose()
+        for sentinel in sentinels_of(client):
+            await sentinel.aclose()
+
+
+def sentinels_of(client: Any) -> list[Any]:
+    """The sentinel clients behind a ``master_for`` client tipkit made (or none)."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    return list(getattr(manager, "sentinels", ()))
 
 
 class Clients:
@@ -186,6 +194,8 @@ class Clients:
         """Close the sync client if it was made here (a client passed in stays open)."""
         if self.owns_sync and self._sync is not None:
             self._sync.close()
+            for sentinel in sentinels_of(self._sync):
+                sentinel.close()
 
     async def aclose(self) -> None:
         """Close the running event loop's async client, if it was made here."""
