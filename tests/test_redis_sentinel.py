@@ -178,7 +178,7 @@ def test_kill_during_a_failover_is_local_first_and_replayed_to_the_new_master(
             try:
                 writer.is_enabled("checkout")
                 peer.is_enabled("checkout")
-            except BaseException as exc:  # noqa: BLE001 - anything reaching the app
+            except BaseException as exc:
                 errors.append(exc)
             stop.wait(0.01)
 
