@@ -170,7 +170,9 @@ class RedisStore(RedisAuditMethods):
         self.url = self._clients.url
         self._lock = threading.Lock()
         self._listener: Listener | None = None
-        self._packed: dict[tuple[str, float, float, float, float], bytes] = {}
+        self._packed: dict[
+            tuple[str, float, float, float, float], tuple[bytes, tuple[str, ...]]
+        ] = {}
         _fork.register(self)
 
     def _after_fork_in_child(self) -> None:
@@ -325,14 +327,15 @@ class RedisStore(RedisAuditMethods):
         over-admit. Idle buckets expire once they would have refilled.
         """
         script = self._scripts["take_tokens"]
-        if not self._clients.fast:
+        clustered = self.cluster and self._clients.owns_sync
+        if not self._clients.fast and not clustered:
             args = bucket_args(tokens, rate, capacity, max_wait)
             raw = self._clients.run(script, self._bucket_key(key), *args)
             return take_reply(raw, tokens, rate)
         # The same bucket sends the same command every time: build it once.
         packed_key = (key, tokens, rate, capacity, max_wait)
-        packed = self._packed.get(packed_key)
-        if packed is None:
+        found = self._packed.get(packed_key)
+        if found is None:
             args = bucket_args(tokens, rate, capacity, max_wait)
             packed = pack(
                 b"EVALSHA",
@@ -343,8 +346,12 @@ class RedisStore(RedisAuditMethods):
             )
             if len(self._packed) >= PACKED_MAX:
                 self._packed.clear()
-            self._packed[packed_key] = packed
-        raw = self._clients.send(script, key, packed)
+            found = self._packed[packed_key] = (packed, args)
+        if clustered:
+            bkey = self._bucket_key(key)
+            raw = self._clients.send_to_slot(script, bkey, found[0], found[1])
+        else:
+            raw = self._clients.send(script, key, found[0])
         return take_reply(raw, tokens, rate)
 
     # -- change notifications -------------------------------------------------------

@@ -44,7 +44,8 @@ async def close_with_loop(client: redis.asyncio.Redis) -> AsyncIterator[None]:
 
 def sentinels_of(client: Any) -> list[Any]:
     """The sentinel clients behind a ``master_for`` client tipkit made (or none)."""
-    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    pool = getattr(client, "connection_pool", None)  # a cluster client has none
+    manager = getattr(pool, "sentinel_manager", None)
     return list(getattr(manager, "sentinels", ()))
 
 
@@ -278,7 +279,41 @@ class Clients:
             raise fail(script.name, keys[0], exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def send(self, script: Script, key: str, packed: bytes) -> Any:
+    def send_to_slot(
+        self, script: Script, key: str, packed: bytes, args: tuple[str, ...]
+    ) -> Any:
+        """Cluster: send a packed EVALSHA to the primary that owns *key*'s slot.
+
+        The slot map is the one redis-py keeps. A redirect (``MOVED``/``ASK``: the
+        slot moved) or a broken connection goes through redis-py's cluster path
+        instead, which follows the redirect and refreshes the map.
+        """
+        client = self.sync
+        try:
+            node = client.nodes_manager.slots_cache[client.keyslot(key)][0]
+            pool = node.redis_connection.connection_pool
+        except (KeyError, IndexError, AttributeError):  # no map yet: redis-py's path
+            return self.run_keys(script, (key,), *args)
+        try:
+            return self.send(script, key, packed, pool=pool, raw=True)
+        except (
+            redis.exceptions.MovedError,
+            redis.exceptions.AskError,
+            redis.exceptions.ConnectionError,
+        ):
+            return self.run_keys(script, (key,), *args)
+        except ERRORS as exc:
+            raise fail(script.name, key, exc) from exc
+
+    def send(
+        self,
+        script: Script,
+        key: str,
+        packed: bytes,
+        *,
+        pool: Any = None,
+        raw: bool = False,
+    ) -> Any:
         """Send a packed EVALSHA on a pooled connection; read the reply.
 
         The client tipkit made has no retries and no hooks of the caller's, so
@@ -287,7 +322,7 @@ class Clients:
         through redis-py's own path, with its retry policy.
         """
         client = self.sync
-        pool = client.connection_pool
+        pool = pool or client.connection_pool
         loaded = stale = False
         try:
             while True:
@@ -321,6 +356,8 @@ class Clients:
                 self._load(client)
                 loaded = True
         except ERRORS as exc:
+            if raw:
+                raise
             raise fail(script.name, key, exc) from exc
 
     async def arun(self, script: Script, key: str, *args: str) -> Any:
