@@ -81,9 +81,10 @@ class RedisStore(RedisAuditMethods):
 
     Args:
         url_or_client: a Redis URL (``redis://[user:password@]host:port/db``,
-            ``rediss://`` for TLS, ``unix://path``), or a ``redis.Redis`` (or
-            ``redis.asyncio.Redis``) client, used as it is: with a client you
-            pass, its own timeouts and retry policy apply.
+            ``rediss://`` for TLS, ``unix://path``, ``redis+cluster://``,
+            ``redis+sentinel://``), or a ``redis.Redis``, ``redis.asyncio.Redis``
+            or ``RedisCluster`` client, used as it is: with a client you pass,
+            its own timeouts and retry policy apply.
         prefix: prepended to every Redis key tipkit writes. Give each
             application (or test) its own. A hash tag (``"{tipkit}:"``) puts
             every key on one Redis Cluster slot.
@@ -106,6 +107,19 @@ class RedisStore(RedisAuditMethods):
             any process within a pub/sub delivery. ``False``: watches never
             fire and they rely on their refresh interval alone (no listener
             thread, one connection fewer per process).
+        cluster: the URL names any node of a Redis Cluster (the same as a
+            ``redis+cluster://`` URL, or passing a ``redis.cluster.RedisCluster``
+            client). Namespaces and the audit stream then share the hash tag
+            of the prefix (``{tipkit}:ns:flags``: one slot); buckets and
+            counters are spread key by key (docs/fleet.md).
+        sentinel: ``[(host, port), ...]`` of Redis Sentinels, with
+            *service_name* the master they monitor (or a
+            ``redis+sentinel://h1:p1,h2:p2/service/db`` URL, or a client from
+            ``Sentinel(...).master_for(...)``): the store follows failovers.
+        service_name: the Sentinel service (with *sentinel*).
+        sharded_pubsub: on a cluster, publish with ``SPUBLISH`` and subscribe
+            with ``SSUBSCRIBE`` on the primary owning the namespaces' slot (the
+            default, Redis 7+); ``False``: classic ``PUBLISH``/``SUBSCRIBE``.
 
     Every operation is one round trip and atomic on the server (a Lua script
     by SHA, or one command). Expiry and token refill use the Redis server's
