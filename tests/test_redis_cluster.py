@@ -376,3 +376,43 @@ def test_audit_retention_trims_on_the_cluster(
     kept = store.read_audit()
     assert len(kept) < 300
     assert {"i": 299} == kept[-1].record
+
+
+def migrate_slot(cluster: ClusterServers, key: str) -> tuple[int, int]:
+    """Move *key*'s slot (and its keys) to another primary; return (from, to) ports."""
+    nodes = {p: redis.Redis(host=h, port=p) for h, p in cluster.addresses}
+    ids = {p: c.cluster("MYID") for p, c in nodes.items()}
+    ids = {p: i.decode() if isinstance(i, bytes) else str(i) for p, i in ids.items()}
+    any_node = next(iter(nodes.values()))
+    key_slot = int(any_node.cluster("KEYSLOT", key))
+    owner = redis.cluster.RedisCluster(
+        host=cluster.nodes[0].host, port=cluster.nodes[0].port
+    )
+    source = owner.get_node_from_key(key).port
+    owner.close()
+    target = next(p for p in nodes if p != source)
+    nodes[target].cluster("SETSLOT", key_slot, "IMPORTING", ids[source])
+    nodes[source].cluster("SETSLOT", key_slot, "MIGRATING", ids[target])
+    for k in nodes[source].cluster("GETKEYSINSLOT", key_slot, 1000):
+        nodes[source].migrate("127.0.0.1", target, k, 0, 5000)
+    for c in nodes.values():
+        c.cluster("SETSLOT", key_slot, "NODE", ids[target])
+    for c in nodes.values():
+        c.close()
+    return source, target
+
+
+def test_acquire_follows_a_moved_slot(
+    redis_cluster: ClusterServers, stores: Callable[..., RedisStore], prefix: str
+) -> None:
+    """A bucket's slot moves to another primary: MOVED is followed, the level is kept."""
+    store = stores(push=False)
+    bucket = TokenBucket("moving", rate=0.001, capacity=10, store=store)
+    assert [True] * 4 == [bucket.try_acquire() for _ in range(4)]
+    (key,) = [k.decode() for k in store.client.scan_iter(match=f"{prefix}tb:*")]
+    source, target = migrate_slot(redis_cluster, key)
+    assert source != target
+    # The first acquire after the move gets MOVED from the old primary.
+    assert [True] * 6 + [False] == [bucket.try_acquire() for _ in range(7)]
+    node = store.client.get_node_from_key(key)  # type: ignore[attr-defined]  # a RedisCluster
+    assert target == node.port
