@@ -416,3 +416,23 @@ def test_acquire_follows_a_moved_slot(
     assert [True] * 6 + [False] == [bucket.try_acquire() for _ in range(7)]
     node = store.client.get_node_from_key(key)  # type: ignore[attr-defined]  # a RedisCluster
     assert target == node.port
+
+
+def test_rollout_counts_from_three_processes_give_one_rollback_on_the_cluster(
+    redis_cluster: ClusterServers, stores: Callable[..., RedisStore], prefix: str
+) -> None:
+    """3 processes (3 entry nodes) sum their rollout counts on the cluster: one rollback."""
+    from tests.test_fleet import ROLLOUT_CHILD
+
+    urls = [f"redis+cluster://{h}:{p}" for h, p in redis_cluster.addresses]
+    results = run_children(
+        ROLLOUT_CHILD, [[url, prefix, str(seed)] for seed, url in enumerate(urls)]
+    )
+    assert {"rolled_back"} == {r["status"] for r in results}, results
+    rollbacks = [(r, rb) for r in results for rb in r["rollbacks"]]
+    assert 1 == len(rollbacks), results
+    decider, numbers = rollbacks[0]
+    assert numbers["canary"] > decider["seen"]["1"], results
+    entry = stores().get("tipkit.rollouts", "pricing")
+    assert entry is not None
+    assert 1 == [h["action"] for h in entry.value["history"]].count("rolled_back")
