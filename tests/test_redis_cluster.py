@@ -436,3 +436,45 @@ def test_rollout_counts_from_three_processes_give_one_rollback_on_the_cluster(
     entry = stores().get("tipkit.rollouts", "pricing")
     assert entry is not None
     assert 1 == [h["action"] for h in entry.value["history"]].count("rolled_back")
+
+
+def test_a_dead_primary_keeps_kills_pending_and_other_slots_serving() -> None:
+    """SIGKILL the namespaces' primary: kill local and pending, other buckets served.
+
+    After the node restarts empty and the cluster is ok again, the kill is on
+    the cluster within 2 s with no call (the durable flusher writes it back).
+    """
+    from tests.redis_fixtures import _executable
+
+    with ClusterServers(_executable()) as cluster:
+        store = RedisStore(cluster.url, cluster=True, prefix="dead:", timeout=0.1)
+        flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=0)
+        assert flags.is_enabled("checkout")
+        client: Any = store.client
+        owner = client.get_node_from_key("{dead}:ns:flags").port
+        victim = next(n for n in cluster.nodes if n.port == owner)
+        elsewhere = next(
+            k
+            for k in "abcdefghij"
+            if client.get_node_from_key(f"dead:tb:{k}").port != owner
+        )
+        bucket = TokenBucket(elsewhere, rate=0.001, capacity=20, store=store)
+        victim.sigkill()
+        start = time.perf_counter()
+        flags.kill("checkout")  # never raises
+        took = time.perf_counter() - start
+        assert not flags.is_enabled("checkout", default=True)
+        assert 1 == len(flags.pending())
+        assert [True] * 5 == [bucket.try_acquire() for _ in range(5)]
+        victim.start()  # same port and node id, no data
+        cluster.wait_ok()
+        back = time.perf_counter()
+        flushed = until(lambda: not flags.pending(), cluster.bound)
+        flush_took = time.perf_counter() - back
+        entry = store.get("flags", "kill/checkout")
+        store.close()
+    assert took < 2 * 0.1 + 0.5, took
+    assert flushed
+    assert flush_took < 2.0 + 1.0, flush_took  # 2 s (issue 14) + a busy machine
+    assert entry is not None
+    assert entry.value is True
