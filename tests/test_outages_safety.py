@@ -354,23 +354,31 @@ FLEET_CHILD = textwrap.dedent(
     bucket = TokenBucket("api", rate=0.001, capacity=30, store=store)
     while flags.is_enabled("checkout", default=True):  # the parent killed it
         pace.wait(0.01)
+    # This process's scheduling slack now: 10x twenty healthy round trips.
+    start = time.perf_counter()
+    for _ in range(20):
+        store.version("flags")
+    slack = max(0.2, 10 * (time.perf_counter() - start))
     print("ready", flush=True)
     sys.stdin.readline()
     enabled = errors = admitted = calls = 0
     slowest = 0.0
     deadline = time.perf_counter() + float(seconds)
     while time.perf_counter() < deadline:
-        start = time.perf_counter()
         try:
+            start = time.perf_counter()
             enabled += flags.is_enabled("checkout", default=True)
+            slowest = max(slowest, time.perf_counter() - start)
+            start = time.perf_counter()
             admitted += bucket.try_acquire()
+            slowest = max(slowest, time.perf_counter() - start)
         except BaseException:
             errors += 1
-        slowest = max(slowest, time.perf_counter() - start)
         calls += 1
         pace.wait(0.01)
     print(json.dumps({"enabled": enabled, "errors": errors, "admitted": admitted,
-                      "calls": calls, "slowest": slowest, "pending": len(flags.pending())}))
+                      "calls": calls, "slowest": slowest, "slack": slack,
+                      "pending": len(flags.pending())}))
     """
 )
 
@@ -388,6 +396,7 @@ def test_three_processes_keep_the_kill_through_sigkill_and_write_it_back() -> No
     with RedisServer(_executable()) as srv:
         store = store_via(srv.url, prefix)
         slack = machine_slack(lambda: [store.version("flags") for _ in range(20)], 0.2)
+        # (The write-back bound gets this process's slack; each child measures its own.)
         flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=0)
         flags.kill("checkout")
         assert until(lambda: not flags.pending()) is not None
@@ -424,7 +433,9 @@ def test_three_processes_keep_the_kill_through_sigkill_and_write_it_back() -> No
         assert back < 2.0 + slack, back
         assert [0, 0, 0] == [r["enabled"] for r in results], results
         assert [0, 0, 0] == [r["errors"] for r in results], results
-        assert all(r["slowest"] < BOUND + slack for r in results), (results, slack)
+        # Each call (an evaluation, an acquire) within 2x the timeout plus the
+        # scheduling slack of its own process, measured there before the fault.
+        assert all(r["slowest"] < BOUND + r["slack"] for r in results), results
         assert sum(r["admitted"] for r in results) <= 2 * 30, results
         assert [0, 0, 0] == [r["pending"] for r in results], results
         fresh = Flags(InMemoryProvider(DOC), store=direct, refresh_interval=0)
