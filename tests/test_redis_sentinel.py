@@ -234,3 +234,50 @@ def test_forced_failover_keeps_the_state_and_the_watch(
     took = until(lambda: reader.is_enabled("checkout"), 10)
     assert took is not None
     assert [] == writer.pending()
+
+
+def test_shared_bucket_breaker_and_audit_through_the_sentinels(
+    stores: Callable[..., RedisStore],
+) -> None:
+    """Through the sentinels: an exact shared bucket, a breaker opening, audited ops."""
+    from tipkit import audit, registry
+    from tipkit.breaker import BreakerState, CircuitBreaker, CountWindow
+    from tipkit.errors import CircuitOpenError
+    from tipkit.ops import Operator
+    from tipkit.ratelimit import TokenBucket
+
+    one, two = stores(timeout=5), stores(timeout=5)
+    buckets = [TokenBucket("api", rate=0.001, capacity=12, store=s) for s in (one, two)]
+    assert 12 == sum(buckets[i % 2].try_acquire() for i in range(40))
+
+    def breaker(store: RedisStore) -> CircuitBreaker:
+        return CircuitBreaker(
+            "payments",
+            store=store,
+            share="state",
+            window=CountWindow(4),
+            minimum_calls=4,
+            open_duration=30,
+            refresh_interval=3600,
+        )
+
+    here, there = breaker(one), breaker(two)
+    assert until(lambda: two.watching) is not None
+
+    def failing() -> None:
+        raise ConnectionError
+
+    for _ in range(4):
+        with pytest.raises(ConnectionError):
+            here.call(failing)
+    assert until(lambda: there._fleet.next == float("-inf")) is not None
+    with pytest.raises(CircuitOpenError):
+        there.call(lambda: None)
+    assert BreakerState.OPEN == there.state
+
+    flags = Flags(InMemoryProvider(DOC), store=one, refresh_interval=0)
+    registration = registry.register_flags(flags)
+    Operator(one, actor="bob").kill("checkout", reason="incident 9")
+    assert not flags.is_enabled("checkout", default=True)
+    assert ["flag.kill"] == [r.action for r in audit.read(two, target="flag:checkout")]
+    assert registration is not None
