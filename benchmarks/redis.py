@@ -18,6 +18,10 @@ loopback port, as the test suite does. It measures, in one run:
   takes to stop the feature in 4 others (pushed, and with ``push=False`` so
   only the 1 s refresh interval carries it).
 
+``--cluster`` runs only one table: one acquire on a single node beside the same
+acquire on a private 3-master Redis Cluster (``tests/redis_topology.py``), each
+beside a PING to the server that holds the bucket.
+
 Every limit is set high enough that every call is admitted: the figures are
 the cost of deciding, not of refusing.
 """
@@ -375,6 +379,41 @@ def client_overhead(url: str, quick: bool) -> None:
         print(f"| {name} | {statistics.median(values):.1f} | {min(values):.1f} |")
 
 
+def cluster_overhead(url: str, cluster: Any, quick: bool) -> None:
+    """Interleave one acquire on a single node and on a 3-master cluster, with PINGs."""
+    from tipkit.stores import RedisStore
+
+    key = f"cl-{uuid.uuid4().hex[:8]}"
+    on_cluster = RedisStore(cluster.url, cluster=True, prefix="bench:", timeout=1.0)
+    node = on_cluster.client.get_node_from_key(f"bench:tb:{key}")  # type: ignore[attr-defined]  # a RedisCluster
+    node_ping = redis.Redis(host=node.host, port=node.port).ping
+    cands = {
+        "single node: take_tokens": make_tipkit(url, key),
+        "single node: PING": make_ping(url, key),
+        "cluster: take_tokens (RedisCluster, cluster=True)": lambda: (
+            on_cluster.take_tokens(key, 1, rate=HIGH, capacity=HIGH).admitted
+        ),
+        "cluster: PING to the bucket's primary": node_ping,
+    }
+    runs: dict[str, list[float]] = {k: [] for k in cands}
+    rounds, number = (3, 200) if quick else (15, 1_000)
+    for acquire in cands.values():  # connect, load scripts
+        for _ in range(50):
+            acquire()
+    for _ in range(rounds):
+        for name, acquire in cands.items():
+            start = time.perf_counter()
+            for _ in range(number):
+                acquire()
+            runs[name].append((time.perf_counter() - start) / number * 1e6)
+    print()
+    print("| one acquire, single node vs 3-master cluster | µs median | µs best |")
+    print("| --- | ---: | ---: |")
+    for name, values in runs.items():
+        print(f"| {name} | {statistics.median(values):.1f} | {min(values):.1f} |")
+    on_cluster.close()
+
+
 def run_fleet(url: str, quick: bool) -> None:
     seconds = 0.5 if quick else 2.0
     print()
@@ -418,7 +457,22 @@ def main() -> None:
     parser.add_argument(
         "--fleet-only", action="store_true", help="only the fleet-feature tables"
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="only: one acquire on a single node beside a private 3-master cluster",
+    )
     args = parser.parse_args()
+    if args.cluster:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from tests.redis_server import RedisServer, find_redis_server
+        from tests.redis_topology import ClusterServers
+
+        exe = find_redis_server()
+        assert exe is not None, "redis-server is not installed"
+        with RedisServer() as server, ClusterServers(exe) as cluster:
+            cluster_overhead(server.url, cluster, args.quick)
+        return
 
     def everything(url: str) -> None:
         if not args.fleet_only:

@@ -10,6 +10,13 @@ Register from ``tests/conftest.py`` with ``pytest_plugins = ["tests.redis_fixtur
   keys are deleted afterwards.
 * ``private_redis_server`` (function): a server of the test's own, for fault
   tests that stop, pause or restart it.
+* ``redis_cluster`` (session): a real 3-master Redis Cluster on loopback
+  (``tests/redis_topology.py``); ``cluster_store`` (function): a ``RedisStore``
+  on it with a prefix of its own, its keys deleted afterwards.
+* ``redis_sentinel`` (session): a master, a replica and three sentinels;
+  ``sentinel_store`` (function): a ``RedisStore(sentinel=..., service_name=...)``.
+  Each test gets the set healthy (every sentinel agrees, the replica is linked),
+  whichever server is master after an earlier test's failover.
 """
 
 from __future__ import annotations
@@ -21,11 +28,21 @@ from typing import TYPE_CHECKING
 
 import pytest
 from tests.redis_server import RedisServer, find_redis_server
+from tests.redis_topology import ClusterServers, SentinelSet
 
 if TYPE_CHECKING:
     from tipkit.stores import RedisStore
 
-__all__ = ["private_redis_server", "redis_server", "redis_store", "redis_url"]
+__all__ = [
+    "cluster_store",
+    "private_redis_server",
+    "redis_cluster",
+    "redis_sentinel",
+    "redis_server",
+    "redis_store",
+    "redis_url",
+    "sentinel_store",
+]
 
 
 def _executable() -> str:
@@ -72,3 +89,56 @@ def private_redis_server() -> Iterator[RedisServer]:
     """A redis-server of this test's own, free to be stopped, paused or restarted."""
     with RedisServer(_executable()) as server:
         yield server
+
+
+def _drop_keys(store: RedisStore, prefix_token: str) -> None:
+    client = store.client
+    keys = list(client.scan_iter(match=f"*{prefix_token}*", count=1000))
+    for key in keys:  # one by one: on a cluster they are on many slots
+        client.delete(key)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterServers]:
+    """A 3-master Redis Cluster on loopback for the whole session."""
+    with ClusterServers(_executable()) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_store(redis_cluster: ClusterServers) -> Iterator[RedisStore]:
+    """A RedisStore on the session cluster (``cluster=True``), prefix unique to this test."""
+    from tipkit.stores import RedisStore
+
+    token = uuid.uuid4().hex[:12]
+    store = RedisStore(
+        redis_cluster.url, cluster=True, prefix=f"tipkit-test:{token}:", timeout=5.0
+    )
+    yield store
+    _drop_keys(store, token)
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelSet]:
+    """A master, a replica and three sentinels (quorum 2) for the whole session."""
+    with SentinelSet(_executable()) as sentinels:
+        yield sentinels
+
+
+@pytest.fixture
+def sentinel_store(redis_sentinel: SentinelSet) -> Iterator[RedisStore]:
+    """A RedisStore through the session's sentinels, prefix unique to this test."""
+    from tipkit.stores import RedisStore
+
+    redis_sentinel.wait_healthy()
+    token = uuid.uuid4().hex[:12]
+    store = RedisStore(
+        sentinel=redis_sentinel.sentinel_addresses,
+        service_name=redis_sentinel.service,
+        prefix=f"tipkit-test:{token}:",
+        timeout=5.0,
+    )
+    yield store
+    _drop_keys(store, token)
+    store.close()

@@ -65,6 +65,8 @@ def _ping(port: int, timeout: float) -> bool:
 class RedisServer:
     """One redis-server process on 127.0.0.1, in a temporary directory."""
 
+    ready_line = _READY
+
     def __init__(
         self,
         executable: str | None = None,
@@ -130,9 +132,9 @@ class RedisServer:
             problems.append(f"port {port}: " + " | ".join(self.log[-5:]))
         raise RedisServerError("redis-server did not start: " + "; ".join(problems))
 
-    def _spawn(self, port: int) -> bool:
+    def _argv(self, port: int) -> list[str]:
         assert self._dir is not None
-        args = [
+        return [
             self.executable,
             "--port", str(port),
             "--bind", "127.0.0.1",
@@ -146,6 +148,9 @@ class RedisServer:
             "--loglevel", "notice",
             "--logfile", "",
         ]  # fmt: skip
+
+    def _spawn(self, port: int) -> bool:
+        args = self._argv(port)
         proc = subprocess.Popen(  # noqa: S603 - a fixed argv of the local redis-server
             args,
             stdout=subprocess.PIPE,
@@ -159,10 +164,13 @@ class RedisServer:
         def drain() -> None:
             # Read the log until EOF, so the pipe never fills; flag readiness (or death).
             assert proc.stdout is not None
-            for line in proc.stdout:
-                self.log.append(line.rstrip())
-                if _READY in line:
-                    ready.set()
+            # stop() closes the pipe once the process is gone: a read racing
+            # with that close ends the log, it is not an error of the test.
+            with contextlib.suppress(ValueError, OSError):
+                for line in proc.stdout:
+                    self.log.append(line.rstrip())
+                    if self.ready_line in line:
+                        ready.set()
             ready.set()
 
         threading.Thread(target=drain, daemon=True, name=f"redis-log-{port}").start()

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -380,3 +384,108 @@ def test_flags_evaluation_bounded_on_a_blackhole_sync_and_async(
         )
     assert [StoreUnavailable, StoreRecovered] == [type(e) for e in events]
     store.close()
+
+
+# -- three processes through SIGKILL + restart ------------------------------------------
+FLEET_CHILD = textwrap.dedent(
+    """
+    import json, sys, threading, time
+    url, prefix, seconds, timeout = sys.argv[1:5]
+    pace = threading.Event()  # never set: requests arrive every 10 ms
+    from tipkit.flags import Flags, InMemoryProvider
+    from tipkit.ratelimit import TokenBucket
+    from tipkit.stores import RedisStore
+    DOC = json.loads(sys.argv[5])
+    store = RedisStore(url, prefix=prefix, timeout=float(timeout), on_error="fail_closed")
+    flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=0.1)
+    bucket = TokenBucket("api", rate=0.001, capacity=30, store=store)
+    while flags.is_enabled("checkout", default=True):  # the parent killed it
+        pace.wait(0.01)
+    # This process's scheduling slack now: 10x twenty healthy round trips.
+    start = time.perf_counter()
+    for _ in range(20):
+        store.version("flags")
+    slack = max(0.2, 10 * (time.perf_counter() - start))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    enabled = errors = admitted = calls = 0
+    slowest = 0.0
+    deadline = time.perf_counter() + float(seconds)
+    while time.perf_counter() < deadline:
+        try:
+            start = time.perf_counter()
+            enabled += flags.is_enabled("checkout", default=True)
+            slowest = max(slowest, time.perf_counter() - start)
+            start = time.perf_counter()
+            admitted += bucket.try_acquire()
+            slowest = max(slowest, time.perf_counter() - start)
+        except BaseException:
+            errors += 1
+        calls += 1
+        pace.wait(0.01)
+    print(json.dumps({"enabled": enabled, "errors": errors, "admitted": admitted,
+                      "calls": calls, "slowest": slowest, "slack": slack,
+                      "pending": len(flags.pending())}))
+    """
+)
+
+
+def test_three_processes_keep_the_kill_through_sigkill_and_write_it_back() -> None:
+    """SIGKILL + empty restart under 3 processes: kill kept, written back, bucket exact.
+
+    Each process evaluates the killed flag and takes from a shared bucket
+    (``fail_closed``) every 10 ms throughout. None sees the flag on or an
+    exception; every call is bounded; the restarted, empty server gets the kill
+    back within 2 s with no call from the process that made it; the bucket
+    (capacity 30, restarted full) admits at most twice its capacity.
+    """
+    prefix = f"outage3:{uuid.uuid4().hex[:8]}:"
+    with RedisServer(_executable()) as srv:
+        store = store_via(srv.url, prefix)
+        slack = machine_slack(lambda: [store.version("flags") for _ in range(20)], 0.2)
+        # (The write-back bound gets this process's slack; each child measures its own.)
+        flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=0)
+        flags.kill("checkout")
+        assert until(lambda: not flags.pending()) is not None
+        procs = [
+            subprocess.Popen(  # noqa: S603 - this interpreter running a fixed script
+                [sys.executable, "-c", FLEET_CHILD, srv.url, prefix, "4", str(TIMEOUT),
+                 json.dumps(DOC)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]  # fmt: skip
+        try:
+            for p in procs:
+                assert p.stdout is not None
+                assert "ready" == p.stdout.readline().strip()
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write("go\n")
+                p.stdin.flush()
+            srv.sigkill()
+            assert not flags.is_enabled("checkout", default=True)
+            srv.start()  # empty: no persistence
+            direct = store_via(srv.url, prefix)
+            back = until(lambda: direct.get("flags", "kill/checkout") is not None)
+            results = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        assert back is not None, "the kill was never written back"
+        assert back < 2.0 + slack, back
+        assert [0, 0, 0] == [r["enabled"] for r in results], results
+        assert [0, 0, 0] == [r["errors"] for r in results], results
+        # Each call (an evaluation, an acquire) within 2x the timeout plus the
+        # scheduling slack of its own process, measured there before the fault.
+        assert all(r["slowest"] < BOUND + r["slack"] for r in results), results
+        assert sum(r["admitted"] for r in results) <= 2 * 30, results
+        assert [0, 0, 0] == [r["pending"] for r in results], results
+        fresh = Flags(InMemoryProvider(DOC), store=direct, refresh_interval=0)
+        assert not fresh.is_enabled("checkout", default=True)
+        direct.close()
+        store.close()

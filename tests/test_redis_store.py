@@ -645,17 +645,17 @@ def test_repr_of_given_clients() -> None:
     assert RedisStore("redis://:pw@[::1]:6379/0").url == "redis://[::1]:6379/0"
 
 
-def test_sentinel_client_gets_no_guessed_twin() -> None:
-    """A Sentinel client finds its own server: the async twin is refused, not guessed."""
+def test_sentinel_client_gets_a_twin_from_its_sentinels() -> None:
+    """A Sentinel client's async twin asks its sentinels: StoreError, not TypeError."""
     from redis.sentinel import Sentinel
 
     client = Sentinel([("127.0.0.1", 1)], socket_timeout=0.05).master_for("primary")
-    store = RedisStore(client)
+    store = RedisStore(client, timeout=0.05)
     assert store.client is client
-    assert store.url == "<SentinelConnectionPool>"
+    assert store.url == "redis+sentinel://127.0.0.1:1/primary/0"
 
     async def main() -> None:
-        with pytest.raises(TypeError, match=r"pass a redis\.asyncio\.Redis client"):
+        with pytest.raises(StoreError, match="RedisStore get"):
             await store.aget("ns", "k")
 
     asyncio.run(main())

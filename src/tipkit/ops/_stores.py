@@ -49,7 +49,13 @@ def open_store(url: str | None, prefix: str | None) -> Any:
         if found is None:
             raise ValueError(f"no in-process store is served as {url}")
         return found
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if (
+        url.startswith(("redis://", "rediss://", "unix://"))
+        or "+cluster://" in url
+        or (
+            "+sentinel://" in url  # RedisStore's Cluster and Sentinel URL forms
+        )
+    ):
         from tipkit.stores._redis import RedisStore  # noqa: PLC0415  # the optional extra
 
         prefix = prefix if prefix is not None else os.environ.get(ENV_PREFIX, "tipkit:")

@@ -11,8 +11,10 @@ without persistence it is lost with the rest of the data.
 An audited compare-and-set is ``WATCH`` on the namespace's hash, a read of
 the entry's version, then ``MULTI`` / the compare-and-set script / ``XADD`` /
 ``EXEC``: the server applies both or, if the namespace changed meanwhile or the
-connection dropped before ``EXEC``, neither. (On Redis Cluster the namespace and
-the stream must share a slot: give the store a hash-tagged prefix.)
+connection dropped before ``EXEC``, neither. On Redis Cluster the namespace
+hashes and the stream share a hash tag (``{tipkit}:audit``, see
+``RedisStore.cluster``), and the audited compare-and-set is one script on that
+slot (``AUDITED_CAS``), atomic as the transaction is.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tipkit.stores._redis_lua import SCRIPTS, check_version, entry, ttl_us
 
 if TYPE_CHECKING:
     from tipkit.stores._redis_conn import Clients
+    from tipkit.stores._redis_lua import Script
 
 __all__ = ["RedisAuditMethods"]
 
@@ -45,6 +48,9 @@ class RedisAuditMethods:
     """A mixin giving ``RedisStore`` the audit log (see the module docs)."""
 
     prefix: str
+    cluster: bool = False
+    _control: str
+    _scripts: dict[str, Script]
     _clients: Clients
     _audit_retention: int | None = None
 
@@ -54,7 +60,7 @@ class RedisAuditMethods:
     @property
     def audit_key(self) -> str:
         """The Redis key of the audit stream."""
-        return f"{self.prefix}audit"
+        return f"{self._control}audit"
 
     @property
     def audit_retention(self) -> int | None:
@@ -129,9 +135,12 @@ class RedisAuditMethods:
         nskey = self._ns(namespace)
         encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
         args = self._xadd_args(record)
+        if self.cluster:
+            return self._audited_script(nskey, key, encoded, version, args, ttl)
         cas = SCRIPTS["compare_and_set"]
         try:
-            with self._clients.sync.pipeline(transaction=True) as pipe:
+            client: redis.Redis = self._clients.sync
+            with client.pipeline(transaction=True) as pipe:
                 pipe.watch(nskey)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
                 current = entry(pipe.eval(SCRIPTS["get"].source, 1, nskey, ":" + key))
                 if (0 if current is None else current.version) != version:
@@ -161,3 +170,29 @@ class RedisAuditMethods:
         if new is None:  # pragma: no cover - the WATCH makes the script agree
             return None
         return int(new), _stamped(raw_id, args["fields"])
+
+    def _audited_script(  # noqa: PLR0917 - private, called once, in order
+        self,
+        nskey: str,
+        key: str,
+        encoded: str,
+        version: int,
+        args: Mapping[str, Any],
+        ttl: float | None,
+    ) -> tuple[int, AuditEntry] | None:
+        # One script on the shared slot: a cluster has no WATCH across nodes,
+        # and needs none here (both keys are on one slot, the script is atomic).
+        maxlen = "" if self._audit_retention is None else str(self._audit_retention)
+        done = self._clients.run_keys(
+            self._scripts["audited"],
+            (nskey, self.audit_key),
+            ":" + key,
+            encoded,
+            ttl_us(ttl),
+            check_version(version),
+            args["fields"][_FIELD],
+            maxlen,
+        )
+        if done is None:
+            return None
+        return int(done[0]), _stamped(done[1], args["fields"])

@@ -20,7 +20,7 @@ next to nothing.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -43,6 +43,8 @@ from tipkit.stores._redis_listen import Listener
 from tipkit.stores._redis_lua import (
     PACKED_MAX,
     SCRIPTS,
+    SCRIPTS_CLASSIC,
+    SHARDED_SCRIPTS,
     amount_args,
     bucket_args,
     check_version,
@@ -55,9 +57,23 @@ from tipkit.stores._redis_lua import (
     ttl_us,
 )
 from tipkit.stores._redis_lua import snapshot as snapshot_reply
+from tipkit.stores._redis_target import Target
 from tipkit.stores._watch import Callback, Watch
 
-__all__ = ["OnError", "RedisStore", "Watch"]
+__all__ = ["OnError", "RedisStore", "Watch", "cluster_tag"]
+
+
+def cluster_tag(prefix: str) -> str:
+    """Return the prefix of a store's namespace and audit keys on a Redis Cluster.
+
+    A prefix that has a hash tag (``"{checkout}:"``) is kept: every key of the
+    store is then on that one slot. Otherwise the prefix, without its trailing
+    colons, becomes the tag: ``"tipkit:"`` gives ``"{tipkit}:"``.
+    """
+    opened = prefix.find("{")
+    if opened >= 0 and prefix.find("}", opened + 1) > opened + 1:
+        return prefix
+    return "{" + (prefix.rstrip(":") or "tipkit") + "}:"
 
 
 class RedisStore(RedisAuditMethods):
@@ -65,9 +81,10 @@ class RedisStore(RedisAuditMethods):
 
     Args:
         url_or_client: a Redis URL (``redis://[user:password@]host:port/db``,
-            ``rediss://`` for TLS, ``unix://path``), or a ``redis.Redis`` (or
-            ``redis.asyncio.Redis``) client, used as it is: with a client you
-            pass, its own timeouts and retry policy apply.
+            ``rediss://`` for TLS, ``unix://path``, ``redis+cluster://``,
+            ``redis+sentinel://``), or a ``redis.Redis``, ``redis.asyncio.Redis``
+            or ``RedisCluster`` client, used as it is: with a client you pass,
+            its own timeouts and retry policy apply.
         prefix: prepended to every Redis key tipkit writes. Give each
             application (or test) its own. A hash tag (``"{tipkit}:"``) puts
             every key on one Redis Cluster slot.
@@ -90,6 +107,19 @@ class RedisStore(RedisAuditMethods):
             any process within a pub/sub delivery. ``False``: watches never
             fire and they rely on their refresh interval alone (no listener
             thread, one connection fewer per process).
+        cluster: the URL names any node of a Redis Cluster (the same as a
+            ``redis+cluster://`` URL, or passing a ``redis.cluster.RedisCluster``
+            client). Namespaces and the audit stream then share the hash tag
+            of the prefix (``{tipkit}:ns:flags``: one slot); buckets and
+            counters are spread key by key (docs/fleet.md).
+        sentinel: ``[(host, port), ...]`` of Redis Sentinels, with
+            *service_name* the master they monitor (or a
+            ``redis+sentinel://h1:p1,h2:p2/service/db`` URL, or a client from
+            ``Sentinel(...).master_for(...)``): the store follows failovers.
+        service_name: the Sentinel service (with *sentinel*).
+        sharded_pubsub: on a cluster, publish with ``SPUBLISH`` and subscribe
+            with ``SSUBSCRIBE`` on the primary owning the namespaces' slot (the
+            default, Redis 7+); ``False``: classic ``PUBLISH``/``SUBSCRIBE``.
 
     Every operation is one round trip and atomic on the server (a Lua script
     by SHA, or one command). Expiry and token refill use the Redis server's
@@ -108,27 +138,55 @@ class RedisStore(RedisAuditMethods):
 
     def __init__(
         self,
-        url_or_client: str | redis.Redis | redis.asyncio.Redis,
+        url_or_client: str
+        | redis.Redis
+        | redis.asyncio.Redis
+        | redis.cluster.RedisCluster
+        | redis.asyncio.cluster.RedisCluster
+        | None = None,
         *,
         prefix: str = "tipkit:",
         timeout: float | timedelta = 0.25,
         on_error: OnError = "fail_open",
         push: bool = True,
+        cluster: bool = False,
+        sentinel: Sequence[tuple[str, int]] | None = None,
+        service_name: str | None = None,
+        sharded_pubsub: bool = True,
     ) -> None:
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, got {prefix!r}")
+        if url_or_client is None and sentinel is None:
+            raise TypeError("RedisStore needs a Redis URL, a client, or sentinel=")
+        target = Target(
+            url_or_client,
+            cluster=bool(cluster),
+            sentinel=sentinel,
+            service_name=service_name,
+        )
         self.timeout = to_seconds(timeout, "timeout", allow_zero=False)
         if self.timeout < 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         self.prefix = prefix
         self.on_error: OnError = check_on_error(on_error)
         self.push = bool(push)
-        self._clients = Clients(url_or_client, self.timeout)
+        self.cluster = target.mode == "cluster"
+        self.sharded_pubsub = self.cluster and bool(sharded_pubsub)
+        # On a cluster the namespaces and the audit stream share one hash tag
+        # (one slot, so the audited compare-and-set is one script); buckets and
+        # counters are hashed key by key, spread over every primary.
+        self._control = cluster_tag(prefix) if self.cluster else prefix
+        if self.sharded_pubsub:
+            self._scripts = SHARDED_SCRIPTS
+        else:
+            self._scripts = SCRIPTS_CLASSIC if self.cluster else SCRIPTS
+        self._clients = Clients(target, self.timeout, self._scripts)
         self.url = self._clients.url
-        self._owns_sync = self._clients.owns_sync
         self._lock = threading.Lock()
         self._listener: Listener | None = None
-        self._packed: dict[tuple[str, float, float, float, float], bytes] = {}
+        self._packed: dict[
+            tuple[str, float, float, float, float], tuple[bytes, tuple[str, ...]]
+        ] = {}
         _fork.register(self)
 
     def _after_fork_in_child(self) -> None:
@@ -146,17 +204,26 @@ class RedisStore(RedisAuditMethods):
     # -- clients -----------------------------------------------------------------
     @property
     def client(self) -> redis.Redis:
-        """The synchronous ``redis.Redis`` client this store talks through.
+        """The synchronous client this store talks through.
 
-        Made on first use when the store was given a URL or an async client.
+        A ``redis.Redis`` (a ``redis.cluster.RedisCluster`` on a cluster, which
+        has the same command methods), made on first use when the store was
+        given a URL or an async client.
         """
-        return self._clients.sync
+        return cast("redis.Redis", self._clients.sync)
 
     def _new_pubsub(self) -> Any:
-        return self._clients.new_pubsub()
+        return self._clients.new_pubsub(
+            self._control_channel.decode(), sharded=self.sharded_pubsub
+        )
+
+    @property
+    def _control_channel(self) -> bytes:
+        # A channel the listener always holds, on the namespaces' slot (sharded).
+        return f"{self._control}ctl".encode() if self.cluster else b"tipkit:ctl"
 
     def _ns(self, namespace: str) -> str:
-        return f"{self.prefix}ns:{namespace}"
+        return f"{self._control}ns:{namespace}"
 
     def _counters_key(self, key: str) -> str:
         return f"{self.prefix}c:{key}"
@@ -167,7 +234,9 @@ class RedisStore(RedisAuditMethods):
     # -- entries -------------------------------------------------------------------
     def get(self, namespace: str, key: str) -> Entry | None:
         """Return the live entry at *key* in *namespace*, or ``None``."""
-        return entry(self._clients.run(SCRIPTS["get"], self._ns(namespace), ":" + key))
+        return entry(
+            self._clients.run(self._scripts["get"], self._ns(namespace), ":" + key)
+        )
 
     def set(
         self,
@@ -181,7 +250,11 @@ class RedisStore(RedisAuditMethods):
         encoded = _encode(value, f"{namespace}/{key}")
         return int(
             self._clients.run(
-                SCRIPTS["set"], self._ns(namespace), ":" + key, encoded, ttl_us(ttl)
+                self._scripts["set"],
+                self._ns(namespace),
+                ":" + key,
+                encoded,
+                ttl_us(ttl),
             )
         )
 
@@ -200,19 +273,21 @@ class RedisStore(RedisAuditMethods):
         """
         encoded = _encode(value, f"{namespace}/{key}")
         args = (":" + key, encoded, ttl_us(ttl), check_version(version))
-        new = self._clients.run(SCRIPTS["compare_and_set"], self._ns(namespace), *args)
+        new = self._clients.run(
+            self._scripts["compare_and_set"], self._ns(namespace), *args
+        )
         return None if new is None else int(new)
 
     def delete(self, namespace: str, key: str) -> bool:
         """Remove *key*; return whether it existed (and was live)."""
         return bool(
-            self._clients.run(SCRIPTS["delete"], self._ns(namespace), ":" + key)
+            self._clients.run(self._scripts["delete"], self._ns(namespace), ":" + key)
         )
 
     def snapshot(self, namespace: str) -> Snapshot:
         """Return every live entry of *namespace* and its version, atomically."""
         return snapshot_reply(
-            self._clients.run(SCRIPTS["snapshot"], self._ns(namespace))
+            self._clients.run(self._scripts["snapshot"], self._ns(namespace))
         )
 
     def version(self, namespace: str) -> int:
@@ -236,7 +311,7 @@ class RedisStore(RedisAuditMethods):
         """
         args = amount_args(key, amounts)
         flat = self._clients.run(
-            SCRIPTS["increment"], self._counters_key(key), ttl_ms(ttl), *args
+            self._scripts["increment"], self._counters_key(key), ttl_ms(ttl), *args
         )
         return fields(flat)
 
@@ -265,15 +340,16 @@ class RedisStore(RedisAuditMethods):
         *capacity*, so neither a client's clock nor a server clock step can
         over-admit. Idle buckets expire once they would have refilled.
         """
-        script = SCRIPTS["take_tokens"]
-        if not self._owns_sync:
+        script = self._scripts["take_tokens"]
+        clustered = self.cluster and self._clients.owns_sync
+        if not self._clients.fast and not clustered:
             args = bucket_args(tokens, rate, capacity, max_wait)
             raw = self._clients.run(script, self._bucket_key(key), *args)
             return take_reply(raw, tokens, rate)
         # The same bucket sends the same command every time: build it once.
         packed_key = (key, tokens, rate, capacity, max_wait)
-        packed = self._packed.get(packed_key)
-        if packed is None:
+        found = self._packed.get(packed_key)
+        if found is None:
             args = bucket_args(tokens, rate, capacity, max_wait)
             packed = pack(
                 b"EVALSHA",
@@ -284,8 +360,12 @@ class RedisStore(RedisAuditMethods):
             )
             if len(self._packed) >= PACKED_MAX:
                 self._packed.clear()
-            self._packed[packed_key] = packed
-        raw = self._clients.send(script, key, packed)
+            found = self._packed[packed_key] = (packed, args)
+        if clustered:
+            bkey = self._bucket_key(key)
+            raw = self._clients.send_to_slot(script, bkey, found[0], found[1])
+        else:
+            raw = self._clients.send(script, key, found[0])
         return take_reply(raw, tokens, rate)
 
     # -- change notifications -------------------------------------------------------
@@ -311,7 +391,11 @@ class RedisStore(RedisAuditMethods):
         """
         with self._lock:
             if self._listener is None:
-                self._listener = Listener(self._new_pubsub)
+                self._listener = Listener(
+                    self._new_pubsub,
+                    control=self._control_channel,
+                    sharded=self.sharded_pubsub,
+                )
             listener = self._listener
         channel = self._ns(namespace).encode()
         watch = Watch(namespace, callback, listener.remove, channel)
@@ -343,7 +427,9 @@ class RedisStore(RedisAuditMethods):
     async def aget(self, namespace: str, key: str) -> Entry | None:
         """Async twin of :meth:`get`."""
         return entry(
-            await self._clients.arun(SCRIPTS["get"], self._ns(namespace), ":" + key)
+            await self._clients.arun(
+                self._scripts["get"], self._ns(namespace), ":" + key
+            )
         )
 
     async def aset(
@@ -357,7 +443,7 @@ class RedisStore(RedisAuditMethods):
         """Async twin of :meth:`set`."""
         encoded = _encode(value, f"{namespace}/{key}")
         raw = await self._clients.arun(
-            SCRIPTS["set"], self._ns(namespace), ":" + key, encoded, ttl_us(ttl)
+            self._scripts["set"], self._ns(namespace), ":" + key, encoded, ttl_us(ttl)
         )
         return int(raw)
 
@@ -374,20 +460,22 @@ class RedisStore(RedisAuditMethods):
         encoded = _encode(value, f"{namespace}/{key}")
         args = (":" + key, encoded, ttl_us(ttl), check_version(version))
         new = await self._clients.arun(
-            SCRIPTS["compare_and_set"], self._ns(namespace), *args
+            self._scripts["compare_and_set"], self._ns(namespace), *args
         )
         return None if new is None else int(new)
 
     async def adelete(self, namespace: str, key: str) -> bool:
         """Async twin of :meth:`delete`."""
         return bool(
-            await self._clients.arun(SCRIPTS["delete"], self._ns(namespace), ":" + key)
+            await self._clients.arun(
+                self._scripts["delete"], self._ns(namespace), ":" + key
+            )
         )
 
     async def asnapshot(self, namespace: str) -> Snapshot:
         """Async twin of :meth:`snapshot`."""
         return snapshot_reply(
-            await self._clients.arun(SCRIPTS["snapshot"], self._ns(namespace))
+            await self._clients.arun(self._scripts["snapshot"], self._ns(namespace))
         )
 
     async def aversion(self, namespace: str) -> int:
@@ -408,7 +496,7 @@ class RedisStore(RedisAuditMethods):
         """Async twin of :meth:`increment`."""
         args = amount_args(key, amounts)
         flat = await self._clients.arun(
-            SCRIPTS["increment"], self._counters_key(key), ttl_ms(ttl), *args
+            self._scripts["increment"], self._counters_key(key), ttl_ms(ttl), *args
         )
         return fields(flat)
 
@@ -432,6 +520,6 @@ class RedisStore(RedisAuditMethods):
         """Async twin of :meth:`take_tokens`."""
         args = bucket_args(tokens, rate, capacity, max_wait)
         raw = await self._clients.arun(
-            SCRIPTS["take_tokens"], self._bucket_key(key), *args
+            self._scripts["take_tokens"], self._bucket_key(key), *args
         )
         return take_reply(raw, tokens, rate)

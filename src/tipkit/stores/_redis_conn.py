@@ -13,97 +13,21 @@ import asyncio
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
-try:
-    import redis
-    import redis.asyncio
-    import redis.asyncio.retry
-    import redis.backoff
-    import redis.exceptions
-    import redis.retry
-except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
-    raise ImportError(
-        "tipkit.stores.RedisStore needs the redis client: pip install 'tipkit[redis]'"
-    ) from exc
+from tipkit.stores._redis_lua import Script, pack
 
-from tipkit.errors import StoreError
-from tipkit.stores._redis_lua import SCRIPTS, Script, pack
-
-__all__ = ["ERRORS", "Clients", "fail", "redis", "safe_url"]
-
-ERRORS = (redis.exceptions.RedisError, OSError)
-"""What a failing server raises through redis-py: turned into ``StoreError``."""
-
-
-def fail(op: str, key: str, exc: BaseException) -> StoreError:
-    """Return the ``StoreError`` for *op* on *key* failing with *exc* (the cause)."""
-    return StoreError(f"RedisStore {op} {key!r} failed: {type(exc).__name__}: {exc}")
-
-
-def no_retry_sync() -> redis.retry.Retry:
-    # One attempt: a call must come back within `timeout`, never after a backoff.
-    return redis.retry.Retry(redis.backoff.NoBackoff(), 0)
-
-
-def no_retry_async() -> redis.asyncio.retry.Retry:
-    return redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0)
-
-
-def safe_url(url: str) -> str:
-    """Return *url* without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = (f"{parts.username}@" if parts.username else "") + host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-_PASSED_ON = (
-    "host",
-    "port",
-    "db",
-    "username",
-    "password",
-    "client_name",
-    "socket_keepalive",
-    "ssl_keyfile",
-    "ssl_certfile",
-    "ssl_cert_reqs",
-    "ssl_ca_certs",
-    "ssl_check_hostname",
+# redis from _redis_target: it names the extra to install when the client is missing.
+from tipkit.stores._redis_target import (
+    ERRORS,
+    Target,
+    fail,
+    no_retry_sync,
+    redis,
+    safe_url,
 )
 
-
-def client_params(client: Any) -> tuple[dict[str, Any] | None, str]:
-    """Return the settings to build a twin of *client*, and a password-free URL.
-
-    The settings are ``None`` when the client's pool finds its server by itself
-    (Sentinel): a twin built from its settings would talk to the wrong server.
-    """
-    pool = client.connection_pool
-    kwargs: dict[str, Any] = pool.connection_kwargs
-    if type(pool).__name__ not in ("ConnectionPool", "BlockingConnectionPool"):
-        return None, f"<{type(pool).__name__}>"
-    cls = pool.connection_class.__name__
-    params = {k: kwargs[k] for k in _PASSED_ON if k in kwargs}
-    if "path" in kwargs:
-        params = {k: v for k, v in params.items() if k not in ("host", "port")}
-        params["unix_socket_path"] = kwargs["path"]
-        return params, f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
-    scheme = "redis"
-    if cls.startswith("SSL"):
-        params["ssl"] = True
-        scheme = "rediss"
-    host = params.get("host", "localhost")
-    url = f"{scheme}://{host}:{params.get('port', 6379)}/{params.get('db', 0)}"
-    return params, url
+__all__ = ["ERRORS", "Clients", "fail", "redis", "safe_url"]
 
 
 async def close_with_loop(client: redis.asyncio.Redis) -> AsyncIterator[None]:
@@ -114,16 +38,27 @@ async def close_with_loop(client: redis.asyncio.Redis) -> AsyncIterator[None]:
         yield
     finally:
         await client.aclose()
+        for sentinel in sentinels_of(client):
+            await sentinel.aclose()
+
+
+def sentinels_of(client: Any) -> list[Any]:
+    """The sentinel clients behind a ``master_for`` client tipkit made (or none)."""
+    pool = getattr(client, "connection_pool", None)  # a cluster client has none
+    manager = getattr(pool, "sentinel_manager", None)
+    return list(getattr(manager, "sentinels", ()))
 
 
 class Clients:
     """The sync client, one async client per event loop, and pub/sub clients of a store.
 
-    Given a URL, every client is made here with ``socket_timeout`` and
-    ``socket_connect_timeout`` set to *timeout* and no retries, so a call
-    returns or raises within *timeout* (twice that when it must reconnect).
-    Given a client, that client is used as it is and the other flavour is made
-    with the same address and credentials (not for Sentinel: refused).
+    Given a URL (or ``sentinel=``), every client is made here with
+    ``socket_timeout`` and ``socket_connect_timeout`` set to *timeout* and no
+    retries, so a call returns or raises within *timeout* (twice that when it
+    must reconnect). Given a client, that client is used as it is and the other
+    flavour is made with the same address and credentials: for a Redis Cluster
+    client, from one of its nodes; for a Sentinel ``master_for`` client, from
+    its sentinels and service name (``_redis_target.py``).
 
     Thread-safe; async clients are closed when their event loop shuts down
     (as ``asyncio.run`` does) or by :meth:`aclose`.
@@ -131,105 +66,91 @@ class Clients:
 
     __slots__ = (
         "_aclients",
-        "_given_async",
+        "_aloading",
+        "_loads",
         "_lock",
-        "_params",
+        "_pubsubs",
         "_sync",
-        "_url",
+        "fast",
+        "mode",
         "owns_sync",
+        "scripts",
+        "target",
         "timeout",
         "url",
     )
 
     def __init__(
-        self, url_or_client: str | redis.Redis | redis.asyncio.Redis, timeout: float
+        self, target: Target, timeout: float, scripts: dict[str, Script]
     ) -> None:
         self.timeout = timeout
+        self.target = target
+        self.mode = target.mode
+        self.url = target.url
+        self.scripts = scripts
         self._lock = threading.Lock()
-        self._sync: redis.Redis | None = None
-        self._url: str | None = None
-        self._params: dict[str, Any] | None = {}
-        self.owns_sync = True
+        self._sync: Any = target.given_sync
+        self.owns_sync = self._sync is None
+        # The packed fast path needs one server behind one pool (not a cluster).
+        self.fast = self.owns_sync and self.mode != "cluster"
+        self._pubsubs = 0
+        self._loads = 0  # script loads so far (async): see _aload
+        self._aloading: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Lock
+        ] = weakref.WeakKeyDictionary()
         # event loop -> (client, closer); weak so a finished loop's entry goes.
         self._aclients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop,
-            tuple[redis.asyncio.Redis, AsyncIterator[None]],
+            tuple[Any, AsyncIterator[None]],
         ] = weakref.WeakKeyDictionary()
-        self._given_async: redis.asyncio.Redis | None = None
-        if isinstance(url_or_client, str):
-            self._url = url_or_client
-            self.url = safe_url(url_or_client)
-        elif isinstance(url_or_client, redis.Redis):
-            self._sync = url_or_client
-            self.owns_sync = False
-            self._params, self.url = client_params(url_or_client)
-        elif isinstance(url_or_client, redis.asyncio.Redis):
-            self._given_async = url_or_client
-            self._params, self.url = client_params(url_or_client)
-        else:
-            raise TypeError(
-                "url_or_client must be a Redis URL or a redis.Redis client, "
-                f"got {url_or_client!r}"
-            )
 
     def after_fork_in_child(self) -> None:
         """Re-create the lock (the pools reconnect in a forked child by themselves)."""
         self._lock = threading.Lock()
 
-    def _make(
-        self,
-        flavour: str,
-        cls: Callable[..., Any],
-        retry: Any,
-        socket_timeout: float,
-    ) -> Any:
-        options = {
-            "retry": retry,
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": self.timeout,
-        }
-        if self._url is not None:
-            return cls.from_url(self._url, **options)  # type: ignore[attr-defined]  # both client classes have it
-        if self._params is None:
-            raise TypeError(
-                f"RedisStore cannot make a {flavour} client like the one it was given "
-                f"({self.url}): pass a {flavour} client to a RedisStore of its own"
-            )
-        return cls(**self._params, **options)
-
     @property
-    def sync(self) -> redis.Redis:
+    def sync(self) -> Any:
         """The synchronous client, made on first use when none was given."""
         client = self._sync
         if client is None:
             with self._lock:
                 if self._sync is None:
-                    self._sync = cast(
-                        "redis.Redis",
-                        self._make(
-                            "redis.Redis", redis.Redis, no_retry_sync(), self.timeout
-                        ),
-                    )
+                    self._sync = self.target.make("sync", self.timeout, self.timeout)
                 client = self._sync
         return client
 
-    async def aclient(self) -> redis.asyncio.Redis:
+    async def aclient(self) -> Any:
         """The running event loop's async client, made (no I/O) on first use."""
-        if self._given_async is not None:
-            return self._given_async
+        given = self.target.given_async
+        if given is not None:
+            return given
         loop = asyncio.get_running_loop()
         found = self._aclients.get(loop)
         if found is not None:
             return found[0]
-        client = cast(
-            "redis.asyncio.Redis",
-            self._make(
-                "redis.asyncio.Redis",
-                redis.asyncio.Redis,
-                no_retry_async(),
-                self.timeout,
-            ),
-        )
+        if self.mode != "cluster":
+            return await self._new_aclient(loop)
+        # A cluster client must be initialized (slot map, one connection per
+        # node) by one task: tasks racing through redis-py's lazy first-use
+        # initialization interleaved commands on one connection, which the
+        # server answers by closing it.
+        with self._lock:
+            lock = self._aloading.get(loop)
+            if lock is None:
+                lock = self._aloading[loop] = asyncio.Lock()
+        async with lock:
+            found = self._aclients.get(loop)
+            if found is not None:
+                return found[0]
+            client = self.target.make("async", self.timeout, self.timeout)
+            await client.initialize()
+            return await self._new_aclient(loop, client)
+
+    async def _new_aclient(
+        self, loop: asyncio.AbstractEventLoop, client: Any = None
+    ) -> Any:
+        if client is None:
+            client = self.target.make("async", self.timeout, self.timeout)
         closer = close_with_loop(client)
         with self._lock:
             self._aclients[loop] = (client, closer)
@@ -237,23 +158,45 @@ class Clients:
         await anext(closer)
         return client
 
-    def new_pubsub(self) -> Any:
+    def new_pubsub(self, channel: str, *, sharded: bool) -> Any:
         """Return a pub/sub on a client of its own (it holds its connection for good).
 
+        On a cluster it is a plain client of the node that owns *channel*'s
+        slot (sharded pub/sub is served there; a classic subscription works on
+        any node), found from a fresh slot map after the first connection.
         Replies (subscribe confirmations) are bounded by at least a second.
         """
-        if self._url is None and self._params is None:
-            client = self.sync  # a client we were given and cannot copy (Sentinel)
-        else:
-            client = self._make(
-                "redis.Redis", redis.Redis, no_retry_sync(), max(1.0, self.timeout)
+        read = max(1.0, self.timeout)
+        if self.mode == "cluster":
+            cluster = self.sync
+            try:
+                with self._lock:
+                    self._pubsubs += 1
+                    refresh = self._pubsubs > 1
+                if refresh:  # a reconnection: the slot may have moved (failover)
+                    cluster.nodes_manager.initialize()
+                node = cluster.get_node_from_key(channel) if sharded else None
+                node = node or cluster.get_default_node()
+            except ERRORS as exc:
+                raise redis.exceptions.ConnectionError(str(exc)) from exc
+            client: Any = redis.Redis(
+                **self.target.node_params(node),
+                socket_timeout=read,
+                socket_connect_timeout=self.timeout,
+                retry=no_retry_sync(),
             )
-        return client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]  # redis-py leaves pubsub() unannotated
+        elif self.target.can_make:
+            client = self.target.make("sync", self.timeout, read)
+        else:
+            client = self.sync  # a client we were given and cannot copy
+        return client.pubsub(ignore_subscribe_messages=True)
 
     def close(self) -> None:
         """Close the sync client if it was made here (a client passed in stays open)."""
         if self.owns_sync and self._sync is not None:
             self._sync.close()
+            for sentinel in sentinels_of(self._sync):
+                sentinel.close()
 
     async def aclose(self) -> None:
         """Close the running event loop's async client, if it was made here."""
@@ -263,21 +206,46 @@ class Clients:
             await found[1].aclose()  # type: ignore[attr-defined]  # an async generator
 
     # -- running scripts -----------------------------------------------------------
-    def _load(self, client: redis.Redis) -> None:
+    def _load(self, client: Any) -> None:
+        if self.mode == "cluster":
+            # SCRIPT LOAD goes to every primary; a cluster pipeline refuses it.
+            for script in self.scripts.values():
+                client.script_load(script.source)
+            return
         pipe = client.pipeline(transaction=False)
-        for script in SCRIPTS.values():
+        for script in self.scripts.values():
             pipe.script_load(script.source)
         pipe.execute()
 
-    async def _aload(self, client: redis.asyncio.Redis) -> None:
+    async def _aload(self, client: Any, seen: int) -> None:
+        # Many tasks meet NOSCRIPT together on a fresh server: one loads, the
+        # others find the generation moved on and only retry their script (on
+        # a cluster, a hundred concurrent SCRIPT LOADs to every primary made
+        # redis-py's async cluster client drop connections).
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            lock = self._aloading.get(loop)
+            if lock is None:
+                lock = self._aloading[loop] = asyncio.Lock()
+        async with lock:
+            if self._loads != seen:
+                return
+            await self._aload_all(client)
+            self._loads += 1
+
+    async def _aload_all(self, client: Any) -> None:
+        if self.mode == "cluster":
+            for script in self.scripts.values():
+                await client.script_load(script.source)
+            return
         pipe = client.pipeline(transaction=False)
-        for script in SCRIPTS.values():
+        for script in self.scripts.values():
             pipe.script_load(script.source)
         await pipe.execute()
 
     def run(self, script: Script, key: str, *args: str) -> Any:
         """Run *script* on *key*: one round trip, ``StoreError`` on any failure."""
-        if self.owns_sync:
+        if self.fast:
             packed = pack(
                 b"EVALSHA",
                 script.sha.encode(),
@@ -286,23 +254,66 @@ class Clients:
                 *(a.encode() for a in args),
             )
             return self.send(script, key, packed)
+        return self.run_keys(script, (key,), *args)
+
+    def run_keys(self, script: Script, keys: tuple[str, ...], *args: str) -> Any:
+        """Run *script* on *keys* through redis-py (a cluster client routes it by slot).
+
+        A connection error is retried once: on a cluster, redis-py refreshes
+        its slot map after it, so the retry reaches a new primary.
+        """
         client = self.sync
+        n = len(keys)
         try:
             for attempt in (1, 2):
                 try:
                     try:
-                        return client.evalsha(script.sha, 1, key, *args)
+                        return client.evalsha(script.sha, n, *keys, *args)
                     except redis.exceptions.NoScriptError:
                         self._load(client)
-                        return client.evalsha(script.sha, 1, key, *args)
+                        return client.evalsha(script.sha, n, *keys, *args)
                 except redis.exceptions.ConnectionError:
                     if attempt == 2:
                         raise
         except ERRORS as exc:
-            raise fail(script.name, key, exc) from exc
+            raise fail(script.name, keys[0], exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def send(self, script: Script, key: str, packed: bytes) -> Any:
+    def send_to_slot(
+        self, script: Script, key: str, packed: bytes, args: tuple[str, ...]
+    ) -> Any:
+        """Cluster: send a packed EVALSHA to the primary that owns *key*'s slot.
+
+        The slot map is the one redis-py keeps. A redirect (``MOVED``/``ASK``: the
+        slot moved) or a broken connection goes through redis-py's cluster path
+        instead, which follows the redirect and refreshes the map.
+        """
+        client = self.sync
+        try:
+            node = client.nodes_manager.slots_cache[client.keyslot(key)][0]
+            pool = node.redis_connection.connection_pool
+        except (KeyError, IndexError, AttributeError):  # no map yet: redis-py's path
+            return self.run_keys(script, (key,), *args)
+        try:
+            return self.send(script, key, packed, pool=pool, raw=True)
+        except (
+            redis.exceptions.MovedError,
+            redis.exceptions.AskError,
+            redis.exceptions.ConnectionError,
+        ):
+            return self.run_keys(script, (key,), *args)
+        except ERRORS as exc:
+            raise fail(script.name, key, exc) from exc
+
+    def send(
+        self,
+        script: Script,
+        key: str,
+        packed: bytes,
+        *,
+        pool: Any = None,
+        raw: bool = False,
+    ) -> Any:
         """Send a packed EVALSHA on a pooled connection; read the reply.
 
         The client tipkit made has no retries and no hooks of the caller's, so
@@ -311,7 +322,7 @@ class Clients:
         through redis-py's own path, with its retry policy.
         """
         client = self.sync
-        pool = client.connection_pool
+        pool = pool or client.connection_pool
         loaded = stale = False
         try:
             while True:
@@ -332,6 +343,9 @@ class Clients:
                     if stale or not reused:
                         raise  # a timeout is not retried: it already took `timeout`
                     stale = True
+                    # The other idle connections predate the restart (or the
+                    # failover) too: drop them, so the retry gets a fresh one.
+                    pool.disconnect(inuse_connections=False)
                     continue
                 except BaseException:
                     # A half-read reply would poison the next user of this connection.
@@ -342,9 +356,15 @@ class Clients:
                 self._load(client)
                 loaded = True
         except ERRORS as exc:
+            if raw:
+                raise
             raise fail(script.name, key, exc) from exc
 
     async def arun(self, script: Script, key: str, *args: str) -> Any:
+        """Async :meth:`run` (see :meth:`arun_keys`)."""
+        return await self.arun_keys(script, (key,), *args)
+
+    async def arun_keys(self, script: Script, keys: tuple[str, ...], *args: str) -> Any:
         """Async :meth:`run`: awaits the server on this loop's client.
 
         Bounded as a whole by twice the timeout (one reconnect), however many
@@ -353,21 +373,25 @@ class Clients:
         """
         try:
             async with asyncio.timeout(2 * self.timeout):
-                return await self._arun(script, key, args)
+                return await self._arun(script, keys, args)
         except TimeoutError as exc:
-            raise fail(script.name, key, exc) from exc
+            raise fail(script.name, keys[0], exc) from exc
         except ERRORS as exc:
-            raise fail(script.name, key, exc) from exc
+            raise fail(script.name, keys[0], exc) from exc
 
-    async def _arun(self, script: Script, key: str, args: tuple[str, ...]) -> Any:
+    async def _arun(
+        self, script: Script, keys: tuple[str, ...], args: tuple[str, ...]
+    ) -> Any:
         client = await self.aclient()
+        n = len(keys)
         for attempt in (1, 2):
             try:
+                seen = self._loads
                 try:
-                    return await client.evalsha(script.sha, 1, key, *args)
+                    return await client.evalsha(script.sha, n, *keys, *args)
                 except redis.exceptions.NoScriptError:
-                    await self._aload(client)
-                    return await client.evalsha(script.sha, 1, key, *args)
+                    await self._aload(client, seen)
+                    return await client.evalsha(script.sha, n, *keys, *args)
             except redis.exceptions.ConnectionError:
                 if attempt == 2:
                     raise

@@ -27,7 +27,18 @@ class Listener:
 
     _POLL = 0.25
 
-    def __init__(self, new_pubsub: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        new_pubsub: Callable[[], Any],
+        *,
+        control: bytes = b"tipkit:ctl",
+        sharded: bool = False,
+    ) -> None:
+        # Sharded pub/sub (Redis Cluster, Redis 7+): SSUBSCRIBE on the node that
+        # owns the channels' slot, and messages of type "smessage".
+        self._control = control
+        self._sharded = sharded
+        self._kind = "smessage" if sharded else "message"
         # Weak: a store collected without close() ends its listener.
         self._new_pubsub = weakref.WeakMethod(new_pubsub)
         self._lock = threading.Lock()
@@ -115,8 +126,10 @@ class Listener:
 
     def _serve(self, pubsub: Any) -> None:
         subscribed = self._channels()
+        subscribe = pubsub.ssubscribe if self._sharded else pubsub.subscribe
+        unsubscribe = pubsub.sunsubscribe if self._sharded else pubsub.unsubscribe
         # A control channel keeps the subscription valid with no watches.
-        pubsub.subscribe(b"tipkit:ctl", *subscribed)
+        subscribe(self._control, *subscribed)
         self._fire()
         confirm = self._confirm(pubsub)
         # A store collected without close() ends its listener (and its connection).
@@ -124,15 +137,15 @@ class Listener:
             if self._dirty.is_set():
                 wanted = self._channels()
                 if wanted - subscribed:
-                    pubsub.subscribe(*(wanted - subscribed))
+                    subscribe(*(wanted - subscribed))
                 if subscribed - wanted:
-                    pubsub.unsubscribe(*(subscribed - wanted))
+                    unsubscribe(*(subscribed - wanted))
                 subscribed = wanted
                 confirm = self._confirm(pubsub)
             message = pubsub.get_message(timeout=self._POLL)
             if message is None:
                 continue
-            if message["type"] == "message":
+            if message["type"] == self._kind:
                 self._fire([message["channel"]])
             elif message["type"] == "pong" and message["data"] == confirm:
                 with self._lock:  # add() clears ready and sets dirty under it

@@ -15,7 +15,11 @@ exactly one key, so each works on a Redis Cluster slot of its own):
 
 Every write to a namespace also ``PUBLISH``es its new version on a channel named
 like the namespace's key, inside the same script (what ``RedisStore.watch``
-listens to).
+listens to). On Redis Cluster the scripts of :data:`SHARDED_SCRIPTS` use
+``SPUBLISH`` instead (sharded pub/sub: the message goes to the shard that owns
+the namespace's slot only, not across the whole cluster bus), and the
+namespace hashes and the audit stream share one hash tag, so the audited
+compare-and-set (:data:`AUDITED_CAS`, two keys) runs on one slot.
 """
 
 from __future__ import annotations
@@ -32,9 +36,12 @@ from tipkit._core._tokens import check_bucket_args
 from tipkit.stores._protocol import Entry, Snapshot, TokenTake
 
 __all__ = [
+    "AUDITED_CAS",
     "MAX_PEXPIRE_MS",
     "PACKED_MAX",
     "SCRIPTS",
+    "SCRIPTS_CLASSIC",
+    "SHARDED_SCRIPTS",
     "Script",
     "amount_args",
     "bucket_args",
@@ -190,6 +197,26 @@ return {admitted, out}
 """
 
 
+# KEYS[1] namespace hash, KEYS[2] audit stream (one slot: a shared hash tag);
+# ARGV as _CAS, then ARGV[5] the record's JSON, ARGV[6] MAXLEN ~ or ''.
+# Returns {new version, stream id} or false: both written, or neither.
+_AUDITED_CAS = """
+local now = now_us()
+local s = redis.call('HGET', KEYS[1], ARGV[1])
+local current = 0
+if s and live(s, now) then current = tonumber(string.match(s, '^%[(%d+),')) end
+if current ~= tonumber(ARGV[4]) then return false end
+local v = write(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
+local id
+if ARGV[6] == '' then
+  id = redis.call('XADD', KEYS[2], '*', 'r', ARGV[5])
+else
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'r', ARGV[5])
+end
+return {v, id}
+"""
+
+
 class Script:
     """A Lua script and its SHA1, which is what ``SCRIPT LOAD`` answers."""
 
@@ -199,6 +226,12 @@ class Script:
         self.name = name
         self.source = (_PRELUDE if prelude else "") + body
         self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+
+    def sharded(self) -> Script:
+        """Return this script publishing with ``SPUBLISH`` (sharded pub/sub)."""
+        return Script(
+            self.name, self.source.replace("'PUBLISH'", "'SPUBLISH'"), prelude=False
+        )
 
 
 SCRIPTS = {
@@ -213,6 +246,18 @@ SCRIPTS = {
         Script("take_tokens", _TAKE, prelude=False),
     )
 }
+
+AUDITED_CAS = Script("audited_compare_and_set", _AUDITED_CAS)
+"""The Cluster form of the audited compare-and-set (single node: WATCH/MULTI)."""
+
+SHARDED_SCRIPTS = {
+    name: script.sharded()
+    for name, script in {**SCRIPTS, "audited": AUDITED_CAS}.items()
+}
+"""The scripts for a Redis Cluster with sharded pub/sub (Redis 7+)."""
+
+SCRIPTS_CLASSIC = {**SCRIPTS, "audited": AUDITED_CAS}
+"""The scripts for a Redis Cluster with classic pub/sub (``PUBLISH``)."""
 
 
 def pack(*parts: bytes) -> bytes:
