@@ -368,14 +368,47 @@ def every_async_operation(store: RedisStore) -> list[tuple[str, Callable[[], Any
     ]
 
 
-TIMEOUT = 0.05
-# connect + reply, each bounded by the timeout, plus scheduling slack on a busy machine.
-BOUND = 2 * TIMEOUT + 0.25
+TIMEOUT = 0.05  # on an idle machine; a loaded one gets more (fault_timeout)
 
 
 @pytest.fixture
-def fault_store(private_redis_server: RedisServer) -> Iterator[RedisStore]:
-    store = RedisStore(private_redis_server.url, prefix="fault:", timeout=TIMEOUT)
+def fault_timeout(private_redis_server: RedisServer) -> float:
+    """The store timeout for the fault tests: 0.05 s, or more on a loaded machine.
+
+    3x the slowest healthy call now (20 sync calls, then 50 concurrent async
+    ones, measured with a generous timeout), so a healthy call never trips it.
+    """
+    probe = RedisStore(private_redis_server.url, prefix="probe:", timeout=10.0)
+    slowest = 0.0
+    for _ in range(20):
+        start = time.perf_counter()
+        probe.set("ns", "k", 1)
+        slowest = max(slowest, time.perf_counter() - start)
+
+    async def one() -> float:
+        start = time.perf_counter()
+        await probe.aset("ns", "k", 1)
+        return time.perf_counter() - start
+
+    async def fifty() -> float:
+        return max(await asyncio.gather(*(one() for _ in range(50))))
+
+    slowest = max(slowest, asyncio.run(fifty()))
+    probe.close()
+    return max(TIMEOUT, 3 * slowest)
+
+
+@pytest.fixture
+def bound(fault_timeout: float) -> float:
+    """Connect + reply, each bounded by the timeout, plus slack that grows with load."""
+    return 2 * fault_timeout + (0.25 + 2 * fault_timeout)
+
+
+@pytest.fixture
+def fault_store(
+    private_redis_server: RedisServer, fault_timeout: float
+) -> Iterator[RedisStore]:
+    store = RedisStore(private_redis_server.url, prefix="fault:", timeout=fault_timeout)
     yield store
     store.close()
 
@@ -405,7 +438,7 @@ async def awarm_up(write: Callable[[], Any]) -> Any:
 
 
 def test_server_stopped_then_restarted_sync(
-    private_redis_server: RedisServer, fault_store: RedisStore
+    private_redis_server: RedisServer, fault_store: RedisStore, bound: float
 ) -> None:
     """Server down: every call raises StoreError within the bound; back up: it recovers."""
     warm_up(lambda: fault_store.set("ns", "k", 1))
@@ -414,7 +447,7 @@ def test_server_stopped_then_restarted_sync(
         start = time.perf_counter()
         with pytest.raises(StoreError, match=name) as info:
             op()
-        assert time.perf_counter() - start < BOUND, name
+        assert time.perf_counter() - start < bound, name
         assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
     private_redis_server.start()
     # A fresh server: empty, and without our scripts (NOSCRIPT is handled too).
@@ -425,7 +458,7 @@ def test_server_stopped_then_restarted_sync(
 
 
 def test_server_hung_calls_time_out_sync(
-    private_redis_server: RedisServer, fault_store: RedisStore
+    private_redis_server: RedisServer, fault_store: RedisStore, bound: float
 ) -> None:
     """A frozen server (SIGSTOP) never hangs a call: StoreError after about `timeout`."""
     warm_up(lambda: fault_store.set("ns", "k", 1))
@@ -436,7 +469,7 @@ def test_server_hung_calls_time_out_sync(
             with pytest.raises(StoreError, match=name) as info:
                 op()
             elapsed = time.perf_counter() - start
-            assert elapsed < BOUND, (name, elapsed)
+            assert elapsed < bound, (name, elapsed)
             assert isinstance(info.value.__cause__, redis.exceptions.TimeoutError)
     finally:
         private_redis_server.resume()
@@ -444,7 +477,7 @@ def test_server_hung_calls_time_out_sync(
 
 
 def test_server_stopped_then_restarted_async(
-    private_redis_server: RedisServer, fault_store: RedisStore
+    private_redis_server: RedisServer, fault_store: RedisStore, bound: float
 ) -> None:
     """The async twins fail within the bound while the server is down, then recover."""
 
@@ -455,7 +488,7 @@ def test_server_stopped_then_restarted_async(
             start = time.perf_counter()
             with pytest.raises(StoreError, match=name.removeprefix("a")):
                 await op()
-            assert time.perf_counter() - start < BOUND, name
+            assert time.perf_counter() - start < bound, name
         private_redis_server.start()
         assert await fault_store.aget("ns", "k") is None
         for _, op in every_async_operation(fault_store):
@@ -465,7 +498,7 @@ def test_server_stopped_then_restarted_async(
 
 
 def test_server_hung_async_calls_time_out(
-    private_redis_server: RedisServer, fault_store: RedisStore
+    private_redis_server: RedisServer, fault_store: RedisStore, bound: float
 ) -> None:
     """Against a frozen server the async twins raise StoreError after about `timeout`."""
 
@@ -477,7 +510,7 @@ def test_server_hung_async_calls_time_out(
                 start = time.perf_counter()
                 with pytest.raises(StoreError):
                     await op()
-                assert time.perf_counter() - start < BOUND, name
+                assert time.perf_counter() - start < bound, name
         finally:
             private_redis_server.resume()
         assert await fault_store.aget("ns", "k") is not None
@@ -486,7 +519,7 @@ def test_server_hung_async_calls_time_out(
 
 
 def test_async_calls_on_a_hung_server_run_concurrently(
-    private_redis_server: RedisServer, fault_store: RedisStore
+    private_redis_server: RedisServer, fault_store: RedisStore, bound: float
 ) -> None:
     """50 concurrent async calls on a frozen server all fail within one bound, together.
 
@@ -509,7 +542,7 @@ def test_async_calls_on_a_hung_server_run_concurrently(
 
     elapsed, results = asyncio.run(main())
     assert [StoreError] * 50 == [type(r) for r in results]
-    assert elapsed < 2 * BOUND
+    assert elapsed < 2 * bound
 
 
 def test_async_client_closes_with_its_loop(redis_store: RedisStore) -> None:
@@ -610,7 +643,11 @@ def test_four_processes_share_one_bucket(redis_url: str) -> None:
     bound = capacity + rate * window
     admitted = sum(r["admitted"] for r in results)
     assert admitted <= bound
-    assert admitted >= 0.95 * bound, (admitted, bound, results)
+    # Liveness over the time every process was asking at once (a loaded machine
+    # starts and stops the children at different times).
+    overlap = min(r["end"] for r in results) - max(r["start"] for r in results)
+    live_bound = capacity + rate * max(0.0, overlap)
+    assert admitted >= 0.95 * live_bound, (admitted, live_bound, results)
     skewed = results[-1]
     others = results[:-1]
     others_ratio = sum(r["admitted"] for r in others) / sum(
