@@ -84,7 +84,7 @@ class Site:
         d = self.open("/login")
         d.find_element(By.NAME, "actor").send_keys(actor)
         d.find_element(By.NAME, "token").send_keys(TOKEN)
-        d.find_element(By.ID, "sign-in").click()
+        self.submit(d.find_element(By.ID, "sign-in"))
         assert d.find_elements(By.ID, "actor"), d.page_source[-1500:]
         assert actor == d.find_element(By.ID, "actor").text
 
@@ -96,8 +96,26 @@ class Site:
         ]
         form = self.driver.find_element(By.ID, form_id)
         form.find_element(By.NAME, "reason").send_keys(reason)
-        form.find_element(By.TAG_NAME, "button").click()
+        self.submit(form.find_element(By.TAG_NAME, "button"))
         return self.driver
+
+    def submit(self, button: Any) -> None:
+        """Click *button* and wait until the page the POST answers with is loaded.
+
+        The click only starts the request: a lookup made at once may find (and
+        then lose) an element of the old page.
+        """
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        old = self.driver.find_element(By.TAG_NAME, "html")
+        button.click()
+        wait = WebDriverWait(self.driver, 60)
+        wait.until(expected_conditions.staleness_of(old))
+        wait.until(
+            lambda d: d.execute_script("return document.readyState") == "complete"
+        )
 
     def h1(self) -> str:
         from selenium.webdriver.common.by import By
