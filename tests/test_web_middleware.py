@@ -213,7 +213,11 @@ def test_incoming_deadline_becomes_the_request_deadline(flags, clock):
     ],
 )
 def test_malformed_marks_are_ignored(flags, baggage, caplog):
-    """A malformed mark never fails the request: it is ignored with a debug log."""
+    """A malformed mark never fails the request: it is ignored with a debug log.
+
+    Garbage with no ``tipkit.`` entry in it is not tipkit's to report (it is not
+    a mark at all): only the answer is checked then.
+    """
     app = ASGIMiddleware(fastapi_app(flags), trust=["127.0.0.1"])
     caplog.set_level("DEBUG", logger="tipkit")
     response = asgi_get(app, headers={"baggage": baggage.encode()})
@@ -222,7 +226,11 @@ def test_malformed_marks_are_ignored(flags, baggage, caplog):
         response.json()["deadline"],
         response.json()["synthetic"],
     )
-    assert any("baggage" in r.getMessage() for r in caplog.records)
+    ours = "tipkit." in baggage or len(baggage) > 8192
+    logged = any(
+        r.name == "tipkit" and "baggage" in r.getMessage() for r in caplog.records
+    )
+    assert ours == logged
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])

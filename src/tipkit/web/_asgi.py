@@ -7,8 +7,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from tipkit.errors import CircuitOpenError, DeadlineExceededError
-from tipkit.web._policy import Once, Policy, Refusal, ServerError
-from tipkit.web._trust import Trust, TrustLike
+from tipkit.web._policy import Middleware, Once, Policy, Refusal, ServerError
 from tipkit.web._views import ASGIView
 
 __all__ = ["ASGIMiddleware"]
@@ -41,7 +40,7 @@ async def _limit(
     return policy.limit(decision)
 
 
-class ASGIMiddleware:
+class ASGIMiddleware(Middleware[ASGIApp]):
     """Give every HTTP request its flag context, marks, deadline, rate limit and span.
 
     ::
@@ -84,38 +83,6 @@ class ASGIMiddleware:
     worker thread (its check blocks on the store); in process it never blocks.
     Thread- and task-safe: per-request state lives in the request's context.
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        flags: Any = None,
-        context_from: Callable[[Any], Any] | None = None,
-        limiter: Any = None,
-        key_from: Callable[[Any], str] | None = None,
-        breaker: Any = None,
-        trust: TrustLike | Trust = (),
-        targeting_header: str | None = "x-targeting-key",
-        targeting_cookie: str | None = None,
-        rate_limit_headers: bool = True,
-    ) -> None:
-        if context_from is not None or key_from is not None:
-            _need_starlette()
-        self.app = app
-        self.policy = Policy(
-            flags=flags,
-            context_from=context_from,
-            limiter=limiter,
-            key_from=key_from,
-            breaker=breaker,
-            trust=trust,
-            targeting_header=targeting_header,
-            targeting_cookie=targeting_cookie,
-            rate_limit_headers=rate_limit_headers,
-        )
-
-    def __repr__(self) -> str:
-        return f"<ASGIMiddleware {self.policy.describe()} app={self.app!r}>"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -183,18 +150,6 @@ class ASGIMiddleware:
             # The caller's deadline had passed before the app could start.
             await _send_refusal(send, Refusal(504, [], "Gateway Timeout\n"))
             status[0] = 504
-
-
-def _need_starlette() -> None:
-    try:
-        import starlette.requests  # noqa: F401, PLC0415  # checked when callbacks need it
-    except (
-        ModuleNotFoundError
-    ) as exc:  # pragma: no cover - starlette is in the test env
-        raise ImportError(
-            "ASGIMiddleware(context_from=/key_from=) hands your callbacks a "
-            "starlette Request: pip install 'tipkit[web]'"
-        ) from exc
 
 
 def _request(scope: Scope, receive: Receive) -> Any:

@@ -24,11 +24,12 @@ callback that raises is counted and its default used.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -39,11 +40,11 @@ from tipkit.flags._model import EvaluationContext
 from tipkit.flags._request import request_context
 from tipkit.telemetry import _propagation
 from tipkit.telemetry._counters import REGISTRY
-from tipkit.telemetry._otel import tracer_for
+from tipkit.telemetry._otel import live_tracer
 from tipkit.telemetry._synthetic import synthetic
 from tipkit.web._trust import Trust, TrustLike
 
-__all__ = ["Admission", "Policy", "Refusal", "View"]
+__all__ = ["Admission", "Middleware", "Policy", "Refusal", "View"]
 
 logger = logging.getLogger("tipkit")
 
@@ -171,8 +172,16 @@ class Admission:
             if attrs:
                 current.set_attributes(attrs)
             return
+        tracer = live_tracer()
+        if tracer is None:
+            # No SDK: no span can record. The incoming trace context is still
+            # made current, so outgoing calls carry the caller's traceparent on.
+            if view.header("traceparent") is not None:
+                parent = propagate.extract(view, getter=_GETTER)  # type: ignore[arg-type]  # duck-typed getter
+                self._token = otel_context.attach(parent)
+            return
         parent = propagate.extract(view, getter=_GETTER)  # type: ignore[arg-type]  # duck-typed getter
-        span = tracer_for(None).start_span(
+        span = tracer.start_span(
             f"{view.method} {self._policy.route_name(view)}",
             context=parent,
             kind=trace.SpanKind.SERVER,
@@ -182,11 +191,9 @@ class Admission:
                 **attrs,
             },
         )
-        if span.get_span_context().is_valid:
+        if span.get_span_context().is_valid:  # sampled out too: its decision travels on
             self._span = span
             parent = trace.set_span_in_context(span, parent)
-        # Without an SDK the incoming trace context is still made current, so
-        # outgoing calls carry the caller's traceparent on.
         self._token = otel_context.attach(parent)
 
     def exit(self, status: int | None, error: BaseException | None = None) -> None:
@@ -402,6 +409,58 @@ class Policy:
     def blocking_limiter(self) -> bool:
         """Whether the limiter's check does I/O (a store): async code runs it in a thread."""
         return getattr(self.limiter, "_shared", None) is not None
+
+
+AppT = TypeVar("AppT")
+
+
+class Middleware(Generic[AppT]):
+    """What the ASGI and WSGI middlewares share: their options, their policy, their repr."""
+
+    #: The module whose ``Request`` the callbacks get, and the extra that brings it.
+    request_module = "starlette.requests"
+
+    def __init__(
+        self,
+        app: AppT,
+        *,
+        flags: Any = None,
+        context_from: Callable[[Any], Any] | None = None,
+        limiter: Any = None,
+        key_from: Callable[[Any], str] | None = None,
+        breaker: Any = None,
+        trust: TrustLike | Trust = (),
+        targeting_header: str | None = "x-targeting-key",
+        targeting_cookie: str | None = None,
+        rate_limit_headers: bool = True,
+    ) -> None:
+        if context_from is not None or key_from is not None:
+            self._need_request_module()
+        self.app = app
+        self.policy = Policy(
+            flags=flags,
+            context_from=context_from,
+            limiter=limiter,
+            key_from=key_from,
+            breaker=breaker,
+            trust=trust,
+            targeting_header=targeting_header,
+            targeting_cookie=targeting_cookie,
+            rate_limit_headers=rate_limit_headers,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.policy.describe()} app={self.app!r}>"
+
+    def _need_request_module(self) -> None:
+        try:
+            importlib.import_module(self.request_module)
+        except ModuleNotFoundError as exc:  # pragma: no cover - in the test env
+            raise ImportError(
+                f"{type(self).__name__}(context_from=/key_from=) hands your "
+                f"callbacks a {self.request_module.split('.')[0]} Request: "
+                "pip install 'tipkit[web]'"
+            ) from exc
 
 
 class Once:
