@@ -6,8 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from tipkit.errors import CircuitOpenError, DeadlineExceededError
-from tipkit.web._policy import Middleware, Once, Policy, Refusal, ServerError
+from tipkit.web._policy import Guarded, Middleware, Once, Policy, Refusal
 from tipkit.web._views import ASGIView
 
 __all__ = ["ASGIMiddleware"]
@@ -132,24 +131,14 @@ class ASGIMiddleware(Middleware[ASGIApp]):
         send_on: Send,
         status: list[int | None],
     ) -> None:
-        try:
+        outcome = Guarded(self.policy, lambda: status[0] is not None)
+        with outcome:
             async with self.policy.breaker:
                 await self.app(scope, receive, send_on)
-                if status[0] is not None and status[0] >= 500:
-                    raise ServerError(status[0])
-        except ServerError:
-            pass
-        except CircuitOpenError as exc:
-            if status[0] is not None:
-                raise
-            await _send_refusal(send, self.policy.breaker_open(exc))
-            status[0] = 503
-        except DeadlineExceededError:
-            if status[0] is not None:
-                raise
-            # The caller's deadline had passed before the app could start.
-            await _send_refusal(send, Refusal(504, [], "Gateway Timeout\n"))
-            status[0] = 504
+                outcome.answered(status[0])
+        if outcome.refusal is not None:
+            await _send_refusal(send, outcome.refusal)
+            status[0] = outcome.refusal.status
 
 
 def _request(scope: Scope, receive: Receive) -> Any:

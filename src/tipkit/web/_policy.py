@@ -29,13 +29,13 @@ import logging
 import math
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from tipkit.deadline import deadline
-from tipkit.errors import CircuitOpenError
+from tipkit.errors import CircuitOpenError, DeadlineExceededError
 from tipkit.flags._model import EvaluationContext
 from tipkit.flags._request import request_context
 from tipkit.telemetry import _propagation
@@ -44,7 +44,7 @@ from tipkit.telemetry._otel import live_tracer
 from tipkit.telemetry._synthetic import synthetic
 from tipkit.web._trust import Trust, TrustLike
 
-__all__ = ["Admission", "Middleware", "Policy", "Refusal", "View"]
+__all__ = ["Admission", "Guarded", "Middleware", "Policy", "Refusal", "View"]
 
 logger = logging.getLogger("tipkit")
 
@@ -476,6 +476,49 @@ class Once:
         if self._value is None:
             self._value = self._build()
         return self._value
+
+
+class Guarded:
+    """The answer of an app run inside the breaker (``with Guarded(...):`` around it).
+
+    Inside, :meth:`answered` raises :class:`ServerError` for a 5xx, so the breaker
+    counts it as a failure; on the way out that error is swallowed (the app's answer
+    stands). A refusal (the breaker open, or the caller's deadline already gone) is
+    turned into :attr:`refusal` (503 or 504) when the app had not started answering
+    (*started* says whether it had), and propagates when it had: the response is
+    half sent. Any other exception propagates.
+    """
+
+    __slots__ = ("_policy", "_started", "refusal")
+
+    def __init__(self, policy: Policy, started: Callable[[], bool]) -> None:
+        self._policy = policy
+        self._started = started
+        self.refusal: Refusal | None = None
+
+    @staticmethod
+    def answered(status: int | None) -> None:
+        """Note the app's status: a 5xx is a failure for the breaker."""
+        if status is not None and status >= 500:  # the 5xx class
+            raise ServerError(status)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> bool:
+        if error is None:
+            return False
+        if isinstance(error, ServerError):
+            return True
+        if not isinstance(error, CircuitOpenError | DeadlineExceededError):
+            return False
+        if self._started():
+            return False
+        if isinstance(error, CircuitOpenError):
+            self.refusal = self._policy.breaker_open(error)
+        else:  # the caller's deadline had passed before the app could start
+            self.refusal = Refusal(504, [], "Gateway Timeout\n")
+        return True
 
 
 class ServerError(Exception):  # see ServerFailure in tipkit.http

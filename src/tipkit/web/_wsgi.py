@@ -6,8 +6,7 @@ import contextvars
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from tipkit.errors import CircuitOpenError, DeadlineExceededError
-from tipkit.web._policy import Admission, Middleware, Once, Refusal, ServerError
+from tipkit.web._policy import Admission, Guarded, Middleware, Once, Refusal
 from tipkit.web._views import WSGIView
 
 __all__ = ["WSGIMiddleware"]
@@ -130,22 +129,11 @@ class WSGIMiddleware(Middleware[WSGIApp]):
         status: list[int | None],
     ) -> tuple[Refusal | None, Iterable[bytes]]:
         body: Iterable[bytes] = ()
-        try:
-            with breaker:
-                body = self.app(environ, start)
-                if status[0] is not None and status[0] >= 500:
-                    raise ServerError(status[0])
-        except ServerError:
-            pass
-        except CircuitOpenError as exc:
-            if status[0] is not None:
-                raise
-            return self.policy.breaker_open(exc), ()
-        except DeadlineExceededError:
-            if status[0] is not None:
-                raise
-            return Refusal(504, [], "Gateway Timeout\n"), ()
-        return None, body
+        outcome = Guarded(self.policy, lambda: status[0] is not None)
+        with outcome, breaker:
+            body = self.app(environ, start)
+            outcome.answered(status[0])
+        return outcome.refusal, body
 
 
 def _refuse(start_response: StartResponse, refusal: Refusal) -> list[bytes]:
