@@ -30,6 +30,8 @@ HUGE = 10**9
 BASELINES = {  # a case -> the bare case its overhead is measured against
     "ASGI raw app + ASGIMiddleware": "ASGI raw app bare",
     "WSGI raw app + WSGIMiddleware": "WSGI raw app bare",
+    "ASGI raw app + ASGIMiddleware, SDK span recorded": "ASGI raw app bare",
+    "WSGI raw app + WSGIMiddleware, SDK span recorded": "WSGI raw app bare",
     "ASGI + ASGIMiddleware (context, marks, span)": "ASGI Starlette bare",
     "ASGI + ASGIMiddleware + keyed limiter (admitted)": "ASGI Starlette bare",
     "WSGI + WSGIMiddleware (context, marks, span)": "WSGI Flask bare",
@@ -97,6 +99,25 @@ def wsgi_us(app: Any, number: int) -> float:
         if close is not None:
             close()
     return (time.process_time() - start) / number * 1e6
+
+
+def under_sdk(measure: Callable[[], float]) -> float:
+    """Run *measure* with tipkit instrumented by a real SDK tracer (spans recorded).
+
+    The spans go to a processor that drops them: the figure is making and
+    ending the span, not exporting it.
+    """
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+    from tipkit.telemetry import instrument, uninstrument
+
+    provider = TracerProvider()
+    provider.add_span_processor(SpanProcessor())
+    instrument(tracer_provider=provider)
+    try:
+        return measure()
+    finally:
+        uninstrument()
 
 
 def best_of(cases: dict[str, Callable[[], float]], repeat: int) -> dict[str, float]:
@@ -214,6 +235,12 @@ def main() -> None:
         name: functools.partial(measure, app, n)
         for name, (measure, app) in apps.items()
     }
+    cases["ASGI raw app + ASGIMiddleware, SDK span recorded"] = functools.partial(
+        under_sdk, cases["ASGI raw app + ASGIMiddleware"]
+    )
+    cases["WSGI raw app + WSGIMiddleware, SDK span recorded"] = functools.partial(
+        under_sdk, cases["WSGI raw app + WSGIMiddleware"]
+    )
     us = best_of(cases, args.repeat)
     print(f"{'case':<52} {'us/request':>10}")
     for name, value in us.items():
