@@ -310,3 +310,26 @@ def test_no_sdk_no_span_but_the_trace_context_is_continued():
     uninstrument()
     response = asgi_get(ASGIMiddleware(fastapi_app()), "/items/i")[0]
     assert TRACE_ID == response.json()["trace_id"]
+
+
+def test_no_sdk_incoming_baggage_alone_is_still_made_current():
+    """With no SDK and no traceparent, the caller's other baggage entries still travel."""
+    from opentelemetry import baggage
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    uninstrument()
+
+    async def echo(request: Any) -> JSONResponse:
+        return JSONResponse(dict(baggage.get_all()))
+
+    app = ASGIMiddleware(Starlette(routes=[Route("/", echo)]))
+
+    async def go() -> dict[str, Any]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            headers = {"baggage": "tenant=acme,tipkit.deadline_ms=900"}
+            return (await c.get("/", headers=headers)).json()
+
+    assert "acme" == asyncio.run(go()).get("tenant")

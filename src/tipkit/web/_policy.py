@@ -106,6 +106,16 @@ class _Getter:
 
 
 _GETTER = _Getter()
+_FIELDS: list[tuple[object, tuple[str, ...]]] = []
+
+
+def _carries_context(view: View) -> bool:
+    """Whether the request has a header the global propagators read (``traceparent``...)."""
+    textmap = propagate.get_global_textmap()
+    if not _FIELDS or _FIELDS[0][0] is not textmap:
+        # The textmap is set once at startup; its fields are a set built per call.
+        _FIELDS[:] = [(textmap, tuple(f.lower() for f in textmap.fields))]
+    return any(view.header(field) is not None for field in _FIELDS[0][1])
 
 
 class Admission:
@@ -174,9 +184,9 @@ class Admission:
             return
         tracer = live_tracer()
         if tracer is None:
-            # No SDK: no span can record. The incoming trace context is still
-            # made current, so outgoing calls carry the caller's traceparent on.
-            if view.header("traceparent") is not None:
+            # No SDK: no span can record. The incoming trace context (and
+            # baggage) is still made current, so outgoing calls carry it on.
+            if _carries_context(view):
                 parent = propagate.extract(view, getter=_GETTER)  # type: ignore[arg-type]  # duck-typed getter
                 self._token = otel_context.attach(parent)
             return
