@@ -107,14 +107,21 @@ class _Getter:
 
 _GETTER = _Getter()
 _FIELDS: list[tuple[object, tuple[str, ...]]] = []
+_READ_ALREADY = frozenset({"baggage", "tracestate"})  # read, or void without a parent
 
 
-def _carries_context(view: View) -> bool:
-    """Whether the request has a header the global propagators read (``traceparent``...)."""
+def _carries_context(view: View, baggage: bool) -> bool:
+    """Whether the request has a header the global propagators read (``traceparent``...).
+
+    *baggage*: whether it has a ``baggage`` header (the policy has looked already).
+    """
+    if baggage:
+        return True
     textmap = propagate.get_global_textmap()
     if not _FIELDS or _FIELDS[0][0] is not textmap:
         # The textmap is set once at startup; its fields are a set built per call.
-        _FIELDS[:] = [(textmap, tuple(f.lower() for f in textmap.fields))]
+        fields = (f.lower() for f in textmap.fields)
+        _FIELDS[:] = [(textmap, tuple(f for f in fields if f not in _READ_ALREADY))]
     return any(view.header(field) is not None for field in _FIELDS[0][1])
 
 
@@ -127,6 +134,7 @@ class Admission:
         "_stack",
         "_token",
         "context",
+        "has_baggage",
         "headers",
         "marks",
         "trusted",
@@ -148,6 +156,7 @@ class Admission:
         self.context = context
         self.marks = marks
         self.trusted = trusted
+        self.has_baggage = False
         self._stack: ExitStack | None = None
         self._span: Any = None
         self._token: Any = None
@@ -186,7 +195,7 @@ class Admission:
         if tracer is None:
             # No SDK: no span can record. The incoming trace context (and
             # baggage) is still made current, so outgoing calls carry it on.
-            if _carries_context(view):
+            if _carries_context(view, self.has_baggage):
                 parent = propagate.extract(view, getter=_GETTER)  # type: ignore[arg-type]  # duck-typed getter
                 self._token = otel_context.attach(parent)
             return
@@ -367,9 +376,11 @@ class Policy:
         baggage = view.header("baggage")
         marks = _propagation.parse(baggage) if baggage else _propagation.NO_MARKS
         trusted = bool(marks.synthetic) and self.trust.trusts(view.client, view.header)
-        return Admission(
+        admission = Admission(
             self, view, headers, self.context(view, request), marks, trusted
         )
+        admission.has_baggage = baggage is not None
+        return admission
 
     def context(self, view: View, request: Callable[[], Any]) -> Any:
         """Return the request's evaluation context (``None``: none). Never raises."""
