@@ -423,7 +423,7 @@ def _draw_panel(  # noqa: PLR0913  # one panel's inputs
         )
     else:
         ax.legend(
-            fontsize=6, loc="upper right", frameon=False, ncols=2 if drawn > 4 else 1
+            fontsize=6, loc="best", frameon=False, ncols=2 if drawn > 4 else 1
         )
 
 
