@@ -1,9 +1,12 @@
 """A FastAPI service: a kill switch, a 10% rollout, a guarded outgoing call, a 429."""
 # ruff: noqa: D103
 
+import os
+
 import httpx
 from fastapi import FastAPI, Request
 
+from tipkit.errors import RejectedError
 from tipkit.flags import EvaluationContext, Flags
 from tipkit.http import AsyncTransport
 from tipkit.ratelimit import KeyedRateLimiter
@@ -27,6 +30,8 @@ flags = Flags.from_dict(
         },
     }
 )
+
+RATES = os.environ.get("RATES_URL", "http://rates.internal")
 
 # One breaker per upstream host, retries of idempotent calls honouring Retry-After.
 upstream = httpx.AsyncClient(
@@ -52,6 +57,17 @@ async def pay() -> dict[str, object]:
     if not flags.is_enabled("payments-enabled", default=True):
         return {"status": "payments are paused"}
     return {"status": "paid"}
+
+
+@api.get("/price")
+async def price(amount: float) -> dict[str, object]:
+    # The caller's deadline, trace and (trusted) synthetic mark travel on to RATES.
+    try:
+        response = await upstream.get(f"{RATES}/rate")
+        rate = response.raise_for_status().json()["rate"]
+    except (httpx.HTTPError, RejectedError):  # down, or its breaker is open
+        return {"amount": amount, "currency": "EUR"}  # degrade: no conversion
+    return {"amount": round(amount * rate, 2), "currency": "USD"}
 
 
 def context_from(request: Request) -> EvaluationContext:

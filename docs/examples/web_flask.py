@@ -1,9 +1,12 @@
 """A Flask service: per-request flags, a per-client 429, a guarded outgoing call."""
 # ruff: noqa: D103
 
+import os
+
 import flask
 import requests
 
+from tipkit.errors import RejectedError
 from tipkit.flags import EvaluationContext, Flags
 from tipkit.http import Adapter
 from tipkit.ratelimit import KeyedRateLimiter
@@ -28,13 +31,15 @@ flags = Flags.from_dict(
     }
 )
 
+STOCK = os.environ.get("STOCK_URL", "http://stock.internal")
+
+# One breaker per upstream host, retries of idempotent calls honouring Retry-After.
 session = requests.Session()
-session.mount(
-    "https://",
-    Adapter(
-        breaker_per_host=True, retry=retry(on=requests.ConnectionError, attempts=3)
-    ),
+adapter = Adapter(
+    breaker_per_host=True, retry=retry(on=requests.ConnectionError, attempts=3)
 )
+session.mount("http://", adapter)
+session.mount("https://", adapter)
 
 app = flask.Flask(__name__)
 
@@ -42,6 +47,17 @@ app = flask.Flask(__name__)
 @app.get("/checkout")
 def checkout() -> dict[str, object]:
     return {"new": flags.is_enabled("new-checkout")}
+
+
+@app.get("/stock/<item>")
+def stock(item: str) -> dict[str, object]:
+    # The caller's deadline, trace and (trusted) synthetic mark travel on to STOCK.
+    try:
+        response = session.get(f"{STOCK}/items/{item}", timeout=5)
+        response.raise_for_status()
+    except (requests.RequestException, RejectedError):  # down, or its breaker is open
+        return {"item": item, "in_stock": None}  # degrade: unknown
+    return {"item": item, "in_stock": response.json()["count"] > 0}
 
 
 app.wsgi_app = WSGIMiddleware(  # type: ignore[method-assign]

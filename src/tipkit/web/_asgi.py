@@ -6,9 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from tipkit.errors import CircuitOpenError, DeadlineExceededError
-from tipkit.web._policy import Once, Policy, Refusal, ServerError
-from tipkit.web._trust import Trust, TrustLike
+from tipkit.web._policy import Guarded, Middleware, Once, Policy, Refusal
 from tipkit.web._views import ASGIView
 
 __all__ = ["ASGIMiddleware"]
@@ -41,7 +39,7 @@ async def _limit(
     return policy.limit(decision)
 
 
-class ASGIMiddleware:
+class ASGIMiddleware(Middleware[ASGIApp]):
     """Give every HTTP request its flag context, marks, deadline, rate limit and span.
 
     ::
@@ -84,38 +82,6 @@ class ASGIMiddleware:
     worker thread (its check blocks on the store); in process it never blocks.
     Thread- and task-safe: per-request state lives in the request's context.
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        flags: Any = None,
-        context_from: Callable[[Any], Any] | None = None,
-        limiter: Any = None,
-        key_from: Callable[[Any], str] | None = None,
-        breaker: Any = None,
-        trust: TrustLike | Trust = (),
-        targeting_header: str | None = "x-targeting-key",
-        targeting_cookie: str | None = None,
-        rate_limit_headers: bool = True,
-    ) -> None:
-        if context_from is not None or key_from is not None:
-            _need_starlette()
-        self.app = app
-        self.policy = Policy(
-            flags=flags,
-            context_from=context_from,
-            limiter=limiter,
-            key_from=key_from,
-            breaker=breaker,
-            trust=trust,
-            targeting_header=targeting_header,
-            targeting_cookie=targeting_cookie,
-            rate_limit_headers=rate_limit_headers,
-        )
-
-    def __repr__(self) -> str:
-        return f"<ASGIMiddleware {self.policy.describe()} app={self.app!r}>"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -165,36 +131,14 @@ class ASGIMiddleware:
         send_on: Send,
         status: list[int | None],
     ) -> None:
-        try:
+        outcome = Guarded(self.policy, lambda: status[0] is not None)
+        with outcome:
             async with self.policy.breaker:
                 await self.app(scope, receive, send_on)
-                if status[0] is not None and status[0] >= 500:
-                    raise ServerError(status[0])
-        except ServerError:
-            pass
-        except CircuitOpenError as exc:
-            if status[0] is not None:
-                raise
-            await _send_refusal(send, self.policy.breaker_open(exc))
-            status[0] = 503
-        except DeadlineExceededError:
-            if status[0] is not None:
-                raise
-            # The caller's deadline had passed before the app could start.
-            await _send_refusal(send, Refusal(504, [], "Gateway Timeout\n"))
-            status[0] = 504
-
-
-def _need_starlette() -> None:
-    try:
-        import starlette.requests  # noqa: F401, PLC0415  # checked when callbacks need it
-    except (
-        ModuleNotFoundError
-    ) as exc:  # pragma: no cover - starlette is in the test env
-        raise ImportError(
-            "ASGIMiddleware(context_from=/key_from=) hands your callbacks a "
-            "starlette Request: pip install 'tipkit[web]'"
-        ) from exc
+                outcome.answered(status[0])
+        if outcome.refusal is not None:
+            await _send_refusal(send, outcome.refusal)
+            status[0] = outcome.refusal.status
 
 
 def _request(scope: Scope, receive: Receive) -> Any:

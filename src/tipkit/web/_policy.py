@@ -24,26 +24,27 @@ callback that raises is counted and its default used.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from tipkit.deadline import deadline
-from tipkit.errors import CircuitOpenError
+from tipkit.errors import CircuitOpenError, DeadlineExceededError
 from tipkit.flags._model import EvaluationContext
 from tipkit.flags._request import request_context
 from tipkit.telemetry import _propagation
 from tipkit.telemetry._counters import REGISTRY
-from tipkit.telemetry._otel import tracer_for
+from tipkit.telemetry._otel import live_tracer
 from tipkit.telemetry._synthetic import synthetic
 from tipkit.web._trust import Trust, TrustLike
 
-__all__ = ["Admission", "Policy", "Refusal", "View"]
+__all__ = ["Admission", "Guarded", "Middleware", "Policy", "Refusal", "View"]
 
 logger = logging.getLogger("tipkit")
 
@@ -105,6 +106,23 @@ class _Getter:
 
 
 _GETTER = _Getter()
+_FIELDS: list[tuple[object, tuple[str, ...]]] = []
+_READ_ALREADY = frozenset({"baggage", "tracestate"})  # read, or void without a parent
+
+
+def _carries_context(view: View, baggage: bool) -> bool:
+    """Whether the request has a header the global propagators read (``traceparent``...).
+
+    *baggage*: whether it has a ``baggage`` header (the policy has looked already).
+    """
+    if baggage:
+        return True
+    textmap = propagate.get_global_textmap()
+    if not _FIELDS or _FIELDS[0][0] is not textmap:
+        # The textmap is set once at startup; its fields are a set built per call.
+        fields = (f.lower() for f in textmap.fields)
+        _FIELDS[:] = [(textmap, tuple(f for f in fields if f not in _READ_ALREADY))]
+    return any(view.header(field) is not None for field in _FIELDS[0][1])
 
 
 class Admission:
@@ -116,6 +134,7 @@ class Admission:
         "_stack",
         "_token",
         "context",
+        "has_baggage",
         "headers",
         "marks",
         "trusted",
@@ -137,6 +156,7 @@ class Admission:
         self.context = context
         self.marks = marks
         self.trusted = trusted
+        self.has_baggage = False
         self._stack: ExitStack | None = None
         self._span: Any = None
         self._token: Any = None
@@ -171,8 +191,16 @@ class Admission:
             if attrs:
                 current.set_attributes(attrs)
             return
+        tracer = live_tracer()
+        if tracer is None:
+            # No SDK: no span can record. The incoming trace context (and
+            # baggage) is still made current, so outgoing calls carry it on.
+            if _carries_context(view, self.has_baggage):
+                parent = propagate.extract(view, getter=_GETTER)  # type: ignore[arg-type]  # duck-typed getter
+                self._token = otel_context.attach(parent)
+            return
         parent = propagate.extract(view, getter=_GETTER)  # type: ignore[arg-type]  # duck-typed getter
-        span = tracer_for(None).start_span(
+        span = tracer.start_span(
             f"{view.method} {self._policy.route_name(view)}",
             context=parent,
             kind=trace.SpanKind.SERVER,
@@ -182,11 +210,9 @@ class Admission:
                 **attrs,
             },
         )
-        if span.get_span_context().is_valid:
+        if span.get_span_context().is_valid:  # sampled out too: its decision travels on
             self._span = span
             parent = trace.set_span_in_context(span, parent)
-        # Without an SDK the incoming trace context is still made current, so
-        # outgoing calls carry the caller's traceparent on.
         self._token = otel_context.attach(parent)
 
     def exit(self, status: int | None, error: BaseException | None = None) -> None:
@@ -350,9 +376,11 @@ class Policy:
         baggage = view.header("baggage")
         marks = _propagation.parse(baggage) if baggage else _propagation.NO_MARKS
         trusted = bool(marks.synthetic) and self.trust.trusts(view.client, view.header)
-        return Admission(
+        admission = Admission(
             self, view, headers, self.context(view, request), marks, trusted
         )
+        admission.has_baggage = baggage is not None
+        return admission
 
     def context(self, view: View, request: Callable[[], Any]) -> Any:
         """Return the request's evaluation context (``None``: none). Never raises."""
@@ -404,6 +432,58 @@ class Policy:
         return getattr(self.limiter, "_shared", None) is not None
 
 
+AppT = TypeVar("AppT")
+
+
+class Middleware(Generic[AppT]):
+    """What the ASGI and WSGI middlewares share: their options, their policy, their repr."""
+
+    #: The module whose ``Request`` the callbacks get, and the extra that brings it.
+    request_module = "starlette.requests"
+
+    def __init__(
+        self,
+        app: AppT,
+        *,
+        flags: Any = None,
+        context_from: Callable[[Any], Any] | None = None,
+        limiter: Any = None,
+        key_from: Callable[[Any], str] | None = None,
+        breaker: Any = None,
+        trust: TrustLike | Trust = (),
+        targeting_header: str | None = "x-targeting-key",
+        targeting_cookie: str | None = None,
+        rate_limit_headers: bool = True,
+    ) -> None:
+        if context_from is not None or key_from is not None:
+            self._need_request_module()
+        self.app = app
+        self.policy = Policy(
+            flags=flags,
+            context_from=context_from,
+            limiter=limiter,
+            key_from=key_from,
+            breaker=breaker,
+            trust=trust,
+            targeting_header=targeting_header,
+            targeting_cookie=targeting_cookie,
+            rate_limit_headers=rate_limit_headers,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.policy.describe()} app={self.app!r}>"
+
+    def _need_request_module(self) -> None:
+        try:
+            importlib.import_module(self.request_module)
+        except ModuleNotFoundError as exc:  # pragma: no cover - in the test env
+            raise ImportError(
+                f"{type(self).__name__}(context_from=/key_from=) hands your "
+                f"callbacks a {self.request_module.split('.')[0]} Request: "
+                "pip install 'tipkit[web]'"
+            ) from exc
+
+
 class Once:
     """A lazily built value (the framework's request object, built at most once)."""
 
@@ -417,6 +497,49 @@ class Once:
         if self._value is None:
             self._value = self._build()
         return self._value
+
+
+class Guarded:
+    """The answer of an app run inside the breaker (``with Guarded(...):`` around it).
+
+    Inside, :meth:`answered` raises :class:`ServerError` for a 5xx, so the breaker
+    counts it as a failure; on the way out that error is swallowed (the app's answer
+    stands). A refusal (the breaker open, or the caller's deadline already gone) is
+    turned into :attr:`refusal` (503 or 504) when the app had not started answering
+    (*started* says whether it had), and propagates when it had: the response is
+    half sent. Any other exception propagates.
+    """
+
+    __slots__ = ("_policy", "_started", "refusal")
+
+    def __init__(self, policy: Policy, started: Callable[[], bool]) -> None:
+        self._policy = policy
+        self._started = started
+        self.refusal: Refusal | None = None
+
+    @staticmethod
+    def answered(status: int | None) -> None:
+        """Note the app's status: a 5xx is a failure for the breaker."""
+        if status is not None and status >= 500:  # the 5xx class
+            raise ServerError(status)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> bool:
+        if error is None:
+            return False
+        if isinstance(error, ServerError):
+            return True
+        if not isinstance(error, CircuitOpenError | DeadlineExceededError):
+            return False
+        if self._started():
+            return False
+        if isinstance(error, CircuitOpenError):
+            self.refusal = self._policy.breaker_open(error)
+        else:  # the caller's deadline had passed before the app could start
+            self.refusal = Refusal(504, [], "Gateway Timeout\n")
+        return True
 
 
 class ServerError(Exception):  # see ServerFailure in tipkit.http

@@ -6,9 +6,7 @@ import contextvars
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from tipkit.errors import CircuitOpenError, DeadlineExceededError
-from tipkit.web._policy import Admission, Once, Policy, Refusal, ServerError
-from tipkit.web._trust import Trust, TrustLike
+from tipkit.web._policy import Admission, Guarded, Middleware, Once, Refusal
 from tipkit.web._views import WSGIView
 
 __all__ = ["WSGIMiddleware"]
@@ -61,7 +59,7 @@ class _Body:
             self._ctx.run(self._admission.exit, self._status[0], None)
 
 
-class WSGIMiddleware:
+class WSGIMiddleware(Middleware[WSGIApp]):
     """The WSGI twin of :class:`~tipkit.web.ASGIMiddleware` (same options, same answers).
 
     ::
@@ -76,37 +74,7 @@ class WSGIMiddleware:
     Thread-safe: each request runs in a copy of the caller's context.
     """
 
-    def __init__(
-        self,
-        app: WSGIApp,
-        *,
-        flags: Any = None,
-        context_from: Callable[[Any], Any] | None = None,
-        limiter: Any = None,
-        key_from: Callable[[Any], str] | None = None,
-        breaker: Any = None,
-        trust: TrustLike | Trust = (),
-        targeting_header: str | None = "x-targeting-key",
-        targeting_cookie: str | None = None,
-        rate_limit_headers: bool = True,
-    ) -> None:
-        if context_from is not None or key_from is not None:
-            _need_werkzeug()
-        self.app = app
-        self.policy = Policy(
-            flags=flags,
-            context_from=context_from,
-            limiter=limiter,
-            key_from=key_from,
-            breaker=breaker,
-            trust=trust,
-            targeting_header=targeting_header,
-            targeting_cookie=targeting_cookie,
-            rate_limit_headers=rate_limit_headers,
-        )
-
-    def __repr__(self) -> str:
-        return f"<WSGIMiddleware {self.policy.describe()} app={self.app!r}>"
+    request_module = "werkzeug.wrappers"
 
     def __call__(
         self, environ: dict[str, Any], start_response: StartResponse
@@ -161,38 +129,17 @@ class WSGIMiddleware:
         status: list[int | None],
     ) -> tuple[Refusal | None, Iterable[bytes]]:
         body: Iterable[bytes] = ()
-        try:
-            with breaker:
-                body = self.app(environ, start)
-                if status[0] is not None and status[0] >= 500:
-                    raise ServerError(status[0])
-        except ServerError:
-            pass
-        except CircuitOpenError as exc:
-            if status[0] is not None:
-                raise
-            return self.policy.breaker_open(exc), ()
-        except DeadlineExceededError:
-            if status[0] is not None:
-                raise
-            return Refusal(504, [], "Gateway Timeout\n"), ()
-        return None, body
+        outcome = Guarded(self.policy, lambda: status[0] is not None)
+        with outcome, breaker:
+            body = self.app(environ, start)
+            outcome.answered(status[0])
+        return outcome.refusal, body
 
 
 def _refuse(start_response: StartResponse, refusal: Refusal) -> list[bytes]:
     headers = [*refusal.headers, ("content-length", str(len(refusal.body)))]
     start_response(f"{refusal.status} {refusal.reason}", headers)
     return [refusal.body]
-
-
-def _need_werkzeug() -> None:
-    try:
-        import werkzeug.wrappers  # noqa: F401, PLC0415  # checked when callbacks need it
-    except ModuleNotFoundError as exc:  # pragma: no cover - werkzeug is in the test env
-        raise ImportError(
-            "WSGIMiddleware(context_from=/key_from=) hands your callbacks a "
-            "werkzeug Request: pip install 'tipkit[web]'"
-        ) from exc
 
 
 def _request(environ: dict[str, Any]) -> Any:

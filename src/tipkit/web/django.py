@@ -27,8 +27,7 @@ from django.conf import settings
 from django.http import HttpResponse
 from django.utils.module_loading import import_string
 
-from tipkit.errors import CircuitOpenError, DeadlineExceededError
-from tipkit.web._policy import Admission, Policy, Refusal, ServerError
+from tipkit.web._policy import Admission, Guarded, Policy, Refusal
 from tipkit.web._views import DjangoView
 
 __all__ = ["TipkitMiddleware"]
@@ -100,17 +99,12 @@ class TipkitMiddleware:
             if breaker is None:
                 response = self.get_response(request)
             else:
-                try:
-                    with breaker:
-                        response = self.get_response(request)
-                        if response.status_code >= 500:
-                            raise ServerError(response.status_code)
-                except ServerError:
-                    pass
-                except (CircuitOpenError, DeadlineExceededError) as exc:
-                    if response is not None:
-                        raise
-                    response = self._refused(exc)
+                outcome = Guarded(self.policy, lambda: response is not None)
+                with outcome, breaker:
+                    response = self.get_response(request)
+                    outcome.answered(response.status_code)
+                if outcome.refusal is not None:
+                    response = _response(outcome.refusal)
         except BaseException as exc:
             decided.exit(None, exc)
             raise
@@ -128,26 +122,17 @@ class TipkitMiddleware:
             if breaker is None:
                 response = await self.get_response(request)
             else:
-                try:
+                outcome = Guarded(policy, lambda: response is not None)
+                with outcome:
                     async with breaker:
                         response = await self.get_response(request)
-                        if response.status_code >= 500:
-                            raise ServerError(response.status_code)
-                except ServerError:
-                    pass
-                except (CircuitOpenError, DeadlineExceededError) as exc:
-                    if response is not None:
-                        raise
-                    response = self._refused(exc)
+                        outcome.answered(response.status_code)
+                if outcome.refusal is not None:
+                    response = _response(outcome.refusal)
         except BaseException as exc:
             decided.exit(None, exc)
             raise
         return self._finish(decided, response)
-
-    def _refused(self, exc: Exception) -> HttpResponse:
-        if isinstance(exc, CircuitOpenError):
-            return _response(self.policy.breaker_open(exc))
-        return _response(Refusal(504, [], "Gateway Timeout\n"))
 
     @staticmethod
     def _finish(admission: Admission, response: Any) -> Any:
