@@ -280,13 +280,18 @@ def _unit_tests() -> list[dict[str, Any]]:
                     "series": f'{EV}{{tipkit_event="tipkit.rollout.rolled_back",tipkit_name="checkout"}}',
                     "values": "0 0 0 1 1 1",
                 },
+                # The SDK creates a counter's series at its first event, at 1.
+                {
+                    "series": f'{EV}{{tipkit_event="tipkit.rollout.rolled_back",tipkit_name="search"}}',
+                    "values": "_ _ _ 1 1 1",
+                },
                 {
                     "series": f'{EV}{{tipkit_event="feature_flag.killed",tipkit_name="new-pricing"}}',
-                    "values": "0 1 1 1 1 1",
+                    "values": "_ 1 1 1 1 1",
                 },
                 {
                     "series": f'{EV}{{tipkit_event="tipkit.rollout.judged",tipkit_name="checkout",tipkit_rollout_decision="FAIL"}}',
-                    "values": "0 0 1 1 1 1",
+                    "values": "_ _ 1 1 1 1",
                 },
                 {
                     "series": f'{EV}{{tipkit_event="tipkit.rollout.judged",tipkit_name="search",tipkit_rollout_decision="PASS"}}',
@@ -305,9 +310,10 @@ def _unit_tests() -> list[dict[str, Any]]:
                     "exp_alerts": [
                         _expect(
                             "TipkitRolloutRolledBack",
-                            {"tipkit_name": "checkout"},
+                            {"tipkit_name": name},
                             "critical",
                         )
+                        for name in ("checkout", "search")
                     ],
                 },
                 {

@@ -165,6 +165,10 @@ def _event(name: str, extra: str = "") -> str:
     return f'{_EVENTS}{{{_L_EVENT}="{name}"{extra}}}'
 
 
+def _rose(sel: str) -> str:  # a counter is born at 1: increase() sees no rise then
+    return f"sum by ({_L_SUBJECT}) (({sel} unless {sel} offset 10m) or increase({sel}[10m]))"
+
+
 def _alert(  # noqa: PLR0917  # a table of rules reads best positionally
     options: AlertOptions,
     name: str,
@@ -237,8 +241,7 @@ def alerting_rules(options: AlertOptions) -> list[dict[str, Any]]:
         _alert(
             o,
             "TipkitRolloutRolledBack",
-            f"sum by ({_L_SUBJECT}) "
-            f"(increase({_event('tipkit.rollout.rolled_back')}[10m])) > 0",
+            f"{_rose(_event('tipkit.rollout.rolled_back'))} > 0",
             "critical",
             "Rollout {{ $labels." + _L_SUBJECT + " }} rolled back",
             "Every user is back on the control: the canary was judged harmful.",
@@ -246,7 +249,7 @@ def alerting_rules(options: AlertOptions) -> list[dict[str, Any]]:
         _alert(
             o,
             "TipkitTripwireFired",
-            f"sum by ({_L_SUBJECT}) (increase({_event('feature_flag.killed')}[10m])) > 0",
+            f"{_rose(_event('feature_flag.killed'))} > 0",
             "critical",
             "Tripwire killed flag {{ $labels." + _L_SUBJECT + " }}",
             "The flag's error rate passed its tripwire; it now serves its default.",
@@ -273,7 +276,7 @@ def alerting_rules(options: AlertOptions) -> list[dict[str, Any]]:
         _alert(
             o,
             "TipkitJudgeVerdictFail",
-            f"sum by ({_L_SUBJECT}) (increase({failed}[10m])) > 0",
+            f"{_rose(failed)} > 0",
             "critical",
             "Rollout {{ $labels." + _L_SUBJECT + " }}: the judge found harm",
             "A rollout stage was judged FAIL: the canary is worse than the control.",
