@@ -51,6 +51,7 @@ from tipkit._judge import (
 from tipkit.rollout._arm import Arm
 from tipkit.rollout._events import (
     ArmSummary,
+    RolloutControlled,
     RolloutJudged,
     RolloutRolledBack,
     RolloutStageChanged,
@@ -73,6 +74,7 @@ __all__ = [
     "MetricCheck",
     "RateCheck",
     "Rollout",
+    "RolloutControlled",
     "RolloutJudged",
     "RolloutRolledBack",
     "RolloutStageChanged",

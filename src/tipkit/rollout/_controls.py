@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 
+from tipkit import audit
 from tipkit._judge import Verdict
 from tipkit.clock import Clock
 from tipkit.rollout import _state
@@ -65,7 +66,9 @@ class Controls:
         self._persist.run(self._refresh(self._clock.monotonic()))
 
     def _control(self, action: _state.Action, reason: str, actor: str | None) -> None:
-        step = self._local.step(action, reason, self._clock.time(), actor)
+        # A person (or their code): the OS user when not named, never "tipkit:".
+        who = audit.actor_or_default(actor)
+        step = self._local.step(action, reason, self._clock.time(), who)
         self._persist.run(self._engine.act(step, quiet=False))
 
     def advance(self, reason: str = "manual", *, actor: str | None = None) -> None:
