@@ -254,10 +254,14 @@ def test_observe_never_replaces_the_applications_exception() -> None:
     class AppError(Exception):
         pass
 
-    for i in range(200):
-        with pytest.raises(AppError, match="app"), rollout.observe(f"user-{i}"):
+    def request(i: int) -> None:
+        with rollout.observe(f"user-{i}"):
             clock.advance(0.01)
             raise AppError("app")
+
+    for i in range(200):
+        with pytest.raises(AppError, match="app"):
+            request(i)
 
 
 def test_async_observe_never_raises_a_store_error() -> None:
