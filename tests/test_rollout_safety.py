@@ -24,7 +24,6 @@ from tipkit.rollout import (
 from tipkit.rollout._safety import safety_wins
 from tipkit.rollout._state import new_state
 from tipkit.stores import MemoryStore
-from tipkit.stores._durable import flush_all
 from tipkit.testing import FakeClock, capture_events
 
 FLAG = {
@@ -237,7 +236,7 @@ def test_a_rollback_during_an_outage_acts_at_once_and_is_written_when_back(
         assert "old" == flags.evaluate("pricing", "user-1").variant
     assert "running" == store.stored()["status"]
     store.down = False
-    assert flush_all()
+    assert rollout._safety.durable.flush()
     assert expected_status == store.stored()["status"]
     assert [] == rollout.pending()
     assert expected_status == rollout.status().status
@@ -295,7 +294,7 @@ def test_a_rollback_is_written_over_a_state_created_after_the_store_lost_it() ->
     clock.advance(1)
     with rollout.observe("user-1"):
         pass
-    assert flush_all()
+    assert rollout._safety.durable.flush()
     assert "rolled_back" == store.get("tipkit.rollouts", "pricing").value["status"]
     clock.advance(1)
     with other.observe("user-1") as arm:
@@ -313,7 +312,7 @@ def test_a_state_read_absent_is_written_back() -> None:
     clock.advance(1)
     with rollout.observe("user-1"):
         pass
-    assert flush_all()
+    assert rollout._safety.durable.flush()
     assert "paused" == store.get("tipkit.rollouts", "pricing").value["status"]
 
 

@@ -183,7 +183,7 @@ class Safety:
     def queue(self, doc: Mapping[str, Any], version: int) -> Action:
         """Queue *doc*, in force here, for the store (compare-and-set on *version*)."""
         return self.durable.enqueue(
-            self.name, dict(doc), base=version if version > 0 else None
+            self.name, dict(doc), base=version if version > 0 else None, failed=True
         )
 
     def announce(
