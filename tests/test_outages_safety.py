@@ -25,8 +25,9 @@ from tests.redis_fixtures import _executable
 from tests.redis_server import RedisServer
 
 from tipkit.breaker import BreakerState, CircuitBreaker, CountWindow
+from tipkit.errors import RateLimitedError
 from tipkit.flags import Flags, InMemoryProvider
-from tipkit.ratelimit import TokenBucket
+from tipkit.ratelimit import KeyedRateLimiter, TokenBucket
 from tipkit.rollout import Rollout, RolloutRolledBack
 from tipkit.stores import RedisStore
 from tipkit.stores._events import (
@@ -444,3 +445,48 @@ def test_a_rolled_back_rollout_stays_rolled_back_after_a_restart(
         assert 0.0 == other.percent
         other_store.close()
         store.close()
+
+
+# -- the keyed limiter -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
+@pytest.mark.parametrize("fault", ["blackhole", "drop"])
+def test_keyed_limiter_calls_stay_bounded_sync_and_50_async_tasks(
+    server: RedisServer, proxy: FaultProxy, prefix: str, fault: str, policy: str
+) -> None:
+    """Dead port / no answer: per-key sync and 50 async admissions follow the policy, bounded."""
+    store = store_via(proxy.url, prefix, on_error=policy)
+    limiter = KeyedRateLimiter("per-user", rate=1000, capacity=1000, store=store)
+    assert limiter.try_acquire("user-0")
+
+    async def one(i: int) -> bool:
+        try:
+            async with limiter.limit(f"user-{i}"):
+                return True
+        except RateLimitedError:  # the fail_closed policy's answer
+            return False
+
+    async def fifty() -> list[bool]:
+        return list(await asyncio.gather(*(one(i) for i in range(50))))
+
+    bound = 2 * TIMEOUT + machine_slack(
+        lambda: limiter.try_acquire("user-0"), BOUND - 2 * TIMEOUT
+    )
+    async_bound = 2 * TIMEOUT + machine_slack(
+        lambda: asyncio.run(fifty()), ASYNC_BOUND - 2 * TIMEOUT
+    )
+    proxy.set(fault)
+    threading.Event().wait(0.05)  # let the fault take hold (not a clock read)
+    with capture_events(StoreUnavailable) as events:
+        start = time.perf_counter()
+        admitted = limiter.try_acquire("user-1")
+        assert time.perf_counter() - start < bound
+        assert (policy == "fail_open") == admitted
+        start = time.perf_counter()
+        results = asyncio.run(fifty())
+        assert time.perf_counter() - start < async_bound
+        assert ([policy == "fail_open"] * 50) == results
+    assert [StoreUnavailable] == [type(e) for e in events]
+    proxy.set("pass")
+    store.close()
