@@ -125,8 +125,8 @@ class Engine:
                     yield from self._split.sync(percent)
             return
         known = local.doc
-        self._safety.joined_at(doc)
-        if created or self._safety.adopts(Entry(doc, version), known):
+        self._safety.join()
+        if self._safety.adopts(Entry(doc, version), known):
             yield from self.apply(doc, version, gen)
         if not created:
             try:

@@ -144,10 +144,9 @@ class Safety:
         return any(a.key == self.name for a in self.durable.pending())
 
     # -- reads -------------------------------------------------------------------------
-    def joined_at(self, doc: Mapping[str, Any]) -> None:
+    def join(self) -> None:
         """Say the state was read or created: this process is in the fleet now."""
         self.joined = True
-        self.durable.learn(self.name, dict(doc))
 
     def adopts(self, entry: Entry, known: Mapping[str, Any]) -> bool:
         """Whether to mirror *entry* read from the store (*known*: the local state).
