@@ -8,12 +8,15 @@ redis-server behind a fault proxy are in ``test_outages_safety.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tipkit import audit
-from tipkit.errors import StoreError
+from tipkit.errors import RolloutStateError, StoreError
 from tipkit.flags import Flags, InMemoryProvider
 from tipkit.rollout import (
     ErrorRateCheck,
@@ -341,3 +344,66 @@ def test_which_pending_state_is_written_over_theirs(
         return d
 
     assert wins == safety_wins(doc(ours), doc(theirs))
+
+
+def test_route_never_raises_a_store_error() -> None:
+    """@rollout.route on a store that fails: every call runs one arm and returns."""
+    clock = FakeClock()
+    store = FlakyStore(clock=clock)
+    rollout, _ = build(clock, store, refresh_interval=0)
+    store.down = True
+
+    @rollout.route(fallback=lambda user: "old")
+    def price(user: str) -> str:
+        clock.advance(0.01)
+        return "new"
+
+    answers = {price(f"user-{i}") for i in range(300)}
+    assert answers <= {"new", "old"}
+    assert answers
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["down", "up", "pause", "resume", "rollback", "request"]),
+        max_size=12,
+    )
+)
+def test_after_any_outage_the_process_and_the_store_agree(steps: list[str]) -> None:
+    """Controls and requests interleaved with outages: once back, local == stored state."""
+    clock = FakeClock()
+    store = FlakyStore(clock=clock)
+    rollout, _ = build(clock, store, stages=[10, 50, 100])
+    for i, step in enumerate(steps):
+        if step in ("down", "up"):
+            store.down = step == "down"
+        elif step == "request":
+            with rollout.observe(f"user-{i}"):
+                clock.advance(0.01)
+        else:
+            with contextlib.suppress(RolloutStateError, StoreError):
+                getattr(rollout, step)("drill", actor="dana")
+    store.down = False
+    assert rollout._safety.durable.flush()
+    clock.advance(1)
+    status = rollout.status().status
+    assert store.stored()["status"] == status
+    assert [] == rollout.pending()
+
+
+def test_a_control_after_an_outage_applies_after_the_queued_one() -> None:
+    """Pause queued in an outage, then resume once back: resumed, in the store too."""
+    clock = FakeClock()
+    store = FlakyStore(clock=clock)
+    rollout, _ = build(clock, store)
+    store.down = True
+    rollout.pause("drill", actor="dana")
+    store.down = False
+    rollout.resume("drill over", actor="dana")
+    assert ("running", "running") == (
+        rollout.status().status,
+        store.stored()["status"],
+    )
+    actions = [h["action"] for h in store.stored()["history"]]
+    assert ["started", "paused", "resumed"] == actions

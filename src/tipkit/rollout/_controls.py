@@ -68,6 +68,11 @@ class Controls:
     def _control(self, action: _state.Action, reason: str, actor: str | None) -> None:
         # A person (or their code): the OS user when not named, never "tipkit:".
         who = audit.actor_or_default(actor)
+        if self._safety.pending():
+            # An earlier queued state goes first, so this one applies after it
+            # (bounded round trips; still pending if the store fails).
+            self._safety.durable.flush()
+            self._persist.guarded(self._refresh(self._clock.monotonic()))
         step = self._local.step(action, reason, self._clock.time(), who)
         self._persist.run(self._engine.act(step, quiet=False))
 
