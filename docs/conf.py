@@ -25,6 +25,7 @@ exclude_patterns = ["_build", "perf/*.md", "_*.md"]
 html_theme = "furo"
 html_title = f"tipkit {release}"
 html_static_path = ["_static"]
+html_css_files = ["tipkit.css"]  # tables fit their column (see the file)
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

@@ -7,7 +7,9 @@ mode decides what a client sees, from the moment it is set:
 * ``"pass"``: bytes flow both ways (``latency`` seconds added to each chunk);
 * ``"blackhole"``: connections stay open, nothing is forwarded or answered
   (new connections are accepted and held): a server that never answers;
-* ``"drop"``: every connection is reset at once, new ones too: a dead port.
+* ``"drop"``: every connection is reset at once, new ones too: a dead port;
+* ``"mute"``: requests reach the server, its replies are discarded: a command
+  applied whose answer was lost (the client times out after the write).
 
 Nothing polls on a timer: a mode change acts on the next chunk read.
 """
@@ -63,8 +65,8 @@ class FaultProxy:
         self._loop.close()
 
     def set(self, mode: str, latency: float = 0.0) -> None:
-        """Switch to *mode* (``pass``, ``blackhole`` or ``drop``) with *latency*."""
-        assert mode in ("pass", "blackhole", "drop"), mode
+        """Switch to *mode* (``pass``, ``blackhole``, ``drop``, ``mute``) with *latency*."""
+        assert mode in ("pass", "blackhole", "drop", "mute"), mode
         self.mode, self.latency = mode, latency
         if mode == "drop":
             self._loop.call_soon_threadsafe(self._reset_all)
@@ -102,8 +104,8 @@ class FaultProxy:
                 return
             self._writers.add(up_writer)
             await asyncio.gather(
-                self._pipe(reader, up_writer),
-                self._pipe(up_reader, writer),
+                self._pipe(reader, up_writer, reply=False),
+                self._pipe(up_reader, writer, reply=True),
                 return_exceptions=True,
             )
             self._writers.discard(up_writer)
@@ -113,7 +115,11 @@ class FaultProxy:
             _reset(writer)
 
     async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        reply: bool,
     ) -> None:
         while True:
             data = await reader.read(_CHUNK)
@@ -124,6 +130,8 @@ class FaultProxy:
                 await asyncio.sleep(0.01)  # noqa: TID251  # the proxy's own loop, not tipkit's clock
             if self.mode == "drop":
                 return
+            if reply and self.mode == "mute":
+                continue  # the server applied the request; its answer is lost
             if self.latency:
                 await asyncio.sleep(self.latency)  # noqa: TID251  # real-time-ok: injected latency is the point
             writer.write(data)

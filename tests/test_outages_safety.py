@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 import uuid
@@ -102,9 +103,34 @@ def prefix() -> str:
     return f"outage:{uuid.uuid4().hex[:8]}:"
 
 
-def store_via(url: str, prefix: str, **kw: object) -> RedisStore:
-    """A RedisStore with the tests' short timeout."""
-    return RedisStore(url, prefix=prefix, timeout=TIMEOUT, **kw)  # type: ignore[arg-type]  # test helper
+def store_via(
+    url: str, prefix: str, *, timeout: float = TIMEOUT, **kw: object
+) -> RedisStore:
+    """A RedisStore with the tests' short timeout (or *timeout*)."""
+    return RedisStore(url, prefix=prefix, timeout=timeout, **kw)  # type: ignore[arg-type]  # test helper
+
+
+def healthy_timeout(url: str, prefix: str) -> float:
+    """A store timeout that 50 concurrent async calls on a healthy server never trip now.
+
+    TIMEOUT on an idle machine; on a loaded one, 3x the slowest of 50 async
+    acquires measured with a generous timeout, so the healthy phase of a test
+    never starts an outage of its own.
+    """
+    calib = store_via(url, prefix + "calibrate:", timeout=10.0)
+    bucket = TokenBucket("calibrate", rate=1e6, capacity=1e6, store=calib)
+
+    async def one() -> float:
+        start = time.perf_counter()
+        await bucket.acquire_async(timeout=0)
+        return time.perf_counter() - start
+
+    async def fifty() -> list[float]:
+        return list(await asyncio.gather(*(one() for _ in range(50))))
+
+    slowest = max(max(asyncio.run(fifty())) for _ in range(3))
+    calib.close()
+    return max(TIMEOUT, 3 * slowest)
 
 
 def test_kill_during_an_outage_acts_here_and_reaches_the_store_when_back(
@@ -239,7 +265,8 @@ def test_bucket_calls_stay_bounded_sync_and_50_async_tasks(
     server: RedisServer, proxy: FaultProxy, prefix: str, fault: str, policy: str
 ) -> None:
     """Every fault: sync and 50 concurrent async acquires return within 2x timeout."""
-    store = store_via(proxy.url, prefix, on_error=policy)
+    timeout = healthy_timeout(server.url, prefix)
+    store = store_via(proxy.url, prefix, timeout=timeout, on_error=policy)
     bucket = TokenBucket("api", rate=1000, capacity=1000, store=store)
     assert bucket.try_acquire()
 
@@ -253,18 +280,22 @@ def test_bucket_calls_stay_bounded_sync_and_50_async_tasks(
     async def fifty() -> list[bool]:
         return list(await asyncio.gather(*(one() for _ in range(50))))
 
-    bound = 2 * TIMEOUT + machine_slack(bucket.try_acquire, BOUND - 2 * TIMEOUT)
-    async_bound = 2 * TIMEOUT + machine_slack(
+    bound = 2 * timeout + machine_slack(bucket.try_acquire, BOUND - 2 * TIMEOUT)
+    async_bound = 2 * timeout + machine_slack(
         lambda: asyncio.run(fifty()), ASYNC_BOUND - 2 * TIMEOUT
     )
     admin = store_via(server.url, prefix)
+    # The fault outlasts every call below however slow the machine is now.
+    hold = 2 * (bound + async_bound) + 1.0
     if fault in ("blackhole", "drop"):
         proxy.set(fault)
     elif fault == "debug_sleep":
-        threading.Thread(target=_debug_sleep, args=(server.port,), daemon=True).start()
+        threading.Thread(
+            target=_debug_sleep, args=(server.port, hold), daemon=True
+        ).start()
+        assert _asleep(server.port, hold), "DEBUG SLEEP never took hold"
     else:
-        admin.client.execute_command("CLIENT", "PAUSE", "1500", "ALL")
-    threading.Event().wait(0.05)  # let the fault take hold (not a clock read)
+        admin.client.execute_command("CLIENT", "PAUSE", str(int(hold * 1000)), "ALL")
     with capture_events(StoreUnavailable) as events:
         start = time.perf_counter()
         admitted = bucket.try_acquire()
@@ -280,11 +311,27 @@ def test_bucket_calls_stay_bounded_sync_and_50_async_tasks(
     admin.close()
 
 
-def _debug_sleep(port: int) -> None:
+def _debug_sleep(port: int, seconds: float) -> None:
     client = redis.Redis(port=port)  # no timeout: it waits out the sleep
     with contextlib.suppress(redis.exceptions.RedisError):
-        client.execute_command("DEBUG", "SLEEP", "1.5")
+        client.execute_command("DEBUG", "SLEEP", f"{seconds:.2f}")
     client.close()
+
+
+def _asleep(port: int, within: float) -> bool:
+    """Wait until the server stops answering (DEBUG SLEEP took hold); never sleeps."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < within:
+        # A raw PING: redis-py would retry a timeout and wait the sleep out.
+        with socket.create_connection(("127.0.0.1", port), timeout=within) as conn:
+            conn.settimeout(0.2)
+            conn.sendall(b"PING\r\n")
+            try:
+                conn.recv(64)
+            except TimeoutError:
+                return True
+        threading.Event().wait(0.01)
+    return False
 
 
 def test_a_pooled_connection_is_retried_once_after_a_restart(

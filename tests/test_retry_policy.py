@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import threading
 from typing import Any
 
 import pytest
@@ -40,6 +42,42 @@ def test_backoff_stays_within_its_jitter_bounds(
     exp = initial * base ** (attempt - 1)
     wait = policy.backoff(attempt)
     assert min(exp, maximum) - 1e-9 <= wait <= min(exp + jitter, maximum) + 1e-9
+
+
+def test_jitter_leaves_the_global_random_state_alone() -> None:
+    """Waits drawn on many threads never move the random module's state."""
+    policy = policy_of(on=ValueError, wait_initial=0, wait_max=10, wait_jitter=5)
+    before = random.getstate()
+    barrier = threading.Barrier(4)
+
+    def draw() -> None:
+        barrier.wait()
+        for attempt in range(1, 200):
+            policy.backoff(attempt)
+
+    threads = [threading.Thread(target=draw) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert before == random.getstate()
+
+
+def test_seeding_the_random_module_reproduces_the_waits() -> None:
+    """Two retries built after the same seed wait the same; another seed differs."""
+
+    def waits(seed: int) -> list[float]:
+        random.seed(seed)
+        policy = policy_of(on=ValueError, wait_initial=0, wait_max=10, wait_jitter=5)
+        return [policy.backoff(1) for _ in range(5)]
+
+    state = random.getstate()
+    try:
+        first, again, other = waits(7), waits(7), waits(8)
+    finally:
+        random.setstate(state)
+    assert first == again
+    assert first != other
 
 
 def test_huge_attempt_numbers_wait_the_maximum() -> None:

@@ -37,7 +37,8 @@ class Shop:
     """Everything the shop runs on, built once at start-up."""
 
     def __init__(self) -> None:
-        # Start-up: an SDK meter provider (add a reader/exporter), then tipkit's signals.
+        # Start-up: an SDK meter provider (add a reader/exporter), then tipkit's
+        # signals.
         telemetry.instrument(meter_provider=MeterProvider())
         self.flags = Flags.from_dict(FLAGS)
         self.breaker = CircuitBreaker(

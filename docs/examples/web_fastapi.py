@@ -1,4 +1,4 @@
-"""A FastAPI service with a kill switch, a 10% rollout, a guarded outgoing call and a 429."""
+"""A FastAPI service: a kill switch, a 10% rollout, a guarded outgoing call, a 429."""
 # ruff: noqa: D103
 
 import httpx

@@ -1,4 +1,4 @@
-"""A Flask service with per-request flags, a per-client 429 and a guarded outgoing call."""
+"""A Flask service: per-request flags, a per-client 429, a guarded outgoing call."""
 # ruff: noqa: D103
 
 import flask

@@ -3,10 +3,10 @@
 ::
 
     TipkitError
-    ├── ConfigError            .source, .flag, .field, .line: raised where configuration is loaded
+    ├── ConfigError            .source, .flag, .field, .line: raised where config is loaded
     ├── StoreError             the backend exception as __cause__
     │   └── StoreConflictError     compare-and-set lost every try (also a RuntimeError)
-    ├── RejectedError          the guard refused before running anything (.name, .retry_after)
+    ├── RejectedError          refused before running anything (.name, .retry_after)
     │   ├── CircuitOpenError       .breaker, .retry_after
     │   ├── RateLimitedError       .limiter, .retry_after
     │   └── BulkheadFullError      .bulkhead

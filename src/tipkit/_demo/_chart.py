@@ -62,7 +62,7 @@ def render(result: DemoResult, path: Path) -> Path:
     share = _rollout_panel(
         axes[0][1],
         result.promotion.series,
-        "2 · good change: promoted 1 → 5 → 25 → 50 → 100%",
+        "2 · good change: promoted 5 → 25 → 50 → 100%",
     )
     _mark_passes(share, result.promotion)
     _outage_panel(axes[1][0], result.outage)

@@ -12,7 +12,9 @@ __all__ = ["configure"]
 def _run(args: argparse.Namespace) -> int:
     from tipkit._demo import run_demo  # noqa: PLC0415  # the CLI starts fast; the demo is heavy
 
-    result = run_demo(seed=args.seed, fast=args.fast, out=args.out, live=args.live)
+    result = run_demo(
+        seed=args.seed, fast=args.fast, full=args.full, out=args.out, live=args.live
+    )
     return 0 if result.ok else 1
 
 
@@ -26,10 +28,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_SEED,
         help=f"seed of every random draw: same seed, same numbers (default {DEFAULT_SEED})",
     )
-    parser.add_argument(
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
         "--fast",
         action="store_true",
         help="smaller traffic where the story allows it (what the test suite runs)",
+    )
+    size.add_argument(
+        "--full",
+        action="store_true",
+        help="a longer, richer run: more users, longer stages and outage, more"
+        " orders (about 1.5 times the default's CPU)",
     )
     parser.add_argument(
         "--out",

@@ -96,6 +96,7 @@ from tipkit._judge._judge import (
     optimal_tau,
     srm_log_evidence,
 )
+from tipkit._judge._qcheck import QuantileCheck
 from tipkit._judge._verdict import (
     FAIL,
     INCONCLUSIVE,
@@ -125,6 +126,7 @@ __all__ = [
     "LatencyGuard",
     "MeanCheck",
     "MetricCheck",
+    "QuantileCheck",
     "RateCheck",
     "SampleRatio",
     "Verdict",

@@ -17,7 +17,9 @@ from tipkit._judge._bounds import (
     one_sided_optimal_tau,
 )
 from tipkit._judge._checks import MetricCheck
+from tipkit._judge._qcheck import QuantileCheck, quantile_result
 from tipkit._judge._verdict import CheckResult
+from tipkit._quantile import QuantileSketch
 
 __all__ = ["DEFAULT_TAU_SD", "MIN_OUTCOMES_TO_FAIL", "Stratum", "check_result"]
 
@@ -34,12 +36,16 @@ class Stratum:
     """Counts of one stage: outcomes per arm, and per arm and check ``count, sum, sum of squares``.
 
     Arm 0 is control, arm 1 the canary. For a rate the sum is the number of bad
-    outcomes (and equals the sum of squares).
+    outcomes (and equals the sum of squares). With *sketch*, ``lat`` holds each
+    arm's latency sketch (for quantile checks).
     """
 
-    __slots__ = ("cnt", "n", "s1", "s2", "share", "started")
+    __slots__ = ("cnt", "lat", "n", "s1", "s2", "share", "started")
 
-    def __init__(self, share: float, started: float, checks: int) -> None:
+    def __init__(
+        self, share: float, started: float, checks: int, *, sketch: bool = False
+    ) -> None:
+        self.lat = (QuantileSketch(), QuantileSketch()) if sketch else None
         self.share = share
         self.started = started
         self.n = [0, 0]  # [control, canary]: split-assigned outcomes (sample ratio)
@@ -84,6 +90,8 @@ def check_result(
     ``max_increase``; ``passed``: the upper bound is below the margin; both
     need :data:`MIN_OUTCOMES_TO_FAIL` values per arm.
     """
+    if isinstance(check, QuantileCheck):
+        return quantile_result(check, strata, alpha)
     binary = check.binary
     sign = -1.0 if check.higher_is_better else 1.0
     nc = sum(s.cnt[1][i] for s in strata)

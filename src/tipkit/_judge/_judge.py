@@ -120,6 +120,7 @@ class Judge:
         "_checks",
         "_next_check",
         "_requests",
+        "_sketch",
         "_srm_done",
         "_srm_log_e",
         "_srm_threshold",
@@ -177,6 +178,7 @@ class Judge:
             if not c.per_request() and c.metric is not None:
                 by_metric.setdefault(c.metric, []).append(i)
         self._by_metric = {k: tuple(v) for k, v in by_metric.items()}
+        self._sketch = any(c.kind == "quantile" for c in checks)
         self._alpha = 1.0 - self.confidence
         self.min_samples = min_samples
         self.min_stage_duration = duration
@@ -195,10 +197,7 @@ class Judge:
         """The metric checks, in order."""
         return self._checks
 
-    @property
-    def guards(self) -> tuple[MetricCheck, ...]:
-        """The metric checks (the old name of :attr:`checks`)."""
-        return self._checks
+    guards = checks  # the old name of :attr:`checks`
 
     @property
     def metrics(self) -> frozenset[str]:
@@ -226,7 +225,8 @@ class Judge:
         q = check_fraction(share, "share", low_open=True, high_open=True)
         if self._strata:
             self._srm_log_e += self._stratum_srm(self._strata[-1])
-        self._strata.append(Stratum(q, float(now), len(self._checks)))
+        k = len(self._checks)
+        self._strata.append(Stratum(q, float(now), k, sketch=self._sketch))
         self._next_check = self._total + 1
 
     def _due(self) -> bool:
@@ -265,6 +265,8 @@ class Judge:
                 v = c.clip(latency)
                 s1[i] += v
                 s2[i] += v * v
+        if s.lat is not None:
+            s.lat[arm].add(latency)
         return self._due()
 
     def record_value(self, canary: bool, metric: str, value: float) -> bool:
@@ -290,6 +292,25 @@ class Judge:
             s.s1[arm][i] += v
             s.s2[arm][i] += v * v
         return self._due()
+
+    def add_sums(
+        self, canary: bool, index: int, count: int, total: float, squares: float
+    ) -> None:
+        """Add *count* values of check *index* for an arm: their sum and sum of squares.
+
+        An upper bound of *squares* is conservative (wider bounds). Raises
+        RuntimeError before a stage, ValueError for a negative count.
+        """
+        if not self._strata:
+            raise RuntimeError("Judge.add_sums: call start_stage(share, now) first")
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count!r}")
+        s = self._strata[-1]
+        arm = 1 if canary else 0
+        s.cnt[arm][index] += int(count)
+        s.s1[arm][index] += float(total)
+        s.s2[arm][index] += float(squares)
+        self._next_check = self._total + 1
 
     def set_stage_counts(
         self,
@@ -486,7 +507,8 @@ class Judge:
         try:
             strata: list[Stratum] = []
             for raw in state["strata"]:
-                s = Stratum(float(raw["share"]), float(raw["started"]), k)
+                share, started = float(raw["share"]), float(raw["started"])
+                s = Stratum(share, started, k, sketch=self._sketch)
                 s.n = [int(raw["n"][0]), int(raw["n"][1])]
                 bad = raw["bad"]
                 if len(bad[0]) != k or len(bad[1]) != k:

@@ -4,21 +4,21 @@
 samples, as a driver of a :class:`~tipkit.rollout.Rollout` collects them
 (``rollout.status().verdict`` after each batch of requests), and writes a PNG.
 ``python -m tipkit._judge._plot docs/_static/rollout-bound.png`` draws the
-picture in ``docs/rollouts.md`` from a simulated good change (seeded, fake
-clock). Needs matplotlib (the ``demo`` extra).
+picture in ``docs/rollouts.md`` from ``tipkit demo``'s good change (scenario
+2, seed 1, default mode: fake clock, seeded). Needs matplotlib (the ``demo``
+extra).
 """
 
 from __future__ import annotations
 
 import math
-import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from tipkit._judge._verdict import Verdict
 
-__all__ = ["Point", "plot_bounds", "simulate_good_change"]
+__all__ = ["Point", "demo_points", "main", "plot_bounds"]
 
 Point = tuple[int, float, Verdict]
 """``(canary requests so far, canary percent, the verdict then)``."""
@@ -50,8 +50,9 @@ def plot_bounds(points: Sequence[Point], path: str | Path, *, check: int = 0) ->
     ax.axhline(0.0, color="grey", linewidth=0.5)
     previous = None
     for n, pct, _ in points:
-        if previous is not None and pct != previous:
-            ax.axvline(n, color="grey", linestyle=":", linewidth=0.8)
+        if pct != previous:
+            if previous is not None:
+                ax.axvline(n, color="grey", linestyle=":", linewidth=0.8)
             ax.annotate(f"{pct:g}%", (n, 0.95), xycoords=("data", "axes fraction"))
         previous = pct
     name = points[0][2].checks[check].check.describe() if points else ""
@@ -69,44 +70,25 @@ def plot_bounds(points: Sequence[Point], path: str | Path, *, check: int = 0) ->
     return out
 
 
-def simulate_good_change(
-    seed: int = 1, *, requests: int = 400_000, every: int = 250
-) -> list[Point]:
-    """Roll out a change as good as the old code (1 % errors) through 5, 25, 50, 100 %."""
-    from tipkit.flags import Flags, InMemoryProvider  # noqa: PLC0415  # upper layers
-    from tipkit.rollout import ErrorRateCheck, Rollout  # noqa: PLC0415
-    from tipkit.stores import MemoryStore  # noqa: PLC0415
-    from tipkit.testing import FakeClock  # noqa: PLC0415
+def demo_points(seed: int = 1) -> list[Point]:
+    """Return the bounds of ``tipkit demo``'s good change (scenario 2, default mode)."""
+    import io  # noqa: PLC0415  # only to draw
 
-    clock = FakeClock()
-    flags = Flags(InMemoryProvider(), store=MemoryStore(clock=clock), clock=clock)
-    rollout = Rollout(
-        "good-change",
-        flags=flags,
-        stages=[5, 25, 50, 100],
-        min_samples=1_000,
-        min_stage_duration=60.0,
-        checks=[ErrorRateCheck()],
-        clock=clock,
+    from tipkit._demo._common import Params  # noqa: PLC0415  # an upper layer
+    from tipkit._demo._display import PlainReporter  # noqa: PLC0415
+    from tipkit._demo._rollouts import run_good_rollout  # noqa: PLC0415
+
+    result = run_good_rollout(
+        seed, Params.for_mode(fast=False), PlainReporter(io.StringIO())
     )
-    rng = random.Random(seed)  # noqa: S311  # a simulation
-    canary = 0
-    points: list[Point] = []
-    for i in range(requests):
-        with rollout.observe(f"u{rng.getrandbits(48)}") as arm:
-            clock.advance(0.01)
-            canary += arm.is_canary
-            if rng.random() < 0.01:
-                arm.fail()
-        if i % every == 0 or rollout.percent >= 100:
-            v = rollout.status().verdict
-            if v is not None:
-                points.append((canary, rollout.percent, v))
-            if rollout.percent >= 100:
-                break
-    return points
+    return list(result.bounds)
+
+
+def main(argv: Sequence[str]) -> Path:
+    """Draw the docs' picture from the demo's good change to ``argv[0]``."""
+    target = Path(argv[0] if argv else "rollout-bound.png")
+    return plot_bounds(demo_points(), target)
 
 
 if __name__ == "__main__":  # pragma: no cover - draws the docs' picture
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "rollout-bound.png")
-    sys.stdout.write(f"{plot_bounds(simulate_good_change(), target)}\n")
+    sys.stdout.write(f"{main(sys.argv[1:])}\n")

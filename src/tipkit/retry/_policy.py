@@ -24,10 +24,18 @@ On = ExcTypes | Callable[[Exception], bool]
 class Policy:
     """What a retry decides with: what to retry, how long to wait, when to stop.
 
-    Immutable after construction, so one policy serves every thread and task.
+    Its configuration is immutable after construction, so one policy serves
+    every thread and task. Its jitter comes from its own :class:`random.Random`,
+    whose seed is drawn from the :mod:`random` module when the policy is made:
+    seeding :mod:`random` before building retries reproduces their waits, and a
+    retry waiting on a background thread never moves the global random state
+    under another test or a Hypothesis strategy (``Random.uniform`` is safe to
+    share between threads).
     """
 
     __slots__ = (
+        "_jitter_seed",
+        "_rng",
         "attempts",
         "budget",
         "clock",
@@ -96,6 +104,13 @@ class Policy:
                 f"retry: wait_exp_base must be >= 1 and finite, got {wait_exp_base!r}"
             )
         self.exp_base = float(wait_exp_base)
+        # The seed is drawn here, so seeding the random module still
+        # reproduces the waits (the demo relies on it), and the waits never
+        # touch the global state from whatever thread retries. The generator
+        # itself (about 20 us to seed) is made at the first wait: retry_context
+        # builds a policy per block, and most blocks never wait.
+        self._jitter_seed = random.getrandbits(64)
+        self._rng: random.Random | None = None
         if not isinstance(clock, Clock):
             raise TypeError(
                 f"clock must provide monotonic(), time(), sleep() and asleep(), got {clock!r}"
@@ -121,7 +136,18 @@ class Policy:
             base = self.wait_initial * self.exp_base ** (attempt - 1)
         except OverflowError:
             return self.wait_max
-        return min(self.wait_max, base + random.uniform(0, self.wait_jitter))  # noqa: S311  # jitter, not cryptography
+        return min(self.wait_max, base + self._jitter().uniform(0, self.wait_jitter))
+
+    def _jitter(self) -> random.Random:
+        """Return this policy's jitter generator, made on first use from its seed.
+
+        Two threads failing at once may each make one; both draw from the same
+        seed and one is kept, which is harmless for jitter.
+        """
+        rng = self._rng
+        if rng is None:
+            rng = self._rng = random.Random(self._jitter_seed)  # noqa: S311  # jitter, not cryptography
+        return rng
 
     def wait_after(self, exc: BaseException | None, attempt: int) -> float:
         """Return the wait after failed attempt *attempt* raised *exc*.

@@ -44,10 +44,13 @@ from tipkit._judge import (
     LatencyGuard,
     MeanCheck,
     MetricCheck,
+    QuantileCheck,
     RateCheck,
     SampleRatio,
     Verdict,
 )
+from tipkit._judge._export import JudgeVerdict
+from tipkit._judge._otel import HistogramSource
 from tipkit.rollout._arm import Arm
 from tipkit.rollout._events import (
     ArmSummary,
@@ -68,10 +71,13 @@ __all__ = [
     "ErrorRateCheck",
     "FlagKilled",
     "GuardResult",
+    "HistogramSource",
+    "JudgeVerdict",
     "LatencyCheck",
     "LatencyGuard",
     "MeanCheck",
     "MetricCheck",
+    "QuantileCheck",
     "RateCheck",
     "Rollout",
     "RolloutControlled",

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tipkit._judge._export import VerdictExport
 from tipkit.clock import Clock
 from tipkit.rollout import _state
 from tipkit.rollout._events import (
@@ -54,6 +55,7 @@ class Engine:
 
     __slots__ = (
         "_clock",
+        "_export",
         "_hooks",
         "_local",
         "_max_stage_duration",
@@ -98,6 +100,7 @@ class Engine:
         self._runbook = runbook
         self._hooks = hooks
         self._safety = safety
+        self._export = VerdictExport(name)  # gauges, counter and events per check
 
     def __repr__(self) -> str:
         return f"<Engine of rollout {self.name!r}>"
@@ -202,6 +205,7 @@ class Engine:
         if j is None:
             return
         verdict = j.verdict
+        self._export.record(verdict, j.percent)
         if RolloutJudged.listened and (
             j.previous is None or j.previous.decision != verdict.decision
         ):

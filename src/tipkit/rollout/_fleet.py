@@ -149,6 +149,16 @@ class FleetCounts:
             self._put(arm, i, check.clip(value), check.binary)
         return self._counted(now)
 
+    def add_sums(self, arm: int, sums: Mapping[int, tuple[int, float, float]]) -> None:
+        """Count aggregated values per check index: ``(count, sum, sum of squares)``."""
+        pending = self.pending
+        for i, (cnt, total, squares) in sums.items():
+            b, c, q = self._fields[arm][i]
+            pending[c] = pending.get(c, 0) + cnt
+            pending[b] = pending.get(b, 0) + total
+            if not self.checks[i].binary:
+                pending[q] = pending.get(q, 0) + squares
+
     def take(self, now: float) -> Batch:
         """Return the batch to send: the unacknowledged one again, else the pending counts."""
         self.next_flush = now + self.interval

@@ -231,6 +231,21 @@ class Local:
                 fleet if fleet.add_value(int(is_canary), metric, value, now) else None
             )
 
+    def record_sums(
+        self, is_canary: bool, sums: Mapping[int, tuple[int, float, float]]
+    ) -> FleetCounts | Literal[True] | None:
+        """Count aggregated KPI values per check; a flush or checkpoint is then due."""
+        with self.lock:
+            if not self.judging:
+                return None
+            fleet = self.fleet
+            if fleet is not None:
+                fleet.add_sums(int(is_canary), sums)
+                return fleet
+            for i, (cnt, total, squares) in sums.items():
+                self.judge.add_sums(is_canary, i, cnt, total, squares)
+            return True
+
     def take(self, fleet: FleetCounts, now: float) -> Batch:
         """Return *fleet*'s batch to send: the unacknowledged one, else the pending counts."""
         with self.lock:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 from tipkit import registry
@@ -410,3 +410,15 @@ def _values(metrics: dict[str, Any]) -> dict[str, float]:
 
 def _stage_gauge(rollout: Rollout) -> list[tuple[float, dict[str, str]]]:
     return [(rollout.percent, {names.ROLLOUT_NAME: rollout.name})]
+
+
+def record_sums(
+    rollout: Rollout, is_canary: bool, sums: Mapping[int, tuple[int, float, float]]
+) -> None:
+    """Count aggregated KPI values per check index (an OTel histogram's); judge now."""
+    due = rollout._local.record_sums(is_canary, sums)  # its judging path
+    if due is not None:
+        end = rollout._clock.monotonic()
+        engine = rollout._engine
+        flow = engine.judge(end) if due is True else engine.flush(due, end)
+        rollout._persist.run(flow)

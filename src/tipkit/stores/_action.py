@@ -24,6 +24,7 @@ class Action:
         "_callbacks",
         "base",
         "expires",
+        "fresh",
         "key",
         "queued",
         "since",
@@ -43,6 +44,7 @@ class Action:
         self.state = "pending"
         self.version = 0
         self.queued = False
+        self.fresh = False  # its submitter's first write is under way: no replay yet
         self._callbacks: list[Callable[[Action], object]] = []
 
     def __repr__(self) -> str:

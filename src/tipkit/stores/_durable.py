@@ -179,12 +179,13 @@ class Durable:
         compare-and-set on it. *ttl*: seconds the value lives (a breaker
         opening); a pending action past it is dropped.
         """
-        action = self._queue(key, value, base, ttl)
+        action = self._queue(key, value, base, ttl, fresh=True)
         self._changed()
         with self._flushing:
             self._write_epoch_if_due()
             if action.state == "pending":
                 self._try(action, replay=False)
+        action.fresh = False  # from now on the flusher may replay it
         if action.state == "pending":
             self._pended(action)
         return action
@@ -212,11 +213,22 @@ class Durable:
         return action
 
     def _queue(
-        self, key: str, value: JSON, base: int | None, ttl: float | None
+        self,
+        key: str,
+        value: JSON,
+        base: int | None,
+        ttl: float | None,
+        *,
+        fresh: bool = False,
     ) -> Action:
         now = self._clock.monotonic()
         action = Action(key, value, base, None if ttl is None else now + ttl, now)
+        action.fresh = fresh
         with self._lock:
+            mine = self._unseen.get(key)
+            if mine is not None and (base is None or mine.version > base):
+                # This process's own write, not yet read back, is no one else's.
+                action.base = mine.version
             older = self._pending.get(key)
             if older is not None:
                 # Replaying the newest only: it carries the version the first one saw.
@@ -370,6 +382,8 @@ class Durable:
             if not self._write_epoch_if_due():
                 return False
             for action in self.pending():
+                if action.fresh:
+                    continue  # its submitter is writing it (a replay would race it)
                 if action.state == "pending" and not self._try(action, replay=True):
                     return False
         with self._lock:

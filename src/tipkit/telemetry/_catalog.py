@@ -179,6 +179,28 @@ METRICS: Final[dict[str, MetricSpec]] = {
         "Share of traffic a rollout currently sends to the new code.",
         (n.ROLLOUT_NAME,),
     ),
+    n.JUDGE_BOUND: MetricSpec(
+        "gauge",
+        "{difference}",
+        "A rollout check's confidence bound of how much worse the canary is, at the"
+        " last checkpoint: side=upper must fall below the pass margin, side=lower"
+        " above max_increase fails.",
+        (n.ROLLOUT_NAME, n.ROLLOUT_GUARD, n.ROLLOUT_PERCENT, n.JUDGE_SIDE, n.MODE),
+    ),
+    n.JUDGE_MARGIN: MetricSpec(
+        "gauge",
+        "{difference}",
+        "What a rollout check's bound is compared with: the pass margin"
+        " (side=upper) and max_increase (side=lower).",
+        (n.ROLLOUT_NAME, n.ROLLOUT_GUARD, n.ROLLOUT_PERCENT, n.JUDGE_SIDE, n.MODE),
+    ),
+    n.JUDGE_VERDICTS: MetricSpec(
+        "counter",
+        "{verdict}",
+        "Judge checkpoints of a rollout, by check and that check's verdict (mode"
+        " dry_run: reported, never acted on).",
+        (n.ROLLOUT_NAME, n.ROLLOUT_GUARD, n.ROLLOUT_DECISION, n.MODE),
+    ),
     n.EXPERIMENT_COMPARISONS: MetricSpec(
         "counter",
         "{comparison}",
@@ -267,6 +289,12 @@ EVENTS: Final[dict[str, EventSpec]] = {
         per_call=False,
         severity="INFO",
         description="A rollout's judge reached a verdict with its numbers.",
+    ),
+    "tipkit.rollout.judge.verdict": EventSpec(
+        per_call=False,
+        severity="INFO",
+        description="A rollout check's verdict changed, with its bounds, margin,"
+        " counts and dry-run flag.",
     ),
     "tipkit.rollout.rolled_back": EventSpec(
         per_call=False,

@@ -28,6 +28,9 @@ TIMEOUT_CALLS: Final = "tipkit.timeout.calls"  # {call}
 CALL_DURATION: Final = "tipkit.call.duration"  # histogram, s
 ROLLOUT_REQUESTS: Final = "tipkit.rollout.requests"  # {request}
 ROLLOUT_STAGE: Final = "tipkit.rollout.stage"  # gauge, percent
+JUDGE_BOUND: Final = "tipkit.rollout.judge.bound"  # gauge, a check's bound of d
+JUDGE_MARGIN: Final = "tipkit.rollout.judge.margin"  # gauge, what the bound must cross
+JUDGE_VERDICTS: Final = "tipkit.rollout.judge.verdicts"  # {verdict}, per check
 EXPERIMENT_COMPARISONS: Final = "tipkit.experiment.comparisons"  # {comparison}
 EVENTS: Final = "tipkit.events"  # {event}: state changes alerts are written on
 
@@ -67,6 +70,7 @@ ROLLOUT_GUARD: Final = "tipkit.rollout.guard"  # error_rate | latency>0.25s
 ROLLOUT_AUTOMATIC: Final = "tipkit.rollout.automatic"
 ROLLOUT_LOWER: Final = "tipkit.rollout.lower"  # confidence bound of canary - control
 ROLLOUT_UPPER: Final = "tipkit.rollout.upper"
+JUDGE_SIDE: Final = "tipkit.rollout.judge.side"  # upper (PASS side) | lower (FAIL side)
 ROLLOUT_CANARY_COUNT: Final = "tipkit.rollout.canary.count"
 ROLLOUT_CANARY_BAD: Final = "tipkit.rollout.canary.bad"
 ROLLOUT_CONTROL_COUNT: Final = "tipkit.rollout.control.count"
