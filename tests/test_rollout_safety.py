@@ -238,11 +238,16 @@ def test_a_rollback_during_an_outage_acts_at_once_and_is_written_when_back(
         assert 0.0 == rollout.percent
         assert "old" == flags.evaluate("pricing", "user-1").variant
     assert "running" == store.stored()["status"]
+    assert [] == audit.read(store, target="rollout:pricing")
     store.down = False
     assert rollout._safety.durable.flush()
     assert expected_status == store.stored()["status"]
     assert [] == rollout.pending()
     assert expected_status == rollout.status().status
+    if raising is StoreError:  # kept while the store failed, appended once it took it
+        (record,) = audit.read(store, target="rollout:pricing")
+        assert ("carol", "outage drill") == (record.actor, record.reason)
+        assert record.made_at is not None
 
 
 def test_observe_never_replaces_the_applications_exception() -> None:

@@ -34,6 +34,7 @@ from tipkit.rollout._persist import NAMESPACE, Flow, RolloutStore
 from tipkit.rollout._state import Transition
 from tipkit.stores import Entry
 from tipkit.stores._action import Action
+from tipkit.stores._audit import AuditStore
 from tipkit.stores._durable import Durable
 from tipkit.stores._protocol import JSON
 from tipkit.telemetry._events import BUS
@@ -181,9 +182,17 @@ class Safety:
 
     def queue(self, doc: Mapping[str, Any], version: int) -> Action:
         """Queue *doc*, in force here, for the store (compare-and-set on *version*)."""
-        return self.durable.enqueue(
+        action = self.durable.enqueue(
             self.name, dict(doc), base=version if version > 0 else None, failed=True
         )
+        action.on_settled(self._settled)
+        return action
+
+    def _settled(self, action: Action) -> None:
+        """Once the store answers again, append the audit records kept meanwhile."""
+        store = self._persist.store
+        if action.done and isinstance(store, AuditStore):
+            audit.flush_pending(store)  # never raises; the flusher thread's I/O
 
     def announce(
         self,
