@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from tipkit import registry
 from tipkit._cli import main
 from tipkit.breaker import CircuitBreaker
 from tipkit.flags import Flags
@@ -32,7 +31,7 @@ DOC = {
 
 
 class App:
-    """What an application builds on a store, registered for the operator tools."""
+    """What an application builds on a store: each part registers itself when built."""
 
     def __init__(self, store: Any, clock: FakeClock) -> None:
         self.store = store
@@ -48,11 +47,6 @@ class App:
         self.breaker = CircuitBreaker(
             "payments", store=store, share="state", clock=clock, refresh_interval=0
         )
-        self.regs = [
-            registry.register_flags(self.flags),
-            registry.register_rollout(self.rollout, store),
-            registry.register_breaker(self.breaker, store),
-        ]
 
 
 def run(*argv: str) -> tuple[int, str, str]:

@@ -30,8 +30,10 @@ from tests.redis_fixtures import _executable
 from tests.redis_server import RedisServer
 
 from tipkit.breaker import BreakerState, CircuitBreaker, CountWindow
+from tipkit.errors import RateLimitedError
 from tipkit.flags import Flags, InMemoryProvider
-from tipkit.ratelimit import TokenBucket
+from tipkit.ratelimit import KeyedRateLimiter, TokenBucket
+from tipkit.rollout import Rollout, RolloutRolledBack
 from tipkit.stores import RedisStore
 from tipkit.stores._events import (
     ActionConflict,
@@ -489,3 +491,175 @@ def test_three_processes_keep_the_kill_through_sigkill_and_write_it_back() -> No
         assert not fresh.is_enabled("checkout", default=True)
         direct.close()
         store.close()
+
+
+# -- the rollout (issue 14 items 1, 4, 5, 6) ------------------------------------------
+
+ROLLOUT_DOC = {
+    "flags": {
+        "pricing": {
+            "variants": {"new": True, "old": False},
+            "off_variant": "old",
+            "fallthrough": {"split": {"new": 50, "old": 50}},
+        }
+    }
+}
+# A rollback during an outage waits on four round trips, each bounded: the
+# state's compare-and-set, the flag's split and override (queued by the flags),
+# and the audit append (kept for later). Building one waits on up to six (the
+# flags' and the rollout's registrations, the state, the split). Plus this
+# machine's slack, measured on the same work against a healthy server.
+ROLLBACK_TRIPS = 4
+BUILD_TRIPS = 6
+
+
+def rollout_slack(server: RedisServer, prefix: str) -> float:
+    """This machine's slack now: 10x building and rolling back a rollout on a healthy server."""
+    warm = store_via(server.url, prefix + "warm:")
+
+    def healthy() -> None:
+        rollout_via(warm).rollback("warm-up")
+
+    try:
+        return machine_slack(healthy, BOUND - 2 * TIMEOUT)
+    finally:
+        warm.close()
+
+
+def rollout_via(store: RedisStore) -> Rollout:
+    """A 50 % rollout of flag 'pricing' on *store* (as one process would build it)."""
+    flags = Flags(InMemoryProvider(ROLLOUT_DOC), store=store, refresh_interval=0)
+    return Rollout(
+        "pricing", flags=flags, stages=[50, 100], refresh_interval=0.2, min_samples=50
+    )
+
+
+def stored_status(store: RedisStore) -> str | None:
+    """The rollout's status in the store (None: no state)."""
+    entry = store.get("tipkit.rollouts", "pricing")
+    return None if entry is None else str(entry.value["status"])
+
+
+@pytest.mark.parametrize("fault", ["drop", "blackhole"])
+def test_rollout_rollback_during_an_outage_acts_at_once_and_reaches_the_store(
+    server: RedisServer, proxy: FaultProxy, prefix: str, fault: str
+) -> None:
+    """Dead port / no answer: rollback() never raises, is in force, written within 2 s."""
+    store = store_via(proxy.url, prefix)
+    direct = store_via(server.url, prefix)
+    rollout = rollout_via(store)
+    assert "running" == stored_status(direct)
+    bound = ROLLBACK_TRIPS * 2 * TIMEOUT + rollout_slack(server, prefix)
+    proxy.set(fault)
+    threading.Event().wait(0.05)  # let the fault take hold (not a clock read)
+    with capture_events(RolloutRolledBack, ActionPending, ActionFlushed) as events:
+        start = time.perf_counter()
+        rollout.rollback("outage drill", actor="oncall")
+        assert time.perf_counter() - start < bound
+        assert 0.0 == rollout.percent
+        with rollout.observe("user-1") as arm:
+            pass
+        assert not arm.is_canary
+        assert "running" == stored_status(direct)
+        proxy.set("pass")
+        took = until(lambda: stored_status(direct) == "rolled_back")
+        assert took is not None
+        assert took < 2.0
+        assert until(lambda: not rollout.pending()) is not None
+    kinds = {type(e).__name__ for e in events if getattr(e, "name", "") == "pricing"}
+    assert {"RolloutRolledBack", "ActionPending", "ActionFlushed"} <= kinds
+    store.close()
+    direct.close()
+
+
+def test_rollout_construction_on_a_dead_port_never_raises_and_joins_later(
+    server: RedisServer, proxy: FaultProxy, prefix: str
+) -> None:
+    """Rollout(...) with the store unreachable: built within the bound, joins when it answers."""
+    store = store_via(proxy.url, prefix)
+    direct = store_via(server.url, prefix)
+    bound = BUILD_TRIPS * 2 * TIMEOUT + rollout_slack(server, prefix)
+    proxy.set("drop")
+    start = time.perf_counter()
+    rollout = rollout_via(store)
+    assert time.perf_counter() - start < bound
+    assert 50.0 == rollout.percent
+    with rollout.observe("user-1"):
+        pass
+    proxy.set("pass")
+    assert until(lambda: rollout.status().status == "running") is not None
+    assert "running" == stored_status(direct)
+    store.close()
+    direct.close()
+
+
+@pytest.mark.parametrize("aof", [False, True], ids=["no-aof", "aof"])
+def test_a_rolled_back_rollout_stays_rolled_back_after_a_restart(
+    prefix: str, *, aof: bool
+) -> None:
+    """SIGKILL + restart (empty without AOF) + a process building it anew: rolled back."""
+    with RedisServer(_executable(), appendonly=aof) as srv:
+        store = store_via(srv.url, prefix)
+        rollout = rollout_via(store)
+        rollout.rollback("bad canary", actor="oncall")
+        srv.sigkill()
+        srv.start()
+        other_store = store_via(srv.url, prefix)
+        other = rollout_via(other_store)  # another process, after the restart
+        took = until(
+            lambda: (
+                rollout.status().status == "rolled_back"
+                and stored_status(other_store) == "rolled_back"
+                and other.status().status == "rolled_back"
+            )
+        )
+        assert took is not None
+        assert took < 2.0
+        assert 0.0 == other.percent
+        other_store.close()
+        store.close()
+
+
+# -- the keyed limiter -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
+@pytest.mark.parametrize("fault", ["blackhole", "drop"])
+def test_keyed_limiter_calls_stay_bounded_sync_and_50_async_tasks(
+    server: RedisServer, proxy: FaultProxy, prefix: str, fault: str, policy: str
+) -> None:
+    """Dead port / no answer: per-key sync and 50 async admissions follow the policy, bounded."""
+    store = store_via(proxy.url, prefix, on_error=policy)
+    limiter = KeyedRateLimiter("per-user", rate=1000, capacity=1000, store=store)
+    assert limiter.try_acquire("user-0")
+
+    async def one(i: int) -> bool:
+        try:
+            async with limiter.limit(f"user-{i}"):
+                return True
+        except RateLimitedError:  # the fail_closed policy's answer
+            return False
+
+    async def fifty() -> list[bool]:
+        return list(await asyncio.gather(*(one(i) for i in range(50))))
+
+    bound = 2 * TIMEOUT + machine_slack(
+        lambda: limiter.try_acquire("user-0"), BOUND - 2 * TIMEOUT
+    )
+    async_bound = 2 * TIMEOUT + machine_slack(
+        lambda: asyncio.run(fifty()), ASYNC_BOUND - 2 * TIMEOUT
+    )
+    proxy.set(fault)
+    threading.Event().wait(0.05)  # let the fault take hold (not a clock read)
+    with capture_events(StoreUnavailable) as events:
+        start = time.perf_counter()
+        admitted = limiter.try_acquire("user-1")
+        assert time.perf_counter() - start < bound
+        assert (policy == "fail_open") == admitted
+        start = time.perf_counter()
+        results = asyncio.run(fifty())
+        assert time.perf_counter() - start < async_bound
+        assert ([policy == "fail_open"] * 50) == results
+    assert [StoreUnavailable] == [type(e) for e in events]
+    proxy.set("pass")
+    store.close()

@@ -729,25 +729,38 @@ class FlakyStore(MemoryStore):
         self._check()
         return super().increment(*args, **kwargs)
 
+    def peek_status(self, name):
+        """The stored status of rollout *name*, read past the outage."""
+        return super().get("tipkit.rollouts", name).value["status"]
 
-def test_a_store_outage_never_raises_into_requests_and_the_rollback_follows():
-    """Store down: requests run on, one StoreUnavailable; back up: the FAIL rolls back."""
+
+def test_a_store_outage_never_raises_into_requests_and_the_rollback_acts_at_once():
+    """Store down: requests run on; the FAIL rolls back here at once, queued; back up: stored."""
     from tipkit.stores import StoreRecovered, StoreUnavailable
+    from tipkit.stores._durable import flush_all
 
     clock = FakeClock()
     store = FlakyStore(clock=clock)
     rollout, _, _ = make(clock, store=store, stages=[50, 100], refresh_interval=0.5)
     store.down = True
-    with capture_events(StoreUnavailable, StoreRecovered) as outages:
+    with capture_events(StoreUnavailable, StoreRecovered, RolloutRolledBack) as events:
         drive(rollout, clock, 3000, canary_error=0.5)
-        assert "running" == rollout.status().status  # the last known state
-        with pytest.raises(StoreError):
-            rollout.pause()  # a control says so
+        assert (0.0, "rolled_back") == (rollout.percent, rollout._local.doc["status"])
+        assert ["pricing-rollout"] == [a.key for a in rollout.pending()]
+        assert "running" == store.peek_status("pricing-rollout")
+        with pytest.raises(RolloutStateError, match="rolled back"):
+            rollout.pause()  # already rolled back here: the control says so
         store.down = False
-        rollout.evaluate()
+        assert flush_all()
+    assert "rolled_back" == store.peek_status("pricing-rollout")
+    assert [] == rollout.pending()
     assert "rolled_back" == rollout.status().status
-    mine = [type(e).__name__ for e in outages if e.component == "rollout"]
-    assert ["StoreUnavailable", "StoreRecovered"] == mine
+    mine = [type(e).__name__ for e in events if e.name == "pricing-rollout"]
+    assert [
+        "StoreUnavailable",
+        "RolloutRolledBack",
+        "StoreRecovered",
+    ] == mine[:1] + [m for m in mine[1:] if m != "StoreUnavailable"][:2]
 
 
 class LosingStore(MemoryStore):
@@ -768,7 +781,7 @@ def test_a_transition_that_keeps_losing_its_compare_and_set_raises():
     rollout, _, _ = make(clock, store=store)
     store.losing = True
     with pytest.raises(StoreConflictError, match="kept changing") as info:
-        rollout.pause()
+        rollout.advance()
     assert isinstance(info.value, RuntimeError)
     assert (info.value.namespace, info.value.key, info.value.tries) == (
         "tipkit.rollouts",

@@ -9,11 +9,17 @@ rates: never user data), the process that runs it and a heartbeat time. So
 finds the flags, with their variants to check an override or a split against.
 
 Best effort: a store that fails at construction costs the component nothing
-(one store timeout at most); the entry is written again by the next
-:func:`beat`, which also refreshes every heartbeat. Entries expire after
-:data:`TTL` seconds without a heartbeat (store time), so a process that died
-drops out. A daemon thread beats every :data:`HEARTBEAT` seconds in processes
-using the system clock; tests call :func:`beat` themselves.
+(one store timeout at most, never an exception); the entry is written again
+by the next :func:`beat`, which also refreshes every heartbeat. A daemon
+thread beats every :data:`HEARTBEAT` seconds, and every :data:`RETRY` seconds
+while a registration has not reached its store (recovery). Entries expire
+after :data:`TTL` seconds without a heartbeat (store time, and on read), so a
+process that died drops out.
+
+Each process and component instance has its own entry; :func:`components`
+merges the live instances of one name: two ``Flags`` of one namespace in two
+services (or two objects in one process) with different flags list the union
+of their flags.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from tipkit.clock import SYSTEM_CLOCK, Clock
 __all__ = [
     "HEARTBEAT",
     "NAMESPACE",
+    "RETRY",
     "TTL",
     "Component",
     "Registration",
@@ -41,6 +48,7 @@ __all__ = [
     "register_breaker",
     "register_flags",
     "register_limit",
+    "register_limit_of",
     "register_rollout",
 ]
 
@@ -51,6 +59,8 @@ HEARTBEAT: Final = 30.0
 """Seconds between heartbeats."""
 TTL: Final = 3 * HEARTBEAT
 """Seconds an entry lives without a heartbeat."""
+RETRY: Final = 2.0
+"""Seconds between retries of registrations that did not reach their store."""
 
 Live = Callable[[], Mapping[str, Any]]
 
@@ -167,9 +177,23 @@ def beat() -> int:
 
 
 def _run() -> None:  # pragma: no cover - the daemon thread of real processes
+    wait = HEARTBEAT
     while True:
-        SYSTEM_CLOCK.sleep(HEARTBEAT)
-        beat()
+        SYSTEM_CLOCK.sleep(wait)
+        with _LOCK:
+            regs = list(_ALL)
+        # A registration that failed (the store was down) is retried soon.
+        wait = HEARTBEAT if all(r.ok for r in regs) else RETRY
+        if wait == RETRY:
+            _retry(regs)
+        else:
+            beat()
+
+
+def _retry(regs: list[Registration]) -> None:  # pragma: no cover - daemon thread
+    for reg in regs:
+        if not reg.ok:
+            reg.write()
 
 
 def _after_fork_in_child() -> None:  # pragma: no cover - forked children only
@@ -188,7 +212,9 @@ class Component:
 
     Attributes:
         kind, name: what it is (``"flags"``, ``"rollout"``, ``"breaker"``, ``"limit"``).
-        config: the summary written by the most recent instance.
+        config: the instances' summaries merged: mappings (a namespace's
+            ``flags``) are the union of every instance's, other values the most
+            recent instance's.
         heartbeat: the latest heartbeat of any instance (epoch seconds).
         instances: how many processes registered it and are alive.
         live: the latest instance's live summary (``{}`` if none).
@@ -202,32 +228,63 @@ class Component:
     live: dict[str, Any] = field(default_factory=dict)
 
 
-def components(store: Any, kind: str | None = None) -> list[Component]:
+def components(
+    store: Any, kind: str | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> list[Component]:
     """Return the registered components of *store* (of *kind*), sorted by kind and name.
+
+    Instances of one kind and name are merged (see :class:`Component`);
+    an instance without a heartbeat for :data:`TTL` seconds (by *clock*'s
+    ``time()``) is left out, even if the store has not expired it yet.
 
     Raises:
         StoreError: the store could not be read.
     """
     snap = store.snapshot(NAMESPACE)
+    floor = clock.time() - TTL
     merged: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for entry in snap.entries.values():
         v = entry.value
         if not isinstance(v, dict) or (kind is not None and v.get("kind") != kind):
             continue
+        if _beat(v) < floor:
+            continue  # a process that stopped beating (the store kept it)
         merged.setdefault((str(v.get("kind")), str(v.get("name"))), []).append(v)
     out = []
     for (k, n), values in sorted(merged.items()):
-        latest = max(values, key=lambda v: float(v.get("heartbeat", 0)))
+        values.sort(key=_beat)  # oldest first: the latest instance's values win
         out.append(
             Component(
                 k,
                 n,
-                dict(latest.get("config") or {}),
-                float(latest.get("heartbeat", 0)),
+                _union(v.get("config") for v in values),
+                _beat(values[-1]),
                 len(values),
-                dict(latest.get("live") or {}),
+                _union(v.get("live") for v in values),
             )
         )
+    return out
+
+
+def _beat(value: Mapping[str, Any]) -> float:
+    try:
+        return float(value.get("heartbeat", 0))
+    except (TypeError, ValueError):  # written by hand or by something else
+        return 0.0
+
+
+def _union(parts: Any) -> dict[str, Any]:
+    """Merge summaries in order: mappings are united, other values replaced."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        for key, value in part.items():
+            old = out.get(key)
+            if isinstance(old, dict) and isinstance(value, dict):
+                out[key] = {**old, **value}
+            else:
+                out[key] = value
     return out
 
 
@@ -243,6 +300,15 @@ def _flags_summary(flags: Any) -> dict[str, Any]:
     }
 
 
+def _known_kills(flags: Any) -> frozenset[str]:
+    """The kills *flags* last read from its store: no store read (building must not)."""
+    state = getattr(
+        getattr(getattr(flags, "_source", None), "sync", None), "state", None
+    )
+    kills = getattr(state, "kills", None)
+    return kills if isinstance(kills, frozenset) else frozenset()
+
+
 def register_flags(flags: Any, namespace: str = "flags") -> Registration:
     """Register a :class:`~tipkit.flags.Flags` (its keys and variants) in its store."""
     return register(
@@ -250,7 +316,7 @@ def register_flags(flags: Any, namespace: str = "flags") -> Registration:
         "flags",
         namespace,
         _flags_summary(flags),
-        live=lambda: {"killed": sorted(flags.killed())},
+        live=lambda: {"killed": sorted(_known_kills(flags))},
     )
 
 
@@ -301,4 +367,19 @@ def register_limit(
         "limit",
         limiter.name,
         {"rate": rate, "capacity": capacity, "keyed": keyed},
+    )
+
+
+def register_limit_of(
+    store: Any, name: str, *, rate: float, capacity: float, keyed: bool
+) -> Registration | None:
+    """Register the shared limiter *name*; ``None`` if *store* keeps no entries.
+
+    A token store that is not also a key-value store (``set``/``snapshot``)
+    has nowhere to keep the entry: the limiter is then not listed.
+    """
+    if not (hasattr(store, "set") and hasattr(store, "snapshot")):
+        return None
+    return register(
+        store, "limit", name, {"rate": rate, "capacity": capacity, "keyed": keyed}
     )

@@ -49,6 +49,7 @@ from tipkit._demo._scenarios import (
     run_shadow,
 )
 from tipkit.clock import SYSTEM_CLOCK
+from tipkit.ops._demo_end import run_ending
 
 __all__ = [
     "DEFAULT_OUT",
@@ -295,6 +296,8 @@ def run_demo(
         outage = run_outage(seed, params, reporter)
         shadow = run_shadow(seed, params, reporter)
         chaos = run_chaos(seed, params, reporter)
+    reporter.print("\nThe operator's view: automatic actions, then a kill from the CLI")
+    reporter.print(run_ending(seed))
     result = DemoResult(seed, fast, canary, promotion, outage, shadow, chaos)
     chart_path: Path | None = None
     if chart and has_mpl:

@@ -39,6 +39,7 @@ The package, as resilience4j and Polly v8 split their breakers:
 
 from __future__ import annotations
 
+from tipkit.breaker._admin import BreakerControlled
 from tipkit.breaker._breaker import CircuitBreaker
 from tipkit.breaker._events import (
     BreakerMetrics,
@@ -49,6 +50,7 @@ from tipkit.breaker._events import (
 from tipkit.breaker._window import CountWindow, TimeWindow
 
 __all__ = [
+    "BreakerControlled",
     "BreakerMetrics",
     "BreakerState",
     "BreakerStateChanged",

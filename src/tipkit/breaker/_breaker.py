@@ -21,6 +21,7 @@ from tipkit._core import _fork
 from tipkit._core._fallback import NO_FALLBACK, ExcTypes, make
 from tipkit._core._guard import Guard
 from tipkit._core._mode import Mode, check_mode
+from tipkit.breaker._admin import controlled
 from tipkit.breaker._config import (
     FAILURE,
     IGNORED,
@@ -54,6 +55,7 @@ from tipkit.breaker._sync import FleetSync, adoptable
 from tipkit.breaker._telemetry import Telemetry, describe, fast_success, state_gauge
 from tipkit.breaker._window import Window, _CountRing
 from tipkit.clock import SYSTEM_CLOCK, Clock
+from tipkit.registry import register_breaker
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._counters import REGISTRY
 
@@ -130,6 +132,7 @@ class CircuitBreaker(Guard[Ticket]):
         "_fleet",
         "_lock",
         "_m",
+        "_registration",
         "_slow_after",
         "_t",
         "name",
@@ -215,6 +218,7 @@ class CircuitBreaker(Guard[Ticket]):
         self._closed: Closed | None = None
         self._fast_ticket: Ticket | None = None
         self._gate()
+        self._registration = None if store is None else register_breaker(self, store)
 
     def _after_fork_in_child(self) -> None:
         self._lock = _fork.new_lock()
@@ -455,41 +459,48 @@ class CircuitBreaker(Guard[Ticket]):
             fleet.pull(self._clock.monotonic())
 
     # -- operator controls ------------------------------------------------------------
-    def _operate(self, to: BreakerState, reason: str) -> None:
+    def _operate(
+        self, to: BreakerState, why: str, actor: str | None, reason: str | None
+    ) -> None:
         moves: list[Move] = []
         with self._lock:
-            if self._m.current.state is not to or to is CLOSED:
-                self._m.enter(to, reason, self._clock.monotonic(), moves)
+            was = self._m.current.state
+            if was is not to or to is CLOSED:
+                self._m.enter(to, why, self._clock.monotonic(), moves)
                 self._moved(moves)
         self._t.moved(moves)
         fleet = self._fleet
         if fleet is not None and fleet.outbox is not None:
             fleet.push()
+        controlled(self, was, to, actor, reason)
 
-    def force_open(self) -> None:
+    def force_open(
+        self, *, actor: str | None = None, reason: str | None = None
+    ) -> None:
         """Reject every call (``FORCED_OPEN``) until :meth:`reset` or :meth:`disable`.
 
         Idempotent and thread-safe; in shadow mode calls still run and are counted
         as would-be rejections. With a store, also writes the state for the fleet
         (blocking up to the store's timeout; a failure is reported, not raised).
+        *actor*, *reason*: who and why (event and audit log: :mod:`._admin`).
         """
-        self._operate(FORCED_OPEN, REASON_FORCED_OPEN)
+        self._operate(FORCED_OPEN, REASON_FORCED_OPEN, actor, reason)
 
-    def disable(self) -> None:
+    def disable(self, *, actor: str | None = None, reason: str | None = None) -> None:
         """Let every call through and record nothing (``DISABLED``) until :meth:`reset`.
 
         Idempotent and thread-safe. Outcome counters keep counting.
         """
-        self._operate(DISABLED, REASON_DISABLED)
+        self._operate(DISABLED, REASON_DISABLED, actor, reason)
 
-    def reset(self) -> None:
+    def reset(self, *, actor: str | None = None, reason: str | None = None) -> None:
         """Close the breaker with an empty window and forget past openings.
 
         Thread-safe. Calls admitted before the reset finish without deciding
         anything (their phase has ended). With a store, also writes the state
         for the fleet (as :meth:`force_open` does).
         """
-        self._operate(CLOSED, REASON_RESET)
+        self._operate(CLOSED, REASON_RESET, actor, reason)
 
     # -- observation --------------------------------------------------------------------
     @property

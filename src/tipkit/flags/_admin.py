@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, Final, TypedDict
 
-from tipkit import audit
+from tipkit import audit, registry
 from tipkit.errors import ConfigError, StoreConflictError, StoreError
 from tipkit.flags._compiled import CompiledFlag, FlagSet
 from tipkit.flags._document import check_split
@@ -75,10 +75,15 @@ class Admin:
     Thread-safe.
     """
 
-    __slots__ = ("sync",)
+    __slots__ = ("registration", "sync")
 
     def __init__(self, sync: StoreSync) -> None:
         self.sync = sync
+        self.registration: registry.Registration | None = None
+
+    def register(self, flags: object) -> None:
+        """Register *flags* in the store now, for ``tipkit ops`` (best effort, never raises)."""
+        self.registration = registry.register_flags(flags, self.namespace)
 
     @property
     def store(self) -> Store:

@@ -94,16 +94,15 @@ class Flags:
     Precedence: kill > disabled > override (store, then local) > rules; a
     run-time split replaces the weights of the split it targets, not the rules.
 
-    What may block: only a due store refresh (one or two round trips, bounded
-    by the store's timeout), with the store's sync methods from sync calls and
-    its async methods from the ``a``-prefixed ones, which are safe on an event
-    loop. Building reads the provider only. A store failure keeps the last
-    state (a kill stays in force), publishes ``StoreUnavailable`` once per
-    outage, is retried after *refresh_interval* and never raises.
+    What may block: a due store refresh (one or two round trips, bounded by the
+    store's timeout; async methods from the ``a``-prefixed calls, safe on a
+    loop) and building, which registers the flags (:mod:`tipkit.registry`: one
+    best-effort write). A store failure keeps the last state (a kill stays in
+    force), publishes ``StoreUnavailable`` once per outage, is retried after
+    *refresh_interval* and never raises.
 
-    Thread-safe: evaluations read one immutable table; refreshes swap it
-    atomically. Reads time from *clock* (default: the provider's clock if it has
-    one, else the system clock) once per evaluation.
+    Thread-safe: evaluations read one immutable table, swapped atomically. Reads
+    *clock* (default: the provider's, else the system clock) once per evaluation.
     """
 
     __slots__ = (
@@ -154,6 +153,7 @@ class Flags:
         )
         self._admin = Admin(sync)
         self._maintain(store=False)
+        self._admin.register(self)
 
     # -- construction shortcuts ---------------------------------------------------------
     @classmethod

@@ -106,6 +106,7 @@ class KeyedRateLimiter(Limits, Keyed[str, bool]):
                 capacity=self._capacity,
                 batch=1,
                 clock=clock,
+                keyed=True,
             )
         # The async faces await the store's async method; in process they need no I/O.
         self._astep_key = None if self._shared is None else self._astep_shared

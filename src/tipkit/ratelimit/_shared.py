@@ -11,6 +11,7 @@ import math
 from collections.abc import Generator
 from typing import TYPE_CHECKING
 
+from tipkit import registry
 from tipkit._core import _fork
 from tipkit._core._tokens import TokenTake
 from tipkit.errors import StoreError
@@ -57,6 +58,7 @@ class SharedTokens:
         "held",
         "policy",
         "rate",
+        "registration",
         "seen",
     )
 
@@ -70,6 +72,7 @@ class SharedTokens:
         capacity: float,
         batch: int,
         clock: Clock,
+        keyed: bool = False,
     ) -> None:
         from tipkit.stores._events import Outage  # noqa: PLC0415  # import-light without a store
         from tipkit.stores._protocol import TokenStore  # noqa: PLC0415  # import-light without a store
@@ -97,6 +100,10 @@ class SharedTokens:
         self.errors = 0
         self.seen = capacity
         _fork.register(self)
+        # Found by `tipkit ops limits` at once: one best-effort write, never raises.
+        self.registration = registry.register_limit_of(
+            store, name, rate=rate, capacity=capacity, keyed=keyed
+        )
 
     def _after_fork_in_child(self) -> None:
         self._held_lock = _fork.new_lock()

@@ -54,6 +54,7 @@ from tipkit._judge._otel import HistogramSource
 from tipkit.rollout._arm import Arm
 from tipkit.rollout._events import (
     ArmSummary,
+    RolloutControlled,
     RolloutJudged,
     RolloutRolledBack,
     RolloutStageChanged,
@@ -79,6 +80,7 @@ __all__ = [
     "QuantileCheck",
     "RateCheck",
     "Rollout",
+    "RolloutControlled",
     "RolloutJudged",
     "RolloutRolledBack",
     "RolloutStageChanged",

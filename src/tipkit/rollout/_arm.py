@@ -109,7 +109,7 @@ class Arm:
         rollout = self._rollout
         now = rollout._clock.monotonic()
         if now >= rollout._next_refresh:
-            rollout._persist.run(rollout._refresh(now))
+            rollout._persist.guarded(rollout._refresh(now))
             now = rollout._clock.monotonic()
         context = self._context
         rollout._assign(
@@ -130,13 +130,13 @@ class Arm:
         rollout = self._rollout
         work = rollout._finish(self, exc_type)
         if work is not None:
-            rollout._persist.run(work)
+            rollout._persist.guarded(work)
 
     async def __aenter__(self) -> Self:
         rollout = self._rollout
         now = rollout._clock.monotonic()
         if now >= rollout._next_refresh:
-            await rollout._persist.arun(rollout._refresh(now))
+            await rollout._persist.aguarded(rollout._refresh(now))
             now = rollout._clock.monotonic()
         context = self._context
         rollout._assign(
@@ -159,7 +159,7 @@ class Arm:
         if work is not None:
             # A transition cut off by a cancelled request would lose what
             # follows its write (the override, the event, the hooks).
-            task = asyncio.ensure_future(rollout._persist.arun(work))
+            task = asyncio.ensure_future(rollout._persist.aguarded(work))
             _IN_FLIGHT.add(task)
             task.add_done_callback(_IN_FLIGHT.discard)
             await asyncio.shield(task)

@@ -24,8 +24,10 @@ from tipkit.rollout._events import (
 from tipkit.rollout._fleet import FleetCounts
 from tipkit.rollout._local import Local
 from tipkit.rollout._persist import Flow, RolloutStore
+from tipkit.rollout._safety import AUTOMATIC, Safety
 from tipkit.rollout._split import FlagSplit
 from tipkit.rollout._state import OnInconclusive, Transition
+from tipkit.stores import Entry
 from tipkit.telemetry._events import BUS
 
 __all__ = ["Engine"]
@@ -45,6 +47,7 @@ class Engine:
         max_stage_duration, on_inconclusive: the inconclusive-stage policy.
         save_every: seconds between saves of the judge's counts.
         runbook, hooks: carried by and called with the rollback event.
+        safety: the durable queue and announcements of rollbacks and pauses.
 
     Thread-safe: any number of flows may run at once; compare-and-set orders
     their writes and :meth:`Local.apply` ignores a state older than one applied.
@@ -59,6 +62,7 @@ class Engine:
         "_on_inconclusive",
         "_persist",
         "_runbook",
+        "_safety",
         "_save_every",
         "_split",
         "flag",
@@ -81,6 +85,7 @@ class Engine:
         save_every: float,
         runbook: str | None,
         hooks: tuple[Callable[[RolloutRolledBack], object], ...],
+        safety: Safety,
     ) -> None:
         self.name = name
         self.flag = flag
@@ -94,21 +99,46 @@ class Engine:
         self._save_every = save_every
         self._runbook = runbook
         self._hooks = hooks
+        self._safety = safety
         self._export = VerdictExport(name)  # gauges, counter and events per check
 
     def __repr__(self) -> str:
         return f"<Engine of rollout {self.name!r}>"
 
     def start(self) -> Flow[None]:
-        gen = self._local.gen
-        doc, version, created = yield from self._persist.open(
-            lambda: _state.new_state(self.flag, self.stages, self._clock.time())
-        )
-        yield from self.apply(doc, version, gen)
+        """Join the fleet: read the state or create it; never raises a store error.
+
+        While the store fails, the rollout starts from local state (its first
+        stage) and joins at the first refresh that reaches the store.
+        """
+        local = self._local
+        gen = local.gen
+        try:
+            doc, version, created = yield from self._persist.open(
+                lambda: _state.new_state(self.flag, self.stages, self._clock.time())
+            )
+        except Exception as exc:  # start alone; the next refresh joins
+            self._persist.failed(exc, "reading its state failed")
+            if local.view is None:
+                new = _state.new_state(self.flag, self.stages, self._clock.time())
+                percent = local.force(
+                    new, now=self._clock.monotonic(), split_percent=self._split.percent
+                )
+                if percent is not None:
+                    yield from self._split.sync(percent)
+            return
+        known = local.doc
+        self._safety.join()
+        if self._safety.adopts(Entry(doc, version), known):
+            yield from self.apply(doc, version, gen)
         if not created:
-            saved = yield from self._persist.load_judge()
+            try:
+                saved = yield from self._persist.load_judge()
+            except Exception as exc:  # the counts start afresh
+                self._persist.failed(exc, "reading its judge counts failed")
+                return
             if saved is not None:
-                self._local.load(saved)
+                local.load(saved)
 
     def apply(self, doc: Mapping[str, Any], version: int, gen: int) -> Flow[None]:
         """Mirror a stored state read at *gen*; then set the split if its share moved."""
@@ -129,11 +159,23 @@ class Engine:
         ok, entry = yield from self._persist.poll()
         if not ok:
             return
+        safety = self._safety
+        if not safety.joined:
+            yield from self.start()
+            if local.judging:
+                yield from self.judge(mono)
+            return
         fleet = local.fleet
         if fleet is not None:
             # A quiet process still reports its counts, and reads the fleet's.
             yield from self.flush(fleet, mono, judge=False)
-        if entry is not None and entry.version != local.version:
+        if entry is None:
+            safety.absent()  # the store lost it: what this process knows goes back
+        if (
+            entry is not None
+            and entry.version != local.version
+            and safety.adopts(entry, local.doc)
+        ):
             yield from self.apply(entry.value, entry.version, gen)
         elif local.doc["status"] != "completed":
             # Also puts the stage's weights back if something else wrote the
@@ -182,21 +224,40 @@ class Engine:
     def act(self, step: Transition, *, quiet: bool) -> Flow[bool]:
         """Write *step* (compare-and-set), mirror it, then its follow-ups and events.
 
-        *quiet*: a store failure is reported and retried later (the judge's
-        transitions); else it raises (the manual controls). Returns whether
-        the store answered (the step was written, or found not to apply).
+        A rollback or a pause is local-first: if the store fails it is in force
+        here at once and queued for the store (see :mod:`._safety`). Any other
+        step, on a store failure, is reported and retried later if *quiet*
+        (the judge's transitions), else raised (the manual controls). Returns
+        whether the step is in force (written, queued, or found not to apply).
         """
-        gen = self._local.gen
+        local = self._local
+        gen = local.gen
         stages = self.stages
+        before = local.doc
+        first = step.action in _state.SAFETY
         result = yield from self._persist.transition(
-            lambda doc: step.apply(doc, stages), self._local.doc, quiet=quiet
+            lambda doc: step.apply(doc, stages), before, quiet=quiet or first
         )
+        queued = result is None
+        doc: Mapping[str, Any]
         if result is None:
-            return False
-        doc, version, written = result
-        yield from self.apply(doc, version, gen)
-        if not written:
-            return True  # someone else moved it first
+            new = step.apply(before, stages) if first else None
+            if new is None:
+                return False
+            doc = new
+            percent = local.force(
+                doc, now=self._clock.monotonic(), split_percent=self._split.percent
+            )
+            self._safety.queue(doc, local.version)
+            if percent is not None:
+                yield from self._split.sync(percent)
+        else:
+            doc, version, written = result
+            yield from self.apply(doc, version, gen)
+            if not written:
+                return True  # someone else moved it first
+            self._safety.wrote(doc)
+        yield from self._safety.announce(step, before, doc, pending=queued)
         if step.action == "rollback":
             yield from self._split.override_to_control()
             self._rolled_back(step)
@@ -216,7 +277,12 @@ class Engine:
 
     def _rolled_back(self, step: Transition) -> None:
         event = rolled_back_event(
-            self.name, step.reason, step.before, step.verdict, self._runbook
+            self.name,
+            step.reason,
+            step.before,
+            step.verdict,
+            self._runbook,
+            step.actor or AUTOMATIC,
         )
         if RolloutRolledBack.listened:
             BUS.publish(event)

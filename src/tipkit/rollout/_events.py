@@ -13,6 +13,7 @@ from tipkit.telemetry._events import AttributeValue, Event
 
 __all__ = [
     "ArmSummary",
+    "RolloutControlled",
     "RolloutJudged",
     "RolloutRolledBack",
     "RolloutStageChanged",
@@ -71,6 +72,7 @@ class RolloutRolledBack(Event):
             when there was none).
         runbook: the rollout's runbook URL, if any.
         verdict: the full verdict, if a verdict led to it.
+        actor: who rolled it back (``"tipkit:rollout"`` for the judge).
     """
 
     reason: str
@@ -87,6 +89,7 @@ class RolloutRolledBack(Event):
     upper: float | None = None
     runbook: str | None = None
     verdict: Verdict | None = field(default=None, compare=False)
+    actor: str | None = None
 
     otel_name: ClassVar[str] = "tipkit.rollout.rolled_back"
 
@@ -112,6 +115,53 @@ class RolloutRolledBack(Event):
             attrs[names.ROLLOUT_LOWER] = self.lower
         if self.upper is not None:
             attrs[names.ROLLOUT_UPPER] = self.upper
+        if self.runbook is not None:
+            attrs[names.RUNBOOK] = self.runbook
+        return attrs
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutControlled(Event):
+    """A rollout's state was changed by a person or by the rollout itself.
+
+    Published for every pause, resume, promote (advance), rollback and restart,
+    once it is in force in this process (written, or pending while the store
+    fails), beside the action's own event (:class:`RolloutStageChanged`,
+    :class:`RolloutRolledBack`).
+
+    Attributes:
+        name: the rollout.
+        action: ``"pause"``, ``"resume"``, ``"promote"``, ``"rollback"`` or
+            ``"restart"``.
+        actor: who (``"tipkit:rollout"`` when the judge or a policy did it).
+        reason: why, in the actor's words.
+        from_percent, to_percent: canary share before and after, in percent.
+        status: the rollout's status afterwards.
+        pending: the store has not taken it yet (it failed; replayed later).
+        runbook: the rollout's runbook URL, if any.
+    """
+
+    action: str
+    actor: str
+    reason: str
+    from_percent: float
+    to_percent: float
+    status: str
+    pending: bool = False
+    runbook: str | None = None
+
+    otel_name: ClassVar[str] = "tipkit.rollout.controlled"
+
+    def otel_attributes(self) -> dict[str, AttributeValue]:
+        """Return the rollout name, action, actor, percents and status (no reason text)."""
+        attrs: dict[str, AttributeValue] = {
+            names.ROLLOUT_NAME: self.name,
+            "tipkit.rollout.action": self.action,
+            "tipkit.audit.actor": self.actor,
+            names.ROLLOUT_FROM_PERCENT: self.from_percent,
+            names.ROLLOUT_PERCENT: self.to_percent,
+            names.STATE: self.status,
+        }
         if self.runbook is not None:
             attrs[names.RUNBOOK] = self.runbook
         return attrs
@@ -191,12 +241,13 @@ class RolloutStatus:
     history: tuple[Mapping[str, Any], ...]
 
 
-def rolled_back_event(
+def rolled_back_event(  # noqa: PLR0917  # one positional per field of the event
     name: str,
     reason: str,
     percent: float,
     verdict: Verdict | None,
     runbook: str | None,
+    actor: str | None = None,
 ) -> RolloutRolledBack:
     """Build the rollback event: the first failed check's numbers, if a verdict led to it."""
     failed: CheckResult | None = (
@@ -204,7 +255,13 @@ def rolled_back_event(
     )
     if failed is None:
         return RolloutRolledBack(
-            name, reason, verdict is not None, percent, runbook=runbook, verdict=verdict
+            name,
+            reason,
+            verdict is not None,
+            percent,
+            runbook=runbook,
+            verdict=verdict,
+            actor=actor,
         )
     return RolloutRolledBack(
         name,
@@ -222,4 +279,5 @@ def rolled_back_event(
         upper=failed.upper if math.isfinite(failed.upper) else None,
         runbook=runbook,
         verdict=verdict,
+        actor=actor,
     )

@@ -149,20 +149,37 @@ class Local:
         with self.lock:
             if version == self.version or (gen != self.gen and version < self.version):
                 return None
-            v = _state.view(doc, self._stages)
-            old = self.view
-            self.doc = copy.deepcopy(dict(doc))
-            self.view = v
             self.version = version
-            self.gen += 1
-            self.cut = v.cut
-            self.judging = v.judging
-            if old is None or old.attempt != v.attempt:
-                self.judge = self._new_judge()
-                self.verdict = None
-            if old is None or (old.attempt, old.stage) != (v.attempt, v.stage):
-                self._new_stage(v, now)
-            return v.percent if v.percent != split_percent else None
+            return self._mirror(doc, now, split_percent)
+
+    def force(
+        self, doc: Mapping[str, Any], *, now: float, split_percent: float | None
+    ) -> float | None:
+        """Mirror *doc* decided here before the store has it (a local-first action).
+
+        The version stays the one last read, so a later read of the same entry
+        is not taken over it; returns the share to set (as :meth:`apply`).
+        """
+        with self.lock:
+            return self._mirror(doc, now, split_percent)
+
+    def _mirror(
+        self, doc: Mapping[str, Any], now: float, split_percent: float | None
+    ) -> float | None:
+        """Mirror *doc* (the lock held by the caller)."""
+        v = _state.view(doc, self._stages)
+        old = self.view
+        self.doc = copy.deepcopy(dict(doc))
+        self.view = v
+        self.gen += 1
+        self.cut = v.cut
+        self.judging = v.judging
+        if old is None or old.attempt != v.attempt:
+            self.judge = self._new_judge()
+            self.verdict = None
+        if old is None or (old.attempt, old.stage) != (v.attempt, v.stage):
+            self._new_stage(v, now)
+        return v.percent if v.percent != split_percent else None
 
     def _new_stage(self, v: _state.View, now: float) -> None:
         self.summary = StageSummary()
@@ -321,8 +338,14 @@ class Local:
                     self._name,
                 )
 
-    def step(self, action: _state.Action, reason: str, now: float) -> Transition:
-        """Return the manual transition *action* decided now.
+    def step(
+        self,
+        action: _state.Action,
+        reason: str,
+        now: float,
+        actor: str | None = None,
+    ) -> Transition:
+        """Return the manual transition *action* decided now by *actor*.
 
         Raises:
             RolloutStateError: the rollout's status does not allow it.
@@ -336,4 +359,5 @@ class Local:
                 verdict=self.verdict,
                 before=self.percent,
                 name=self._name,
+                actor=actor,
             )

@@ -226,12 +226,12 @@ class RolloutStore:
     Thread-safe; holds no lock while it waits on the store.
     """
 
-    __slots__ = ("_outage", "name", "store")
+    __slots__ = ("name", "outage", "store")
 
     def __init__(self, store: Store, name: str, *, clock: Clock) -> None:
         self.store = store
         self.name = name
-        self._outage = Outage(name, "rollout", "keep_last", clock=clock)
+        self.outage = Outage(name, "rollout", "keep_last", clock=clock)
 
     def __repr__(self) -> str:
         return f"<RolloutStore {self.name!r} {self.store!r}>"
@@ -244,6 +244,30 @@ class RolloutStore:
         """Run *flow* with the store's async methods."""
         return await adrive(flow, self.store)
 
+    def guarded(self, flow: Flow[Any]) -> None:
+        """Run *flow* on the request path: nothing it raises reaches the caller.
+
+        The flows report store failures themselves; anything else (a bug, a
+        store that raises what it should wrap) is logged here, so a ``with``
+        block never raises from the rollout nor replaces the application's
+        exception.
+        """
+        try:
+            drive(flow, self.store)
+        except Exception:
+            logger.exception("tipkit: rollout %r: store work failed", self.name)
+
+    async def aguarded(self, flow: Flow[Any]) -> None:
+        """Async :meth:`guarded`."""
+        try:
+            await adrive(flow, self.store)
+        except Exception:
+            logger.exception("tipkit: rollout %r: store work failed", self.name)
+
+    def failed(self, exc: Exception, what: str) -> None:
+        """Report a store failure (one outage event), or log a conflict or a bug."""
+        self._failed(exc, what)
+
     def _failed(self, exc: Exception, what: str) -> None:
         if isinstance(exc, StoreConflictError):
             logger.warning(
@@ -253,9 +277,9 @@ class RolloutStore:
                 exc,
             )
         elif isinstance(exc, StoreError):
-            self._outage.failed(exc)  # logged and published once per outage
+            self.outage.failed(exc)  # logged and published once per outage
         else:  # a store that does not wrap its errors, or a bug: say where
-            self._outage.failed(exc)
+            self.outage.failed(exc)
             logger.error("tipkit: rollout %r: %s", self.name, what, exc_info=exc)
 
     # -- the state ---------------------------------------------------------------
@@ -269,7 +293,7 @@ class RolloutStore:
         except Exception as exc:  # keep the last known state
             self._failed(exc, "reading its state failed")
             return False, None
-        self._outage.ok()
+        self.outage.ok()
         return True, entry
 
     def open(
@@ -333,7 +357,7 @@ class RolloutStore:
                 new["history"] = new.get("history", [])[-HISTORY_MAX:]
                 written: int | None = yield Cas(NAMESPACE, self.name, new, version)
                 if written is not None:
-                    self._outage.ok()
+                    self.outage.ok()
                     return new, written, True
             raise self._conflict()  # reported below like a store error
         except Exception as exc:
@@ -377,12 +401,12 @@ class RolloutStore:
                     doc if isinstance(doc, dict) else None, pid, seq, batch
                 )
                 if new is None:
-                    self._outage.ok()
+                    self.outage.ok()
                     return totals
                 version = entry.version if entry is not None else 0
                 written: int | None = yield Cas(NAMESPACE, key, new, version)
                 if written is not None:
-                    self._outage.ok()
+                    self.outage.ok()
                     return totals
             raise self._conflict()
         except Exception as exc:  # the caller keeps the batch and sends it again

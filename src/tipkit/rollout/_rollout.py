@@ -11,25 +11,26 @@ flag's weights. This class assigns requests to arms and exposes the controls.
 
 from __future__ import annotations
 
-import copy
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
+from tipkit import registry
 from tipkit._core._durations import to_seconds
-from tipkit._judge import ErrorRateCheck, Judge, LatencyCheck, MetricCheck, Verdict
+from tipkit._judge import ErrorRateCheck, Judge, LatencyCheck, MetricCheck
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.flags import Assignment, Flags, Reason
 from tipkit.rollout import _state
 from tipkit.rollout._arm import Arm, finish_values, route
+from tipkit.rollout._controls import Controls
 from tipkit.rollout._engine import Engine
 from tipkit.rollout._events import (
     RolloutRolledBack,
-    RolloutStatus,
 )
 from tipkit.rollout._local import Local
 from tipkit.rollout._persist import Flow, RolloutStore
+from tipkit.rollout._safety import Safety
 from tipkit.rollout._split import FlagSplit
 from tipkit.rollout._state import OnInconclusive
 from tipkit.stores import MemoryStore, Store
@@ -44,7 +45,7 @@ R = TypeVar("R")
 _CUT_SCALE = _state.CUT_SCALE
 
 
-class Rollout:
+class Rollout(Controls):
     """A staged, guarded rollout of a flag's canary variant.
 
     Args:
@@ -94,7 +95,9 @@ class Rollout:
     Thread-safe and asyncio-safe. Outcomes and transitions are serialised by one
     lock, never held while waiting on a store; the flag evaluation before it
     takes none. The constructor reads (or creates) the state in the store and
-    raises :class:`~tipkit.errors.StoreError` if it cannot.
+    registers the rollout (:mod:`tipkit.registry`); if the store fails it
+    starts from local state (its first stage) and joins the fleet at the first
+    refresh that reaches the store: it never raises a store error.
 
     What may block, and on what: see :meth:`observe` for requests and each
     control (:meth:`advance`, :meth:`pause`, :meth:`resume`, :meth:`rollback`,
@@ -105,7 +108,6 @@ class Rollout:
         ConfigError: the flag is missing (and cannot be created) or has fewer
             than two variants.
         ValueError, TypeError: an argument is out of range.
-        StoreError: the store could not be read or written.
     """
 
     def __init__(  # every knob of a rollout, keyword-only
@@ -174,6 +176,13 @@ class Rollout:
         self._flags = flags
         self._clock = clock
         self._persist = RolloutStore(store, name, clock=clock)
+        self._safety = Safety(
+            self._persist,
+            stages=self.stages,
+            runbook=runbook,
+            clock=clock,
+            on_change=self._expire,
+        )
         self._hooks: tuple[Callable[[RolloutRolledBack], object], ...] = (
             (on_rollback,) if callable(on_rollback) else tuple(on_rollback)
         )
@@ -211,6 +220,7 @@ class Rollout:
             save_every=max(self._refresh_interval, 1.0),
             runbook=runbook,
             hooks=self._hooks,
+            safety=self._safety,
         )
         self._next_refresh = -math.inf
         self._counters = {
@@ -222,7 +232,12 @@ class Rollout:
             for outcome in ("success", "failure")
         }
         REGISTRY.register_gauge(names.ROLLOUT_STAGE, self, _stage_gauge)
-        self._persist.run(self._engine.start())
+        self._persist.guarded(self._engine.start())
+        self._registration = registry.register_rollout(self, store)
+
+    def _expire(self) -> None:
+        """Re-read the state at the next request (a queued state settled)."""
+        self._next_refresh = -math.inf
 
     def _new_judge(self) -> Judge:
         return Judge(
@@ -245,11 +260,6 @@ class Rollout:
     def guards(self) -> tuple[MetricCheck, ...]:
         """The metric checks (the old name of :attr:`checks`)."""
         return self.checks
-
-    @property
-    def percent(self) -> float:
-        """The canary share now, in percent (0 once rolled back)."""
-        return self._local.cut / 1000
 
     @property
     def _lock(self) -> threading.Lock:
@@ -288,11 +298,11 @@ class Rollout:
         values = _values(metrics)
         now = self._clock.monotonic()
         if now >= self._next_refresh:
-            self._persist.run(self._refresh(now))
+            self._persist.guarded(self._refresh(now))
         self._assign(arm, self._flags.assign(self.flag, context), now)
         work = finish_values(self, arm, values)
         if work is not None:
-            self._persist.run(work)
+            self._persist.guarded(work)
         return arm
 
     async def aobserve(self, context: Any = None, **metrics: float) -> Arm:
@@ -301,11 +311,11 @@ class Rollout:
         values = _values(metrics)
         now = self._clock.monotonic()
         if now >= self._next_refresh:
-            await self._persist.arun(self._refresh(now))
+            await self._persist.aguarded(self._refresh(now))
         self._assign(arm, await self._flags.aassign(self.flag, context), now)
         work = finish_values(self, arm, values)
         if work is not None:
-            await self._persist.arun(work)
+            await self._persist.aguarded(work)
         return arm
 
     def _assign(self, arm: Arm, out: Assignment | None, now: float) -> None:
@@ -335,11 +345,6 @@ class Rollout:
             and split.get(self._canary_variant) == cut
             and split.get(self._control_variant) == _CUT_SCALE - cut
         )
-
-    def _refresh(self, mono: float) -> Flow[None]:
-        """Return the refresh flow, due at *mono*; the next one is due an interval later."""
-        self._next_refresh = mono + self._refresh_interval
-        return self._engine.refresh(mono)
 
     def _finish(
         self, arm: Arm, exc_type: type[BaseException] | None
@@ -371,101 +376,6 @@ class Rollout:
             return None
         engine = self._engine
         return engine.judge(end) if due is True else engine.flush(due, end)
-
-    # -- public controls -----------------------------------------------------------
-    def evaluate(self) -> Verdict | None:
-        """Re-read the store, judge now and act on the verdict; return it.
-
-        Requests call this by themselves at amortised checkpoints; call it to
-        apply time-based rules when traffic is low. ``None`` when the rollout
-        is not judging (rolled back, completed, or at 100 %). Blocks the
-        calling thread for the store's round trips; a store failure keeps the
-        last known state (reported, not raised).
-        """
-        self._refresh_now()
-        local = self._local
-        with local.lock:
-            return local.verdict if local.judging else None
-
-    def _refresh_now(self) -> None:
-        self._persist.run(self._refresh(self._clock.monotonic()))
-
-    def _control(self, action: _state.Action, reason: str) -> None:
-        step = self._local.step(action, reason, self._clock.time())
-        self._persist.run(self._engine.act(step, quiet=False))
-
-    def advance(self, reason: str = "manual") -> None:
-        """Move to the next stage now, whatever the judge says (the last one completes).
-
-        Blocks the calling thread for the store's round trips.
-
-        Raises:
-            RolloutStateError: the rollout is rolled back or completed (a
-                ``RuntimeError``).
-            StoreError: the store could not be read or written; nothing changed.
-        """
-        self._control("advance", reason)
-
-    def pause(self, reason: str = "manual") -> None:
-        """Stop advancing; keep serving the current share and keep judging (FAIL still rolls back).
-
-        Blocks the calling thread for the store's round trips.
-
-        Raises:
-            RolloutStateError: the rollout is rolled back or completed.
-            StoreError: the store could not be read or written; nothing changed.
-        """
-        self._control("pause", reason)
-
-    def resume(self, reason: str = "manual") -> None:
-        """Resume a paused rollout; restart a rolled-back one from its first stage.
-
-        Restarting clears the flag override set by the rollback and starts
-        judging afresh (a new attempt). Blocks the calling thread for the
-        store's round trips.
-
-        Raises:
-            RolloutStateError: the rollout is completed.
-            StoreError: the store could not be read or written.
-        """
-        self._control("resume", reason)
-
-    def rollback(self, reason: str = "manual") -> None:
-        """Roll back now: canary share 0, the flag overridden to control, hooks called.
-
-        Idempotent: rolling back a rolled-back rollout does nothing. Blocks the
-        calling thread for the store's round trips.
-
-        Raises:
-            StoreError: the store could not be read or written; nothing changed
-                (a failed override of the flag is logged, not raised).
-        """
-        self._control("rollback", reason)
-
-    def status(self) -> RolloutStatus:
-        """Return the stage, percent, per-arm numbers, last verdict and history.
-
-        Re-reads the store first, so it reflects other processes, and judges
-        now, so a transition that is due (a stage that ran long enough) happens
-        before the answer. Blocks the calling thread for the store's round
-        trips; a store failure answers with the last known state.
-        """
-        self._refresh_now()
-        local = self._local
-        with local.lock:
-            d = local.doc
-            return RolloutStatus(
-                self.name,
-                self.flag,
-                d["status"],
-                int(d["stage"]),
-                self.percent,
-                self.stages,
-                local.summary.summary(1),
-                local.summary.summary(0),
-                local.verdict,
-                tuple(copy.deepcopy(d.get("history", []))),
-            )
 
     def route(
         self,

@@ -27,12 +27,14 @@ from tipkit.rollout._events import Status
 
 __all__ = [
     "HISTORY_MAX",
+    "SAFETY",
     "Action",
     "OnInconclusive",
     "Transition",
     "View",
     "check_stages",
     "decide",
+    "is_fresh",
     "manual",
     "new_state",
     "view",
@@ -43,6 +45,9 @@ Action = Literal["advance", "rollback", "pause", "resume", "restart", "hold"]
 
 HISTORY_MAX: Final = 200
 """History entries kept in the stored state (the oldest are dropped)."""
+
+SAFETY: Final = frozenset({"rollback", "pause"})
+"""Transitions that act locally at once and are queued while the store fails."""
 
 CUT_SCALE: Final = 100_000
 """Buckets of the flag's split: a share of ``p`` percent is ``p * 1000`` buckets."""
@@ -85,6 +90,24 @@ def _entry(
     if verdict is not None:
         entry["verdict"] = verdict.as_dict()
     return entry
+
+
+def is_fresh(doc: object) -> bool:
+    """Whether *doc* is a state just created: first attempt, first stage, one entry.
+
+    A store that restarted empty gets such a state from the first process to
+    build the rollout; a process that knows more (a rollback) writes it back.
+    """
+    if not isinstance(doc, dict):
+        return False
+    history = doc.get("history")
+    return (
+        doc.get("status") == "running"
+        and doc.get("stage") == 0
+        and doc.get("attempt") == 1
+        and isinstance(history, list)
+        and len(history) <= 1
+    )
 
 
 def new_state(flag: str, stages: tuple[float, ...], now: float) -> dict[str, Any]:
@@ -158,6 +181,8 @@ class Transition:
         expected: ``(attempt, stage)`` an advance was decided in: it does not
             apply to any other stage.
         before: the canary share when it was decided (a rollback keeps it).
+        actor: who decided it (``None``: the rollout itself, audited as
+            ``"tipkit:rollout"``).
     """
 
     action: Action
@@ -166,6 +191,7 @@ class Transition:
     verdict: Verdict | None = None
     expected: tuple[int, int] | None = None
     before: float = 0.0
+    actor: str | None = None
 
     def apply(
         self, doc: Mapping[str, Any], stages: tuple[float, ...]
@@ -300,6 +326,7 @@ def manual(
     verdict: Verdict | None,
     before: float,
     name: str,
+    actor: str | None = None,
 ) -> Transition:
     """Return the transition of a manual control in state *doc*.
 
@@ -329,5 +356,5 @@ def manual(
             action = "restart"
     if action == "advance":
         expected = (int(doc["attempt"]), int(doc["stage"]))
-        return Transition(action, reason, now, verdict, expected, before)
-    return Transition(action, reason, now, before=before)
+        return Transition(action, reason, now, verdict, expected, before, actor)
+    return Transition(action, reason, now, before=before, actor=actor)

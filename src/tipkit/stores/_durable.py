@@ -191,12 +191,25 @@ class Durable:
         return action
 
     def enqueue(
-        self, key: str, value: JSON, *, base: int | None, ttl: float | None = None
+        self,
+        key: str,
+        value: JSON,
+        *,
+        base: int | None,
+        ttl: float | None = None,
+        failed: bool = False,
     ) -> Action:
-        """Queue *value* at *key* for the flusher thread: no I/O, never blocks."""
+        """Queue *value* at *key* for the flusher thread: no I/O, never blocks.
+
+        *failed*: the caller's own write of it just failed: it is reported
+        pending now (``ActionPending``; ``ActionFlushed`` once written).
+        """
         action = self._queue(key, value, base, ttl)
         self._changed()
-        _FLUSHER.wake(self)
+        if failed:
+            self._pended(action)
+        else:
+            _FLUSHER.wake(self)
         return action
 
     def _queue(
