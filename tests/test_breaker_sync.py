@@ -248,3 +248,45 @@ def test_async_faces_use_only_the_async_store_methods(clock):
 
 async def aboom() -> None:
     raise BoomError("down")
+
+
+class SwitchedStore(MemoryStore):
+    """A MemoryStore whose entry methods fail while ``down`` is set."""
+
+    down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreError("down") from ConnectionError("refused")
+
+    def get(self, namespace: str, key: str) -> Entry | None:
+        self._check()
+        return super().get(namespace, key)
+
+    def set(
+        self, namespace: str, key: str, value: Any, *, ttl: float | None = None
+    ) -> int:
+        self._check()
+        return super().set(namespace, key, value, ttl=ttl)
+
+    def compare_and_set(self, *args: Any, **kwargs: Any) -> int | None:
+        self._check()
+        return super().compare_and_set(*args, **kwargs)
+
+
+def test_after_a_queued_opening_is_replayed_the_fleet_is_followed_again(clock):
+    """An opening queued in an outage and replayed later does not deafen the breaker."""
+    from tipkit.stores._durable import flush_all
+
+    store = SwitchedStore(clock=clock, push=False)
+    one = shared(store, clock, refresh_interval=0)
+    two = shared(store, clock, refresh_interval=0)
+    store.down = True
+    one.force_open()  # in force here, queued for the store
+    store.down = False
+    assert flush_all()
+    two.sync()
+    assert two.state is FORCED_OPEN
+    two.reset()  # a newer write by a peer
+    one.sync()
+    assert (one.state, two.state) == (CLOSED, CLOSED)

@@ -211,8 +211,8 @@ class FleetSync:
             self.durable.absent(self.name)  # an opening of ours the store lost
             return
         seen = (entry.version, entry.value)
-        if seen == self._seen or self.name in self.durable.overlay():
-            return  # nothing new, or ours is pending and replays with CAS
+        if seen == self._seen or self.durable.ahead_of(self.name, entry.version):
+            return  # nothing new, or ours is pending (replays with CAS) or unread
         self._seen = seen
         value = entry.value
         state = (

@@ -1,10 +1,8 @@
 """Durable, local-first safety actions: a pending-write queue any primitive can use.
 
 A kill, a revive, an override, a split, a rollback or a breaker opening must act
-in the calling process at once and reach the fleet when the store answers: an
-outage delays it, never loses it. :class:`Durable` is that mechanism, written
-once for every primitive that keeps safety state in a
-:class:`~tipkit.stores.KeyValueStore` namespace:
+here at once and reach the fleet when the store answers: an outage delays it,
+never loses it. :class:`Durable` is that mechanism, for every primitive:
 
 * :meth:`Durable.submit` writes now (one unconditional ``set``: the store
   answered, so this write is the newest) and, when the store fails, keeps the
@@ -33,8 +31,7 @@ Events (in ``_events``, when listened to): ``ActionPending``, ``ActionFlushed``,
 ``ActionConflict``, ``StoreStateLost``. Failures count in the primitive's own
 :class:`~tipkit.stores._events.Outage`: one report per outage and primitive.
 
-Thread-safe; fork-safe (a forked child keeps its pending actions and starts
-its own flusher when it needs one).
+Thread-safe; fork-safe (a child keeps its pending actions, starts its own flusher).
 """
 
 from __future__ import annotations
@@ -328,6 +325,22 @@ class Durable:
         if self.epoch is not None and not self._verify:
             self._verify = True
             _FLUSHER.wake(self)
+
+    def ahead_of(self, key: str, version: int) -> bool:
+        """Whether our own write of *key* (pending, or unread) is newer than *version*.
+
+        A read showing it (or newer) retires it. No I/O; for one-key readers.
+        """
+        with self._lock:
+            if key in self._pending:
+                return True
+            mine = self._unseen.get(key)
+            if mine is None:
+                return False
+            if version >= mine.version:
+                del self._unseen[key]
+                return False
+            return True
 
     def learn(self, key: str, value: JSON, ttl: float | None = None) -> None:
         """Remember *value* at *key* as a fact (read or adopted here); no I/O."""
