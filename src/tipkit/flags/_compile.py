@@ -19,11 +19,19 @@ from typing import Any, Final
 from tipkit.flags._bucketing import BUCKETS, WeightError, thousandths
 from tipkit.flags._compiled import CompiledFlag, CompiledRule, FlagSet, Serve, percent
 from tipkit.flags._conditions import Conditions, Problems
+from tipkit.flags._limits import DEFAULT_LIMITS, Limits
+from tipkit.flags._metadata import (
+    _NO_METADATA,
+    METADATA_CHARS,
+    METADATA_ENTRIES,
+    _metadata,
+)
 from tipkit.flags._model import Outcome, Reason
+from tipkit.flags._prereq import Prerequisite, check_graph, parse
 from tipkit.flags._targeting import Cond
 from tipkit.flags._yaml import LocList, line_at, line_of
 
-__all__ = ["Compiler"]
+__all__ = ["METADATA_CHARS", "METADATA_ENTRIES", "Compiler"]
 
 TOP_KEYS: Final = ("version", "metadata", "flags", "segments")
 FLAG_KEYS: Final = (
@@ -37,13 +45,9 @@ FLAG_KEYS: Final = (
     "rules",
     "fallthrough",
     "metadata",
+    "prerequisites",
 )
 RULE_KEYS: Final = ("id", "description", "if", "serve")
-METADATA_ENTRIES: Final = 64
-"""At most this many ``metadata`` entries per flag or document."""
-METADATA_CHARS: Final = 1024
-"""At most this many characters in one ``metadata`` key or string value."""
-_NO_METADATA: Final[Mapping[str, Any]] = MappingProxyType({})
 _VALUE_TYPES: Final = {
     bool: "bool",
     str: "str",
@@ -72,8 +76,10 @@ def _digest(*parts: Any) -> str:
 class Compiler:
     """Compile one flag document (or one run-time split) into problems or a FlagSet."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, limits: Limits = DEFAULT_LIMITS) -> None:
         self.source = source
+        self.limits = limits
+        self.prereqs: dict[str, tuple[Prerequisite, ...]] = {}
         self.problems = Problems(source)
         self.conditions = Conditions(self.problems)
         self.doc_metadata: Mapping[str, Any] = _NO_METADATA
@@ -121,6 +127,7 @@ class Compiler:
             compiled = self.flag(key, fdoc, line_of(flags_doc, key))
             if compiled is not None:
                 flags[key] = compiled
+        self.check_prerequisites(flags, flags_doc)
         if self.problems:
             raise self.problems.error()
         return FlagSet(
@@ -224,8 +231,11 @@ class Compiler:
             lambda msg, at: bad(msg, "metadata", at),
             line_of(fdoc, "metadata"),
         )
+        prerequisites = parse(key, fdoc, line, self.problems)
         if len(self.problems) > before or fall_spec is None:
             return None
+        if prerequisites:
+            self.prereqs[key] = prerequisites
         version = _digest(
             fdoc,
             {
@@ -257,11 +267,21 @@ class Compiler:
             rules=rules,
             fallthrough=fallthrough,
             version=version,
-            definition=fdoc,
+            prerequisites=prerequisites,
             metadata=MappingProxyType({**self.doc_metadata, **own})
             if own
             else self.doc_metadata,
         )
+
+    def check_prerequisites(
+        self, flags: dict[str, CompiledFlag], flags_doc: dict[Any, Any]
+    ) -> None:
+        """Check the prerequisite graph of the whole document (see ``_prereq``)."""
+        if self.prereqs:
+            variants = {k: f.variants for k, f in flags.items()}
+            declared = {k for k in flags_doc if isinstance(k, str)}
+            depth = self.limits.max_prerequisite_depth
+            check_graph(self.prereqs, variants, declared, self.problems, depth)
 
     def hashing(
         self,
@@ -554,33 +574,3 @@ def _expected(key: object, allowed: tuple[str, ...]) -> str:
 
 def _at(line: int | None) -> str:
     return "an earlier rule" if line is None else f"line {line}"
-
-
-def _metadata(
-    value: Any, bad: Callable[[str, int | None], None], line: int | None
-) -> Mapping[str, Any]:
-    """Validate a ``metadata`` mapping; return it read-only (empty where bad)."""
-    if value is None:
-        return _NO_METADATA
-    if not isinstance(value, dict):
-        bad(f"'metadata' must be a mapping, got {type(value).__name__}", line)
-        return _NO_METADATA
-    if len(value) > METADATA_ENTRIES:
-        bad(f"'metadata' has {len(value)} entries; at most {METADATA_ENTRIES}", line)
-        return _NO_METADATA
-    clean: dict[str, Any] = {}
-    for k, v in value.items():
-        at = line_of(value, k)
-        if not isinstance(k, str) or not k or len(k) > METADATA_CHARS:
-            bad(f"a metadata key must be a non-empty string, got {k!r}", at)
-        elif not isinstance(v, (bool, str, int, float)):
-            bad(
-                f"metadata {k!r} must be a bool, string, integer or float, "
-                f"got {type(v).__name__}",
-                at,
-            )
-        elif isinstance(v, str) and len(v) > METADATA_CHARS:
-            bad(f"metadata {k!r} is longer than {METADATA_CHARS} characters", at)
-        else:
-            clean[k] = v
-    return MappingProxyType(clean) if clean else _NO_METADATA

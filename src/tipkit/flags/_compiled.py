@@ -15,6 +15,7 @@ from typing import Any
 
 from tipkit.flags._bucketing import bucket_of, split_bounds
 from tipkit.flags._model import USE_DEFAULT, ErrorCode, EvalError, Outcome, Reason
+from tipkit.flags._prereq import Prerequisite
 from tipkit.flags._targeting import Cond
 
 __all__ = [
@@ -179,7 +180,6 @@ class CompiledFlag:
     __slots__ = (
         "bucket_by",
         "default_variant",
-        "definition",
         "description",
         "disabled_outcome",
         "enabled",
@@ -187,6 +187,8 @@ class CompiledFlag:
         "key",
         "metadata",
         "off_variant",
+        "prereq_failed",
+        "prerequisites",
         "rules",
         "run",
         "salt",
@@ -210,8 +212,8 @@ class CompiledFlag:
         rules: tuple[CompiledRule, ...],
         fallthrough: Serve,
         version: str,
-        definition: Any,
         metadata: Mapping[str, Any] = _NO_METADATA,
+        prerequisites: tuple[Prerequisite, ...] = (),
     ) -> None:
         self.key = key
         self.description = description
@@ -225,9 +227,15 @@ class CompiledFlag:
         self.rules = rules
         self.fallthrough = fallthrough
         self.version = version
-        self.definition = definition
         self.metadata = metadata  # read-only: the document's, then the flag's own
         self.disabled_outcome = self.outcome(off_variant, Reason.DISABLED)
+        # Parents that must serve one of their listed variants (see _precedence).
+        self.prerequisites = prerequisites
+        self.prereq_failed: Outcome | None = (
+            self.outcome(off_variant, Reason.PREREQUISITE_FAILED)
+            if prerequisites
+            else None
+        )
         self.run: Run = self._runner() if enabled else _constant(self.disabled_outcome)
 
     def outcome(

@@ -38,6 +38,8 @@ class Reason(StrEnum):
     """The value came from a percentage split (in a rule or the fallthrough)."""
     DISABLED = "DISABLED"
     """The flag is disabled or killed."""
+    PREREQUISITE_FAILED = "PREREQUISITE_FAILED"
+    """A prerequisite flag did not serve a listed variant: the off variant."""
     ERROR = "ERROR"
     """Something went wrong: the caller's default, with an error code."""
 

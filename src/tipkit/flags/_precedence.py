@@ -1,10 +1,16 @@
-"""Flag precedence, written once: kill > disabled > override (store, then local) > rules.
+"""Flag precedence, written once: kill > disabled > override > prerequisites > rules.
 
 :func:`plan` decides, for every flag of a snapshot and the store's state, which
 layer serves it and builds the evaluator for that layer. The engine evaluates
 with the plans' ``run``; ``explain`` narrates from the same plans, so the two
-cannot disagree. A run-time split (``set_split``) is not a layer of its own: it
-replaces the weights of the rule or fallthrough it targets, inside the rules.
+cannot disagree. Overrides: the store's, then local ones. A run-time split
+(``set_split``) is not a layer of its own: it replaces the weights of the rule
+or fallthrough it targets, inside the rules.
+
+Prerequisites are checked, in the order written, before the rules of a flag
+served by its rules; :func:`prerequisite_met` is the one test, used by the
+evaluator (:func:`_gated`) and by ``explain``. A flag without prerequisites
+keeps its plain evaluator: they cost nothing unless used.
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ from enum import Enum
 from typing import Any
 
 from tipkit.flags._compiled import CompiledFlag, Run, Serve
-from tipkit.flags._model import Outcome, Reason
+from tipkit.flags._model import EvalError, Outcome, Reason
+from tipkit.flags._prereq import Prerequisite
 from tipkit.flags._store_sync import StoreState
 
-__all__ = ["BadSplit", "Layer", "Plan", "plan"]
+__all__ = ["BadSplit", "Layer", "Plan", "plan", "prerequisite_met"]
 
 
 class Layer(Enum):
@@ -90,6 +97,8 @@ def plan(
         else:
             serves = _split_serves(flag, state.splits.get(key), bad_split)
             run = flag.runner_with(serves) if serves else flag.run
+            if flag.prereq_failed is not None:
+                run = _gated(run, flag.prerequisites, flag.prereq_failed, plans)
             plans[key] = Plan(layer, run, serves)
     for source, layer in (
         (local, Layer.LOCAL_OVERRIDE),
@@ -118,6 +127,61 @@ def _split_serves(
         except ValueError as exc:
             bad_split(flag, rule_id, weights, exc)
     return serves
+
+
+_OFF_LAYERS = (Layer.KILLED, Layer.DISABLED)
+
+
+def prerequisite_met(
+    pre: Prerequisite,
+    plans: Mapping[str, Plan],
+    attributes: Mapping[str, Any],
+    key: Any,
+) -> tuple[bool, Outcome | None]:
+    """Return whether *pre* holds for the context, and what its parent served.
+
+    It holds when the parent is served by its rules or an override (not
+    killed, not disabled), and serves one of the listed variants without its
+    own prerequisite failing. A parent missing at run time, or one that cannot
+    be evaluated for this context (no bucket key), fails it. Evaluation and
+    ``explain`` both ask here.
+    """
+    parent = plans.get(pre.flag)
+    if parent is None:
+        return False, None
+    try:
+        out = parent.run(attributes, key)
+    except EvalError:
+        return False, None
+    return (
+        parent.layer not in _OFF_LAYERS
+        and out.variant in pre.variants
+        and out.reason is not Reason.PREREQUISITE_FAILED,
+        out,
+    )
+
+
+def _gated(
+    run: Run,
+    prereqs: tuple[Prerequisite, ...],
+    failed: Outcome,
+    plans: Mapping[str, Plan],
+) -> Run:
+    """Return *run* behind its prerequisites: *failed* unless every one holds.
+
+    Parents are looked up in *plans* (this refresh's, filled in after this
+    is built) at evaluation: a chain is evaluated parent first, and its
+    depth is bounded at load (``Limits.max_prerequisite_depth``).
+    """
+    met = prerequisite_met
+
+    def gated(a: Mapping[str, Any], k: Any) -> Outcome:
+        for pre in prereqs:
+            if not met(pre, plans, a, k)[0]:
+                return failed
+        return run(a, k)
+
+    return gated
 
 
 def _const(outcome: Outcome) -> Run:
