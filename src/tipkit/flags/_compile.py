@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from tipkit.flags._bucketing import BUCKETS, WeightError, thousandths
-from tipkit.flags._compiled import CompiledFlag, CompiledRule, FlagSet, Serve, percent
+from tipkit.flags._compiled import CompiledFlag, CompiledRule, FlagSet, percent
 from tipkit.flags._conditions import Conditions, Problems
 from tipkit.flags._limits import DEFAULT_LIMITS, Limits
 from tipkit.flags._metadata import (
@@ -26,8 +26,9 @@ from tipkit.flags._metadata import (
     METADATA_ENTRIES,
     _metadata,
 )
-from tipkit.flags._model import Outcome, Reason
+from tipkit.flags._model import Reason
 from tipkit.flags._prereq import Prerequisite, check_graph, parse
+from tipkit.flags._shared import FlagBuilder, same_str, shared_variants
 from tipkit.flags._targeting import Cond
 from tipkit.flags._yaml import LocList, line_at, line_of
 
@@ -80,6 +81,8 @@ class Compiler:
         self.source = source
         self.limits = limits
         self.prereqs: dict[str, tuple[Prerequisite, ...]] = {}
+        # Equal variant maps and split tables, one object per document.
+        self.shared: dict[Any, Any] = {}
         self.problems = Problems(source)
         self.conditions = Conditions(self.problems)
         self.doc_metadata: Mapping[str, Any] = _NO_METADATA
@@ -243,11 +246,13 @@ class Compiler:
                 for s in sorted(self.conditions.used_segments)
             },
         )
-        flag = _FlagBuilder(key, variants, version)
+        flag = FlagBuilder(
+            key, shared_variants(variants, self.shared), version, self.shared
+        )
         reason_no_match = Reason.DEFAULT if rule_specs else Reason.STATIC
         rules = tuple(
             CompiledRule(
-                rid,
+                self.shared.setdefault(rid, rid),
                 cond,
                 flag.serve(spec, Reason.TARGETING_MATCH, rid, salt, bucket_by),
             )
@@ -258,10 +263,10 @@ class Compiler:
             key,
             description=description if isinstance(description, str) else "",
             enabled=state == "enabled",
-            variants=variants,
+            variants=flag.variants,
             value_type=value_type,
-            default_variant=default_variant,
-            off_variant=off_variant,
+            default_variant=same_str(default_variant, self.shared),
+            off_variant=same_str(off_variant, self.shared),
             salt=salt,
             bucket_by=bucket_by,
             rules=rules,
@@ -516,44 +521,6 @@ class Compiler:
             line=line,
         )
         return None
-
-
-class _FlagBuilder:
-    """Builds the shared outcomes of one flag (one per variant, reason and rule)."""
-
-    def __init__(self, key: str, variants: dict[str, Any], version: str) -> None:
-        self.key = key
-        self.variants = variants
-        self.version = version
-
-    def outcome(self, variant: str, reason: Reason, rule_id: str | None) -> Outcome:
-        return Outcome(
-            self.key,
-            self.variants[variant],
-            variant,
-            reason,
-            rule_id=rule_id,
-            flag_version=self.version,
-        )
-
-    def serve(
-        self,
-        spec: Any,
-        reason: Reason,
-        rule_id: str | None,
-        salt: str,
-        bucket_by: str | None,
-    ) -> Serve:
-        if isinstance(spec, str):
-            return Serve((self.outcome(spec, reason, rule_id),))
-        names = tuple(n for n, _ in spec)
-        weights = tuple(w for _, w in spec)
-        return Serve(
-            tuple(self.outcome(n, Reason.SPLIT, rule_id) for n in names),
-            weights=weights,
-            salt=salt,
-            bucket_by=bucket_by,
-        )
 
 
 def _plain(value: Any) -> Any:

@@ -103,8 +103,12 @@ def _prerequisites(
             f"{indent}prerequisite {pre.flag!r} (needs {needs}): {served}: {verdict}"
         )
         pflag = None if flag_set is None else flag_set.flags.get(pre.flag)
-        chained = pflag is not None and pflag.prerequisites
-        if chained and parent is not None and parent.layer is Layer.RULES:
+        if (
+            pflag is not None
+            and pflag.prerequisites
+            and parent is not None
+            and parent.layer is Layer.RULES
+        ):
             _prerequisites(pflag, flag_set, plans, context, steps, indent=indent + "  ")
         if not met:
             return False

@@ -180,6 +180,8 @@ class Outcome:
         self.assigned: Assignment | None = None
         # Built at the first evaluation served (most outcomes of a big document
         # never are): holders call ``out.counter.inc()``, which builds it then.
+        # Not a __getattr__ on an unset slot: any __getattr__ makes every
+        # attribute read of an outcome slower (no specialised slot reads).
         self.counter: Counter | _LazyCounter = _LazyCounter(self)
         # Object values are copied out on each evaluation: the snapshot is shared.
         self.mutable = isinstance(value, dict | list)
