@@ -29,6 +29,7 @@ from tipkit.flags._metadata import (
 from tipkit.flags._model import Reason
 from tipkit.flags._prereq import Prerequisite, check_graph, parse
 from tipkit.flags._shared import FlagBuilder, same_str, shared_variants
+from tipkit.flags._sticky import parse as sticky_epoch
 from tipkit.flags._targeting import Cond
 from tipkit.flags._yaml import LocList, line_at, line_of
 
@@ -47,6 +48,7 @@ FLAG_KEYS: Final = (
     "fallthrough",
     "metadata",
     "prerequisites",
+    "sticky",
 )
 RULE_KEYS: Final = ("id", "description", "if", "serve")
 _VALUE_TYPES: Final = {
@@ -235,6 +237,7 @@ class Compiler:
             line_of(fdoc, "metadata"),
         )
         prerequisites = parse(key, fdoc, line, self.problems)
+        sticky = sticky_epoch(key, fdoc, self.problems)
         if len(self.problems) > before or fall_spec is None:
             return None
         if prerequisites:
@@ -273,6 +276,7 @@ class Compiler:
             fallthrough=fallthrough,
             version=version,
             prerequisites=prerequisites,
+            sticky=sticky,
             metadata=MappingProxyType({**self.doc_metadata, **own})
             if own
             else self.doc_metadata,

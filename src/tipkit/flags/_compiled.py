@@ -114,6 +114,14 @@ class Serve:
             run = self._run = _constant(self.outcomes[0])
         return run
 
+    def with_run(self, run: Run) -> Serve:
+        """Return a copy of this serve evaluated by *run* (sticky bucketing wraps splits)."""
+        twin = object.__new__(Serve)
+        for name in Serve.__slots__:
+            object.__setattr__(twin, name, getattr(self, name))
+        twin._run = run  # its own class
+        return twin
+
     @property
     def is_split(self) -> bool:
         """Whether this serves a percentage split."""
@@ -149,7 +157,7 @@ class Serve:
                         k = bucket_key_of(k)
                     t = prefix + k
                     if not t.isascii():
-                        t = t.encode("utf-8", "surrogatepass")  # type: ignore[assignment]  # str or bytes
+                        t = t.encode("utf-8", "surrogatepass")
                     n = h(t, 0, False)  # noqa: FBT003  # positional: a keyword costs ~15 ns
                     return first if (n * 100_000) >> 32 < cut else second
 
@@ -246,6 +254,7 @@ class CompiledFlag:
         "rules",
         "run",
         "salt",
+        "sticky",
         "value_type",
         "variants",
         "version",
@@ -268,6 +277,7 @@ class CompiledFlag:
         version: str,
         metadata: Mapping[str, Any] = _NO_METADATA,
         prerequisites: tuple[Prerequisite, ...] = (),
+        sticky: str | None = None,
     ) -> None:
         self.key = key
         self.description = description
@@ -283,6 +293,7 @@ class CompiledFlag:
         self.version = version
         self.metadata = metadata  # read-only: the document's, then the flag's own
         self._disabled: Outcome | None = None  # built when first asked for
+        self.sticky = sticky  # the sticky-bucketing epoch, or None (see _sticky)
         # Parents that must serve one of their listed variants (see _precedence).
         self.prerequisites = prerequisites
         self.prereq_failed: Outcome | None = (

@@ -68,6 +68,11 @@ def explain(
                 steps.append(
                     f"bucket = murmur3('{flag.salt}.{bucket_key}') -> {bucket_} of 100000"
                 )
+                if plan.sticky is not None:
+                    steps.append(
+                        f"sticky (epoch {flag.sticky}): a variant recorded for this "
+                        "unit wins while the split lists it"
+                    )
     steps.append(_result(detail))
     return Explanation(detail, bucket_, bucket_key, tuple(steps))
 

@@ -15,13 +15,15 @@ keeps its plain evaluator: they cost nothing unless used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from enum import Enum
+from functools import partial
 from typing import Any
 
 from tipkit.flags._compiled import CompiledFlag, Run, Serve
 from tipkit.flags._model import EvalError, Outcome, Reason
 from tipkit.flags._prereq import Prerequisite
+from tipkit.flags._sticky import Sticky
 from tipkit.flags._store_sync import StoreState
 
 __all__ = ["BadSplit", "Layer", "Plan", "plan", "prerequisite_met"]
@@ -40,15 +42,21 @@ class Layer(Enum):
 class Plan:
     """How one flag is served: its layer, its evaluator and any run-time splits."""
 
-    __slots__ = ("layer", "run", "serves")
+    __slots__ = ("layer", "run", "serves", "sticky")
 
     def __init__(
-        self, layer: Layer, run: Run, serves: Mapping[str | None, Serve] | None = None
+        self,
+        layer: Layer,
+        run: Run,
+        serves: Mapping[str | None, Serve] | None = None,
+        sticky: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         self.layer = layer
         self.run = run
         # Run-time splits by target (rule id, None: the fallthrough).
         self.serves: Mapping[str | None, Serve] = serves or {}
+        # Async evaluation of a sticky flag: ``await sticky(complete, key, ctx, default)``.
+        self.sticky = sticky
 
 
 BadSplit = Callable[[CompiledFlag, "str | None", Mapping[str, int], ValueError], None]
@@ -74,12 +82,14 @@ def plan(
     state: StoreState,
     local: Mapping[str, Any],
     bad_split: BadSplit,
+    sticky: Sticky | None = None,
 ) -> dict[str, Plan]:
     """Return the plan of every flag in *flags*, and of overrides of unknown keys.
 
     *state* is the store's (kills, overrides, splits), *local* the overrides
     local to one ``Flags``. A key that only an override names is served as
-    the override's value (no variant), unless it is killed.
+    the override's value (no variant), unless it is killed. With *sticky*,
+    the splits of a flag with a ``sticky`` epoch keep their units' variants.
     """
     plans: dict[str, Plan] = {}
     for key, flag in flags.items():
@@ -95,11 +105,8 @@ def plan(
             spec = local[key]
             plans[key] = Plan(layer, _const(_override_outcome(key, spec, flag)))
         else:
-            serves = _split_serves(flag, state.splits.get(key), bad_split)
-            run = flag.runner_with(serves) if serves else flag.run
-            if flag.prereq_failed is not None:
-                run = _gated(run, flag.prerequisites, flag.prereq_failed, plans)
-            plans[key] = Plan(layer, run, serves)
+            splits = state.splits.get(key)
+            plans[key] = _rules_plan(flag, splits, bad_split, sticky, plans)
     for source, layer in (
         (local, Layer.LOCAL_OVERRIDE),
         (state.overrides, Layer.OVERRIDE),
@@ -108,6 +115,25 @@ def plan(
             if key not in flags and key not in state.kills:
                 plans[key] = Plan(layer, _const(_override_outcome(key, value, None)))
     return plans
+
+
+def _rules_plan(
+    flag: CompiledFlag,
+    splits: Mapping[str | None, Mapping[str, int]] | None,
+    bad_split: BadSplit,
+    sticky: Sticky | None,
+    plans: Mapping[str, Plan],
+) -> Plan:
+    """Plan a flag its rules serve: run-time splits, sticky splits, prerequisites."""
+    serves = _split_serves(flag, splits, bad_split)
+    run = flag.runner_with(serves) if serves else flag.run
+    asticky = None
+    if sticky is not None and flag.sticky is not None:
+        run = flag.runner_with({**serves, **sticky.serves(flag, serves)})
+        asticky = partial(sticky.arun, by=flag.bucket_by)
+    if flag.prereq_failed is not None:
+        run = _gated(run, flag.prerequisites, flag.prereq_failed, plans)
+    return Plan(Layer.RULES, run, serves, asticky)
 
 
 def _split_serves(

@@ -61,7 +61,7 @@ class FlagBuilder:
 
 
 def same_str(name: str | None, shared: dict[Any, Any]) -> str | None:
-    return None if name is None else shared.setdefault(name, name)  # type: ignore[no-any-return]  # a str
+    return None if name is None else shared.setdefault(name, name)
 
 
 def shared_variants(variants: dict[str, Any], shared: dict[Any, Any]) -> dict[str, Any]:
