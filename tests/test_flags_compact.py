@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tipkit.flags import Flags, bucket
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
-from flags_load import document  # the benchmark's reference document
+
+def _load_benchmark() -> Any:
+    """Import benchmarks/flags_load.py by path (benchmarks/ on sys.path would shadow redis)."""
+    path = Path(__file__).parent.parent / "benchmarks" / "flags_load.py"
+    spec = importlib.util.spec_from_file_location("tipkit_bench_flags_load", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+document = _load_benchmark().document  # the benchmark's reference document
 
 MEASURE = """
 import gc, sys, tracemalloc
@@ -83,3 +96,38 @@ def test_equal_flags_share_one_split_table_and_variant_map(key: str):
     assert [("a" if bucket(f"s{i}", key) < 30_000 else "b") for i in range(3)] == [
         flags.get(f"f{i}", key) for i in range(3)
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.one_of(st.text(st.characters(codec=None), max_size=20), st.integers()),
+    cut=st.integers(0, 100),
+    country=st.sampled_from(["NZ", "AU", "US"]),
+)
+def test_one_rule_split_runner_agrees_with_the_formula(
+    key: Any, cut: int, country: str
+):
+    """A one-rule flag runs rule and split in one closure: same answers as bucket()."""
+    doc = {
+        "flags": {
+            "f": {
+                "variants": {"on": True, "off": False},
+                "default_variant": "off",
+                "rules": [
+                    {
+                        "if": {"attr": "country", "op": "in", "value": ["NZ", "AU"]},
+                        "serve": {"split": {"on": cut, "off": 100 - cut}},
+                    }
+                ],
+            }
+        }
+    }
+    flags = Flags.from_dict(doc)
+    detail = flags.evaluate("f", {"targeting_key": key, "country": country})
+    if country == "US":
+        assert (False, "DEFAULT") == (detail.value, detail.reason)
+    else:
+        assert (bucket("f", str(key)) < cut * 1000, "SPLIT") == (
+            detail.value,
+            detail.reason,
+        )

@@ -91,6 +91,22 @@ def test_kill_and_rules_still_win_and_the_assignment_survives():
     assert first == serve_all(flags)
 
 
+def test_a_rule_split_is_sticky_too():
+    """A one-rule flag's split (run inline when not sticky) keeps units when sticky."""
+    rule = {
+        "if": {"attr": "country", "op": "eq", "value": "NZ"},
+        "serve": {"split": {"a": 50, "b": 50}},
+    }
+    d = doc(split={"a": 0, "b": 0, "c": 100}, rules=[rule])
+    flags = Flags.from_dict(d, sticky=MemoryStickyStore())
+    ctxs = [{"targeting_key": u, "country": "NZ"} for u in USERS[:200]]
+    first = [flags.get("exp", c) for c in ctxs]
+    assert {"A", "B"} == set(first)
+    flags.set_split("exp", {"a": 100, "b": 0}, rule_id="rules[0]")
+    assert first == [flags.get("exp", c) for c in ctxs]
+    assert {"C"} == {flags.get("exp", {"targeting_key": "x", "country": "US"})}
+
+
 def test_sticky_outcome_says_split():
     """A kept variant is reported as the split served it (reason SPLIT)."""
     flags = Flags.from_dict(doc(), sticky=MemoryStickyStore())

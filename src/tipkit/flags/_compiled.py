@@ -66,6 +66,7 @@ class Serve:
     """
 
     __slots__ = (
+        "_fusable",
         "_run",
         "bounds",
         "bucket_by",
@@ -87,6 +88,9 @@ class Serve:
         self.outcomes = outcomes
         self.weights = weights
         self.bucket_by = bucket_by
+        # A two-way split on the targeting key, evaluated by its own runner: a
+        # one-rule flag may inline it (see guarded()).
+        self._fusable = weights is not None and len(weights) == 2 and bucket_by is None
         if weights is None:
             self.prefix = ""  # not hashed
             self.variant = outcomes[0].variant
@@ -120,6 +124,7 @@ class Serve:
         for name in Serve.__slots__:
             object.__setattr__(twin, name, getattr(self, name))
         twin._run = run  # its own class
+        twin._fusable = False  # evaluated by *run*, never inlined
         return twin
 
     @property
@@ -193,6 +198,40 @@ class Serve:
             return outcomes[bisect_right(bounds, b(prefix, k))]
 
         return split
+
+    def guarded(self, cond: Cond, miss: Outcome) -> Run | None:
+        """Return ``this split if cond(a, k) else miss`` as one closure, if it can be one.
+
+        For a two-way split on the targeting key: the rule, the hash and the
+        choice in one Python call instead of two (~40 ns). The formula is the
+        one of ``_split_runner`` (tested against ``bucket`` for every string).
+        """
+        if not self._fusable:
+            return None
+        first, second = self.outcomes
+
+        def rule_split2(  # noqa: PLR0917  # defaults bind locals: faster than cells
+            a: Mapping[str, Any],
+            k: Any,
+            cond: Cond = cond,
+            miss: Outcome = miss,
+            prefix: str = self.prefix,
+            cut: int = self.bounds[0],
+            first: Outcome = first,
+            second: Outcome = second,
+            h: Any = _hash,
+        ) -> Outcome:
+            if not cond(a, k):
+                return miss
+            if k.__class__ is not str:
+                k = bucket_key_of(k)
+            t = prefix + k
+            if not t.isascii():
+                t = t.encode("utf-8", "surrogatepass")
+            n = h(t, 0, False)  # noqa: FBT003  # positional: a keyword costs ~15 ns
+            return first if (n * 100_000) >> 32 < cut else second
+
+        return rule_split2
 
     def bucket_key(self, attributes: Mapping[str, Any], targeting_key: Any) -> str:
         """Return the bucket key this split would hash for the context."""
@@ -412,6 +451,10 @@ def _make_runner(fall: Serve, rules: tuple[tuple[Cond, Serve], ...]) -> Run:  # 
                     return hit if cond(a, k) else miss
 
                 return run1_const
+
+            fused = serve.guarded(cond, fall.outcomes[0])
+            if fused is not None:
+                return fused
 
             def run1(
                 a: Mapping[str, Any],
