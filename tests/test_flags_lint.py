@@ -71,6 +71,17 @@ def test_split_change_that_moves_other_users_warns():
     assert [("split-moves-users", 18, "g", "fallthrough")] == found
 
 
+def test_split_change_of_a_sticky_flag_does_not_warn_unless_the_epoch_changes():
+    """A sticky flag keeps served users whatever the weights: no warning at one epoch."""
+    sticky = DOC.replace("  g:\n", "  g:\n    sticky: 1\n")
+    assert sticky != DOC
+    new = sticky.replace("a: 20, b: 40, c: 40", "a: 30, b: 40, c: 30")
+    assert [] == [w for w in warnings_of(new, sticky) if w[0] == "split-moves-users"]
+    bumped = new.replace("sticky: 1", "sticky: 2")
+    found = [w[0] for w in warnings_of(bumped, sticky) if w[0] == "split-moves-users"]
+    assert ["split-moves-users"] == found
+
+
 def test_split_change_between_neighbours_does_not_warn():
     """Moving weight between neighbouring variants moves only the users it must."""
     new = DOC.replace("a: 20, b: 40, c: 40", "a: 20, b: 30, c: 50")

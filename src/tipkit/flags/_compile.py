@@ -17,13 +17,23 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from tipkit.flags._bucketing import BUCKETS, WeightError, thousandths
-from tipkit.flags._compiled import CompiledFlag, CompiledRule, FlagSet, Serve, percent
+from tipkit.flags._compiled import CompiledFlag, CompiledRule, FlagSet, percent
 from tipkit.flags._conditions import Conditions, Problems
-from tipkit.flags._model import Outcome, Reason
+from tipkit.flags._limits import DEFAULT_LIMITS, Limits
+from tipkit.flags._metadata import (
+    _NO_METADATA,
+    METADATA_CHARS,
+    METADATA_ENTRIES,
+    _metadata,
+)
+from tipkit.flags._model import Reason
+from tipkit.flags._prereq import Prerequisite, check_graph, parse
+from tipkit.flags._shared import FlagBuilder, same_str, shared_variants
+from tipkit.flags._sticky import parse as sticky_epoch
 from tipkit.flags._targeting import Cond
 from tipkit.flags._yaml import LocList, line_at, line_of
 
-__all__ = ["Compiler"]
+__all__ = ["METADATA_CHARS", "METADATA_ENTRIES", "Compiler"]
 
 TOP_KEYS: Final = ("version", "metadata", "flags", "segments")
 FLAG_KEYS: Final = (
@@ -37,13 +47,10 @@ FLAG_KEYS: Final = (
     "rules",
     "fallthrough",
     "metadata",
+    "prerequisites",
+    "sticky",
 )
 RULE_KEYS: Final = ("id", "description", "if", "serve")
-METADATA_ENTRIES: Final = 64
-"""At most this many ``metadata`` entries per flag or document."""
-METADATA_CHARS: Final = 1024
-"""At most this many characters in one ``metadata`` key or string value."""
-_NO_METADATA: Final[Mapping[str, Any]] = MappingProxyType({})
 _VALUE_TYPES: Final = {
     bool: "bool",
     str: "str",
@@ -72,8 +79,12 @@ def _digest(*parts: Any) -> str:
 class Compiler:
     """Compile one flag document (or one run-time split) into problems or a FlagSet."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, limits: Limits = DEFAULT_LIMITS) -> None:
         self.source = source
+        self.limits = limits
+        self.prereqs: dict[str, tuple[Prerequisite, ...]] = {}
+        # Equal variant maps and split tables, one object per document.
+        self.shared: dict[Any, Any] = {}
         self.problems = Problems(source)
         self.conditions = Conditions(self.problems)
         self.doc_metadata: Mapping[str, Any] = _NO_METADATA
@@ -121,6 +132,7 @@ class Compiler:
             compiled = self.flag(key, fdoc, line_of(flags_doc, key))
             if compiled is not None:
                 flags[key] = compiled
+        self.check_prerequisites(flags, flags_doc)
         if self.problems:
             raise self.problems.error()
         return FlagSet(
@@ -224,8 +236,12 @@ class Compiler:
             lambda msg, at: bad(msg, "metadata", at),
             line_of(fdoc, "metadata"),
         )
+        prerequisites = parse(key, fdoc, line, self.problems)
+        sticky = sticky_epoch(key, fdoc, self.problems)
         if len(self.problems) > before or fall_spec is None:
             return None
+        if prerequisites:
+            self.prereqs[key] = prerequisites
         version = _digest(
             fdoc,
             {
@@ -233,11 +249,13 @@ class Compiler:
                 for s in sorted(self.conditions.used_segments)
             },
         )
-        flag = _FlagBuilder(key, variants, version)
+        flag = FlagBuilder(
+            key, shared_variants(variants, self.shared), version, self.shared
+        )
         reason_no_match = Reason.DEFAULT if rule_specs else Reason.STATIC
         rules = tuple(
             CompiledRule(
-                rid,
+                self.shared.setdefault(rid, rid),
                 cond,
                 flag.serve(spec, Reason.TARGETING_MATCH, rid, salt, bucket_by),
             )
@@ -248,20 +266,31 @@ class Compiler:
             key,
             description=description if isinstance(description, str) else "",
             enabled=state == "enabled",
-            variants=variants,
+            variants=flag.variants,
             value_type=value_type,
-            default_variant=default_variant,
-            off_variant=off_variant,
+            default_variant=same_str(default_variant, self.shared),
+            off_variant=same_str(off_variant, self.shared),
             salt=salt,
             bucket_by=bucket_by,
             rules=rules,
             fallthrough=fallthrough,
             version=version,
-            definition=fdoc,
+            prerequisites=prerequisites,
+            sticky=sticky,
             metadata=MappingProxyType({**self.doc_metadata, **own})
             if own
             else self.doc_metadata,
         )
+
+    def check_prerequisites(
+        self, flags: dict[str, CompiledFlag], flags_doc: dict[Any, Any]
+    ) -> None:
+        """Check the prerequisite graph of the whole document (see ``_prereq``)."""
+        if self.prereqs:
+            variants = {k: f.variants for k, f in flags.items()}
+            declared = {k for k in flags_doc if isinstance(k, str)}
+            depth = self.limits.max_prerequisite_depth
+            check_graph(self.prereqs, variants, declared, self.problems, depth)
 
     def hashing(
         self,
@@ -498,44 +527,6 @@ class Compiler:
         return None
 
 
-class _FlagBuilder:
-    """Builds the shared outcomes of one flag (one per variant, reason and rule)."""
-
-    def __init__(self, key: str, variants: dict[str, Any], version: str) -> None:
-        self.key = key
-        self.variants = variants
-        self.version = version
-
-    def outcome(self, variant: str, reason: Reason, rule_id: str | None) -> Outcome:
-        return Outcome(
-            self.key,
-            self.variants[variant],
-            variant,
-            reason,
-            rule_id=rule_id,
-            flag_version=self.version,
-        )
-
-    def serve(
-        self,
-        spec: Any,
-        reason: Reason,
-        rule_id: str | None,
-        salt: str,
-        bucket_by: str | None,
-    ) -> Serve:
-        if isinstance(spec, str):
-            return Serve((self.outcome(spec, reason, rule_id),))
-        names = tuple(n for n, _ in spec)
-        weights = tuple(w for _, w in spec)
-        return Serve(
-            tuple(self.outcome(n, Reason.SPLIT, rule_id) for n in names),
-            weights=weights,
-            salt=salt,
-            bucket_by=bucket_by,
-        )
-
-
 def _plain(value: Any) -> Any:
     """Return *value* with LocDict/LocList replaced by plain dicts and lists."""
     if isinstance(value, dict):
@@ -554,33 +545,3 @@ def _expected(key: object, allowed: tuple[str, ...]) -> str:
 
 def _at(line: int | None) -> str:
     return "an earlier rule" if line is None else f"line {line}"
-
-
-def _metadata(
-    value: Any, bad: Callable[[str, int | None], None], line: int | None
-) -> Mapping[str, Any]:
-    """Validate a ``metadata`` mapping; return it read-only (empty where bad)."""
-    if value is None:
-        return _NO_METADATA
-    if not isinstance(value, dict):
-        bad(f"'metadata' must be a mapping, got {type(value).__name__}", line)
-        return _NO_METADATA
-    if len(value) > METADATA_ENTRIES:
-        bad(f"'metadata' has {len(value)} entries; at most {METADATA_ENTRIES}", line)
-        return _NO_METADATA
-    clean: dict[str, Any] = {}
-    for k, v in value.items():
-        at = line_of(value, k)
-        if not isinstance(k, str) or not k or len(k) > METADATA_CHARS:
-            bad(f"a metadata key must be a non-empty string, got {k!r}", at)
-        elif not isinstance(v, (bool, str, int, float)):
-            bad(
-                f"metadata {k!r} must be a bool, string, integer or float, "
-                f"got {type(v).__name__}",
-                at,
-            )
-        elif isinstance(v, str) and len(v) > METADATA_CHARS:
-            bad(f"metadata {k!r} is longer than {METADATA_CHARS} characters", at)
-        else:
-            clean[k] = v
-    return MappingProxyType(clean) if clean else _NO_METADATA

@@ -13,8 +13,9 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
-from tipkit.flags._bucketing import bucket_of, split_bounds
+from tipkit.flags._bucketing import _hash, bucket_of, split_bounds
 from tipkit.flags._model import USE_DEFAULT, ErrorCode, EvalError, Outcome, Reason
+from tipkit.flags._prereq import Prerequisite
 from tipkit.flags._targeting import Cond
 
 __all__ = [
@@ -57,14 +58,20 @@ def bucket_key_of(key: Any) -> str:
 
 
 class Serve:
-    """What a rule or the fallthrough serves: one variant, or a percentage split."""
+    """What a rule or the fallthrough serves: one variant, or a percentage split.
+
+    *shared* (the compiler's, per document) lets equal split tables, bounds
+    and weight maps be one object across flags: a 10,000-flag document of
+    one shape keeps one of each.
+    """
 
     __slots__ = (
+        "_fusable",
+        "_run",
         "bounds",
         "bucket_by",
         "outcomes",
         "prefix",
-        "run",
         "variant",
         "weights",
     )
@@ -76,55 +83,112 @@ class Serve:
         weights: tuple[int, ...] | None = None,
         salt: str = "",
         bucket_by: str | None = None,
+        shared: dict[Any, Any] | None = None,
     ) -> None:
         self.outcomes = outcomes
         self.weights = weights
         self.bucket_by = bucket_by
-        self.prefix = f"{salt}."
-        self.variant = outcomes[0].variant if weights is None else None
+        # A two-way split on the targeting key, evaluated by its own runner: a
+        # one-rule flag may inline it (see guarded()).
+        self._fusable = weights is not None and len(weights) == 2 and bucket_by is None
         if weights is None:
+            self.prefix = ""  # not hashed
+            self.variant = outcomes[0].variant
             self.bounds: tuple[int, ...] = ()
-            only = outcomes[0]
-            self.run: Run = lambda _a, _k: only
-        else:
-            self.bounds = split_bounds(weights)
-            self.run = self._split_runner()
-            split = {str(o.variant): w for o, w in zip(outcomes, weights, strict=True)}
-            for o in outcomes:
-                o.split = split
+            self._run: Run | None = None  # built when asked for (see run)
+            return
+        intern = shared.setdefault if shared is not None else _same
+        self.prefix = f"{salt}."
+        self.variant = None
+        self.weights = intern(weights, weights)
+        self.bounds = intern(("bounds", weights), split_bounds(weights))
+        items = tuple(
+            (str(o.variant), w) for o, w in zip(outcomes, weights, strict=True)
+        )
+        split = intern(("split", items), dict(items))
+        for o in outcomes:
+            o.split = split
+        self._run = self._split_runner()
+
+    @property
+    def run(self) -> Run:
+        """This serve's evaluator: ``run(attributes, targeting_key) -> Outcome``."""
+        run = self._run
+        if run is None:  # one variant: most serve inside a flag's runner, inlined
+            run = self._run = _constant(self.outcomes[0])
+        return run
+
+    def with_run(self, run: Run) -> Serve:
+        """Return a copy of this serve evaluated by *run* (sticky bucketing wraps splits)."""
+        twin = object.__new__(Serve)
+        for name in Serve.__slots__:
+            object.__setattr__(twin, name, getattr(self, name))
+        twin._run = run  # its own class
+        twin._fusable = False  # evaluated by *run*, never inlined
+        return twin
 
     @property
     def is_split(self) -> bool:
         """Whether this serves a percentage split."""
         return self.weights is not None
 
-    def _split_runner(self) -> Run:
+    def _split_runner(self) -> Run:  # noqa: C901  # one specialised closure per shape
+        """Return the split's evaluator: the bucketing formula (``_bucketing``), inlined.
+
+        The hash is inlined, not called through ``bucket_of``: a Python call is
+        ~10% of an evaluation. Same formula, same surrogate handling (tested
+        against ``bucket`` for every string shape).
+        """
         prefix, bounds, outcomes, by = (
             self.prefix,
             self.bounds,
             self.outcomes,
             self.bucket_by,
         )
-        b = bucket_of
         if len(bounds) == 2:
             first, second = outcomes
-            cut = bounds[0]
             if by is None:
 
-                def split2(_a: Mapping[str, Any], k: Any) -> Outcome:
+                def split2(  # noqa: PLR0917  # defaults bind locals: faster than cells
+                    _a: Mapping[str, Any],
+                    k: Any,
+                    prefix: str = prefix,
+                    cut: int = bounds[0],
+                    first: Outcome = first,
+                    second: Outcome = second,
+                    h: Any = _hash,
+                ) -> Outcome:
                     if k.__class__ is not str:
                         k = bucket_key_of(k)
-                    return first if b(prefix, k) < cut else second
+                    t = prefix + k
+                    if not t.isascii():
+                        t = t.encode("utf-8", "surrogatepass")
+                    n = h(t, 0, False)  # noqa: FBT003  # positional: a keyword costs ~15 ns
+                    return first if (n * 100_000) >> 32 < cut else second
 
                 return split2
 
-            def split2_by(a: Mapping[str, Any], _k: Any) -> Outcome:
+            def split2_by(  # noqa: PLR0917  # defaults bind locals: faster than cells
+                a: Mapping[str, Any],
+                _k: Any,
+                by: str = by,
+                prefix: str = prefix,
+                cut: int = bounds[0],
+                first: Outcome = first,
+                second: Outcome = second,
+                h: Any = _hash,
+            ) -> Outcome:
                 k = a.get(by)
                 if k.__class__ is not str:
                     k = bucket_key_of(k)
-                return first if b(prefix, k) < cut else second
+                t = prefix + k
+                if not t.isascii():
+                    t = t.encode("utf-8", "surrogatepass")  # type: ignore[assignment]  # str or bytes
+                n = h(t, 0, False)  # noqa: FBT003  # positional: a keyword costs ~15 ns
+                return first if (n * 100_000) >> 32 < cut else second
 
             return split2_by
+        b = bucket_of
 
         def split(a: Mapping[str, Any], k: Any) -> Outcome:
             if by is not None:
@@ -134,6 +198,40 @@ class Serve:
             return outcomes[bisect_right(bounds, b(prefix, k))]
 
         return split
+
+    def guarded(self, cond: Cond, miss: Outcome) -> Run | None:
+        """Return ``this split if cond(a, k) else miss`` as one closure, if it can be one.
+
+        For a two-way split on the targeting key: the rule, the hash and the
+        choice in one Python call instead of two (~40 ns). The formula is the
+        one of ``_split_runner`` (tested against ``bucket`` for every string).
+        """
+        if not self._fusable:
+            return None
+        first, second = self.outcomes
+
+        def rule_split2(  # noqa: PLR0917  # defaults bind locals: faster than cells
+            a: Mapping[str, Any],
+            k: Any,
+            cond: Cond = cond,
+            miss: Outcome = miss,
+            prefix: str = self.prefix,
+            cut: int = self.bounds[0],
+            first: Outcome = first,
+            second: Outcome = second,
+            h: Any = _hash,
+        ) -> Outcome:
+            if not cond(a, k):
+                return miss
+            if k.__class__ is not str:
+                k = bucket_key_of(k)
+            t = prefix + k
+            if not t.isascii():
+                t = t.encode("utf-8", "surrogatepass")
+            n = h(t, 0, False)  # noqa: FBT003  # positional: a keyword costs ~15 ns
+            return first if (n * 100_000) >> 32 < cut else second
+
+        return rule_split2
 
     def bucket_key(self, attributes: Mapping[str, Any], targeting_key: Any) -> str:
         """Return the bucket key this split would hash for the context."""
@@ -150,6 +248,10 @@ class Serve:
             for o, w in zip(self.outcomes, self.weights, strict=True)
         )
         return f"split {{{parts}}}"
+
+
+def _same(_key: Any, value: Any) -> Any:
+    return value
 
 
 def percent(thousandths_: int) -> str:
@@ -177,19 +279,21 @@ class CompiledFlag:
     """One validated flag, ready to evaluate; immutable and shared across threads."""
 
     __slots__ = (
+        "_disabled",
         "bucket_by",
         "default_variant",
-        "definition",
         "description",
-        "disabled_outcome",
         "enabled",
         "fallthrough",
         "key",
         "metadata",
         "off_variant",
+        "prereq_failed",
+        "prerequisites",
         "rules",
         "run",
         "salt",
+        "sticky",
         "value_type",
         "variants",
         "version",
@@ -210,8 +314,9 @@ class CompiledFlag:
         rules: tuple[CompiledRule, ...],
         fallthrough: Serve,
         version: str,
-        definition: Any,
         metadata: Mapping[str, Any] = _NO_METADATA,
+        prerequisites: tuple[Prerequisite, ...] = (),
+        sticky: str | None = None,
     ) -> None:
         self.key = key
         self.description = description
@@ -225,10 +330,25 @@ class CompiledFlag:
         self.rules = rules
         self.fallthrough = fallthrough
         self.version = version
-        self.definition = definition
         self.metadata = metadata  # read-only: the document's, then the flag's own
-        self.disabled_outcome = self.outcome(off_variant, Reason.DISABLED)
+        self._disabled: Outcome | None = None  # built when first asked for
+        self.sticky = sticky  # the sticky-bucketing epoch, or None (see _sticky)
+        # Parents that must serve one of their listed variants (see _precedence).
+        self.prerequisites = prerequisites
+        self.prereq_failed: Outcome | None = (
+            self.outcome(off_variant, Reason.PREREQUISITE_FAILED)
+            if prerequisites
+            else None
+        )
         self.run: Run = self._runner() if enabled else _constant(self.disabled_outcome)
+
+    @property
+    def disabled_outcome(self) -> Outcome:
+        """What the flag serves when disabled or killed: its off variant, reason DISABLED."""
+        out = self._disabled
+        if out is None:  # two threads may both build one: equal, either is right
+            out = self._disabled = self.outcome(self.off_variant, Reason.DISABLED)
+        return out
 
     def outcome(
         self, variant: str | None, reason: Reason, rule_id: str | None = None
@@ -241,7 +361,7 @@ class CompiledFlag:
 
     def _runner(self) -> Run:
         return _make_runner(
-            self.fallthrough.run, tuple((r.cond, r.serve.run) for r in self.rules)
+            self.fallthrough, tuple((r.cond, r.serve) for r in self.rules)
         )
 
     def split_serve(self, rule_id: str | None, weights: Mapping[str, int]) -> Serve:
@@ -296,8 +416,8 @@ class CompiledFlag:
     def runner_with(self, serves: Mapping[str | None, Serve]) -> Run:
         """Return this flag's evaluator with *serves* (by rule id, ``None``: fallthrough)."""
         return _make_runner(
-            self.serving(None, serves).run,
-            tuple((r.cond, self.serving(r, serves).run) for r in self.rules),
+            self.serving(None, serves),
+            tuple((r.cond, self.serving(r, serves)) for r in self.rules),
         )
 
     def __repr__(self) -> str:
@@ -308,22 +428,63 @@ class CompiledFlag:
         )
 
 
-def _make_runner(fall: Run, pairs: tuple[tuple[Cond, Run], ...]) -> Run:
-    if not pairs:
-        return fall
-    if len(pairs) == 1:
-        ((cond, serve),) = pairs
+def _make_runner(fall: Serve, rules: tuple[tuple[Cond, Serve], ...]) -> Run:  # noqa: C901  # one closure per shape
+    """Return the evaluator of *rules* (first match wins), then *fall*.
 
-        def run1(a: Mapping[str, Any], k: Any) -> Outcome:
+    One rule (the common shape) gets a runner of its own, with a serve of one
+    variant inlined as its outcome: one Python call fewer per evaluation.
+    """
+    if not rules:
+        return fall.run
+    if len(rules) == 1:
+        ((cond, serve),) = rules
+        if fall.weights is None:
+            if serve.weights is None:
+
+                def run1_const(
+                    a: Mapping[str, Any],
+                    k: Any,
+                    cond: Cond = cond,
+                    hit: Outcome = serve.outcomes[0],
+                    miss: Outcome = fall.outcomes[0],
+                ) -> Outcome:
+                    return hit if cond(a, k) else miss
+
+                return run1_const
+
+            fused = serve.guarded(cond, fall.outcomes[0])
+            if fused is not None:
+                return fused
+
+            def run1(
+                a: Mapping[str, Any],
+                k: Any,
+                cond: Cond = cond,
+                serve: Run = serve.run,
+                miss: Outcome = fall.outcomes[0],
+            ) -> Outcome:
+                return serve(a, k) if cond(a, k) else miss
+
+            return run1
+
+        def run1_split(
+            a: Mapping[str, Any],
+            k: Any,
+            cond: Cond = cond,
+            serve: Run = serve.run,
+            fall: Run = fall.run,
+        ) -> Outcome:
             return serve(a, k) if cond(a, k) else fall(a, k)
 
-        return run1
+        return run1_split
+    pairs = tuple((c, s.run) for c, s in rules)
+    fall_run = fall.run
 
     def run(a: Mapping[str, Any], k: Any) -> Outcome:
         for cond, serve in pairs:
             if cond(a, k):
                 return serve(a, k)
-        return fall(a, k)
+        return fall_run(a, k)
 
     return run
 

@@ -70,7 +70,7 @@ def compile_document(
             plain = checked_copy(doc, limits)
         except LimitError as exc:
             raise ConfigError(exc.message, source=source, **where(exc.path)) from None
-        return _compile(plain, Compiler(source), limits)
+        return _compile(plain, Compiler(source, limits), limits)
 
 
 def compile_plain(doc: Any, source: str, limits: Limits = DEFAULT_LIMITS) -> FlagSet:
@@ -80,7 +80,7 @@ def compile_plain(doc: Any, source: str, limits: Limits = DEFAULT_LIMITS) -> Fla
         ConfigError: listing every problem, sorted by position.
     """
     with gc_paused():
-        return _compile(doc, Compiler(source), limits)
+        return _compile(doc, Compiler(source, limits), limits)
 
 
 def where(path: tuple[Any, ...]) -> dict[str, Any]:
@@ -179,7 +179,7 @@ def load_text(
             raise ConfigError(exc.message, source=source, line=exc.line) from None
         except LimitError as exc:
             raise ConfigError(exc.message, source=source, **where(exc.path)) from None
-        compiler = Compiler(source)
+        compiler = Compiler(source, limits)
         for d in dupes:
             compiler.problems.add(d.message, line=d.line)
         return _compile(doc, compiler, limits)

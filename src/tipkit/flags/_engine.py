@@ -46,9 +46,11 @@ from tipkit.flags._providers import (
     document_provider,
 )
 from tipkit.flags._source import Source
+from tipkit.flags._sticky import Sticky
 from tipkit.flags._store_sync import StoreSync
 from tipkit.stores import MemoryStore, Store
 from tipkit.stores._durable import Action
+from tipkit.stores._sticky import StickyStore
 
 __all__ = ["ContextLike", "Explanation", "Flags"]
 
@@ -90,6 +92,8 @@ class Flags:
     written through any ``Flags`` sharing the store object, or announced by the
     store's ``watch``, takes effect on the very next evaluation in this process).
     *overrides* are local to this object: ``{flag: variant name or value}``.
+    *sticky* (a :class:`~tipkit.stores.StickyStore`) keeps the variants split
+    flags with a ``sticky`` epoch served (``docs/bucketing.md``).
 
     Precedence: kill > disabled > override (store, then local) > rules; a
     run-time split replaces the weights of the split it targets, not the rules.
@@ -132,6 +136,7 @@ class Flags:
         namespace: str = "flags",
         refresh_interval: float | timedelta = 1.0,
         clock: Clock | None = None,
+        sticky: StickyStore | None = None,
     ) -> None:
         interval = _checked(provider, namespace, refresh_interval, clock)
         self._provider = provider
@@ -148,9 +153,9 @@ class Flags:
         self._deadline = -_INF
         store = store if store is not None else MemoryStore(clock=self._clock)
         sync = StoreSync(store, namespace, interval, self._clock, self._expired)
-        self._source = Source(
-            provider, sync, self._local_overrides, self._expired, self._log
-        )
+        local, log = self._local_overrides, self._log
+        keeper = None if sticky is None else Sticky(sticky)
+        self._source = Source(provider, sync, local, self._expired, log, sticky=keeper)
         self._admin = Admin(sync)
         self._maintain(store=False)
         self._admin.register(self)
@@ -198,10 +203,7 @@ class Flags:
 
     @property
     def flag_set(self) -> FlagSet | None:
-        """The compiled snapshot being served (``None`` until the provider is ready).
-
-        Refreshes the provider when due, never the store: safe on an event loop.
-        """
+        """The compiled snapshot served (``None`` until ready); never reads the store."""
         self._fresh(store=False)
         return self._source.flag_set
 
@@ -334,6 +336,8 @@ class Flags:
     async def _arun(self, key: str, context: Any, default: Any) -> tuple[Any, Outcome]:
         if self._now() >= self._deadline:
             await self._amaintain()
+        if (p := self._plans.get(key)) is not None and p.sticky is not None:
+            return await p.sticky(self._complete, key, context, default)  # type: ignore[no-any-return]  # _complete's answer
         return self._complete(key, context, default)
 
     def _complete(self, key: str, context: Any, default: Any) -> tuple[Any, Outcome]:
@@ -401,15 +405,13 @@ class Flags:
         return self._admin.kill(key, self._source.flag_set, who)
 
     def revive(self, key: str, **who: Unpack[Who]) -> Action:
-        """Undo :meth:`kill` for *key* everywhere sharing the store (local-first, as kill)."""
+        """Undo :meth:`kill` for *key* everywhere sharing the store (local-first)."""
         return self._admin.revive(key, who)
 
     def pending(self) -> list[Action]:
         """Return the kills, revives, overrides and splits not yet in the store.
 
-        Each is in force here and replayed when the store answers
-        (``ActionFlushed``), or dropped if someone else wrote the key meanwhile
-        (``ActionConflict``). Never reads the store.
+        In force here; replayed (``ActionFlushed``) or dropped (``ActionConflict``).
         """
         return self._source.sync.durable.pending()
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from tipkit.flags._bucketing import bucket
 from tipkit.flags._compiled import CompiledFlag, FlagSet, Serve
 from tipkit.flags._model import EvalError, EvaluationContext, EvaluationDetail
-from tipkit.flags._precedence import Layer, Plan
+from tipkit.flags._precedence import Layer, Plan, prerequisite_met
 
 __all__ = ["Explanation", "explain"]
 
@@ -51,6 +51,11 @@ def explain(
     bucket_key: str | None = None
     if plan.layer is not Layer.RULES:
         steps.append(plan.layer.value)
+    elif flag.prerequisites and not _prerequisites(
+        flag, flag_set, plans, context, steps
+    ):
+        off = "the caller's default" if flag.off_variant is None else flag.off_variant
+        steps.append(f"a prerequisite failed: serves the off variant ({off!r})")
     else:
         serve = _rules(flag, plan, context, steps)
         if serve is not None and serve.is_split:
@@ -63,8 +68,56 @@ def explain(
                 steps.append(
                     f"bucket = murmur3('{flag.salt}.{bucket_key}') -> {bucket_} of 100000"
                 )
+                if plan.sticky is not None:
+                    steps.append(
+                        f"sticky (epoch {flag.sticky}): a variant recorded for this "
+                        "unit wins while the split lists it"
+                    )
     steps.append(_result(detail))
     return Explanation(detail, bucket_, bucket_key, tuple(steps))
+
+
+def _prerequisites(
+    flag: CompiledFlag,
+    flag_set: FlagSet | None,
+    plans: Mapping[str, Plan],
+    context: EvaluationContext,
+    steps: list[str],
+    *,
+    indent: str = "",
+) -> bool:
+    """Narrate *flag*'s prerequisites in order, each parent's own chain below it.
+
+    Stops at the first that fails, as evaluation does; return whether all held.
+    """
+    attrs, tkey = context.attributes, context.targeting_key
+    for pre in flag.prerequisites:
+        met, out = prerequisite_met(pre, plans, attrs, tkey)
+        parent = plans.get(pre.flag)
+        if parent is None:
+            served = "is not defined"
+        elif parent.layer in (Layer.KILLED, Layer.DISABLED):
+            served = "is killed" if parent.layer is Layer.KILLED else "is disabled"
+        elif out is None:
+            served = "cannot be evaluated for this context"
+        else:
+            served = f"serves {out.variant!r} ({out.reason.value})"
+        needs = ", ".join(repr(v) for v in sorted(pre.variants))
+        verdict = "met" if met else "not met"
+        steps.append(
+            f"{indent}prerequisite {pre.flag!r} (needs {needs}): {served}: {verdict}"
+        )
+        pflag = None if flag_set is None else flag_set.flags.get(pre.flag)
+        if (
+            pflag is not None
+            and pflag.prerequisites
+            and parent is not None
+            and parent.layer is Layer.RULES
+        ):
+            _prerequisites(pflag, flag_set, plans, context, steps, indent=indent + "  ")
+        if not met:
+            return False
+    return True
 
 
 def _rules(

@@ -50,6 +50,8 @@ class Limits:
         alias_expansion: YAML aliases are resolved by reference, and the
             values they stand for may add at most this many times the values
             written in the file (default 10): a "billion laughs" is refused.
+        max_prerequisite_depth: how long a chain of prerequisites may be
+            (a flag whose parent has a parent is 2 deep; default 10).
     """
 
     max_bytes: int = 8 * 1024 * 1024
@@ -59,6 +61,7 @@ class Limits:
     max_string: int = 65_536
     max_nodes: int = 2_000_000
     alias_expansion: int = 10
+    max_prerequisite_depth: int = 10
 
     def __post_init__(self) -> None:
         for name in self.__slots__:

@@ -295,8 +295,8 @@ def _split_changes(
 ) -> Iterator[Warning]:
     for key, flag in flag_set.flags.items():
         before = previous.flags.get(key)
-        if before is None:
-            continue
+        if before is None or (flag.sticky is not None and flag.sticky == before.sticky):
+            continue  # sticky, same epoch: users served keep their variant
         old_splits = _splits(before)
         for where, serve in _splits(flag).items():
             old = old_splits.get(where)

@@ -38,6 +38,8 @@ class Reason(StrEnum):
     """The value came from a percentage split (in a rule or the fallthrough)."""
     DISABLED = "DISABLED"
     """The flag is disabled or killed."""
+    PREREQUISITE_FAILED = "PREREQUISITE_FAILED"
+    """A prerequisite flag did not serve a listed variant: the off variant."""
     ERROR = "ERROR"
     """Something went wrong: the caller's default, with an error code."""
 
@@ -178,6 +180,8 @@ class Outcome:
         self.assigned: Assignment | None = None
         # Built at the first evaluation served (most outcomes of a big document
         # never are): holders call ``out.counter.inc()``, which builds it then.
+        # Not a __getattr__ on an unset slot: any __getattr__ makes every
+        # attribute read of an outcome slower (no specialised slot reads).
         self.counter: Counter | _LazyCounter = _LazyCounter(self)
         # Object values are copied out on each evaluation: the snapshot is shared.
         self.mutable = isinstance(value, dict | list)

@@ -47,6 +47,7 @@ REASONS: Final[Mapping[Reason, OFReason]] = {
     Reason.TARGETING_MATCH: OFReason.TARGETING_MATCH,
     Reason.SPLIT: OFReason.SPLIT,
     Reason.DISABLED: OFReason.DISABLED,
+    Reason.PREREQUISITE_FAILED: OFReason.TARGETING_MATCH,  # decided per context
     Reason.ERROR: OFReason.ERROR,
 }
 """tipkit's reasons to OpenFeature's: the same names and meanings."""

@@ -1,23 +1,32 @@
-"""Flag precedence, written once: kill > disabled > override (store, then local) > rules.
+"""Flag precedence, written once: kill > disabled > override > prerequisites > rules.
 
 :func:`plan` decides, for every flag of a snapshot and the store's state, which
 layer serves it and builds the evaluator for that layer. The engine evaluates
 with the plans' ``run``; ``explain`` narrates from the same plans, so the two
-cannot disagree. A run-time split (``set_split``) is not a layer of its own: it
-replaces the weights of the rule or fallthrough it targets, inside the rules.
+cannot disagree. Overrides: the store's, then local ones. A run-time split
+(``set_split``) is not a layer of its own: it replaces the weights of the rule
+or fallthrough it targets, inside the rules.
+
+Prerequisites are checked, in the order written, before the rules of a flag
+served by its rules; :func:`prerequisite_met` is the one test, used by the
+evaluator (:func:`_gated`) and by ``explain``. A flag without prerequisites
+keeps its plain evaluator: they cost nothing unless used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from enum import Enum
+from functools import partial
 from typing import Any
 
 from tipkit.flags._compiled import CompiledFlag, Run, Serve
-from tipkit.flags._model import Outcome, Reason
+from tipkit.flags._model import EvalError, Outcome, Reason
+from tipkit.flags._prereq import Prerequisite
+from tipkit.flags._sticky import Sticky
 from tipkit.flags._store_sync import StoreState
 
-__all__ = ["BadSplit", "Layer", "Plan", "plan"]
+__all__ = ["BadSplit", "Layer", "Plan", "plan", "prerequisite_met"]
 
 
 class Layer(Enum):
@@ -33,15 +42,21 @@ class Layer(Enum):
 class Plan:
     """How one flag is served: its layer, its evaluator and any run-time splits."""
 
-    __slots__ = ("layer", "run", "serves")
+    __slots__ = ("layer", "run", "serves", "sticky")
 
     def __init__(
-        self, layer: Layer, run: Run, serves: Mapping[str | None, Serve] | None = None
+        self,
+        layer: Layer,
+        run: Run,
+        serves: Mapping[str | None, Serve] | None = None,
+        sticky: Callable[..., Awaitable[Any]] | None = None,
     ) -> None:
         self.layer = layer
         self.run = run
         # Run-time splits by target (rule id, None: the fallthrough).
         self.serves: Mapping[str | None, Serve] = serves or {}
+        # Async evaluation of a sticky flag: ``await sticky(complete, key, ctx, default)``.
+        self.sticky = sticky
 
 
 BadSplit = Callable[[CompiledFlag, "str | None", Mapping[str, int], ValueError], None]
@@ -67,12 +82,14 @@ def plan(
     state: StoreState,
     local: Mapping[str, Any],
     bad_split: BadSplit,
+    sticky: Sticky | None = None,
 ) -> dict[str, Plan]:
     """Return the plan of every flag in *flags*, and of overrides of unknown keys.
 
     *state* is the store's (kills, overrides, splits), *local* the overrides
     local to one ``Flags``. A key that only an override names is served as
-    the override's value (no variant), unless it is killed.
+    the override's value (no variant), unless it is killed. With *sticky*,
+    the splits of a flag with a ``sticky`` epoch keep their units' variants.
     """
     plans: dict[str, Plan] = {}
     for key, flag in flags.items():
@@ -88,9 +105,8 @@ def plan(
             spec = local[key]
             plans[key] = Plan(layer, _const(_override_outcome(key, spec, flag)))
         else:
-            serves = _split_serves(flag, state.splits.get(key), bad_split)
-            run = flag.runner_with(serves) if serves else flag.run
-            plans[key] = Plan(layer, run, serves)
+            splits = state.splits.get(key)
+            plans[key] = _rules_plan(flag, splits, bad_split, sticky, plans)
     for source, layer in (
         (local, Layer.LOCAL_OVERRIDE),
         (state.overrides, Layer.OVERRIDE),
@@ -99,6 +115,25 @@ def plan(
             if key not in flags and key not in state.kills:
                 plans[key] = Plan(layer, _const(_override_outcome(key, value, None)))
     return plans
+
+
+def _rules_plan(
+    flag: CompiledFlag,
+    splits: Mapping[str | None, Mapping[str, int]] | None,
+    bad_split: BadSplit,
+    sticky: Sticky | None,
+    plans: Mapping[str, Plan],
+) -> Plan:
+    """Plan a flag its rules serve: run-time splits, sticky splits, prerequisites."""
+    serves = _split_serves(flag, splits, bad_split)
+    run = flag.runner_with(serves) if serves else flag.run
+    asticky = None
+    if sticky is not None and flag.sticky is not None:
+        run = flag.runner_with({**serves, **sticky.serves(flag, serves)})
+        asticky = partial(sticky.arun, by=flag.bucket_by)
+    if flag.prereq_failed is not None:
+        run = _gated(run, flag.prerequisites, flag.prereq_failed, plans)
+    return Plan(Layer.RULES, run, serves, asticky)
 
 
 def _split_serves(
@@ -118,6 +153,61 @@ def _split_serves(
         except ValueError as exc:
             bad_split(flag, rule_id, weights, exc)
     return serves
+
+
+_OFF_LAYERS = (Layer.KILLED, Layer.DISABLED)
+
+
+def prerequisite_met(
+    pre: Prerequisite,
+    plans: Mapping[str, Plan],
+    attributes: Mapping[str, Any],
+    key: Any,
+) -> tuple[bool, Outcome | None]:
+    """Return whether *pre* holds for the context, and what its parent served.
+
+    It holds when the parent is served by its rules or an override (not
+    killed, not disabled), and serves one of the listed variants without its
+    own prerequisite failing. A parent missing at run time, or one that cannot
+    be evaluated for this context (no bucket key), fails it. Evaluation and
+    ``explain`` both ask here.
+    """
+    parent = plans.get(pre.flag)
+    if parent is None:
+        return False, None
+    try:
+        out = parent.run(attributes, key)
+    except EvalError:
+        return False, None
+    return (
+        parent.layer not in _OFF_LAYERS
+        and out.variant in pre.variants
+        and out.reason is not Reason.PREREQUISITE_FAILED,
+        out,
+    )
+
+
+def _gated(
+    run: Run,
+    prereqs: tuple[Prerequisite, ...],
+    failed: Outcome,
+    plans: Mapping[str, Plan],
+) -> Run:
+    """Return *run* behind its prerequisites: *failed* unless every one holds.
+
+    Parents are looked up in *plans* (this refresh's, filled in after this
+    is built) at evaluation: a chain is evaluated parent first, and its
+    depth is bounded at load (``Limits.max_prerequisite_depth``).
+    """
+    met = prerequisite_met
+
+    def gated(a: Mapping[str, Any], k: Any) -> Outcome:
+        for pre in prereqs:
+            if not met(pre, plans, a, k)[0]:
+                return failed
+        return run(a, k)
+
+    return gated
 
 
 def _const(outcome: Outcome) -> Run:

@@ -21,6 +21,7 @@ from tipkit.flags._model import ErrorCode
 from tipkit.flags._outcomes import OnceLog
 from tipkit.flags._precedence import Plan, plan
 from tipkit.flags._providers import FlagProvider, ProviderNotReadyError
+from tipkit.flags._sticky import Sticky
 from tipkit.flags._store_sync import StoreSync
 
 __all__ = ["Source"]
@@ -41,6 +42,7 @@ class Source:
         "flag_set",
         "not_ready",
         "provider_next",
+        "sticky",
         "sync",
     )
 
@@ -51,6 +53,8 @@ class Source:
         local_overrides: Mapping[str, Any],
         expired: Callable[[], object],
         log: OnceLog,
+        *,
+        sticky: Sticky | None = None,
     ) -> None:
         """Serve *provider* and *sync*; call the bound method *expired* when either changes."""
         self._provider = provider
@@ -58,6 +62,7 @@ class Source:
         self._local = local_overrides
         self._interval = sync.interval
         self._log = log
+        self.sticky = sticky
         # Weak, as the provider and the store hold their callbacks.
         self._expired = weakref.WeakMethod(expired)
         self.flag_set: FlagSet | None = None
@@ -152,7 +157,7 @@ class Source:
     def _plans(self) -> dict[str, Plan]:
         fs = self.flag_set
         flags = {} if fs is None else fs.flags
-        return plan(flags, self.sync.state, self._local, self._bad_split)
+        return plan(flags, self.sync.state, self._local, self._bad_split, self.sticky)
 
     def _bad_split(
         self,

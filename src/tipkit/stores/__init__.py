@@ -38,9 +38,11 @@ from tipkit.stores._protocol import (
     TokenStore,
     TokenTake,
 )
+from tipkit.stores._sticky import MemoryStickyStore, StickyStore
 
 if TYPE_CHECKING:
     from tipkit.stores._redis import RedisStore
+    from tipkit.stores._sticky_redis import RedisStickyStore
 
 __all__ = [
     "JSON",
@@ -52,9 +54,11 @@ __all__ = [
     "CounterStore",
     "Entry",
     "KeyValueStore",
+    "MemoryStickyStore",
     "MemoryStore",
     "OnError",
     "Snapshot",
+    "StickyStore",
     "Store",
     "StoreRecovered",
     "StoreStateLost",
@@ -65,7 +69,7 @@ __all__ = [
 ]
 if importlib.util.find_spec("redis") is not None:
     # Listed only when importable: `from tipkit.stores import *` must work without the extra.
-    __all__ += ["RedisStore"]
+    __all__ += ["RedisStickyStore", "RedisStore"]
 
 
 def __getattr__(name: str) -> Any:
@@ -74,4 +78,8 @@ def __getattr__(name: str) -> Any:
         from tipkit.stores._redis import RedisStore  # noqa: PLC0415 - lazy on purpose
 
         return RedisStore
+    if name == "RedisStickyStore":
+        from tipkit.stores._sticky_redis import RedisStickyStore  # noqa: PLC0415 - lazy on purpose
+
+        return RedisStickyStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
