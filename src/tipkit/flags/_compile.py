@@ -20,6 +20,7 @@ from tipkit.flags._bucketing import BUCKETS, WeightError, thousandths
 from tipkit.flags._compiled import CompiledFlag, CompiledRule, FlagSet, Serve, percent
 from tipkit.flags._conditions import Conditions, Problems
 from tipkit.flags._model import Outcome, Reason
+from tipkit.flags._schemes import Scheme, check_splits, parse_bucketing
 from tipkit.flags._targeting import Cond
 from tipkit.flags._yaml import LocList, line_at, line_of
 
@@ -34,6 +35,7 @@ FLAG_KEYS: Final = (
     "off_variant",
     "salt",
     "bucket_by",
+    "bucketing",
     "rules",
     "fallthrough",
     "metadata",
@@ -224,6 +226,13 @@ class Compiler:
             lambda msg, at: bad(msg, "metadata", at),
             line_of(fdoc, "metadata"),
         )
+        scheme = parse_bucketing(key, fdoc, bad, line_of)  # vendor schemes: _schemes.py
+        check_splits(
+            scheme,
+            [(s, f"{f}.serve", ln) for _, _, s, f, ln in rule_specs]
+            + [(fall_spec, "fallthrough", line_of(fdoc, "fallthrough"))],
+            bad,
+        )
         if len(self.problems) > before or fall_spec is None:
             return None
         version = _digest(
@@ -233,7 +242,7 @@ class Compiler:
                 for s in sorted(self.conditions.used_segments)
             },
         )
-        flag = _FlagBuilder(key, variants, version)
+        flag = _FlagBuilder(key, variants, version, scheme)
         reason_no_match = Reason.DEFAULT if rule_specs else Reason.STATIC
         rules = tuple(
             CompiledRule(
@@ -261,6 +270,7 @@ class Compiler:
             metadata=MappingProxyType({**self.doc_metadata, **own})
             if own
             else self.doc_metadata,
+            scheme=scheme,
         )
 
     def hashing(
@@ -501,10 +511,13 @@ class Compiler:
 class _FlagBuilder:
     """Builds the shared outcomes of one flag (one per variant, reason and rule)."""
 
-    def __init__(self, key: str, variants: dict[str, Any], version: str) -> None:
+    def __init__(
+        self, key: str, variants: dict[str, Any], version: str, scheme: Scheme | None
+    ) -> None:
         self.key = key
         self.variants = variants
         self.version = version
+        self.scheme = scheme
 
     def outcome(self, variant: str, reason: Reason, rule_id: str | None) -> Outcome:
         return Outcome(
@@ -533,6 +546,7 @@ class _FlagBuilder:
             weights=weights,
             salt=salt,
             bucket_by=bucket_by,
+            scheme=self.scheme,
         )
 
 

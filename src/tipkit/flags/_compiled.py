@@ -15,6 +15,7 @@ from typing import Any
 
 from tipkit.flags._bucketing import bucket_of, split_bounds
 from tipkit.flags._model import USE_DEFAULT, ErrorCode, EvalError, Outcome, Reason
+from tipkit.flags._schemes import Scheme, scheme_runner
 from tipkit.flags._targeting import Cond
 
 __all__ = [
@@ -65,6 +66,7 @@ class Serve:
         "outcomes",
         "prefix",
         "run",
+        "scheme",
         "variant",
         "weights",
     )
@@ -76,11 +78,13 @@ class Serve:
         weights: tuple[int, ...] | None = None,
         salt: str = "",
         bucket_by: str | None = None,
+        scheme: Scheme | None = None,
     ) -> None:
         self.outcomes = outcomes
         self.weights = weights
         self.bucket_by = bucket_by
         self.prefix = f"{salt}."
+        self.scheme = scheme  # a vendor's bucketing (_schemes.py); None: tipkit's
         self.variant = outcomes[0].variant if weights is None else None
         if weights is None:
             self.bounds: tuple[int, ...] = ()
@@ -88,7 +92,11 @@ class Serve:
             self.run: Run = lambda _a, _k: only
         else:
             self.bounds = split_bounds(weights)
-            self.run = self._split_runner()
+            self.run = (
+                self._split_runner()
+                if scheme is None
+                else scheme_runner(scheme, outcomes, weights, bucket_by, bucket_key_of)
+            )
             split = {str(o.variant): w for o, w in zip(outcomes, weights, strict=True)}
             for o in outcomes:
                 o.split = split
@@ -190,6 +198,7 @@ class CompiledFlag:
         "rules",
         "run",
         "salt",
+        "scheme",
         "value_type",
         "variants",
         "version",
@@ -212,8 +221,10 @@ class CompiledFlag:
         version: str,
         definition: Any,
         metadata: Mapping[str, Any] = _NO_METADATA,
+        scheme: Scheme | None = None,
     ) -> None:
         self.key = key
+        self.scheme = scheme
         self.description = description
         self.enabled = enabled
         self.variants = variants
@@ -271,6 +282,7 @@ class CompiledFlag:
             weights=tuple(weights[n] for n in names),
             salt=self.salt,
             bucket_by=self.bucket_by,
+            scheme=self.scheme,
         )
 
     def _rule(self, rule_id: str) -> CompiledRule:
