@@ -44,6 +44,16 @@ def _people(seed: int, n: int = SAMPLE) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603  # this interpreter, our own CLI and files
+        [sys.executable, "-m", "tipkit", "flags", "import", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
 def _tipkit(vendor: str, **kwargs: Any) -> tuple[Flags, Any]:
     result = import_flags(vendor, _load(vendor), **kwargs)
     return Flags.from_dict(result.document), result
@@ -139,7 +149,7 @@ def test_flagd_import_serves_flagd_variants() -> None:
         tk = EvaluationContext(key, attrs)
         for flag, resolve in resolvers.items():
             # A disabled flag gives the caller's default ("?" here) in both.
-            expected = resolve(flag, "?", ctx).value  # type: ignore[arg-type]
+            expected = resolve(flag, "?", ctx).value
             actual = flags.get(flag, tk, default=None)
             actual = "?" if actual is None else actual
             assert (flag, key, attrs, expected) == (flag, key, attrs, actual)
@@ -151,24 +161,7 @@ def test_cli_import_writes_a_loadable_document_and_lists_what_did_not_translate(
 ) -> None:
     """`tipkit flags import` writes a document that loads, lists skips, exits 3 if partial."""
     out = tmp_path / f"{vendor}.yaml"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tipkit",
-            "flags",
-            "import",
-            "--from",
-            vendor,
-            str(DATA / f"{vendor}.json"),
-            "-o",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    proc = _cli("--from", vendor, str(DATA / f"{vendor}.json"), "-o", str(out))
     assert 3 == proc.returncode, proc.stderr
     assert "not translated: flag" in proc.stderr
     assert "partial:" in proc.stderr.splitlines()[-1]
@@ -184,22 +177,7 @@ def test_cli_import_exits_0_when_everything_translates(tmp_path: Path) -> None:
     doc = _load("flagd")
     del doc["flags"]["thirds"]
     src.write_text(json.dumps(doc), "utf-8")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tipkit",
-            "flags",
-            "import",
-            "--from",
-            "flagd",
-            str(src),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    proc = _cli("--from", "flagd", str(src))
     assert 0 == proc.returncode, proc.stderr
     assert {"color", "header", "email-split", "legacy"} == set(
         json.loads(proc.stdout)["flags"]
@@ -210,22 +188,7 @@ def test_cli_import_refuses_a_file_of_another_format(tmp_path: Path) -> None:
     """A file that is not the vendor's format exits 1 with the reason."""
     src = tmp_path / "x.json"
     src.write_text('{"flags": []}', "utf-8")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tipkit",
-            "flags",
-            "import",
-            "--from",
-            "unleash",
-            str(src),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    proc = _cli("--from", "unleash", str(src))
     assert 1 == proc.returncode
     assert "expected Unleash features JSON" in proc.stderr
 

@@ -60,7 +60,7 @@ def _keep_loadable(result: ImportResult) -> None:
             if not bad:
                 raise  # pragma: no cover - an importer wrote a bad top level
             for p in exc.problems:
-                if p.flag in bad:
+                if p.flag is not None and p.flag in bad:
                     result.skipped.append(
                         (p.flag, p.field or "", f"tipkit refuses it: {p.message}")
                     )

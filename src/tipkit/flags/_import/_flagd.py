@@ -43,7 +43,7 @@ _MAX_REF_DEPTH = 32
 def import_flagd(data: Any) -> ImportResult:
     """Translate the flagd flags in *data*; see the module docstring."""
     if not isinstance(data, dict) or not isinstance(data.get("flags"), dict):
-        raise ValueError("expected a flagd flag definition: {flags: {key: {...}}}")
+        raise ValueError("expected a flagd flag definition: {flags: {key: {...}}}")  # noqa: TRY004  # bad input, not a bug
     evaluators = data.get("$evaluators") or {}
     result = ImportResult("flagd", {"version": 1, "flags": {}})
     for key, raw in data["flags"].items():
@@ -117,7 +117,7 @@ def _branch(
         return _fractional(flag, key, node["fractional"], variants, where)
     if chain and isinstance(node, dict) and set(node) == {"if"}:
         args = node["if"]
-        if not isinstance(args, list) or len(args) < 2:  # noqa: PLR2004  # cond, then
+        if not isinstance(args, list) or len(args) < 2:  # cond, then
             raise Untranslatable(where, "an 'if' needs a condition and a result")
         pairs = len(args) // 2
         for i in range(pairs):
@@ -149,9 +149,9 @@ def _fractional(
         args = args[1:]
     names, weights = [], []
     for a in args:
-        if not isinstance(a, list) or not 1 <= len(a) <= 2 or a[0] not in variants:  # noqa: PLR2004
+        if not isinstance(a, list) or not 1 <= len(a) <= 2 or a[0] not in variants:
             raise Untranslatable(where, f"fractional entry {a!r}")
-        w = a[1] if len(a) == 2 else 1  # noqa: PLR2004
+        w = a[1] if len(a) == 2 else 1
         if isinstance(w, bool) or not isinstance(w, int):
             raise Untranslatable(where, f"fractional weight {w!r}")
         names.append(a[0])
@@ -194,7 +194,7 @@ def _bucket_expr(key: str, node: Any, where: str) -> tuple[str, str | None]:
         and isinstance(node["cat"], list)
     ):
         parts = node["cat"]
-        if len(parts) == 2 and _var(parts[1]) is not None:  # noqa: PLR2004  # prefix, var
+        if len(parts) == 2 and _var(parts[1]) is not None:  # prefix, var
             head = parts[0]
             prefix = key if _var(head) == "$flagd.flagKey" else head
             if isinstance(prefix, str):
@@ -203,7 +203,7 @@ def _bucket_expr(key: str, node: Any, where: str) -> tuple[str, str | None]:
     raise Untranslatable(where, f"a bucketing expression {node!r}")
 
 
-def _cond(node: Any, where: str) -> dict[str, Any]:  # noqa: PLR0911  # one case per operator
+def _cond(node: Any, where: str) -> dict[str, Any]:  # noqa: C901  # one case per operator
     if not isinstance(node, dict) or len(node) != 1:
         raise Untranslatable(where, f"condition {node!r}")
     ((op, args),) = node.items()
@@ -214,13 +214,13 @@ def _cond(node: Any, where: str) -> dict[str, Any]:  # noqa: PLR0911  # one case
         return {"not": _cond(inner, where)}
     if not isinstance(args, list):
         raise Untranslatable(where, f"condition {node!r}")
-    if op == "sem_ver" and len(args) == 3 and _var(args[0]) and args[1] in _SEMVER:  # noqa: PLR2004
+    if op == "sem_ver" and len(args) == 3 and _var(args[0]) and args[1] in _SEMVER:
         return {
             "attr": _attr(str(_var(args[0])), where),
             "op": _SEMVER[args[1]],
             "value": args[2],
         }
-    if op == "in" and len(args) == 2:  # noqa: PLR2004
+    if op == "in" and len(args) == 2:
         if _var(args[0]) and isinstance(args[1], list):
             return {
                 "attr": _attr(str(_var(args[0])), where),
@@ -233,7 +233,7 @@ def _cond(node: Any, where: str) -> dict[str, Any]:  # noqa: PLR0911  # one case
                 "op": "contains",
                 "value": args[0],
             }
-    if op in _CMP and len(args) == 2:  # noqa: PLR2004
+    if op in _CMP and len(args) == 2:
         left, right = args
         if _var(left) and not isinstance(right, dict | list):
             return {

@@ -66,7 +66,7 @@ def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _feature(key: str, raw: Any) -> dict[str, Any]:
+def _feature(key: str, raw: Any) -> dict[str, Any]:  # noqa: C901, PLR0912  # one case per rule form
     if not isinstance(raw, dict):
         raise Untranslatable("", "a feature must be a mapping")
     rules = [r for r in raw.get("rules") or [] if isinstance(r, dict)]
@@ -119,7 +119,7 @@ def _feature(key: str, raw: Any) -> dict[str, Any]:
     return flag.build()
 
 
-def _hashing(flag: Flag, key: str, r: dict[str, Any], where: str, seed: str) -> int:
+def _hashing(flag: Flag, r: dict[str, Any], where: str, seed: str) -> int:
     version = r.get("hashVersion") or 1
     if version not in (1, 2):
         raise Untranslatable(where, f"hashVersion {version!r}")
@@ -129,7 +129,7 @@ def _hashing(flag: Flag, key: str, r: dict[str, Any], where: str, seed: str) -> 
     return int(version)
 
 
-def _force(
+def _force(  # noqa: PLR0917  # private, called once
     flag: Flag,
     key: str,
     r: dict[str, Any],
@@ -151,7 +151,7 @@ def _force(
             "a partial rollout followed by more rules: GrowthBook tries the next rule "
             "for the users it leaves out",
         )
-    version = _hashing(flag, key, r, where, str(r.get("seed") or key))
+    version = _hashing(flag, r, where, str(r.get("seed") or key))
     return _exact_split(
         where, [forced, default], [coverage, 1 - coverage], version, cut=coverage
     )
@@ -176,11 +176,11 @@ def _experiment(
         and len(weights) == n
         and all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights)
         and all(w >= 0 and math.isfinite(w) for w in weights)
-        and 0.99 <= sum(weights) <= 1.01  # noqa: PLR2004  # GrowthBook's tolerance
+        and 0.99 <= sum(weights) <= 1.01  # GrowthBook's tolerance
     ):
         weights = [1 / n] * n
     seed = str(r.get("seed") or r.get("key") or key)
-    version = _hashing(flag, key, r, where, seed)
+    version = _hashing(flag, r, where, seed)
     picks = [names[_key(v)] for v in variations]
     return _exact_split(where, picks, [float(w) for w in weights], version)
 

@@ -53,7 +53,7 @@ def _flags_of(
     if isinstance(data, dict) and "key" in data:
         data = [data]
     if not isinstance(data, list):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004  # bad input, not a bug
             "expected LaunchDarkly flag JSON: {flags: {...}} (SDK/relay data), "
             "{items: [...]} or a list of flags (REST API), or one flag"
         )
@@ -96,7 +96,7 @@ def import_launchdarkly(data: Any, *, env: str | None = None) -> ImportResult:
     return result
 
 
-def _flag(
+def _flag(  # noqa: C901, PLR0912  # one flat pass over the flag
     key: str, raw: dict[str, Any], segments: dict[str, Any], result: ImportResult
 ) -> dict[str, Any]:
     if "_error" in raw:
@@ -203,6 +203,7 @@ def _serve(
 def _clause(c: dict[str, Any], segments: dict[str, Any], where: str) -> dict[str, Any]:
     op = c.get("op")
     values = list(c.get("values") or [])
+    cond: dict[str, Any]
     if c.get("contextKind", "user") != "user":
         raise Untranslatable(where, "a clause on a non-user context kind")
     if op == "segmentMatch":

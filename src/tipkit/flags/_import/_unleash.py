@@ -36,7 +36,7 @@ _ATTR = {"userId": "targeting_key"}
 
 def _features_of(data: Any, env: str | None) -> list[dict[str, Any]]:
     if not isinstance(data, dict) or not isinstance(data.get("features"), list):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004  # bad input, not a bug
             "expected Unleash features JSON: {features: [...]} from /api/client/features "
             "or a feature export"
         )
@@ -50,7 +50,7 @@ def _features_of(data: Any, env: str | None) -> list[dict[str, Any]]:
         name = next(iter(envs))
     out = []
     for f in features:
-        fe = next(
+        fe: dict[str, Any] = next(
             (
                 e
                 for e in data.get("featureEnvironments", [])
@@ -94,7 +94,7 @@ def import_unleash(data: Any, *, env: str | None = None) -> ImportResult:
     return result
 
 
-def _feature(key: str, raw: dict[str, Any], result: ImportResult) -> dict[str, Any]:
+def _feature(key: str, raw: dict[str, Any], result: ImportResult) -> dict[str, Any]:  # noqa: C901  # one pass over the strategies
     flag = Flag(key)
     feature_variants = [v for v in raw.get("variants") or [] if v.get("weight", 0) >= 0]
     strategies = [s for s in raw.get("strategies") or [] if not s.get("disabled")]
@@ -152,7 +152,7 @@ def _feature(key: str, raw: dict[str, Any], result: ImportResult) -> dict[str, A
     return flag.build()
 
 
-def _strategy(
+def _strategy(  # noqa: C901, PLR0917  # one case per strategy kind
     flag: Flag,
     key: str,
     s: dict[str, Any],
@@ -193,17 +193,17 @@ def _strategy(
             where,
             "a strategy without variants in a flag whose other strategies have some",
         )
-    if not variants and rollout >= 100:  # noqa: PLR2004  # percent
+    if not variants and rollout >= 100:  # percent
         return cond, "on", False
     if variants:
         vgroup = group if s.get("variants") else key
-        if rollout < 100 and vgroup != group:  # noqa: PLR2004  # percent
+        if rollout < 100 and vgroup != group:  # percent
             raise Untranslatable(
                 where,
                 f"the rollout hashes group {group!r} but feature variants hash {key!r}",
             )
         serve = _variants_serve(flag, variants, vgroup, rollout, off, where, stickiness)
-        return cond, serve, rollout < 100  # noqa: PLR2004  # percent
+        return cond, serve, rollout < 100  # percent
     flag.use_bucketing(where, _bucketing(group, off), _by(stickiness, where))
     return (
         cond,
@@ -227,7 +227,7 @@ def _by(stickiness: str, where: str) -> str | None:
     return stickiness
 
 
-def _variants_serve(
+def _variants_serve(  # noqa: PLR0917  # private, called twice
     flag: Flag,
     variants: list[dict[str, Any]],
     group: str,
@@ -237,7 +237,7 @@ def _variants_serve(
     stickiness: str | None,
 ) -> Any:
     weights = [int(v.get("weight", 0)) for v in variants]
-    if sum(weights) != 1000:  # noqa: PLR2004  # Unleash normalises to 1000
+    if sum(weights) != 1000:  # Unleash normalises to 1000
         raise Untranslatable(where, f"variant weights sum to {sum(weights)}, not 1000")
     stick = {str(v.get("stickiness") or "default") for v in variants}
     if stickiness is not None:
@@ -252,7 +252,7 @@ def _variants_serve(
     flag.use_bucketing(where, _bucketing(group, off), bys.pop())
     names = [str(v.get("name")) for v in variants]
     thousandths = [w * rollout for w in weights]
-    if rollout < 100:  # noqa: PLR2004  # percent
+    if rollout < 100:  # percent
         names.append(off)
         thousandths.append((100 - rollout) * 1000)
     return split(where, names, thousandths)
