@@ -402,6 +402,27 @@ def test_flagd_fractional_by_attribute_matches_sdk() -> None:
     assert expected == actual
 
 
+def test_flagd_version_2_hashes_the_concatenated_string() -> None:
+    """version: 2 is flagd's Go fractional before v3: murmur3 of flagKey + key, (h*T)>>32."""
+    import mmh3
+
+    flags = _tipkit(
+        "color",
+        {
+            "variants": {"red": "red", "green": "green", "blue": "blue"},
+            "bucketing": {"scheme": "flagd", "version": 2},
+            "fallthrough": {"split": {"red": 25, "green": 25, "blue": 50}},
+        },
+    )
+    users = _users(12, 3000)
+    expected = []
+    for u in users:
+        h = mmh3.hash(("color" + u).encode("utf-8", "surrogatepass"), 0, signed=False)
+        b = (h * 4) >> 32  # flagd weights 1:1:2 (total 4)
+        expected.append(["red", "green", "blue", "blue"][b])
+    assert expected == [_served(flags, "color", u) for u in users]
+
+
 # -- validation --------------------------------------------------------------------
 
 
@@ -419,6 +440,7 @@ def test_flagd_fractional_by_attribute_matches_sdk() -> None:
         ),
         ({"scheme": "unleash", "salt": "s"}, "bucketing.salt", "unknown key"),
         ({"scheme": "flagd", "flag_key": ""}, "bucketing.flag_key", "non-empty"),
+        ({"scheme": "flagd", "version": 1}, "bucketing.version", "must be 3"),
     ],
 )
 def test_bad_bucketing_is_a_config_error_naming_flag_and_field(

@@ -50,7 +50,7 @@ BUCKETING_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "unleash": ("scheme", "group", "disabled"),
     "growthbook-v1": ("scheme", "seed"),
     "growthbook-v2": ("scheme", "seed"),
-    "flagd": ("scheme", "flag_key", "prefix"),
+    "flagd": ("scheme", "flag_key", "prefix", "version"),
 }
 UNLEASH_VARIANT_SEED: Final = 86028157
 """The murmur3 seed Unleash hashes variant assignment with (rollout uses 0)."""
@@ -244,7 +244,9 @@ def _growthbook_picker(seed: str, version: int, weights: tuple[int, ...]) -> Pic
 
 def _flagd_picker(p: Mapping[str, Any], weights: tuple[int, ...]) -> Pick:
     prefix = p.get("prefix")
-    head = b"\x82" + _cbor_text(p["flag_key"])
+    flag_key = p["flag_key"]
+    cbor = p.get("version", 3) == 3  # flagd's fractional v3
+    head = b"\x82" + _cbor_text(flag_key)
     cums = []
     acc = 0
     for w in weights:
@@ -253,9 +255,17 @@ def _flagd_picker(p: Mapping[str, Any], weights: tuple[int, ...]) -> Pick:
     bounds = tuple(cums)
     last = len(bounds) - 1
 
+    def hashed(key: str) -> bytes:
+        if cbor:
+            return (
+                head + _cbor_text(key) if prefix is None else _cbor_text(prefix + key)
+            )
+        return _utf8((flag_key if prefix is None else prefix) + key)
+
     def pick(key: str) -> int:
-        data = head + _cbor_text(key) if prefix is None else _cbor_text(prefix + key)
-        b = (mmh3.hash(data, 0, signed=False) * BUCKETS) >> 32
+        # (h * total) >> 32 with flagd's integer weights scaled to 100000: the
+        # same thresholds on h, since the weights scale by a common factor.
+        b = (mmh3.hash(hashed(key), 0, signed=False) * BUCKETS) >> 32
         for i, end in enumerate(bounds):
             if b < end:
                 return i
@@ -288,7 +298,7 @@ def scheme_runner(
 Bad = Callable[[str, str, "int | None"], None]
 
 
-def parse_bucketing(  # noqa: C901, PLR0912  # a validator reads best as one flat list of checks
+def parse_bucketing(  # noqa: C901, PLR0912, PLR0915  # a validator reads best as one flat list of checks
     key: str, fdoc: Mapping[str, Any], bad: Bad, line_of: Callable[..., int | None]
 ) -> Scheme | None:
     """Validate a flag's ``bucketing`` mapping; return its scheme (``None``: tipkit's).
@@ -374,6 +384,17 @@ def parse_bucketing(  # noqa: C901, PLR0912  # a validator reads best as one fla
     elif name == "flagd":
         text("flag_key", key)
         text("prefix", None, empty=True)
+        version = spec.get("version", 3)
+        if version not in (2, 3) or isinstance(version, bool):
+            bad(
+                f"'bucketing.version' must be 3 (flagd's fractional v3, CBOR) or 2 "
+                f"(murmur3 of the string), got {version!r}",
+                "bucketing.version",
+                line_of(spec, "version") or at,
+            )
+            ok = False
+        elif version == 2:  # flagd's fractional v2
+            params["version"] = 2
     else:
         text("seed", key, empty=True)
     return Scheme(name, params) if ok else None
