@@ -227,7 +227,7 @@ def test_launchdarkly_rest_api_flag_uses_the_chosen_environment() -> None:
     }
     prod = import_flags("launchdarkly", rest).document["flags"]["f"]
     staging = import_flags("launchdarkly", rest, env="staging").document["flags"]["f"]
-    assert ("true", None) == (prod["fallthrough"], prod.get("state"))
+    assert ("on", None) == (prod["fallthrough"], prod.get("state"))
     assert "disabled" == staging["state"]
 
 
@@ -247,3 +247,15 @@ def test_a_flag_tipkit_refuses_is_listed_not_written() -> None:
     assert ["ok"] == list(result.document["flags"])
     assert "bad" == result.skipped[0][0]
     assert "tipkit refuses it" in result.skipped[0][2]
+
+
+def test_flagd_version_2_import_marks_its_splits() -> None:
+    """--flagd-version 2 writes version: 2 on each fractional flag's bucketing."""
+    result = import_flags("flagd", _load("flagd"), flagd_version=2)
+    flags = result.document["flags"]
+    assert {"scheme": "flagd", "version": 2} == flags["header"]["bucketing"]
+    assert {"scheme": "flagd", "prefix": "email-split", "version": 2} == flags[
+        "email-split"
+    ]["bucketing"]
+    assert "legacy" in flags
+    assert "bucketing" not in flags["legacy"]

@@ -238,7 +238,9 @@ def _import(args: argparse.Namespace) -> int:
 
     try:
         data = json.loads(Path(args.file).read_text("utf-8"))
-        result = import_flags(args.vendor, data, env=args.env)
+        result = import_flags(
+            args.vendor, data, env=args.env, flagd_version=args.flagd_version
+        )
     except (OSError, ValueError, RecursionError) as exc:
         print(f"error: {args.file}: {exc}", file=sys.stderr)
         return 1
@@ -287,6 +289,14 @@ def _configure_import(sub: Any) -> None:
         default=None,
         help="the environment of a LaunchDarkly REST export or Unleash export "
         "(default: production, or the only one)",
+    )
+    imp.add_argument(
+        "--flagd-version",
+        type=int,
+        choices=(2, 3),
+        default=3,
+        help="the flagd fractional hash your flags were served with: 3 (the current "
+        "spec, CBOR; default) or 2 (flagd before it)",
     )
     imp.set_defaults(handler=_import)
 

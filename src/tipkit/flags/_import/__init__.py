@@ -25,11 +25,15 @@ __all__ = ["VENDORS", "ImportResult", "Untranslatable", "import_flags"]
 VENDORS: Final = ("launchdarkly", "unleash", "growthbook", "flagd")
 
 
-def import_flags(vendor: str, data: Any, *, env: str | None = None) -> ImportResult:
+def import_flags(
+    vendor: str, data: Any, *, env: str | None = None, flagd_version: int = 3
+) -> ImportResult:
     """Translate *vendor*'s exported flags *data* (parsed JSON) into a tipkit document.
 
     *env* picks the environment of a LaunchDarkly REST API flag or an Unleash
-    export (default: ``production``, or the only one). Never returns a
+    export (default: ``production``, or the only one); *flagd_version* the
+    flagd ``fractional`` hash (3, or 2 for flagd servers before the v3 spec).
+    Never returns a
     document that fails to load.
 
     Raises:
@@ -39,7 +43,7 @@ def import_flags(vendor: str, data: Any, *, env: str | None = None) -> ImportRes
         "launchdarkly": lambda d: import_launchdarkly(d, env=env),
         "unleash": lambda d: import_unleash(d, env=env),
         "growthbook": import_growthbook,
-        "flagd": import_flagd,
+        "flagd": lambda d: import_flagd(d, version=flagd_version),
     }
     if vendor not in importers:
         raise ValueError(

@@ -71,6 +71,7 @@ class Flag:
         self.bucketing: dict[str, Any] | None = None
         self.bucket_by: str | None = None
         self._bucket_by_set = False
+        self.flagd_version = 3
 
     def use_bucketing(
         self, where: str, bucketing: dict[str, Any], by: str | None
@@ -110,7 +111,7 @@ def variant_names(values: Iterable[Any]) -> list[str]:
     names: list[str] = []
     for v in vals:
         if isinstance(v, bool):
-            names.append("true" if v else "false")
+            names.append("on" if v else "off")
         elif isinstance(v, str | int | float) and _NAME.match(str(v)):
             names.append(str(v))
         else:

@@ -40,21 +40,27 @@ _SEMVER = {
 _MAX_REF_DEPTH = 32
 
 
-def import_flagd(data: Any) -> ImportResult:
-    """Translate the flagd flags in *data*; see the module docstring."""
+def import_flagd(data: Any, *, version: int = 3) -> ImportResult:
+    """Translate the flagd flags in *data*; see the module docstring.
+
+    *version* is the flagd ``fractional`` hash the flags were served with: 3
+    (the current spec, CBOR) or 2 (flagd's Go server before it).
+    """
     if not isinstance(data, dict) or not isinstance(data.get("flags"), dict):
         raise ValueError("expected a flagd flag definition: {flags: {key: {...}}}")  # noqa: TRY004  # bad input, not a bug
     evaluators = data.get("$evaluators") or {}
     result = ImportResult("flagd", {"version": 1, "flags": {}})
     for key, raw in data["flags"].items():
         try:
-            result.document["flags"][str(key)] = _flag(str(key), raw, evaluators)
+            result.document["flags"][str(key)] = _flag(
+                str(key), raw, evaluators, version
+            )
         except Untranslatable as exc:
             result.skipped.append((str(key), exc.where, exc.why))
-    if result.document["flags"]:
+    if any("bucketing" in f for f in result.document["flags"].values()):
         result.notes.append(
-            "flagd fractional splits bucket as flagd-core 2 (CBOR of the bucketing "
-            "value); flagd versions before it assign other users (docs/bucketing.md)"
+            f"fractional splits bucket as flagd's fractional v{version}; if your flagd "
+            "served another version, import with --flagd-version (docs/bucketing.md)"
         )
     return result
 
@@ -74,7 +80,9 @@ def _resolve(node: Any, evaluators: dict[str, Any], depth: int = 0) -> Any:
     return node
 
 
-def _flag(key: str, raw: Any, evaluators: dict[str, Any]) -> dict[str, Any]:
+def _flag(
+    key: str, raw: Any, evaluators: dict[str, Any], version: int
+) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise Untranslatable("", "a flag must be a mapping")
     variants = raw.get("variants")
@@ -84,6 +92,7 @@ def _flag(key: str, raw: Any, evaluators: dict[str, Any]) -> dict[str, Any]:
     if default not in variants:
         raise Untranslatable("defaultVariant", f"{default!r} is not a variant")
     flag = Flag(key)
+    flag.flagd_version = version
     flag.doc["variants"] = dict(variants)
     flag.doc["default_variant"] = default
     if raw.get("state", "ENABLED") == "DISABLED":
@@ -142,6 +151,8 @@ def _fractional(
     if not isinstance(args, list) or not args:
         raise Untranslatable(where, "fractional needs variants")
     bucketing: dict[str, Any] = {"scheme": "flagd"}
+    if flag.flagd_version != 3:  # flagd's fractional v3 is the default
+        bucketing["version"] = flag.flagd_version
     by = None
     if not isinstance(args[0], list):
         prefix, by = _bucket_expr(key, args[0], where)
