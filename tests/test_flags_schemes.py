@@ -541,3 +541,19 @@ def test_run_time_split_keeps_the_flags_scheme() -> None:
     assert [_served(target, "f", u) for u in users] == [
         _served(flags, "f", u) for u in users
     ]
+
+
+def test_explain_names_the_vendor_scheme() -> None:
+    """explain says which vendor's bucketing placed the user, not tipkit's murmur3."""
+    flags = _tipkit(
+        "hashKey",
+        {
+            "variants": {"a": 1, "b": 2, "c": 3},
+            "bucketing": {"scheme": "launchdarkly", "salt": "saltyA"},
+            "fallthrough": {"split": {"a": 30, "b": 40, "c": 30}},
+        },
+    )
+    why = flags.explain("hashKey", EvaluationContext("userKeyA"))
+    assert "b" == why.detail.variant
+    assert any("bucketed by launchdarkly" in step for step in why.steps)
+    assert not any("murmur3" in step for step in why.steps)

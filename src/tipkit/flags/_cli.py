@@ -141,7 +141,11 @@ def _buckets(args: argparse.Namespace) -> int:
     for where, serve in splits:
         counts = [0] * len(serve.outcomes)
         bounds = serve.bounds
+        index = {o.variant: n for n, o in enumerate(serve.outcomes)}
         for i in range(args.sample):
+            if flag.scheme is not None:  # a vendor's bucketing: ask the split itself
+                counts[index[serve.run({}, f"{args.prefix}{i}").variant]] += 1
+                continue
             b = bucket_of(prefix, f"{args.prefix}{i}")
             idx = 0
             while b >= bounds[idx]:
