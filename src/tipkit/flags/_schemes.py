@@ -84,6 +84,10 @@ def unleash_hash(group: str, key: str, modulus: int, seed: int) -> int:
 def fnv1a32(text: str) -> int:
     """Return FNV-1a (32 bit) over *text*'s UTF-16 code units, as GrowthBook's JS SDK does."""
     h = 0x811C9DC5
+    if text.isascii():  # one code unit per byte: the common case, half the work
+        for b in text.encode():
+            h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+        return h
     data = text.encode("utf-16-le", "surrogatepass")
     for i in range(0, len(data), 2):
         h = ((h ^ (data[i] | (data[i + 1] << 8))) * 0x01000193) & 0xFFFFFFFF
