@@ -259,3 +259,40 @@ def test_flagd_version_2_import_marks_its_splits() -> None:
     ]["bucketing"]
     assert "legacy" in flags
     assert "bucketing" not in flags["legacy"]
+
+
+def test_unleash_export_format_imports_like_the_client_api() -> None:
+    """An Unleash export (strategies and environments listed apart) gives the same flags."""
+    client = _load("unleash")
+    export: dict[str, Any] = {
+        "features": [],
+        "featureStrategies": [],
+        "featureEnvironments": [],
+    }
+    for f in client["features"]:
+        name = f["name"]
+        export["features"].append({"name": name, "description": f.get("description")})
+        for env in ("production", "development"):
+            export["featureEnvironments"].append(
+                {
+                    "featureName": name,
+                    "environment": env,
+                    "enabled": f["enabled"] if env == "production" else False,
+                    "variants": f.get("variants", []),
+                }
+            )
+        for order, s in enumerate(f["strategies"]):
+            export["featureStrategies"].append(
+                {
+                    **s,
+                    "featureName": name,
+                    "environment": "production",
+                    "sortOrder": order,
+                }
+            )
+    from_client = import_flags("unleash", client)
+    from_export = import_flags("unleash", export)
+    assert from_client.document == from_export.document
+    assert from_client.skipped == from_export.skipped
+    development = import_flags("unleash", export, env="development").document
+    assert {"disabled"} == {f.get("state") for f in development["flags"].values()}
