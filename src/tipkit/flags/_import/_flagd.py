@@ -96,7 +96,9 @@ def _flag(
     flag.doc["variants"] = dict(variants)
     flag.doc["default_variant"] = default
     if raw.get("state", "ENABLED") == "DISABLED":
-        flag.doc["state"] = "disabled"
+        flag.doc["state"] = "disabled"  # flagd then answers the caller's default
+    else:
+        flag.doc["off_variant"] = default  # a kill in tipkit serves defaultVariant
     targeting = _resolve(raw.get("targeting") or {}, evaluators)
     flag.doc["fallthrough"] = (
         _branch(flag, key, targeting, variants, "targeting", chain=True)

@@ -85,6 +85,7 @@ def _feature(key: str, raw: Any) -> dict[str, Any]:  # noqa: C901, PLR0912  # on
     flag.doc["variants"] = {names[k]: v for k, v in values.items()}
     default = names[_key(raw.get("defaultValue"))]
     flag.doc["default_variant"] = default
+    flag.doc["off_variant"] = default  # a kill serves the feature's defaultValue
     fallthrough: Any = default
     for i, r in enumerate(rules):
         where = f"rules[{i}]"
