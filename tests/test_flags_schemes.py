@@ -544,7 +544,7 @@ def test_run_time_split_keeps_the_flags_scheme() -> None:
 
 
 def test_explain_names_the_vendor_scheme() -> None:
-    """explain says which vendor's bucketing placed the user, not tipkit's murmur3."""
+    """The explanation says which vendor's bucketing placed the user, not tipkit's murmur3."""
     flags = _tipkit(
         "hashKey",
         {
