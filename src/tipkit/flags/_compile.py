@@ -20,7 +20,7 @@ from tipkit.flags._bucketing import BUCKETS, WeightError, thousandths
 from tipkit.flags._compiled import CompiledFlag, CompiledRule, FlagSet, Serve, percent
 from tipkit.flags._conditions import Conditions, Problems
 from tipkit.flags._model import Outcome, Reason
-from tipkit.flags._schemes import Scheme, check_splits, parse_bucketing
+from tipkit.flags._schemes import Scheme, flag_scheme
 from tipkit.flags._targeting import Cond
 from tipkit.flags._yaml import LocList, line_at, line_of
 
@@ -226,13 +226,7 @@ class Compiler:
             lambda msg, at: bad(msg, "metadata", at),
             line_of(fdoc, "metadata"),
         )
-        scheme = parse_bucketing(key, fdoc, bad, line_of)  # vendor schemes: _schemes.py
-        check_splits(
-            scheme,
-            [(s, f"{f}.serve", ln) for _, _, s, f, ln in rule_specs]
-            + [(fall_spec, "fallthrough", line_of(fdoc, "fallthrough"))],
-            bad,
-        )
+        scheme = flag_scheme(key, fdoc, bad, rule_specs, fall_spec)  # see _schemes.py
         if len(self.problems) > before or fall_spec is None:
             return None
         version = _digest(

@@ -23,11 +23,13 @@ import mmh3
 
 from tipkit.flags._bucketing import BUCKETS
 from tipkit.flags._model import Outcome
+from tipkit.flags._yaml import line_of
 
 __all__ = [
     "BUCKETING_KEYS",
     "SCHEMES",
     "Scheme",
+    "flag_scheme",
     "fnv1a32",
     "growthbook_hash",
     "launchdarkly_bucket",
@@ -416,3 +418,22 @@ def check_splits(
             why = scheme.problem(names, tuple(w for _, w in spec))
             if why is not None:
                 bad(why, f"{field}.split" if field else "split", line)
+
+
+def flag_scheme(
+    key: str,
+    fdoc: Mapping[str, Any],
+    bad: Bad,
+    rule_specs: list[tuple[Any, ...]],
+    fall_spec: Any,
+) -> Scheme | None:
+    """Return flag *key*'s validated scheme; report its problems and its splits'.
+
+    *rule_specs* are the compiler's ``(id, cond, serve spec, field, line)``;
+    a split spec is ``[(variant, thousandths)]``.
+    """
+    scheme = parse_bucketing(key, fdoc, bad, line_of)
+    splits = [(s[2], f"{s[3]}.serve", s[4]) for s in rule_specs]
+    splits.append((fall_spec, "fallthrough", line_of(fdoc, "fallthrough")))
+    check_splits(scheme, splits, bad)
+    return scheme
