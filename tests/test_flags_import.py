@@ -137,12 +137,13 @@ def test_flagd_import_serves_flagd_variants() -> None:
     core = core_mod.FlagdCore()
     core.set_flags(_load("flagd"))
     flags, result = _tipkit("flagd")
-    assert ["thirds"] == [f for f, _, _ in result.skipped]
+    assert ["beta-app"] == [f for f, _, _ in result.skipped]
     resolvers = {
         "color": core.resolve_string_value,
         "header": core.resolve_string_value,
         "email-split": core.resolve_boolean_value,
         "legacy": core.resolve_boolean_value,
+        "thirds": core.resolve_integer_value,
     }
     for key, attrs in _people(4):
         ctx = OFContext(targeting_key=key, attributes=attrs)
@@ -175,11 +176,11 @@ def test_cli_import_exits_0_when_everything_translates(tmp_path: Path) -> None:
     """A fully translatable file exits 0 and prints the document on stdout."""
     src = tmp_path / "flagd.json"
     doc = _load("flagd")
-    del doc["flags"]["thirds"]
+    del doc["flags"]["beta-app"]
     src.write_text(json.dumps(doc), "utf-8")
     proc = _cli("--from", "flagd", str(src))
     assert 0 == proc.returncode, proc.stderr
-    assert {"color", "header", "email-split", "legacy"} == set(
+    assert {"color", "header", "email-split", "thirds", "legacy"} == set(
         json.loads(proc.stdout)["flags"]
     )
 

@@ -402,6 +402,51 @@ def test_flagd_fractional_by_attribute_matches_sdk() -> None:
     assert expected == actual
 
 
+@pytest.mark.parametrize("weights", [[1, 1, 1], [1, 2, 4], [5, 7]])
+def test_flagd_weights_out_of_a_total_match_sdk(weights: list[int]) -> None:
+    """Thirds and sevenths: with total, tipkit buckets with flagd's integer weights."""
+    names = [f"v{i}" for i in range(len(weights))]
+    run = _flagd(
+        "share",
+        {"fractional": [[n, w] for n, w in zip(names, weights, strict=True)]},
+        names,
+    )
+    total = sum(weights)
+    cums, acc = [], 0
+    for w in weights:
+        acc += w
+        cums.append((2 * acc * 100000 + total) // (2 * total))
+    thousandths = [c - p for c, p in zip(cums, [0, *cums[:-1]], strict=True)]
+    flags = _tipkit(
+        "share",
+        {
+            "variants": {n: n for n in names},
+            "bucketing": {"scheme": "flagd", "total": total},
+            "fallthrough": {
+                "split": {n: t / 1000 for n, t in zip(names, thousandths, strict=True)}
+            },
+        },
+    )
+    users = _users(13)
+    assert [run(u) for u in users] == [_served(flags, "share", u) for u in users]
+
+
+def test_flagd_total_refuses_percentages_that_are_not_its_weights() -> None:
+    """total: 3 with a 40/60 split is refused: 40% is no number of thirds."""
+    doc = {
+        "flags": {
+            "f": {
+                "variants": {"on": True, "off": False},
+                "bucketing": {"scheme": "flagd", "total": 3},
+                "fallthrough": {"split": {"on": 40, "off": 60}},
+            }
+        }
+    }
+    with pytest.raises(ConfigError, match="not flagd weights") as info:
+        Flags.from_dict(doc)
+    assert ["fallthrough.split"] == [p.field for p in info.value.problems]
+
+
 def test_flagd_version_2_hashes_the_concatenated_string() -> None:
     """version: 2 is flagd's Go fractional before v3: murmur3 of flagKey + key, (h*T)>>32."""
     import mmh3
@@ -441,6 +486,7 @@ def test_flagd_version_2_hashes_the_concatenated_string() -> None:
         ({"scheme": "unleash", "salt": "s"}, "bucketing.salt", "unknown key"),
         ({"scheme": "flagd", "flag_key": ""}, "bucketing.flag_key", "non-empty"),
         ({"scheme": "flagd", "version": 1}, "bucketing.version", "must be 3"),
+        ({"scheme": "flagd", "total": 0}, "bucketing.total", "from 1 to 99999"),
     ],
 )
 def test_bad_bucketing_is_a_config_error_naming_flag_and_field(

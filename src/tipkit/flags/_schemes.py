@@ -52,7 +52,7 @@ BUCKETING_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     "unleash": ("scheme", "group", "disabled"),
     "growthbook-v1": ("scheme", "seed"),
     "growthbook-v2": ("scheme", "seed"),
-    "flagd": ("scheme", "flag_key", "prefix", "version"),
+    "flagd": ("scheme", "flag_key", "prefix", "version", "total"),
 }
 UNLEASH_VARIANT_SEED: Final = 86028157
 """The murmur3 seed Unleash hashes variant assignment with (rollout uses 0)."""
@@ -131,6 +131,13 @@ class Scheme:
 
     def problem(self, names: tuple[str, ...], weights: tuple[int, ...]) -> str | None:
         """Return why this scheme cannot serve the split, or ``None`` if it can."""
+        if self.name == "flagd" and "total" in self.params:
+            if flagd_weights(weights, self.params["total"]) is None:
+                return (
+                    f"these percentages are not flagd weights out of a total of "
+                    f"{self.params['total']} (each running sum must be k/total to 0.001%)"
+                )
+            return None
         if self.name != "unleash":
             return None
         disabled = self.params["disabled"]
@@ -248,17 +255,36 @@ def _growthbook_picker(seed: str, version: int, weights: tuple[int, ...]) -> Pic
     return pick
 
 
+def flagd_weights(weights: tuple[int, ...], total: int) -> tuple[int, ...] | None:
+    """Return flagd's running sums out of *total* for a split's thousandths, or ``None``.
+
+    A split written from flagd weights ``w`` out of ``total`` (thirds: 1, 1, 1
+    of 3) holds each running sum ``c`` as ``round(c * 100000 / total)``
+    thousandths; this recovers ``c``. ``None`` if some running sum is not within
+    half a thousandth of such a ``c`` (the percentages are not flagd weights).
+    """
+    out = []
+    acc = 0
+    for w in weights:
+        acc += w
+        c = (2 * acc * total + BUCKETS) // (2 * BUCKETS)
+        if abs(c * BUCKETS - acc * total) * 2 > total:
+            return None
+        out.append(c)
+    return tuple(out)
+
+
 def _flagd_picker(p: Mapping[str, Any], weights: tuple[int, ...]) -> Pick:
     prefix = p.get("prefix")
     flag_key = p["flag_key"]
     cbor = p.get("version", 3) == 3  # flagd's fractional v3
     head = b"\x82" + _cbor_text(flag_key)
-    cums = []
-    acc = 0
-    for w in weights:
-        acc += w
-        cums.append(acc)
-    bounds = tuple(cums)
+    total = p.get("total", BUCKETS)
+    ints = flagd_weights(weights, total) if total != BUCKETS else None
+    if ints is None:  # thousandths are flagd weights as they are
+        total = BUCKETS
+        ints = tuple(acc for acc in _running(weights))
+    bounds = ints
     last = len(bounds) - 1
 
     def hashed(key: str) -> bytes:
@@ -271,13 +297,22 @@ def _flagd_picker(p: Mapping[str, Any], weights: tuple[int, ...]) -> Pick:
     def pick(key: str) -> int:
         # (h * total) >> 32 with flagd's integer weights scaled to 100000: the
         # same thresholds on h, since the weights scale by a common factor.
-        b = (mmh3.hash(hashed(key), 0, signed=False) * BUCKETS) >> 32
+        b = (mmh3.hash(hashed(key), 0, signed=False) * total) >> 32
         for i, end in enumerate(bounds):
             if b < end:
                 return i
-        return last  # pragma: no cover - b < BUCKETS == bounds[-1]
+        return last  # pragma: no cover - b < total == bounds[-1]
 
     return pick
+
+
+def _running(weights: tuple[int, ...]) -> list[int]:
+    out = []
+    acc = 0
+    for w in weights:
+        acc += w
+        out.append(acc)
+    return out
 
 
 def scheme_runner(
@@ -401,6 +436,20 @@ def parse_bucketing(  # noqa: C901, PLR0912, PLR0915  # a validator reads best a
             ok = False
         elif version == 2:  # flagd's fractional v2
             params["version"] = 2
+        total = spec.get("total")
+        if total is not None:
+            if isinstance(total, bool) or not isinstance(total, int):
+                total = -1
+            if not 1 <= total < BUCKETS:
+                bad(
+                    "'bucketing.total' must be flagd's total weight, an integer from 1 "
+                    f"to 99999, got {spec.get('total')!r}",
+                    "bucketing.total",
+                    line_of(spec, "total") or at,
+                )
+                ok = False
+            else:
+                params["total"] = total
     else:
         text("seed", key, empty=True)
     return Scheme(name, params) if ok else None

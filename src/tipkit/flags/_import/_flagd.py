@@ -147,7 +147,7 @@ def _branch(
     raise Untranslatable(where, f"targeting {str(node)[:80]} has no tipkit equivalent")
 
 
-def _fractional(
+def _fractional(  # noqa: C901  # one pass: bucketing value, entries, weights
     flag: Flag, key: str, args: Any, variants: dict[str, Any], where: str
 ) -> Any:
     if not isinstance(args, list) or not args:
@@ -170,13 +170,26 @@ def _fractional(
         names.append(a[0])
         weights.append(max(0, w))
     total = sum(weights)
-    if total <= 0 or any(w * BUCKETS % total for w in weights):
-        raise Untranslatable(
-            where,
-            f"weights {weights} are not whole thousandths of a percent of their total",
-        )
+    if total <= 0:
+        raise Untranslatable(where, "fractional weights sum to 0")
+    if any(w * BUCKETS % total for w in weights):
+        if total >= BUCKETS:
+            raise Untranslatable(
+                where,
+                f"weights {weights} are not whole thousandths of a percent of their "
+                f"total, and the total is {BUCKETS} or more",
+            )
+        # Thirds and the like: each running sum rounded to 0.001%, and the
+        # flagd total in the bucketing so tipkit buckets with flagd's integers.
+        bucketing["total"] = total
+    cums = []
+    acc = 0
+    for w in weights:
+        acc += w
+        cums.append((2 * acc * BUCKETS + total) // (2 * total))
     flag.use_bucketing(where, bucketing, by)
-    return split(where, names, [w * BUCKETS // total for w in weights])
+    thousandths = [c - p for c, p in zip(cums, [0, *cums[:-1]], strict=True)]
+    return split(where, names, thousandths)
 
 
 def _var(node: Any) -> str | None:
