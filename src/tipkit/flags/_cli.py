@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,11 @@ def _buckets(args: argparse.Namespace) -> int:
     for where, serve in splits:
         counts = [0] * len(serve.outcomes)
         bounds = serve.bounds
+        index = {o.variant: n for n, o in enumerate(serve.outcomes)}
         for i in range(args.sample):
+            if flag.scheme is not None:  # a vendor's bucketing: ask the split itself
+                counts[index[serve.run({}, f"{args.prefix}{i}").variant]] += 1
+                continue
             b = bucket_of(prefix, f"{args.prefix}{i}")
             idx = 0
             while b >= bounds[idx]:
@@ -224,9 +229,83 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="synthetic keys are PREFIX0, PREFIX1, ... (default key-)",
     )
     buckets.set_defaults(handler=_buckets)
+    _configure_import(sub)
+
+
+# -- import: another vendor's flags, keeping every user's cohort (flags12b) -----------
+IMPORT_PARTIAL = 3
+"""Exit code of ``flags import`` when some flags did not translate (listed on stderr)."""
+
+
+def _import(args: argparse.Namespace) -> int:
+    from tipkit.flags._import import import_flags  # noqa: PLC0415  # only this command
+
+    try:
+        data = json.loads(Path(args.file).read_text("utf-8"))
+        result = import_flags(
+            args.vendor, data, env=args.env, flagd_version=args.flagd_version
+        )
+    except (OSError, ValueError, RecursionError) as exc:
+        print(f"error: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    if args.output and Path(args.output).suffix in (".yaml", ".yml"):
+        import yaml  # noqa: PLC0415  # a dependency; only this branch needs it
+
+        text = yaml.safe_dump(result.document, sort_keys=False, allow_unicode=True)
+    else:
+        text = json.dumps(result.document, indent=2, ensure_ascii=False) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, "utf-8")
+    else:
+        sys.stdout.write(text)
+    for line in result.report():
+        print(line, file=sys.stderr)
+    done = len(result.document["flags"])
+    print(
+        f"{'ok' if result.complete else 'partial'}: {done} flags imported from "
+        f"{args.vendor}, {len(result.skipped)} not translated",
+        file=sys.stderr,
+    )
+    return 0 if result.complete else IMPORT_PARTIAL
+
+
+def _configure_import(sub: Any) -> None:
+    imp = sub.add_parser(
+        "import",
+        help="turn LaunchDarkly, Unleash, GrowthBook or flagd flag JSON into a "
+        "tipkit document that keeps every user's variant",
+    )
+    imp.add_argument(
+        "--from",
+        dest="vendor",
+        required=True,
+        choices=("launchdarkly", "unleash", "growthbook", "flagd"),
+    )
+    imp.add_argument("file", help="the vendor's exported flag JSON")
+    imp.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="write the document here (.json, or .yaml/.yml); default: stdout",
+    )
+    imp.add_argument(
+        "--env",
+        default=None,
+        help="the environment of a LaunchDarkly REST export or Unleash export "
+        "(default: production, or the only one)",
+    )
+    imp.add_argument(
+        "--flagd-version",
+        type=int,
+        choices=(2, 3),
+        default=3,
+        help="the flagd fractional hash your flags were served with: 3 (the current "
+        "spec, CBOR; default) or 2 (flagd before it)",
+    )
+    imp.set_defaults(handler=_import)
 
 
 COMMANDS["flags"] = (
-    "feature flags: check a file, explain an evaluation, show bucket splits",
+    "feature flags: check a file, explain an evaluation, show bucket splits, import",
     configure,
 )

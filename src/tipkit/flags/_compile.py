@@ -28,6 +28,7 @@ from tipkit.flags._metadata import (
 )
 from tipkit.flags._model import Reason
 from tipkit.flags._prereq import Prerequisite, check_graph, parse
+from tipkit.flags._schemes import flag_scheme
 from tipkit.flags._shared import FlagBuilder, same_str, shared_variants
 from tipkit.flags._sticky import parse as sticky_epoch
 from tipkit.flags._targeting import Cond
@@ -44,6 +45,7 @@ FLAG_KEYS: Final = (
     "off_variant",
     "salt",
     "bucket_by",
+    "bucketing",
     "rules",
     "fallthrough",
     "metadata",
@@ -132,7 +134,11 @@ class Compiler:
             compiled = self.flag(key, fdoc, line_of(flags_doc, key))
             if compiled is not None:
                 flags[key] = compiled
-        self.check_prerequisites(flags, flags_doc)
+        if self.prereqs:  # the whole document's prerequisite graph (see _prereq)
+            variants = {k: f.variants for k, f in flags.items()}
+            declared = {k for k in flags_doc if isinstance(k, str)}
+            depth = self.limits.max_prerequisite_depth
+            check_graph(self.prereqs, variants, declared, self.problems, depth)
         if self.problems:
             raise self.problems.error()
         return FlagSet(
@@ -238,6 +244,7 @@ class Compiler:
         )
         prerequisites = parse(key, fdoc, line, self.problems)
         sticky = sticky_epoch(key, fdoc, self.problems)
+        scheme = flag_scheme(key, fdoc, bad, rule_specs, fall_spec)  # see _schemes.py
         if len(self.problems) > before or fall_spec is None:
             return None
         if prerequisites:
@@ -250,7 +257,7 @@ class Compiler:
             },
         )
         flag = FlagBuilder(
-            key, shared_variants(variants, self.shared), version, self.shared
+            key, shared_variants(variants, self.shared), version, self.shared, scheme
         )
         reason_no_match = Reason.DEFAULT if rule_specs else Reason.STATIC
         rules = tuple(
@@ -280,17 +287,8 @@ class Compiler:
             metadata=MappingProxyType({**self.doc_metadata, **own})
             if own
             else self.doc_metadata,
+            scheme=scheme,
         )
-
-    def check_prerequisites(
-        self, flags: dict[str, CompiledFlag], flags_doc: dict[Any, Any]
-    ) -> None:
-        """Check the prerequisite graph of the whole document (see ``_prereq``)."""
-        if self.prereqs:
-            variants = {k: f.variants for k, f in flags.items()}
-            declared = {k for k in flags_doc if isinstance(k, str)}
-            depth = self.limits.max_prerequisite_depth
-            check_graph(self.prereqs, variants, declared, self.problems, depth)
 
     def hashing(
         self,

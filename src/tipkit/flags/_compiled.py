@@ -16,6 +16,7 @@ from typing import Any
 from tipkit.flags._bucketing import _hash, bucket_of, split_bounds
 from tipkit.flags._model import USE_DEFAULT, ErrorCode, EvalError, Outcome, Reason
 from tipkit.flags._prereq import Prerequisite
+from tipkit.flags._schemes import Scheme, scheme_runner
 from tipkit.flags._targeting import Cond
 
 __all__ = [
@@ -72,6 +73,7 @@ class Serve:
         "bucket_by",
         "outcomes",
         "prefix",
+        "scheme",
         "variant",
         "weights",
     )
@@ -84,13 +86,20 @@ class Serve:
         salt: str = "",
         bucket_by: str | None = None,
         shared: dict[Any, Any] | None = None,
+        scheme: Scheme | None = None,
     ) -> None:
         self.outcomes = outcomes
         self.weights = weights
         self.bucket_by = bucket_by
         # A two-way split on the targeting key, evaluated by its own runner: a
         # one-rule flag may inline it (see guarded()).
-        self._fusable = weights is not None and len(weights) == 2 and bucket_by is None
+        self._fusable = (
+            scheme is None
+            and weights is not None
+            and len(weights) == 2
+            and bucket_by is None
+        )
+        self.scheme = scheme  # a vendor's bucketing (_schemes.py); None: tipkit's
         if weights is None:
             self.prefix = ""  # not hashed
             self.variant = outcomes[0].variant
@@ -108,7 +117,11 @@ class Serve:
         split = intern(("split", items), dict(items))
         for o in outcomes:
             o.split = split
-        self._run = self._split_runner()
+        self._run = (
+            self._split_runner()
+            if scheme is None
+            else scheme_runner(scheme, outcomes, weights, bucket_by, bucket_key_of)
+        )
 
     @property
     def run(self) -> Run:
@@ -293,6 +306,7 @@ class CompiledFlag:
         "rules",
         "run",
         "salt",
+        "scheme",
         "sticky",
         "value_type",
         "variants",
@@ -317,8 +331,10 @@ class CompiledFlag:
         metadata: Mapping[str, Any] = _NO_METADATA,
         prerequisites: tuple[Prerequisite, ...] = (),
         sticky: str | None = None,
+        scheme: Scheme | None = None,
     ) -> None:
         self.key = key
+        self.scheme = scheme
         self.description = description
         self.enabled = enabled
         self.variants = variants
@@ -391,6 +407,7 @@ class CompiledFlag:
             weights=tuple(weights[n] for n in names),
             salt=self.salt,
             bucket_by=self.bucket_by,
+            scheme=self.scheme,
         )
 
     def _rule(self, rule_id: str) -> CompiledRule:

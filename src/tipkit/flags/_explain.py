@@ -64,6 +64,12 @@ def explain(
             except EvalError as exc:
                 steps.append(f"cannot bucket: {exc.message}")
             else:
+                if flag.scheme is not None:  # a vendor's bucketing (_schemes.py)
+                    steps.append(
+                        f"bucketed by {flag.scheme.describe()}: {bucket_key!r}"
+                    )
+                    steps.append(_result(detail))
+                    return Explanation(detail, None, bucket_key, tuple(steps))
                 bucket_ = bucket(flag.salt, bucket_key)
                 steps.append(
                     f"bucket = murmur3('{flag.salt}.{bucket_key}') -> {bucket_} of 100000"

@@ -11,6 +11,7 @@ from typing import Any
 
 from tipkit.flags._compiled import Serve
 from tipkit.flags._model import Outcome, Reason
+from tipkit.flags._schemes import Scheme
 
 __all__ = ["FlagBuilder", "same_str", "shared_variants"]
 
@@ -19,12 +20,18 @@ class FlagBuilder:
     """Builds the shared outcomes of one flag (one per variant, reason and rule)."""
 
     def __init__(
-        self, key: str, variants: dict[str, Any], version: str, shared: dict[Any, Any]
+        self,
+        key: str,
+        variants: dict[str, Any],
+        version: str,
+        shared: dict[Any, Any],
+        scheme: Scheme | None = None,
     ) -> None:
         self.key = key
         self.variants = variants
         self.version = version
         self.shared = shared
+        self.scheme = scheme  # a vendor's bucketing of the flag's splits (_schemes)
 
     def outcome(self, variant: str, reason: Reason, rule_id: str | None) -> Outcome:
         # Names written as values ("off", a rule id) are one string per document.
@@ -57,6 +64,7 @@ class FlagBuilder:
             salt=salt,
             bucket_by=bucket_by,
             shared=self.shared,
+            scheme=self.scheme,
         )
 
 

@@ -19,6 +19,7 @@ import redis.asyncio
 
 from tipkit._core._durations import to_seconds
 from tipkit.stores._redis_conn import Clients
+from tipkit.stores._redis_target import Target
 from tipkit.stores._sticky import DEFAULT_TTL
 
 __all__ = ["RedisStickyStore"]
@@ -54,7 +55,8 @@ class RedisStickyStore:
         self.prefix = prefix
         self.ttl = to_seconds(ttl, "ttl", allow_zero=False)
         self.timeout = to_seconds(timeout, "timeout", allow_zero=False)
-        self._clients = Clients(url_or_client, self.timeout)
+        target = Target(url_or_client, cluster=False, sentinel=None, service_name=None)
+        self._clients = Clients(target, self.timeout, {})  # no scripts: HGETALL, MULTI
         self.url = self._clients.url
 
     def __repr__(self) -> str:
