@@ -92,21 +92,19 @@ class Flags:
     written through any ``Flags`` sharing the store object, or announced by the
     store's ``watch``, takes effect on the very next evaluation in this process).
     *overrides* are local to this object: ``{flag: variant name or value}``.
-    *sticky* (a :class:`~tipkit.stores.StickyStore`) keeps the variants split
-    flags with a ``sticky`` epoch served (``docs/bucketing.md``).
+    *sticky*: a :class:`~tipkit.stores.StickyStore` for ``sticky`` flags' variants.
 
     Precedence: kill > disabled > override (store, then local) > rules; a
     run-time split replaces the weights of the split it targets, not the rules.
 
     What may block: a due store refresh (one or two round trips, bounded by the
     store's timeout; async methods from the ``a``-prefixed calls, safe on a
-    loop) and building, which registers the flags (:mod:`tipkit.registry`: one
-    best-effort write). A store failure keeps the last state (a kill stays in
-    force), publishes ``StoreUnavailable`` once per outage, is retried after
-    *refresh_interval* and never raises.
+    loop) and building with *store* (registers the flags: :mod:`tipkit.registry`,
+    one best-effort write). A store failure keeps the last state (a kill stays),
+    publishes ``StoreUnavailable`` once per outage, is retried, never raises.
 
-    Thread-safe: evaluations read one immutable table, swapped atomically. Reads
-    *clock* (default: the provider's, else the system clock) once per evaluation.
+    Thread-safe: evaluations read one immutable table, swapped atomically; one
+    clock read per evaluation (default: the provider's clock, else the system's).
     """
 
     __slots__ = (
@@ -151,6 +149,7 @@ class Flags:
         self._table: dict[str, Run] = {}
         self._plans: dict[str, Plan] = {}
         self._deadline = -_INF
+        given = store is not None  # only a given store is worth registering in
         store = store if store is not None else MemoryStore(clock=self._clock)
         sync = StoreSync(store, namespace, interval, self._clock, self._expired)
         local, log = self._local_overrides, self._log
@@ -158,7 +157,8 @@ class Flags:
         self._source = Source(provider, sync, local, self._expired, log, sticky=keeper)
         self._admin = Admin(sync)
         self._maintain(store=False)
-        self._admin.register(self)
+        if given:
+            self._admin.register(self)
 
     # -- construction shortcuts ---------------------------------------------------------
     @classmethod
