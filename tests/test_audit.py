@@ -94,6 +94,27 @@ def test_an_appended_record_is_published_as_an_event() -> None:
     assert "flag.kill" == attrs["tipkit.audit.action"]
 
 
+def test_an_operator_kill_is_an_opentelemetry_log_record_without_its_reason() -> None:
+    """Real SDK logs pipeline: the audited kill is a log record; the reason text is not in it."""
+    from tipkit.flags import Flags, InMemoryProvider
+    from tipkit.telemetry._capture import capture_telemetry
+
+    doc = {"flags": {"checkout": {"variants": {"on": True, "off": False},
+                                  "default_variant": "on", "off_variant": "off"}}}  # fmt: skip
+    flags = Flags(InMemoryProvider(doc), store=MemoryStore())
+    with capture_telemetry() as cap:
+        flags.kill("checkout", actor="alice", reason="card 4111 1111 leaks")
+        logs = [log for log in cap.logs if log.event_name == "tipkit.audit.action"]
+    (log,) = logs
+    attrs = dict(log.attributes or {})
+    assert ("flag:checkout", "flag.kill", "alice") == (
+        attrs["tipkit.name"],
+        attrs["tipkit.audit.action"],
+        attrs["tipkit.audit.actor"],
+    )
+    assert "4111" not in json.dumps([attrs, str(log.body)])
+
+
 def test_record_on_a_store_without_a_log_is_nothing() -> None:
     """A store that keeps no log records nothing and raises nothing."""
     assert None is _record(object())
