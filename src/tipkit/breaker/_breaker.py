@@ -125,6 +125,7 @@ class CircuitBreaker(Guard[Ticket]):
         "_astep",
         "_cfg",
         "_closed",
+        "_fast_count",
         "_fast_release",
         "_fast_ticket",
         "_fleet",
@@ -138,6 +139,7 @@ class CircuitBreaker(Guard[Ticket]):
     _composition_role = "breaker"  # compose() checks the order of parts by role
 
     _fast_reads_ticket = True  # the faces read _fast_ticket inline (see _gate)
+    _fast_ticks = True  # ...and tick its phase, counting on _fast_count (see _gate)
 
     def __init__(
         self,
@@ -213,7 +215,8 @@ class CircuitBreaker(Guard[Ticket]):
         timed = cfg.slow_after is not None or not isinstance(self._m.window, _CountRing)
         self._fast_release = None if timed else fast_success(self._t)
         self._closed: Closed | None = None
-        self._fast_ticket: Ticket | None = None
+        self._fast_ticket: Phase | None = None
+        self._fast_count = self._t.success
         self._gate()
 
     def _after_fork_in_child(self) -> None:
@@ -248,6 +251,7 @@ class CircuitBreaker(Guard[Ticket]):
         with self._lock:
             self._m.mode = checked
             self._t.bind(checked)
+            self._fast_count = self._t.success
 
     @property
     def window(self) -> Window:
@@ -335,7 +339,7 @@ class CircuitBreaker(Guard[Ticket]):
         ``StoreUnavailable``, never raised).
         """
         if error is None:
-            phase, start = ticket
+            phase, start = ticket if type(ticket) is tuple else (ticket, 0.0)
             tick = phase.tick
             if tick is not None:
                 slow_after = self._slow_after
@@ -355,7 +359,7 @@ class CircuitBreaker(Guard[Ticket]):
 
     def _record(self, ticket: Ticket, error: BaseException | None, now: float) -> bool:
         """Record an outcome; return whether a transition waits to be shared."""
-        phase, start = ticket
+        phase, start = ticket if type(ticket) is tuple else (ticket, 0.0)
         if phase is UNCOUNTED:
             return False
         slow_after = self._slow_after
@@ -421,11 +425,8 @@ class CircuitBreaker(Guard[Ticket]):
         """
         closed = self._m.closed if self._fleet is None else None
         self._closed = closed
-        self._fast_ticket = (
-            (closed, 0.0)
-            if closed is not None and self._fast_release is not None
-            else None
-        )
+        # The bare phase: the decorators read its `tick` (see _fast_ticks).
+        self._fast_ticket = closed if self._fast_release is not None else None
 
     def _moved(self, moves: list[Move]) -> None:
         """Follow the machine's *moves* (lock held): gate the fast paths, tell the fleet."""
