@@ -339,7 +339,10 @@ class CircuitBreaker(Guard[Ticket]):
         ``StoreUnavailable``, never raised).
         """
         if error is None:
-            phase, start = ticket if type(ticket) is tuple else (ticket, 0.0)
+            if isinstance(ticket, tuple):
+                phase, start = ticket
+            else:  # the bare phase of a fast ticket (see _gate)
+                phase, start = ticket, 0.0
             tick = phase.tick
             if tick is not None:
                 slow_after = self._slow_after
@@ -359,7 +362,10 @@ class CircuitBreaker(Guard[Ticket]):
 
     def _record(self, ticket: Ticket, error: BaseException | None, now: float) -> bool:
         """Record an outcome; return whether a transition waits to be shared."""
-        phase, start = ticket if type(ticket) is tuple else (ticket, 0.0)
+        if isinstance(ticket, tuple):
+            phase, start = ticket
+        else:  # the bare phase of a fast ticket (see _gate)
+            phase, start = ticket, 0.0
         if phase is UNCOUNTED:
             return False
         slow_after = self._slow_after
