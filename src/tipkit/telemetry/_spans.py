@@ -8,6 +8,7 @@ public functions otherwise.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "WhenRecording",
     "attach_span",
     "detach",
+    "fast_context",
     "recording_span",
     "seen_in_span",
     "span_recording",
@@ -31,6 +33,27 @@ logger = logging.getLogger("tipkit")
 
 
 # ------------------------------------------------------------- is a span recording?
+
+
+def fast_context() -> tuple[Any, Any, Any, str, Any]:
+    """Return ``(get, set, reset, span_key, Context)`` for callers inlining :func:`attach_span`.
+
+    ``token = set(Context({**get(), span_key: span}))`` makes *span* current and
+    ``reset(token)`` undoes it (it may raise: then call :func:`detach`, which
+    logs). Those of the API's default runtime context; with another runtime
+    context configured, stand-ins that go through :func:`attach_span` and the
+    API's detach.
+    """
+    if _fast:
+        return _context_get, _context_set, _context_reset, _SPAN_KEY, Context
+    return (
+        dict,
+        attach_span,
+        context_api.detach,
+        "span",
+        operator.itemgetter("span"),
+    )  # pragma: no cover - see below
+
 
 try:  # the API's default runtime context: read its ContextVar directly
     from opentelemetry.context import _RUNTIME_CONTEXT, Context
