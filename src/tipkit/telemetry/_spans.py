@@ -24,7 +24,6 @@ __all__ = [
     "attach_span",
     "detach",
     "fast_context",
-    "recording_span",
     "seen_in_span",
     "span_recording",
 ]
@@ -52,7 +51,7 @@ def fast_context() -> tuple[Any, Any, Any, str, Any]:
         context_api.detach,
         "span",
         operator.itemgetter("span"),
-    )  # pragma: no cover - see below
+    )  # pragma: no cover - OTEL_PYTHON_CONTEXT names another runtime context
 
 
 try:  # the API's default runtime context: read its ContextVar directly
@@ -71,11 +70,6 @@ if _fast:
         """Return whether the current span records (a ContextVar read, one call)."""
         span = _context_get().get(_SPAN_KEY)
         return span is not None and span.is_recording()
-
-    def recording_span() -> trace.Span | None:
-        """Return the current span if it records, else ``None``."""
-        span = _context_get().get(_SPAN_KEY)
-        return span if span is not None and span.is_recording() else None
 
     _current_span = trace.get_current_span
 
@@ -110,11 +104,6 @@ else:  # pragma: no cover - OTEL_PYTHON_CONTEXT names another runtime context
     def span_recording() -> bool:
         """Return whether the current span records."""
         return trace.get_current_span().is_recording()
-
-    def recording_span() -> trace.Span | None:
-        """Return the current span if it records, else ``None``."""
-        span = trace.get_current_span()
-        return span if span.is_recording() else None
 
     _current_span = trace.get_current_span
 
