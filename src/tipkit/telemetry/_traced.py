@@ -46,6 +46,7 @@ R = TypeVar("R")
 _Entry = tuple[trace.Span, object, float | None, str]
 _NO_SPAN: Final = trace.INVALID_SPAN
 _UNSET: Final[Any] = object()
+_NEVER_PLAIN: Final = type("_NeverPlain", (), {"_CURRENT": True})
 _Recorder = Callable[[tuple[Any, ...], dict[str, Any]], Mapping[str, AttributeValue]]
 
 
@@ -259,6 +260,10 @@ class Traced(Decorates):
             and not _otel.ENV_TRACER_PROVIDER
         )
         otel, own, kind = _otel, self._own, self.kind
+        # No SDK and nothing instrumented: call fn bare. `gate._CURRENT` is
+        # instrument()'s configuration, or never None when this span has its
+        # own providers (one attribute read instead of a flag and a read).
+        gate: Any = otel if plain else _NEVER_PLAIN
         static = self._static or None
         registry, meter_provider, clock = REGISTRY, self.meter_provider, self.clock
         after_recording, failed = self._after_recording, self._finish_failed
@@ -272,7 +277,7 @@ class Traced(Decorates):
         # costs, plus a scope read, and attributes only when the span records.
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            if plain and otel._CURRENT is None and trace._TRACER_PROVIDER is None:
+            if gate._CURRENT is None and trace._TRACER_PROVIDER is None:
                 # No SDK, nothing instrumented. fn(*args) when there are no
                 # keywords: passing an empty **kwargs on costs ~20 ns.
                 if kwargs:
