@@ -268,9 +268,25 @@ class Traced(Decorates):
         registry, meter_provider, clock = REGISTRY, self.meter_provider, self.clock
         after_recording, failed = self._after_recording, self._finish_failed
         live_tracer, record_duration = _otel.live_tracer, self._record_duration
-        # attach_span/detach inline where the API's default context is in use.
-        context_get, context_set, context_reset, span_key, new_context = (
-            _spans.fast_context()
+        # Everything the span path needs, in one closure cell: a call copies
+        # every cell its function reads into the frame, and the no-SDK path
+        # should pay for three, not twenty.
+        config = (
+            otel,
+            own,
+            kind,
+            static,
+            registry,
+            meter_provider,
+            clock,
+            after_recording,
+            failed,
+            live_tracer,
+            record_duration,
+            name,
+            record,
+            # attach_span/detach inline where the API's default context is in use.
+            *_spans.fast_context(),
         )
 
         # The span by hand, inline (each call saved is ~50 ns): what the API
@@ -283,6 +299,26 @@ class Traced(Decorates):
                 if kwargs:
                     return fn(*args, **kwargs)
                 return fn(*args)  # type: ignore[call-arg]  # no keywords were given
+            (
+                otel,
+                own,
+                kind,
+                static,
+                registry,
+                meter_provider,
+                clock,
+                after_recording,
+                failed,
+                live_tracer,
+                record_duration,
+                name,
+                record,
+                context_get,
+                context_set,
+                context_reset,
+                span_key,
+                new_context,
+            ) = config
             tracer = live_tracer() if own is _UNSET else own
             if tracer is None:
                 span: trace.Span = _NO_SPAN
