@@ -665,6 +665,43 @@ def test_counters_count_outcomes_by_mode(clock):
     assert transitions == 1
 
 
+@pytest.mark.parametrize("is_async", [False, True])
+def test_lock_free_successes_count_in_the_mode_in_force(is_async: bool) -> None:
+    """The decorators' ticked successes follow a mode switch and synthetic()'s diversion."""
+    from tipkit.telemetry import synthetic
+
+    name = f"ticked-{is_async}"
+    breaker = CircuitBreaker(name, window=CountWindow(10), minimum_calls=100)
+
+    async def aok() -> int:
+        return 1
+
+    guarded = breaker(aok) if is_async else breaker(ok)
+
+    def run(times: int) -> None:
+        for _ in range(times):
+            if is_async:
+                asyncio.run(guarded())  # type: ignore[arg-type]
+            else:
+                guarded()
+
+    def value(mode: str, **extra: str) -> int:
+        return REGISTRY.value(
+            names.BREAKER_CALLS,
+            {names.BREAKER_NAME: name, names.OUTCOME: "success", names.MODE: mode}
+            | extra,
+        )
+
+    run(12)  # warms the closed phase: later successes are ticked lock-free
+    breaker.mode = "shadow"
+    run(3)
+    breaker.mode = "enforce"
+    with synthetic("test"):
+        run(2)
+    marked = value("enforce", **{names.SYNTHETIC_TYPE: "test"})
+    assert (12, 3, 2) == (value("enforce") - marked, value("shadow"), marked)
+
+
 def test_state_gauge_reports_one_for_the_current_state(clock):
     """The tipkit.breaker.state gauge is 1 for the current state, 0 for the others."""
     breaker = make(clock, name="gauged")

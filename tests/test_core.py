@@ -302,34 +302,24 @@ def test_waiter_on_a_clock_without_event_support() -> None:
 
 
 def _within(clock: FakeClock, seconds: float) -> Any:
-    dl = _deadline.Deadline(
-        clock, clock.monotonic() + seconds, timeout=seconds, name="t"
-    )
-    return _deadline.CURRENT.set(dl)
+    return deadline(seconds, name="t", clock=clock)
 
 
 def test_expired_deadline_admits_nothing(face: Face, clock: FakeClock) -> None:
     """No face admits a call once the current deadline has passed."""
     guard = Recorder(clock)
-    token = _within(clock, 1)
-    clock.advance(2)
-    try:
+    with _within(clock, 1):
+        clock.advance(2)
         with pytest.raises(DeadlineExceededError, match="deadline of 1"):
             face.run(guard, lambda: None)
-    finally:
-        _deadline.CURRENT.reset(token)
     assert guard.issued == []
 
 
 def test_wait_past_deadline_fails_without_waiting(face: Face, clock: FakeClock) -> None:
     """A plain wait that would end after the deadline fails at once and is abandoned."""
     guard = Recorder(clock, waits=1)
-    token = _within(clock, 1)
-    try:
-        with pytest.raises(DeadlineExceededError):
-            face.run(guard, lambda: None)
-    finally:
-        _deadline.CURRENT.reset(token)
+    with _within(clock, 1), pytest.raises(DeadlineExceededError):
+        face.run(guard, lambda: None)
     assert clock.sleeps == []
     assert guard.abandoned == [1]
 
@@ -342,12 +332,8 @@ def test_waiter_wait_is_capped_by_deadline(clock: FakeClock) -> None:
             return Wait(10, waiter=Waiter(), state="slot")
 
     guard = Blocking(clock)
-    token = _within(clock, 2)
-    try:
-        with pytest.raises(DeadlineExceededError):
-            guard.call(lambda: None)
-    finally:
-        _deadline.CURRENT.reset(token)
+    with _within(clock, 2), pytest.raises(DeadlineExceededError):
+        guard.call(lambda: None)
     assert clock.waits == [2]
     assert guard.abandoned == ["slot"]
 
@@ -355,11 +341,8 @@ def test_waiter_wait_is_capped_by_deadline(clock: FakeClock) -> None:
 def test_wait_within_deadline_proceeds(clock: FakeClock) -> None:
     """A wait that fits in the deadline is taken and the call admitted."""
     guard = Recorder(clock, waits=1)
-    token = _within(clock, 5)
-    try:
+    with _within(clock, 5):
         assert guard.call(lambda: 7) == 7
-    finally:
-        _deadline.CURRENT.reset(token)
     assert clock.sleeps == [1.5]
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tipkit._core import _deadline
 from tipkit._core._compose import compose
+from tipkit.deadline import deadline
 from tipkit.errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -107,15 +107,8 @@ class Flaky:
 
 @contextlib.contextmanager
 def deadline_in(clock: FakeClock, seconds: float) -> Iterator[None]:
-    token = _deadline.CURRENT.set(
-        _deadline.Deadline(
-            clock, clock.monotonic() + seconds, timeout=seconds, name="outer"
-        )
-    )
-    try:
+    with deadline(seconds, name="outer", clock=clock):
         yield
-    finally:
-        _deadline.CURRENT.reset(token)
 
 
 NO_JITTER = {"wait_jitter": 0.0}

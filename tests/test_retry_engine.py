@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tipkit._core import _deadline
+from tipkit.deadline import deadline
 from tipkit.retry import RetryGaveUp, RetryScheduled, retry
 from tipkit.retry._engine import Attempt, Attempts, Counters
 from tipkit.testing import FakeClock, capture_events
@@ -249,12 +249,11 @@ def test_a_wait_that_overran_an_outer_deadline_starts_no_attempt(driver: str) ->
     """A sleep that ends past the current tipkit deadline gives up with reason deadline."""
     clock = OversleepingClock(extra=1.0)
     loop = loop_of(clock, timeout=30)
-    token = _deadline.CURRENT.set(_deadline.Deadline(clock, 0.5, timeout=0.5))
-    try:
-        with capture_events(RetryGaveUp) as gave_up:
-            assert always_failing(loop, driver) == [1]
-    finally:
-        _deadline.CURRENT.reset(token)
+    with (
+        deadline(0.5 - clock.monotonic(), clock=clock),
+        capture_events(RetryGaveUp) as gave_up,
+    ):
+        assert always_failing(loop, driver) == [1]
     assert [(e.attempts, e.reason) for e in gave_up] == [(1, "deadline")]
 
 

@@ -83,6 +83,56 @@ def test_flag_event_is_built_only_inside_a_recording_span() -> None:
     assert ["feature_flag.evaluation"] == [e.name for e in span.events]
 
 
+def test_a_span_records_each_distinct_flag_result_once() -> None:
+    """Repeated evaluations with the same result add one event per span; a new result adds one."""
+    provider, spans = _tracing()
+    instrument(tracer_provider=provider, logger_provider=NoOpLoggerProvider())
+    flags = Flags.from_dict(FLAGS)
+    tracer = provider.get_tracer("t")
+    counted = {n.FEATURE_FLAG_KEY: "f"}
+    before = counters.value(n.FLAG_EVALUATIONS, counted)
+    with tracer.start_as_current_span("request"):
+        for _ in range(5):
+            flags.get("f", {"targeting_key": "u"}, default=False)
+        flags.get("f", "someone-else", default=False)  # another user: recorded
+        with flags.override("f", False):  # another result: recorded
+            flags.get("f", {"targeting_key": "u"}, default=False)
+        flags.get("f", {"targeting_key": "u"}, default=False)  # seen: not again
+        counted_in_span = counters.value(n.FLAG_EVALUATIONS, counted) - before
+        with synthetic("test"):  # marked synthetic: recorded
+            flags.get("f", {"targeting_key": "u"}, default=False)
+    with tracer.start_as_current_span("next-request"):
+        flags.get("f", {"targeting_key": "u"}, default=False)  # a new span: recorded
+    first, second = sorted(
+        spans.get_finished_spans(), key=lambda s: s.name != "request"
+    )
+    events = [dict(e.attributes or {}) for e in first.events]
+    assert 4 == len(events)
+    assert [True, True, False, True] == [
+        e[n.FEATURE_FLAG_VARIANT] == "on" for e in events
+    ]
+    assert "test" == events[-1][n.SYNTHETIC_TYPE]
+    assert 1 == len(second.events)
+    assert 8 == counted_in_span  # every evaluation counted, recorded or not
+
+
+def test_every_evaluation_is_recorded_while_another_listener_wants_them() -> None:
+    """With an unconditional listener the event is built anyway, and the span gets each one."""
+    provider, spans = _tracing()
+    instrument(tracer_provider=provider, logger_provider=NoOpLoggerProvider())
+    flags = Flags.from_dict(FLAGS)
+    seen: list[Event] = []
+    listener = add_listener(seen.append, types=FlagEvaluated)
+    try:
+        with provider.get_tracer("t").start_as_current_span("request"):
+            for _ in range(3):
+                flags.get("f", "u", default=False)
+    finally:
+        remove_listener(listener)
+    (span,) = spans.get_finished_spans()
+    assert (3, 3) == (len(seen), len(span.events))
+
+
 def test_a_user_listener_or_flag_log_events_want_every_evaluation() -> None:
     """A listener of the type, or flag_log_events with a real logger, is unconditional."""
     provider, _ = _tracing()

@@ -25,9 +25,11 @@ __all__ = [
     "async_admit_only",
     "async_hooked",
     "async_plain",
+    "async_ticket",
     "sync_admit_only",
     "sync_hooked",
     "sync_plain",
+    "sync_ticket",
 ]
 
 P = ParamSpec("P")
@@ -100,8 +102,8 @@ def async_plain(
 
 
 def sync_hooked(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:
-    reads_ticket = guard._fast_reads_ticket
-    ticks = reads_ticket and guard._fast_ticks
+    if guard._fast_reads_ticket:
+        return sync_ticket(guard, fn)
     admit = guard._fast_admit or _no_fast_admit
     fast_release = guard._fast_release or _no_fast_release
     step = guard._step
@@ -116,29 +118,68 @@ def sync_hooked(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:
             dl = node[3]
             if dl is not None and dl.expired():
                 raise refusal(dl, guard)
-        ticket: Any = (
-            guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
-            if reads_ticket
-            else admit()
-        )
+        ticket = admit()
         if ticket is None:
-            ticked = False
             ticket = step(now(), None)
             if type(ticket) is Wait:
                 ticket = wait(ticket)
-        else:
-            ticked = ticks
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             release(ticket, exc, now())
             raise
-        if ticked:
+        if not fast_release(ticket):
+            release(ticket, None, now())
+        return result
+
+    return guarded
+
+
+def sync_ticket(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:  # noqa: C901  # one closure: the hot path is inlined on purpose
+    """The hooked closure of a guard that hands out ``_fast_ticket`` (the closed breaker).
+
+    A fast ticket's success is one branch on ``ticks`` (``_fast_ticks``), then
+    ``ticket.tick()`` and ``guard._fast_count.inc()``: C calls only. Tickets
+    from ``_step`` go the general way, in their own branch.
+    """
+    ticks = guard._fast_ticks
+    fast_release = guard._fast_release or _no_fast_release
+    step = guard._step
+    release = guard._release
+    wait = guard._wait_sync
+    now = guard._clock.monotonic
+
+    @functools.wraps(fn)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:  # noqa: C901  # as above
+        node = _top()
+        if node is not None:
+            dl = node[3]
+            if dl is not None and dl.expired():
+                raise refusal(dl, guard)
+        ticket: Any = guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+        if ticket is None:
+            ticket = step(now(), None)
+            if type(ticket) is Wait:
+                ticket = wait(ticket)
+        elif ticks:
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                release(ticket, exc, now())
+                raise
             tick = ticket.tick
             if tick is not None:
                 tick()
                 guard._fast_count.inc()  # type: ignore[attr-defined]  # the contract of _fast_ticks
                 return result
+            if not fast_release(ticket):
+                release(ticket, None, now())
+            return result
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            release(ticket, exc, now())
+            raise
         if not fast_release(ticket):
             release(ticket, None, now())
         return result
@@ -149,9 +190,53 @@ def sync_hooked(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:
 def async_hooked(  # noqa: C901  # one closure: the hot path is inlined on purpose
     guard: Guard[Any], fn: Callable[P, Awaitable[R]]
 ) -> Callable[P, Coroutine[Any, Any, R]]:
-    reads_ticket = guard._fast_reads_ticket
-    ticks = reads_ticket and guard._fast_ticks
+    if guard._fast_reads_ticket:
+        return async_ticket(guard, fn)
     admit = guard._fast_admit or _no_fast_admit
+    fast_release = guard._fast_release or _no_fast_release
+    astep = guard._astep
+    arelease = guard._arelease
+    step = guard._step
+    release = guard._release
+    wait = guard._wait_async
+    now = guard._clock.monotonic
+
+    @functools.wraps(fn)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        node = _top()
+        if node is not None:
+            dl = node[3]
+            if dl is not None and dl.expired():
+                raise refusal(dl, guard)
+        ticket = admit()
+        if ticket is None:
+            at = now()
+            ticket = step(at, None) if astep is None else await astep(at, None)
+            if type(ticket) is Wait:
+                ticket = await wait(ticket)
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            if arelease is None:
+                release(ticket, exc, now())
+            else:
+                await arelease(ticket, exc, now())
+            raise
+        if not fast_release(ticket):
+            if arelease is None:
+                release(ticket, None, now())
+            else:
+                await arelease(ticket, None, now())
+        return result
+
+    return guarded
+
+
+def async_ticket(  # noqa: C901, PLR0915  # one closure: the hot path is inlined on purpose
+    guard: Guard[Any], fn: Callable[P, Awaitable[R]]
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """The async :func:`sync_ticket`: ``_astep``/``_arelease`` off the fast branch."""
+    ticks = guard._fast_ticks
     fast_release = guard._fast_release or _no_fast_release
     astep = guard._astep
     arelease = guard._arelease
@@ -167,19 +252,32 @@ def async_hooked(  # noqa: C901  # one closure: the hot path is inlined on purpo
             dl = node[3]
             if dl is not None and dl.expired():
                 raise refusal(dl, guard)
-        ticket: Any = (
-            guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
-            if reads_ticket
-            else admit()
-        )
+        ticket: Any = guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
         if ticket is None:
-            ticked = False
             at = now()
             ticket = step(at, None) if astep is None else await astep(at, None)
             if type(ticket) is Wait:
                 ticket = await wait(ticket)
-        else:
-            ticked = ticks
+        elif ticks:
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                if arelease is None:
+                    release(ticket, exc, now())
+                else:
+                    await arelease(ticket, exc, now())
+                raise
+            tick = ticket.tick
+            if tick is not None:
+                tick()
+                guard._fast_count.inc()  # type: ignore[attr-defined]  # as in sync_ticket
+                return result
+            if not fast_release(ticket):
+                if arelease is None:
+                    release(ticket, None, now())
+                else:
+                    await arelease(ticket, None, now())
+            return result
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
@@ -188,12 +286,6 @@ def async_hooked(  # noqa: C901  # one closure: the hot path is inlined on purpo
             else:
                 await arelease(ticket, exc, now())
             raise
-        if ticked:
-            tick = ticket.tick
-            if tick is not None:
-                tick()
-                guard._fast_count.inc()  # type: ignore[attr-defined]  # as in sync_hooked
-                return result
         if not fast_release(ticket):
             if arelease is None:
                 release(ticket, None, now())

@@ -53,7 +53,12 @@ def _check_deadline(guard: Guard[Any]) -> None:
 def admit_sync(guard: Guard[Any]) -> Any:
     """Check the deadline, then admit: fast hooks first, else step (and wait)."""
     _check_deadline(guard)
-    ticket = guard._try_fast()
+    # Guard._try_fast, inline: a Python call is a tenth of this face's cost.
+    if guard._fast_reads_ticket:
+        ticket = guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+    else:
+        admit = guard._fast_admit
+        ticket = None if admit is None else admit()
     if ticket is not None:
         return ticket
     return guard._acquire_sync()
@@ -62,7 +67,12 @@ def admit_sync(guard: Guard[Any]) -> Any:
 async def admit_async(guard: Guard[Any]) -> Any:
     """Check the deadline, then admit: fast hooks, else ``_astep``/``_step`` (and wait)."""
     _check_deadline(guard)
-    ticket = guard._try_fast()
+    # Guard._try_fast, inline: a Python call is a tenth of this face's cost.
+    if guard._fast_reads_ticket:
+        ticket = guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+    else:
+        admit = guard._fast_admit
+        ticket = None if admit is None else admit()
     if ticket is not None:
         return ticket
     return await guard._acquire_async()
@@ -154,7 +164,12 @@ def enter(guard: Guard[Any]) -> Any:
         dl = node[3]
         if dl is not None and dl.expired():
             raise refusal(dl, guard)
-    ticket = guard._try_fast()
+    # Guard._try_fast, inline: a Python call is a tenth of this face's cost.
+    if guard._fast_reads_ticket:
+        ticket = guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+    else:
+        admit = guard._fast_admit
+        ticket = None if admit is None else admit()
     if ticket is None:
         ticket = guard._step(guard._clock.monotonic(), None)
         if type(ticket) is Wait:
@@ -199,7 +214,12 @@ async def aenter(guard: Guard[Any]) -> Any:
         dl = node[3]
         if dl is not None and dl.expired():
             raise refusal(dl, guard)
-    ticket = guard._try_fast()
+    # Guard._try_fast, inline: a Python call is a tenth of this face's cost.
+    if guard._fast_reads_ticket:
+        ticket = guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+    else:
+        admit = guard._fast_admit
+        ticket = None if admit is None else admit()
     if ticket is None:
         now = guard._clock.monotonic()
         astep = guard._astep

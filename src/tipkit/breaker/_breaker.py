@@ -127,6 +127,7 @@ class CircuitBreaker(Guard[Ticket]):
         "_astep",
         "_cfg",
         "_closed",
+        "_fast_count",
         "_fast_release",
         "_fast_ticket",
         "_fleet",
@@ -141,6 +142,7 @@ class CircuitBreaker(Guard[Ticket]):
     _composition_role = "breaker"  # compose() checks the order of parts by role
 
     _fast_reads_ticket = True  # the faces read _fast_ticket inline (see _gate)
+    _fast_ticks = True  # ...and tick its phase, counting on _fast_count (see _gate)
 
     def __init__(
         self,
@@ -216,7 +218,8 @@ class CircuitBreaker(Guard[Ticket]):
         timed = cfg.slow_after is not None or not isinstance(self._m.window, _CountRing)
         self._fast_release = None if timed else fast_success(self._t)
         self._closed: Closed | None = None
-        self._fast_ticket: Ticket | None = None
+        self._fast_ticket: Phase | None = None
+        self._fast_count = self._t.success
         self._gate()
         self._registration = None if store is None else register_breaker(self, store)
 
@@ -252,6 +255,7 @@ class CircuitBreaker(Guard[Ticket]):
         with self._lock:
             self._m.mode = checked
             self._t.bind(checked)
+            self._fast_count = self._t.success
 
     @property
     def window(self) -> Window:
@@ -339,7 +343,10 @@ class CircuitBreaker(Guard[Ticket]):
         ``StoreUnavailable``, never raised).
         """
         if error is None:
-            phase, start = ticket
+            if isinstance(ticket, tuple):
+                phase, start = ticket
+            else:  # the bare phase of a fast ticket (see _gate)
+                phase, start = ticket, 0.0
             tick = phase.tick
             if tick is not None:
                 slow_after = self._slow_after
@@ -359,7 +366,10 @@ class CircuitBreaker(Guard[Ticket]):
 
     def _record(self, ticket: Ticket, error: BaseException | None, now: float) -> bool:
         """Record an outcome; return whether a transition waits to be shared."""
-        phase, start = ticket
+        if isinstance(ticket, tuple):
+            phase, start = ticket
+        else:  # the bare phase of a fast ticket (see _gate)
+            phase, start = ticket, 0.0
         if phase is UNCOUNTED:
             return False
         slow_after = self._slow_after
@@ -425,11 +435,8 @@ class CircuitBreaker(Guard[Ticket]):
         """
         closed = self._m.closed if self._fleet is None else None
         self._closed = closed
-        self._fast_ticket = (
-            (closed, 0.0)
-            if closed is not None and self._fast_release is not None
-            else None
-        )
+        # The bare phase: the decorators read its `tick` (see _fast_ticks).
+        self._fast_ticket = closed if self._fast_release is not None else None
 
     def _moved(self, moves: list[Move]) -> None:
         """Follow the machine's *moves* (lock held): gate the fast paths, tell the fleet."""

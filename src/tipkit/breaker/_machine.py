@@ -301,7 +301,9 @@ UNCOUNTED = ForcedOpen(-1)
 """The phase of a call let through in shadow mode that enforcement would have
 rejected: its outcome stays out of the window."""
 
-Ticket = tuple[Phase, float]
+Ticket = tuple[Phase, float] | Phase
+"""What admission hands out: ``(phase, start)``, or the bare phase when no end
+time is needed (the closed breaker's lock-free ticket, ``_fast_ticket``)."""
 
 
 # -- the machine --------------------------------------------------------------------

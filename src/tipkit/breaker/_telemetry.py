@@ -133,7 +133,7 @@ def fast_success(telemetry: Telemetry) -> Callable[[Ticket], bool]:
     """
 
     def fast_release(ticket: Ticket) -> bool:
-        tick = ticket[0].tick
+        tick = (ticket[0] if isinstance(ticket, tuple) else ticket).tick
         if tick is None:
             return False
         tick()

@@ -29,6 +29,7 @@ from tipkit.flags._model import (
 )
 from tipkit.flags._request import REQUEST, current_request_context
 from tipkit.telemetry._events import BUS
+from tipkit.telemetry._spans import WhenRecording, seen_in_span
 
 __all__ = [
     "OnceLog",
@@ -241,7 +242,24 @@ def detail(value: Any, out: Outcome) -> EvaluationDetail:
 
 
 def publish(value: Any, out: Outcome, context: Any, log: OnceLog) -> None:
-    """Publish one ``FlagEvaluated`` (call only when it is listened to)."""
+    """Publish one ``FlagEvaluated`` (call only when it is listened to).
+
+    When only the OpenTelemetry export listens (for the recording span), an
+    evaluation whose result the span already carries builds nothing: a span
+    gets one ``feature_flag.evaluation`` per distinct result (see
+    :mod:`tipkit.telemetry._spans`).
+    """
+    if FlagEvaluated.listened.__class__ is WhenRecording:
+        # _target(context), inline: this runs on every evaluation in a span.
+        cls = context.__class__
+        if cls is dict:
+            target = context.get("targeting_key")
+        elif cls is EvaluationContext:
+            target = context.targeting_key
+        else:
+            target = _target(context)
+        if seen_in_span(out, target):
+            return
     try:
         BUS.publish(
             FlagEvaluated(
@@ -264,6 +282,18 @@ def publish(value: Any, out: Outcome, context: Any, log: OnceLog) -> None:
             out.flag_key,
             exc,
         )
+
+
+def _target(context: Any) -> Any:
+    """Return the targeting key ``as_context(context)`` would have, cheaply."""
+    cls = context.__class__
+    if cls is dict:
+        return context.get("targeting_key")
+    if cls is EvaluationContext:
+        return context.targeting_key
+    if cls is str:
+        return context
+    return as_context(context).targeting_key
 
 
 def as_context(context: Any) -> EvaluationContext:

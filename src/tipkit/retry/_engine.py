@@ -268,7 +268,7 @@ class Attempts:
         ):
             self._reason = "timeout"
             return True
-        outer = _deadline.CURRENT.get()
+        outer = _deadline.current()
         if outer is not None and outer.remaining() <= wait:
             self._reason = "deadline"
             return True
@@ -290,7 +290,7 @@ class Attempts:
         ):
             self._reason = "timeout"
         else:
-            outer = _deadline.CURRENT.get()
+            outer = _deadline.current()
             if outer is None or not outer.expired():
                 return
             self._reason = "deadline"

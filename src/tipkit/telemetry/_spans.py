@@ -8,19 +8,51 @@ public functions otherwise.
 from __future__ import annotations
 
 import logging
+import operator
+from collections.abc import Callable
+from typing import Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
 
+from tipkit._core._scope import top as _top
 from tipkit.telemetry import _catalog
 from tipkit.telemetry._events import Event
 
-__all__ = ["WhenRecording", "attach_span", "detach", "span_recording"]
+__all__ = [
+    "WhenRecording",
+    "attach_span",
+    "detach",
+    "fast_context",
+    "seen_in_span",
+    "span_recording",
+]
 
 logger = logging.getLogger("tipkit")
 
 
 # ------------------------------------------------------------- is a span recording?
+
+
+def fast_context() -> tuple[Any, Any, Any, str, Any]:
+    """Return ``(get, set, reset, span_key, Context)`` for callers inlining :func:`attach_span`.
+
+    ``token = set(Context({**get(), span_key: span}))`` makes *span* current and
+    ``reset(token)`` undoes it (it may raise: then call :func:`detach`, which
+    logs). Those of the API's default runtime context; with another runtime
+    context configured, stand-ins that go through :func:`attach_span` and the
+    API's detach.
+    """
+    if _fast:
+        return _context_get, _context_set, _context_reset, _SPAN_KEY, Context
+    return (
+        dict,
+        attach_span,
+        context_api.detach,
+        "span",
+        operator.itemgetter("span"),
+    )  # pragma: no cover - OTEL_PYTHON_CONTEXT names another runtime context
+
 
 try:  # the API's default runtime context: read its ContextVar directly
     from opentelemetry.context import _RUNTIME_CONTEXT, Context
@@ -38,6 +70,8 @@ if _fast:
         """Return whether the current span records (a ContextVar read, one call)."""
         span = _context_get().get(_SPAN_KEY)
         return span is not None and span.is_recording()
+
+    _current_span = trace.get_current_span
 
     _context_set = _RUNTIME_CONTEXT._current_context.set  # type: ignore[attr-defined]  # checked above
     _context_reset = _RUNTIME_CONTEXT._current_context.reset  # type: ignore[attr-defined]  # checked above
@@ -71,6 +105,8 @@ else:  # pragma: no cover - OTEL_PYTHON_CONTEXT names another runtime context
         """Return whether the current span records."""
         return trace.get_current_span().is_recording()
 
+    _current_span = trace.get_current_span
+
 
 class WhenRecording:
     """The export's listening condition: event types it sends only to span events.
@@ -91,15 +127,24 @@ class WhenRecording:
 
     if _fast:
 
-        def __bool__(self) -> bool:
+        def __bool__(
+            self, _get: Callable[[], Any] = _context_get, _key: str = _SPAN_KEY
+        ) -> bool:
             # span_recording(), inlined: this runs on every flag evaluation.
-            span = _context_get().get(_SPAN_KEY)
+            # Defaults for globals, and an empty context (no span, no
+            # baggage: the common case outside a request) answered first.
+            ctx = _get()
+            if not ctx:
+                return False
+            span = ctx.get(_key)
             return span is not None and span.is_recording()
 
     else:  # pragma: no cover - see span_recording
 
-        def __bool__(self) -> bool:
-            return span_recording()
+        def __bool__(
+            self, _get: Callable[[], Any] = span_recording, _key: str = ""
+        ) -> bool:
+            return bool(_get())
 
     def mode(self, cls: type[Event]) -> bool | None:
         """Return ``True`` (always wanted), ``False`` (never) or ``None`` (in a recording span).
@@ -123,3 +168,48 @@ class WhenRecording:
             f"<when the current span records log_calls={self._log_calls} "
             f"log_state={self._log_state}>"
         )
+
+
+# ------------------------------------------ one feature_flag.evaluation per span
+#
+# A span event costs the SDK several microseconds (it copies and checks every
+# attribute): more than ten flag evaluations. A request that reads the same flag
+# many times would spend most of its time recording the same event again. So
+# when the OpenTelemetry export is the only listener (``FlagEvaluated.listened``
+# is its WhenRecording condition), a span gets one ``feature_flag.evaluation``
+# event per distinct result: the same precomputed outcome (flag, variant,
+# reason, version), targeting key and synthetic mark. A result that differs in
+# any of these (another user, a reload, a kill, an error) is recorded again.
+# Counts stay exact in the ``tipkit.flag.evaluations`` metric; a listener that
+# wants every evaluation (``instrument(flag_log_events=True)``, a test's
+# capture, your own) makes the event built and recorded every time. What a span
+# has seen is kept on the span object (SDK spans have a ``__dict__``; a span
+# without one records every evaluation).
+
+_SEEN = "_tipkit_flag_results"
+_MAX_SEEN = 256  # distinct results remembered per span; later ones always record
+
+
+def seen_in_span(result: object, target: object) -> bool:
+    """Return whether the current span already has the event of *result* for *target*.
+
+    For a caller that has just seen the ``WhenRecording`` condition true (the
+    current span records). Remembers a new result, so the next call answers
+    ``True``. *result* is a shared, immutable outcome (keyed by identity) and
+    *target* the evaluation's targeting key. Never raises.
+    """
+    node = _top()
+    key = (result, target, None if node is None else node[4])
+    try:
+        span = _context_get().get(_SPAN_KEY) if _fast else _current_span()
+        state = span.__dict__
+        seen = state.get(_SEEN)
+        if seen is None:
+            seen = state.setdefault(_SEEN, set())
+        elif key in seen:
+            return True
+        if len(seen) < _MAX_SEEN:
+            seen.add(key)
+    except (AttributeError, TypeError):  # no __dict__; an unhashable targeting key
+        return False
+    return False
