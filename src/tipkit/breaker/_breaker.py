@@ -106,20 +106,16 @@ class CircuitBreaker(Guard[Ticket]):
             untouched. See docs/fleet.md.
         share: ``"state"`` (the only sharing mode); required with *store*.
         refresh_interval: with *store*, the most seconds between two reads of
-            the shared state (a store that pushes changes, such as
-            ``RedisStore``, makes it sooner).
+            the shared state (sooner with a store that pushes, as ``RedisStore``).
 
     Raises:
         TypeError, ValueError: an argument is invalid; the message names it.
 
-    Thread-safe and asyncio-safe. The lock is never held while a protected call
-    runs; closed-state admission reads the state without taking it. Without a
-    store nothing blocks but that lock. With a store, a call that finds the
-    shared state due for a read, or that makes a transition the fleet must
-    hear of, also makes one store call: sync faces block on it, async faces
-    await the store's async method; either lasts at most the store's timeout,
-    and a store failure leaves the breaker deciding on its own state (see
-    :mod:`tipkit.breaker._sync`).
+    Thread-safe and asyncio-safe; the lock is never held while a protected call
+    runs, and closed-state admission does not take it. With a store, a call due
+    a read of the shared state, or making a transition the fleet must hear of,
+    makes one store call (sync faces block, async faces await; at most the
+    store's timeout); a store failure leaves the breaker on its own state.
     """
 
     __slots__ = (
