@@ -452,10 +452,9 @@ class CircuitBreaker(Guard[Ticket]):
         self._t.moved(moves)
 
     def sync(self) -> None:
-        """Read the shared state now and adopt it (normally done when due).
+        """Read and adopt the shared state now (normally done when due).
 
-        Blocks up to the store's timeout; does nothing without a store. A store
-        failure is reported as ``StoreUnavailable`` and changes nothing.
+        Blocks up to the store's timeout; a failure is reported, changes nothing.
         """
         fleet = self._fleet
         if fleet is not None:
@@ -482,10 +481,9 @@ class CircuitBreaker(Guard[Ticket]):
     ) -> None:
         """Reject every call (``FORCED_OPEN``) until :meth:`reset` or :meth:`disable`.
 
-        Idempotent and thread-safe; in shadow mode calls still run and are counted
-        as would-be rejections. With a store, also writes the state for the fleet
-        (blocking up to the store's timeout; a failure is reported, not raised).
-        *actor*, *reason*: who and why (event and audit log: :mod:`._admin`).
+        Idempotent, thread-safe; in shadow mode calls run (would-be rejections).
+        With a store, also writes the state for the fleet (up to its timeout; a
+        failure is reported). *actor*, *reason*: who and why (:mod:`._admin`).
         """
         self._operate(FORCED_OPEN, REASON_FORCED_OPEN, actor, reason)
 
