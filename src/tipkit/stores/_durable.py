@@ -27,9 +27,8 @@ never loses it. :class:`Durable` is that mechanism, for every primitive:
   :meth:`Durable.absent` (a key known present is read absent before its time
   to live ran out).
 
-Events (in ``_events``, when listened to): ``ActionPending``, ``ActionFlushed``,
-``ActionConflict``, ``StoreStateLost``. Failures count in the primitive's own
-:class:`~tipkit.stores._events.Outage`: one report per outage and primitive.
+Events (``_events``): ``ActionPending``, ``ActionFlushed``, ``ActionConflict``,
+``StoreStateLost``; failures count in the primitive's own ``Outage`` (one report).
 
 Thread-safe; fork-safe (a child keeps its pending actions, starts its own flusher).
 """
@@ -90,14 +89,12 @@ class Durable:
         outage: the primitive's outage tracker (one report per outage).
         clock: reads ``monotonic()`` for times to live and delays.
         on_change: called (no arguments, any thread) when :meth:`overlay`
-            changed or the store's state should be re-read; a bound method is
-            held weakly.
+            changed or the store should be re-read; held weakly if bound.
         epoch: keep an epoch entry in the namespace (primitives that read the
             whole namespace); ``False`` relies on :meth:`absent`.
         resolve: ``resolve(ours, theirs) -> bool``, asked when a replay finds
-            another value: ``True`` writes ours over theirs (compare-and-set on
-            their version), e.g. a rollback over a rollout freshly created by a
-            process that never saw it. Default: theirs wins.
+            another value: ``True`` writes ours over theirs (compare-and-set), e.g.
+            a rollback over a rollout freshly created elsewhere. Default: theirs.
     """
 
     def __init__(
@@ -171,13 +168,16 @@ class Durable:
         """Write *value* at *key* now; keep it pending if the store fails. Never raises.
 
         Blocks for one store round trip (two with the epoch at first use), each
-        bounded by the store's timeout. *base* is the entry's version as this
-        process last read it (``None``: never read); a replay is a
-        compare-and-set on it. *ttl*: seconds the value lives (a breaker
-        opening); a pending action past it is dropped.
+        bounded by the store's timeout; none while the store is known down (queued
+        at once). *base*: the entry's version as last read (``None``: never); a
+        replay is a compare-and-set on it. *ttl*: seconds the value lives (a
+        breaker opening); a pending action past it is dropped.
         """
-        action = self._queue(key, value, base, ttl, fresh=True)
+        action = self._queue(key, value, base, ttl, fresh=not self.outage.down)
         self._changed()
+        if not action.fresh:  # known down: the flusher writes it when it answers
+            self._pended(action)
+            return action
         with self._flushing:
             self._write_epoch_if_due()
             if action.state == "pending":
