@@ -68,8 +68,11 @@ class FaultProxy:
         """Switch to *mode* (``pass``, ``blackhole``, ``drop``, ``mute``) with *latency*."""
         assert mode in ("pass", "blackhole", "drop", "mute"), mode
         self.mode, self.latency = mode, latency
-        if mode == "drop":
-            self._loop.call_soon_threadsafe(self._reset_all)
+        if mode == "drop":  # in force when this returns: open connections reset
+            asyncio.run_coroutine_threadsafe(self._areset_all(), self._loop).result(10)
+
+    async def _areset_all(self) -> None:
+        self._reset_all()
 
     def _reset_all(self) -> None:
         for writer in list(self._writers):
