@@ -74,11 +74,12 @@ def test_launchdarkly_import_serves_launchdarkly_variations() -> None:
         ld_flags.get, segments.get, lambda _k: (None, "NOT_CONFIGURED")
     )
     flags, result = _tipkit("launchdarkly")
-    assert [("checkout-upsell", "prerequisites")] == [
-        (f, w) for f, w, _ in result.skipped
-    ]
-    keys = ["new-checkout", "banner-color", "search-v2"]
+    assert [("org-beta", "contextTargets")] == [(f, w) for f, w, _ in result.skipped]
+    keys = ["new-checkout", "banner-color", "search-v2", "checkout-upsell"]
     assert keys == list(result.document["flags"])
+    assert [{"flag": "new-checkout", "variants": ["on"]}] == (
+        result.document["flags"]["checkout-upsell"]["prerequisites"]
+    )
     events = EventFactory(False)
     for key, attrs in _people(1):
         builder = Context.builder(key)

@@ -84,16 +84,58 @@ def import_launchdarkly(data: Any, *, env: str | None = None) -> ImportResult:
     """Translate LaunchDarkly flags in *data*; see the module docstring."""
     flags, segments = _flags_of(data, env)
     result = ImportResult("launchdarkly", {"version": 1, "flags": {}})
+    names_of = {  # every flag's variant names: a prerequisite names its parent's
+        raw["key"]: variant_names(raw["variations"])
+        for raw in flags
+        if isinstance(raw.get("key"), str) and isinstance(raw.get("variations"), list)
+    }
     for raw in flags:
         key = raw.get("key")
         if not isinstance(key, str) or not key:
             result.skipped.append((str(key), "key", "a flag needs a string key"))
             continue
         try:
-            result.document["flags"][key] = _flag(key, raw, segments, result)
+            doc = _flag(key, raw, segments, result)
+            prerequisites = _prerequisites(raw, names_of, flags, result)
+            if prerequisites:
+                doc = {"prerequisites": prerequisites, **doc}
+            result.document["flags"][key] = doc
         except Untranslatable as exc:
             result.skipped.append((key, exc.where, exc.why))
     return result
+
+
+def _prerequisites(
+    raw: dict[str, Any],
+    names_of: dict[str, list[str]],
+    flags: list[dict[str, Any]],
+    result: ImportResult,
+) -> list[dict[str, Any]]:
+    """LaunchDarkly ``prerequisites: [{key, variation}]`` as tipkit's, by variant name.
+
+    Both fail a prerequisite whose parent is off or serves another variation, and
+    then serve the child's off variation. One difference, noted: LaunchDarkly
+    passes a child that requires its parent's *off* variation when the parent's
+    own prerequisite failed; tipkit fails it.
+    """
+    out = []
+    by_key = {f.get("key"): f for f in flags}
+    for i, pre in enumerate(raw.get("prerequisites") or []):
+        where = f"prerequisites[{i}]"
+        parent, index = pre.get("key"), pre.get("variation")
+        names = names_of.get(parent) if isinstance(parent, str) else None
+        if names is None:
+            raise Untranslatable(where, f"parent flag {parent!r} is not in this export")
+        if not isinstance(index, int) or not 0 <= index < len(names):
+            raise Untranslatable(where, f"variation {index!r} of {parent!r} is not one")
+        parent_raw = by_key.get(parent) or {}
+        if parent_raw.get("prerequisites") and parent_raw.get("offVariation") == index:
+            result.notes.append(
+                f"flag {raw.get('key')!r}: requires {parent!r}'s off variation, which "
+                "LaunchDarkly also passes when the parent's own prerequisite fails"
+            )
+        out.append({"flag": parent, "variants": [names[index]]})
+    return out
 
 
 def _flag(  # noqa: C901, PLR0912  # one flat pass over the flag
@@ -101,8 +143,6 @@ def _flag(  # noqa: C901, PLR0912  # one flat pass over the flag
 ) -> dict[str, Any]:
     if "_error" in raw:
         raise Untranslatable("environments", raw["_error"])
-    if raw.get("prerequisites"):
-        raise Untranslatable("prerequisites", "prerequisites are not imported yet")
     values = raw.get("variations")
     if not isinstance(values, list) or not values:
         raise Untranslatable("variations", "a flag needs variations")
