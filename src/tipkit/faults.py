@@ -41,11 +41,11 @@ import random
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from types import TracebackType
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from tipkit._core._decorate import Decorates
 from tipkit._core._durations import to_seconds
+from tipkit._core._flow import Call, Flow, adrive, drive
 from tipkit._core._mode import Mode, check_mode
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import ConfigError
@@ -345,25 +345,22 @@ class Inject(Decorates):
             await self.flags.ais_enabled(self.flag, self._ctx(args, kwargs))
         )
 
-    def _apply(self, plan: list[Fault]) -> Any:
+    def _effects(self, plan: list[Fault]) -> Flow[Any]:
+        """Apply *plan* in order, once for both faces: sleep, raise, or return a value."""
         for fault in plan:
             if isinstance(fault, Latency):
-                self.clock.sleep(fault.seconds)
+                yield Call(self.clock, "sleep", (fault.seconds,))
             elif isinstance(fault, Raise):
                 raise fault.build()
             elif isinstance(fault, Result):
                 return fault.value
         return _CALL
 
+    def _apply(self, plan: list[Fault]) -> Any:
+        return drive(self._effects(plan)) if plan else _CALL
+
     async def _aapply(self, plan: list[Fault]) -> Any:
-        for fault in plan:
-            if isinstance(fault, Latency):
-                await self.clock.asleep(fault.seconds)
-            elif isinstance(fault, Raise):
-                raise fault.build()
-            elif isinstance(fault, Result):
-                return fault.value
-        return _CALL
+        return await adrive(self._effects(plan)) if plan else _CALL
 
     # -- faces ------------------------------------------------------------------------------
     def _refuse(self, fn: Callable[..., Any]) -> None:
@@ -424,12 +421,7 @@ class Inject(Decorates):
         self._check_block()
         self._apply(self._decide((), {}))
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         return None
 
     async def __aenter__(self) -> None:
@@ -437,12 +429,7 @@ class Inject(Decorates):
         self._check_block()
         await self._aapply(await self._adecide((), {}))
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         return None
 
 
