@@ -1,10 +1,12 @@
 """I/O written once as a flow, run by a thin sync and a thin async driver.
 
-A *flow* is a generator that yields :class:`Call` operations and gets each
-one's result sent back (or its exception thrown in, so the flow decides what
-a failure does); what it returns is the driver's result. :func:`drive` runs a
-call as ``target.name(*args, **kwargs)``; :func:`adrive` awaits the async
-twin named by tipkit's convention, ``a`` before the name after any leading
+A *flow* is a generator that yields operations and gets each one's result
+sent back (or its exception thrown in, so the flow decides what a failure
+does); what it returns is the driver's result. An operation has ``run`` and
+``arun`` (given the driver's extra arguments, e.g. a rollout's store).
+:func:`drive` calls ``op.run()``, :func:`adrive` awaits ``op.arun()``. The
+usual operation is a :class:`Call`: ``target.name(*args, **kwargs)``, whose
+async twin is named by tipkit's convention, ``a`` before the name after any leading
 underscores (``increment`` → ``aincrement``, ``close`` → ``aclose``,
 ``_attempt`` → ``_aattempt``). So an async driver never calls a blocking
 method, and the logic between the calls exists once.
@@ -28,6 +30,15 @@ class Call(NamedTuple):
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = {}  # noqa: RUF012  # never mutated: passed as **kwargs
 
+    def run(self) -> Any:
+        """Call ``target.name(*args, **kwargs)``."""
+        return getattr(self.target, self.name)(*self.args, **self.kwargs)
+
+    async def arun(self) -> Any:
+        """Await ``target.a<name>(*args, **kwargs)``, the async twin."""
+        call = getattr(self.target, async_name(self.name))
+        return await call(*self.args, **self.kwargs)
+
 
 Flow = Generator[Call, Any, T]
 
@@ -38,13 +49,13 @@ def async_name(name: str) -> str:
     return f"{name[: len(name) - len(bare)]}a{bare}"
 
 
-def drive(flow: Flow[T]) -> T:
-    """Run *flow* with blocking calls, in the calling thread."""
+def drive(flow: Generator[Any, Any, T], *context: Any) -> T:
+    """Run *flow* with blocking calls (``op.run(*context)``), in the calling thread."""
     try:
         op = next(flow)
         while True:
             try:
-                result = getattr(op.target, op.name)(*op.args, **op.kwargs)
+                result = op.run(*context)
             except Exception as exc:  # the flow decides what a failure does
                 op = flow.throw(exc)
             else:
@@ -53,14 +64,13 @@ def drive(flow: Flow[T]) -> T:
         return stop.value  # type: ignore[no-any-return]  # the flow's declared return
 
 
-async def adrive(flow: Flow[T]) -> T:
-    """Run *flow* awaiting each call's async twin: nothing blocks the event loop."""
+async def adrive(flow: Generator[Any, Any, T], *context: Any) -> T:
+    """Run *flow* awaiting ``op.arun(*context)``: nothing blocks the event loop."""
     try:
         op = next(flow)
         while True:
             try:
-                call = getattr(op.target, async_name(op.name))
-                result = await call(*op.args, **op.kwargs)
+                result = await op.arun(*context)
             except Exception as exc:  # the flow decides what a failure does
                 op = flow.throw(exc)
             else:
