@@ -343,3 +343,31 @@ def test_replaying_the_log_gives_the_final_state_redis(
         if keys:
             store.client.delete(*keys)
         store.close()
+
+
+def test_redis_append_sync_and_async_stamp_alike_and_fail_as_store_errors(
+    private_redis_server: Any,
+) -> None:
+    """append_audit and aappend_audit both XADD and stamp; a down server is a StoreError."""
+    import asyncio
+
+    from tipkit.errors import StoreError
+    from tipkit.stores import RedisStore
+
+    store = RedisStore(private_redis_server.url, prefix=unique_prefix(), timeout=1.0)
+    first = store.append_audit({"n": 1})
+    second = asyncio.run(store.aappend_audit({"n": 2}))
+    assert [first, second] == store.read_audit()
+    assert ({"n": 1}, {"n": 2}) == (first.record, second.record)
+    private_redis_server.stop()
+    failures = []
+    for append in (
+        lambda: store.append_audit({"n": 3}),
+        lambda: asyncio.run(store.aappend_audit({"n": 3})),
+    ):
+        with pytest.raises(StoreError) as info:
+            append()
+        failures.append(info.value.__cause__ is not None)
+    private_redis_server.start()
+    store.close()
+    assert [True, True] == failures

@@ -201,3 +201,34 @@ def test_bad_options_are_refused():
     """A breaker option of another kind is a TypeError naming it."""
     with pytest.raises(TypeError, match="breaker_per_host"):
         Transport(breaker_per_host=3)
+
+
+def _refusing(calls: list[int]) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        raise httpx.ConnectError("refused", request=request)
+
+    return httpx.MockTransport(handler)
+
+
+def test_transport_errors_are_retried_then_raised_sync_and_async(clock):
+    """A transport error is retried as the policy says, then raised (both drivers)."""
+    outcomes = []
+    for run in ("sync", "async"):
+        calls: list[int] = []
+        options = {"retry": retry(on=httpx.TransportError, attempts=3, clock=clock)}
+        if run == "sync":
+            client = httpx.Client(transport=Transport(_refusing(calls), **options))
+            with pytest.raises(httpx.ConnectError), client:
+                client.get("http://upstream.test/x")
+        else:
+
+            async def go(calls: list[int] = calls, options: Any = options) -> None:
+                transport = AsyncTransport(_refusing(calls), **options)
+                async with httpx.AsyncClient(transport=transport) as client:
+                    await client.get("http://upstream.test/x")
+
+            with pytest.raises(httpx.ConnectError):
+                asyncio.run(go())
+        outcomes.append(len(calls))
+    assert ([3, 3], 4) == (outcomes, len(clock.sleeps))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tests.test_async_store_paths import AsyncOnlyStore
 from tests.test_retry import WAYS, Flaky, Way
 
-from tipkit.errors import ConfigError
+from tipkit.errors import ConfigError, StoreError
 from tipkit.experiment import irreversible
 from tipkit.retry import RetryBudget, RetryGaveUp, retry
 from tipkit.stores import MemoryStore
@@ -270,3 +270,50 @@ def test_a_failing_compensation_stops_retrying(clock: FakeClock) -> None:
     with pytest.raises(RuntimeError, match="cannot undo"):
         retry(on=ConnectionError, compensate=undo, clock=clock)(flaky)()
     assert 1 == flaky.calls
+
+
+class _FlakyCounters(MemoryStore):
+    """A MemoryStore whose increment and aincrement raise StoreError while down."""
+
+    down = False
+
+    def increment(self, key, amounts, *, ttl=None):  # type: ignore[no-untyped-def]
+        if self.down:
+            raise StoreError("down")
+        return super().increment(key, amounts, ttl=ttl)
+
+    async def aincrement(self, key, amounts, *, ttl=None):  # type: ignore[no-untyped-def]
+        if self.down:
+            raise StoreError("down")
+        return await super().aincrement(key, amounts, ttl=ttl)
+
+
+@pytest.mark.parametrize("way", ["sync", "async"])
+def test_a_failing_store_keeps_the_last_fleet_counts_and_resends(
+    clock: FakeClock, way: str
+) -> None:
+    """A store failure keeps the last fleet counts, raises nothing, and resends later."""
+    store = _FlakyCounters(clock=clock)
+    other = RetryBudget("f", ratio=0.1, window=10, store=store, clock=clock)
+    mine = RetryBudget("f", ratio=0.1, window=10, store=store, clock=clock)
+
+    def exchange(budget: RetryBudget, now: float) -> None:
+        if way == "sync":
+            budget.exchange_if_due(now)
+        else:
+            asyncio.run(budget.aexchange_if_due(now))
+
+    for _ in range(10):
+        other.record_first(0.0)
+    exchange(other, 0.0)
+    exchange(mine, 0.0)
+    store.down = True
+    for _ in range(5):
+        other.record_first(0.0)
+    exchange(other, 1.0)
+    exchange(mine, 1.0)
+    seen_down = mine._fleet.firsts  # type: ignore[union-attr]  # store given
+    store.down = False
+    exchange(other, 2.0)
+    exchange(mine, 2.0)
+    assert (10.0, 15.0) == (seen_down, mine._fleet.firsts)  # type: ignore[union-attr]

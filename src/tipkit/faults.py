@@ -36,17 +36,16 @@ side effect the caller believes happened.
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from types import TracebackType
-from typing import Any, ClassVar, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
+from tipkit._core._decorate import Decorates
 from tipkit._core._durations import to_seconds
-from tipkit._core._guard import check_decoratable
+from tipkit._core._flow import Call, Flow, adrive, drive
 from tipkit._core._mode import Mode, check_mode
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import ConfigError
@@ -211,8 +210,11 @@ def _mark_span(kind: str) -> None:
 _CALL = object()  # the plan's answer "run the call"
 
 
-class Inject:
+class Inject(Decorates):
     """Inject faults into the calls a flag selects. Made by :func:`inject`.
+
+    Decorates plain and ``async def`` functions (a generator function is a
+    ``TypeError``, an ``@irreversible`` one a ``ConfigError``).
 
     Thread-safe and asyncio-safe; every face evaluates the flag once per call
     (async faces with ``aassign``-style async evaluation, never blocking the loop).
@@ -343,25 +345,22 @@ class Inject:
             await self.flags.ais_enabled(self.flag, self._ctx(args, kwargs))
         )
 
-    def _apply(self, plan: list[Fault]) -> Any:
+    def _effects(self, plan: list[Fault]) -> Flow[Any]:
+        """Apply *plan* in order, once for both faces: sleep, raise, or return a value."""
         for fault in plan:
             if isinstance(fault, Latency):
-                self.clock.sleep(fault.seconds)
+                yield Call(self.clock, "sleep", (fault.seconds,))
             elif isinstance(fault, Raise):
                 raise fault.build()
             elif isinstance(fault, Result):
                 return fault.value
         return _CALL
 
+    def _apply(self, plan: list[Fault]) -> Any:
+        return drive(self._effects(plan)) if plan else _CALL
+
     async def _aapply(self, plan: list[Fault]) -> Any:
-        for fault in plan:
-            if isinstance(fault, Latency):
-                await self.clock.asleep(fault.seconds)
-            elif isinstance(fault, Raise):
-                raise fault.build()
-            elif isinstance(fault, Result):
-                return fault.value
-        return _CALL
+        return await adrive(self._effects(plan)) if plan else _CALL
 
     # -- faces ------------------------------------------------------------------------------
     def _refuse(self, fn: Callable[..., Any]) -> None:
@@ -374,31 +373,9 @@ class Inject:
                 flag=self.flag,
             )
 
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate *fn* (plain or ``async def``).
-
-        Raises:
-            TypeError: *fn* is a generator function.
-            ConfigError: *fn* is ``@irreversible``.
-        """
-        check_decoratable(fn, self)
+    # Decorates.__call__ refuses generator functions, then picks one of these once.
+    def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         self._refuse(fn)
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def ainjected(*args: P.args, **kwargs: P.kwargs) -> Any:
-                out = await self._aapply(await self._adecide(args, kwargs))
-                return await fn(*args, **kwargs) if out is _CALL else out
-
-            return ainjected
 
         @functools.wraps(fn)
         def injected(*args: P.args, **kwargs: P.kwargs) -> Any:
@@ -406,6 +383,18 @@ class Inject:
             return fn(*args, **kwargs) if out is _CALL else out
 
         return injected
+
+    def _wrap_async(
+        self, fn: Callable[P, Awaitable[R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
+        self._refuse(fn)
+
+        @functools.wraps(fn)
+        async def ainjected(*args: P.args, **kwargs: P.kwargs) -> Any:
+            out = await self._aapply(await self._adecide(args, kwargs))
+            return await fn(*args, **kwargs) if out is _CALL else out
+
+        return ainjected
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` with the faults the flag selects for it."""
@@ -432,12 +421,7 @@ class Inject:
         self._check_block()
         self._apply(self._decide((), {}))
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         return None
 
     async def __aenter__(self) -> None:
@@ -445,12 +429,7 @@ class Inject:
         self._check_block()
         await self._aapply(await self._adecide((), {}))
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         return None
 
 

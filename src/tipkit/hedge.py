@@ -41,10 +41,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ClassVar, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
+from tipkit._core._callonly import CallOnly
+from tipkit._core._decorate import Decorates
 from tipkit._core._durations import to_seconds
-from tipkit._core._guard import check_decoratable
 from tipkit._core._mode import Mode, check_mode
 from tipkit._quantile import LatencyQuantile, parse_quantile
 from tipkit.clock import SYSTEM_CLOCK, Clock
@@ -93,10 +94,14 @@ class HedgeStarted(Event):
         }
 
 
-class Hedge:
+class Hedge(CallOnly, Decorates):
     """Run a slow call again in parallel; return the first success. Made by :func:`hedge`.
 
-    Thread-safe and asyncio-safe: per-call state lives in the call.
+    Decorates plain and ``async def`` functions (a generator function is a
+    ``TypeError``; an ``@irreversible`` one without ``idempotency_key=`` a
+    ``ConfigError``), or runs them through :meth:`call` / :meth:`acall`; a
+    ``with`` block is a ``TypeError``. Thread-safe and asyncio-safe: per-call
+    state lives in the call.
     """
 
     __slots__ = (
@@ -115,6 +120,10 @@ class Hedge:
     )
 
     _reruns: ClassVar[bool] = True
+    _no_block: ClassVar[str] = (
+        "must run the work more than once, which a `with` block cannot do: "
+        "decorate a function or use call()/acall()"
+    )
     _composition_role: ClassVar[str] = "hedge"
 
     def __init__(  # hedge() validates and names every option
@@ -407,57 +416,26 @@ class Hedge:
             fn, repr(self), idempotency_key=self._key, can_compensate=False
         )
 
-    def __enter__(self) -> None:
-        raise TypeError(
-            f"{self!r} must run the work more than once, which a `with` block cannot "
-            "do: decorate a function or use call()/acall()"
-        )
-
-    def __exit__(
-        self, *exc_info: object
-    ) -> None:  # pragma: no cover - __enter__ raises
-        return None
-
-    async def __aenter__(self) -> None:
-        self.__enter__()
-
-    async def __aexit__(
-        self, *exc_info: object
-    ) -> None:  # pragma: no cover - __aenter__ raises
-        return None
-
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate *fn* (plain or ``async def``) with this hedge.
-
-        Raises:
-            TypeError: *fn* is a generator function.
-            ConfigError: *fn* is ``@irreversible`` and no ``idempotency_key=`` was given.
-        """
-        check_decoratable(fn, self)
+    # Decorates.__call__ refuses generator functions, then picks one of these once.
+    def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         self._refuse(fn)
-        if inspect.iscoroutinefunction(fn):
 
-            @functools.wraps(fn)
-            async def ahedged(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await self._run_async(fn, args, kwargs)
+        @functools.wraps(fn)
+        def hedged(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return self._run_sync(fn, args, kwargs)
 
-            wrapped: Callable[P, Any] = ahedged
-        else:
+        return hedged if self._fallback is None else self._fallback(hedged)
 
-            @functools.wraps(fn)
-            def hedged(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return self._run_sync(fn, args, kwargs)
+    def _wrap_async(
+        self, fn: Callable[P, Awaitable[R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
+        self._refuse(fn)
 
-            wrapped = hedged
-        return wrapped if self._fallback is None else self._fallback(wrapped)
+        @functools.wraps(fn)
+        async def ahedged(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return await self._run_async(fn, args, kwargs)
+
+        return ahedged if self._fallback is None else self._fallback(ahedged)
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` hedged (attempts in worker threads); return the winner's."""

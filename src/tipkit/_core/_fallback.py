@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
+from tipkit._core._callonly import CallOnly
 from tipkit._core._decorate import check_decoratable
 from tipkit.errors import RejectedError
 from tipkit.telemetry._counters import REGISTRY, Counter
@@ -80,7 +81,7 @@ def _check_on(on: object) -> tuple[type[BaseException], ...]:
     return types
 
 
-class Fallback(Generic[V]):
+class Fallback(CallOnly, Generic[V]):
     """Return a fallback value when the wrapped work raises one of ``fallback_on``.
 
     Made by :func:`tipkit.fallback.fallback`. Thread-safe and asyncio-safe: no
@@ -88,6 +89,11 @@ class Fallback(Generic[V]):
     """
 
     __slots__ = ("_counters", "_fn", "_on", "name", "value")
+
+    _no_block: ClassVar[str] = (
+        "replaces a result, which a `with` block has not: decorate a "
+        "function or use call()/acall()"
+    )
 
     # compose() refuses `with` for parts that must replace the block's result.
     _reruns: ClassVar[bool] = True
@@ -138,23 +144,6 @@ class Fallback(Generic[V]):
         if fn is None:
             return self.value  # type: ignore[return-value]  # not callable: the value itself
         return fn(exc)
-
-    def __enter__(self) -> None:
-        raise TypeError(
-            f"{self!r} replaces a result, which a `with` block has not: decorate a "
-            "function or use call()/acall()"
-        )
-
-    def __exit__(
-        self, *exc_info: object
-    ) -> None:  # pragma: no cover - __enter__ raises
-        return None
-
-    async def __aenter__(self) -> None:
-        self.__enter__()
-
-    async def __aexit__(self, *exc_info: object) -> None:  # pragma: no cover - raises
-        return None
 
     @overload
     def __call__(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack, ExitStack
 from typing import Any
 
 import httpx
 
-from tipkit.http._policy import ClientPolicy, ServerFailure, remaining_timeout
+from tipkit._core._flow import adrive, drive
+from tipkit.http._drive import aguarded, exchange, guarded
+from tipkit.http._policy import ClientPolicy, remaining_timeout
 
 __all__ = ["AsyncTransport", "Transport"]
 
@@ -17,8 +18,8 @@ def _host(request: httpx.Request) -> str:
     return f"{url.host}:{url.port}" if url.port is not None else url.host
 
 
-def _prepare(policy: ClientPolicy, request: httpx.Request) -> None:
-    """Stamp the headers and shorten the timeouts to the deadline (each attempt)."""
+def _prepare(policy: ClientPolicy, request: httpx.Request) -> list[Any]:
+    """Stamp the headers, shorten the timeouts to the deadline; return the host's guards."""
     policy.stamp(request.headers)
     timeout = request.extensions.get("timeout")
     if isinstance(timeout, dict):
@@ -31,6 +32,7 @@ def _prepare(policy: ClientPolicy, request: httpx.Request) -> None:
             request.extensions["timeout"] = dict.fromkeys(
                 ("connect", "read", "write", "pool"), left
             )
+    return policy.guards(_host(request))
 
 
 class Transport(httpx.BaseTransport):
@@ -80,40 +82,14 @@ class Transport(httpx.BaseTransport):
         return f"<tipkit.http.Transport {self.policy.describe()}>"
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        policy = self.policy
-        plan = policy.plan(request.method, request.headers)
-        while True:
-            try:
-                response = self._attempt(request)
-            except Exception as exc:
-                wait = plan.after_error(exc)
-                if wait is None:
-                    raise
-            else:
-                wait = plan.after_response(
-                    response.status_code, response.headers.get("retry-after")
-                )
-                if wait is None:
-                    return response
-                response.close()
-            policy.clock.sleep(wait)
+        plan = self.policy.plan(request.method, request.headers)
+        return drive(exchange(plan, self.policy, self, request))  # type: ignore[no-any-return]
 
     def _attempt(self, request: httpx.Request) -> httpx.Response:
-        policy = self.policy
-        _prepare(policy, request)
-        guards = policy.guards(_host(request))
+        guards = _prepare(self.policy, request)
         if not guards:
             return self._transport.handle_request(request)
-        try:
-            with ExitStack() as stack:
-                for guard in guards:
-                    stack.enter_context(guard)
-                response = self._transport.handle_request(request)
-                if response.status_code >= 500:
-                    raise ServerFailure(response)
-        except ServerFailure as failure:
-            response = failure.response
-        return response
+        return guarded(guards, lambda: self._transport.handle_request(request))  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self._transport.close()
@@ -138,40 +114,16 @@ class AsyncTransport(httpx.AsyncBaseTransport):
         return f"<tipkit.http.AsyncTransport {self.policy.describe()}>"
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        policy = self.policy
-        plan = policy.plan(request.method, request.headers)
-        while True:
-            try:
-                response = await self._attempt(request)
-            except Exception as exc:
-                wait = plan.after_error(exc)
-                if wait is None:
-                    raise
-            else:
-                wait = plan.after_response(
-                    response.status_code, response.headers.get("retry-after")
-                )
-                if wait is None:
-                    return response
-                await response.aclose()
-            await policy.clock.asleep(wait)
+        plan = self.policy.plan(request.method, request.headers)
+        return await adrive(exchange(plan, self.policy, self, request))
 
-    async def _attempt(self, request: httpx.Request) -> httpx.Response:
-        policy = self.policy
-        _prepare(policy, request)
-        guards = policy.guards(_host(request))
+    async def _aattempt(self, request: httpx.Request) -> httpx.Response:
+        guards = _prepare(self.policy, request)
         if not guards:
             return await self._transport.handle_async_request(request)
-        try:
-            async with AsyncExitStack() as stack:
-                for guard in guards:
-                    await stack.enter_async_context(guard)
-                response = await self._transport.handle_async_request(request)
-                if response.status_code >= 500:
-                    raise ServerFailure(response)
-        except ServerFailure as failure:
-            response = failure.response
-        return response
+        return await aguarded(  # type: ignore[no-any-return]
+            guards, lambda: self._transport.handle_async_request(request)
+        )
 
     async def aclose(self) -> None:
         await self._transport.aclose()

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from typing import Any
 from urllib.parse import urlsplit
 
 from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
-from tipkit.http._policy import ClientPolicy, ServerFailure, remaining_timeout
+from tipkit._core._flow import drive
+from tipkit.http._drive import exchange, guarded
+from tipkit.http._policy import ClientPolicy, remaining_timeout
 
 __all__ = ["Adapter"]
 
@@ -49,44 +50,20 @@ class Adapter(HTTPAdapter):
     def send(  # type: ignore[override]  # requests' signature, kwargs passed on
         self, request: PreparedRequest, **kwargs: Any
     ) -> Response:
-        policy = self.policy
         headers: Any = request.headers  # str values: requests prepared them
-        plan = policy.plan(request.method or "GET", headers)
-        while True:
-            try:
-                response = self._attempt(request, kwargs)
-            except Exception as exc:
-                wait = plan.after_error(exc)
-                if wait is None:
-                    raise
-            else:
-                wait = plan.after_response(
-                    response.status_code, response.headers.get("retry-after")
-                )
-                if wait is None:
-                    return response
-                response.close()
-            policy.clock.sleep(wait)
+        plan = self.policy.plan(request.method or "GET", headers)
+        return drive(exchange(plan, self.policy, self, request, kwargs))  # type: ignore[no-any-return]
 
     def _attempt(self, request: PreparedRequest, kwargs: dict[str, Any]) -> Response:
-        policy = self.policy
         headers: Any = request.headers
-        policy.stamp(headers)
+        self.policy.stamp(headers)
         timeout = kwargs.get("timeout")
         if isinstance(timeout, tuple):
             kwargs = {**kwargs, "timeout": tuple(remaining_timeout(t) for t in timeout)}
         else:
             kwargs = {**kwargs, "timeout": remaining_timeout(timeout)}
-        guards = policy.guards(_host(request.url or ""))
+        guards = self.policy.guards(_host(request.url or ""))
         if not guards:
             return super().send(request, **kwargs)
-        try:
-            with ExitStack() as stack:
-                for guard in guards:
-                    stack.enter_context(guard)
-                response = super().send(request, **kwargs)
-                if response.status_code >= 500:
-                    raise ServerFailure(response)
-        except ServerFailure as failure:
-            response = failure.response
-        return response
+        send = super().send
+        return guarded(guards, lambda: send(request, **kwargs))  # type: ignore[no-any-return]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from tipkit._core._flow import Call, Flow, adrive, drive
 from tipkit.errors import StoreError
 from tipkit.stores import CounterStore
 
@@ -133,15 +134,17 @@ class FleetShare:
                 retries += value
         return firsts, retries
 
-    def exchange(
+    def _exchange(
         self, now: float, current: int, local: Iterable[tuple[int, float, float]]
-    ) -> None:
-        """Send the deltas of every slot in the window, read the fleet's totals back."""
+    ) -> Flow[None]:
+        """The exchange, once: ``increment`` each planned key, sum the fleet's totals."""
         plan, mine_f, mine_r = self._plan(now, current, local)
         fleet_f = fleet_r = 0.0
         try:
             for key, fields in plan:
-                totals = self._store.increment(key, fields, ttl=3 * self.window)
+                totals = yield Call(
+                    self._store, "increment", (key, fields), {"ttl": 3 * self.window}
+                )
                 f, r = self._fleet(current, totals)
                 fleet_f += f
                 fleet_r += r
@@ -153,25 +156,17 @@ class FleetShare:
             max(0.0, fleet_r - mine_r),
         )
 
+    def exchange(
+        self, now: float, current: int, local: Iterable[tuple[int, float, float]]
+    ) -> None:
+        """Send the deltas of every slot in the window, read the fleet's totals back."""
+        drive(self._exchange(now, current, local))
+
     async def aexchange(
         self, now: float, current: int, local: Iterable[tuple[int, float, float]]
     ) -> None:
         """Async :meth:`exchange`: awaits ``aincrement`` only."""
-        plan, mine_f, mine_r = self._plan(now, current, local)
-        fleet_f = fleet_r = 0.0
-        try:
-            for key, fields in plan:
-                totals = await self._store.aincrement(key, fields, ttl=3 * self.window)
-                f, r = self._fleet(current, totals)
-                fleet_f += f
-                fleet_r += r
-        except StoreError:
-            self._failed()
-            return
-        self.firsts, self.retries = (
-            max(0.0, fleet_f - mine_f),
-            max(0.0, fleet_r - mine_r),
-        )
+        await adrive(self._exchange(now, current, local))
 
     def _failed(self) -> None:
         # What was not sent goes with the next exchange.

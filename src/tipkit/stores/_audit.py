@@ -35,6 +35,8 @@ __all__ = [
     "AuditStore",
     "MemoryAudit",
     "check_retention",
+    "encode_record",
+    "id_time",
     "next_id",
     "parse_id",
 ]
@@ -55,6 +57,16 @@ def parse_id(entry_id: str) -> tuple[int, int]:
     """Return ``(milliseconds, sequence)`` of an id like Redis's ``"1767225600000-0"``."""
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+def id_time(entry_id: str) -> float:
+    """Return the store's time (epoch seconds) an id like ``"1767225600000-0"`` stamps."""
+    return parse_id(entry_id)[0] / 1000
+
+
+def encode_record(record: Mapping[str, JSON]) -> str:
+    """Return *record* as compact JSON (``ValueError`` for NaN or infinity)."""
+    return json.dumps(dict(record), allow_nan=False, separators=(",", ":"))
 
 
 def next_id(last: str | None, now: float) -> str:
@@ -147,12 +159,12 @@ class MemoryAudit:
 
     def append(self, record: Mapping[str, JSON]) -> AuditEntry:
         """Append *record* (copied as JSON); return it stamped."""
-        encoded = json.dumps(dict(record), allow_nan=False, separators=(",", ":"))
+        encoded = encode_record(record)
         with self.lock:
             now = self._clock.time()
             entry_id = next_id(self._last, now)
             self._last = entry_id
-            stamp = parse_id(entry_id)[0] / 1000
+            stamp = id_time(entry_id)
             self._entries.append((entry_id, stamp, encoded))
         return AuditEntry(entry_id, stamp, json.loads(encoded))
 

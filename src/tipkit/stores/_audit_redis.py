@@ -23,7 +23,14 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from tipkit.stores._audit import AuditEntry, check_retention, parse_id
+from tipkit._core._flow import Call, Flow, adrive, drive
+from tipkit.stores._audit import (
+    AuditEntry,
+    check_retention,
+    encode_record,
+    id_time,
+    parse_id,
+)
 from tipkit.stores._protocol import JSON
 from tipkit.stores._redis_conn import ERRORS, fail, redis
 from tipkit.stores._redis_lua import SCRIPTS, check_version, entry, ttl_us
@@ -41,7 +48,7 @@ def _stamped(raw_id: bytes | str, fields: Mapping[Any, Any]) -> AuditEntry:
     entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
     raw = fields.get(_FIELD.encode(), fields.get(_FIELD))
     record = json.loads(raw) if raw is not None else {}
-    return AuditEntry(entry_id, parse_id(entry_id)[0] / 1000, record)
+    return AuditEntry(entry_id, id_time(entry_id), record)
 
 
 class RedisAuditMethods:
@@ -72,30 +79,33 @@ class RedisAuditMethods:
         self._audit_retention = check_retention(retention)
 
     def _xadd_args(self, record: Mapping[str, JSON]) -> dict[str, Any]:
-        encoded = json.dumps(dict(record), allow_nan=False, separators=(",", ":"))
-        args: dict[str, Any] = {"fields": {_FIELD: encoded}}
+        args: dict[str, Any] = {"fields": {_FIELD: encode_record(record)}}
         if self._audit_retention is not None:
             args.update(maxlen=self._audit_retention, approximate=True)
         return args
 
-    def append_audit(self, record: Mapping[str, JSON]) -> AuditEntry:
-        """``XADD`` *record* to the audit stream; return it with the server's id and time."""
+    def _append(self, record: Mapping[str, JSON]) -> Flow[AuditEntry]:
         args = self._xadd_args(record)
         try:
-            raw_id = self._clients.sync.xadd(self.audit_key, **args)
-        except ERRORS as exc:
-            raise fail("append_audit", self.audit_key, exc) from exc
-        return _stamped(cast("bytes", raw_id), args["fields"])
-
-    async def aappend_audit(self, record: Mapping[str, JSON]) -> AuditEntry:
-        """Async :meth:`append_audit`, bounded by the store's timeout."""
-        args = self._xadd_args(record)
-        try:
-            client = await self._clients.aclient()
-            raw_id = await client.xadd(self.audit_key, **args)
+            raw_id = yield Call(self, "_xadd", (args,))
         except ERRORS as exc:
             raise fail("append_audit", self.audit_key, exc) from exc
         return _stamped(raw_id, args["fields"])
+
+    def _xadd(self, args: dict[str, Any]) -> bytes:
+        return cast("bytes", self._clients.sync.xadd(self.audit_key, **args))
+
+    async def _axadd(self, args: dict[str, Any]) -> bytes:
+        client = await self._clients.aclient()
+        return cast("bytes", await client.xadd(self.audit_key, **args))
+
+    def append_audit(self, record: Mapping[str, JSON]) -> AuditEntry:
+        """``XADD`` *record* to the audit stream; return it with the server's id and time."""
+        return drive(self._append(record))
+
+    async def aappend_audit(self, record: Mapping[str, JSON]) -> AuditEntry:
+        """Async :meth:`append_audit`, bounded by the store's timeout."""
+        return await adrive(self._append(record))
 
     def read_audit(
         self, *, after: str | None = None, since: float | None = None

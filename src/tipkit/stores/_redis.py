@@ -76,6 +76,14 @@ def cluster_tag(prefix: str) -> str:
     return "{" + (prefix.rstrip(":") or "tipkit") + "}:"
 
 
+def _version(raw: Any) -> int:
+    return 0 if raw is None else int(cast("bytes", raw))
+
+
+def _counters(raw: Any) -> dict[str, float]:
+    return {k.decode(): number(v) for k, v in cast("dict[bytes, bytes]", raw).items()}
+
+
 class RedisStore(RedisAuditMethods):
     """The :class:`~tipkit.stores.Store` on a real Redis server, for fleets.
 
@@ -231,12 +239,56 @@ class RedisStore(RedisAuditMethods):
     def _bucket_key(self, key: str) -> str:
         return f"{self.prefix}tb:{key}"
 
+    # -- each command's script and arguments, once for the sync and async methods ------
+    def _on_entry(self, script: str, namespace: str, key: str) -> tuple[Any, ...]:
+        return (self._scripts[script], self._ns(namespace), ":" + key)
+
+    def _set_args(
+        self, namespace: str, key: str, value: JSON, ttl: float | timedelta | None
+    ) -> tuple[Any, ...]:
+        encoded = _encode(value, f"{namespace}/{key}")
+        return (*self._on_entry("set", namespace, key), encoded, ttl_us(ttl))
+
+    def _cas_args(
+        self,
+        namespace: str,
+        key: str,
+        value: JSON,
+        version: int,
+        ttl: float | timedelta | None,
+    ) -> tuple[Any, ...]:
+        encoded = _encode(value, f"{namespace}/{key}")
+        return (
+            *self._on_entry("compare_and_set", namespace, key),
+            encoded,
+            ttl_us(ttl),
+            check_version(version),
+        )
+
+    def _increment_args(
+        self, key: str, amounts: Mapping[str, float], ttl: float | timedelta | None
+    ) -> tuple[Any, ...]:
+        args = amount_args(key, amounts)
+        return (self._scripts["increment"], self._counters_key(key), ttl_ms(ttl), *args)
+
+    def _take_args(
+        self, key: str, tokens: float, rate: float, capacity: float, max_wait: float
+    ) -> tuple[Any, ...]:
+        args = bucket_args(tokens, rate, capacity, max_wait)
+        return (self._scripts["take_tokens"], self._bucket_key(key), *args)
+
+    def _version_call(self, namespace: str) -> tuple[str, str, Any]:
+        key = self._ns(namespace)
+        return ("version", key, lambda c: c.hget(key, "version"))
+
+    def _counters_call(self, key: str) -> tuple[str, str, Any]:
+        rkey = self._counters_key(key)
+        return ("counters", rkey, lambda c: c.hgetall(rkey))
+
     # -- entries -------------------------------------------------------------------
     def get(self, namespace: str, key: str) -> Entry | None:
         """Return the live entry at *key* in *namespace*, or ``None``."""
-        return entry(
-            self._clients.run(self._scripts["get"], self._ns(namespace), ":" + key)
-        )
+        return entry(self._clients.run(*self._on_entry("get", namespace, key)))
 
     def set(
         self,
@@ -247,16 +299,7 @@ class RedisStore(RedisAuditMethods):
         ttl: float | timedelta | None = None,
     ) -> int:
         """Write *value* (expiring after *ttl* seconds of server time); return its version."""
-        encoded = _encode(value, f"{namespace}/{key}")
-        return int(
-            self._clients.run(
-                self._scripts["set"],
-                self._ns(namespace),
-                ":" + key,
-                encoded,
-                ttl_us(ttl),
-            )
-        )
+        return int(self._clients.run(*self._set_args(namespace, key, value, ttl)))
 
     def compare_and_set(
         self,
@@ -271,18 +314,12 @@ class RedisStore(RedisAuditMethods):
 
         Returns the new version, or ``None`` when the entry changed meanwhile.
         """
-        encoded = _encode(value, f"{namespace}/{key}")
-        args = (":" + key, encoded, ttl_us(ttl), check_version(version))
-        new = self._clients.run(
-            self._scripts["compare_and_set"], self._ns(namespace), *args
-        )
+        new = self._clients.run(*self._cas_args(namespace, key, value, version, ttl))
         return None if new is None else int(new)
 
     def delete(self, namespace: str, key: str) -> bool:
         """Remove *key*; return whether it existed (and was live)."""
-        return bool(
-            self._clients.run(self._scripts["delete"], self._ns(namespace), ":" + key)
-        )
+        return bool(self._clients.run(*self._on_entry("delete", namespace, key)))
 
     def snapshot(self, namespace: str) -> Snapshot:
         """Return every live entry of *namespace* and its version, atomically."""
@@ -292,9 +329,7 @@ class RedisStore(RedisAuditMethods):
 
     def version(self, namespace: str) -> int:
         """Return the namespace's version (0 if never written)."""
-        key = self._ns(namespace)
-        raw = self._clients.call("version", key, lambda c: c.hget(key, "version"))
-        return 0 if raw is None else int(cast("bytes", raw))
+        return _version(self._clients.call(*self._version_call(namespace)))
 
     # -- counters --------------------------------------------------------------------
     def increment(
@@ -309,19 +344,11 @@ class RedisStore(RedisAuditMethods):
         *ttl* (server time) applies to the whole key and is reset by each call;
         ``None`` removes it.
         """
-        args = amount_args(key, amounts)
-        flat = self._clients.run(
-            self._scripts["increment"], self._counters_key(key), ttl_ms(ttl), *args
-        )
-        return fields(flat)
+        return fields(self._clients.run(*self._increment_args(key, amounts, ttl)))
 
     def counters(self, key: str) -> dict[str, float]:
         """Return every field of the counters at *key* (empty if none)."""
-        rkey = self._counters_key(key)
-        raw = self._clients.call("counters", rkey, lambda c: c.hgetall(rkey))
-        return {
-            k.decode(): number(v) for k, v in cast("dict[bytes, bytes]", raw).items()
-        }
+        return _counters(self._clients.call(*self._counters_call(key)))
 
     # -- token buckets -----------------------------------------------------------------
     def take_tokens(
@@ -343,9 +370,8 @@ class RedisStore(RedisAuditMethods):
         script = self._scripts["take_tokens"]
         clustered = self.cluster and self._clients.owns_sync
         if not self._clients.fast and not clustered:
-            args = bucket_args(tokens, rate, capacity, max_wait)
-            raw = self._clients.run(script, self._bucket_key(key), *args)
-            return take_reply(raw, tokens, rate)
+            args = self._take_args(key, tokens, rate, capacity, max_wait)
+            return take_reply(self._clients.run(*args), tokens, rate)
         # The same bucket sends the same command every time: build it once.
         packed_key = (key, tokens, rate, capacity, max_wait)
         found = self._packed.get(packed_key)
@@ -426,11 +452,7 @@ class RedisStore(RedisAuditMethods):
     # -- async twins ---------------------------------------------------------------------
     async def aget(self, namespace: str, key: str) -> Entry | None:
         """Async twin of :meth:`get`."""
-        return entry(
-            await self._clients.arun(
-                self._scripts["get"], self._ns(namespace), ":" + key
-            )
-        )
+        return entry(await self._clients.arun(*self._on_entry("get", namespace, key)))
 
     async def aset(
         self,
@@ -441,11 +463,9 @@ class RedisStore(RedisAuditMethods):
         ttl: float | timedelta | None = None,
     ) -> int:
         """Async twin of :meth:`set`."""
-        encoded = _encode(value, f"{namespace}/{key}")
-        raw = await self._clients.arun(
-            self._scripts["set"], self._ns(namespace), ":" + key, encoded, ttl_us(ttl)
+        return int(
+            await self._clients.arun(*self._set_args(namespace, key, value, ttl))
         )
-        return int(raw)
 
     async def acompare_and_set(
         self,
@@ -457,20 +477,13 @@ class RedisStore(RedisAuditMethods):
         ttl: float | timedelta | None = None,
     ) -> int | None:
         """Async twin of :meth:`compare_and_set`."""
-        encoded = _encode(value, f"{namespace}/{key}")
-        args = (":" + key, encoded, ttl_us(ttl), check_version(version))
-        new = await self._clients.arun(
-            self._scripts["compare_and_set"], self._ns(namespace), *args
-        )
+        args = self._cas_args(namespace, key, value, version, ttl)
+        new = await self._clients.arun(*args)
         return None if new is None else int(new)
 
     async def adelete(self, namespace: str, key: str) -> bool:
         """Async twin of :meth:`delete`."""
-        return bool(
-            await self._clients.arun(
-                self._scripts["delete"], self._ns(namespace), ":" + key
-            )
-        )
+        return bool(await self._clients.arun(*self._on_entry("delete", namespace, key)))
 
     async def asnapshot(self, namespace: str) -> Snapshot:
         """Async twin of :meth:`snapshot`."""
@@ -480,11 +493,7 @@ class RedisStore(RedisAuditMethods):
 
     async def aversion(self, namespace: str) -> int:
         """Async twin of :meth:`version`."""
-        key = self._ns(namespace)
-        raw = await self._clients.acall(
-            "version", key, lambda c: c.hget(key, "version")
-        )
-        return 0 if raw is None else int(raw)
+        return _version(await self._clients.acall(*self._version_call(namespace)))
 
     async def aincrement(
         self,
@@ -494,19 +503,12 @@ class RedisStore(RedisAuditMethods):
         ttl: float | timedelta | None = None,
     ) -> dict[str, float]:
         """Async twin of :meth:`increment`."""
-        args = amount_args(key, amounts)
-        flat = await self._clients.arun(
-            self._scripts["increment"], self._counters_key(key), ttl_ms(ttl), *args
-        )
-        return fields(flat)
+        args = self._increment_args(key, amounts, ttl)
+        return fields(await self._clients.arun(*args))
 
     async def acounters(self, key: str) -> dict[str, float]:
         """Async twin of :meth:`counters`."""
-        rkey = self._counters_key(key)
-        raw = await self._clients.acall("counters", rkey, lambda c: c.hgetall(rkey))
-        return {
-            k.decode(): number(v) for k, v in cast("dict[bytes, bytes]", raw).items()
-        }
+        return _counters(await self._clients.acall(*self._counters_call(key)))
 
     async def atake_tokens(
         self,
@@ -518,8 +520,5 @@ class RedisStore(RedisAuditMethods):
         max_wait: float = 0.0,
     ) -> TokenTake:
         """Async twin of :meth:`take_tokens`."""
-        args = bucket_args(tokens, rate, capacity, max_wait)
-        raw = await self._clients.arun(
-            self._scripts["take_tokens"], self._bucket_key(key), *args
-        )
-        return take_reply(raw, tokens, rate)
+        args = self._take_args(key, tokens, rate, capacity, max_wait)
+        return take_reply(await self._clients.arun(*args), tokens, rate)
