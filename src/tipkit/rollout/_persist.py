@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable, Generator, Mapping
 from typing import Any, Final, Literal, TypeVar
 
+from tipkit._core._flow import adrive, drive
 from tipkit.clock import Clock
 from tipkit.errors import StoreConflictError, StoreError
 from tipkit.rollout._fleet import FleetCounts, apply_batch
@@ -180,34 +181,8 @@ class Blocking(Op):
 Flow = Generator[Op, Any, T]
 
 
-def drive(flow: Flow[T], store: Store) -> T:
-    """Run *flow* with the store's sync methods, in the calling thread."""
-    try:
-        op = next(flow)
-        while True:
-            try:
-                result = op.run(store)
-            except Exception as exc:  # the flow decides what a failure does
-                op = flow.throw(exc)
-            else:
-                op = flow.send(result)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]  # the flow's declared return
-
-
-async def adrive(flow: Flow[T], store: Store) -> T:
-    """Run *flow* with the store's async methods: nothing blocks the event loop."""
-    try:
-        op = next(flow)
-        while True:
-            try:
-                result = await op.arun(store)
-            except Exception as exc:  # the flow decides what a failure does
-                op = flow.throw(exc)
-            else:
-                op = flow.send(result)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]  # the flow's declared return
+# drive(flow, store) / adrive(flow, store): the core's one pair of drivers
+# (tipkit._core._flow), each op run with the store's sync or async methods.
 
 
 # ------------------------------------------------------------------ the rollout's store
