@@ -572,8 +572,9 @@ def test_a_paused_primary_bounds_its_slots_calls_and_other_slots_keep_serving() 
     assert recovered
     assert 2 * len(HOT) == len(up)
     logging.getLogger("tests.fleet").info(
-        "paused cluster primary: every hot call served %.3f s after SIGCONT; other "
+        "timeout %.3f; paused cluster primary: every hot call served %.3f s after SIGCONT; other "
         "slot 15 acquires in %.3f s; during %s; bounds %s",
+        timeout,
         recovery,
         elsewhere_took,
         during,

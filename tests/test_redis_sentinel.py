@@ -430,8 +430,9 @@ def test_paused_master_every_hot_call_bounded_and_policy_followed(
     assert recovered is not None
     assert set(HOT) == {e.component for e in up}  # type: ignore[attr-defined]  # StoreRecovered
     LOG.info(
-        "paused master, %s: served %.3f s after SIGCONT (%.3f s with the checks); "
+        "timeout %.3f; paused master, %s: served %.3f s after SIGCONT (%.3f s with the checks); "
         "during %s; 50 async %.3f s; bounds %.3f / %.3f",
+        timeout,
         policy,
         recovered,
         time.perf_counter() - resumed,
@@ -503,8 +504,10 @@ def test_killed_master_every_hot_call_bounded_then_served_by_the_new_master(
     assert recovered is not None
     assert 2 * len(HOT) == len(up)
     LOG.info(
-        "killed master: new master named %.3f s after SENTINEL FAILOVER; every hot call "
+        "timeout %.3f; killed master: new master named %.3f s after SENTINEL FAILOVER; "
+        "every hot call "
         "served %.3f s after it was named; during %s; bounds %s",
+        timeout,
         named - killed,
         recovered,
         during,
