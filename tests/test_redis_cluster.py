@@ -494,7 +494,7 @@ def test_a_paused_primary_bounds_its_slots_calls_and_other_slots_keep_serving() 
     """
     from tests.redis_fixtures import _executable
     from tests.test_outages_safety import healthy_timeout
-    from tests.test_redis_sentinel import HOT, HotCalls, bounds, expected
+    from tests.test_redis_sentinel import HOT, HotCalls, back, bounds, expected
 
     with ClusterServers(_executable(), node_timeout_ms=600_000) as cluster:
         node = cluster.nodes[0]
@@ -543,9 +543,7 @@ def test_a_paused_primary_bounds_its_slots_calls_and_other_slots_keep_serving() 
             finally:
                 victim.resume()
             resumed = time.perf_counter()
-            recovered = until(
-                lambda: all(h.served() for h in hots.values()), cluster.bound
-            )
+            recovered = until(back(list(hots.values()), up), cluster.bound)
             recovery = time.perf_counter() - resumed
         for store in [*made.values(), elsewhere_store]:
             store.close()
