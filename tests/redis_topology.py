@@ -19,7 +19,7 @@ import contextlib
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -350,6 +350,25 @@ class SentinelSet:
         with self._sentinel() as s:
             s.sentinel_failover(self.service)
         return old
+
+    @contextlib.contextmanager
+    def no_failover(self) -> Iterator[None]:
+        """Within the block the sentinels never fail over (``down-after`` raised).
+
+        For faults that must not trigger a failover (the master paused longer
+        than ``down-after``); the setting is restored on every sentinel afterwards.
+        """
+        down_after = str(self._options["down_after_ms"])
+        held = str(int(self.bound * 1000) * 10)
+        for i in range(len(self.sentinels)):
+            with self._sentinel(i) as s:
+                s.sentinel_set(self.service, "down-after-milliseconds", held)
+        try:
+            yield
+        finally:
+            for i in range(len(self.sentinels)):
+                with self._sentinel(i) as s:
+                    s.sentinel_set(self.service, "down-after-milliseconds", down_after)
 
     def wait_master_is_not(self, old: RedisServer) -> float:
         """Wait until the sentinels name another master and it accepts writes."""

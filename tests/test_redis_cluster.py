@@ -10,6 +10,7 @@ another ``Flags``, a breaker opening seen by its peer, the audit log.
 from __future__ import annotations
 
 import asyncio
+import logging
 import textwrap
 import threading
 import time
@@ -32,7 +33,9 @@ from tipkit.flags import Flags, InMemoryProvider
 from tipkit.ops import Operator
 from tipkit.ratelimit import TokenBucket
 from tipkit.stores import RedisStore, Store
+from tipkit.stores._events import StoreRecovered, StoreUnavailable
 from tipkit.stores._redis import cluster_tag
+from tipkit.testing import capture_events
 
 pytestmark = pytest.mark.redis
 
@@ -478,3 +481,100 @@ def test_a_dead_primary_keeps_kills_pending_and_other_slots_serving() -> None:
     assert flush_took < 2.0 + 1.0, flush_took  # 2 s (issue 14) + a busy machine
     assert entry is not None
     assert entry.value is True
+
+
+def test_a_paused_primary_bounds_its_slots_calls_and_other_slots_keep_serving() -> None:
+    """SIGSTOP one primary: its slots' hot calls bounded, on policy; other slots exact.
+
+    A private cluster whose node timeout outlasts the pause (a paused primary is
+    not failed by its peers, so the rest of the cluster keeps serving). Each
+    policy's store has a hash-tagged prefix on the paused primary (bucket, flags
+    and breaker all there); a third store's bucket lives on another primary and
+    stays exact throughout. SIGCONT: every hot call is served again.
+    """
+    from tests.redis_fixtures import _executable
+    from tests.test_outages_safety import healthy_timeout
+    from tests.test_redis_sentinel import HOT, HotCalls, back, bounds, expected
+
+    with ClusterServers(_executable(), node_timeout_ms=600_000) as cluster:
+        node = cluster.nodes[0]
+        url = f"redis+cluster://{node.host}:{node.port}"
+        timeout = healthy_timeout(url, "paused-t:")
+        probe = RedisStore(url, timeout=5.0)
+        client: Any = probe.client
+
+        def owner(tag: str) -> int:
+            return int(client.get_node_from_key(f"{{{tag}}}:x").port)
+
+        victim_port = owner("fail_open-0")
+        tags = {
+            policy: next(
+                f"{policy}-{i}"
+                for i in range(200)
+                if owner(f"{policy}-{i}") == victim_port
+            )
+            for policy in ("fail_open", "fail_closed")
+        }
+        other = next(
+            f"other-{i}" for i in range(200) if owner(f"other-{i}") != victim_port
+        )
+        probe.close()
+        made = {
+            policy: RedisStore(
+                url, prefix=f"{{{tag}}}:", timeout=timeout, on_error=policy
+            )
+            for policy, tag in tags.items()
+        }
+        hots = {policy: HotCalls(store) for policy, store in made.items()}
+        elsewhere_store = RedisStore(url, prefix=f"{{{other}}}:", timeout=timeout)
+        elsewhere = TokenBucket("api", rate=0.001, capacity=20, store=elsewhere_store)
+        assert [True] * 10 == [elsewhere.try_acquire() for _ in range(10)]
+        assert all(h.served() for h in hots.values())
+        limits = {p: bounds(h, timeout) for p, h in hots.items()}
+        victim = next(n for n in cluster.nodes if n.port == victim_port)
+        with capture_events(StoreRecovered) as up:  # also from background readers
+            victim.pause()
+            try:
+                with capture_events(StoreUnavailable) as down:
+                    during = {p: (h.timed(), *h.fifty()) for p, h in hots.items()}
+                    start = time.perf_counter()
+                    served = [elsewhere.try_acquire() for _ in range(15)]
+                    elsewhere_took = time.perf_counter() - start
+            finally:
+                victim.resume()
+            resumed = time.perf_counter()
+            recovered = until(back(list(hots.values()), up), cluster.bound)
+            recovery = time.perf_counter() - resumed
+        for store in [*made.values(), elsewhere_store]:
+            store.close()
+    for policy, (calls, results, async_took) in during.items():
+        sync_bound, async_bound = limits[policy]
+        assert [] == hots[policy].errors
+        assert expected(policy) == {n: calls[n][0] for n in HOT}
+        assert dict.fromkeys(HOT, True) == {n: calls[n][1] < sync_bound for n in HOT}, (
+            calls,
+            sync_bound,
+        )
+        assert [policy == "fail_open"] * 50 == results
+        assert async_took < async_bound, (async_took, async_bound)
+    assert [True] * 10 + [False] * 5 == served  # exact: the store decided, not a policy
+    assert elsewhere_took < 15 * limits["fail_open"][0]
+    assert [
+        ("breaker", "keep_last"),
+        ("breaker", "keep_last"),
+        ("flags", "keep_last"),
+        ("flags", "keep_last"),
+        ("ratelimit", "fail_closed"),
+        ("ratelimit", "fail_open"),
+    ] == sorted((e.component, e.policy) for e in down)  # type: ignore[attr-defined]  # StoreUnavailable
+    assert recovered
+    assert 2 * len(HOT) == len(up)
+    logging.getLogger("tests.fleet").info(
+        "timeout %.3f; paused cluster primary: every hot call served %.3f s after SIGCONT; other "
+        "slot 15 acquires in %.3f s; during %s; bounds %s",
+        timeout,
+        recovery,
+        elsewhere_took,
+        during,
+        limits,
+    )

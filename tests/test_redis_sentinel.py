@@ -10,10 +10,11 @@ is replayed to the new master and every watching process sees it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -22,10 +23,25 @@ import redis.asyncio.sentinel
 import redis.sentinel
 from tests.redis_topology import SentinelSet
 from tests.store_contract import StoreContract
+from tests.test_outages_safety import (
+    ASYNC_BOUND,
+    BOUND,
+    TIMEOUT,
+    healthy_timeout,
+    machine_slack,
+)
 
+from tipkit.breaker import CircuitBreaker, CountWindow
+from tipkit.errors import RateLimitedError
 from tipkit.flags import Flags, InMemoryProvider
+from tipkit.ratelimit import TokenBucket
 from tipkit.stores import RedisStore, Store
-from tipkit.stores._events import ActionFlushed, ActionPending
+from tipkit.stores._events import (
+    ActionFlushed,
+    ActionPending,
+    StoreRecovered,
+    StoreUnavailable,
+)
 from tipkit.testing import capture_events
 
 pytestmark = pytest.mark.redis
@@ -281,3 +297,228 @@ def test_shared_bucket_breaker_and_audit_through_the_sentinels(
     assert not flags.is_enabled("checkout", default=True)
     assert ["flag.kill"] == [r.action for r in audit.read(two, target="flag:checkout")]
     assert registration is not None
+
+
+# -- faults on the Sentinel set: every store-backed primitive's hot call --------------
+
+HOT = ("ratelimit", "flags", "breaker")
+LOG = logging.getLogger("tests.fleet")  # the measured figures (pytest -rA shows them)
+
+
+def sentinel_url(sentinels: SentinelSet) -> str:
+    """The ``redis+sentinel://`` URL of the set."""
+    hosts = ",".join(f"{h}:{p}" for h, p in sentinels.sentinel_addresses)
+    return f"redis+sentinel://{hosts}/{sentinels.service}/0"
+
+
+class HotCalls:
+    """A shared bucket, a Flags with a kill made while healthy, and a shared breaker.
+
+    Each hot call is timed and any exception it raises is recorded (none may
+    reach the application); ``fifty()`` runs 50 concurrent async acquires.
+    """
+
+    def __init__(self, store: RedisStore) -> None:
+        self.bucket = TokenBucket("api", rate=1000, capacity=1000, store=store)
+        self.flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=0)
+        self.breaker = CircuitBreaker(
+            "payments",
+            store=store,
+            share="state",
+            window=CountWindow(4),
+            minimum_calls=4,
+            open_duration=30,
+            refresh_interval=0,
+        )
+        self.flags.kill("checkout")  # healthy: written, so "keep_last" keeps it
+        self.errors: list[BaseException] = []
+
+    def calls(self) -> dict[str, Callable[[], object]]:
+        return {
+            "ratelimit": self.bucket.try_acquire,
+            "flags": lambda: self.flags.is_enabled("checkout", default=True),
+            "breaker": lambda: self.breaker.call(lambda: "ok"),
+        }
+
+    def timed(self) -> dict[str, tuple[object, float]]:
+        """Each hot call once: its result and how long it took."""
+        out: dict[str, tuple[object, float]] = {}
+        for name, call in self.calls().items():
+            start = time.perf_counter()
+            try:
+                out[name] = (call(), time.perf_counter() - start)
+            except BaseException as exc:  # none may reach the application
+                self.errors.append(exc)
+                out[name] = (exc, time.perf_counter() - start)
+        return out
+
+    async def _one(self) -> bool:
+        try:
+            await self.bucket.acquire_async(timeout=0)
+        except RateLimitedError:  # the fail_closed policy's answer
+            return False
+        except BaseException as exc:  # anything else reached the application
+            self.errors.append(exc)
+            return False
+        return True
+
+    def fifty(self) -> tuple[list[bool], float]:
+        """50 concurrent async acquires: their results and the wall time."""
+
+        async def main() -> list[bool]:
+            return list(await asyncio.gather(*(self._one() for _ in range(50))))
+
+        start = time.perf_counter()
+        results = asyncio.run(main())
+        return results, time.perf_counter() - start
+
+    def served(self) -> bool:
+        """Every hot call gives its healthy answer (kept answers look the same)."""
+        got = self.timed()
+        return (True, False, "ok") == tuple(got[n][0] for n in HOT)
+
+
+def back(hots: list[HotCalls], recovered: Sequence[object]) -> Callable[[], bool]:
+    """Every hot call answered and every primitive's StoreRecovered published.
+
+    A kept answer ("keep_last", or "fail_open" admitting) looks healthy: only
+    the event says the store answered again.
+    """
+    # Every primitive is called each time (no short-circuit): calls drive recovery.
+    return lambda: (
+        sum(h.served() for h in hots) == len(hots) and len(recovered) >= 3 * len(hots)
+    )
+
+
+def bounds(hot: HotCalls, timeout: float) -> tuple[float, float]:
+    """(sync, 50-async) bounds: 2x the store timeout plus this machine's slack now."""
+    sync = 2 * timeout + machine_slack(hot.timed, BOUND - 2 * TIMEOUT)
+    fifty = 2 * timeout + machine_slack(hot.fifty, ASYNC_BOUND - 2 * TIMEOUT)
+    return sync, fifty
+
+
+def expected(policy: str) -> dict[str, object]:
+    """What each hot call answers during an outage under *policy*."""
+    return {"ratelimit": policy == "fail_open", "flags": False, "breaker": "ok"}
+
+
+@pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
+def test_paused_master_every_hot_call_bounded_and_policy_followed(
+    healthy: SentinelSet, stores: Callable[..., RedisStore], prefix: str, policy: str
+) -> None:
+    """Master SIGSTOPped (no failover): bounded calls, the policy, recovery on SIGCONT."""
+    timeout = healthy_timeout(sentinel_url(healthy), prefix + "t:")
+    hot = HotCalls(stores(timeout=timeout, on_error=policy))
+    assert hot.served()
+    sync_bound, async_bound = bounds(hot, timeout)
+    master = healthy.master()
+    # StoreRecovered may come from a background reader (the watch re-subscribing)
+    # before any call is made: captured from the start of the fault.
+    with healthy.no_failover(), capture_events(StoreRecovered) as up:
+        master.pause()
+        try:
+            with capture_events(StoreUnavailable) as down:
+                during = hot.timed()
+                results, async_took = hot.fifty()
+        finally:
+            master.resume()
+        resumed = time.perf_counter()
+        recovered = until(back([hot], up), healthy.bound)
+    assert [] == hot.errors
+    assert expected(policy) == {n: during[n][0] for n in HOT}
+    assert dict.fromkeys(HOT, True) == {n: during[n][1] < sync_bound for n in HOT}, (
+        during,
+        sync_bound,
+    )
+    assert [policy == "fail_open"] * 50 == results
+    assert async_took < async_bound, (async_took, async_bound)
+    assert [
+        ("breaker", "keep_last"),
+        ("flags", "keep_last"),
+        ("ratelimit", policy),
+    ] == (
+        sorted((e.component, e.policy) for e in down)  # type: ignore[attr-defined]  # StoreUnavailable
+    )
+    assert recovered is not None, sorted((e.component, e.name) for e in up)  # type: ignore[attr-defined]  # StoreRecovered
+    assert sorted(HOT) == sorted(e.component for e in up)  # type: ignore[attr-defined]  # StoreRecovered
+    LOG.info(
+        "timeout %.3f; paused master, %s: served %.3f s after SIGCONT (%.3f s with the checks); "
+        "during %s; 50 async %.3f s; bounds %.3f / %.3f",
+        timeout,
+        policy,
+        recovered,
+        time.perf_counter() - resumed,
+        during,
+        async_took,
+        sync_bound,
+        async_bound,
+    )
+
+
+def test_killed_master_every_hot_call_bounded_then_served_by_the_new_master(
+    healthy: SentinelSet, stores: Callable[..., RedisStore], prefix: str
+) -> None:
+    """Master SIGKILLed, both policies, one failover: bounded, policy, recovery measured.
+
+    The sentinels are held from failing over while the outage calls are made (so
+    the outage is certain however fast they would be), then one is told to fail
+    over (``SENTINEL FAILOVER``): a loaded machine may have kept the replica
+    unlinked for longer than the ten ``down-after`` periods after which an
+    automatic failover refuses to promote it.
+    """
+    timeout = healthy_timeout(sentinel_url(healthy), prefix + "t:")
+    hots = {
+        policy: HotCalls(stores(timeout=timeout, on_error=policy))
+        for policy in ("fail_open", "fail_closed")
+    }
+    assert all(h.served() for h in hots.values())
+    limits = {p: bounds(h, timeout) for p, h in hots.items()}
+    old = healthy.master()
+    with capture_events(StoreRecovered) as up:  # also from background readers
+        with capture_events(StoreUnavailable) as down, healthy.no_failover():
+            old.sigkill()
+            try:
+                during = {p: (h.timed(), *h.fifty()) for p, h in hots.items()}
+                # Forced while held: the replica is eligible however long the
+                # outage calls took (held, down-after x 10 is no limit).
+                healthy.failover()
+            except BaseException:
+                old.start()
+                raise
+        forced = time.perf_counter()
+        try:
+            healthy.wait_master_is_not(old)
+            named = time.perf_counter()
+            recovered = until(back(list(hots.values()), up), healthy.bound)
+        finally:
+            old.start()  # it rejoins as a replica of the new master
+    for policy, (calls, results, async_took) in during.items():
+        sync_bound, async_bound = limits[policy]
+        assert [] == hots[policy].errors
+        assert expected(policy) == {n: calls[n][0] for n in HOT}
+        assert dict.fromkeys(HOT, True) == {n: calls[n][1] < sync_bound for n in HOT}, (
+            calls,
+            sync_bound,
+        )
+        assert [policy == "fail_open"] * 50 == results
+        assert async_took < async_bound, (async_took, async_bound)
+    assert [  # one StoreUnavailable per primitive per store
+        ("breaker", "keep_last"),
+        ("breaker", "keep_last"),
+        ("flags", "keep_last"),
+        ("flags", "keep_last"),
+        ("ratelimit", "fail_closed"),
+        ("ratelimit", "fail_open"),
+    ] == sorted((e.component, e.policy) for e in down)  # type: ignore[attr-defined]  # StoreUnavailable
+    assert recovered is not None, sorted((e.component, e.name) for e in up)  # type: ignore[attr-defined]  # StoreRecovered
+    assert 2 * len(HOT) == len(up)
+    LOG.info(
+        "timeout %.3f; killed master: new master named %.3f s after SENTINEL FAILOVER; "
+        "every hot call "
+        "served %.3f s after it was named; during %s; bounds %s",
+        timeout,
+        named - forced,
+        recovered,
+        during,
+        limits,
+    )
