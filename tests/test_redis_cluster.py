@@ -10,11 +10,13 @@ another ``Flags``, a breaker opening seen by its peer, the audit log.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import textwrap
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -483,6 +485,23 @@ def test_a_dead_primary_keeps_kills_pending_and_other_slots_serving() -> None:
     assert entry.value is True
 
 
+@pytest.fixture
+def dead_loop_connections() -> Iterator[None]:
+    """Collect, quietly, the async connections a test's paused server left behind.
+
+    An event loop that ended while its server was SIGSTOPped could not close its
+    connections (the close waits on the paused peer); their finalizers would
+    warn in whichever test the collector next runs in, even break its ast.parse
+    (CPython 3.11: "AST constructor recursion depth mismatch"). Known gap:
+    tipkit's loop-shutdown close does not abort transports a hung server holds.
+    """
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
+@pytest.mark.usefixtures("dead_loop_connections")
 def test_a_paused_primary_bounds_its_slots_calls_and_other_slots_keep_serving() -> None:
     """SIGSTOP one primary: its slots' hot calls bounded, on policy; other slots exact.
 
