@@ -189,14 +189,19 @@ class Attempts:
         Raises:
             Exception: the last attempt's error, itself, when retrying gives up.
         """
-        if self._over:
-            return None
         error = self._error
         if error is None:
-            if self._number:  # the last block raised nothing
+            if self._number:  # the last block raised nothing (or the loop is over)
                 self._over = True
                 return None
-        elif self._waited:
+            self._number = 1  # the first attempt: nothing to decide
+            budget = self._policy.budget
+            if budget is not None:
+                budget.record_first(self._policy.clock.monotonic())
+            return Attempt(1, self)
+        if self._over:  # gave up: the error stays, the loop is done
+            return None
+        if self._waited:
             self._waited = False
             self._check_time_left(error)
         else:
@@ -207,8 +212,6 @@ class Attempts:
             self._check_time_left(error)
         self._error = None
         self._number += 1
-        if self._number == 1 and self._policy.budget is not None:
-            self._policy.budget.record_first(self._policy.clock.monotonic())
         return Attempt(self._number, self)
 
     def _ended(self, exc: BaseException) -> bool:
