@@ -378,3 +378,48 @@ def test_the_module_keeps_its_public_names() -> None:
     assert {getattr(module, public).__module__ for public in module.__all__} == {
         "tipkit.retry"
     }
+
+
+def test_call_and_acall_with_a_fallback_retry_first_and_count_under_the_retry_name() -> (
+    None
+):
+    """call/acall of a retry with fallback= retry as without it, then the fallback answers."""
+    clock = FakeClock()
+    policy = retry(
+        on=ConnectionError,
+        attempts=2,
+        clock=clock,
+        name="fb-call",
+        fallback="answered",
+        fallback_on=ConnectionError,
+    )
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) % 2:
+            raise ConnectionError
+        return "ok"
+
+    def down() -> str:
+        calls.append(1)
+        raise ConnectionError
+
+    async def aflaky() -> str:
+        return flaky()
+
+    async def adown() -> str:
+        return down()
+
+    async def both() -> tuple[str, str]:
+        return await policy.acall(aflaky), await policy.acall(adown)
+
+    results = (policy.call(flaky), policy.call(down), *asyncio.run(both()))
+    retried = REGISTRY.value(
+        names.RETRY_ATTEMPTS, {names.RETRY_NAME: "fb-call", names.OUTCOME: "retried"}
+    )
+    assert (("ok", "answered", "ok", "answered"), 8, 4) == (
+        results,
+        len(calls),
+        retried,
+    )

@@ -72,7 +72,13 @@ class Attempt:
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
-        return self._loop._ended(self.num, exc)
+        if exc is None:  # the block succeeded: the loop is over
+            loop = self._loop
+            loop._over = True
+            if self.num > 1:
+                loop._counters.success.inc()
+            return False
+        return self._loop._ended(exc)
 
 
 class Attempts:
@@ -132,7 +138,7 @@ class Attempts:
         """
         loop = cls(policy, name, counters, start)
         loop._number = 1
-        return loop if loop._ended(1, error) else None
+        return loop if loop._ended(error) else None
 
     def __repr__(self) -> str:
         return f"<retry loop {self._name!r} attempt={self._number}>"
@@ -142,8 +148,7 @@ class Attempts:
         return self
 
     def __next__(self) -> Attempt:
-        budget = self._policy.budget
-        if budget is not None and self._error is not None:
+        if self._error is not None and (budget := self._policy.budget) is not None:
             budget.exchange_if_due(self._policy.clock.monotonic())
         while isinstance(step := self._step(), float):
             self._policy.clock.sleep(step)
@@ -155,8 +160,7 @@ class Attempts:
         return self
 
     async def __anext__(self) -> Attempt:
-        budget = self._policy.budget
-        if budget is not None and self._error is not None:
+        if self._error is not None and (budget := self._policy.budget) is not None:
             await budget.aexchange_if_due(self._policy.clock.monotonic())
         while isinstance(step := self._step(), float):
             await self._policy.clock.asleep(step)
@@ -185,14 +189,19 @@ class Attempts:
         Raises:
             Exception: the last attempt's error, itself, when retrying gives up.
         """
-        if self._over:
-            return None
         error = self._error
         if error is None:
-            if self._number:  # the last block raised nothing
+            if self._number:  # the last block raised nothing (or the loop is over)
                 self._over = True
                 return None
-        elif self._waited:
+            self._number = 1  # the first attempt: nothing to decide
+            budget = self._policy.budget
+            if budget is not None:
+                budget.record_first(self._policy.clock.monotonic())
+            return Attempt(1, self)
+        if self._over:  # gave up: the error stays, the loop is done
+            return None
+        if self._waited:
             self._waited = False
             self._check_time_left(error)
         else:
@@ -203,17 +212,13 @@ class Attempts:
             self._check_time_left(error)
         self._error = None
         self._number += 1
-        if self._number == 1 and self._policy.budget is not None:
-            self._policy.budget.record_first(self._policy.clock.monotonic())
         return Attempt(self._number, self)
 
-    def _ended(self, num: int, exc: BaseException | None) -> bool:
-        """Record how attempt *num*'s block ended; return whether to swallow *exc*."""
-        if exc is None:
-            self._over = True
-            if num > 1:
-                self._counters.success.inc()
-            return False
+    def _ended(self, exc: BaseException) -> bool:
+        """Record that the last attempt's block raised *exc*; return whether to swallow it.
+
+        (A block that raised nothing ends the loop in :meth:`Attempt.__exit__`.)
+        """
         if not isinstance(exc, Exception):  # KeyboardInterrupt, CancelledError
             self._over = True
             return False
