@@ -21,7 +21,9 @@ Register from ``tests/conftest.py`` with ``pytest_plugins = ["tests.redis_fixtur
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -96,6 +98,35 @@ def _drop_keys(store: RedisStore, prefix_token: str) -> None:
     keys = list(client.scan_iter(match=f"*{prefix_token}*", count=1000))
     for key in keys:  # one by one: on a cluster they are on many slots
         client.delete(key)
+
+
+def machine_timeout(url: str, floor: float = 0.05) -> float:
+    """A store timeout that healthy calls to *url* never trip on this machine now.
+
+    *floor* on an idle machine; on a loaded one, 3x the slowest of 20 sync calls
+    and of 50 concurrent async ones, measured with a generous timeout (so a
+    fault test's healthy phase never starts an outage of its own).
+    """
+    from tipkit.stores import RedisStore  # redis is optional here
+
+    probe = RedisStore(url, prefix="probe:", timeout=10.0)
+    slowest = 0.0
+    for _ in range(20):
+        start = time.perf_counter()
+        probe.set("ns", "k", 1)
+        slowest = max(slowest, time.perf_counter() - start)
+
+    async def one() -> float:
+        start = time.perf_counter()
+        await probe.aset("ns", "k", 1)
+        return time.perf_counter() - start
+
+    async def fifty() -> float:
+        return max(await asyncio.gather(*(one() for _ in range(50))))
+
+    slowest = max(slowest, asyncio.run(fifty()))
+    probe.close()
+    return max(floor, 3 * slowest)
 
 
 @pytest.fixture(scope="session")

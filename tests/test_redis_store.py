@@ -17,6 +17,7 @@ import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.redis_fixtures import machine_timeout
 from tests.redis_server import RedisServer, run_children
 from tests.store_contract import StoreContract
 
@@ -373,29 +374,8 @@ TIMEOUT = 0.05  # on an idle machine; a loaded one gets more (fault_timeout)
 
 @pytest.fixture
 def fault_timeout(private_redis_server: RedisServer) -> float:
-    """The store timeout for the fault tests: 0.05 s, or more on a loaded machine.
-
-    3x the slowest healthy call now (20 sync calls, then 50 concurrent async
-    ones, measured with a generous timeout), so a healthy call never trips it.
-    """
-    probe = RedisStore(private_redis_server.url, prefix="probe:", timeout=10.0)
-    slowest = 0.0
-    for _ in range(20):
-        start = time.perf_counter()
-        probe.set("ns", "k", 1)
-        slowest = max(slowest, time.perf_counter() - start)
-
-    async def one() -> float:
-        start = time.perf_counter()
-        await probe.aset("ns", "k", 1)
-        return time.perf_counter() - start
-
-    async def fifty() -> float:
-        return max(await asyncio.gather(*(one() for _ in range(50))))
-
-    slowest = max(slowest, asyncio.run(fifty()))
-    probe.close()
-    return max(TIMEOUT, 3 * slowest)
+    """The store timeout for the fault tests: 0.05 s, or more on a loaded machine."""
+    return machine_timeout(private_redis_server.url, TIMEOUT)
 
 
 @pytest.fixture
