@@ -9,7 +9,6 @@ nothing. Each page is captured under the test's tmp dir (and into
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.browser_support import headless_chromium
 from tests.console_support import TOKEN, SearchRollout, console_server, csrf_of
 from tests.ops_support import DOC, App, unique_prefix
 
@@ -32,7 +32,6 @@ from tipkit.testing import FakeClock
 
 pytestmark = pytest.mark.redis
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 STATIC = Path(__file__).resolve().parent.parent / "docs" / "_static"
 
 OTHER_PROCESS = """
@@ -124,24 +123,7 @@ class Site:
 
 
 def _browser() -> Any:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if importlib.util.find_spec("selenium") is None:
-        missing.append("selenium (pip install '.[test]')")
-    if missing:
-        message = f"no headless browser: missing {', '.join(missing)}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message} (apt-get install chromium chromium-driver)")
-        pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"):
-        options.add_argument(arg)
-    options.add_argument("--disable-dev-shm-usage")
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
+    driver = headless_chromium()
     driver.set_window_size(1280, 1000)
     return driver
 

@@ -37,6 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from .browser_support import headless_chromium
 from .once import once_per_run
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 SCREENS = DOCS / "_static" / "screens"
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 LEARN = ["index", "tutorial", "testing", "adoption", "doctor", "faq"]
 PRIMITIVES = [
     "flags",
@@ -244,24 +244,7 @@ def test_the_measure_tells_fitting_from_cut_off() -> None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """A headless Debian Chromium driven by selenium, or a skip (a failure in CI)."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if importlib.util.find_spec("selenium") is None:
-        missing.append("selenium (pip install '.[test]')")
-    if missing:
-        message = f"no headless browser: missing {', '.join(missing)}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message} (apt-get install chromium chromium-driver)")
-        pytest.skip(message)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"):
-        options.add_argument(arg)
-    options.add_argument("--disable-dev-shm-usage")
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
+    driver = headless_chromium()
     try:
         yield driver
     finally:
