@@ -39,6 +39,8 @@ class FaultProxy:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._serving: set[asyncio.Task[None]] = set()
+        self._closing = False
         self._thread = threading.Thread(
             target=self._loop.run_forever, daemon=True, name="fault-proxy"
         )
@@ -86,33 +88,47 @@ class FaultProxy:
         self._server = await asyncio.start_server(self._serve, sock=sock)
 
     async def _stop(self) -> None:
+        self._closing = True
+        # Every accepted socket ends closed before the loop stops, or a
+        # finalizer warns about it in a later test. Accepting stops first (the
+        # listening socket stays open): an accept task still pending when the
+        # server closes fails inside asyncio and drops its transport half made.
+        # Only tasks that have started are cancelled: an accept task cancelled
+        # before its first step would leave its socket to the garbage
+        # collector. Those run on, see ``_closing`` and reset their connection.
+        loop = asyncio.get_running_loop()
         if self._server is not None:
-            self._server.close()
-        self._reset_all()
-        # Every connection's task ends (its finally resets both ends), and the
-        # transports' close callbacks run before the loop stops: nothing is left
-        # for a finalizer to warn about in a later test.
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            for listening in self._server.sockets:
+                loop.remove_reader(listening.fileno())
+        me = asyncio.current_task()
+        for _ in range(5000):  # bounded: about 5 s of 1 ms steps
+            self._reset_all()
+            for task in list(self._serving):
+                task.cancel()
+            if not [t for t in asyncio.all_tasks() if t is not me]:
+                break
+            await asyncio.sleep(0.001)  # noqa: TID251  # the proxy's own loop
+        if self._server is not None:
+            self._server.close()  # no accept task is pending at this point
         for _ in range(3):
-            await asyncio.sleep(0)  # noqa: TID251  # the proxy's own loop: one iteration each
+            await asyncio.sleep(0)  # noqa: TID251  # the transports' close callbacks run
 
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self._writers.add(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving.add(task)
+        up_writer: asyncio.StreamWriter | None = None
         try:
-            if self.mode == "drop":
-                _reset(writer)
+            if self.mode == "drop" or self._closing:
                 return
             try:
                 up_reader, up_writer = await asyncio.open_connection(
                     "127.0.0.1", self.target_port
                 )
             except OSError:
-                _reset(writer)
                 return
             self._writers.add(up_writer)
             await asyncio.gather(
@@ -120,11 +136,16 @@ class FaultProxy:
                 self._pipe(up_reader, writer, reply=True),
                 return_exceptions=True,
             )
-            self._writers.discard(up_writer)
-            _reset(up_writer)
+        except asyncio.CancelledError:
+            # Only _stop cancels, and this task is the connection's own: ending
+            # normally keeps asyncio's stream callback from logging the cancel.
+            pass
         finally:
-            self._writers.discard(writer)
-            _reset(writer)
+            self._serving.discard(task)
+            for end in (up_writer, writer):
+                if end is not None:
+                    self._writers.discard(end)
+                    _reset(end)
 
     async def _pipe(
         self,
@@ -137,10 +158,10 @@ class FaultProxy:
             data = await reader.read(_CHUNK)
             if not data:
                 return
-            while self.mode == "blackhole":  # noqa: ASYNC110  # mode is set from another thread
+            while self.mode == "blackhole" and not self._closing:  # noqa: ASYNC110  # mode is set from another thread
                 # Held, never forwarded: re-check when the mode changes back.
                 await asyncio.sleep(0.01)  # noqa: TID251  # the proxy's own loop, not tipkit's clock
-            if self.mode == "drop":
+            if self.mode == "drop" or self._closing:
                 return
             if reply and self.mode == "mute":
                 continue  # the server applied the request; its answer is lost

@@ -13,7 +13,8 @@ from tipkit.errors import StoreError
 from tipkit.flags import ErrorCode, Flags, InMemoryProvider
 from tipkit.stores import MemoryStore
 from tipkit.stores._durable import Durable
-from tipkit.stores._events import Outage
+from tipkit.stores._events import ActionConflict, ActionFlushed, Outage
+from tipkit.telemetry._events import BUS, Event
 from tipkit.testing import FakeClock
 
 
@@ -101,3 +102,30 @@ def test_overrides_in_a_row_hold_while_other_threads_flush() -> None:
         stop.set()
         for t in threads:
             t.join()
+
+
+def test_an_action_leaves_pending_only_after_its_event_is_out() -> None:
+    """Waiting for an empty pending() means ActionFlushed / ActionConflict were seen."""
+    clock = FakeClock()
+    store = SwitchedStore(clock=clock)
+    d = durable(store, clock)
+    seen: list[tuple[str, list[str]]] = []
+
+    def during(event: Event) -> None:
+        seen.append((type(event).__name__, sorted(a.key for a in d.pending())))
+
+    BUS.add_listener(during, types=(ActionFlushed, ActionConflict))
+    try:
+        store.down = True
+        d.submit("kill/a", True, base=None)
+        d.submit("kill/b", True, base=0)
+        store.down = False
+        store.set("ns", "kill/b", False)  # someone else wrote b meanwhile
+        assert d.flush()
+        assert [] == d.pending()
+    finally:
+        BUS.remove_listener(during)
+    assert [
+        ("ActionFlushed", ["kill/a", "kill/b"]),
+        ("ActionConflict", ["kill/b"]),
+    ] == seen

@@ -52,9 +52,11 @@ from tipkit.stores._events import (
     ActionPending,
     Outage,
     StoreStateLost,
+    report_lost,
+    report_pending,
+    report_settled,
 )
 from tipkit.stores._protocol import JSON, KeyValueStore, Snapshot
-from tipkit.telemetry._events import BUS
 
 __all__ = [
     "EPOCH",
@@ -117,6 +119,7 @@ class Durable:
         self._lock = _fork.new_lock()
         self._flushing = _fork.new_lock()
         self._pending: dict[str, Action] = {}
+        self._reporting: list[Action] = []  # settled, their event not yet out
         self._unseen: dict[str, Action] = {}
         self._facts: dict[str, tuple[JSON, float | None]] = {}
         self.epoch: str | None = None
@@ -142,9 +145,15 @@ class Durable:
 
     # -- what the primitive serves -------------------------------------------------
     def pending(self) -> list[Action]:
-        """Return the actions not yet in the store, oldest first."""
+        """Return the actions not yet in the store, oldest first.
+
+        An action leaves this list after its ``ActionFlushed`` or
+        ``ActionConflict`` was published and its callbacks ran: code that waits
+        for an empty list has seen every event.
+        """
         with self._lock:
-            return sorted(self._pending.values(), key=lambda a: a.since)
+            actions = [*self._reporting, *self._pending.values()]
+        return sorted(actions, key=lambda a: a.since)
 
     def overlay(self) -> dict[str, JSON]:
         """Return ``{key: value}`` of actions in force here but maybe not yet read back."""
@@ -244,16 +253,7 @@ class Durable:
             first = not action.queued
             action.queued = True
         if first:
-            logger.warning(
-                "tipkit: %s %r: %s kept pending until the store answers",
-                self.outage.component,
-                self.outage.name,
-                action.key,
-            )
-            if ActionPending.listened:
-                BUS.publish(
-                    ActionPending(self.outage.name, self.outage.component, action.key)
-                )
+            report_pending(self.outage, action.key)
         _FLUSHER.wake(self)
 
     # -- what the primitive read ---------------------------------------------------------
@@ -373,15 +373,7 @@ class Durable:
         return max(1, len(self._pending))
 
     def _report_lost(self, facts: int) -> None:
-        logger.warning(
-            "tipkit: %s %r: the store lost its state (restarted without "
-            "persistence?); writing back %d entries",
-            self.outage.component,
-            self.outage.name,
-            facts,
-        )
-        if StoreStateLost.listened:
-            BUS.publish(StoreStateLost(self.outage.name, self.outage.component, facts))
+        report_lost(self.outage, facts)
         _FLUSHER.wake(self)
 
     # -- writing ---------------------------------------------------------------------------
@@ -485,34 +477,16 @@ class Durable:
         with self._lock:
             if self._pending.get(action.key) is action:
                 del self._pending[action.key]
+                self._reporting.append(action)
             if state == "written":
                 self._unseen[action.key] = action
             elif state == "conflict":
                 self._facts.pop(action.key, None)
         action._settle(state)
-        component, name = self.outage.component, self.outage.name
-        if state == "conflict":
-            logger.warning(
-                "tipkit: %s %r: %s was written by someone else while it was "
-                "pending here; their write wins",
-                component,
-                name,
-                action.key,
-            )
-            if ActionConflict.listened:
-                BUS.publish(ActionConflict(name, component, action.key))
-        elif state == "written" and action.queued:
-            logger.warning(
-                "tipkit: %s %r: pending %s reached the store after %.3fs",
-                component,
-                name,
-                action.key,
-                now - action.since,
-            )
-            if ActionFlushed.listened:
-                BUS.publish(
-                    ActionFlushed(name, component, action.key, now - action.since)
-                )
+        report_settled(self.outage, action, state, now - action.since)
+        with self._lock:
+            if action in self._reporting:
+                self._reporting.remove(action)
         self._changed()
 
     def busy(self) -> bool:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from tipkit._core import _fork
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.telemetry._events import BUS, AttributeValue, Event
+
+if TYPE_CHECKING:
+    from tipkit.stores._action import Action
 
 __all__ = [
     "ActionConflict",
@@ -274,3 +277,57 @@ class Outage:
         )
         if StoreRecovered.listened:
             BUS.publish(StoreRecovered(self.name, self.component, downtime, failures))
+
+
+# ------------------------------------------------------- a durable action's reports
+
+
+def report_pending(outage: Outage, key: str) -> None:
+    """Say that *key*'s action waits for the store (a WARNING, ``ActionPending``)."""
+    logger.warning(
+        "tipkit: %s %r: %s kept pending until the store answers",
+        outage.component,
+        outage.name,
+        key,
+    )
+    if ActionPending.listened:
+        BUS.publish(ActionPending(outage.name, outage.component, key))
+
+
+def report_settled(outage: Outage, action: Action, state: str, waited: float) -> None:
+    """Say how a durable *action* ended: a conflict always, a write if it waited."""
+    if state == "conflict":
+        logger.warning(
+            "tipkit: %s %r: %s was written by someone else while it was "
+            "pending here; their write wins",
+            outage.component,
+            outage.name,
+            action.key,
+        )
+        if ActionConflict.listened:
+            BUS.publish(ActionConflict(outage.name, outage.component, action.key))
+    elif state == "written" and action.queued:
+        logger.warning(
+            "tipkit: %s %r: pending %s reached the store after %.3fs",
+            outage.component,
+            outage.name,
+            action.key,
+            waited,
+        )
+        if ActionFlushed.listened:
+            BUS.publish(
+                ActionFlushed(outage.name, outage.component, action.key, waited)
+            )
+
+
+def report_lost(outage: Outage, facts: int) -> None:
+    """Say the store lost a namespace; *facts* entries are written back."""
+    logger.warning(
+        "tipkit: %s %r: the store lost its state (restarted without "
+        "persistence?); writing back %d entries",
+        outage.component,
+        outage.name,
+        facts,
+    )
+    if StoreStateLost.listened:
+        BUS.publish(StoreStateLost(outage.name, outage.component, facts))
