@@ -152,8 +152,20 @@ def test_every_keyword_is_checked_into_frozen_options() -> None:
 
 
 def test_default_rng_and_context_are_filled_in() -> None:
-    """Without rng= the random module samples; without context= it is empty."""
+    """Without rng= a generator of its own samples; without context= it is empty."""
     options = make().options
-    assert random is options.rng
+    assert isinstance(options.rng, random.Random)
+    assert random is not options.rng
     assert {} == dict(options.context)
     assert None is options.timeout
+
+
+def test_the_default_rng_is_seeded_from_random_and_never_moves_it() -> None:
+    """random.seed(n) before building reproduces the draws; drawing leaves random alone."""
+    random.seed(7)
+    first = make().options.rng
+    random.seed(7)
+    second = make().options.rng
+    state = random.getstate()
+    assert [first.random() for _ in range(5)] == [second.random() for _ in range(5)]
+    assert state == random.getstate()

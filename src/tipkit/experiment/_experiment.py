@@ -63,7 +63,9 @@ class Experiment(Generic[P, R]):
             same key is always in or out and raising *sample* only adds keys.
             Without it, calls are sampled at random from *rng*.
         rng: an object with ``random() -> float`` in ``[0, 1)`` for random
-            sampling and the run order (default: the :mod:`random` module).
+            sampling and the run order (default: a :class:`random.Random` of
+            its own, seeded from the :mod:`random` module when the experiment
+            is made; it never moves the module's state afterwards).
         mode: a :data:`RunMode`: ``"inline"`` or ``"background"`` (see the
             module docstring).
         timeout: seconds (or a ``timedelta``) a candidate may run; past it the

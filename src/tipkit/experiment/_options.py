@@ -149,7 +149,10 @@ class Options:
             publish=given["publish"],
             sample=sample,
             sample_key=given["sample_key"],
-            rng=random if rng is None else rng,  # the module has random()
+            # Its own generator, seeded from the random module now: seeding the
+            # module before building reproduces the run, and sampling later (on
+            # a background worker too) never moves the application's state.
+            rng=random.Random(random.getrandbits(64)) if rng is None else rng,  # noqa: S311
             mode=mode,
             timeout=seconds,
             raise_on_mismatch=bool(given["raise_on_mismatch"]),
