@@ -1,0 +1,368 @@
+"""Faults on a real Redis Cluster primary: a node that blocks, and a node that fails over.
+
+``DEBUG SLEEP`` (the whole node blocked) and ``CLIENT PAUSE`` (its clients held,
+the cluster bus still talking) on the primary that owns a store's hash tag: every
+store-backed hot call (a shared bucket sync and 50 async tasks, flags, a shared
+breaker; a rollout's rollback and a keyed limiter) stays bounded by the store
+timeout, follows the policy, publishes exact events, and is served again after
+the fault; a bucket on another primary stays exact throughout. Then a cluster
+with a replica: the primary paused past ``cluster-node-timeout``, the replica
+promoted by the cluster itself, and the same store (no new client) serving again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from tests.redis_fixtures import machine_timeout
+from tests.redis_server import RedisServer
+from tests.redis_topology import ClusterServers
+from tests.test_outages_safety import (
+    ASYNC_BOUND,
+    BOUND,
+    ROLLBACK_TRIPS,
+    TIMEOUT,
+    machine_slack,
+    rollout_slack,
+    rollout_via,
+    stored_status,
+)
+from tests.test_redis_cluster import dead_loop_connections, until
+from tests.test_redis_sentinel import HOT, HotCalls, back, bounds, expected
+
+from tipkit.errors import RateLimitedError
+from tipkit.ratelimit import KeyedRateLimiter, TokenBucket
+from tipkit.rollout import RolloutRolledBack
+from tipkit.stores import RedisStore
+from tipkit.stores._events import (
+    ActionConflict,
+    ActionFlushed,
+    ActionPending,
+    StoreRecovered,
+    StoreUnavailable,
+)
+from tipkit.testing import capture_events
+
+pytestmark = [pytest.mark.redis, pytest.mark.usefixtures("dead_loop_connections")]
+__all__ = ["dead_loop_connections"]  # a fixture this module uses, imported
+
+LOG = logging.getLogger("tests.fleet")  # the measured figures (pytest -rA shows them)
+POLICIES = ("fail_open", "fail_closed")
+
+
+class Layout:
+    """Hash tags of one test run: each policy's on the victim primary, one elsewhere."""
+
+    def __init__(self, cluster: ClusterServers, victim: RedisServer) -> None:
+        entry = next(n for n in cluster.nodes if n is not victim)
+        # The entry node is not the victim: a client's first slot map comes from it.
+        self.url = f"redis+cluster://{entry.host}:{entry.port}"
+        run = uuid.uuid4().hex[:8]
+        probe = RedisStore(self.url, timeout=cluster.bound)
+        client: Any = probe.client
+
+        def owner(tag: str) -> int:
+            return int(client.get_node_from_key(f"{{{tag}}}:x").port)
+
+        def tag_on(base: str, *, here: bool) -> str:
+            return next(
+                f"{base}-{run}-{i}"
+                for i in range(500)
+                if (owner(f"{base}-{run}-{i}") == victim.port) == here
+            )
+
+        self.tags = {policy: tag_on(policy, here=True) for policy in POLICIES}
+        self.other = tag_on("other", here=False)
+        probe.close()
+
+    def prefix(self, policy: str) -> str:
+        return f"{{{self.tags[policy]}}}:"
+
+
+def block(node: RedisServer, fault: str, seconds: float) -> Callable[[], float]:
+    """Block *node* for *seconds* (from now) with *fault*; return a wait for its end.
+
+    ``DEBUG SLEEP`` is sent and not awaited (the server runs it before any
+    command that reaches it later); ``CLIENT PAUSE`` (ALL) is in force when it
+    returns. Neither can be ended early (``CLIENT UNPAUSE`` is held too), so the
+    returned function waits for a fresh connection's PING to be answered and
+    returns that moment (``perf_counter``).
+    """
+    conn = redis.Connection(host=node.host, port=node.port, socket_timeout=seconds + 60)
+    if fault == "debug_sleep":
+        conn.send_command("DEBUG", "SLEEP", f"{seconds:.3f}")
+    else:
+        conn.send_command("CLIENT", "PAUSE", int(seconds * 1000), "ALL")
+        assert conn.read_response() in (b"OK", "OK")
+
+    def ended() -> float:
+        with redis.Redis(
+            host=node.host, port=node.port, socket_timeout=seconds + 60
+        ) as ping:
+            ping.ping()
+        at = time.perf_counter()
+        if fault == "debug_sleep":
+            conn.read_response()
+        conn.disconnect()
+        return at
+
+    return ended
+
+
+def side_by_side(work: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Run each piece of *work* in a thread of its own, started together."""
+    out: dict[str, Any] = {}
+    barrier = threading.Barrier(len(work))
+
+    def run(name: str, fn: Callable[[], Any]) -> None:
+        barrier.wait()
+        out[name] = fn()
+
+    threads = [threading.Thread(target=run, args=item) for item in work.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+@pytest.fixture
+def cluster(redis_cluster: ClusterServers) -> Iterator[ClusterServers]:
+    """The session cluster, ok, with no failing of nodes during the test."""
+    redis_cluster.wait_ok()
+    with redis_cluster.no_failover():
+        yield redis_cluster
+    redis_cluster.wait_ok()
+
+
+@pytest.mark.parametrize("fault", ["debug_sleep", "client_pause"])
+def test_a_blocked_primary_bounds_hot_calls_and_other_slots_stay_exact(
+    cluster: ClusterServers, fault: str
+) -> None:
+    """DEBUG SLEEP / CLIENT PAUSE on a primary: bounded, on policy, exact events.
+
+    Both policies' stores have their hash tag on the blocked primary; the fault
+    lasts as long as every outage call may take within its bound, so each call
+    meets the fault. A bucket on another primary is exact throughout.
+    """
+    victim = cluster.nodes[1]
+    layout = Layout(cluster, victim)
+    timeout = machine_timeout(layout.url, TIMEOUT)
+    made = {
+        p: RedisStore(layout.url, prefix=layout.prefix(p), timeout=timeout, on_error=p)
+        for p in POLICIES
+    }
+    hots = {p: HotCalls(store) for p, store in made.items()}
+    other_store = RedisStore(layout.url, prefix=f"{{{layout.other}}}:", timeout=timeout)
+    elsewhere = TokenBucket("api", rate=0.001, capacity=20, store=other_store)
+    assert [True] * 10 == [elsewhere.try_acquire() for _ in range(10)]
+    assert all(h.served() for h in hots.values())
+    limits = {p: bounds(h, timeout) for p, h in hots.items()}
+    # The policies' calls run side by side; each takes one timeout (the 50 async
+    # 1.3-1.6x, docs/fleet.md): the fault lasts twice what they need, plus slack.
+    seconds = 2 * (len(HOT) + 2) * timeout + 0.5
+    with capture_events(StoreRecovered) as up:  # also from background readers
+        ended = block(victim, fault, seconds)
+        with capture_events(StoreUnavailable) as down:
+            during = side_by_side(
+                {p: lambda h=h: (h.timed(), *h.fifty()) for p, h in hots.items()}
+            )
+            start = time.perf_counter()
+            served = [elsewhere.try_acquire() for _ in range(15)]
+            elsewhere_took = time.perf_counter() - start
+        done = time.perf_counter()
+        over = ended()
+        recovered = until(back(list(hots.values()), up), cluster.bound)
+        recovery = time.perf_counter() - over
+    for store in [*made.values(), other_store]:
+        store.close()
+    assert done < over, "the fault ended before the outage calls did"
+    for policy, (calls, results, async_took) in during.items():
+        sync_bound, async_bound = limits[policy]
+        assert [] == hots[policy].errors
+        assert expected(policy) == {n: calls[n][0] for n in HOT}
+        assert dict.fromkeys(HOT, True) == {n: calls[n][1] < sync_bound for n in HOT}, (
+            calls,
+            sync_bound,
+        )
+        assert [policy == "fail_open"] * 50 == results
+        assert async_took < async_bound, (async_took, async_bound)
+    assert [True] * 10 + [False] * 5 == served  # the store decided: exact
+    assert elsewhere_took < limits[POLICIES[0]][0]
+    assert [
+        ("breaker", "keep_last"),
+        ("breaker", "keep_last"),
+        ("flags", "keep_last"),
+        ("flags", "keep_last"),
+        ("ratelimit", "fail_closed"),
+        ("ratelimit", "fail_open"),
+    ] == sorted((e.component, e.policy) for e in down)  # type: ignore[attr-defined]  # StoreUnavailable
+    assert recovered
+    assert 2 * len(HOT) == len(up)
+    LOG.info(
+        "timeout %.3f; %s %.2f s on a cluster primary: every hot call served %.3f s "
+        "after it ended; other slot 15 acquires in %.3f s; during %s; bounds %s",
+        timeout,
+        fault,
+        seconds,
+        recovery,
+        elsewhere_took,
+        during,
+        limits,
+    )
+
+
+def keyed_fifty(limiter: KeyedRateLimiter) -> list[bool]:
+    """50 concurrent async admissions, a key each (fail_closed refuses: False)."""
+
+    async def one(i: int) -> bool:
+        try:
+            async with limiter.limit(f"user-{i}"):
+                return True
+        except RateLimitedError:
+            return False
+
+    async def main() -> list[bool]:
+        return list(await asyncio.gather(*(one(i) for i in range(50))))
+
+    return asyncio.run(main())
+
+
+def test_a_paused_primary_rollback_acts_at_once_and_keyed_limiter_follows_policy(
+    cluster: ClusterServers,
+) -> None:
+    """SIGSTOP on the rollout's primary: rollback in force here at once, stored after.
+
+    Per policy: ``rollback()`` returns within its four bounded round trips and
+    never raises, the rollout serves no canary at once, and the rolled-back
+    state is on the cluster within 2 s of SIGCONT with no call; a keyed
+    limiter's sync call and 50 async tasks (keys on the same primary) follow
+    the policy within their bounds.
+    """
+    victim = cluster.nodes[2]
+    layout = Layout(cluster, victim)
+    timeout = machine_timeout(layout.url, TIMEOUT)
+    stores: list[RedisStore] = []
+
+    def store(policy: str, **kwargs: Any) -> RedisStore:
+        made = RedisStore(
+            layout.url, prefix=layout.prefix(policy), on_error=policy, **kwargs
+        )
+        stores.append(made)
+        return made
+
+    parts = {}
+    for policy in POLICIES:
+        rollout = rollout_via(store(policy, timeout=timeout))
+        limiter = KeyedRateLimiter(
+            "per-user", rate=1000, capacity=1000, store=store(policy, timeout=timeout)
+        )
+        direct = store(policy, timeout=cluster.bound)
+        assert "running" == stored_status(direct)
+        assert limiter.try_acquire("user-0")
+        slack = rollout_slack(layout.url, layout.prefix(policy), timeout)
+        keyed = (
+            2 * timeout
+            + machine_slack(
+                lambda lim=limiter: lim.try_acquire("user-0"), BOUND - 2 * TIMEOUT
+            ),
+            2 * timeout
+            + machine_slack(
+                lambda lim=limiter: keyed_fifty(lim), ASYNC_BOUND - 2 * TIMEOUT
+            ),
+        )
+        parts[policy] = (rollout, limiter, direct, slack, keyed)
+    errors: list[BaseException] = []
+    seen: dict[str, Any] = {}
+    with capture_events(
+        RolloutRolledBack,
+        ActionPending,
+        ActionFlushed,
+        ActionConflict,
+        StoreUnavailable,
+    ) as events:
+        victim.pause()
+        try:
+            for policy, (rollout, limiter, _, _, _) in parts.items():
+                try:
+                    start = time.perf_counter()
+                    rollout.rollback("outage drill", actor="oncall")
+                    rolled = time.perf_counter() - start
+                    with rollout.observe("user-1") as arm:
+                        pass
+                    start = time.perf_counter()
+                    one = limiter.try_acquire("user-1")
+                    one_took = time.perf_counter() - start
+                    start = time.perf_counter()
+                    fifty = keyed_fifty(limiter)
+                    fifty_took = time.perf_counter() - start
+                except BaseException as exc:  # none may reach the application
+                    errors.append(exc)
+                    raise
+                seen[policy] = (rolled, rollout.percent, arm.is_canary)
+                seen[policy] += (one, one_took, fifty, fifty_took)
+        finally:
+            victim.resume()
+        resumed = time.perf_counter()
+        flushed = {
+            p: until(lambda d=direct: stored_status(d) == "rolled_back", cluster.bound)
+            and time.perf_counter() - resumed
+            for p, (_, _, direct, _, _) in parts.items()
+        }
+        drained = until(
+            lambda: (
+                not any(r.pending() or r._flags.pending() for r, *_ in parts.values())
+            ),
+            cluster.bound,
+        )
+    assert [] == errors
+    for policy, (rolled, percent, canary, one, one_took, fifty, took) in seen.items():
+        _, _, _, slack, (sync_bound, async_bound) = parts[policy]
+        assert rolled < ROLLBACK_TRIPS * 2 * timeout + slack, (rolled, slack)
+        assert (0.0, False) == (percent, canary)  # in force here at once
+        assert (policy == "fail_open", True) == (one, one_took < sync_bound)
+        assert [policy == "fail_open"] * 50 == fifty
+        assert took < async_bound, (took, async_bound)
+        assert flushed[policy] is not False
+        assert flushed[policy] < 2.0 + slack  # the flusher's 2 s, plus slack now
+    assert drained
+    kinds = sorted(
+        (type(e).__name__, e.component)
+        for e in events
+        if type(e) in (ActionPending, StoreUnavailable)
+    )  # type: ignore[attr-defined]  # store events
+    assert [
+        *[("ActionPending", "flags")] * 4,  # the flag's split and override
+        *[("ActionPending", "rollout")] * 2,
+        *[("StoreUnavailable", "flags")] * 2,
+        *[("StoreUnavailable", "ratelimit")] * 2,
+        *[("StoreUnavailable", "rollout")] * 2,
+    ] == kinds
+    # Every queued action is written, or reported as overtaken (the rollout's
+    # own flush may write the flag's split first): none is lost in silence.
+    keys = {
+        kind: sorted({(e.component, e.key) for e in events if type(e) in kind})  # type: ignore[attr-defined]  # store events
+        for kind in ((ActionPending,), (ActionFlushed, ActionConflict))
+    }
+    assert keys[(ActionPending,)] == keys[(ActionFlushed, ActionConflict)]
+    for policy in POLICIES:  # another process building it now: rolled back
+        later = rollout_via(store(policy, timeout=cluster.bound))
+        assert ("rolled_back", 0.0) == (later.status().status, later.percent)
+    assert 2 == sum(type(e) is RolloutRolledBack for e in events)
+    LOG.info(
+        "timeout %.3f; paused cluster primary: rollback + keyed limiter %s; "
+        "rolled-back state on the cluster %s s after SIGCONT",
+        timeout,
+        seen,
+        flushed,
+    )
+    for made in stores:
+        made.close()
