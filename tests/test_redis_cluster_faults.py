@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 import redis
-from tests.redis_fixtures import machine_timeout
+from tests.redis_fixtures import _executable, machine_timeout
 from tests.redis_server import RedisServer
-from tests.redis_topology import ClusterServers
+from tests.redis_topology import ClusterServers, wait_until
 from tests.test_outages_safety import (
     ASYNC_BOUND,
     BOUND,
@@ -35,10 +35,11 @@ from tests.test_outages_safety import (
     rollout_via,
     stored_status,
 )
-from tests.test_redis_cluster import dead_loop_connections, until
-from tests.test_redis_sentinel import HOT, HotCalls, back, bounds, expected
+from tests.test_redis_cluster import dead_loop_connections, migrate_slot, until
+from tests.test_redis_sentinel import DOC, HOT, HotCalls, back, bounds, expected
 
 from tipkit.errors import RateLimitedError
+from tipkit.flags import Flags, InMemoryProvider
 from tipkit.ratelimit import KeyedRateLimiter, TokenBucket
 from tipkit.rollout import RolloutRolledBack
 from tipkit.stores import RedisStore
@@ -366,3 +367,194 @@ def test_a_paused_primary_rollback_acts_at_once_and_keyed_limiter_follows_policy
     )
     for made in stores:
         made.close()
+
+
+@pytest.mark.slow  # a cluster of its own (~9 s to start) and a real failover (~4 s)
+def test_a_primary_paused_past_the_node_timeout_fails_over_and_the_same_store_follows() -> (
+    None
+):
+    """SIGSTOP past ``cluster-node-timeout`` (3 masters + 1 replica): failover, no restart.
+
+    The cluster fails the paused primary and promotes its replica by itself;
+    the very same stores (no new client: redis-py's cluster client refreshes
+    its slot map) serve every hot call again, the watch follows the slot's new
+    owner (a kill pushed through it arrives), and the old primary rejoins as a
+    replica on SIGCONT. Measured: failover time and recovery after it.
+    """
+    with ClusterServers(_executable(), replicas=1, node_timeout_ms=2000) as cluster:
+        master, replica = cluster.nodes[0], cluster.nodes[3]
+        layout = Layout(cluster, master)
+        timeout = machine_timeout(layout.url, TIMEOUT)
+        made = {
+            p: RedisStore(
+                layout.url, prefix=layout.prefix(p), timeout=timeout, on_error=p
+            )
+            for p in POLICIES
+        }
+        hots = {p: HotCalls(store) for p, store in made.items()}
+        reader = Flags(
+            InMemoryProvider(DOC), store=made["fail_closed"], refresh_interval=3600
+        )
+        writer_store = RedisStore(
+            layout.url, prefix=layout.prefix("fail_closed"), timeout=cluster.bound
+        )
+        writer = Flags(InMemoryProvider(DOC), store=writer_store, refresh_interval=0)
+        assert until(lambda: made["fail_closed"].watching, cluster.bound)
+        assert not reader.is_enabled("checkout", default=True)
+        assert all(h.served() for h in hots.values())
+        limits = {p: bounds(h, timeout) for p, h in hots.items()}
+        with capture_events(StoreRecovered) as up:
+            with capture_events(StoreUnavailable) as down:
+                master.pause()
+                paused = time.perf_counter()
+                try:
+                    during = side_by_side(
+                        {
+                            p: lambda h=h: (h.timed(), *h.fifty())
+                            for p, h in hots.items()
+                        }
+                    )
+                    wait_until(
+                        lambda: cluster.role(replica) == "master",
+                        cluster.bound,
+                        "the replica promoted",
+                    )
+                    promoted = time.perf_counter()
+                    recovered = until(back(list(hots.values()), up), cluster.bound)
+                    served = time.perf_counter()
+                finally:
+                    master.resume()
+            wait_until(
+                lambda: cluster.role(master) == "slave",
+                cluster.bound,
+                "old primary rejoins",
+            )
+            cluster.wait_ok()
+            # The watch follows the namespaces' slot to its new owner.
+            pushed_at = time.perf_counter()
+            writer.revive("checkout")
+            pushed = until(lambda: reader.is_enabled("checkout"), cluster.bound)
+            push_took = time.perf_counter() - pushed_at
+        for store in [*made.values(), writer_store]:
+            store.close()
+    for policy, (calls, results, async_took) in during.items():
+        sync_bound, async_bound = limits[policy]
+        assert [] == hots[policy].errors
+        assert expected(policy) == {n: calls[n][0] for n in HOT}
+        assert dict.fromkeys(HOT, True) == {n: calls[n][1] < sync_bound for n in HOT}, (
+            calls,
+            sync_bound,
+        )
+        assert [policy == "fail_open"] * 50 == results
+        assert async_took < async_bound, (async_took, async_bound)
+    assert recovered, sorted((e.component, e.name) for e in up)  # type: ignore[attr-defined]  # StoreRecovered
+    assert pushed, "the kill's revival never reached the watch after the failover"
+    assert [
+        ("breaker", "keep_last"),
+        ("breaker", "keep_last"),
+        ("flags", "keep_last"),
+        ("flags", "keep_last"),
+        ("ratelimit", "fail_closed"),
+        ("ratelimit", "fail_open"),
+    ] == sorted((e.component, e.policy) for e in down)  # type: ignore[attr-defined]  # StoreUnavailable
+    assert 2 * len(HOT) == len(up)
+    LOG.info(
+        "timeout %.3f; cluster primary paused past the node timeout (2 s): replica promoted "
+        "%.3f s after SIGSTOP; every hot call served by it %.3f s after promotion; "
+        "revive pushed to the watch in %.3f s after the old primary rejoined; bounds %s",
+        timeout,
+        promoted - paused,
+        served - promoted,
+        push_took,
+        limits,
+    )
+
+
+def shard_subscribers(cluster: ClusterServers, port: int, channel: str) -> int:
+    """How many sharded subscribers *channel* has on the node at *port*."""
+    node = next(n for n in cluster.nodes if n.port == port)
+    with redis.Redis(host=node.host, port=node.port, socket_timeout=cluster.bound) as c:
+        found = c.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+    return int(found[1])
+
+
+def test_the_watch_follows_the_namespaces_slot_to_its_new_primary(
+    redis_cluster: ClusterServers,
+) -> None:
+    """CLUSTER SETSLOT + MIGRATE of the namespaces' slot: the watch moves with it.
+
+    The old owner unsubscribes its sharded subscribers when it loses the slot;
+    the listener reconnects to the new owner (a fresh slot map), and a kill
+    written after the move is pushed to a Flags with a 1 h refresh.
+    """
+    redis_cluster.wait_ok()
+    prefix = f"{{mig-{uuid.uuid4().hex[:8]}}}:"
+    url = f"redis+cluster://{redis_cluster.nodes[0].host}:{redis_cluster.nodes[0].port}"
+    reader_store = RedisStore(url, prefix=prefix, timeout=redis_cluster.bound)
+    writer_store = RedisStore(url, prefix=prefix, timeout=redis_cluster.bound)
+    reader = Flags(InMemoryProvider(DOC), store=reader_store, refresh_interval=3600)
+    writer = Flags(InMemoryProvider(DOC), store=writer_store, refresh_interval=0)
+    both = (reader_store, writer_store)  # both Flags watch the namespace
+    assert until(lambda: all(s.watching for s in both), redis_cluster.bound)
+    channel = f"{prefix}ns:flags"
+    writer.kill("checkout")  # the namespace's hash exists: MIGRATE moves it
+    assert until(lambda: not reader.is_enabled("checkout", default=True))
+    source, target = migrate_slot(redis_cluster, channel)
+    moved = time.perf_counter()
+    followed = until(
+        lambda: shard_subscribers(redis_cluster, target, channel) == len(both),
+        redis_cluster.bound,
+    )
+    follow_took = time.perf_counter() - moved
+    assert until(lambda: all(s.watching for s in both), redis_cluster.bound)
+    start = time.perf_counter()
+    writer.revive("checkout")
+    pushed = until(lambda: reader.is_enabled("checkout"), redis_cluster.bound)
+    push_took = time.perf_counter() - start
+    left = shard_subscribers(redis_cluster, source, channel)
+    for store in both:
+        store.close()
+    assert source != target
+    assert followed, "the listener never subscribed on the slot's new owner"
+    assert pushed
+    assert 0 == left
+    LOG.info(
+        "slot migrated: the watch subscribed on the new owner %.3f s after "
+        "SETSLOT NODE; a revive pushed in %.3f s",
+        follow_took,
+        push_took,
+    )
+
+
+def test_a_server_without_sharded_pubsub_falls_back_to_classic_by_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SSUBSCRIBE/SPUBLISH renamed away (as on Redis 6): classic pub/sub, logged once each.
+
+    The store keeps its default (``sharded_pubsub=True``): the scripts publish
+    with ``PUBLISH`` when ``SPUBLISH`` is unknown, the listener subscribes the
+    classic way when ``SSUBSCRIBE`` is, and a kill still reaches another Flags
+    by push.
+    """
+    renamed = ("--rename-command", "SSUBSCRIBE", "", "--rename-command", "SPUBLISH", "")
+    with ClusterServers(_executable(), extra=renamed) as cluster:
+        url = f"redis+cluster://{cluster.nodes[0].host}:{cluster.nodes[0].port}"
+        stores = [
+            RedisStore(url, prefix="old:", timeout=cluster.bound) for _ in range(2)
+        ]
+        assert [True, True] == [s.sharded_pubsub for s in stores]
+        reader = Flags(InMemoryProvider(DOC), store=stores[0], refresh_interval=3600)
+        writer = Flags(InMemoryProvider(DOC), store=stores[1], refresh_interval=0)
+        with caplog.at_level(logging.WARNING, logger="tipkit"):
+            watching = until(lambda: stores[0].watching, cluster.bound)
+            writer.kill("checkout")
+            pushed = until(
+                lambda: not reader.is_enabled("checkout", default=True), cluster.bound
+            )
+            writer.revive("checkout")
+            again = until(lambda: reader.is_enabled("checkout"), cluster.bound)
+        for store in stores:
+            store.close()
+    assert (True, True, True) == (bool(watching), bool(pushed), bool(again))
+    fallbacks = [r for r in caplog.records if "no SSUBSCRIBE" in r.getMessage()]
+    assert 2 == len(fallbacks)  # once per store (both Flags watch), not per retry

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
-from tipkit.stores._redis_conn import ERRORS
+from tipkit.stores._redis_conn import ERRORS, redis
 from tipkit.stores._watch import Watch
 
 __all__ = ["Listener"]
+
+_log = logging.getLogger("tipkit")
+
+
+class _Dropped(redis.exceptions.ConnectionError):
+    """The server unsubscribed a channel we hold: its slot moved to another node."""
+
+
+def _no_sharded_pubsub(exc: BaseException) -> bool:
+    """Whether *exc* is a server without SSUBSCRIBE (Redis < 7, or renamed away)."""
+    text = str(exc).lower()
+    return (
+        isinstance(exc, redis.exceptions.ResponseError)
+        and "unknown command" in text
+        and "ssubscribe" in text
+    )
 
 
 class Listener:
@@ -23,6 +40,12 @@ class Listener:
     (re)connection it calls them all, because writes published while it was
     unsubscribed were lost. Reconnects with backoff (0.05 s doubling to 1 s),
     waiting on an event so :meth:`stop` ends it at once.
+
+    On a cluster it follows the namespaces' slot: a node that loses the slot
+    (a failover, a migration) unsubscribes its sharded subscribers, and the
+    listener then reconnects to the slot's new owner (a fresh slot map). A
+    server without ``SSUBSCRIBE`` (Redis < 7) makes it fall back to classic
+    pub/sub by itself, logged once (the scripts fall back to ``PUBLISH`` too).
     """
 
     _POLL = 0.25
@@ -114,8 +137,11 @@ class Listener:
                 del new_pubsub  # hold the store weakly while blocked on the socket
                 self._serve(pubsub)
                 backoff = 0.05
-            except ERRORS:
+            except ERRORS as exc:
                 self.ready.clear()
+                if self._sharded and _no_sharded_pubsub(exc):
+                    self._classic()
+                    continue
                 # An event wait, not a sleep: stop() ends it at once.
                 self._stop.wait(backoff)
                 backoff = min(1.0, backoff * 2)
@@ -124,7 +150,18 @@ class Listener:
                     with contextlib.suppress(*ERRORS):
                         pubsub.close()
 
+    def _classic(self) -> None:
+        self._sharded = False
+        self._kind = "message"
+        _log.warning(
+            "tipkit: the Redis server has no SSUBSCRIBE (Redis < 7): the watch "
+            "listener uses classic pub/sub (pass sharded_pubsub=False to say so)"
+        )
+
     def _serve(self, pubsub: Any) -> None:
+        # A server-sent unsubscribe (the slot moved away) is only seen with the
+        # subscribe messages on: ours are told apart by the channels held.
+        pubsub.ignore_subscribe_messages = False
         subscribed = self._channels()
         subscribe = pubsub.ssubscribe if self._sharded else pubsub.subscribe
         unsubscribe = pubsub.sunsubscribe if self._sharded else pubsub.unsubscribe
@@ -145,8 +182,13 @@ class Listener:
             message = pubsub.get_message(timeout=self._POLL)
             if message is None:
                 continue
-            if message["type"] == self._kind:
+            kind = message["type"]
+            if kind == self._kind:
                 self._fire([message["channel"]])
+            elif kind in ("sunsubscribe", "unsubscribe") and (
+                message["channel"] in subscribed or message["channel"] == self._control
+            ):
+                raise _Dropped(f"the server dropped {message['channel']!r}")
             elif message["type"] == "pong" and message["data"] == confirm:
                 with self._lock:  # add() clears ready and sets dirty under it
                     if not self._dirty.is_set():
