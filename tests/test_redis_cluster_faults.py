@@ -209,15 +209,17 @@ def test_a_blocked_primary_bounds_hot_calls_and_other_slots_stay_exact(
     assert recovered
     assert 2 * len(HOT) == len(up)
     LOG.info(
-        "timeout %.3f; %s %.2f s on a cluster primary: every hot call served %.3f s "
-        "after it ended; other slot 15 acquires in %.3f s; during %s; bounds %s",
+        "timeout %.3f; %s %.2f s on a cluster primary: sync calls %.2f-%.2fx timeout, "
+        "50 async %s x timeout; every hot call served %.3f s after it ended; other "
+        "slot 15 acquires in %.3f s",
         timeout,
         fault,
         seconds,
+        min(c[n][1] for c, _, _ in during.values() for n in HOT) / timeout,
+        max(c[n][1] for c, _, _ in during.values() for n in HOT) / timeout,
+        [round(a / timeout, 2) for _, _, a in during.values()],
         recovery,
         elsewhere_took,
-        during,
-        limits,
     )
 
 
@@ -359,10 +361,12 @@ def test_a_paused_primary_rollback_acts_at_once_and_keyed_limiter_follows_policy
         assert ("rolled_back", 0.0) == (later.status().status, later.percent)
     assert 2 == sum(type(e) is RolloutRolledBack for e in events)
     LOG.info(
-        "timeout %.3f; paused cluster primary: rollback + keyed limiter %s; "
-        "rolled-back state on the cluster %s s after SIGCONT",
+        "timeout %.3f; paused cluster primary: rollback %s x timeout; keyed sync %s x, "
+        "50 async %s x; rolled-back state on the cluster %s s after SIGCONT",
         timeout,
-        seen,
+        [round(v[0] / timeout, 2) for v in seen.values()],
+        [round(v[4] / timeout, 2) for v in seen.values()],
+        [round(v[6] / timeout, 2) for v in seen.values()],
         flushed,
     )
     for made in stores:
