@@ -242,9 +242,12 @@ class Script:
         A server without ``SPUBLISH`` (Redis < 7) gets a ``PUBLISH`` instead,
         which the watch listener's classic fallback hears.
         """
+        call = "redis.call('PUBLISH', "
+        if call not in self.source:  # the hot take_tokens script stays as it is
+            return Script(self.name, self.source, prelude=False)
         return Script(
             self.name,
-            _SPUBLISH + self.source.replace("redis.call('PUBLISH', ", "spublish("),
+            _SPUBLISH + self.source.replace(call, "spublish("),
             prelude=False,
         )
 
