@@ -4,6 +4,8 @@
   a directory of its own, joined by ``redis-cli --cluster create ...
   --cluster-replicas 0 --cluster-yes``; ready once every node reports
   ``cluster_state:ok`` with all 16384 slots served and knows every other node.
+  ``replicas=n`` adds n replica nodes (``CLUSTER MEET`` + ``CLUSTER REPLICATE``
+  of master ``i % masters``), ready once each one's link to its master is up.
 * :class:`SentinelSet`: a master, one replica and three sentinels (quorum 2): the
   smallest set that really fails over when its master is killed (two sentinels
   must agree, and a replica must be there to promote).
@@ -87,16 +89,31 @@ class ClusterNode(RedisServer):
 
 
 class ClusterServers:
-    """Three cluster-mode redis-servers on loopback, joined into one cluster."""
+    """Three cluster-mode redis-servers on loopback, joined into one cluster.
+
+    ``nodes[:masters]`` start as the primaries and ``nodes[masters:]`` as their
+    replicas; which node is a primary changes with each failover: ask
+    :meth:`role`.
+    """
 
     def __init__(
-        self, executable: str, *, masters: int = 3, node_timeout_ms: int = 2000
+        self,
+        executable: str,
+        *,
+        masters: int = 3,
+        replicas: int = 0,
+        node_timeout_ms: int = 2000,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.executable = executable
+        self.masters = masters
+        self.node_timeout_ms = node_timeout_ms
         self.nodes = [
             ClusterNode(executable, node_timeout_ms=node_timeout_ms)
-            for _ in range(masters)
+            for _ in range(masters + replicas)
         ]
+        for node in self.nodes:
+            node.extra = extra  # e.g. ("--rename-command", "SSUBSCRIBE", "")
         self.bound = 30.0
 
     @property
@@ -137,7 +154,7 @@ class ClusterServers:
         create = [
             _redis_cli(self.executable),
             "--cluster", "create",
-            *(f"{h}:{p}" for h, p in self.addresses),
+            *(f"{h}:{p}" for h, p in self.addresses[: self.masters]),
             "--cluster-replicas", "0",
             "--cluster-yes",
         ]  # fmt: skip
@@ -146,7 +163,67 @@ class ClusterServers:
         )
         if done.returncode != 0:
             raise TopologyError(f"redis-cli --cluster create failed: {done.stdout}")
+        self._add_replicas()
         self.wait_ok()
+
+    def _client(self, node: RedisServer) -> redis.Redis:
+        return redis.Redis(host=node.host, port=node.port, socket_timeout=self.bound)
+
+    def node_id(self, node: RedisServer) -> str:
+        """The cluster node id of *node*."""
+        with self._client(node) as c:
+            found = c.cluster("MYID")
+        return found.decode() if isinstance(found, bytes) else str(found)
+
+    def role(self, node: RedisServer) -> str:
+        """``"master"`` or ``"slave"``, as *node* says now."""
+        with self._client(node) as c:
+            return str(c.info("replication")["role"])
+
+    def _add_replicas(self) -> None:
+        first = self.nodes[0]
+        assert isinstance(first, ClusterNode)
+        for i, replica in enumerate(self.nodes[self.masters :]):
+            master_id = self.node_id(self.nodes[i % self.masters])
+            with self._client(replica) as c:
+                c.execute_command(
+                    "CLUSTER", "MEET", first.host, first.port, first.bus_port
+                )
+                # REPLICATE needs the master known here: gossip brings it.
+                wait_until(
+                    lambda c=c, m=master_id: m in str(c.cluster("NODES")),
+                    self.bound,
+                    "the replica learns its master",
+                )
+                c.execute_command("CLUSTER", "REPLICATE", master_id)
+
+        def linked() -> bool:
+            for replica in self.nodes[self.masters :]:
+                with self._client(replica) as c:
+                    if c.info("replication").get("master_link_status") != "up":
+                        return False
+            return True
+
+        wait_until(linked, self.bound, "every replica linked to its master")
+
+    @contextlib.contextmanager
+    def no_failover(self) -> Iterator[None]:
+        """Within the block no node is failed by its peers (node timeout raised).
+
+        For faults that block a whole node (``DEBUG SLEEP``, SIGSTOP) but must
+        not fail it: with ``cluster-require-full-coverage yes`` a failed
+        primary stops the whole cluster. Restored on every node afterwards.
+        """
+        held = str(int(self.bound * 1000) * 10)
+        for node in self.nodes:
+            with self._client(node) as c:
+                c.config_set("cluster-node-timeout", held)
+        try:
+            yield
+        finally:
+            for node in self.nodes:
+                with self._client(node) as c:
+                    c.config_set("cluster-node-timeout", str(self.node_timeout_ms))
 
     def _ok(self) -> bool:
         for host, port in self.addresses:

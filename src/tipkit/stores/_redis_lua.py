@@ -217,6 +217,15 @@ return {v, id}
 """
 
 
+_SPUBLISH = """
+local function spublish(channel, v)
+  if not pcall(redis.call, 'SPUBLISH', channel, v) then
+    redis.call('PUBLISH', channel, v)
+  end
+end
+"""
+
+
 class Script:
     """A Lua script and its SHA1, which is what ``SCRIPT LOAD`` answers."""
 
@@ -228,9 +237,18 @@ class Script:
         self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
 
     def sharded(self) -> Script:
-        """Return this script publishing with ``SPUBLISH`` (sharded pub/sub)."""
+        """Return this script publishing with ``SPUBLISH`` (sharded pub/sub).
+
+        A server without ``SPUBLISH`` (Redis < 7) gets a ``PUBLISH`` instead,
+        which the watch listener's classic fallback hears.
+        """
+        call = "redis.call('PUBLISH', "
+        if call not in self.source:  # the hot take_tokens script stays as it is
+            return Script(self.name, self.source, prelude=False)
         return Script(
-            self.name, self.source.replace("'PUBLISH'", "'SPUBLISH'"), prelude=False
+            self.name,
+            _SPUBLISH + self.source.replace(call, "spublish("),
+            prelude=False,
         )
 
 
