@@ -10,6 +10,8 @@ is replayed to the new master and every watching process sees it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import threading
 import time
@@ -20,13 +22,18 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio.sentinel
+import redis.backoff
+import redis.retry
 import redis.sentinel
+from tests.fault_proxy import FaultProxy
+from tests.redis_server import RedisServer
 from tests.redis_topology import SentinelSet
 from tests.store_contract import StoreContract
 from tests.test_outages_safety import (
     ASYNC_BOUND,
     BOUND,
     TIMEOUT,
+    _asleep,
     healthy_timeout,
     machine_slack,
 )
@@ -101,16 +108,21 @@ def healthy(redis_sentinel: SentinelSet) -> SentinelSet:
 
 @pytest.fixture
 def stores(healthy: SentinelSet, prefix: str) -> Iterator[Callable[..., RedisStore]]:
-    """Make stores through the sentinels sharing one prefix (one per "process")."""
+    """Make stores through the sentinels sharing one prefix (one per "process").
+
+    Keyword arguments override the defaults (other ``sentinel=``, say).
+    """
     made: list[RedisStore] = []
 
     def make(**kwargs: Any) -> RedisStore:
-        store = RedisStore(
-            sentinel=healthy.sentinel_addresses,
-            service_name=healthy.service,
-            prefix=prefix,
-            **{"timeout": 0.25, **kwargs},
-        )
+        options = {
+            "sentinel": healthy.sentinel_addresses,
+            "service_name": healthy.service,
+            "prefix": prefix,
+            "timeout": 0.25,
+            **kwargs,
+        }
+        store = RedisStore(**options)
         made.append(store)
         return store
 
@@ -301,24 +313,36 @@ def test_shared_bucket_breaker_and_audit_through_the_sentinels(
 
 # -- faults on the Sentinel set: every store-backed primitive's hot call --------------
 
-HOT = ("ratelimit", "flags", "breaker")
+HOT = ("acquire", "ratelimit", "flags", "breaker")  # the hot calls
+COMPONENTS = ("breaker", "flags", "ratelimit")  # who publishes the outage events
+# One StoreUnavailable per primitive per store, a store of each policy.
+OUTAGE = [
+    ("breaker", "keep_last"),
+    ("breaker", "keep_last"),
+    ("flags", "keep_last"),
+    ("flags", "keep_last"),
+    ("ratelimit", "fail_closed"),
+    ("ratelimit", "fail_open"),
+]
 LOG = logging.getLogger("tests.fleet")  # the measured figures (pytest -rA shows them)
 
 
-def sentinel_url(sentinels: SentinelSet) -> str:
-    """The ``redis+sentinel://`` URL of the set."""
-    hosts = ",".join(f"{h}:{p}" for h, p in sentinels.sentinel_addresses)
-    return f"redis+sentinel://{hosts}/{sentinels.service}/0"
+def sentinel_url(addresses: Sequence[tuple[str, int]], service: str) -> str:
+    """The ``redis+sentinel://`` URL of *service* named by the sentinels at *addresses*."""
+    hosts = ",".join(f"{h}:{p}" for h, p in addresses)
+    return f"redis+sentinel://{hosts}/{service}/0"
 
 
 class HotCalls:
     """A shared bucket, a Flags with a kill made while healthy, and a shared breaker.
 
-    Each hot call is timed and any exception it raises is recorded (none may
+    Each hot call (the bucket's ``acquire`` and ``try_acquire``, a flag read, a
+    breaker call) is timed and any exception it raises is recorded (none may
     reach the application); ``fifty()`` runs 50 concurrent async acquires.
     """
 
     def __init__(self, store: RedisStore) -> None:
+        self.store = store
         self.bucket = TokenBucket("api", rate=1000, capacity=1000, store=store)
         self.flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=0)
         self.breaker = CircuitBreaker(
@@ -335,6 +359,7 @@ class HotCalls:
 
     def calls(self) -> dict[str, Callable[[], object]]:
         return {
+            "acquire": self._acquire,
             "ratelimit": self.bucket.try_acquire,
             "flags": lambda: self.flags.is_enabled("checkout", default=True),
             "breaker": lambda: self.breaker.call(lambda: "ok"),
@@ -342,15 +367,24 @@ class HotCalls:
 
     def timed(self) -> dict[str, tuple[object, float]]:
         """Each hot call once: its result and how long it took."""
-        out: dict[str, tuple[object, float]] = {}
-        for name, call in self.calls().items():
-            start = time.perf_counter()
-            try:
-                out[name] = (call(), time.perf_counter() - start)
-            except BaseException as exc:  # none may reach the application
-                self.errors.append(exc)
-                out[name] = (exc, time.perf_counter() - start)
-        return out
+        return {name: self.timed_one(name) for name in HOT}
+
+    def timed_one(self, name: str) -> tuple[object, float]:
+        """The hot call *name* once: its result (or exception) and how long it took."""
+        call = self.calls()[name]
+        start = time.perf_counter()
+        try:
+            return call(), time.perf_counter() - start
+        except BaseException as exc:  # none may reach the application
+            self.errors.append(exc)
+            return exc, time.perf_counter() - start
+
+    def _acquire(self) -> bool:
+        try:
+            self.bucket.acquire(timeout=0)
+        except RateLimitedError:  # the fail_closed policy's answer
+            return False
+        return True
 
     async def _one(self) -> bool:
         try:
@@ -375,7 +409,7 @@ class HotCalls:
     def served(self) -> bool:
         """Every hot call gives its healthy answer (kept answers look the same)."""
         got = self.timed()
-        return (True, False, "ok") == tuple(got[n][0] for n in HOT)
+        return (True, True, False, "ok") == tuple(got[n][0] for n in HOT)
 
 
 def back(hots: list[HotCalls], recovered: Sequence[object]) -> Callable[[], bool]:
@@ -386,7 +420,8 @@ def back(hots: list[HotCalls], recovered: Sequence[object]) -> Callable[[], bool
     """
     # Every primitive is called each time (no short-circuit): calls drive recovery.
     return lambda: (
-        sum(h.served() for h in hots) == len(hots) and len(recovered) >= 3 * len(hots)
+        sum(h.served() for h in hots) == len(hots)
+        and len(recovered) >= len(COMPONENTS) * len(hots)
     )
 
 
@@ -399,59 +434,178 @@ def bounds(hot: HotCalls, timeout: float) -> tuple[float, float]:
 
 def expected(policy: str) -> dict[str, object]:
     """What each hot call answers during an outage under *policy*."""
-    return {"ratelimit": policy == "fail_open", "flags": False, "breaker": "ok"}
+    admits = policy == "fail_open"
+    return {"acquire": admits, "ratelimit": admits, "flags": False, "breaker": "ok"}
 
 
-@pytest.mark.parametrize("policy", ["fail_open", "fail_closed"])
-def test_paused_master_every_hot_call_bounded_and_policy_followed(
-    healthy: SentinelSet, stores: Callable[..., RedisStore], prefix: str, policy: str
-) -> None:
-    """Master SIGSTOPped (no failover): bounded calls, the policy, recovery on SIGCONT."""
-    timeout = healthy_timeout(sentinel_url(healthy), prefix + "t:")
-    hot = HotCalls(stores(timeout=timeout, on_error=policy))
-    assert hot.served()
-    sync_bound, async_bound = bounds(hot, timeout)
-    master = healthy.master()
-    # StoreRecovered may come from a background reader (the watch re-subscribing)
-    # before any call is made: captured from the start of the fault.
-    with healthy.no_failover(), capture_events(StoreRecovered) as up:
+POLICIES = ("fail_open", "fail_closed")
+During = dict[str, tuple[dict[str, tuple[object, float]], list[bool], float]]
+
+
+def at_once(hots: dict[str, HotCalls]) -> During:
+    """Every hot call of every store, and each store's 50 async acquires, at once.
+
+    One thread each, started together (a service's concurrent requests): the
+    fault then lasts one bound, not the sum of them. Per policy: each hot
+    call's (result, seconds), the 50 async results and their wall time.
+    """
+    jobs: dict[tuple[str, str], Callable[[], Any]] = {}
+    for policy, hot in hots.items():
+        for name in HOT:
+            jobs[policy, name] = functools.partial(hot.timed_one, name)
+        jobs[policy, "fifty"] = hot.fifty
+    done: dict[tuple[str, str], Any] = {}
+    barrier = threading.Barrier(len(jobs))
+
+    def run(key: tuple[str, str], job: Callable[[], Any]) -> None:
+        barrier.wait()
+        done[key] = job()
+
+    threads = [threading.Thread(target=run, args=item) for item in jobs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {p: ({n: done[p, n] for n in HOT}, *done[p, "fifty"]) for p in hots}
+
+
+FAULTS = ("sigstop", "debug_sleep", "client_pause", "blackhole")
+
+
+def patient(server: RedisServer, hold: float, *command: str) -> None:
+    """Send *command* and wait out a fault of *hold* seconds for its answer.
+
+    Never retried: redis-py 8's defaults (a 5 s socket timeout, then up to 10
+    retries) would send a ``DEBUG SLEEP`` longer than 5 s eleven times.
+    """
+    with redis.Redis(
+        host=server.host,
+        port=server.port,
+        socket_timeout=hold + 60,
+        retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+    ) as client:
+        client.execute_command(*command)
+
+
+def start_fault(
+    fault: str, master: RedisServer, proxy: FaultProxy | None, hold: float
+) -> Callable[[], None]:
+    """Start *fault* on the master; return what ends it (returns once it answers).
+
+    ``DEBUG SLEEP`` and ``CLIENT PAUSE`` last *hold* seconds (a paused server
+    refuses even ``CLIENT UNPAUSE``): their end is the moment the master
+    answers a client that waited it out.
+    """
+    if fault == "sigstop":
         master.pause()
-        try:
-            with capture_events(StoreUnavailable) as down:
-                during = hot.timed()
-                results, async_took = hot.fifty()
-        finally:
-            master.resume()
-        resumed = time.perf_counter()
-        recovered = until(back([hot], up), healthy.bound)
-    assert [] == hot.errors
-    assert expected(policy) == {n: during[n][0] for n in HOT}
-    assert dict.fromkeys(HOT, True) == {n: during[n][1] < sync_bound for n in HOT}, (
-        during,
-        sync_bound,
-    )
-    assert [policy == "fail_open"] * 50 == results
-    assert async_took < async_bound, (async_took, async_bound)
-    assert [
-        ("breaker", "keep_last"),
-        ("flags", "keep_last"),
-        ("ratelimit", policy),
-    ] == (
-        sorted((e.component, e.policy) for e in down)  # type: ignore[attr-defined]  # StoreUnavailable
-    )
+        return master.resume
+    if fault == "blackhole":
+        assert proxy is not None
+        proxy.set("blackhole")  # in force when set returns
+        return lambda: proxy.set("pass")
+    if fault == "debug_sleep":
+        sleeper = threading.Thread(
+            target=patient,
+            args=(master, hold, "DEBUG", "SLEEP", f"{hold:.2f}"),
+            daemon=True,
+        )
+        sleeper.start()
+        if not _asleep(master.port, hold):
+            sleeper.join()
+            pytest.fail("DEBUG SLEEP never took hold")
+
+        def slept() -> None:
+            sleeper.join(hold + 60)
+            assert not sleeper.is_alive(), (
+                f"DEBUG SLEEP {hold:.2f} still running after 60 s more"
+            )
+
+        return slept
+    assert fault == "client_pause", fault
+    with redis.Redis(host=master.host, port=master.port) as admin:
+        admin.execute_command("CLIENT", "PAUSE", str(int(hold * 1000)), "ALL")
+
+    return functools.partial(patient, master, hold, "PING")
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_master_fault_every_hot_call_bounded_and_policy_followed(
+    healthy: SentinelSet, stores: Callable[..., RedisStore], prefix: str, fault: str
+) -> None:
+    """SIGSTOP, DEBUG SLEEP, CLIENT PAUSE, blackhole: bounded, policy, exact events, recovery.
+
+    Both policies at once; the sentinels are held from failing over. The
+    blackhole is a FaultProxy in front of the master: the application asks a
+    sentinel of the test's own that names the proxy as the master
+    (``SentinelSet.naming``), so discovery works and the master never answers.
+    """
+    master = healthy.master()
+    with contextlib.ExitStack() as stack:
+        proxy: FaultProxy | None = None
+        where: dict[str, Any] = {}
+        if fault == "blackhole":
+            proxy = stack.enter_context(FaultProxy(master.port))
+            watcher = stack.enter_context(healthy.naming(proxy.port, "tipkit-via"))
+            where = {
+                "sentinel": [(watcher.host, watcher.port)],
+                "service_name": "tipkit-via",
+            }
+        url = sentinel_url(
+            where.get("sentinel", healthy.sentinel_addresses),
+            where.get("service_name", healthy.service),
+        )
+        timeout = healthy_timeout(url, prefix + "t:")
+        hots = {
+            p: HotCalls(stores(timeout=timeout, on_error=p, **where)) for p in POLICIES
+        }
+        assert all(h.served() for h in hots.values())
+        limits = {p: bounds(h, timeout) for p, h in hots.items()}
+        # DEBUG SLEEP and CLIENT PAUSE cannot be ended early: they last long
+        # enough for the calls below (made at once; each times out after about
+        # one timeout, 1.0-1.5x measured), not the whole bound (its slack is
+        # 10x a healthy pass). That the calls ended first is asserted.
+        hold = min(4 * timeout + 2.0, max(max(b) for b in limits.values()) + 1.0)
+        # StoreRecovered may come from a background reader (the watch
+        # re-subscribing) before any call is made: captured from the start.
+        with healthy.no_failover(), capture_events(StoreRecovered) as up:
+            end = start_fault(fault, master, proxy, hold)
+            began = time.perf_counter()
+            try:
+                with capture_events(StoreUnavailable) as down:
+                    during = at_once(hots)
+                took = time.perf_counter() - began
+            finally:
+                end()
+            ended = time.perf_counter()
+            recovered = until(back(list(hots.values()), up), healthy.bound)
+        for hot in hots.values():  # before the proxy and its sentinel go
+            hot.store.close()
+    for policy, (calls, results, async_took) in during.items():
+        sync_bound, async_bound = limits[policy]
+        assert [] == hots[policy].errors
+        assert expected(policy) == {n: calls[n][0] for n in HOT}
+        assert dict.fromkeys(HOT, True) == {n: calls[n][1] < sync_bound for n in HOT}, (
+            calls,
+            sync_bound,
+        )
+        assert [policy == "fail_open"] * 50 == results
+        assert async_took < async_bound, (async_took, async_bound)
+    if fault in ("debug_sleep", "client_pause"):
+        assert took < hold, ("the calls outlasted the fault", took, hold)
+    assert OUTAGE == sorted((e.component, e.policy) for e in down)  # type: ignore[attr-defined]  # StoreUnavailable
     assert recovered is not None, sorted((e.component, e.name) for e in up)  # type: ignore[attr-defined]  # StoreRecovered
-    assert sorted(HOT) == sorted(e.component for e in up)  # type: ignore[attr-defined]  # StoreRecovered
+    assert sorted(COMPONENTS * 2) == sorted(e.component for e in up)  # type: ignore[attr-defined]  # StoreRecovered
     LOG.info(
-        "timeout %.3f; paused master, %s: served %.3f s after SIGCONT (%.3f s with the checks); "
-        "during %s; 50 async %.3f s; bounds %.3f / %.3f",
+        "timeout %.3f; %s on the master (calls %.3f s, fault %.3f s): served %.3f s "
+        "after it ended (%.3f s with the checks); during %s; bounds %s",
         timeout,
-        policy,
+        fault,
+        took,
+        ended - began,
         recovered,
-        time.perf_counter() - resumed,
+        time.perf_counter() - ended,
         during,
-        async_took,
-        sync_bound,
-        async_bound,
+        limits,
     )
 
 
@@ -466,11 +620,9 @@ def test_killed_master_every_hot_call_bounded_then_served_by_the_new_master(
     unlinked for longer than the ten ``down-after`` periods after which an
     automatic failover refuses to promote it.
     """
-    timeout = healthy_timeout(sentinel_url(healthy), prefix + "t:")
-    hots = {
-        policy: HotCalls(stores(timeout=timeout, on_error=policy))
-        for policy in ("fail_open", "fail_closed")
-    }
+    url = sentinel_url(healthy.sentinel_addresses, healthy.service)
+    timeout = healthy_timeout(url, prefix + "t:")
+    hots = {p: HotCalls(stores(timeout=timeout, on_error=p)) for p in POLICIES}
     assert all(h.served() for h in hots.values())
     limits = {p: bounds(h, timeout) for p, h in hots.items()}
     old = healthy.master()
@@ -502,16 +654,9 @@ def test_killed_master_every_hot_call_bounded_then_served_by_the_new_master(
         )
         assert [policy == "fail_open"] * 50 == results
         assert async_took < async_bound, (async_took, async_bound)
-    assert [  # one StoreUnavailable per primitive per store
-        ("breaker", "keep_last"),
-        ("breaker", "keep_last"),
-        ("flags", "keep_last"),
-        ("flags", "keep_last"),
-        ("ratelimit", "fail_closed"),
-        ("ratelimit", "fail_open"),
-    ] == sorted((e.component, e.policy) for e in down)  # type: ignore[attr-defined]  # StoreUnavailable
+    assert OUTAGE == sorted((e.component, e.policy) for e in down)  # type: ignore[attr-defined]  # StoreUnavailable
     assert recovered is not None, sorted((e.component, e.name) for e in up)  # type: ignore[attr-defined]  # StoreRecovered
-    assert 2 * len(HOT) == len(up)
+    assert 2 * len(COMPONENTS) == len(up)
     LOG.info(
         "timeout %.3f; killed master: new master named %.3f s after SENTINEL FAILOVER; "
         "every hot call "
