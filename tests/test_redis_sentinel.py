@@ -32,16 +32,21 @@ from tests.store_contract import StoreContract
 from tests.test_outages_safety import (
     ASYNC_BOUND,
     BOUND,
+    ROLLBACK_TRIPS,
     TIMEOUT,
     _asleep,
     healthy_timeout,
     machine_slack,
+    rollout_slack,
+    rollout_via,
+    stored_status,
 )
 
 from tipkit.breaker import CircuitBreaker, CountWindow
-from tipkit.errors import RateLimitedError
+from tipkit.errors import RateLimitedError, StoreError
 from tipkit.flags import Flags, InMemoryProvider
-from tipkit.ratelimit import TokenBucket
+from tipkit.ratelimit import KeyedRateLimiter, TokenBucket
+from tipkit.rollout import RolloutRolledBack
 from tipkit.stores import RedisStore, Store
 from tipkit.stores._events import (
     ActionFlushed,
@@ -666,4 +671,141 @@ def test_killed_master_every_hot_call_bounded_then_served_by_the_new_master(
         recovered,
         during,
         limits,
+    )
+
+
+# -- rollouts and the keyed limiter behind Sentinel ------------------------------------
+
+
+def status(reader: RedisStore) -> str | None:
+    """The rollout's stored status, or None while the test's reader cannot read it."""
+    try:
+        return stored_status(reader)
+    except StoreError:  # the reader's own pooled connection to the dead master
+        return None
+
+
+class KeyedCalls:
+    """A keyed limiter on a store of *policy*: one sync call and 50 async ``limit()``."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.limiter = KeyedRateLimiter(
+            "per-user", rate=1000, capacity=1000, store=store
+        )
+        self.errors: list[BaseException] = []
+
+    async def _one(self, i: int) -> bool:
+        try:
+            async with self.limiter.limit(f"user-{i}"):
+                return True
+        except RateLimitedError:  # the fail_closed policy's answer
+            return False
+        except BaseException as exc:  # anything else reached the application
+            self.errors.append(exc)
+            return False
+
+    def run(self) -> tuple[bool, float, list[bool], float]:
+        """(sync answer, its seconds, the 50 async answers, their wall time)."""
+        start = time.perf_counter()
+        admitted = self.limiter.try_acquire("user-0")
+        took = time.perf_counter() - start
+
+        async def main() -> list[bool]:
+            return list(await asyncio.gather(*(self._one(i) for i in range(50))))
+
+        start = time.perf_counter()
+        results = asyncio.run(main())
+        return admitted, took, results, time.perf_counter() - start
+
+
+@pytest.mark.parametrize("fault", ["sigstop", "failover"])
+def test_rollback_and_keyed_limiter_through_a_master_fault(
+    healthy: SentinelSet, stores: Callable[..., RedisStore], prefix: str, fault: str
+) -> None:
+    """Paused master / SIGKILL + failover: rollback() acts here at once, reaches the store after.
+
+    Nothing raises; the rollback returns within its bounded round trips, the
+    canary is off in this process at once (share 0, ``observe`` routes to
+    control), and the rolled-back state is on the (new) master within 2 s of
+    it answering, with no call. A keyed limiter of each policy follows it, sync
+    and 50 async tasks, each within 2x the timeout plus the machine's slack.
+    """
+    url = sentinel_url(healthy.sentinel_addresses, healthy.service)
+    timeout = healthy_timeout(url, prefix + "t:")
+    store = stores(timeout=timeout)
+    reader = stores(timeout=5.0)
+    rollout = rollout_via(store)
+    assert "running" == stored_status(reader)
+    keyed = {p: KeyedCalls(stores(timeout=timeout, on_error=p)) for p in POLICIES}
+    assert all(k.run()[0] for k in keyed.values())
+    slack = rollout_slack(url, prefix, timeout)
+    rollback_bound = ROLLBACK_TRIPS * 2 * timeout + slack
+    keyed_bounds = {
+        p: (
+            2 * timeout + machine_slack(k.run, BOUND - 2 * TIMEOUT),
+            2 * timeout + machine_slack(k.run, ASYNC_BOUND - 2 * TIMEOUT),
+        )
+        for p, k in keyed.items()
+    }
+    old = healthy.master()
+    errors: list[BaseException] = []
+    with (
+        capture_events(RolloutRolledBack, ActionPending, ActionFlushed) as events,
+        healthy.no_failover(),
+    ):
+        if fault == "sigstop":
+            old.pause()
+        else:
+            old.sigkill()
+        try:
+            start = time.perf_counter()
+            try:
+                rollout.rollback("outage drill", actor="oncall")
+                took = time.perf_counter() - start
+                percent = rollout.percent
+                with rollout.observe("user-1") as arm:
+                    pass
+            except BaseException as exc:  # none may reach the application
+                errors.append(exc)
+                raise
+            during = {p: k.run() for p, k in keyed.items()}
+            if fault == "failover":
+                healthy.failover()  # forced while held, as the hot-call test does
+        finally:
+            if fault == "sigstop":
+                old.resume()
+        try:
+            if fault == "failover":
+                healthy.wait_master_is_not(old)
+            flushed = until(lambda: status(reader) == "rolled_back", healthy.bound)
+            cleared = until(lambda: not rollout.pending(), healthy.bound)
+        finally:
+            if fault == "failover":
+                old.start()  # it rejoins as a replica of the new master
+    assert [] == errors
+    assert took < rollback_bound, (took, rollback_bound)
+    assert 0.0 == percent
+    assert not arm.is_canary
+    assert flushed is not None, "the rollback never reached the store"
+    assert flushed < FLUSH_BOUND + slack, flushed
+    assert cleared is not None
+    kinds = {type(e).__name__ for e in events if getattr(e, "name", "") == "pricing"}
+    assert {"RolloutRolledBack", "ActionPending", "ActionFlushed"} <= kinds, kinds
+    for policy, (admitted, sync_took, results, async_took) in during.items():
+        sync_bound, async_bound = keyed_bounds[policy]
+        assert [] == keyed[policy].errors
+        assert (policy == "fail_open") == admitted
+        assert sync_took < sync_bound, (policy, sync_took, sync_bound)
+        assert [policy == "fail_open"] * 50 == results
+        assert async_took < async_bound, (policy, async_took, async_bound)
+    LOG.info(
+        "timeout %.3f; %s: rollback() %.3f s (bound %.3f), rolled back on the "
+        "master %.3f s after it answered; keyed %s; bounds %s",
+        timeout,
+        fault,
+        took,
+        rollback_bound,
+        flushed,
+        during,
+        keyed_bounds,
     )
