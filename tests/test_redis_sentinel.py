@@ -5,6 +5,12 @@ a ``redis+sentinel://`` URL, a ``master_for`` client with its async twin), and a
 failover (the master SIGKILLed; the sentinels promote the replica) during which a
 kill switch acts locally at once, nothing raises into the application, the kill
 is replayed to the new master and every watching process sees it.
+
+Faults on the master for every store-backed hot call, both ``on_error`` policies:
+SIGSTOP, ``DEBUG SLEEP``, ``CLIENT PAUSE`` and a blackhole (a FaultProxy that a
+sentinel of the test's own names as the master), all without a failover; SIGKILL
+with a failover. A rollout's rollback and a keyed limiter through a paused master
+and through a failover.
 """
 
 from __future__ import annotations
