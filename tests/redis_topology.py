@@ -447,6 +447,36 @@ class SentinelSet:
                 with self._sentinel(i) as s:
                     s.sentinel_set(self.service, "down-after-milliseconds", down_after)
 
+    @contextlib.contextmanager
+    def naming(
+        self, port: int, service: str = "tipkit-via"
+    ) -> Iterator[SentinelServer]:
+        """A sentinel of its own that names the server at *port* as *service*'s master.
+
+        For a fault between the application and the master (a proxy in front of
+        it, at *port*): the application asks this sentinel, which answers the
+        proxy's address, so the client's connections to the master go through
+        the proxy. It monitors through the proxy too, alone (quorum 1), and
+        never acts on what it sees (``down-after`` and ``failover-timeout``
+        beyond the set's bound: no failover, no ``+fix-slave-config`` of the
+        set's replica). The set's sentinels ignore it (hello messages for a
+        master name they do not monitor are dropped), and it them.
+        """
+        held = int(self.bound * 1000) * 10
+        watcher = SentinelServer(
+            self.executable,
+            service=service,
+            master_port=port,
+            quorum=1,
+            down_after_ms=held,
+            failover_timeout_ms=held,
+        )
+        watcher.start()
+        try:
+            yield watcher
+        finally:
+            watcher.close()
+
     def wait_master_is_not(self, old: RedisServer) -> float:
         """Wait until the sentinels name another master and it accepts writes."""
 
