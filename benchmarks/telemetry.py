@@ -11,6 +11,8 @@ waiting is not counted), median of many repeats, configurations interleaved:
                                    inline and as a hand-written decorator
   flag evaluation, no SDK          flags.get with no provider anywhere
   flag evaluation, SDK outside     instrument() with an SDK tracer, no current span
+  flag evaluation, SDK unsampled   the same inside an unsampled span (no target:
+                                   the common case of a sampled-out request)
   flag evaluation, SDK in span     the same inside a recording span (the
                                    feature_flag.evaluation span event is recorded)
 
@@ -24,13 +26,19 @@ evaluation, a closed-breaker call and a token acquire.
     python benchmarks/telemetry.py            # part 1
     python benchmarks/telemetry.py --guards   # part 2 as well
     python benchmarks/telemetry.py --quick    # smoke run
+    python benchmarks/telemetry.py --callgrind [ROW ...]  # instructions per call
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
+import itertools
+import os
+import re
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable
 from time import perf_counter_ns, process_time_ns
@@ -48,6 +56,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 
+from tipkit.clock import SystemClock
 from tipkit.telemetry import instrument, traced, uninstrument
 
 Op = Callable[[], object]
@@ -75,12 +84,21 @@ def cpu_ns(op: Op, loops: int) -> float:
     gc.collect()
     gc.disable()
     try:
+        if _IN_C_LOOP:  # --only, under --callgrind: the calls, and nothing else, in C
+            collections.deque(itertools.starmap(op, itertools.repeat((), loops)), 0)
+            return 0.0
         start = process_time_ns()
         for _ in range(loops):
             op()
         return (process_time_ns() - start) / loops
     finally:
         gc.enable()
+
+
+# --callgrind counts instructions only inside itertools' starmap_next, the C loop
+# calling op(): startup, setup and background threads (which run longer the
+# slower the machine) made whole-process counts vary by millions.
+_IN_C_LOOP = False
 
 
 def wall_ns(op: Op, loops: int) -> float:
@@ -125,7 +143,17 @@ def _raw_decorator(tracer: trace.Tracer) -> Op:
     return decorate(work)
 
 
-def _flags() -> Any:
+class _FrozenClock(SystemClock):
+    """The system clock with ``monotonic`` stopped (a C call all the same).
+
+    For ``--callgrind``: under valgrind time runs ~50x slower per call, so the
+    flags' due refreshes would come at rates the real run never sees.
+    """
+
+    monotonic = staticmethod(itertools.repeat(1_000.0).__next__)  # type: ignore[assignment]  # same signature
+
+
+def _flags(clock: Any = None) -> Any:
     from tipkit.flags import Flags  # absent in very old trees
 
     flags = Flags.from_dict(
@@ -143,68 +171,81 @@ def _flags() -> Any:
                     ],
                 }
             }
-        }
+        },
+        clock=clock,
     )
     ctx = {"targeting_key": "user-42", "country": "NZ"}
     assert flags.get("checkout", ctx, default="v0") == "v2"
     return lambda: flags.get("checkout", ctx, default="v0")
 
 
-def part1(loops: int, repeats: int) -> bool:
-    """Spans and flags under an SDK; print the table; return whether targets are met."""
+Row = tuple[int, Callable[[int], float]]
+
+
+def _rows(clock: Any = None) -> dict[str, Row]:
+    """Return each row of part 1: ``(divisor, measure)``; ``measure(n)`` times *n* calls.
+
+    A row runs ``loops // divisor`` calls per repeat (the slow rows fewer).
+    """
     off, on = _provider(ALWAYS_OFF), _provider(ALWAYS_ON)
     plain = traced("bench")(work)
     unsampled = traced("bench", tracer_provider=off)(work)
     recording = traced("bench", tracer_provider=on)(work)
-    flag = _flags()
-    in_span_tracer = on.get_tracer("bench")
+    flag = _flags(clock)
 
-    def flags_in_span() -> float:
-        with in_span_tracer.start_as_current_span("request"):
-            return cpu_ns(flag, loops // 4)
-
-    def flags_sdk_outside() -> float:
+    def flags_under_sdk(span_provider: TracerProvider | None, n: int) -> float:
         instrument(
             tracer_provider=on,
             meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
             logger_provider=NoOpLoggerProvider(),
         )
         try:
-            return cpu_ns(flag, loops)
+            if span_provider is None:
+                return cpu_ns(flag, n)
+            with span_provider.get_tracer("bench").start_as_current_span("request"):
+                return cpu_ns(flag, n)
         finally:
             uninstrument()
 
-    def flags_sdk_inside() -> float:
-        instrument(
-            tracer_provider=on,
-            meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
-            logger_provider=NoOpLoggerProvider(),
-        )
-        try:
-            return flags_in_span()
-        finally:
-            uninstrument()
+    return {
+        "bare call": (1, lambda n: cpu_ns(work, n)),
+        "traced(), no SDK": (1, lambda n: cpu_ns(plain, n)),
+        "traced(), SDK unsampled": (4, lambda n: cpu_ns(unsampled, n)),
+        "raw OTel inline, unsampled": (
+            4,
+            lambda n: cpu_ns(_raw_inline(off.get_tracer("b")), n),
+        ),
+        "raw OTel decorator, unsampled": (
+            4,
+            lambda n: cpu_ns(_raw_decorator(off.get_tracer("b")), n),
+        ),
+        "traced(), SDK recording": (8, lambda n: cpu_ns(recording, n)),
+        "raw OTel inline, recording": (
+            8,
+            lambda n: cpu_ns(_raw_inline(on.get_tracer("b")), n),
+        ),
+        "raw OTel decorator, recording": (
+            8,
+            lambda n: cpu_ns(_raw_decorator(on.get_tracer("b")), n),
+        ),
+        "flag evaluation, no SDK": (1, lambda n: cpu_ns(flag, n)),
+        "flag evaluation, SDK outside a span": (1, lambda n: flags_under_sdk(None, n)),
+        "flag evaluation, SDK in an unsampled span": (
+            1,
+            lambda n: flags_under_sdk(off, n),
+        ),
+        "flag evaluation, SDK in a recording span": (
+            4,
+            lambda n: flags_under_sdk(on, n),
+        ),
+    }
 
-    rows: dict[str, Callable[[], float]] = {
-        "bare call": lambda: cpu_ns(work, loops),
-        "traced(), no SDK": lambda: cpu_ns(plain, loops),
-        "traced(), SDK unsampled": lambda: cpu_ns(unsampled, loops // 4),
-        "raw OTel inline, unsampled": lambda: cpu_ns(
-            _raw_inline(off.get_tracer("b")), loops // 4
-        ),
-        "raw OTel decorator, unsampled": lambda: cpu_ns(
-            _raw_decorator(off.get_tracer("b")), loops // 4
-        ),
-        "traced(), SDK recording": lambda: cpu_ns(recording, loops // 8),
-        "raw OTel inline, recording": lambda: cpu_ns(
-            _raw_inline(on.get_tracer("b")), loops // 8
-        ),
-        "raw OTel decorator, recording": lambda: cpu_ns(
-            _raw_decorator(on.get_tracer("b")), loops // 8
-        ),
-        "flag evaluation, no SDK": lambda: cpu_ns(flag, loops),
-        "flag evaluation, SDK outside a span": flags_sdk_outside,
-        "flag evaluation, SDK in a recording span": flags_sdk_inside,
+
+def part1(loops: int, repeats: int) -> bool:
+    """Spans and flags under an SDK; print the table; return whether targets are met."""
+    rows = {
+        label: (lambda m=measure, n=loops // div: m(n))
+        for label, (div, measure) in _rows().items()
     }
     uninstrument()
     for measure in rows.values():  # warm up
@@ -314,12 +355,78 @@ def part2(loops: int, repeats: int) -> bool:
     return ok
 
 
+IR_ROWS = (
+    "bare call",
+    "flag evaluation, no SDK",
+    "flag evaluation, SDK outside a span",
+    "flag evaluation, SDK in an unsampled span",
+    "flag evaluation, SDK in a recording span",
+)
+
+
+def instructions(label: str, calls: int) -> int:
+    """Return the instructions callgrind counts for a process making *calls* of row *label*."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    run = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            "--toggle-collect=starmap_next",
+            sys.executable,
+            __file__,
+            "--only",
+            label,
+            "--calls",
+            str(calls),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    found = re.search(r"Collected : (\d+)", run.stderr)
+    if found is None:
+        raise RuntimeError(f"no callgrind total in: {run.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def callgrind(labels: list[str], calls: int) -> None:
+    """Print instructions per call of each row: two runs, (calls, 2*calls), differenced.
+
+    The difference leaves out what the first call does once (a flag's first
+    refresh). Only the calls themselves are counted (see ``_IN_C_LOOP``).
+    Load-independent, unlike the CPU clock: for A/B against another tree, run it
+    with that tree's ``src`` first on ``PYTHONPATH``.
+    """
+    print(f"callgrind instructions per call ({calls:,} vs {2 * calls:,} calls)")
+    for label in labels:
+        per_call = (instructions(label, 2 * calls) - instructions(label, calls)) / calls
+        print(f"  {label:<42} {per_call:>9,.0f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="few loops: a smoke run")
     parser.add_argument("--guards", action="store_true", help="also run part 2")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--callgrind",
+        nargs="*",
+        metavar="ROW",
+        help="instruction counts under valgrind instead (default rows: the flag ones)",
+    )
+    parser.add_argument("--only", metavar="ROW", help=argparse.SUPPRESS)
+    parser.add_argument("--calls", type=int, default=20_000, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.only is not None:  # one row, untimed output: what --callgrind runs
+        global _IN_C_LOOP  # noqa: PLW0603  # a one-shot process
+        _IN_C_LOOP = True
+        _rows(_FrozenClock())[args.only][1](args.calls)
+        return 0
+    if args.callgrind is not None:
+        callgrind(args.callgrind or list(IR_ROWS), args.calls)
+        return 0
     loops = 2_000 if args.quick else 40_000
     repeats = 3 if args.quick else max(5, args.repeats)
     ok = part1(loops, repeats)

@@ -244,7 +244,7 @@ class Flags:
             out = self._failed(key, exc)
         if out.vclass is default.__class__:
             out.counter.inc()
-            if FlagEvaluated.listened:
+            if FlagEvaluated.probe and FlagEvaluated.probe():
                 _outcomes.publish(out.value, out, context, self._log)
             return out.value  # type: ignore[no-any-return]  # its class is bool
         return _outcomes.finish(key, out, default, context, self._log)[0]  # type: ignore[no-any-return]  # coerced to bool
@@ -279,7 +279,7 @@ class Flags:
             out = self._failed(key, exc)
         if out.vclass is default.__class__:
             out.counter.inc()
-            if FlagEvaluated.listened:
+            if FlagEvaluated.probe and FlagEvaluated.probe():
                 _outcomes.publish(out.value, out, context, self._log)
             return out.value
         return _outcomes.finish(key, out, default, context, self._log)[0]
@@ -352,7 +352,7 @@ class Flags:
             out = self._failed(key, exc)
         value, out = _outcomes.settle(key, out, default)  # finish(), inlined
         out.counter.inc()
-        if FlagEvaluated.listened:
+        if FlagEvaluated.probe and FlagEvaluated.probe():
             _outcomes.publish(value, out, context, self._log)
         return value, out
 

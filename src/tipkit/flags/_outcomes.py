@@ -29,7 +29,12 @@ from tipkit.flags._model import (
 )
 from tipkit.flags._request import REQUEST, current_request_context
 from tipkit.telemetry._events import BUS
-from tipkit.telemetry._spans import WhenRecording, seen_in_span
+from tipkit.telemetry._spans import (
+    SPAN_KEY,
+    WhenRecording,
+    current_context,
+    seen_in_span,
+)
 
 __all__ = [
     "OnceLog",
@@ -242,14 +247,19 @@ def detail(value: Any, out: Outcome) -> EvaluationDetail:
 
 
 def publish(value: Any, out: Outcome, context: Any, log: OnceLog) -> None:
-    """Publish one ``FlagEvaluated`` (call only when it is listened to).
+    """Publish one ``FlagEvaluated`` (call when ``listened`` or ``probe()`` is truthy).
 
     When only the OpenTelemetry export listens (for the recording span), an
-    evaluation whose result the span already carries builds nothing: a span
-    gets one ``feature_flag.evaluation`` per distinct result (see
-    :mod:`tipkit.telemetry._spans`).
+    evaluation outside a recording span, or whose result the span already
+    carries, builds nothing: a span gets one ``feature_flag.evaluation`` per
+    distinct result (see :mod:`tipkit.telemetry._spans`).
     """
-    if FlagEvaluated.listened.__class__ is WhenRecording:
+    listened = FlagEvaluated.listened
+    if listened.__class__ is WhenRecording:
+        # The exact question the flags engine's probe() left open, inline.
+        span = current_context().get(SPAN_KEY)
+        if span is None or not span.is_recording():
+            return
         # _target(context), inline: this runs on every evaluation in a span.
         cls = context.__class__
         if cls is dict:
@@ -258,8 +268,10 @@ def publish(value: Any, out: Outcome, context: Any, log: OnceLog) -> None:
             target = context.targeting_key
         else:
             target = _target(context)
-        if seen_in_span(out, target):
+        if seen_in_span(span, out, target):
             return
+    elif listened is not True and not listened:  # a coarse probe said "maybe"
+        return
     try:
         BUS.publish(
             FlagEvaluated(

@@ -13,6 +13,18 @@ builds nothing when nobody listens for that type::
 OpenTelemetry export wants a span event only while the current span records,
 so outside one (or inside a sampled-out one) the check costs one small call and
 nothing is built.
+
+A publisher on the hottest path (flag evaluation) checks ``probe`` instead::
+
+    if FlagEvaluated.probe and FlagEvaluated.probe():
+        ...  # then the exact answer, bool(FlagEvaluated.listened), if a condition
+
+``probe`` is ``None`` while nobody listens (the same one attribute read as
+``listened``), else a zero-argument callable whose falsy result means nobody
+wants the event here. A condition may offer a coarser, cheaper ``probe`` of its
+own (a truthy result then means only "maybe"); the OpenTelemetry export's is one
+C-level call, the read of the current OpenTelemetry context, which is empty
+outside any span.
 """
 
 from __future__ import annotations
@@ -58,6 +70,19 @@ class Condition(Protocol):
     def mode(self, cls: type[Event]) -> bool | None: ...
 
 
+_always: Callable[[], bool] = True.__bool__  # a C call: the probe of "always"
+
+
+def probe_of(listened: bool | Condition) -> Callable[[], object] | None:
+    """Return the ``probe`` that goes with *listened* (see the module docstring)."""
+    if listened is False:
+        return None
+    if listened is True:
+        return _always
+    probe: Callable[[], object] | None = getattr(listened, "probe", None)
+    return listened.__bool__ if probe is None else probe
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """Base class of every event tipkit publishes.
@@ -77,12 +102,15 @@ class Event:
     otel_name: ClassVar[str] = "tipkit.event"
     listened: ClassVar[bool | Condition] = False
     """Truthy while some listener would receive this event type: the hot-path check."""
+    probe: ClassVar[Callable[[], object] | None] = None
+    """``None`` while nobody listens, else a cheap callable: falsy means not wanted here."""
 
     def __init_subclass__(cls) -> None:
         # No super() call: slots=True rebuilds the class, which breaks the zero-arg
         # form, and object.__init_subclass__ does nothing we need.
         _EVENT_TYPES.add(cls)
         cls.listened = BUS.listened(cls) if "BUS" in globals() else False
+        cls.probe = probe_of(cls.listened)
 
     def otel_attributes(self) -> dict[str, AttributeValue]:
         """Return the attributes safe to export with this event."""
@@ -193,8 +221,10 @@ class EventBus:
     def _refresh(self) -> None:
         self.active = bool(self._listeners)
         Event.listened = self.active
+        Event.probe = _always if self.active else None
         for cls in list(_EVENT_TYPES):
             cls.listened = self.listened(cls)
+            cls.probe = probe_of(cls.listened)
 
     def publish(self, event: Event) -> None:
         """Deliver *event* to every matching listener; never raises."""

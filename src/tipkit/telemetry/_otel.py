@@ -39,7 +39,8 @@ from opentelemetry._logs import (
 )
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 
-from tipkit.telemetry import _catalog, _synthetic
+from tipkit._core._scope import current_synthetic
+from tipkit.telemetry import _catalog
 from tipkit.telemetry import _names as n
 from tipkit.telemetry._counters import REGISTRY, Attributes
 from tipkit.telemetry._events import BUS, AttributeValue, Event
@@ -336,7 +337,7 @@ class _Instrumentation:
             histogram = self.instruments.histograms.get(name)
             if histogram is None:
                 return
-        kind = _synthetic.CURRENT.get()
+        kind = current_synthetic()
         if kind is not None:
             attributes = {**attributes, n.SYNTHETIC_TYPE: kind}
         histogram.record(value, attributes)
@@ -355,7 +356,7 @@ class _Instrumentation:
         attributes: dict[str, AttributeValue] = dict(event.otel_attributes())
         if event.otel_name == _catalog.FLAG_EVALUATION:
             self._flag_extras(event, attributes)
-        kind = _synthetic.CURRENT.get()
+        kind = current_synthetic()
         if kind is not None:
             attributes[n.SYNTHETIC_TYPE] = kind
         if span is not None:
@@ -395,7 +396,7 @@ class _Instrumentation:
             for key in keys:
                 if key in exported:
                     attributes[key] = exported[key]
-        kind = _synthetic.CURRENT.get()
+        kind = current_synthetic()
         if kind is not None:
             attributes[n.SYNTHETIC_TYPE] = kind
         REGISTRY.counter(n.EVENTS, attributes).add(1)
@@ -578,7 +579,7 @@ def live_tracer() -> trace.Tracer | None:
 def exported_attributes(attributes: Mapping[str, Any]) -> dict[str, AttributeValue]:
     """Return *attributes* with the current synthetic marker added, if any."""
     out: dict[str, AttributeValue] = dict(attributes)
-    kind = _synthetic.CURRENT.get()
+    kind = current_synthetic()
     if kind is not None:
         out[n.SYNTHETIC_TYPE] = kind
     return out

@@ -20,8 +20,10 @@ from tipkit.telemetry import _catalog
 from tipkit.telemetry._events import Event
 
 __all__ = [
+    "SPAN_KEY",
     "WhenRecording",
     "attach_span",
+    "current_context",
     "detach",
     "fast_context",
     "seen_in_span",
@@ -71,7 +73,9 @@ if _fast:
         span = _context_get().get(_SPAN_KEY)
         return span is not None and span.is_recording()
 
-    _current_span = trace.get_current_span
+    current_context: Callable[[], Any] = _context_get
+    """The current context: ``current_context().get(SPAN_KEY)`` is the current span or ``None``."""
+    SPAN_KEY: str = _SPAN_KEY
 
     _context_set = _RUNTIME_CONTEXT._current_context.set  # type: ignore[attr-defined]  # checked above
     _context_reset = _RUNTIME_CONTEXT._current_context.reset  # type: ignore[attr-defined]  # checked above
@@ -105,14 +109,22 @@ else:  # pragma: no cover - OTEL_PYTHON_CONTEXT names another runtime context
         """Return whether the current span records."""
         return trace.get_current_span().is_recording()
 
-    _current_span = trace.get_current_span
+    SPAN_KEY = "span"
+
+    def current_context() -> Any:
+        """Return a mapping whose ``SPAN_KEY`` is the current span."""
+        return {SPAN_KEY: trace.get_current_span()}
 
 
 class WhenRecording:
     """The export's listening condition: event types it sends only to span events.
 
-    ``bool(condition)`` is whether the current span records: a flag evaluation
-    outside a recording span builds no event (one call, about 60 ns).
+    ``bool(condition)`` is whether the current span records (one Python call,
+    about 60 ns). ``probe`` is cheaper and coarser, for the flag evaluation's hot
+    path: the current OpenTelemetry context itself, read by one C-level call and
+    tested by C, so outside any span (an empty context) nothing else runs; inside
+    a span or with baggage it is truthy and the caller asks ``bool(condition)``
+    (or :func:`seen_in_span`, which checks the same).
     """
 
     __slots__ = ("_log_calls", "_log_state", "_span_calls", "_span_state")
@@ -126,13 +138,16 @@ class WhenRecording:
         self._span_state = span_state
 
     if _fast:
+        # A builtin bound method has no __get__: read on an instance it comes
+        # back as is, and calling it is one C call returning the API's Context
+        # (a dict: empty, so falsy, when no span and no baggage is current).
+        probe: Callable[[], object] = _context_get
 
         def __bool__(
             self, _get: Callable[[], Any] = _context_get, _key: str = _SPAN_KEY
         ) -> bool:
-            # span_recording(), inlined: this runs on every flag evaluation.
-            # Defaults for globals, and an empty context (no span, no
-            # baggage: the common case outside a request) answered first.
+            # span_recording(), inlined. Defaults for globals, and an empty
+            # context (no span, no baggage) answered first.
             ctx = _get()
             if not ctx:
                 return False
@@ -140,6 +155,7 @@ class WhenRecording:
             return span is not None and span.is_recording()
 
     else:  # pragma: no cover - see span_recording
+        probe = span_recording
 
         def __bool__(
             self, _get: Callable[[], Any] = span_recording, _key: str = ""
@@ -190,18 +206,17 @@ _SEEN = "_tipkit_flag_results"
 _MAX_SEEN = 256  # distinct results remembered per span; later ones always record
 
 
-def seen_in_span(result: object, target: object) -> bool:
-    """Return whether the current span already has the event of *result* for *target*.
+def seen_in_span(span: Any, result: object, target: object) -> bool:
+    """Return whether the recording *span* already has the event of *result* for *target*.
 
-    For a caller that has just seen the ``WhenRecording`` condition true (the
-    current span records). Remembers a new result, so the next call answers
-    ``True``. *result* is a shared, immutable outcome (keyed by identity) and
-    *target* the evaluation's targeting key. Never raises.
+    For a caller that has just seen *span* (the current span, see
+    :func:`current_span`) record. Remembers a new result, so the next call
+    answers ``True``. *result* is a shared, immutable outcome (keyed by
+    identity) and *target* the evaluation's targeting key. Never raises.
     """
     node = _top()
     key = (result, target, None if node is None else node[4])
     try:
-        span = _context_get().get(_SPAN_KEY) if _fast else _current_span()
         state = span.__dict__
         seen = state.get(_SEEN)
         if seen is None:

@@ -40,7 +40,11 @@ KINDS: Final = ("test", "bot")
 
 
 class _MarkView:
-    """``CURRENT.get()``: the mark in force, for callers written before the scope stack."""
+    """``CURRENT.get()``: the mark in force, for callers written before the scope stack.
+
+    Deprecated: tipkit itself reads :func:`current_synthetic`; kept so older
+    callers of this private name keep working.
+    """
 
     __slots__ = ()
 
