@@ -15,6 +15,8 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from tipkit.errors import StoreError
+from tipkit.stores._events import StoreHealth
 from tipkit.stores._redis_lua import Script, pack
 
 # redis from _redis_target: it names the extra to install when the client is missing.
@@ -28,6 +30,10 @@ from tipkit.stores._redis_target import (
 )
 
 __all__ = ["ERRORS", "Clients", "fail", "redis", "safe_url"]
+
+TIMEOUTS = (redis.exceptions.TimeoutError, TimeoutError)
+"""A server that did not answer in time (``StoreHealth.timed_out``)."""
+_CAUGHT = (StoreError, *ERRORS)
 
 
 async def close_with_loop(client: redis.asyncio.Redis) -> AsyncIterator[None]:
@@ -72,6 +78,7 @@ class Clients:
         "_pubsubs",
         "_sync",
         "fast",
+        "health",
         "mode",
         "owns_sync",
         "scripts",
@@ -84,6 +91,8 @@ class Clients:
         self, target: Target, timeout: float, scripts: dict[str, Script]
     ) -> None:
         self.timeout = timeout
+        # Shared by every primitive on this store: one timeout is waited once.
+        self.health = StoreHealth(timeout)
         self.target = target
         self.mode = target.mode
         self.url = target.url
@@ -205,6 +214,58 @@ class Clients:
         if found is not None:
             await found[1].aclose()  # type: ignore[attr-defined]  # an async generator
 
+    # -- the store's health: a call that timed out is waited once ------------------
+    def _admit(self, op: str, key: str) -> bool:
+        """While down: ``True`` if this call is the probe; else refuse it, no I/O."""
+        health = self.health
+        if health.admit():
+            return True
+        cause = health.cause
+        name = "TimeoutError" if cause is None else type(cause).__name__
+        raise StoreError(
+            f"RedisStore {op} {key!r} not tried: the server did not answer in "
+            f"time ({name}); it is probed every {self.timeout}s"
+        ) from cause
+
+    def _note(self, exc: BaseException, probe: bool) -> None:
+        """Tell the health how a call failed (an error reply is an answer)."""
+        cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+        if cause is None:
+            return  # refused by _admit: nothing new learnt
+        if isinstance(cause, TIMEOUTS):
+            self.health.timed_out(cause)
+        elif isinstance(cause, redis.exceptions.ResponseError):
+            if probe:
+                self.health.answered()
+        else:
+            self.health.failed()
+
+    def gated(self, op: str, key: str, call: Callable[..., Any], *args: Any) -> Any:
+        """Run ``call(*args)`` unless the store is known down (see ``StoreHealth``)."""
+        probe = self.health.down and self._admit(op, key)
+        try:
+            out = call(*args)
+        except _CAUGHT as exc:
+            self._note(exc, probe)
+            raise
+        if probe:
+            self.health.answered()
+        return out
+
+    async def agated(
+        self, op: str, key: str, call: Callable[..., Any], *args: Any
+    ) -> Any:
+        """Async :meth:`gated`: await ``call(*args)`` unless the store is known down."""
+        probe = self.health.down and self._admit(op, key)
+        try:
+            out = await call(*args)
+        except _CAUGHT as exc:
+            self._note(exc, probe)
+            raise
+        if probe:
+            self.health.answered()
+        return out
+
     # -- running scripts -----------------------------------------------------------
     def _load(self, client: Any) -> None:
         if self.mode == "cluster":
@@ -245,6 +306,9 @@ class Clients:
 
     def run(self, script: Script, key: str, *args: str) -> Any:
         """Run *script* on *key*: one round trip, ``StoreError`` on any failure."""
+        return self.gated(script.name, key, self._run, script, key, *args)
+
+    def _run(self, script: Script, key: str, *args: str) -> Any:
         if self.fast:
             packed = pack(
                 b"EVALSHA",
@@ -253,8 +317,8 @@ class Clients:
                 key.encode(),
                 *(a.encode() for a in args),
             )
-            return self.send(script, key, packed)
-        return self.run_keys(script, (key,), *args)
+            return self._send(script, key, packed)
+        return self._run_keys(script, (key,), *args)
 
     def run_keys(self, script: Script, keys: tuple[str, ...], *args: str) -> Any:
         """Run *script* on *keys* through redis-py (a cluster client routes it by slot).
@@ -262,6 +326,9 @@ class Clients:
         A connection error is retried once: on a cluster, redis-py refreshes
         its slot map after it, so the retry reaches a new primary.
         """
+        return self.gated(script.name, keys[0], self._run_keys, script, keys, *args)
+
+    def _run_keys(self, script: Script, keys: tuple[str, ...], *args: str) -> Any:
         client = self.sync
         n = len(keys)
         try:
@@ -288,24 +355,49 @@ class Clients:
         slot moved) or a broken connection goes through redis-py's cluster path
         instead, which follows the redirect and refreshes the map.
         """
+        return self.gated(
+            script.name, key, self._send_to_slot, script, key, packed, args
+        )
+
+    def _send_to_slot(
+        self, script: Script, key: str, packed: bytes, args: tuple[str, ...]
+    ) -> Any:
         client = self.sync
         try:
             node = client.nodes_manager.slots_cache[client.keyslot(key)][0]
             pool = node.redis_connection.connection_pool
         except (KeyError, IndexError, AttributeError):  # no map yet: redis-py's path
-            return self.run_keys(script, (key,), *args)
+            return self._run_keys(script, (key,), *args)
         try:
-            return self.send(script, key, packed, pool=pool, raw=True)
+            return self._send(script, key, packed, pool=pool, raw=True)
         except (
             redis.exceptions.MovedError,
             redis.exceptions.AskError,
             redis.exceptions.ConnectionError,
         ):
-            return self.run_keys(script, (key,), *args)
+            return self._run_keys(script, (key,), *args)
         except ERRORS as exc:
             raise fail(script.name, key, exc) from exc
 
-    def send(
+    def send(self, script: Script, key: str, packed: bytes) -> Any:
+        """Send a packed EVALSHA on a pooled connection; read the reply.
+
+        The client tipkit made has no retries and no hooks of the caller's, so
+        its command machinery (argument encoding, retry wrapper, callbacks) is
+        skipped: about a third of a local round trip. A client passed in goes
+        through redis-py's own path, with its retry policy.
+        """
+        probe = self.health.down and self._admit(script.name, key)
+        try:
+            out = self._send(script, key, packed)
+        except StoreError as exc:
+            self._note(exc, probe)
+            raise
+        if probe:
+            self.health.answered()
+        return out
+
+    def _send(
         self,
         script: Script,
         key: str,
@@ -314,13 +406,6 @@ class Clients:
         pool: Any = None,
         raw: bool = False,
     ) -> Any:
-        """Send a packed EVALSHA on a pooled connection; read the reply.
-
-        The client tipkit made has no retries and no hooks of the caller's, so
-        its command machinery (argument encoding, retry wrapper, callbacks) is
-        skipped: about a third of a local round trip. A client passed in goes
-        through redis-py's own path, with its retry policy.
-        """
         client = self.sync
         pool = pool or client.connection_pool
         loaded = stale = False
@@ -371,6 +456,11 @@ class Clients:
         tasks share the loop's pool; a connection error on a pooled connection
         (a server restarted) is retried once.
         """
+        return await self.agated(script.name, keys[0], self._abound, script, keys, args)
+
+    async def _abound(
+        self, script: Script, keys: tuple[str, ...], args: tuple[str, ...]
+    ) -> Any:
         try:
             async with asyncio.timeout(2 * self.timeout):
                 return await self._arun(script, keys, args)
@@ -399,6 +489,9 @@ class Clients:
 
     def call(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         """Run ``call(client)`` (one command); a pooled connection's error is retried once."""
+        return self.gated(op, key, self._call, op, key, call)
+
+    def _call(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         client = self.sync
         try:
             try:
@@ -410,6 +503,9 @@ class Clients:
 
     async def acall(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         """Await ``call(client)`` (one command) within twice the timeout."""
+        return await self.agated(op, key, self._acall, op, key, call)
+
+    async def _acall(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         try:
             async with asyncio.timeout(2 * self.timeout):
                 client = await self.aclient()
