@@ -297,6 +297,11 @@ class StoreHealth:
     *clock* (``monotonic()``) only while down. Events stay per primitive: each
     primitive's own ``Outage`` publishes its ``StoreUnavailable`` and
     ``StoreRecovered`` from its own calls (refused ones included).
+
+    Args:
+        probe: seconds from a failure to the next probe while down.
+        bound: the longest a call (a probe) can take; default ``2 * probe``.
+        clock: reads ``monotonic()``.
     """
 
     __slots__ = (
@@ -304,14 +309,18 @@ class StoreHealth:
         "_clock",
         "_lock",
         "_next",
+        "bound",
         "cause",
         "down",
         "probe",
         "since",
     )
 
-    def __init__(self, probe: float, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, probe: float, *, bound: float | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.probe = probe
+        self.bound = 2 * probe if bound is None else bound
         self._clock = clock
         self._lock = _fork.new_lock()
         self.down = False
@@ -329,9 +338,9 @@ class StoreHealth:
     def admit(self) -> bool:
         """While down: whether this call may go to the store (the probe when due).
 
-        A probe holds the slot for one *probe* interval plus twice *probe* (a
-        call's bound with one reconnect): a probe that never reports (its
-        thread or task cancelled) cannot keep the store refused for good.
+        A probe holds the slot for *bound* (a call's bound, with one reconnect)
+        plus one *probe* interval: a probe that never reports (its thread or
+        task cancelled) cannot keep the store refused for good.
         """
         with self._lock:
             if not self.down:
@@ -339,7 +348,7 @@ class StoreHealth:
             now = self._clock.monotonic()
             if now < self._next:
                 return False
-            self._next = now + 3 * self.probe
+            self._next = now + self.bound + self.probe
             return True
 
     def timed_out(self, exc: BaseException) -> None:

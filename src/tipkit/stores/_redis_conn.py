@@ -34,6 +34,8 @@ __all__ = ["ERRORS", "Clients", "fail", "redis", "safe_url"]
 TIMEOUTS = (redis.exceptions.TimeoutError, TimeoutError)
 """A server that did not answer in time (``StoreHealth.timed_out``)."""
 _CAUGHT = (StoreError, *ERRORS)
+PROBE = 0.25
+"""At most this many seconds (or the timeout) between probes of a store known down."""
 
 
 async def close_with_loop(client: redis.asyncio.Redis) -> AsyncIterator[None]:
@@ -92,7 +94,7 @@ class Clients:
     ) -> None:
         self.timeout = timeout
         # Shared by every primitive on this store: one timeout is waited once.
-        self.health = StoreHealth(timeout)
+        self.health = StoreHealth(min(timeout, PROBE), bound=2 * timeout)
         self.target = target
         self.mode = target.mode
         self.url = target.url
@@ -224,7 +226,7 @@ class Clients:
         name = "TimeoutError" if cause is None else type(cause).__name__
         raise StoreError(
             f"RedisStore {op} {key!r} not tried: the server did not answer in "
-            f"time ({name}); it is probed every {self.timeout}s"
+            f"time ({name}); it is probed every {self.health.probe}s"
         ) from cause
 
     def _note(self, exc: BaseException, probe: bool) -> None:
