@@ -97,7 +97,9 @@ class RedisAuditMethods:
             return self._clients.sync.xadd(self.audit_key, **args)
 
         # Gated: a store known not to answer refuses it at once (StoreHealth).
-        return cast("bytes", self._clients.gated("append_audit", self.audit_key, xadd))
+        return cast(
+            "bytes", self._clients.health.run("append_audit", self.audit_key, xadd)
+        )
 
     async def _axadd(self, args: dict[str, Any]) -> bytes:
         async def xadd() -> Any:
@@ -105,7 +107,8 @@ class RedisAuditMethods:
             return await client.xadd(self.audit_key, **args)
 
         return cast(
-            "bytes", await self._clients.agated("append_audit", self.audit_key, xadd)
+            "bytes",
+            await self._clients.health.arun("append_audit", self.audit_key, xadd),
         )
 
     def append_audit(self, record: Mapping[str, JSON]) -> AuditEntry:

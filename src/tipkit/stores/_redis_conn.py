@@ -16,7 +16,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from tipkit.errors import StoreError
-from tipkit.stores._events import StoreHealth
+from tipkit.stores._redis_health import (
+    PROBE,
+    Gate,
+    abort,
+    close_with_loop,
+    connections_of,
+    sentinels_of,
+)
 from tipkit.stores._redis_lua import Script, pack
 
 # redis from _redis_target: it names the extra to install when the client is missing.
@@ -30,31 +37,6 @@ from tipkit.stores._redis_target import (
 )
 
 __all__ = ["ERRORS", "Clients", "fail", "redis", "safe_url"]
-
-TIMEOUTS = (redis.exceptions.TimeoutError, TimeoutError)
-"""A server that did not answer in time (``StoreHealth.timed_out``)."""
-_CAUGHT = (StoreError, *ERRORS)
-PROBE = 0.25
-"""At most this many seconds (or the timeout) between probes of a store known down."""
-
-
-async def close_with_loop(client: redis.asyncio.Redis) -> AsyncIterator[None]:
-    # An async generator that has started is closed by the event loop's
-    # shutdown_asyncgens() (asyncio.run does this), so the loop's client and its
-    # connections are closed while the loop still runs.
-    try:
-        yield
-    finally:
-        await client.aclose()
-        for sentinel in sentinels_of(client):
-            await sentinel.aclose()
-
-
-def sentinels_of(client: Any) -> list[Any]:
-    """The sentinel clients behind a ``master_for`` client tipkit made (or none)."""
-    pool = getattr(client, "connection_pool", None)  # a cluster client has none
-    manager = getattr(pool, "sentinel_manager", None)
-    return list(getattr(manager, "sentinels", ()))
 
 
 class Clients:
@@ -94,7 +76,7 @@ class Clients:
     ) -> None:
         self.timeout = timeout
         # Shared by every primitive on this store: one timeout is waited once.
-        self.health = StoreHealth(min(timeout, PROBE), bound=2 * timeout)
+        self.health = Gate(min(timeout, PROBE), bound=2 * timeout)
         self.target = target
         self.mode = target.mode
         self.url = target.url
@@ -154,7 +136,12 @@ class Clients:
             if found is not None:
                 return found[0]
             client = self.target.make("async", self.timeout, self.timeout)
-            await client.initialize()
+            try:
+                await client.initialize()
+            except BaseException:  # a hung node: what it opened is dropped now
+                for conn in connections_of(client):
+                    await abort(conn)
+                raise
             return await self._new_aclient(loop, client)
 
     async def _new_aclient(
@@ -162,7 +149,7 @@ class Clients:
     ) -> Any:
         if client is None:
             client = self.target.make("async", self.timeout, self.timeout)
-        closer = close_with_loop(client)
+        closer = close_with_loop(client, 2 * self.timeout)
         with self._lock:
             self._aclients[loop] = (client, closer)
         # Start the generator so the loop knows it and closes it on shutdown.
@@ -216,58 +203,6 @@ class Clients:
         if found is not None:
             await found[1].aclose()  # type: ignore[attr-defined]  # an async generator
 
-    # -- the store's health: a call that timed out is waited once ------------------
-    def _admit(self, op: str, key: str) -> bool:
-        """While down: ``True`` if this call is the probe; else refuse it, no I/O."""
-        health = self.health
-        if health.admit():
-            return True
-        cause = health.cause
-        name = "TimeoutError" if cause is None else type(cause).__name__
-        raise StoreError(
-            f"RedisStore {op} {key!r} not tried: the server did not answer in "
-            f"time ({name}); it is probed every {self.health.probe}s"
-        ) from cause
-
-    def _note(self, exc: BaseException, probe: bool) -> None:
-        """Tell the health how a call failed (an error reply is an answer)."""
-        cause = exc.__cause__ if isinstance(exc, StoreError) else exc
-        if cause is None:
-            return  # refused by _admit: nothing new learnt
-        if isinstance(cause, TIMEOUTS):
-            self.health.timed_out(cause)
-        elif isinstance(cause, redis.exceptions.ResponseError):
-            if probe:
-                self.health.answered()
-        else:
-            self.health.failed()
-
-    def gated(self, op: str, key: str, call: Callable[..., Any], *args: Any) -> Any:
-        """Run ``call(*args)`` unless the store is known down (see ``StoreHealth``)."""
-        probe = self.health.down and self._admit(op, key)
-        try:
-            out = call(*args)
-        except _CAUGHT as exc:
-            self._note(exc, probe)
-            raise
-        if probe:
-            self.health.answered()
-        return out
-
-    async def agated(
-        self, op: str, key: str, call: Callable[..., Any], *args: Any
-    ) -> Any:
-        """Async :meth:`gated`: await ``call(*args)`` unless the store is known down."""
-        probe = self.health.down and self._admit(op, key)
-        try:
-            out = await call(*args)
-        except _CAUGHT as exc:
-            self._note(exc, probe)
-            raise
-        if probe:
-            self.health.answered()
-        return out
-
     # -- running scripts -----------------------------------------------------------
     def _load(self, client: Any) -> None:
         if self.mode == "cluster":
@@ -308,7 +243,7 @@ class Clients:
 
     def run(self, script: Script, key: str, *args: str) -> Any:
         """Run *script* on *key*: one round trip, ``StoreError`` on any failure."""
-        return self.gated(script.name, key, self._run, script, key, *args)
+        return self.health.run(script.name, key, self._run, script, key, *args)
 
     def _run(self, script: Script, key: str, *args: str) -> Any:
         if self.fast:
@@ -328,7 +263,9 @@ class Clients:
         A connection error is retried once: on a cluster, redis-py refreshes
         its slot map after it, so the retry reaches a new primary.
         """
-        return self.gated(script.name, keys[0], self._run_keys, script, keys, *args)
+        return self.health.run(
+            script.name, keys[0], self._run_keys, script, keys, *args
+        )
 
     def _run_keys(self, script: Script, keys: tuple[str, ...], *args: str) -> Any:
         client = self.sync
@@ -357,7 +294,7 @@ class Clients:
         slot moved) or a broken connection goes through redis-py's cluster path
         instead, which follows the redirect and refreshes the map.
         """
-        return self.gated(
+        return self.health.run(
             script.name, key, self._send_to_slot, script, key, packed, args
         )
 
@@ -389,11 +326,11 @@ class Clients:
         skipped: about a third of a local round trip. A client passed in goes
         through redis-py's own path, with its retry policy.
         """
-        probe = self.health.down and self._admit(script.name, key)
+        probe = self.health.down and self.health.enter(script.name, key)
         try:
             out = self._send(script, key, packed)
         except StoreError as exc:
-            self._note(exc, probe)
+            self.health.note(exc, probe)
             raise
         if probe:
             self.health.answered()
@@ -458,7 +395,9 @@ class Clients:
         tasks share the loop's pool; a connection error on a pooled connection
         (a server restarted) is retried once.
         """
-        return await self.agated(script.name, keys[0], self._abound, script, keys, args)
+        return await self.health.arun(
+            script.name, keys[0], self._abound, script, keys, args
+        )
 
     async def _abound(
         self, script: Script, keys: tuple[str, ...], args: tuple[str, ...]
@@ -491,7 +430,7 @@ class Clients:
 
     def call(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         """Run ``call(client)`` (one command); a pooled connection's error is retried once."""
-        return self.gated(op, key, self._call, op, key, call)
+        return self.health.run(op, key, self._call, op, key, call)
 
     def _call(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         client = self.sync
@@ -505,7 +444,7 @@ class Clients:
 
     async def acall(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         """Await ``call(client)`` (one command) within twice the timeout."""
-        return await self.agated(op, key, self._acall, op, key, call)
+        return await self.health.arun(op, key, self._acall, op, key, call)
 
     async def _acall(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         try:
