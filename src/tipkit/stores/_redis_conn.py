@@ -15,7 +15,6 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from tipkit.errors import StoreError
 from tipkit.stores._redis_health import (
     PROBE,
     Gate,
@@ -243,19 +242,16 @@ class Clients:
 
     def run(self, script: Script, key: str, *args: str) -> Any:
         """Run *script* on *key*: one round trip, ``StoreError`` on any failure."""
-        return self.health.run(script.name, key, self._run, script, key, *args)
-
-    def _run(self, script: Script, key: str, *args: str) -> Any:
-        if self.fast:
-            packed = pack(
-                b"EVALSHA",
-                script.sha.encode(),
-                b"1",
-                key.encode(),
-                *(a.encode() for a in args),
-            )
-            return self._send(script, key, packed)
-        return self._run_keys(script, (key,), *args)
+        if not self.fast:
+            return self.run_keys(script, (key,), *args)
+        packed = pack(
+            b"EVALSHA",
+            script.sha.encode(),
+            b"1",
+            key.encode(),
+            *(a.encode() for a in args),
+        )
+        return self.send(script, key, packed)
 
     def run_keys(self, script: Script, keys: tuple[str, ...], *args: str) -> Any:
         """Run *script* on *keys* through redis-py (a cluster client routes it by slot).
@@ -308,7 +304,7 @@ class Clients:
         except (KeyError, IndexError, AttributeError):  # no map yet: redis-py's path
             return self._run_keys(script, (key,), *args)
         try:
-            return self._send(script, key, packed, pool=pool, raw=True)
+            return self.send(script, key, packed, pool=pool, raw=True)
         except (
             redis.exceptions.MovedError,
             redis.exceptions.AskError,
@@ -318,25 +314,7 @@ class Clients:
         except ERRORS as exc:
             raise fail(script.name, key, exc) from exc
 
-    def send(self, script: Script, key: str, packed: bytes) -> Any:
-        """Send a packed EVALSHA on a pooled connection; read the reply.
-
-        The client tipkit made has no retries and no hooks of the caller's, so
-        its command machinery (argument encoding, retry wrapper, callbacks) is
-        skipped: about a third of a local round trip. A client passed in goes
-        through redis-py's own path, with its retry policy.
-        """
-        probe = self.health.down and self.health.enter(script.name, key)
-        try:
-            out = self._send(script, key, packed)
-        except StoreError as exc:
-            self.health.note(exc, probe)
-            raise
-        if probe:
-            self.health.answered()
-        return out
-
-    def _send(
+    def send(  # noqa: C901  # the hot path: the health gate inlined on purpose
         self,
         script: Script,
         key: str,
@@ -345,6 +323,16 @@ class Clients:
         pool: Any = None,
         raw: bool = False,
     ) -> Any:
+        """Send a packed EVALSHA on a pooled connection; read the reply.
+
+        The client tipkit made has no retries and no hooks of the caller's, so
+        its command machinery (argument encoding, retry wrapper, callbacks) is
+        skipped: about a third of a local round trip. A client passed in goes
+        through redis-py's own path, with its retry policy. *raw*: redis-py's
+        errors as they are, and no health gate (the caller holds it).
+        """
+        health = self.health
+        probe = health.down and not raw and health.enter(script.name, key)
         client = self.sync
         pool = pool or client.connection_pool
         loaded = stale = False
@@ -356,7 +344,8 @@ class Clients:
                 reused = conn._sock is not None  # redis-py has no public flag
                 try:
                     conn.send_packed_command((packed,), check_health=False)
-                    return conn.read_response()
+                    reply = conn.read_response()
+                    break
                 except redis.exceptions.NoScriptError:
                     if loaded:  # pragma: no cover - loaded just before
                         raise
@@ -382,7 +371,11 @@ class Clients:
         except ERRORS as exc:
             if raw:
                 raise
+            health.note(exc, probe)
             raise fail(script.name, key, exc) from exc
+        if probe:
+            health.answered()
+        return reply
 
     async def arun(self, script: Script, key: str, *args: str) -> Any:
         """Async :meth:`run` (see :meth:`arun_keys`)."""
