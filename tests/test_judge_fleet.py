@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = textwrap.dedent(
     """
-    import json, random, sys
+    import json, random, sys, threading
     root, port, prefix, index, requests, lose = sys.argv[1:7]
     sys.path.insert(0, root)
     from tests.fault_proxy import FaultProxy
@@ -95,10 +95,12 @@ CHILD = textwrap.dedent(
                 counted[k] += 1
                 counted[k + 1] += bad
         fleet = rollout._local.fleet
-        for _ in range(50):  # send what is pending or unacknowledged
+        tick = threading.Event()
+        for _ in range(500):  # send what is pending or unacknowledged
             if fleet.inflight is None and not fleet.pending:
                 break
             rollout.evaluate()
+            tick.wait(0.02)  # a store that timed out is probed 0.25 s later
         print(json.dumps({
             "counted": counted,
             "key": fleet.key,

@@ -384,6 +384,20 @@ def bound(fault_timeout: float) -> float:
     return 2 * fault_timeout + (0.25 + 2 * fault_timeout)
 
 
+def answered_within(seconds: float, call: Callable[[], Any]) -> Any:
+    """Return *call*'s result, retried while refused as known down (at most *seconds*)."""
+    tick = threading.Event()
+    deadline = time.perf_counter() + seconds
+    while True:
+        try:
+            return call()
+        except StoreError as exc:
+            refused = "not tried" in str(exc)
+        assert refused
+        assert time.perf_counter() < deadline
+        tick.wait(0.01)
+
+
 @pytest.fixture
 def fault_store(
     private_redis_server: RedisServer, fault_timeout: float
@@ -453,7 +467,8 @@ def test_server_hung_calls_time_out_sync(
             assert isinstance(info.value.__cause__, redis.exceptions.TimeoutError)
     finally:
         private_redis_server.resume()
-    assert fault_store.get("ns", "k") is not None
+    # Known down: calls are refused at once until the probe, one timeout on.
+    assert answered_within(bound, lambda: fault_store.get("ns", "k")) is not None
 
 
 def test_server_stopped_then_restarted_async(
@@ -493,7 +508,17 @@ def test_server_hung_async_calls_time_out(
                 assert time.perf_counter() - start < bound, name
         finally:
             private_redis_server.resume()
-        assert await fault_store.aget("ns", "k") is not None
+        tick = threading.Event()
+        deadline = time.perf_counter() + bound
+        while True:  # refused at once (known down) until the probe, one timeout on
+            try:
+                assert await fault_store.aget("ns", "k") is not None
+                break
+            except StoreError as exc:
+                refused = "not tried" in str(exc)
+            assert refused
+            assert time.perf_counter() < deadline
+            tick.wait(0.01)
 
     asyncio.run(main())
 

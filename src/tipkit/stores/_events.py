@@ -26,6 +26,7 @@ __all__ = [
     "ActionFlushed",
     "ActionPending",
     "Outage",
+    "StoreHealth",
     "StoreRecovered",
     "StoreStateLost",
     "StoreUnavailable",
@@ -277,6 +278,103 @@ class Outage:
         )
         if StoreRecovered.listened:
             BUS.publish(StoreRecovered(self.name, self.component, downtime, failures))
+
+
+class StoreHealth:
+    """Whether one store object is known not to answer: shared by all its users.
+
+    A call that **timed out** (a server that accepts but never answers, a
+    paused or sleeping one) marks the store down. Every :class:`Outage` of
+    every primitive on that store object then meets it at once: while down, a
+    call is refused without I/O (:meth:`admit` is ``False``), so the primitive
+    follows its failure policy (queues its action, serves what it read,
+    fails open or closed) at once instead of waiting another full timeout.
+    One call at a time is let through as a **probe** every *probe* seconds;
+    the first call that is answered marks the store up again. A refused or
+    failed call while up does not mark it down (it already failed fast).
+
+    ``down`` is the hot-path read (one attribute while up). Thread-safe; reads
+    *clock* (``monotonic()``) only while down. Events stay per primitive: each
+    primitive's own ``Outage`` publishes its ``StoreUnavailable`` and
+    ``StoreRecovered`` from its own calls (refused ones included).
+
+    Args:
+        probe: seconds from a failure to the next probe while down.
+        bound: the longest a call (a probe) can take; default ``2 * probe``.
+        clock: reads ``monotonic()``.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_lock",
+        "_next",
+        "bound",
+        "cause",
+        "down",
+        "probe",
+        "since",
+    )
+
+    def __init__(
+        self, probe: float, *, bound: float | None = None, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.probe = probe
+        self.bound = 2 * probe if bound is None else bound
+        self._clock = clock
+        self._lock = _fork.new_lock()
+        self.down = False
+        self.since = 0.0
+        self._next = 0.0  # while down: when the next probe may start
+        self.cause: BaseException | None = None
+        _fork.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = _fork.new_lock()
+
+    def __repr__(self) -> str:
+        return f"<StoreHealth {'down' if self.down else 'up'}>"
+
+    def admit(self) -> bool:
+        """While down: whether this call may go to the store (the probe when due).
+
+        A probe holds the slot for *bound* (a call's bound, with one reconnect)
+        plus one *probe* interval: a probe that never reports (its thread or
+        task cancelled) cannot keep the store refused for good.
+        """
+        with self._lock:
+            if not self.down:
+                return True
+            now = self._clock.monotonic()
+            if now < self._next:
+                return False
+            self._next = now + self.bound + self.probe
+            return True
+
+    def timed_out(self, exc: BaseException) -> None:
+        """A call timed out: the store is down from now; next probe in *probe* s."""
+        with self._lock:
+            now = self._clock.monotonic()
+            if not self.down:
+                self.down = True
+                self.since = now
+            self.cause = exc
+            self._next = now + self.probe
+
+    def failed(self) -> None:
+        """A call failed otherwise (refused, reset): re-arm the probe if down."""
+        if not self.down:
+            return
+        with self._lock:
+            if self.down:
+                self._next = self._clock.monotonic() + self.probe
+
+    def answered(self) -> None:
+        """A call was answered (even by an error reply): the store is up."""
+        if self.down:
+            with self._lock:
+                self.down = False
+                self.cause = None
 
 
 # ------------------------------------------------------- a durable action's reports

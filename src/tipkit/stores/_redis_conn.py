@@ -15,6 +15,14 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from tipkit.stores._redis_health import (
+    PROBE,
+    Gate,
+    abort,
+    close_with_loop,
+    connections_of,
+    sentinels_of,
+)
 from tipkit.stores._redis_lua import Script, pack
 
 # redis from _redis_target: it names the extra to install when the client is missing.
@@ -28,25 +36,6 @@ from tipkit.stores._redis_target import (
 )
 
 __all__ = ["ERRORS", "Clients", "fail", "redis", "safe_url"]
-
-
-async def close_with_loop(client: redis.asyncio.Redis) -> AsyncIterator[None]:
-    # An async generator that has started is closed by the event loop's
-    # shutdown_asyncgens() (asyncio.run does this), so the loop's client and its
-    # connections are closed while the loop still runs.
-    try:
-        yield
-    finally:
-        await client.aclose()
-        for sentinel in sentinels_of(client):
-            await sentinel.aclose()
-
-
-def sentinels_of(client: Any) -> list[Any]:
-    """The sentinel clients behind a ``master_for`` client tipkit made (or none)."""
-    pool = getattr(client, "connection_pool", None)  # a cluster client has none
-    manager = getattr(pool, "sentinel_manager", None)
-    return list(getattr(manager, "sentinels", ()))
 
 
 class Clients:
@@ -72,6 +61,7 @@ class Clients:
         "_pubsubs",
         "_sync",
         "fast",
+        "health",
         "mode",
         "owns_sync",
         "scripts",
@@ -84,6 +74,8 @@ class Clients:
         self, target: Target, timeout: float, scripts: dict[str, Script]
     ) -> None:
         self.timeout = timeout
+        # Shared by every primitive on this store: one timeout is waited once.
+        self.health = Gate(min(timeout, PROBE), bound=2 * timeout)
         self.target = target
         self.mode = target.mode
         self.url = target.url
@@ -143,7 +135,12 @@ class Clients:
             if found is not None:
                 return found[0]
             client = self.target.make("async", self.timeout, self.timeout)
-            await client.initialize()
+            try:
+                await client.initialize()
+            except BaseException:  # a hung node: what it opened is dropped now
+                for conn in connections_of(client):
+                    await abort(conn)
+                raise
             return await self._new_aclient(loop, client)
 
     async def _new_aclient(
@@ -151,7 +148,7 @@ class Clients:
     ) -> Any:
         if client is None:
             client = self.target.make("async", self.timeout, self.timeout)
-        closer = close_with_loop(client)
+        closer = close_with_loop(client, 2 * self.timeout)
         with self._lock:
             self._aclients[loop] = (client, closer)
         # Start the generator so the loop knows it and closes it on shutdown.
@@ -245,16 +242,16 @@ class Clients:
 
     def run(self, script: Script, key: str, *args: str) -> Any:
         """Run *script* on *key*: one round trip, ``StoreError`` on any failure."""
-        if self.fast:
-            packed = pack(
-                b"EVALSHA",
-                script.sha.encode(),
-                b"1",
-                key.encode(),
-                *(a.encode() for a in args),
-            )
-            return self.send(script, key, packed)
-        return self.run_keys(script, (key,), *args)
+        if not self.fast:
+            return self.run_keys(script, (key,), *args)
+        packed = pack(
+            b"EVALSHA",
+            script.sha.encode(),
+            b"1",
+            key.encode(),
+            *(a.encode() for a in args),
+        )
+        return self.send(script, key, packed)
 
     def run_keys(self, script: Script, keys: tuple[str, ...], *args: str) -> Any:
         """Run *script* on *keys* through redis-py (a cluster client routes it by slot).
@@ -262,6 +259,11 @@ class Clients:
         A connection error is retried once: on a cluster, redis-py refreshes
         its slot map after it, so the retry reaches a new primary.
         """
+        return self.health.run(
+            script.name, keys[0], self._run_keys, script, keys, *args
+        )
+
+    def _run_keys(self, script: Script, keys: tuple[str, ...], *args: str) -> Any:
         client = self.sync
         n = len(keys)
         try:
@@ -288,12 +290,19 @@ class Clients:
         slot moved) or a broken connection goes through redis-py's cluster path
         instead, which follows the redirect and refreshes the map.
         """
+        return self.health.run(
+            script.name, key, self._send_to_slot, script, key, packed, args
+        )
+
+    def _send_to_slot(
+        self, script: Script, key: str, packed: bytes, args: tuple[str, ...]
+    ) -> Any:
         client = self.sync
         try:
             node = client.nodes_manager.slots_cache[client.keyslot(key)][0]
             pool = node.redis_connection.connection_pool
         except (KeyError, IndexError, AttributeError):  # no map yet: redis-py's path
-            return self.run_keys(script, (key,), *args)
+            return self._run_keys(script, (key,), *args)
         try:
             return self.send(script, key, packed, pool=pool, raw=True)
         except (
@@ -301,11 +310,11 @@ class Clients:
             redis.exceptions.AskError,
             redis.exceptions.ConnectionError,
         ):
-            return self.run_keys(script, (key,), *args)
+            return self._run_keys(script, (key,), *args)
         except ERRORS as exc:
             raise fail(script.name, key, exc) from exc
 
-    def send(
+    def send(  # noqa: C901  # the hot path: the health gate inlined on purpose
         self,
         script: Script,
         key: str,
@@ -319,8 +328,11 @@ class Clients:
         The client tipkit made has no retries and no hooks of the caller's, so
         its command machinery (argument encoding, retry wrapper, callbacks) is
         skipped: about a third of a local round trip. A client passed in goes
-        through redis-py's own path, with its retry policy.
+        through redis-py's own path, with its retry policy. *raw*: redis-py's
+        errors as they are, and no health gate (the caller holds it).
         """
+        health = self.health
+        probe = health.down and not raw and health.enter(script.name, key)
         client = self.sync
         pool = pool or client.connection_pool
         loaded = stale = False
@@ -332,7 +344,8 @@ class Clients:
                 reused = conn._sock is not None  # redis-py has no public flag
                 try:
                     conn.send_packed_command((packed,), check_health=False)
-                    return conn.read_response()
+                    reply = conn.read_response()
+                    break
                 except redis.exceptions.NoScriptError:
                     if loaded:  # pragma: no cover - loaded just before
                         raise
@@ -358,7 +371,11 @@ class Clients:
         except ERRORS as exc:
             if raw:
                 raise
+            health.note(exc, probe)
             raise fail(script.name, key, exc) from exc
+        if probe:
+            health.answered()
+        return reply
 
     async def arun(self, script: Script, key: str, *args: str) -> Any:
         """Async :meth:`run` (see :meth:`arun_keys`)."""
@@ -371,6 +388,13 @@ class Clients:
         tasks share the loop's pool; a connection error on a pooled connection
         (a server restarted) is retried once.
         """
+        return await self.health.arun(
+            script.name, keys[0], self._abound, script, keys, args
+        )
+
+    async def _abound(
+        self, script: Script, keys: tuple[str, ...], args: tuple[str, ...]
+    ) -> Any:
         try:
             async with asyncio.timeout(2 * self.timeout):
                 return await self._arun(script, keys, args)
@@ -399,6 +423,9 @@ class Clients:
 
     def call(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         """Run ``call(client)`` (one command); a pooled connection's error is retried once."""
+        return self.health.run(op, key, self._call, op, key, call)
+
+    def _call(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         client = self.sync
         try:
             try:
@@ -410,6 +437,9 @@ class Clients:
 
     async def acall(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         """Await ``call(client)`` (one command) within twice the timeout."""
+        return await self.health.arun(op, key, self._acall, op, key, call)
+
+    async def _acall(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         try:
             async with asyncio.timeout(2 * self.timeout):
                 client = await self.aclient()
