@@ -126,6 +126,7 @@ class CircuitBreaker(Guard[Ticket]):
         "_fast_count",
         "_fast_release",
         "_fast_ticket",
+        "_fast_timed",
         "_fleet",
         "_lock",
         "_m",
@@ -139,6 +140,7 @@ class CircuitBreaker(Guard[Ticket]):
 
     _fast_reads_ticket = True  # the faces read _fast_ticket inline (see _gate)
     _fast_ticks = True  # ...and tick its phase, counting on _fast_count (see _gate)
+    # _fast_timed (a slot): the faces pair that phase with the start time instead
 
     def __init__(
         self,
@@ -211,7 +213,10 @@ class CircuitBreaker(Guard[Ticket]):
             )
         # Clock readings matter to a closed breaker only for slow calls and time
         # windows: without either, the decorators read no clock at all.
+        # A timed breaker's fast ticket is paired with the start time by the faces
+        # (the core's _fast_timed): no _step call, one clock reading per end.
         timed = cfg.slow_after is not None or not isinstance(self._m.window, _CountRing)
+        self._fast_timed = timed
         self._fast_release = None if timed else fast_success(self._t)
         self._closed: Closed | None = None
         self._fast_ticket: Phase | None = None
@@ -353,6 +358,22 @@ class CircuitBreaker(Guard[Ticket]):
         if self._record(ticket, error, now):
             self._fleet.push()  # type: ignore[union-attr]  # pending only with a fleet
 
+    def _timed_release(self, phase: Phase, start: float, end: float) -> None:
+        """Record a success of the timed fast ticket *phase*, run from *start* to *end*.
+
+        The decorators' success path of a timed breaker (the core's
+        ``_fast_timed``): lock-free when the call was not slow and the phase is
+        warm, else :meth:`_release` with the ticket ``(phase, start)``.
+        """
+        slow_after = self._slow_after
+        if slow_after is None or end - start <= slow_after:
+            tick = phase.tick
+            if tick is not None:
+                tick()
+                self._t.success.inc()
+                return
+        self._release((phase, start), None, end)
+
     async def _arelease_shared(
         self, ticket: Ticket, error: BaseException | None, now: float
     ) -> None:
@@ -423,16 +444,17 @@ class CircuitBreaker(Guard[Ticket]):
         """Open the lock-free paths exactly while the machine is CLOSED (lock held).
 
         A shared breaker keeps them shut: every call must first see whether the
-        fleet state is due. The decorators' fast ticket serves only a breaker
-        that needs no clock reading (see ``_fast_release``). Set right after the
+        fleet state is due. The faces pair the fast ticket of a timed breaker
+        with its start time (``_fast_timed``). Set right after the
         machine moves, under the lock: a call that read the old value a moment
         before is one that arrived before the transition, and its outcome is
         stale (it decides nothing).
         """
         closed = self._m.closed if self._fleet is None else None
         self._closed = closed
-        # The bare phase: the decorators read its `tick` (see _fast_ticks).
-        self._fast_ticket = closed if self._fast_release is not None else None
+        # The bare phase: the decorators read its `tick` (see _fast_ticks), or
+        # pair it with the start time when the breaker is timed (_fast_timed).
+        self._fast_ticket = closed
 
     def _moved(self, moves: list[Move]) -> None:
         """Follow the machine's *moves* (lock held): gate the fast paths, tell the fleet."""
