@@ -600,17 +600,17 @@ def test_hooked_guard_behaves_alike_through_every_face(face: Face) -> None:
 
 
 class TimesTicket(ReadsTicket):
-    """`_fast_timed`: every face pairs the fast ticket with its start time."""
+    """`_timed_release`: every face pairs the fast ticket with its start time."""
 
-    _fast_timed = True
-    _fast_ticks = True  # _fast_timed takes precedence
+    _fast_ticks = True  # _timed_release takes precedence
 
     def _fast_release(self, ticket: Any) -> bool:
         self.fast_released.append(ticket)
         return False  # the timed outcome goes to _release with the end time
 
-    def _timed_release(self, ticket: Any, start: float, end: float) -> None:
+    def _timed_release(self, ticket: Any, start: float, end: float) -> bool:
         self.released.append(((ticket, start), None, end))  # as _release would get it
+        return True
 
 
 class _SlowWork:
@@ -626,7 +626,7 @@ class _SlowWork:
 
 
 def test_timed_fast_ticket_carries_its_start_through_every_face(face: Face) -> None:
-    """A `_fast_timed` ticket is released with its start and end, and never steps."""
+    """A timed fast ticket is released with its start and end, and never steps."""
     clock = CountingClock()
     clock.advance(10.0)
     guard = TimesTicket(clock, 7)

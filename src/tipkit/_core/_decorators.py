@@ -141,13 +141,14 @@ def sync_ticket(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:  # noq
     A fast ticket's success is one branch on ``ticks`` (``_fast_ticks``), then
     ``ticket.tick()`` and ``guard._fast_count.inc()``: C calls only. Tickets
     from ``_step`` go the general way, in their own branch. A timed fast ticket
-    (``_fast_timed``) gets the clock readings around the call: its success is
-    ``guard._timed_release(ticket, start, end)``, its failure goes to
-    ``_release((ticket, start), exc, end)``; no ``_step`` call.
+    (``_timed_release``) gets the clock readings around the call: its success goes
+    to ``guard._timed_release(ticket, start, end)``, and to ``_release((ticket,
+    start), error, end)`` when that returns ``False`` or the call raised; no
+    ``_step`` call.
     """
-    timed = guard._fast_timed
+    timed_release = guard._timed_release
+    timed = timed_release is not None
     ticks = guard._fast_ticks and not timed
-    timed_release = guard._timed_release if timed else None
     fast_release = guard._fast_release or _no_fast_release
     step = guard._step
     release = guard._release
@@ -155,7 +156,7 @@ def sync_ticket(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:  # noq
     now = guard._clock.monotonic
 
     @functools.wraps(fn)
-    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:  # noqa: C901  # as above
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:  # noqa: C901, PLR0912  # as above
         node = _top()
         if node is not None:
             dl = node[3]
@@ -187,7 +188,9 @@ def sync_ticket(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:  # noq
             except BaseException as exc:
                 release((ticket, start), exc, now())
                 raise
-            timed_release(ticket, start, now())  # type: ignore[misc]  # set with timed
+            end = now()
+            if not timed_release(ticket, start, end):  # type: ignore[misc]  # set with timed
+                release((ticket, start), None, end)
             return result
         try:
             result = fn(*args, **kwargs)
@@ -250,9 +253,9 @@ def async_ticket(  # noqa: C901, PLR0915  # one closure: the hot path is inlined
     guard: Guard[Any], fn: Callable[P, Awaitable[R]]
 ) -> Callable[P, Coroutine[Any, Any, R]]:
     """The async :func:`sync_ticket`: ``_astep``/``_arelease`` off the fast branch."""
-    timed = guard._fast_timed
+    timed_release = guard._timed_release
+    timed = timed_release is not None
     ticks = guard._fast_ticks and not timed
-    timed_release = guard._timed_release if timed else None
     fast_release = guard._fast_release or _no_fast_release
     astep = guard._astep
     arelease = guard._arelease
@@ -304,7 +307,12 @@ def async_ticket(  # noqa: C901, PLR0915  # one closure: the hot path is inlined
                 else:
                     await arelease((ticket, start), exc, now())
                 raise
-            timed_release(ticket, start, now())  # type: ignore[misc]  # set with timed
+            end = now()
+            if not timed_release(ticket, start, end):  # type: ignore[misc]  # set with timed
+                if arelease is None:
+                    release((ticket, start), None, end)
+                else:
+                    await arelease((ticket, start), None, end)
             return result
         try:
             result = await fn(*args, **kwargs)

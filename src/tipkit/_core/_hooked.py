@@ -56,7 +56,7 @@ def admit_sync(guard: Guard[Any]) -> Any:
     # Guard._try_fast, inline: a Python call is a tenth of this face's cost.
     if guard._fast_reads_ticket:
         ticket = guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
-        if ticket is not None and guard._fast_timed:
+        if ticket is not None and guard._timed_release is not None:
             ticket = (ticket, guard._clock.monotonic())
     else:
         admit = guard._fast_admit
@@ -72,7 +72,7 @@ async def admit_async(guard: Guard[Any]) -> Any:
     # Guard._try_fast, inline: a Python call is a tenth of this face's cost.
     if guard._fast_reads_ticket:
         ticket = guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
-        if ticket is not None and guard._fast_timed:
+        if ticket is not None and guard._timed_release is not None:
             ticket = (ticket, guard._clock.monotonic())
     else:
         admit = guard._fast_admit
@@ -171,7 +171,7 @@ def enter(guard: Guard[Any]) -> Any:
     # Guard._try_fast, inline: a Python call is a tenth of this face's cost.
     if guard._fast_reads_ticket:
         ticket = guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
-        if ticket is not None and guard._fast_timed:
+        if ticket is not None and guard._timed_release is not None:
             ticket = (ticket, guard._clock.monotonic())
     else:
         admit = guard._fast_admit
@@ -223,7 +223,7 @@ async def aenter(guard: Guard[Any]) -> Any:
     # Guard._try_fast, inline: a Python call is a tenth of this face's cost.
     if guard._fast_reads_ticket:
         ticket = guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
-        if ticket is not None and guard._fast_timed:
+        if ticket is not None and guard._timed_release is not None:
             ticket = (ticket, guard._clock.monotonic())
     else:
         admit = guard._fast_admit
