@@ -250,6 +250,21 @@ def test_slow_calls_trip_on_the_slow_call_rate(clock):
     assert events[0].metrics.slow_call_rate == 0.5
 
 
+def test_slow_calls_are_timed_through_every_face(face, clock):
+    """Every face times a closed breaker's call from its own start: slow, or exactly not."""
+    breaker = make(clock, slow_call_duration=1.0, minimum_calls=10)
+    clock.advance(100.0)  # a start time of 0 would make every call look slow
+
+    def taking(seconds: float) -> str:
+        clock.advance(seconds)
+        return "ok"
+
+    assert "ok" == face.run(breaker, taking, 1.0)
+    assert "ok" == face.run(breaker, taking, 1.5)
+    m = breaker.metrics
+    assert (2, 1, 0.0) == (m.calls, m.slow_calls, m.failures)
+
+
 def test_slow_failures_count_as_both(clock):
     """A slow failure counts as a failure and as a slow call."""
     breaker = make(clock, slow_call_duration=1.0, minimum_calls=10)

@@ -599,6 +599,59 @@ def test_hooked_guard_behaves_alike_through_every_face(face: Face) -> None:
     assert 1 == len(guard.fast_released) + len(guard.released)
 
 
+class TimesTicket(ReadsTicket):
+    """`_timed_release`: every face pairs the fast ticket with its start time."""
+
+    _fast_ticks = True  # _timed_release takes precedence
+
+    def _fast_release(self, ticket: Any) -> bool:
+        self.fast_released.append(ticket)
+        return False  # the timed outcome goes to _release with the end time
+
+    def _timed_release(self, ticket: Any, start: float, end: float) -> bool:
+        self.released.append(((ticket, start), None, end))  # as _release would get it
+        return True
+
+
+class _SlowWork:
+    """Work that takes `seconds` on a FakeClock."""
+
+    def __init__(self, clock: FakeClock, seconds: float) -> None:
+        self.clock = clock
+        self.seconds = seconds
+
+    def __call__(self) -> str:
+        self.clock.advance(self.seconds)
+        return "done"
+
+
+def test_timed_fast_ticket_carries_its_start_through_every_face(face: Face) -> None:
+    """A timed fast ticket is released with its start and end, and never steps."""
+    clock = CountingClock()
+    clock.advance(10.0)
+    guard = TimesTicket(clock, 7)
+    assert "done" == face.run(guard, _SlowWork(clock, 2.5))
+    # The decorators hand the success to _timed_release; the other faces to
+    # _fast_release, then _release, with the ticket paired with its start.
+    decorated = face.name.endswith("decorator")
+    assert (0, [] if decorated else [(7, 10.0)], [((7, 10.0), None, 12.5)]) == (
+        guard.steps,
+        guard.fast_released,
+        guard.released,
+    )
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_timed_fast_ticket_failure_is_released_with_its_start(is_async: bool) -> None:
+    """A failing call under a timed fast ticket reaches `_release` as `(ticket, start)`."""
+    clock = CountingClock()
+    clock.advance(3.0)
+    guard = TimesTicket(clock, 7)
+    with pytest.raises(KeyError):
+        _decorate_and_run(guard, _raise_key_error, is_async)
+    assert [((7, 3.0), KeyError)] == [(t, type(e)) for t, e, _ in guard.released]
+
+
 def test_expired_deadline_refuses_the_fast_path(clock: FakeClock) -> None:
     """The fast decorator checks the deadline before admitting, as the generic one does."""
     guard = Hooked(clock)

@@ -257,8 +257,21 @@ def test_a_wait_that_overran_an_outer_deadline_starts_no_attempt(driver: str) ->
     assert [(e.attempts, e.reason) for e in gave_up] == [(1, "deadline")]
 
 
-def test_the_loop_repr_shows_name_and_attempt(clock: FakeClock) -> None:
-    """The engine's repr names the retry and the attempts handed out."""
+def test_the_loop_is_its_own_first_attempt(clock: FakeClock) -> None:
+    """The first attempt is the loop itself (one allocation); later ones are fresh."""
     loop = loop_of(clock)
-    next(loop)
-    assert repr(loop) == "<retry loop 'engine' attempt=1>"
+    first = next(loop)
+    with first:
+        raise ValueError
+    second = next(loop)
+    with second:
+        pass
+    assert (True, "<Attempt 1>", 1, False, 2, "<Attempt 2>") == (
+        first is loop,
+        repr(first),
+        first.num,
+        second is loop,
+        second.num,
+        repr(second),
+    )
+    assert [] == list(loop)

@@ -140,9 +140,15 @@ def sync_ticket(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:  # noq
 
     A fast ticket's success is one branch on ``ticks`` (``_fast_ticks``), then
     ``ticket.tick()`` and ``guard._fast_count.inc()``: C calls only. Tickets
-    from ``_step`` go the general way, in their own branch.
+    from ``_step`` go the general way, in their own branch. A timed fast ticket
+    (``_timed_release``) gets the clock readings around the call: its success goes
+    to ``guard._timed_release(ticket, start, end)``, and to ``_release((ticket,
+    start), error, end)`` when that returns ``False`` or the call raised; no
+    ``_step`` call.
     """
-    ticks = guard._fast_ticks
+    timed_release = guard._timed_release
+    timed = timed_release is not None
+    ticks = guard._fast_ticks and not timed
     fast_release = guard._fast_release or _no_fast_release
     step = guard._step
     release = guard._release
@@ -150,7 +156,7 @@ def sync_ticket(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:  # noq
     now = guard._clock.monotonic
 
     @functools.wraps(fn)
-    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:  # noqa: C901  # as above
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:  # noqa: C901, PLR0912  # as above
         node = _top()
         if node is not None:
             dl = node[3]
@@ -174,6 +180,17 @@ def sync_ticket(guard: Guard[Any], fn: Callable[P, R]) -> Callable[P, R]:  # noq
                 return result
             if not fast_release(ticket):
                 release(ticket, None, now())
+            return result
+        elif timed:
+            start = now()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                release((ticket, start), exc, now())
+                raise
+            end = now()
+            if not timed_release(ticket, start, end):  # type: ignore[misc]  # set with timed
+                release((ticket, start), None, end)
             return result
         try:
             result = fn(*args, **kwargs)
@@ -236,7 +253,9 @@ def async_ticket(  # noqa: C901, PLR0915  # one closure: the hot path is inlined
     guard: Guard[Any], fn: Callable[P, Awaitable[R]]
 ) -> Callable[P, Coroutine[Any, Any, R]]:
     """The async :func:`sync_ticket`: ``_astep``/``_arelease`` off the fast branch."""
-    ticks = guard._fast_ticks
+    timed_release = guard._timed_release
+    timed = timed_release is not None
+    ticks = guard._fast_ticks and not timed
     fast_release = guard._fast_release or _no_fast_release
     astep = guard._astep
     arelease = guard._arelease
@@ -246,7 +265,7 @@ def async_ticket(  # noqa: C901, PLR0915  # one closure: the hot path is inlined
     now = guard._clock.monotonic
 
     @functools.wraps(fn)
-    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:  # noqa: C901, PLR0912  # as above
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:  # noqa: C901, PLR0912, PLR0915  # as above
         node = _top()
         if node is not None:
             dl = node[3]
@@ -277,6 +296,23 @@ def async_ticket(  # noqa: C901, PLR0915  # one closure: the hot path is inlined
                     release(ticket, None, now())
                 else:
                     await arelease(ticket, None, now())
+            return result
+        elif timed:
+            start = now()
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                if arelease is None:
+                    release((ticket, start), exc, now())
+                else:
+                    await arelease((ticket, start), exc, now())
+                raise
+            end = now()
+            if not timed_release(ticket, start, end):  # type: ignore[misc]  # set with timed
+                if arelease is None:
+                    release((ticket, start), None, end)
+                else:
+                    await arelease((ticket, start), None, end)
             return result
         try:
             result = await fn(*args, **kwargs)

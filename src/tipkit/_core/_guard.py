@@ -51,6 +51,19 @@ Reading the clock costs a call per reading and a Python method call about
     ``_fast_release``/``_release`` as usual. ``with``/``call`` use
     ``_fast_release``.
 
+``_timed_release(ticket, start, end) -> bool`` (with ``_fast_reads_ticket``)
+    Set (not ``None``) when the outcome of a fast ticket needs the call's
+    start time (slow-call detection, a time window): the faces read the clock
+    at admission. The decorators record a success with ``_timed_release(ticket,
+    start, end)`` (no tuple, one call; ``False``: not taken, go on to
+    ``_release``); every other outcome, and every face but the decorators,
+    pairs the ticket with its start and releases ``(ticket, start)``, what
+    ``_step(start, None)`` would have returned for it, as usual
+    (``_fast_release``/``_release``). Takes precedence over ``_fast_ticks``;
+    the decorators read it once, so an instance sets it in ``__init__``.
+    Saves the ``_step`` call of a guard that must time its calls. (The timed
+    closed breaker.)
+
 ``_fast_release(self, ticket) -> bool``
     The call returned normally: record the success *without reading the clock*
     and return ``True``, or return ``False`` to have the face call
@@ -136,6 +149,7 @@ _HOOKS = (
     "_fast_reads_ticket",
     "_fast_ticks",
     "_fast_ticket",
+    "_timed_release",
     "_holds",
     "_astep",
     "_arelease",
@@ -229,6 +243,7 @@ class Guard(Decorates, Generic[T], metaclass=_GuardType):
     _fast_release: Callable[[T], bool] | None = None
     _fast_reads_ticket: bool = False
     _fast_ticks: bool = False
+    _timed_release: Callable[[Any, float, float], bool] | None = None
     _holds: bool = True
     _astep: Callable[[float, Wait | None], Awaitable[T | Wait]] | None = None
     _arelease: Callable[[T, BaseException | None, float], Awaitable[None]] | None = None
@@ -236,7 +251,10 @@ class Guard(Decorates, Generic[T], metaclass=_GuardType):
     def _try_fast(self) -> Any:
         """Return a ticket from the fast admission hooks, or ``None``."""
         if self._fast_reads_ticket:
-            return self._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+            ticket = self._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+            if ticket is not None and self._timed_release is not None:
+                return (ticket, self._clock.monotonic())
+            return ticket
         admit = self._fast_admit
         return None if admit is None else admit()
 

@@ -56,6 +56,8 @@ def admit_sync(guard: Guard[Any]) -> Any:
     # Guard._try_fast, inline: a Python call is a tenth of this face's cost.
     if guard._fast_reads_ticket:
         ticket = guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+        if ticket is not None and guard._timed_release is not None:
+            ticket = (ticket, guard._clock.monotonic())
     else:
         admit = guard._fast_admit
         ticket = None if admit is None else admit()
@@ -70,6 +72,8 @@ async def admit_async(guard: Guard[Any]) -> Any:
     # Guard._try_fast, inline: a Python call is a tenth of this face's cost.
     if guard._fast_reads_ticket:
         ticket = guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+        if ticket is not None and guard._timed_release is not None:
+            ticket = (ticket, guard._clock.monotonic())
     else:
         admit = guard._fast_admit
         ticket = None if admit is None else admit()
@@ -167,6 +171,8 @@ def enter(guard: Guard[Any]) -> Any:
     # Guard._try_fast, inline: a Python call is a tenth of this face's cost.
     if guard._fast_reads_ticket:
         ticket = guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+        if ticket is not None and guard._timed_release is not None:
+            ticket = (ticket, guard._clock.monotonic())
     else:
         admit = guard._fast_admit
         ticket = None if admit is None else admit()
@@ -217,6 +223,8 @@ async def aenter(guard: Guard[Any]) -> Any:
     # Guard._try_fast, inline: a Python call is a tenth of this face's cost.
     if guard._fast_reads_ticket:
         ticket = guard._fast_ticket  # type: ignore[attr-defined]  # the contract of _fast_reads_ticket
+        if ticket is not None and guard._timed_release is not None:
+            ticket = (ticket, guard._clock.monotonic())
     else:
         admit = guard._fast_admit
         ticket = None if admit is None else admit()

@@ -52,7 +52,13 @@ from tipkit.breaker._machine import (
     Ticket,
 )
 from tipkit.breaker._sync import FleetSync, adoptable
-from tipkit.breaker._telemetry import Telemetry, describe, fast_success, state_gauge
+from tipkit.breaker._telemetry import (
+    Telemetry,
+    describe,
+    fast_success,
+    state_gauge,
+    timed_success,
+)
 from tipkit.breaker._window import Window, _CountRing
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.registry import register_breaker
@@ -123,22 +129,25 @@ class CircuitBreaker(Guard[Ticket]):
         "_astep",
         "_cfg",
         "_closed",
+        "_entered",
         "_fast_count",
+        "_fast_reads_ticket",
         "_fast_release",
         "_fast_ticket",
         "_fleet",
+        "_holds",
         "_lock",
         "_m",
         "_registration",
         "_slow_after",
         "_t",
+        "_timed_release",
         "name",
         "runbook",
     )
     _composition_role = "breaker"  # compose() checks the order of parts by role
 
-    _fast_reads_ticket = True  # the faces read _fast_ticket inline (see _gate)
-    _fast_ticks = True  # ...and tick its phase, counting on _fast_count (see _gate)
+    _fast_ticks = True  # the faces tick _fast_ticket's phase, counting on _fast_count
 
     def __init__(
         self,
@@ -213,9 +222,14 @@ class CircuitBreaker(Guard[Ticket]):
         # windows: without either, the decorators read no clock at all.
         timed = cfg.slow_after is not None or not isinstance(self._m.window, _CountRing)
         self._fast_release = None if timed else fast_success(self._t)
+        self._timed_release = timed_success(self._t, cfg.slow_after) if timed else None
         self._closed: Closed | None = None
         self._fast_ticket: Phase | None = None
         self._fast_count = self._t.success
+        # Hooks read per call are slots: 3.11 specialises no class attribute read.
+        self._fast_reads_ticket = True  # the faces read _fast_ticket (see _gate)
+        self._holds = True
+        self._entered = None
         self._gate()
         self._registration = None if store is None else register_breaker(self, store)
 
@@ -339,10 +353,8 @@ class CircuitBreaker(Guard[Ticket]):
         ``StoreUnavailable``, never raised).
         """
         if error is None:
-            if isinstance(ticket, tuple):
-                phase, start = ticket
-            else:  # the bare phase of a fast ticket (see _gate)
-                phase, start = ticket, 0.0
+            # A bare phase: the untimed fast ticket (see _gate), no start time.
+            phase, start = ticket if isinstance(ticket, tuple) else (ticket, 0.0)
             tick = phase.tick
             if tick is not None:
                 slow_after = self._slow_after
@@ -362,10 +374,7 @@ class CircuitBreaker(Guard[Ticket]):
 
     def _record(self, ticket: Ticket, error: BaseException | None, now: float) -> bool:
         """Record an outcome; return whether a transition waits to be shared."""
-        if isinstance(ticket, tuple):
-            phase, start = ticket
-        else:  # the bare phase of a fast ticket (see _gate)
-            phase, start = ticket, 0.0
+        phase, start = ticket if isinstance(ticket, tuple) else (ticket, 0.0)
         if phase is UNCOUNTED:
             return False
         slow_after = self._slow_after
@@ -423,16 +432,13 @@ class CircuitBreaker(Guard[Ticket]):
         """Open the lock-free paths exactly while the machine is CLOSED (lock held).
 
         A shared breaker keeps them shut: every call must first see whether the
-        fleet state is due. The decorators' fast ticket serves only a breaker
-        that needs no clock reading (see ``_fast_release``). Set right after the
-        machine moves, under the lock: a call that read the old value a moment
-        before is one that arrived before the transition, and its outcome is
-        stale (it decides nothing).
+        fleet state is due. Set right after the machine moves, under the lock:
+        a call that read the old value a moment before arrived before the
+        transition, and its outcome is stale (it decides nothing).
         """
         closed = self._m.closed if self._fleet is None else None
         self._closed = closed
-        # The bare phase: the decorators read its `tick` (see _fast_ticks).
-        self._fast_ticket = closed if self._fast_release is not None else None
+        self._fast_ticket = closed  # the bare phase (_fast_ticks, _timed_release)
 
     def _moved(self, moves: list[Move]) -> None:
         """Follow the machine's *moves* (lock held): gate the fast paths, tell the fleet."""

@@ -20,7 +20,7 @@ from tipkit.breaker._events import (
     BreakerStateChanged,
     CallRejected,
 )
-from tipkit.breaker._machine import Move, Refusal, Ticket
+from tipkit.breaker._machine import Move, Phase, Refusal, Ticket
 from tipkit.telemetry import _names as names
 from tipkit.telemetry._counters import REGISTRY, Counter
 from tipkit.telemetry._events import BUS
@@ -141,6 +141,30 @@ def fast_success(telemetry: Telemetry) -> Callable[[Ticket], bool]:
         return True
 
     return fast_release
+
+
+def timed_success(
+    telemetry: Telemetry, slow_after: float | None
+) -> Callable[[Phase, float, float], bool]:
+    """Return a timed breaker's ``_timed_release`` hook (see :mod:`tipkit._core._guard`).
+
+    The hook records a success of a call admitted with the fast ticket *phase*
+    at *start* and ended at *end*: lock-free, returning ``True``, when the call
+    was not slow and the phase is warm; otherwise ``False`` (the decorator then
+    calls ``_release((phase, start), None, end)``). A plain function, as
+    :func:`fast_success`.
+    """
+
+    def timed_release(phase: Phase, start: float, end: float) -> bool:
+        if slow_after is None or end - start <= slow_after:
+            tick = phase.tick
+            if tick is not None:
+                tick()
+                telemetry.success.inc()
+                return True
+        return False
+
+    return timed_release
 
 
 def state_gauge(breaker: CircuitBreaker) -> list[tuple[float, dict[str, str]]]:

@@ -80,7 +80,10 @@ class TokenBucket(Limits, Guard[bool]):
         "_acquired_box",
         "_astep",
         "_capacity",
+        "_entered",
         "_fast_admit",
+        "_fast_reads_ticket",
+        "_holds",
         "_key",
         "_label",
         "_local",
@@ -160,6 +163,12 @@ class TokenBucket(Limits, Guard[bool]):
         self._fast_admit = _fast_admission(
             self._local, clock.monotonic, self._acquired_box, self._shared
         )
+        # A token is spent, not held: no face releases or tracks a ticket. The
+        # hooks the with/async with faces read per call are slots, not class
+        # attributes: Python 3.11 specialises a slot read, not a class attribute's.
+        self._holds = False
+        self._fast_reads_ticket = False
+        self._entered = None
         _fork.register(self)
         REGISTRY.register_gauge(names.RATELIMIT_TOKENS, self, _tokens_gauge)
 
@@ -319,9 +328,6 @@ class TokenBucket(Limits, Guard[bool]):
     # -- the core: one decision, then waiting on a reservation ---------------------------
     def _mode_switched(self) -> None:
         self._acquired_box[0] = self._acquired
-
-    _holds = False
-    """A token is spent, not held: no face releases or tracks a ticket."""
 
     def _release(self, ticket: bool, error: BaseException | None, now: float) -> None:
         """Do nothing: tokens are spent, not held (never called: ``_holds`` is false)."""

@@ -57,11 +57,13 @@ class Attempt:
 
     A retriable error raised in the block is recorded and swallowed (the loop
     decides whether to go round again or re-raise it); any other error passes.
+    The first attempt of a loop is the loop itself (``_loop`` is ``None``): a
+    block that succeeds at once allocates one object, not two.
     """
 
     __slots__ = ("_loop", "num")
 
-    def __init__(self, num: int, loop: Attempts) -> None:
+    def __init__(self, num: int, loop: Attempts | None) -> None:
         self.num = num
         self._loop = loop
 
@@ -72,16 +74,16 @@ class Attempt:
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+        loop: Attempts = self._loop or self  # type: ignore[assignment]  # None: the loop's own first attempt
         if exc is None:  # the block succeeded: the loop is over
-            loop = self._loop
             loop._over = True
             if self.num > 1:
                 loop._counters.success.inc()
             return False
-        return self._loop._ended(exc)
+        return loop._ended(exc)
 
 
-class Attempts:
+class Attempts(Attempt):
     """The attempts of one retried call: ``for``/``async for`` yields each in turn.
 
     The loop ends after an attempt whose block raised nothing (or was never
@@ -89,37 +91,42 @@ class Attempts:
     up: tenacity stops it (attempts used up), the next wait would reach the
     retry's timeout or the current tipkit deadline, or that time has passed when
     the next attempt is due. A fresh object per call: not shared between threads
-    or tasks.
+    or tasks. The loop is its own first attempt (an object allocation is most
+    of the cost of a block that succeeds at once).
     """
 
     __slots__ = (
         "_counters",
-        "_deadline",
         "_error",
         "_name",
         "_number",
         "_over",
         "_policy",
         "_reason",
+        "_start",
         "_state",
         "_waited",
     )
 
     _reason: GiveUpReason  # set by whatever decides to give up, read by _give_up
+    # Set on the first failure, not here: a block that succeeds at once never reads
+    # them, and each store is a few percent of its cost.
+    _waited: bool  # the wait before the next attempt is over
+    _over: bool  # the loop is done (read with a default: may be unset)
+    _state: tenacity.RetryCallState  # tenacity's schedule (read with a default)
 
     def __init__(
         self, policy: Policy, name: str, counters: Counters, start: float
     ) -> None:
         """Begin a loop for *policy* at *start*, a reading of its clock."""
+        self.num = 1  # the loop is its own first attempt (Attempt.__init__, inline)
+        self._loop = None
         self._policy = policy
         self._name = name
         self._counters = counters
-        self._deadline = None if policy.timeout is None else start + policy.timeout
+        self._start = start
         self._error: Exception | None = None  # the last attempt's, not yet acted on
         self._number = 0  # attempts handed out
-        self._waited = False  # the wait before the next attempt is over
-        self._over = False
-        self._state: tenacity.RetryCallState | None = None  # after a failure only
 
     @classmethod
     def after(
@@ -140,14 +147,15 @@ class Attempts:
         loop._number = 1
         return loop if loop._ended(error) else None
 
-    def __repr__(self) -> str:
-        return f"<retry loop {self._name!r} attempt={self._number}>"
-
     # -- the drivers: the only code that differs between sync and async ----------------
     def __iter__(self) -> Self:
         return self
 
     def __next__(self) -> Attempt:
+        if not self._number and self._policy.budget is None:
+            # The first attempt, nothing to record: _step's first branch, inline.
+            self._number = 1
+            return self
         if self._error is not None and (budget := self._policy.budget) is not None:
             budget.exchange_if_due(self._policy.clock.monotonic())
         while isinstance(step := self._step(), float):
@@ -160,6 +168,9 @@ class Attempts:
         return self
 
     async def __anext__(self) -> Attempt:
+        if not self._number and self._policy.budget is None:  # as in __next__
+            self._number = 1
+            return self
         if self._error is not None and (budget := self._policy.budget) is not None:
             await budget.aexchange_if_due(self._policy.clock.monotonic())
         while isinstance(step := self._step(), float):
@@ -198,8 +209,8 @@ class Attempts:
             budget = self._policy.budget
             if budget is not None:
                 budget.record_first(self._policy.clock.monotonic())
-            return Attempt(1, self)
-        if self._over:  # gave up: the error stays, the loop is done
+            return self  # the loop is its first attempt
+        if getattr(self, "_over", False):  # gave up: the error stays, the loop is done
             return None
         if self._waited:
             self._waited = False
@@ -223,6 +234,7 @@ class Attempts:
             self._over = True
             return False
         if self._policy.retriable(exc):
+            self._waited = False  # (it is whenever an attempt ran)
             compensate = self._policy.compensate
             if compensate is not None:
                 try:
@@ -244,7 +256,7 @@ class Attempts:
         Raises:
             Exception: *error*, when tenacity stops.
         """
-        state = self._state
+        state: tenacity.RetryCallState | None = getattr(self, "_state", None)
         if state is None:
             # tenacity's statistics are per thread; begin() resets this thread's.
             _SCHEDULER.begin()
@@ -267,9 +279,10 @@ class Attempts:
         if limit is not None and self._number >= limit:
             self._reason = "attempts"
             return True
+        timeout = self._policy.timeout
         if (
-            self._deadline is not None
-            and self._policy.clock.monotonic() + wait >= self._deadline
+            timeout is not None
+            and self._policy.clock.monotonic() + wait >= self._start + timeout
         ):
             self._reason = "timeout"
             return True
@@ -289,9 +302,10 @@ class Attempts:
         Raises:
             Exception: *error*, when the timeout or the current deadline has passed.
         """
+        timeout = self._policy.timeout
         if (
-            self._deadline is not None
-            and self._policy.clock.monotonic() >= self._deadline
+            timeout is not None
+            and self._policy.clock.monotonic() >= self._start + timeout
         ):
             self._reason = "timeout"
         else:
