@@ -1,5 +1,7 @@
+import copy
 import json
 import math
+import pickle
 import random
 
 import pytest
@@ -19,7 +21,9 @@ from tipkit._judge import (
     Judge,
     LatencyCheck,
     LatencyGuard,
+    MeanCheck,
     MetricCheck,
+    RateCheck,
     confidence_halfwidth,
     optimal_tau,
     srm_log_evidence,
@@ -522,3 +526,24 @@ def test_verdict_invariants_hold_for_any_counts(stages, max_increase):
     assert (v.decision == FAIL) == (enough and g.lower > max_increase)
     if v.decision == PASS:
         assert min(v.stage_canary, v.stage_control) >= MIN_OUTCOMES_TO_FAIL
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        ErrorRateCheck(),
+        LatencyCheck(threshold=0.25, max_increase=0.02, dry_run=True),
+        RateCheck("conversion", max_increase=0.01, higher_is_better=True),
+        MeanCheck("basket", max_increase=2.0, lower=0.0, upper=500.0),
+    ],
+    ids=repr,
+)
+def test_a_check_survives_pickle_and_copy_and_stays_immutable(
+    check: MetricCheck,
+) -> None:
+    """Checks cross process boundaries (pickle) and copy.deepcopy, and stay immutable."""
+    for twin in (pickle.loads(pickle.dumps(check)), copy.deepcopy(check)):  # noqa: S301  # our own bytes
+        assert check == twin
+        assert repr(check) == repr(twin)
+        with pytest.raises(AttributeError, match="immutable"):
+            twin.max_increase = 0.5  # type: ignore[misc]

@@ -215,6 +215,51 @@ def test_a_rollout_built_offline_adopts_the_fleets_rollback_when_it_joins() -> N
     assert "rolled_back" == store.stored()["status"]
 
 
+class ReadFlakyStore(FlakyStore):
+    """A FlakyStore whose namespace reads (the flags' refresh) fail too while .down."""
+
+    def version(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return super().version(*args, **kwargs)
+
+    def snapshot(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return super().snapshot(*args, **kwargs)
+
+    async def aversion(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return await super().aversion(*args, **kwargs)
+
+    async def asnapshot(self, *args: Any, **kwargs: Any) -> Any:
+        self._check()
+        return await super().asnapshot(*args, **kwargs)
+
+
+def test_a_known_rollback_holds_where_the_flags_never_read_the_store() -> None:
+    """A process that read the rollback but whose flags' first read failed serves control."""
+    clock = FakeClock()
+    store = ReadFlakyStore(clock=clock)
+    first, _ = build(clock, store)
+    first.rollback("bad canary", actor="alice")
+    second, _ = build(clock, store)  # reads the rolled-back state
+    assert 0.0 == second.percent
+    store.down = True  # before its flags' first read
+    arms = []
+    for i in range(200):
+        with second.observe(f"user-{i}") as arm:
+            arms.append((arm.is_canary, arm.variant, arm.judged))
+    assert {(False, "old", False)} == set(arms)
+
+    async def routed() -> set[bool]:
+        seen = set()
+        for i in range(200):
+            async with second.observe(f"user-{i}") as arm:
+                seen.add(arm.is_canary)
+        return seen
+
+    assert {False} == asyncio.run(routed())
+
+
 @pytest.mark.parametrize("raising", [StoreError, RuntimeError])
 def test_a_rollback_during_an_outage_acts_at_once_and_is_written_when_back(
     raising: type[Exception],

@@ -14,6 +14,7 @@ outcomes that a :class:`tipkit.rollout.Rollout` has already observed.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 __all__ = [
     "CanaryGuard",
@@ -158,6 +159,13 @@ class MetricCheck:
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __setstate__(self, state: Any) -> None:
+        """Restore a pickled or copied check past the immutability guard."""
+        attrs, slots = state if isinstance(state, tuple) else (state, None)
+        for part in (attrs, slots):
+            for name, value in (part or {}).items():
+                object.__setattr__(self, name, value)
 
     def is_bad(
         self, error: bool, latency: float

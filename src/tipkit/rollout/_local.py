@@ -79,6 +79,7 @@ class Local:
         "judging",
         "lock",
         "next_save",
+        "rolled_back",
         "summary",
         "verdict",
         "version",
@@ -113,6 +114,8 @@ class Local:
         """Counts applied states: a read taken at an older count may be stale."""
         self.cut = 0  # canary buckets: [0, cut) of 100000
         self.judging = False
+        self.rolled_back = False
+        """Rolled back: the arm is control, whatever the flags serve here."""
         self.summary = StageSummary()
         self.verdict: Verdict | None = None
         self.held = False
@@ -174,6 +177,7 @@ class Local:
         self.gen += 1
         self.cut = v.cut
         self.judging = v.judging
+        self.rolled_back = v.status == "rolled_back"
         if old is None or old.attempt != v.attempt:
             self.judge = self._new_judge()
             self.verdict = None

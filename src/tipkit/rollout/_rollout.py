@@ -326,6 +326,13 @@ class Rollout(Controls):
             arm.is_canary = arm.judged = False
             return
         local = self._local
+        if local.rolled_back:
+            # Local-first: a rollback this process knows of holds even where
+            # its flags have not read the store yet (their first read failed:
+            # they would serve the document's split, canary and all).
+            arm.variant = self._control_variant
+            arm.is_canary = arm.judged = False
+            return
         variant = out.variant
         split = out.split
         cut = local.cut
