@@ -55,7 +55,9 @@ CHILD = textwrap.dedent(
                 return super().compare_and_set(
                     namespace, key, value, version=version, ttl=ttl
                 )
-            except Exception:
+            except Exception as exc:
+                if "not tried" in str(exc):  # refused: the store is known down
+                    raise
                 if muted:  # did Redis apply the write whose reply we never got?
                     # (Not when another process wrote first: then the
                     # compare-and-set found a newer version and wrote nothing.)
