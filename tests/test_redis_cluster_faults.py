@@ -36,7 +36,14 @@ from tests.test_outages_safety import (
     stored_status,
 )
 from tests.test_redis_cluster import dead_loop_connections, migrate_slot, until
-from tests.test_redis_sentinel import DOC, HOT, HotCalls, back, bounds, expected
+from tests.test_redis_sentinel import (
+    DOC,
+    HOT,
+    HotCalls,
+    assert_on_policy,
+    back,
+    bounds,
+)
 
 from tipkit.errors import RateLimitedError
 from tipkit.flags import Flags, InMemoryProvider
@@ -186,16 +193,7 @@ def test_a_blocked_primary_bounds_hot_calls_and_other_slots_stay_exact(
     for store in [*made.values(), other_store]:
         store.close()
     assert done < over, "the fault ended before the outage calls did"
-    for policy, (calls, results, async_took) in during.items():
-        sync_bound, async_bound = limits[policy]
-        assert [] == hots[policy].errors
-        assert expected(policy) == {n: calls[n][0] for n in HOT}
-        assert dict.fromkeys(HOT, True) == {n: calls[n][1] < sync_bound for n in HOT}, (
-            calls,
-            sync_bound,
-        )
-        assert [policy == "fail_open"] * 50 == results
-        assert async_took < async_bound, (async_took, async_bound)
+    assert_on_policy(during, limits, hots)
     assert [True] * 10 + [False] * 5 == served  # the store decided: exact
     assert elsewhere_took < limits[POLICIES[0]][0]
     assert [
@@ -457,16 +455,7 @@ def test_a_primary_paused_past_the_node_timeout_fails_over_and_the_same_store_fo
         again_took = time.perf_counter() - start
         for store in [*made.values(), writer_store]:
             store.close()
-    for policy, (calls, results, async_took) in during.items():
-        sync_bound, async_bound = limits[policy]
-        assert [] == hots[policy].errors
-        assert expected(policy) == {n: calls[n][0] for n in HOT}
-        assert dict.fromkeys(HOT, True) == {n: calls[n][1] < sync_bound for n in HOT}, (
-            calls,
-            sync_bound,
-        )
-        assert [policy == "fail_open"] * 50 == results
-        assert async_took < async_bound, (async_took, async_bound)
+    assert_on_policy(during, limits, hots)
     assert recovered, sorted((e.component, e.name) for e in ups)  # type: ignore[attr-defined]  # StoreRecovered
     assert pushed, "the revive never reached the watch while the old primary hung"
     assert again, "a kill never reached the watch after the old primary rejoined"

@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -456,6 +456,25 @@ def expected_calls(policy: str) -> dict[str, object]:
     return {"acquire": policy == "fail_open", **expected(policy)}
 
 
+def assert_on_policy(
+    during: Mapping[str, Any],
+    limits: Mapping[str, tuple[float, float]],
+    hots: Mapping[str, Any],
+    names: tuple[str, ...] = HOT,
+    answers: Callable[[str], dict[str, object]] = expected,
+) -> None:
+    """Each policy's outage calls: none raised, the policy's answers, each within its bound."""
+    for policy, (calls, results, async_took) in during.items():
+        sync_bound, async_bound = limits[policy]
+        assert [] == hots[policy].errors
+        assert answers(policy) == {n: calls[n][0] for n in names}
+        assert dict.fromkeys(names, True) == {
+            n: calls[n][1] < sync_bound for n in names
+        }, (calls, sync_bound)
+        assert [policy == "fail_open"] * 50 == results
+        assert async_took < async_bound, (async_took, async_bound)
+
+
 POLICIES = ("fail_open", "fail_closed")
 During = dict[str, tuple[dict[str, tuple[object, float]], list[bool], float]]
 
@@ -598,18 +617,7 @@ def test_master_fault_every_hot_call_bounded_and_policy_followed(
             recovered = until(back(list(hots.values()), up), healthy.bound)
         for hot in hots.values():  # before the proxy and its sentinel go
             hot.store.close()
-    for policy, (calls, results, async_took) in during.items():
-        sync_bound, async_bound = limits[policy]
-        assert [] == hots[policy].errors
-        assert expected_calls(policy) == {n: calls[n][0] for n in CALLS}
-        assert dict.fromkeys(CALLS, True) == {
-            n: calls[n][1] < sync_bound for n in CALLS
-        }, (
-            calls,
-            sync_bound,
-        )
-        assert [policy == "fail_open"] * 50 == results
-        assert async_took < async_bound, (async_took, async_bound)
+    assert_on_policy(during, limits, hots, CALLS, expected_calls)
     if fault in ("debug_sleep", "client_pause"):
         assert took < hold, ("the calls outlasted the fault", took, hold)
     assert OUTAGE == sorted((e.component, e.policy) for e in down)  # type: ignore[attr-defined]  # StoreUnavailable
@@ -664,18 +672,7 @@ def test_killed_master_every_hot_call_bounded_then_served_by_the_new_master(
             recovered = until(back(list(hots.values()), up), healthy.bound)
         finally:
             old.start()  # it rejoins as a replica of the new master
-    for policy, (calls, results, async_took) in during.items():
-        sync_bound, async_bound = limits[policy]
-        assert [] == hots[policy].errors
-        assert expected_calls(policy) == {n: calls[n][0] for n in CALLS}
-        assert dict.fromkeys(CALLS, True) == {
-            n: calls[n][1] < sync_bound for n in CALLS
-        }, (
-            calls,
-            sync_bound,
-        )
-        assert [policy == "fail_open"] * 50 == results
-        assert async_took < async_bound, (async_took, async_bound)
+    assert_on_policy(during, limits, hots, CALLS, expected_calls)
     assert OUTAGE == sorted((e.component, e.policy) for e in down)  # type: ignore[attr-defined]  # StoreUnavailable
     assert recovered is not None, sorted((e.component, e.name) for e in up)  # type: ignore[attr-defined]  # StoreRecovered
     assert 2 * len(COMPONENTS) == len(up)
