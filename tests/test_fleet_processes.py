@@ -12,6 +12,7 @@ propagation bound (``refresh_interval`` + ``timeout``) across processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from tests.fault_proxy import FaultProxy
 from tests.redis_fixtures import _executable
 from tests.redis_server import RedisServer
 from tests.test_outages_safety import (
@@ -239,17 +241,28 @@ def prefix() -> str:
 
 
 @pytest.fixture
+def proxies() -> Iterator[contextlib.ExitStack]:
+    """Where a test's fault proxies are entered: each one closed when the test ends."""
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+@pytest.fixture
 def aof_server() -> Iterator[RedisServer]:
     """A redis-server of the test's own with the append-only file on (fsync always)."""
     with RedisServer(_executable(), appendonly=True) as srv:
         yield srv
 
 
-@pytest.mark.parametrize("fault", ["sigkill", "sigstop"])
+@pytest.mark.parametrize("fault", ["sigkill", "sigstop", "blackhole", "drop"])
 def test_three_processes_keep_a_kill_and_a_rollback_through_the_fault(
-    aof_server: RedisServer, prefix: str, fault: str
+    aof_server: RedisServer, prefix: str, proxies: contextlib.ExitStack, fault: str
 ) -> None:
-    """AOF: a kill and a rollback made before SIGKILL (or SIGSTOP) hold in 3 processes.
+    """AOF: a kill and a rollback made before the fault hold in 3 processes.
+
+    The faults: SIGKILL and restart, SIGSTOP, and, through a ``FaultProxy``
+    between the processes and the server, a blackhole (never answers) and
+    dropped connections (reset at once: a dead port).
 
     Each process evaluates the killed flag, routes through the rolled-back
     rollout and takes from a shared bucket (``fail_closed``), sync and in
@@ -261,7 +274,11 @@ def test_three_processes_keep_a_kill_and_a_rollback_through_the_fault(
     process built after it sees them.
     """
     srv = aof_server
-    timeout = healthy_timeout(srv.url, prefix + "t:")
+    proxy = None
+    if fault in ("blackhole", "drop"):
+        proxy = proxies.enter_context(FaultProxy(srv.port))
+    url = srv.url if proxy is None else proxy.url
+    timeout = healthy_timeout(url, prefix + "t:")
     store = store_via(srv.url, prefix, timeout=timeout)
     flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=0)
     flags.kill("checkout")
@@ -269,21 +286,27 @@ def test_three_processes_keep_a_kill_and_a_rollback_through_the_fault(
     rollout.rollback("bad canary", actor="oncall")
     assert until(lambda: not flags.pending() and not rollout.pending()) is not None
     assert "rolled_back" == stored_status(store)
-    children = Children(srv.url, prefix, timeout, "aof")
+    children = Children(url, prefix, timeout, "aof")
     try:
         assert [["ready"]] * 3 == [children.read(i) for i in range(3)]
         children.say("go")
         if fault == "sigkill":
             srv.sigkill()
-        else:
+        elif fault == "sigstop":
             srv.pause()
+        else:
+            assert proxy is not None
+            proxy.set(fault)
         try:
             down = [children.read(i) for i in range(3)]  # each ran a batch in it
         finally:
             if fault == "sigkill":
                 srv.start()  # the same port, its AOF replayed
-            else:
+            elif fault == "sigstop":
                 srv.resume()
+            else:
+                assert proxy is not None
+                proxy.set("pass")
         restarted = time.perf_counter()
         back = [children.read(i) for i in range(3)]
         served = time.perf_counter() - restarted
