@@ -41,6 +41,8 @@ class FaultProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._serving: set[asyncio.Task[None]] = set()
         self._closing = False
+        self.accepted = 0
+        """Connections accepted so far."""
         self._thread = threading.Thread(
             target=self._loop.run_forever, daemon=True, name="fault-proxy"
         )
@@ -116,6 +118,7 @@ class FaultProxy:
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        self.accepted += 1
         self._writers.add(writer)
         task = asyncio.current_task()
         assert task is not None

@@ -24,6 +24,7 @@ from tipkit.flags import Flags, InMemoryProvider
 from tipkit.ratelimit import TokenBucket
 from tipkit.rollout import Rollout
 from tipkit.stores import RedisStore
+from tipkit.stores._durable import flush_all
 from tipkit.stores._events import StoreHealth, StoreRecovered, StoreUnavailable
 from tipkit.testing import FakeClock, capture_events
 
@@ -245,3 +246,34 @@ def test_a_store_known_down_answers_again_within_one_probe(proxy: FaultProxy) ->
     assert back is not None
     assert back < 2 * timeout + 0.5, (back, timeout)
     store.close()
+
+
+def test_a_closed_store_refuses_every_call_at_once_and_work_on_it_stops_reaching_out(
+    proxy: FaultProxy,
+) -> None:
+    """After close(): every call refused without I/O; a pending kill's replay never connects."""
+    timeout = machine_timeout(proxy.url, 0.1)
+    store = RedisStore(proxy.url, prefix=f"h:{uuid.uuid4().hex[:8]}:", timeout=timeout)
+    flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=0)
+    assert flags.is_enabled("pricing", default=False) in (True, False)  # read once
+    proxy.set("drop")
+    flags.kill("pricing")  # pending: the server resets every connection
+    assert 1 == len(flags.pending())
+    store.close()
+    proxy.set("pass")
+    accepted = proxy.accepted
+    start = time.perf_counter()
+    for call in (
+        lambda: store.get("ns", "k"),
+        lambda: store.set("ns", "k", 1),
+        lambda: store.version("ns"),
+        lambda: store.take_tokens("b", 1.0, rate=10.0, capacity=10.0),
+    ):
+        with pytest.raises(StoreError, match="the store is closed"):
+            call()
+    assert time.perf_counter() - start < timeout  # no round trip was made
+    assert not flags.is_enabled("pricing", default=True)  # the kill still holds here
+    flags.refresh()
+    assert not flush_all()  # the replay is refused at once: the kill stays pending
+    assert 1 == len(flags.pending())
+    assert accepted == proxy.accepted  # nothing connected to the server again

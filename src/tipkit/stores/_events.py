@@ -11,6 +11,7 @@ per primitive, not one per request.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -311,6 +312,7 @@ class StoreHealth:
         "_next",
         "bound",
         "cause",
+        "closed",
         "down",
         "probe",
         "since",
@@ -324,6 +326,7 @@ class StoreHealth:
         self._clock = clock
         self._lock = _fork.new_lock()
         self.down = False
+        self.closed = False
         self.since = 0.0
         self._next = 0.0  # while down: when the next probe may start
         self.cause: BaseException | None = None
@@ -373,8 +376,20 @@ class StoreHealth:
         """A call was answered (even by an error reply): the store is up."""
         if self.down:
             with self._lock:
-                self.down = False
-                self.cause = None
+                if not self.closed:
+                    self.down = False
+                    self.cause = None
+
+    def close(self) -> None:
+        """The store was closed: refuse every call from now on, without I/O.
+
+        Work still running on the store (a pending action's replay, a
+        heartbeat) then fails at once instead of reconnecting to its server.
+        """
+        with self._lock:
+            self.closed = self.down = True
+            self.cause = None
+            self._next = math.inf
 
 
 # ------------------------------------------------------- a durable action's reports

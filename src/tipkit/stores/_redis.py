@@ -439,8 +439,11 @@ class RedisStore(RedisAuditMethods):
         """Close the connections tipkit opened (a client you passed stays open).
 
         Stops the watch listener. Async clients close with their event loop, or
-        with :meth:`aclose`.
+        with :meth:`aclose`. Every call after it is refused at once
+        (``StoreError``, no I/O): work still running on the store, such as a
+        pending action's replay, fails fast instead of reconnecting.
         """
+        self._clients.health.close()
         if self._listener is not None:
             self._listener.stop()
         self._clients.close()

@@ -48,6 +48,8 @@ class Gate(StoreHealth):
         """While down: ``True`` if this call is the probe; else refuse it, no I/O."""
         if self.admit():
             return True
+        if self.closed:
+            raise StoreError(f"RedisStore {op} {key!r} not tried: the store is closed")
         cause = self.cause
         name = "TimeoutError" if cause is None else type(cause).__name__
         raise StoreError(
