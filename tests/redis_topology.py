@@ -64,6 +64,32 @@ def _redis_cli(executable: str) -> str:
     return str(cli) if cli.exists() else "redis-cli"
 
 
+class _Started:
+    """Servers as a ``with`` block: started on entry (closed if that fails), closed on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class ClusterNode(RedisServer):
     """A redis-server in cluster mode, with its cluster bus on a free port of its own.
 
@@ -88,7 +114,7 @@ class ClusterNode(RedisServer):
         ]  # fmt: skip
 
 
-class ClusterServers:
+class ClusterServers(_Started):
     """Three cluster-mode redis-servers on loopback, joined into one cluster.
 
     ``nodes[:masters]`` start as the primaries and ``nodes[masters:]`` as their
@@ -128,22 +154,6 @@ class ClusterServers:
 
     def __repr__(self) -> str:
         return f"<ClusterServers {self.addresses}>"
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def start(self) -> None:
         """Start the nodes, create the cluster, wait until every node serves every slot."""
@@ -297,7 +307,7 @@ class SentinelServer(RedisServer):
         ]  # fmt: skip
 
 
-class SentinelSet:
+class SentinelSet(_Started):
     """A master, one replica and three sentinels (quorum 2) on loopback.
 
     Which server is the master changes with each failover: ask :meth:`master`.
@@ -332,22 +342,6 @@ class SentinelSet:
 
     def __repr__(self) -> str:
         return f"<SentinelSet {self.service!r} sentinels={self.sentinel_addresses}>"
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def start(self) -> None:
         """Start master, replica and sentinels; wait until a failover is possible."""
