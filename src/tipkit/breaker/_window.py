@@ -15,7 +15,26 @@ from datetime import timedelta
 __all__ = ["CountWindow", "TimeWindow", "Window"]
 
 
-class CountWindow:
+class _Description:
+    """A window description: a value object equal to another of its class and size."""
+
+    __slots__ = ()
+
+    def _key(self) -> int:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _Description)
+            and type(other) is type(self)
+            and other._key() == self._key()
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._key()))
+
+
+class CountWindow(_Description):
     """A sliding window over the last *size* call outcomes.
 
     A ring buffer with running totals: recording an outcome is O(1) and memory is
@@ -39,17 +58,14 @@ class CountWindow:
     def __repr__(self) -> str:
         return f"CountWindow({self.size})"
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CountWindow) and other.size == self.size
-
-    def __hash__(self) -> int:
-        return hash((CountWindow, self.size))
-
     def _new(self) -> _CountRing:
         return _CountRing(self.size)
 
+    def _key(self) -> int:
+        return self.size
 
-class TimeWindow:
+
+class TimeWindow(_Description):
     """A sliding window over the outcomes of the last *seconds* seconds.
 
     Outcomes are aggregated in one-second buckets (resilience4j's partial
@@ -87,14 +103,11 @@ class TimeWindow:
     def __repr__(self) -> str:
         return f"TimeWindow(seconds={self.seconds})"
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TimeWindow) and other.seconds == self.seconds
-
-    def __hash__(self) -> int:
-        return hash((TimeWindow, self.seconds))
-
     def _new(self) -> _TimeBuckets:
         return _TimeBuckets(self.seconds)
+
+    def _key(self) -> int:
+        return self.seconds
 
 
 class _CountRing:
