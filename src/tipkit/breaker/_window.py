@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from typing import ClassVar
 
 __all__ = ["CountWindow", "TimeWindow", "Window"]
 
@@ -20,8 +21,11 @@ class _Description:
 
     __slots__ = ()
 
+    _field: ClassVar[str]
+    """The slot holding the description's one number (``size``, ``seconds``)."""
+
     def _key(self) -> int:
-        raise NotImplementedError
+        return int(getattr(self, self._field))
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -47,6 +51,7 @@ class CountWindow(_Description):
     """
 
     __slots__ = ("size",)
+    _field = "size"
 
     def __init__(self, size: int = 100) -> None:
         if isinstance(size, bool) or not isinstance(size, int):
@@ -60,9 +65,6 @@ class CountWindow(_Description):
 
     def _new(self) -> _CountRing:
         return _CountRing(self.size)
-
-    def _key(self) -> int:
-        return self.size
 
 
 class TimeWindow(_Description):
@@ -79,6 +81,7 @@ class TimeWindow(_Description):
     """
 
     __slots__ = ("seconds",)
+    _field = "seconds"
 
     def __init__(self, seconds: int | timedelta = 60) -> None:
         value: float
@@ -105,9 +108,6 @@ class TimeWindow(_Description):
 
     def _new(self) -> _TimeBuckets:
         return _TimeBuckets(self.seconds)
-
-    def _key(self) -> int:
-        return self.seconds
 
 
 class _CountRing:
