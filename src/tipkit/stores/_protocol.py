@@ -98,17 +98,8 @@ class Subscription(Protocol):
         ...
 
 
-class _Policied(Protocol):
-    """A store that carries a failure policy (every capability protocol has one)."""
-
-    @property
-    def on_error(self) -> OnError:
-        """The failure policy this store carries for the primitives using it."""
-        ...
-
-
 @runtime_checkable
-class KeyValueStore(_Policied, Protocol):
+class KeyValueStore(Protocol):
     """Namespaced, versioned entries with compare-and-set, snapshots and watches.
 
     Implementations are thread-safe. A backend failure raises
@@ -116,6 +107,11 @@ class KeyValueStore(_Policied, Protocol):
     ``__cause__``; what a primitive then does (keep the last known state,
     fail open or closed) is the primitive's documented policy.
     """
+
+    @property
+    def on_error(self) -> OnError:
+        """The failure policy this store carries for the primitives using it."""
+        ...
 
     def get(self, namespace: str, key: str) -> Entry | None:
         """Return the entry at *key* in *namespace*, or ``None``."""
@@ -195,11 +191,16 @@ class KeyValueStore(_Policied, Protocol):
 
 
 @runtime_checkable
-class CounterStore(_Policied, Protocol):
+class CounterStore(Protocol):
     """Counters: several named fields per key, added to atomically.
 
     Thread-safe; failures raise :class:`tipkit.errors.StoreError`.
     """
+
+    @property
+    def on_error(self) -> OnError:
+        """The failure policy this store carries for the primitives using it."""
+        ...
 
     def increment(
         self,
@@ -227,11 +228,16 @@ class CounterStore(_Policied, Protocol):
 
 
 @runtime_checkable
-class TokenStore(_Policied, Protocol):
+class TokenStore(Protocol):
     """Token buckets refilled and taken in one atomic step on the store's clock.
 
     Thread-safe; failures raise :class:`tipkit.errors.StoreError`.
     """
+
+    @property
+    def on_error(self) -> OnError:
+        """The failure policy this store carries for the primitives using it."""
+        ...
 
     def take_tokens(
         self,
