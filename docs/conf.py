@@ -56,6 +56,25 @@ def _only_tipkit_sources(app: object) -> list[object]:
     return []
 
 
+def _public_bases(
+    app: object, name: str, obj: object, options: object, bases: list[type]
+) -> None:
+    """Show a class's public bases: a private base (``_StoreEvent``) is replaced by its own.
+
+    A private base shares code between public classes; it is no part of the API,
+    so "Bases:" names what it stands for instead (in place, as autodoc expects).
+    """
+
+    def public(base: type) -> list[type]:
+        if not base.__name__.startswith("_"):
+            return [base]
+        return [p for b in base.__bases__ if b is not object for p in public(b)]
+
+    shown = [p for b in bases for p in public(b)]
+    bases[:] = list(dict.fromkeys(shown)) or [object]
+
+
 def setup(app: object) -> None:
-    """Register the hook above ahead of viewcode's own (priority 500)."""
+    """Register the hooks above (the pages one ahead of viewcode's own, priority 500)."""
     app.connect("html-collect-pages", _only_tipkit_sources, priority=400)  # type: ignore[attr-defined]  # sphinx.application.Sphinx
+    app.connect("autodoc-process-bases", _public_bases)  # type: ignore[attr-defined]  # sphinx.application.Sphinx
