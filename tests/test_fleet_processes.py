@@ -353,6 +353,74 @@ def aof_server() -> Iterator[RedisServer]:
         yield srv
 
 
+def act_before(url: str, prefix: str, timeout: float) -> None:
+    """While healthy: kill 'checkout' and roll 'pricing' back, both stored."""
+    store = store_via(url, prefix, timeout=timeout)
+    flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=0)
+    flags.kill("checkout")
+    rollout = rollout_via(store)
+    rollout.rollback("bad canary", actor="oncall")
+    assert until(lambda: not flags.pending() and not rollout.pending()) is not None
+    assert "rolled_back" == stored_status(store)
+    store.close()
+
+
+def assert_kept(results: list[dict[str, Any]], timeout: float) -> None:
+    """Every child: nothing raised, both actions in force, bounded, nothing pending or lost.
+
+    Each call within 2x the timeout plus that child's own slack; each child had
+    a batch refused (``fail_closed``) by the fault; the bucket met it, the flags
+    and the rollout when they read in it.
+    """
+    assert [[], [], []] == [r["errors"] for r in results], results
+    assert [0, 0, 0] == [r["enabled"] for r in results], results
+    assert [0, 0, 0] == [r["canary"] for r in results], results
+    assert [0, 0, 0] == [r["pending"] for r in results], results
+    assert [0, 0, 0] == [r["lost"] for r in results], results
+    for r in results:
+        assert r["slowest"] < 2 * timeout + r["slack"], r
+        assert r["slowest_async"] < 2 * timeout + r["batch_slack"], r
+        assert r["refused_batches"] >= 1, r
+        assert "ratelimit" in r["unavailable"], r
+        assert {"flags", "ratelimit", "rollout"} >= set(r["unavailable"]), r
+
+
+def assert_stored(url: str, prefix: str, killed: list[str]) -> None:
+    """A process built now: the rollout rolled back, the *killed* flags off."""
+    reader = store_via(url, prefix, timeout=5.0)
+    try:
+        assert "rolled_back" == stored_status(reader)
+        fresh = Flags(InMemoryProvider(FLEET_DOC), store=reader, refresh_interval=0)
+        assert [False] * len(killed) == [
+            fresh.is_enabled(name, default=True) for name in killed
+        ]
+        assert 0.0 == rollout_via(reader).percent
+    finally:
+        reader.close()
+
+
+def figures(
+    label: str,
+    timeout: float,
+    hold: float,
+    met: float,
+    served: float,
+    results: list[dict[str, Any]],
+) -> str:
+    """The measured figures of one fault test, on one line."""
+    return (
+        f"{label}: timeout {timeout:.3f} (hold {hold:.2f}); every process met it "
+        f"within {met:.3f} s, served again {served:.3f} s after it ended; "
+        f"{[r['batches'] for r in results]} batches, "
+        f"{[r['refused_batches'] for r in results]} in the outage; slowest call "
+        f"{max(r['slowest'] for r in results):.3f} s, flag read "
+        f"{max(r['slowest_flag'] for r in results):.3f} s, async call "
+        f"{max(r['slowest_async'] for r in results):.3f} s, batch "
+        f"{max(r['slowest_batch'] for r in results):.3f} s; met it: "
+        f"{[r['unavailable'] for r in results]}"
+    )
+
+
 def fault_hold(timeout: float) -> float:
     """How long a fault that cannot be ended early lasts (DEBUG SLEEP, CLIENT PAUSE).
 
@@ -451,8 +519,8 @@ def test_three_processes_keep_a_kill_and_a_rollback_through_the_fault(
     bounded (refused at once by a killed server; a hung one costs each call its
     timeout); the server has both actions after it (from its AOF after a
     SIGKILL: no process saw the state lost), and a process built after it sees
-    them. Under CLIENT PAUSE WRITE only the bucket meets the outage: flag reads
-    are served by the server at healthy speed.
+    them. Under CLIENT PAUSE WRITE a plain read is served but tipkit's entry
+    reads are scripts, held like writes: every primitive meets the outage.
     """
     srv = aof_server
     proxy = None
@@ -460,13 +528,7 @@ def test_three_processes_keep_a_kill_and_a_rollback_through_the_fault(
         proxy = proxies.enter_context(FaultProxy(srv.port))
     url = srv.url if proxy is None else proxy.url
     timeout = healthy_timeout(url, prefix + "t:")
-    store = store_via(srv.url, prefix, timeout=timeout)
-    flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=0)
-    flags.kill("checkout")
-    rollout = rollout_via(store)
-    rollout.rollback("bad canary", actor="oncall")
-    assert until(lambda: not flags.pending() and not rollout.pending()) is not None
-    assert "rolled_back" == stored_status(store)
+    act_before(srv.url, prefix, timeout)
     children = Children(url, prefix, timeout, "aof")
     try:
         children.all("ready")
@@ -488,18 +550,7 @@ def test_three_processes_keep_a_kill_and_a_rollback_through_the_fault(
     finally:
         children.close()
     served = max(float(b[1]) for b in back) - ended
-    assert [[], [], []] == [r["errors"] for r in results], results
-    assert [0, 0, 0] == [r["enabled"] for r in results], results
-    assert [0, 0, 0] == [r["canary"] for r in results], results
-    assert [0, 0, 0] == [r["pending"] for r in results], results
-    assert [0, 0, 0] == [r["lost"] for r in results], results  # the AOF kept it
-    for r in results:  # within 2x the timeout plus each process's own slack
-        assert r["slowest"] < 2 * timeout + r["slack"], r
-        assert r["slowest_async"] < 2 * timeout + r["batch_slack"], r
-        assert r["refused_batches"] >= 1, r
-        # The bucket met every fault; the flags and rollout when they read in it.
-        assert "ratelimit" in r["unavailable"], r
-        assert {"flags", "ratelimit", "rollout"} >= set(r["unavailable"]), r
+    assert_kept(results, timeout)  # the AOF kept it: no process saw the state lost
     if fault in HELD:  # seconds long: every primitive read (and met it) meanwhile
         assert [["flags", "ratelimit", "rollout"]] * 3 == [
             r["unavailable"] for r in results
@@ -510,25 +561,8 @@ def test_three_processes_keep_a_kill_and_a_rollback_through_the_fault(
         # prunes expired entries: a write), held like every write: to tipkit a
         # CLIENT PAUSE WRITE is an outage of every primitive, as ALL is.
         assert (True, True, "held") == (version > 0, version_took < timeout, script)
-    reader = store_via(srv.url, prefix, timeout=5.0)
-    assert "rolled_back" == stored_status(reader)
-    fresh_flags = Flags(InMemoryProvider(DOC), store=reader, refresh_interval=0)
-    assert not fresh_flags.is_enabled("checkout", default=True)
-    fresh = rollout_via(reader)
-    assert 0.0 == fresh.percent
-    reader.close()
-    store.close()
-    print(  # noqa: T201 - the measured figures (pytest -s shows them)
-        f"aof, {fault}: timeout {timeout:.3f} (hold {hold:.2f}); every process met it "
-        f"within {met:.3f} s, served again {served:.3f} s after it ended; "
-        f"{[r['batches'] for r in results]} "
-        f"batches, {[r['refused_batches'] for r in results]} in the outage; slowest "
-        f"call {max(r['slowest'] for r in results):.3f} s, flag read "
-        f"{max(r['slowest_flag'] for r in results):.3f} s, async call "
-        f"{max(r['slowest_async'] for r in results):.3f} s, batch "
-        f"{max(r['slowest_batch'] for r in results):.3f} s; met it: "
-        f"{[r['unavailable'] for r in results]}"
-    )
+    assert_stored(srv.url, prefix, ["checkout"])
+    print(figures(f"aof, {fault}", timeout, hold, met, served, results))  # noqa: T201 - the measured figures (pytest -s shows them)
 
 
 def test_three_processes_share_a_breaker_opening_and_keep_it_through_a_restart(
