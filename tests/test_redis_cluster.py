@@ -512,6 +512,7 @@ def test_a_paused_primary_bounds_its_slots_calls_and_other_slots_keep_serving() 
     stays exact throughout. SIGCONT: every hot call is served again.
     """
     from tests.redis_fixtures import _executable
+    from tests.stalls import STALLS
     from tests.test_outages_safety import healthy_timeout
     from tests.test_redis_sentinel import (
         HOT,
@@ -561,8 +562,11 @@ def test_a_paused_primary_bounds_its_slots_calls_and_other_slots_keep_serving() 
             victim.pause()
             try:
                 with capture_events(StoreUnavailable) as down:
+                    STALLS.start()
+                    began = time.perf_counter()
                     during = {p: (h.timed(), *h.fifty()) for p, h in hots.items()}
                     start = time.perf_counter()
+                    stall = STALLS.worst(began, start)
                     served = [elsewhere.try_acquire() for _ in range(15)]
                     elsewhere_took = time.perf_counter() - start
             finally:
@@ -572,7 +576,7 @@ def test_a_paused_primary_bounds_its_slots_calls_and_other_slots_keep_serving() 
             recovery = time.perf_counter() - resumed
         for store in [*made.values(), elsewhere_store]:
             store.close()
-    assert_on_policy(during, limits, hots)
+    assert_on_policy(during, limits, hots, stall=stall)
     assert [True] * 10 + [False] * 5 == served  # exact: the store decided, not a policy
     assert elsewhere_took < 15 * limits["fail_open"][0]
     assert [

@@ -25,6 +25,7 @@ import redis
 from tests.redis_fixtures import _executable, machine_timeout
 from tests.redis_server import RedisServer
 from tests.redis_topology import ClusterServers, wait_until
+from tests.stalls import STALLS
 from tests.test_outages_safety import (
     ASYNC_BOUND,
     BOUND,
@@ -129,6 +130,7 @@ def side_by_side(work: dict[str, Callable[[], Any]]) -> dict[str, Any]:
     """Run each piece of *work* in a thread of its own, started together."""
     out: dict[str, Any] = {}
     barrier = threading.Barrier(len(work))
+    STALLS.start()  # its window is the caller's (STALLS.worst)
 
     def run(name: str, fn: Callable[[], Any]) -> None:
         barrier.wait()
@@ -180,10 +182,12 @@ def test_a_blocked_primary_bounds_hot_calls_and_other_slots_stay_exact(
     with capture_events(StoreRecovered) as up:  # also from background readers
         ended = block(victim, fault, seconds)
         with capture_events(StoreUnavailable) as down:
+            began = time.perf_counter()
             during = side_by_side(
                 {p: lambda h=h: (h.timed(), *h.fifty()) for p, h in hots.items()}
             )
             start = time.perf_counter()
+            stall = STALLS.worst(began, start)
             served = [elsewhere.try_acquire() for _ in range(15)]
             elsewhere_took = time.perf_counter() - start
         done = time.perf_counter()
@@ -193,7 +197,7 @@ def test_a_blocked_primary_bounds_hot_calls_and_other_slots_stay_exact(
     for store in [*made.values(), other_store]:
         store.close()
     assert done < over, "the fault ended before the outage calls did"
-    assert_on_policy(during, limits, hots)
+    assert_on_policy(during, limits, hots, stall=stall)
     assert [True] * 10 + [False] * 5 == served  # the store decided: exact
     assert elsewhere_took < limits[POLICIES[0]][0]
     assert [
@@ -421,12 +425,14 @@ def test_a_primary_paused_past_the_node_timeout_fails_over_and_the_same_store_fo
             paused = time.perf_counter()
             try:
                 with capture_events(StoreUnavailable) as down:
+                    began = time.perf_counter()
                     during = side_by_side(
                         {
                             p: lambda h=h: (h.timed(), *h.fifty())
                             for p, h in hots.items()
                         }
                     )
+                    stall = STALLS.worst(began, time.perf_counter())
                 wait_until(
                     lambda: cluster.role(replica) == "master",
                     cluster.bound,
@@ -455,7 +461,7 @@ def test_a_primary_paused_past_the_node_timeout_fails_over_and_the_same_store_fo
         again_took = time.perf_counter() - start
         for store in [*made.values(), writer_store]:
             store.close()
-    assert_on_policy(during, limits, hots)
+    assert_on_policy(during, limits, hots, stall=stall)
     assert recovered, sorted((e.component, e.name) for e in ups)  # type: ignore[attr-defined]  # StoreRecovered
     assert pushed, "the revive never reached the watch while the old primary hung"
     assert again, "a kill never reached the watch after the old primary rejoined"
