@@ -1,7 +1,7 @@
 """Three real processes behind Sentinel and on a Redis Cluster, through their faults.
 
-The children and what is asserted of them are those of
-``tests/test_fleet_processes.py``: a kill and a rollback made before the fault
+The children and what is asserted of them are those of the single-server
+tests (``tests/fleet_children.py``): a kill and a rollback made before the fault
 hold in every process throughout, nothing raises, every call is bounded (2x
 the store timeout plus each child's own slack), a ``fail_closed`` bucket
 refuses meanwhile, and nothing is pending or lost afterwards. Here, in
@@ -24,8 +24,7 @@ from typing import Any
 
 import pytest
 import redis
-from tests.redis_topology import ClusterServers, SentinelSet
-from tests.test_fleet_processes import (
+from tests.fleet_children import (
     LINE_BOUND,
     Children,
     act_before,
@@ -35,6 +34,7 @@ from tests.test_fleet_processes import (
     figures,
     run_through,
 )
+from tests.redis_topology import ClusterServers, SentinelSet
 from tests.test_outages_safety import healthy_timeout, machine_slack
 from tests.test_redis_cluster_faults import Layout, cluster
 from tests.test_redis_sentinel import healthy, sentinel_url, start_fault
@@ -83,10 +83,12 @@ def run_three(
     prefix: str,
     timeout: float,
     hold: float,
-    fault: str,
     start: Callable[[], Callable[[], None]],
 ) -> tuple[list[dict[str, Any]], list[list[str]], list[float], float, float, float]:
     """Three children through the fault *start* starts; one kills 'search' in it.
+
+    *hold*: the fault's fixed length (each child must meet it within that), or
+    ``LINE_BOUND`` for a fault that *start*'s returned function ends.
 
     Returns the children's reports, the kill's line (``killed <at> <took>``),
     when the others saw it after the fault ended, how long until every child
@@ -100,7 +102,7 @@ def run_three(
         children.all("ready")
         children.say("go")
         back, met, ended = run_through(
-            children, fault, hold, start, kill_during(children, killed)
+            children, hold, start, kill_during(children, killed)
         )
         seen = seen_after(children, ended)
         children.say("stop")
@@ -153,7 +155,7 @@ def test_three_processes_behind_sentinel_keep_their_actions_through_a_failover(
 
         try:
             results, killed, seen, met, served, _ = run_three(
-                url, prefix, timeout, hold, "sigkill", fail
+                url, prefix, timeout, hold, fail
             )
         finally:
             held.close()
@@ -193,7 +195,7 @@ def test_three_processes_on_a_cluster_keep_their_actions_through_a_blocked_prima
         return start_fault(fault, victim, None, hold)
 
     results, killed, seen, met, served, _ = run_three(
-        layout.url, prefix, timeout, hold, fault, block
+        layout.url, prefix, timeout, hold, block
     )
     bound = seen_bound(layout.url, prefix, timeout)
     assert_kept(results, timeout)
