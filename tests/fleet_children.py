@@ -404,7 +404,9 @@ def figures(
         f"{[r['refused_batches'] for r in results]} in the outage; slowest call "
         f"{max(r['slowest'] for r in results):.3f} s, flag read "
         f"{max(r['slowest_flag'] for r in results):.3f} s, async call "
-        f"{max(r['slowest_async'] for r in results):.3f} s, batch "
+        f"{max(r['slowest_async'] for r in results):.3f} s (less stalls: sync "
+        f"{max(r['own'] for r in results):.3f} s, async "
+        f"{max(r['own_async'] for r in results):.3f} s), batch "
         f"{max(r['slowest_batch'] for r in results):.3f} s; met it: "
         f"{[r['unavailable'] for r in results]}"
     )
