@@ -416,13 +416,14 @@ def fault_hold(timeout: float) -> float:
     """How long a fault that cannot be ended early lasts (DEBUG SLEEP, CLIENT PAUSE).
 
     Each child must finish the iteration the fault met and then run a whole
-    batch in it: at worst three calls, then three awaited calls per task, each
-    costing about one timeout (the primitive then knows the store is down).
-    Measured, every child met it within 0.05-0.6 s (0.3-1.3 timeouts); the hold
-    is 6 timeouts plus a second of scheduling: the timeout is machine-derived,
-    so a loaded machine holds the fault longer.
+    batch in it; the first call of each primitive costs one timeout, then the
+    store is known down and calls are refused at once until a probe answers.
+    Measured (13 runs under load average 4-16, ``timeout`` 0.20-5.85 s), every
+    child met it within 1.12 timeouts; the hold is 4 timeouts plus a second of
+    scheduling: the timeout is machine-derived, so a loaded machine holds the
+    fault longer.
     """
-    return 6 * timeout + 1.0
+    return 4 * timeout + 1.0
 
 
 def run_through(

@@ -11,6 +11,7 @@ before the fault, less any time the child stood still: ``tests.stalls``), no
 safety action lost, and the breaker's propagation bound (``refresh_interval``
 + ``timeout``) across processes.
 """
+
 from __future__ import annotations
 
 import contextlib
