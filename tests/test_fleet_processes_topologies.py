@@ -177,7 +177,7 @@ def test_three_processes_behind_sentinel_keep_their_actions_through_a_failover(
 @pytest.mark.usefixtures("cluster")  # no node failed by its peers meanwhile
 @pytest.mark.parametrize(
     "fault",
-    # DEBUG SLEEP is held a fixed 4 timeouts + 1 s (SIGSTOP ends at will): slow.
+    # DEBUG SLEEP is held a fixed 4 timeouts + 1.5 s (SIGSTOP ends at will): slow.
     ["sigstop", pytest.param("debug_sleep", marks=pytest.mark.slow)],
 )
 def test_three_processes_on_a_cluster_keep_their_actions_through_a_blocked_primary(
