@@ -327,7 +327,42 @@ class LatencyCheck(MetricCheck):
         )
 
 
-class RateCheck(MetricCheck):
+class _FedCheck(MetricCheck):
+    """A check of a metric fed by name (a rate or a mean): no request is "bad"."""
+
+    __slots__ = ()
+
+    def __init__(  # noqa: PLR0917  # private: the public constructors pass their options in order
+        self,
+        metric: str,
+        higher_is_better: bool,
+        max_increase: float,
+        pass_below: float | None,
+        tau: float | None,
+        dry_run: bool,
+        *,
+        binary: bool = True,
+        lower: float | None = None,
+        upper: float | None = None,
+    ) -> None:
+        super().__init__(
+            max_increase,
+            tau,
+            pass_below,
+            dry_run=dry_run,
+            higher_is_better=higher_is_better,
+            metric=metric,
+            binary=binary,
+            lower=lower,
+            upper=upper,
+        )
+
+    def is_bad(self, error: bool, latency: float) -> bool:  # noqa: ARG002  # never per request
+        """Return ``False``: the check is fed by name, not by requests."""
+        return False
+
+
+class RateCheck(_FedCheck):
     """Judge any rate fed by name: checkout success, conversion, a retry, a refund.
 
     Feed it ``rollout.observe(user, checkout=True)`` (a business event that
@@ -362,17 +397,8 @@ class RateCheck(MetricCheck):
         dry_run: bool = False,
     ) -> None:
         super().__init__(
-            max_increase,
-            tau,
-            pass_below,
-            dry_run=dry_run,
-            higher_is_better=higher_is_better,
-            metric=metric,
+            metric, higher_is_better, max_increase, pass_below, tau, dry_run
         )
-
-    def is_bad(self, error: bool, latency: float) -> bool:  # noqa: ARG002  # never per request
-        """Return ``False``: a rate check is fed by name, not by requests."""
-        return False
 
     def __repr__(self) -> str:
         return (
@@ -381,7 +407,7 @@ class RateCheck(MetricCheck):
         )
 
 
-class MeanCheck(MetricCheck):
+class MeanCheck(_FedCheck):
     """Judge the mean of any value: order value, items per cart, request latency.
 
     ``MeanCheck("latency")`` reads every judged request's duration; any other
@@ -422,20 +448,16 @@ class MeanCheck(MetricCheck):
         dry_run: bool = False,
     ) -> None:
         super().__init__(
+            metric,
+            higher_is_better,
             max_increase,
-            tau,
             pass_below,
-            dry_run=dry_run,
-            higher_is_better=higher_is_better,
-            metric=metric,
+            tau,
+            dry_run,
             binary=False,
             lower=lower,
             upper=upper,
         )
-
-    def is_bad(self, error: bool, latency: float) -> bool:  # noqa: ARG002  # a mean has no "bad"
-        """Return ``False``: a mean has values, not bad outcomes."""
-        return False
 
     def per_request(self) -> bool:
         """Return whether this is the mean of request latency."""

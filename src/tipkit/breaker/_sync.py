@@ -48,6 +48,7 @@ from datetime import timedelta
 
 from tipkit._core import _fork
 from tipkit._core._check import check_seconds
+from tipkit._core._flow import Call, Flow, adrive, drive
 from tipkit.breaker._events import (
     CLOSED,
     DISABLED,
@@ -177,27 +178,20 @@ class FleetSync:
         Returns at once, reading nothing, while another thread or task reads it.
         A store failure is reported as an outage and changes nothing.
         """
-        if not self._reading.acquire(blocking=False):
-            return
-        try:
-            self.next = now + self.interval
-            try:
-                entry = self.store.get(NAMESPACE, self.name)
-            except StoreError as exc:
-                self._outage.failed(exc)
-                return
-            self._take(entry, now)
-        finally:
-            self._reading.release()
+        drive(self._pull(now))
 
     async def apull(self, now: float) -> None:
         """Async :meth:`pull`: awaits ``store.aget``, up to the store's timeout."""
+        await adrive(self._pull(now))
+
+    def _pull(self, now: float) -> Flow[None]:
+        """The one body of :meth:`pull` and :meth:`apull` (a flow of store calls)."""
         if not self._reading.acquire(blocking=False):
             return
         try:
             self.next = now + self.interval
             try:
-                entry = await self.store.aget(NAMESPACE, self.name)
+                entry = yield Call(self.store, "get", (NAMESPACE, self.name))
             except StoreError as exc:
                 self._outage.failed(exc)
                 return
@@ -240,40 +234,31 @@ class FleetSync:
             return None
         return self.name, value, ttl
 
-    def _failed_push(
-        self, exc: StoreError, item: tuple[str, JSON, float | None]
-    ) -> None:
-        self._outage.failed(exc)
-        key, value, ttl = item
-        self.durable.enqueue(key, value, base=self._seen[0], ttl=ttl)
-
     def push(self) -> None:
         """Write the noted transition; blocks up to the store's timeout.
 
         A store failure is reported as an outage and the transition queued
         (replayed with compare-and-set when the store answers; never raises).
         """
-        item = self._take_outbox()
-        if item is None:
-            return
-        key, value, ttl = item
-        try:
-            version = self.store.set(NAMESPACE, key, value, ttl=ttl)
-        except StoreError as exc:
-            self._failed_push(exc, item)
-            return
-        self._wrote(version, value, ttl)
+        drive(self._push())
 
     async def apush(self) -> None:
         """Async :meth:`push`: awaits ``store.aset``, up to the store's timeout."""
+        await adrive(self._push())
+
+    def _push(self) -> Flow[None]:
+        """The one body of :meth:`push` and :meth:`apush` (a flow of store calls)."""
         item = self._take_outbox()
         if item is None:
             return
         key, value, ttl = item
         try:
-            version = await self.store.aset(NAMESPACE, key, value, ttl=ttl)
+            version = yield Call(
+                self.store, "set", (NAMESPACE, key, value), {"ttl": ttl}
+            )
         except StoreError as exc:
-            self._failed_push(exc, item)
+            self._outage.failed(exc)
+            self.durable.enqueue(key, value, base=self._seen[0], ttl=ttl)
             return
         self._wrote(version, value, ttl)
 

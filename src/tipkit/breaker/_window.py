@@ -11,11 +11,34 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from typing import ClassVar
 
 __all__ = ["CountWindow", "TimeWindow", "Window"]
 
 
-class CountWindow:
+class _Description:
+    """A window description: a value object equal to another of its class and size."""
+
+    __slots__ = ()
+
+    _field: ClassVar[str]
+    """The slot holding the description's one number (``size``, ``seconds``)."""
+
+    def _key(self) -> int:
+        return int(getattr(self, self._field))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, _Description)
+            and type(other) is type(self)
+            and other._key() == self._key()
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._key()))
+
+
+class CountWindow(_Description):
     """A sliding window over the last *size* call outcomes.
 
     A ring buffer with running totals: recording an outcome is O(1) and memory is
@@ -28,6 +51,7 @@ class CountWindow:
     """
 
     __slots__ = ("size",)
+    _field = "size"
 
     def __init__(self, size: int = 100) -> None:
         if isinstance(size, bool) or not isinstance(size, int):
@@ -39,17 +63,11 @@ class CountWindow:
     def __repr__(self) -> str:
         return f"CountWindow({self.size})"
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CountWindow) and other.size == self.size
-
-    def __hash__(self) -> int:
-        return hash((CountWindow, self.size))
-
     def _new(self) -> _CountRing:
         return _CountRing(self.size)
 
 
-class TimeWindow:
+class TimeWindow(_Description):
     """A sliding window over the outcomes of the last *seconds* seconds.
 
     Outcomes are aggregated in one-second buckets (resilience4j's partial
@@ -63,6 +81,7 @@ class TimeWindow:
     """
 
     __slots__ = ("seconds",)
+    _field = "seconds"
 
     def __init__(self, seconds: int | timedelta = 60) -> None:
         value: float
@@ -86,12 +105,6 @@ class TimeWindow:
 
     def __repr__(self) -> str:
         return f"TimeWindow(seconds={self.seconds})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TimeWindow) and other.seconds == self.seconds
-
-    def __hash__(self) -> int:
-        return hash((TimeWindow, self.seconds))
 
     def _new(self) -> _TimeBuckets:
         return _TimeBuckets(self.seconds)

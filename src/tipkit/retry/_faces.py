@@ -15,9 +15,10 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from datetime import timedelta
 from types import FunctionType, MethodType
-from typing import Any, ClassVar, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
-from tipkit._core._guard import check_decoratable
+from tipkit._core._callonly import CallOnly
+from tipkit._core._decorate import Decorates
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.errors import RejectedError
 from tipkit.fallback import ExcTypes, Fallback
@@ -33,18 +34,24 @@ R = TypeVar("R")
 _NO_FALLBACK: Any = object()
 
 
-class Retry:
+class Retry(CallOnly, Decorates):
     """A retry policy: decorate ``def``/``async def`` functions, or ``call``/``acall``.
 
     Made by :func:`retry`. It cannot be a ``with`` block (a block runs once): use
     :func:`retry_context` for that. Thread-safe and asyncio-safe: no per-call
-    state lives on the object.
+    state lives on the object. The decorator dispatch and the refused ``with``
+    faces come from ``_core`` (:class:`Decorates`, :class:`CallOnly`).
     """
 
     __slots__ = ("_by_name", "_fallback", "_plain", "_policy", "name")
 
     # compose() refuses `with` for guards that must re-run the work.
     _reruns: ClassVar[bool] = True
+    _no_block: ClassVar[str] = (
+        "must re-run the work, which a `with` block cannot do: decorate "
+        "a function, use call()/acall(), or loop: `for attempt in "
+        "retry_context(...): with attempt: ...`"
+    )
     _composition_role: ClassVar[str] = "retry"
 
     def __init__(
@@ -109,52 +116,20 @@ class Retry:
             Attempts.after, self._policy, name, self._counters(name)
         )
 
-    def __enter__(self) -> None:
-        raise TypeError(
-            f"{self!r} must re-run the work, which a `with` block cannot do: decorate "
-            "a function, use call()/acall(), or loop: `for attempt in "
-            "retry_context(...): with attempt: ...`"
-        )
-
-    def __exit__(
-        self, *exc_info: object
-    ) -> None:  # pragma: no cover - __enter__ always raises
-        return None
-
-    async def __aenter__(self) -> None:
-        self.__enter__()
-
-    async def __aexit__(self, *exc_info: object) -> None:  # pragma: no cover - raises
-        return None
-
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, R]]
-    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
-
-    def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate *fn* (a plain or ``async def`` function) with this retry.
-
-        Raises:
-            TypeError: *fn* is a generator or async generator function.
-        """
-        check_decoratable(fn, self)
+    # Decorates.__call__ refuses generator functions, then picks one of these once.
+    def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         self._refuse(fn)
-        if inspect.iscoroutinefunction(fn):
-            wrapped: Callable[P, Any] = self._wrap_async(fn)
-        else:
-            wrapped = self._wrap_sync(fn)
+        budget = self._policy.budget
+        wrapped = (
+            self._first_sync(fn)
+            if budget is None
+            else self._first_sync_budget(fn, budget)
+        )
         return wrapped if self._fallback is None else self._fallback(wrapped)
 
-    def _wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
+    def _first_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         now = self._policy.clock.monotonic
         after = self._after_for(fn)
-        budget = self._policy.budget
-        if budget is not None:
-            return self._wrap_sync_budget(fn, budget)
 
         @functools.wraps(fn)
         def retried(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -169,7 +144,7 @@ class Retry:
 
         return retried
 
-    def _wrap_sync_budget(
+    def _first_sync_budget(
         self, fn: Callable[P, R], budget: RetryBudget
     ) -> Callable[P, R]:
         # A separate closure: a retry without a budget pays nothing for it.
@@ -195,6 +170,13 @@ class Retry:
         return retried
 
     def _wrap_async(
+        self, fn: Callable[P, Awaitable[R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
+        self._refuse(fn)
+        wrapped = self._first_async(fn)
+        return wrapped if self._fallback is None else self._fallback(wrapped)
+
+    def _first_async(
         self, fn: Callable[P, Awaitable[R]]
     ) -> Callable[P, Coroutine[Any, Any, R]]:
         now = self._policy.clock.monotonic

@@ -15,9 +15,17 @@ from tipkit._core._guard import check_decoratable
 from tipkit.rollout._events import ArmSummary
 
 if TYPE_CHECKING:
+    from tipkit.rollout._persist import Flow
     from tipkit.rollout._rollout import Rollout
 
-__all__ = ["NO_CONTEXT", "Arm", "StageSummary", "finish_values", "route"]
+__all__ = [
+    "NO_CONTEXT",
+    "Arm",
+    "StageSummary",
+    "finish_values",
+    "record_values",
+    "route",
+]
 
 logger = logging.getLogger("tipkit")
 
@@ -203,11 +211,28 @@ def finish_values(rollout: Rollout, arm: Arm, values: dict[str, float]) -> Any:
     arm._done = True
     if not arm.judged:
         return None
-    now = rollout._clock.monotonic()
-    due: Any = None
-    for metric, value in values.items():
-        also = rollout._local.record_value(arm.is_canary, metric, value, now)
-        due = due if also is None or due is True else also
+    return record_values(
+        rollout, arm.is_canary, values, None, rollout._clock.monotonic()
+    )
+
+
+def record_values(
+    rollout: Rollout,
+    is_canary: bool,
+    values: dict[str, float] | None,
+    due: Any,
+    now: float,
+) -> Flow[Any] | None:
+    """Record business *values* for one cohort at *now*; return the store work due.
+
+    *due* is what recording the request itself asked for (``None``: nothing,
+    ``True``: a judgement, else a flush). No I/O: the caller runs the work.
+    """
+    if values:
+        local = rollout._local
+        for metric, value in values.items():
+            also = local.record_value(is_canary, metric, value, now)
+            due = due if also is None or due is True else also
     if due is None:
         return None
     engine = rollout._engine

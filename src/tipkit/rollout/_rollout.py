@@ -22,7 +22,7 @@ from tipkit._judge import ErrorRateCheck, Judge, LatencyCheck, MetricCheck
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.flags import Assignment, Flags, Reason
 from tipkit.rollout import _state
-from tipkit.rollout._arm import Arm, finish_values, route
+from tipkit.rollout._arm import Arm, finish_values, record_values, route
 from tipkit.rollout._controls import Controls
 from tipkit.rollout._engine import Engine
 from tipkit.rollout._events import (
@@ -373,16 +373,8 @@ class Rollout(Controls):
         if not arm.judged:
             return None
         end = self._clock.monotonic()
-        local = self._local
-        due = local.record(is_canary, failed, end - arm._start, end)
-        if arm._values:
-            for metric, value in arm._values.items():
-                also = local.record_value(is_canary, metric, value, end)
-                due = due if also is None or due is True else also
-        if due is None:
-            return None
-        engine = self._engine
-        return engine.judge(end) if due is True else engine.flush(due, end)
+        due = self._local.record(is_canary, failed, end - arm._start, end)
+        return record_values(self, is_canary, arm._values, due, end)
 
     def route(
         self,

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, runtime_checkable
 
+from tipkit.stores._inline import inline_twin
 from tipkit.stores._protocol import JSON
 
 if TYPE_CHECKING:
@@ -242,6 +243,4 @@ class MemoryAuditMethods:
             self, self._audit, namespace, key, value, version, record, ttl
         )
 
-    async def aappend_audit(self, record: Mapping[str, JSON]) -> AuditEntry:
-        """Async twin of :meth:`append_audit` (runs inline)."""
-        return self._audit.append(record)
+    aappend_audit = inline_twin(append_audit)

@@ -37,7 +37,27 @@ logger = logging.getLogger("tipkit")
 
 
 @dataclass(frozen=True, slots=True)
-class StoreUnavailable(Event):
+class _StoreEvent(Event):
+    """A store event: the primitive's name and kind, and the fields in ``_exported``."""
+
+    component: str
+
+    _exported: ClassVar[tuple[tuple[str, str], ...]] = ()
+    """``(attribute, field)`` pairs exported besides the name and the component."""
+
+    def otel_attributes(self) -> dict[str, AttributeValue]:
+        """Return the primitive's name and kind, and this event's own fields."""
+        out: dict[str, AttributeValue] = {
+            "tipkit.name": self.name,
+            "tipkit.component": self.component,
+        }
+        for attribute, field in self._exported:
+            out[attribute] = getattr(self, field)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class StoreUnavailable(_StoreEvent):
     """A primitive could not reach its store; it follows its failure policy.
 
     Published once per outage by each primitive (the first failed call).
@@ -52,24 +72,18 @@ class StoreUnavailable(Event):
             message, which may quote a URL).
     """
 
-    component: str
     policy: str
     error_type: str
 
     otel_name: ClassVar[str] = "tipkit.store.unavailable"
-
-    def otel_attributes(self) -> dict[str, AttributeValue]:
-        """Return the primitive's name and kind, the policy and the error type."""
-        return {
-            "tipkit.name": self.name,
-            "tipkit.component": self.component,
-            "tipkit.store.policy": self.policy,
-            "error.type": self.error_type,
-        }
+    _exported: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("tipkit.store.policy", "policy"),
+        ("error.type", "error_type"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
-class StoreRecovered(Event):
+class StoreRecovered(_StoreEvent):
     """A primitive reached its store again after :class:`StoreUnavailable`.
 
     Attributes:
@@ -79,24 +93,18 @@ class StoreRecovered(Event):
         failures: calls that failed during the outage.
     """
 
-    component: str
     downtime: float
     failures: int
 
     otel_name: ClassVar[str] = "tipkit.store.recovered"
-
-    def otel_attributes(self) -> dict[str, AttributeValue]:
-        """Return the primitive's name and kind, the downtime and the failure count."""
-        return {
-            "tipkit.name": self.name,
-            "tipkit.component": self.component,
-            "tipkit.store.downtime": self.downtime,
-            "tipkit.store.failures": self.failures,
-        }
+    _exported: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("tipkit.store.downtime", "downtime"),
+        ("tipkit.store.failures", "failures"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
-class ActionPending(Event):
+class ActionPending(_StoreEvent):
     """A safety action could not be written: it is in force here and queued.
 
     Attributes:
@@ -105,22 +113,14 @@ class ActionPending(Event):
         key: the store key the action writes.
     """
 
-    component: str
     key: str
 
     otel_name: ClassVar[str] = "tipkit.store.action_pending"
-
-    def otel_attributes(self) -> dict[str, AttributeValue]:
-        """Return the primitive's name and kind and the key."""
-        return {
-            "tipkit.name": self.name,
-            "tipkit.component": self.component,
-            "tipkit.store.key": self.key,
-        }
+    _exported: ClassVar[tuple[tuple[str, str], ...]] = (("tipkit.store.key", "key"),)
 
 
 @dataclass(frozen=True, slots=True)
-class ActionFlushed(Event):
+class ActionFlushed(_StoreEvent):
     """A queued safety action reached the store.
 
     Attributes:
@@ -128,24 +128,18 @@ class ActionFlushed(Event):
         delay: seconds it waited (the primitive's clock).
     """
 
-    component: str
     key: str
     delay: float
 
     otel_name: ClassVar[str] = "tipkit.store.action_flushed"
-
-    def otel_attributes(self) -> dict[str, AttributeValue]:
-        """Return the primitive's name and kind, the key and the delay."""
-        return {
-            "tipkit.name": self.name,
-            "tipkit.component": self.component,
-            "tipkit.store.key": self.key,
-            "tipkit.store.delay": self.delay,
-        }
+    _exported: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("tipkit.store.key", "key"),
+        ("tipkit.store.delay", "delay"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
-class ActionConflict(Event):
+class ActionConflict(_StoreEvent):
     """A queued action was not written: someone else wrote the key meanwhile.
 
     Their (newer) write wins; this process now serves it.
@@ -154,22 +148,14 @@ class ActionConflict(Event):
         name, component, key: as in :class:`ActionPending`.
     """
 
-    component: str
     key: str
 
     otel_name: ClassVar[str] = "tipkit.store.action_conflict"
-
-    def otel_attributes(self) -> dict[str, AttributeValue]:
-        """Return the primitive's name and kind and the key."""
-        return {
-            "tipkit.name": self.name,
-            "tipkit.component": self.component,
-            "tipkit.store.key": self.key,
-        }
+    _exported: ClassVar[tuple[tuple[str, str], ...]] = (("tipkit.store.key", "key"),)
 
 
 @dataclass(frozen=True, slots=True)
-class StoreStateLost(Event):
+class StoreStateLost(_StoreEvent):
     """The store lost a namespace's state (a restart without persistence).
 
     This process writes back what it still knows (anti-entropy).
@@ -179,18 +165,12 @@ class StoreStateLost(Event):
         facts: how many entries it writes back.
     """
 
-    component: str
     facts: int
 
     otel_name: ClassVar[str] = "tipkit.store.state_lost"
-
-    def otel_attributes(self) -> dict[str, AttributeValue]:
-        """Return the primitive's name and kind and the number of facts."""
-        return {
-            "tipkit.name": self.name,
-            "tipkit.component": self.component,
-            "tipkit.store.facts": self.facts,
-        }
+    _exported: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("tipkit.store.facts", "facts"),
+    )
 
 
 class Outage:

@@ -10,6 +10,7 @@ from tipkit._core import _fork
 from tipkit._core._tokens import check_bucket_args, take
 from tipkit.clock import SYSTEM_CLOCK, Clock
 from tipkit.stores._audit import MemoryAudit, MemoryAuditMethods
+from tipkit.stores._inline import inline_twin
 from tipkit.stores._protocol import (
     JSON,
     Entry,
@@ -259,64 +260,12 @@ class MemoryStore(MemoryAuditMethods):
         """Do nothing: an in-process store holds no connections."""
 
     # -- async twins: the operations never block, so they run inline ------------
-    async def aget(self, namespace: str, key: str) -> Entry | None:
-        """Async twin of :meth:`get`."""
-        return self.get(namespace, key)
-
-    async def aset(
-        self, namespace: str, key: str, value: JSON, *, ttl: float | None = None
-    ) -> int:
-        """Async twin of :meth:`set`."""
-        return self.set(namespace, key, value, ttl=ttl)
-
-    async def acompare_and_set(
-        self,
-        namespace: str,
-        key: str,
-        value: JSON,
-        *,
-        version: int,
-        ttl: float | None = None,
-    ) -> int | None:
-        """Async twin of :meth:`compare_and_set`."""
-        return self.compare_and_set(namespace, key, value, version=version, ttl=ttl)
-
-    async def adelete(self, namespace: str, key: str) -> bool:
-        """Async twin of :meth:`delete`."""
-        return self.delete(namespace, key)
-
-    async def asnapshot(self, namespace: str) -> Snapshot:
-        """Async twin of :meth:`snapshot`."""
-        return self.snapshot(namespace)
-
-    async def aversion(self, namespace: str) -> int:
-        """Async twin of :meth:`version`."""
-        return self.version(namespace)
-
-    async def aincrement(
-        self,
-        key: str,
-        amounts: Mapping[str, float],
-        *,
-        ttl: float | None = None,
-    ) -> dict[str, float]:
-        """Async twin of :meth:`increment`."""
-        return self.increment(key, amounts, ttl=ttl)
-
-    async def acounters(self, key: str) -> dict[str, float]:
-        """Async twin of :meth:`counters`."""
-        return self.counters(key)
-
-    async def atake_tokens(
-        self,
-        key: str,
-        tokens: float,
-        *,
-        rate: float,
-        capacity: float,
-        max_wait: float = 0.0,
-    ) -> TokenTake:
-        """Async twin of :meth:`take_tokens`."""
-        return self.take_tokens(
-            key, tokens, rate=rate, capacity=capacity, max_wait=max_wait
-        )
+    aget = inline_twin(get)
+    aset = inline_twin(set)  # noqa: A003  # the method above, not the builtin
+    acompare_and_set = inline_twin(compare_and_set)
+    adelete = inline_twin(delete)
+    asnapshot = inline_twin(snapshot)
+    aversion = inline_twin(version)
+    aincrement = inline_twin(increment)
+    acounters = inline_twin(counters)
+    atake_tokens = inline_twin(take_tokens)

@@ -98,8 +98,17 @@ class Subscription(Protocol):
         ...
 
 
+class _Policied(Protocol):
+    """A store that carries a failure policy (every capability protocol has one)."""
+
+    @property
+    def on_error(self) -> OnError:
+        """The failure policy this store carries for the primitives using it."""
+        ...
+
+
 @runtime_checkable
-class KeyValueStore(Protocol):
+class KeyValueStore(_Policied, Protocol):
     """Namespaced, versioned entries with compare-and-set, snapshots and watches.
 
     Implementations are thread-safe. A backend failure raises
@@ -107,11 +116,6 @@ class KeyValueStore(Protocol):
     ``__cause__``; what a primitive then does (keep the last known state,
     fail open or closed) is the primitive's documented policy.
     """
-
-    @property
-    def on_error(self) -> OnError:
-        """The failure policy this store carries for the primitives using it."""
-        ...
 
     def get(self, namespace: str, key: str) -> Entry | None:
         """Return the entry at *key* in *namespace*, or ``None``."""
@@ -191,16 +195,11 @@ class KeyValueStore(Protocol):
 
 
 @runtime_checkable
-class CounterStore(Protocol):
+class CounterStore(_Policied, Protocol):
     """Counters: several named fields per key, added to atomically.
 
     Thread-safe; failures raise :class:`tipkit.errors.StoreError`.
     """
-
-    @property
-    def on_error(self) -> OnError:
-        """The failure policy this store carries for the primitives using it."""
-        ...
 
     def increment(
         self,
@@ -228,16 +227,11 @@ class CounterStore(Protocol):
 
 
 @runtime_checkable
-class TokenStore(Protocol):
+class TokenStore(_Policied, Protocol):
     """Token buckets refilled and taken in one atomic step on the store's clock.
 
     Thread-safe; failures raise :class:`tipkit.errors.StoreError`.
     """
-
-    @property
-    def on_error(self) -> OnError:
-        """The failure policy this store carries for the primitives using it."""
-        ...
 
     def take_tokens(
         self,

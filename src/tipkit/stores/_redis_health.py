@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from tipkit.errors import StoreError
@@ -70,31 +70,33 @@ class Gate(StoreHealth):
         else:
             self.failed()
 
-    def run(self, op: str, key: str, call: Callable[..., Any], *args: Any) -> Any:
-        """Return ``call(*args)`` unless the store is known down (then refused at once)."""
+    @contextlib.contextmanager
+    def watching(self, op: str, key: str) -> Iterator[None]:
+        """Run the block unless the store is known down (then refuse it at once).
+
+        The one body of :meth:`run` and :meth:`arun`: a store call is network
+        I/O, so the generator's microsecond does not count.
+        """
         probe = self.down and self.enter(op, key)
         try:
-            out = call(*args)
+            yield
         except _CAUGHT as exc:
             self.note(exc, probe)
             raise
         if probe:
             self.answered()
-        return out
+
+    def run(self, op: str, key: str, call: Callable[..., Any], *args: Any) -> Any:
+        """Return ``call(*args)`` unless the store is known down (then refused at once)."""
+        with self.watching(op, key):
+            return call(*args)
 
     async def arun(
         self, op: str, key: str, call: Callable[..., Any], *args: Any
     ) -> Any:
         """Async :meth:`run`: await ``call(*args)`` unless the store is known down."""
-        probe = self.down and self.enter(op, key)
-        try:
-            out = await call(*args)
-        except _CAUGHT as exc:
-            self.note(exc, probe)
-            raise
-        if probe:
-            self.answered()
-        return out
+        with self.watching(op, key):
+            return await call(*args)
 
 
 async def close_with_loop(

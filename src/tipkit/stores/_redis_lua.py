@@ -69,6 +69,12 @@ local function live(s, now)
   local exp = string.match(s, '^%[%d+,([^,]*),')
   return exp == 'null' or tonumber(exp) > now
 end
+local function version_is(key, field, expected, now)
+  local s = redis.call('HGET', key, field)
+  local current = 0
+  if s and live(s, now) then current = tonumber(string.match(s, '^%[(%d+),')) end
+  return current == tonumber(expected)
+end
 local function write(key, field, value, ttl_us, now)
   local v = redis.call('HINCRBY', key, 'version', 1)
   local exp = 'null'
@@ -94,10 +100,7 @@ return write(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now_us())
 # As _SET, plus ARGV[4] the expected entry version (0: absent or expired).
 _CAS = """
 local now = now_us()
-local s = redis.call('HGET', KEYS[1], ARGV[1])
-local current = 0
-if s and live(s, now) then current = tonumber(string.match(s, '^%[(%d+),')) end
-if current ~= tonumber(ARGV[4]) then return false end
+if not version_is(KEYS[1], ARGV[1], ARGV[4], now) then return false end
 return write(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
 """
 
@@ -202,10 +205,7 @@ return {admitted, out}
 # Returns {new version, stream id} or false: both written, or neither.
 _AUDITED_CAS = """
 local now = now_us()
-local s = redis.call('HGET', KEYS[1], ARGV[1])
-local current = 0
-if s and live(s, now) then current = tonumber(string.match(s, '^%[(%d+),')) end
-if current ~= tonumber(ARGV[4]) then return false end
+if not version_is(KEYS[1], ARGV[1], ARGV[4], now) then return false end
 local v = write(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
 local id
 if ARGV[6] == '' then

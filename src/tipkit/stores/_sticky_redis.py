@@ -10,7 +10,7 @@ counts that and buckets as if there were no store.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -70,40 +70,40 @@ class RedisStickyStore:
     def _ttl_ms(self) -> int:
         return max(1, int(self.ttl * 1000))
 
+    def _get_call(self, unit: str) -> tuple[str, str, Callable[[Any], Any]]:
+        key = self._key(unit)
+        return "sticky.get", key, lambda c: c.hgetall(key)
+
+    def _save_call(
+        self, unit: str, slot: str, variant: str
+    ) -> tuple[str, str, Callable[[Any], Any]]:
+        # One operation for both clients: an async pipeline's execute() returns
+        # the awaitable that Clients.acall awaits.
+        key, ms = self._key(unit), self._ttl_ms()
+
+        def write(client: Any) -> Any:
+            pipe = client.pipeline(transaction=True)
+            pipe.hset(key, slot, variant)
+            pipe.pexpire(key, ms)
+            return pipe.execute()
+
+        return "sticky.save", key, write
+
     def get_assignments(self, unit: str) -> Mapping[str, str]:
         """Return *unit*'s assignments (one ``HGETALL``); raises ``StoreError``."""
-        key = self._key(unit)
-        return _decoded(self._clients.call("sticky.get", key, lambda c: c.hgetall(key)))
+        return _decoded(self._clients.call(*self._get_call(unit)))
 
     def save_assignment(self, unit: str, slot: str, variant: str) -> None:
         """Set *slot* to *variant* in *unit*'s hash and renew its TTL; raises ``StoreError``."""
-        key, ms = self._key(unit), self._ttl_ms()
-
-        def write(client: Any) -> Any:
-            pipe = client.pipeline(transaction=True)
-            pipe.hset(key, slot, variant)
-            pipe.pexpire(key, ms)
-            return pipe.execute()
-
-        self._clients.call("sticky.save", key, write)
+        self._clients.call(*self._save_call(unit, slot, variant))
 
     async def aget_assignments(self, unit: str) -> Mapping[str, str]:
         """:meth:`get_assignments` with the async client."""
-        key = self._key(unit)
-        raw = await self._clients.acall("sticky.get", key, lambda c: c.hgetall(key))
-        return _decoded(raw)
+        return _decoded(await self._clients.acall(*self._get_call(unit)))
 
     async def asave_assignment(self, unit: str, slot: str, variant: str) -> None:
         """:meth:`save_assignment` with the async client."""
-        key, ms = self._key(unit), self._ttl_ms()
-
-        def write(client: Any) -> Any:
-            pipe = client.pipeline(transaction=True)
-            pipe.hset(key, slot, variant)
-            pipe.pexpire(key, ms)
-            return pipe.execute()
-
-        await self._clients.acall("sticky.save", key, write)
+        await self._clients.acall(*self._save_call(unit, slot, variant))
 
     def close(self) -> None:
         """Close the sync client if it was made here."""
