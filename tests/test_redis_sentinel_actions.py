@@ -1,0 +1,345 @@
+"""Safety actions behind Sentinel and on one node: blocked masters, write pauses, failovers.
+
+* A rollout's ``rollback()``, ``pause()`` and the judge's FAIL verdict, and a keyed
+  limiter of each ``on_error`` policy, through ``DEBUG SLEEP``, ``CLIENT PAUSE``
+  (ALL) and a blackhole of the Sentinel master (no failover): nothing raises,
+  each call bounded, each action in force here at once and on the master after
+  the fault with no call (``ActionPending`` then ``ActionFlushed``).
+* ``CLIENT PAUSE ... WRITE`` (reads answered, every script held) on one node and
+  on the Sentinel master, every store-backed primitive, both policies: a flag
+  read is answered, writes time out within the bound and follow the policy, and
+  a kill, a breaker opening and a rollback made during it act at once and are
+  written once the pause ends.
+* Three sentinels and two replicas: the master SIGKILLed while sync calls and 50
+  async tasks run; the sentinels pick a replica, the other follows it, and the
+  kill made during the failover is replayed to the new master.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from tests.fault_proxy import FaultProxy
+from tests.redis_fixtures import _executable
+from tests.redis_server import RedisServer
+from tests.redis_topology import SentinelSet
+from tests.test_outages_safety import (
+    ASYNC_BOUND,
+    BOUND,
+    ROLLBACK_TRIPS,
+    TIMEOUT,
+    healthy_timeout,
+    machine_slack,
+    rollout_slack,
+)
+from tests.test_redis_sentinel import (
+    FLUSH_BOUND,
+    LOG,
+    POLICIES,
+    KeyedCalls,
+    healthy,
+    prefix,
+    sentinel_url,
+    start_fault,
+    stores,
+    until,
+)
+
+from tipkit.breaker import BreakerState, CircuitBreaker, CountWindow
+from tipkit.errors import RateLimitedError, StoreError
+from tipkit.flags import Flags, InMemoryProvider
+from tipkit.ratelimit import KeyedRateLimiter, TokenBucket
+from tipkit.rollout import ErrorRateCheck, Rollout, RolloutRolledBack
+from tipkit.stores import RedisStore
+from tipkit.stores._events import (
+    ActionConflict,
+    ActionFlushed,
+    ActionPending,
+    StoreRecovered,
+    StoreUnavailable,
+)
+from tipkit.testing import capture_events
+
+pytestmark = pytest.mark.redis
+__all__ = ["healthy", "prefix", "stores"]  # fixtures this module uses, imported
+
+ROLLOUT_NAMES = ("by-hand", "held", "judged")  # rollback(), pause(), the judge's FAIL
+SPLIT = {
+    "variants": {"new": True, "old": False},
+    "off_variant": "old",
+    "fallthrough": {"split": {"new": 50, "old": 50}},
+}
+FLAG = {"variants": {"on": True, "off": False}, "default_variant": "on"}
+DOC = {
+    "flags": {
+        **{name: {**SPLIT} for name in ROLLOUT_NAMES},
+        "checkout": {**FLAG, "off_variant": "off"},
+        "search": {**FLAG, "off_variant": "off"},
+    }
+}
+
+
+class AppError(Exception):
+    """The application's own failure inside a canary request."""
+
+
+def rollout_on(store: RedisStore, name: str) -> Rollout:
+    """A 50 % rollout of flag *name*, judged on the error rate alone.
+
+    The flags are read on the store's push (no per-request round trip), so a
+    request costs no store call but the rollout's own refresh.
+    """
+    flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=3600)
+    return Rollout(
+        name,
+        flags=flags,
+        stages=[50, 100],
+        refresh_interval=0.2,
+        min_samples=50,
+        checks=[ErrorRateCheck()],
+        fleet_counts=False,
+    )
+
+
+def stored(reader: RedisStore, name: str) -> str | None:
+    """Rollout *name*'s stored status (None: none, or the reader cannot read now)."""
+    try:
+        entry = reader.get("tipkit.rollouts", name)
+    except StoreError:  # the reader's pooled connection to a dead master
+        return None
+    return None if entry is None else str(entry.value["status"])
+
+
+def drive(rollout: Rollout, limit: int = 5000) -> tuple[int, int, float, list[Any]]:
+    """Send requests until the judge rolls back; every canary request fails.
+
+    Returns (requests, the application's errors seen leaving ``observe``, the
+    slowest request in seconds, anything else that left it).
+    """
+    failed, slowest, other = 0, 0.0, []
+    sent = 0
+    while sent < limit and rollout.percent > 0:
+        start = time.perf_counter()
+        try:
+            with rollout.observe(f"user-{sent}") as arm:
+                if arm.is_canary:
+                    raise AppError(sent)
+        except AppError:
+            failed += 1
+        except BaseException as exc:  # none may reach the application
+            other.append(exc)
+        slowest = max(slowest, time.perf_counter() - start)
+        sent += 1
+    return sent, failed, slowest, other
+
+
+def timed(call: Callable[[], object]) -> tuple[object, float]:
+    """*call*'s result (or the exception it raised) and how long it took."""
+    start = time.perf_counter()
+    try:
+        out: object = call()
+    except BaseException as exc:  # asserted absent by the caller
+        out = exc
+    return out, time.perf_counter() - start
+
+
+def together(jobs: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Run every job in a thread of its own, started on one barrier; their results."""
+    done: dict[str, Any] = {}
+    barrier = threading.Barrier(len(jobs))
+
+    def run(key: str, job: Callable[[], Any]) -> None:
+        barrier.wait()
+        done[key] = job()
+
+    threads = [threading.Thread(target=run, args=item) for item in jobs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return done
+
+
+def keyed_bounds(keyed: KeyedCalls, timeout: float) -> tuple[float, float]:
+    """(sync, 50-async) bounds of a keyed limiter: 2x timeout plus the machine's slack."""
+    return (
+        2 * timeout + machine_slack(keyed.run, BOUND - 2 * TIMEOUT),
+        2 * timeout + machine_slack(keyed.run, ASYNC_BOUND - 2 * TIMEOUT),
+    )
+
+
+def brief(during: dict[str, Any], timeout: float) -> dict[str, str]:
+    """Per policy: sync answer and x timeout, async admitted/50 and x timeout (for logs)."""
+    return {
+        p: f"sync {a} {s / timeout:.2f}x, async {sum(r)}/50 {t / timeout:.2f}x"
+        for p, (a, s, r, t) in during.items()
+    }
+
+
+def assert_keyed(
+    during: dict[str, tuple[bool, float, list[bool], float]],
+    keyed: dict[str, KeyedCalls],
+    limits: dict[str, tuple[float, float]],
+) -> None:
+    """Each keyed limiter followed its policy, sync and 50 async, within its bounds."""
+    for policy, (admitted, sync_took, results, async_took) in during.items():
+        sync_bound, async_bound = limits[policy]
+        assert [] == keyed[policy].errors
+        assert (policy == "fail_open") == admitted
+        assert sync_took < sync_bound, (policy, sync_took, sync_bound)
+        assert [policy == "fail_open"] * 50 == results
+        assert async_took < async_bound, (policy, async_took, async_bound)
+
+
+# -- 1. rollouts and the keyed limiter: DEBUG SLEEP, CLIENT PAUSE, blackhole ------------
+
+
+@pytest.mark.parametrize("fault", ["debug_sleep", "client_pause", "blackhole"])
+def test_rollout_actions_and_keyed_limiter_through_a_blocked_master(
+    healthy: SentinelSet, stores: Callable[..., RedisStore], prefix: str, fault: str
+) -> None:
+    """rollback(), pause(), the judge's FAIL; keyed limiters: bounded, local, flushed after.
+
+    One process's store holds three rollouts: one rolled back by hand, one
+    paused, one whose canary fails every request until the judge rolls it
+    back; two more stores hold a keyed limiter of each policy. All act at once
+    in threads of their own while the master is blocked (no failover). Nothing
+    raises but the application's own error; each control returns within its
+    bounded round trips and is in force here at once; each request within
+    2x the timeout; each state is on the master within 2 s of the fault's end,
+    with no call.
+    """
+    master = healthy.master()
+    with contextlib.ExitStack() as stack:
+        proxy: FaultProxy | None = None
+        where: dict[str, Any] = {}
+        if fault == "blackhole":
+            proxy = stack.enter_context(FaultProxy(master.port))
+            watcher = stack.enter_context(healthy.naming(proxy.port, "tipkit-via"))
+            where = {
+                "sentinel": [(watcher.host, watcher.port)],
+                "service_name": "tipkit-via",
+            }
+        url = sentinel_url(
+            where.get("sentinel", healthy.sentinel_addresses),
+            where.get("service_name", healthy.service),
+        )
+        timeout = healthy_timeout(url, prefix + "t:")
+        store = stores(timeout=timeout, **where)
+        reader = stores(timeout=healthy.bound)  # straight to the master
+        rollouts = {name: rollout_on(store, name) for name in ROLLOUT_NAMES}
+        assert ["running"] * 3 == [stored(reader, n) for n in ROLLOUT_NAMES]
+        keyed_stores = {
+            p: stores(timeout=timeout, on_error=p, **where) for p in POLICIES
+        }
+        keyed = {p: KeyedCalls(s) for p, s in keyed_stores.items()}
+        assert all(k.run()[0] for k in keyed.values())
+        slack = rollout_slack(url, prefix, timeout)
+        control_bound = ROLLBACK_TRIPS * 2 * timeout + slack
+        limits = {p: keyed_bounds(k, timeout) for p, k in keyed.items()}
+        # A healthy judged drive (another rollout) measures this machine now.
+        judge_slack = machine_slack(
+            lambda: drive(rollout_on(stores(timeout=timeout), "warm")), 1.0
+        )
+        # The fault outlasts every call below (asserted), not much more: DEBUG
+        # SLEEP and CLIENT PAUSE cannot be ended early.
+        hold = max(control_bound, *(max(b) for b in limits.values())) + judge_slack
+        jobs: dict[str, Callable[[], Any]] = {
+            "by-hand": lambda: timed(
+                lambda: rollouts["by-hand"].rollback("drill", actor="oncall")
+            ),
+            "held": lambda: timed(
+                lambda: rollouts["held"].pause("odd", actor="oncall")
+            ),
+            "judged": lambda: drive(rollouts["judged"]),
+            **{p: k.run for p, k in keyed.items()},
+        }
+        names = (
+            "RolloutRolledBack",
+            "ActionPending",
+            "ActionFlushed",
+            "ActionConflict",
+        )
+        with (
+            capture_events(
+                RolloutRolledBack, ActionPending, ActionFlushed, ActionConflict
+            ) as events,
+            healthy.no_failover(),
+        ):
+            end = start_fault(fault, master, proxy, hold)
+            began = time.perf_counter()
+            try:
+                done = together(jobs)
+                took = time.perf_counter() - began
+                with rollouts["by-hand"].observe("user-1") as arm:
+                    pass
+                local = (
+                    rollouts["by-hand"].percent,
+                    arm.is_canary,
+                    rollouts["held"].status().status,
+                    rollouts["judged"].percent,
+                )
+                pending = {n: len(r.pending()) for n, r in rollouts.items()}
+            finally:
+                end()
+            ended = time.perf_counter()
+            expected = {"by-hand": "rolled_back", "held": "paused"}
+            expected["judged"] = "rolled_back"
+            flushed = until(
+                lambda: expected == {n: stored(reader, n) for n in ROLLOUT_NAMES},
+                healthy.bound,
+            )
+            cleared = until(
+                lambda: not any(r.pending() for r in rollouts.values()), healthy.bound
+            )
+        for one in [store, *keyed_stores.values()]:
+            one.close()  # before the proxy and its sentinel go
+    for name in ("by-hand", "held"):
+        out, control_took = done[name]
+        assert out is None, (name, out)
+        assert control_took < control_bound, (name, control_took, control_bound)
+    sent, failed, slowest, other = done["judged"]
+    assert [] == other
+    assert 0 < failed < sent, (failed, sent)
+    assert slowest < control_bound, (slowest, control_bound)
+    assert (0.0, False, "paused", 0.0) == local
+    assert {"by-hand": 1, "held": 1, "judged": 1} == pending
+    assert_keyed({p: done[p] for p in POLICIES}, keyed, limits)
+    if fault != "blackhole":
+        assert took < hold, ("the calls outlasted the fault", took, hold)
+    assert flushed is not None, {n: stored(reader, n) for n in ROLLOUT_NAMES}
+    assert flushed < FLUSH_BOUND + slack, flushed
+    assert cleared is not None
+    seen = {(type(e).__name__, e.name) for e in events if e.name in ROLLOUT_NAMES}
+    assert {
+        *((kind, n) for kind in names[1:3] for n in ROLLOUT_NAMES),
+        ("RolloutRolledBack", "by-hand"),
+        ("RolloutRolledBack", "judged"),
+    } == seen
+    actors = {e.name: e.actor for e in events if isinstance(e, RolloutRolledBack)}
+    assert {"by-hand": "oncall", "judged": "tipkit:rollout"} == actors
+    LOG.info(
+        "timeout %.3f; %s: rollback() %.3f s, pause() %.3f s (bound %.3f); judged "
+        "%d requests (%d failed), slowest %.3f s; on the master %.3f s after the "
+        "fault ended (calls %.3f s, fault %.3f s); keyed %s; bounds %s",
+        timeout,
+        fault,
+        done["by-hand"][1],
+        done["held"][1],
+        control_bound,
+        sent,
+        failed,
+        slowest,
+        flushed,
+        took,
+        ended - began,
+        brief({p: done[p] for p in POLICIES}, timeout),
+        limits,
+    )
