@@ -245,7 +245,8 @@ class FleetSync:
     ) -> None:
         self._outage.failed(exc)
         key, value, ttl = item
-        self.durable.enqueue(key, value, base=self._seen[0], ttl=ttl)
+        # Our own write failed: pending now (ActionPending; ActionFlushed when written).
+        self.durable.enqueue(key, value, base=self._seen[0], ttl=ttl, failed=True)
 
     def push(self) -> None:
         """Write the noted transition; blocks up to the store's timeout.
