@@ -343,3 +343,292 @@ def test_rollout_actions_and_keyed_limiter_through_a_blocked_master(
         brief({p: done[p] for p in POLICIES}, timeout),
         limits,
     )
+
+
+# -- 2. CLIENT PAUSE ... WRITE: reads answered, every script held ----------------------
+
+
+class Process:
+    """Every store-backed primitive of one process, on a store of its own prefix.
+
+    A flag killed while healthy, a shared bucket, a keyed limiter, a shared
+    breaker and a rollout. :meth:`during` makes each one's calls (timed, any
+    exception recorded: none may reach the application) and three safety
+    actions: a kill, a breaker opening, a rollback.
+    """
+
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self.flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=0)
+        self.flags.kill("checkout")  # healthy: written
+        self.bucket = TokenBucket("api", rate=1000, capacity=1000, store=store)
+        self.keyed = KeyedRateLimiter("per-user", rate=1000, capacity=1000, store=store)
+        self.breaker = CircuitBreaker(
+            "payments",
+            store=store,
+            share="state",
+            window=CountWindow(4),
+            minimum_calls=4,
+            open_duration=60,
+            refresh_interval=0,
+        )
+        self.rollout = rollout_on(store, "by-hand")
+        self.errors: list[BaseException] = []
+
+    def _timed(self, call: Callable[[], object]) -> tuple[object, float]:
+        out, took = timed(call)
+        if isinstance(out, BaseException):
+            self.errors.append(out)
+        return out, took
+
+    def _admit(self, acquire: Callable[[], object]) -> bool:
+        try:
+            acquire()
+        except RateLimitedError:  # the fail_closed policy's answer
+            return False
+        return True
+
+    async def _aadmit(self, i: int) -> bool:
+        try:
+            if i % 2:
+                await self.bucket.acquire_async(timeout=0)
+            else:
+                async with self.keyed.limit(f"user-{i}"):
+                    pass
+        except RateLimitedError:  # the fail_closed policy's answer
+            return False
+        except BaseException as exc:  # anything else reached the application
+            self.errors.append(exc)
+            return False
+        return True
+
+    def fifty(self) -> tuple[list[bool], float]:
+        """50 concurrent async admissions (bucket and keyed limiter): results, seconds."""
+
+        async def main() -> list[bool]:
+            return list(await asyncio.gather(*(self._aadmit(i) for i in range(50))))
+
+        start = time.perf_counter()
+        results = asyncio.run(main())
+        return results, time.perf_counter() - start
+
+    def hot(self) -> list[object]:
+        """The hot calls once, without a safety action (a healthy pass, for the slack)."""
+        return [
+            self.flags.is_enabled("checkout", default=True),
+            self.breaker.call(lambda: "ok"),
+            self.bucket.try_acquire(),
+            self.keyed.try_acquire("u"),
+        ]
+
+    def calls(self) -> dict[str, tuple[object, float]]:
+        """Each hot call once, then the safety actions: {what: (answer, seconds)}."""
+        out = {
+            "flag": self._timed(
+                lambda: self.flags.is_enabled("checkout", default=True)
+            ),
+            "breaker": self._timed(lambda: self.breaker.call(lambda: "ok")),
+            "bucket": self._timed(lambda: self._admit(self.bucket.acquire)),
+            "keyed": self._timed(lambda: self._admit(lambda: self.keyed.acquire("u"))),
+            "kill": self._timed(lambda: self.flags.kill("search").done),
+            "rollback": self._timed(lambda: self.rollout.rollback("drill", actor="me")),
+        }
+
+        def failing() -> None:
+            raise AppError
+
+        i = 0
+        while self.breaker.state is not BreakerState.OPEN and i < 8:
+            start = time.perf_counter()
+            try:
+                self.breaker.call(failing)
+            except AppError:  # the application's own error, unchanged
+                pass
+            except BaseException as exc:  # none may reach the application
+                self.errors.append(exc)
+            out[f"opening-{i}"] = (None, time.perf_counter() - start)
+            i += 1
+        return out
+
+    def local(self) -> tuple[bool, BreakerState, float, list[str]]:
+        """What is in force here: the kill, the breaker, the rollout; what is pending."""
+        keys = [a.key for a in self.flags.pending()]
+        fleet = self.breaker._fleet
+        assert fleet is not None
+        keys += [f"breaker:{a.key}" for a in fleet.durable.pending()]
+        keys += [f"rollout:{a.key}" for a in self.rollout.pending()]
+        return (
+            self.flags.is_enabled("search", default=True),
+            self.breaker.state,
+            self.rollout.percent,
+            sorted(keys),
+        )
+
+    def written(self, reader: RedisStore) -> bool:
+        """Whether the kill, the opening and the rollback are in the store."""
+        kill = reader.get("flags", "kill/search")
+        opened = reader.get("breakers", "payments")
+        return (
+            kill is not None
+            and kill.value is True
+            and opened is not None
+            and opened.value.get("state") == "open"
+            and stored(reader, "by-hand") == "rolled_back"
+        )
+
+
+Writable = tuple[RedisServer, str, Callable[..., RedisStore], SentinelSet | None]
+
+
+@pytest.fixture(params=["single", "sentinel"])
+def writable(request: pytest.FixtureRequest) -> Iterator[Writable]:
+    """(the server to pause, its URL for calibration, a store factory, the set or None).
+
+    One node of the test's own, or the session's Sentinel master; the factory
+    makes stores (one per "process") that the test closes, or the fixture does.
+    """
+    made: list[RedisStore] = []
+    with contextlib.ExitStack() as stack:
+        if request.param == "single":
+            server = stack.enter_context(RedisServer(_executable()))
+            url, topology, options = server.url, None, {}
+        else:
+            topology = request.getfixturevalue("healthy")
+            server = topology.master()
+            url = sentinel_url(topology.sentinel_addresses, topology.service)
+            options = {
+                "sentinel": topology.sentinel_addresses,
+                "service_name": topology.service,
+            }
+
+        def make(**kwargs: Any) -> RedisStore:
+            if topology is None:
+                store = RedisStore(url, **kwargs)
+            else:
+                store = RedisStore(**options, **kwargs)
+            made.append(store)
+            return store
+
+        try:
+            yield server, url, make, topology
+        finally:
+            for store in made:
+                store.close()
+
+
+def test_write_pause_reads_answered_writes_bounded_actions_written_after(
+    writable: Writable, prefix: str
+) -> None:
+    """CLIENT PAUSE WRITE: every primitive bounded and on policy; actions in force, written after.
+
+    A process of each policy (prefixes of their own) makes every hot call and
+    three safety actions while the server holds every write (and every script:
+    Redis cannot tell a script's reads from its writes). Nothing raises but the
+    application's own error; a flag read (one ``HGET``) is answered; every
+    other call returns within 2x the timeout and follows the policy; the kill,
+    the breaker opening and the rollback are in force here at once, pending
+    (``ActionPending``), and in the store within 2 s of ``CLIENT UNPAUSE`` with
+    no call (``ActionFlushed``).
+    """
+    server, url, make, topology = writable
+    timeout = healthy_timeout(url, prefix + "t:")
+    procs = {
+        p: Process(make(prefix=f"{prefix}{p}:", timeout=timeout, on_error=p))
+        for p in POLICIES
+    }
+    readers = {p: make(prefix=f"{prefix}{p}:", timeout=30.0) for p in POLICIES}
+    limits = {
+        p: (
+            2 * timeout + machine_slack(q.hot, BOUND - 2 * TIMEOUT),
+            2 * timeout + machine_slack(q.fifty, ASYNC_BOUND - 2 * TIMEOUT),
+        )
+        for p, q in procs.items()
+    }
+    slack = max(b - 2 * timeout for b, _ in limits.values())
+    admin = redis.Redis(host=server.host, port=server.port)
+    held = contextlib.nullcontext() if topology is None else topology.no_failover()
+    kinds = (StoreUnavailable, StoreRecovered, ActionPending, ActionFlushed)
+    with held, capture_events(*kinds, ActionConflict) as events:
+        # Ended by CLIENT UNPAUSE (a WRITE pause answers it); 60 s if the test dies.
+        admin.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
+        try:
+            began = time.perf_counter()
+            # Each process's calls and its 50 async tasks at once (one thread each).
+            jobs = {f"{p}/calls": q.calls for p, q in procs.items()}
+            jobs |= {f"{p}/fifty": q.fifty for p, q in procs.items()}
+            out = together(jobs)
+            done = {p: out[f"{p}/calls"] for p in POLICIES}
+            fifty = {p: out[f"{p}/fifty"] for p in POLICIES}
+            local = {p: q.local() for p, q in procs.items()}
+            took = time.perf_counter() - began
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+            admin.close()
+        ended = time.perf_counter()
+        served = until(
+            lambda: (
+                procs["fail_closed"].bucket.try_acquire()
+                and procs["fail_closed"].keyed.try_acquire("u")
+            ),
+            10,
+        )
+        written = until(
+            lambda: all(q.written(readers[p]) for p, q in procs.items()),
+            FLUSH_BOUND + slack + 5.0,
+        )
+        flushed = time.perf_counter() - ended
+        cleared = until(lambda: not any(q.local()[3] for q in procs.values()), 10)
+    for p, q in procs.items():
+        sync_bound, async_bound = limits[p]
+        calls = done[p]
+        assert [] == q.errors
+        admit = p == "fail_open"
+        answers = {"flag": False, "breaker": "ok", "bucket": admit, "keyed": admit}
+        answers |= {"kill": False, "rollback": None}
+        assert answers == {k: calls[k][0] for k in answers}
+        assert calls["flag"][1] < timeout, ("a read is answered", calls["flag"])
+        slow = {k: t for k, (_, t) in calls.items() if t >= sync_bound}
+        assert {} == slow, (p, sync_bound)
+        results, async_took = fifty[p]
+        assert [admit] * 50 == results
+        assert async_took < async_bound, (p, async_took, async_bound)
+        opened = ["breaker:payments", "kill/search", "rollout:by-hand"]
+        assert (False, BreakerState.OPEN, 0.0, opened) == local[p]
+    assert written is not None, "the actions never reached the store"
+    assert flushed < FLUSH_BOUND + slack, flushed
+    assert cleared is not None
+    assert served is not None
+    acted = {("flags", "kill/search"), ("breaker", "payments"), ("rollout", "by-hand")}
+
+    def keyed(kind: type) -> list[tuple[str, str]]:
+        return sorted(
+            (e.component, e.key)  # type: ignore[attr-defined]  # an action event
+            for e in events
+            if isinstance(e, kind) and (e.component, e.key) in acted  # type: ignore[attr-defined]  # an action event
+        )
+
+    assert sorted([*acted, *acted]) == keyed(ActionPending), events
+    assert sorted([*acted, *acted]) == keyed(ActionFlushed), events
+    # The rollout's own write may give the flag its split first (docs/fleet.md).
+    conflicts = {e.key for e in events if isinstance(e, ActionConflict)}
+    assert {k for k in conflicts if not k.startswith("split/")} == set()
+    limiters = sorted(
+        (e.name, e.policy)  # type: ignore[attr-defined]  # StoreUnavailable
+        for e in events
+        if isinstance(e, StoreUnavailable) and e.component == "ratelimit"
+    )
+    assert sorted((n, p) for n in ("api", "per-user") for p in POLICIES) == limiters
+    LOG.info(
+        "timeout %.3f; CLIENT PAUSE WRITE on %s (calls %.3f s): flag read %s; "
+        "slowest sync %s; 50 async %s; the fail_closed limiters admitting %.3f s "
+        "after CLIENT UNPAUSE, every action in the store after %.3f s; bounds %s",
+        timeout,
+        "one node" if topology is None else "the Sentinel master",
+        took,
+        {p: round(done[p]["flag"][1], 4) for p in POLICIES},
+        {p: round(max(t for _, t in done[p].values()) / timeout, 2) for p in POLICIES},
+        {p: round(fifty[p][1] / timeout, 2) for p in POLICIES},
+        served,
+        flushed,
+        limits,
+    )
