@@ -8,7 +8,9 @@
   of master ``i % masters``), ready once each one's link to its master is up.
 * :class:`SentinelSet`: a master, one replica and three sentinels (quorum 2): the
   smallest set that really fails over when its master is killed (two sentinels
-  must agree, and a replica must be there to promote).
+  must agree, and a replica must be there to promote). ``replicas=n`` starts n
+  replicas: the sentinels then choose which one to promote, and make the others
+  replicate it.
 
 Every wait is bounded by :attr:`bound`, derived from the machine: 50 times what
 starting the servers took (a loaded CI machine starts them slowly too), at least
@@ -308,7 +310,7 @@ class SentinelServer(RedisServer):
 
 
 class SentinelSet(_Started):
-    """A master, one replica and three sentinels (quorum 2) on loopback.
+    """A master, one replica (or *replicas*) and three sentinels (quorum 2) on loopback.
 
     Which server is the master changes with each failover: ask :meth:`master`.
     """
@@ -322,10 +324,11 @@ class SentinelSet(_Started):
         quorum: int = 2,
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 5000,
+        replicas: int = 1,
     ) -> None:
         self.executable = executable
         self.service = service
-        self.servers = [RedisServer(executable), RedisServer(executable)]
+        self.servers = [RedisServer(executable) for _ in range(1 + replicas)]
         self.sentinels: list[SentinelServer] = []
         self._count = sentinels
         self._options = {
@@ -346,10 +349,11 @@ class SentinelSet(_Started):
     def start(self) -> None:
         """Start master, replica and sentinels; wait until a failover is possible."""
         began = time.perf_counter()
-        master, replica = self.servers
+        master, *replicas = self.servers
         master.start()
-        replica.extra = ("--replicaof", "127.0.0.1", str(master.port))
-        replica.start()
+        for replica in replicas:
+            replica.extra = ("--replicaof", "127.0.0.1", str(master.port))
+            replica.start()
         self.sentinels = [
             SentinelServer(
                 self.executable,
@@ -375,7 +379,7 @@ class SentinelSet(_Started):
         return next(srv for srv in self.servers if srv.port == int(port))
 
     def replica(self) -> RedisServer:
-        """The server that is not the master."""
+        """A server that is not the master (the first one)."""
         master = self.master()
         return next(srv for srv in self.servers if srv is not master)
 
@@ -399,7 +403,7 @@ class SentinelSet(_Started):
                     and int(r["port"]) != int(state["port"])
                 ]
                 if (
-                    not up
+                    len(up) < len(self.servers) - 1
                     or int(state.get("num-other-sentinels", 0))
                     < len(self.sentinels) - 1
                 ):
@@ -409,7 +413,8 @@ class SentinelSet(_Started):
         (port,) = ports
         master = next(srv for srv in self.servers if srv.port == port)
         with redis.Redis(host=master.host, port=master.port) as c:
-            return bool(c.info("replication").get("connected_slaves", 0) >= 1)
+            linked = c.info("replication").get("connected_slaves", 0)
+            return bool(linked >= len(self.servers) - 1)
 
     def wait_healthy(self) -> float:
         """Wait until every sentinel agrees on a master with a live replica."""

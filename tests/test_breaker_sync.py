@@ -290,3 +290,32 @@ def test_after_a_queued_opening_is_replayed_the_fleet_is_followed_again(clock):
     two.reset()  # a newer write by a peer
     one.sync()
     assert (one.state, two.state) == (CLOSED, CLOSED)
+
+
+def test_an_opening_queued_in_an_outage_is_reported_pending_then_flushed(clock):
+    """Its write failed: ActionPending at once (sync and async faces); ActionFlushed later."""
+    from tipkit.stores import ActionFlushed, ActionPending
+    from tipkit.stores._durable import flush_all
+
+    store = SwitchedStore(clock=clock, push=False)
+    store.down = True
+    breakers = [shared(store, clock, refresh_interval=0) for _ in range(2)]
+    with capture_events(ActionPending, ActionFlushed) as events:
+        for _ in range(2):
+            with pytest.raises(BoomError):
+                breakers[0].call(boom)
+
+        async def main() -> None:
+            for _ in range(2):
+                with pytest.raises(BoomError):
+                    await breakers[1].acall(aboom)
+
+        asyncio.run(main())
+        assert [OPEN, OPEN] == [b.state for b in breakers]
+        pending = [(type(e).__name__, e.component, e.key) for e in events]
+        store.down = False
+        flush_all()
+    assert [("ActionPending", "breaker", "svc")] * 2 == pending
+    assert [("ActionFlushed", "svc")] * 2 == [
+        (type(e).__name__, e.key) for e in events[2:]
+    ]

@@ -129,3 +129,27 @@ def test_an_action_leaves_pending_only_after_its_event_is_out() -> None:
         ("ActionFlushed", ["kill/a", "kill/b"]),
         ("ActionConflict", ["kill/b"]),
     ] == seen
+
+
+def test_a_queued_action_whose_replay_fails_is_reported_pending_once() -> None:
+    """enqueue() (no failed write of its own), replay fails: one ActionPending, then flushed."""
+    from tipkit.stores._events import ActionPending
+    from tipkit.testing import capture_events
+
+    clock = FakeClock()
+    store = SwitchedStore(clock=clock)
+    d = durable(store, clock)
+    store.down = True
+    with capture_events(ActionPending, ActionFlushed) as events:
+        d.enqueue("kill/a", True, base=None)
+        d.enqueue("kill/b", True, base=None)
+        assert not d.flush()
+        assert not d.flush()
+        store.down = False
+        assert d.flush()
+    assert [
+        ("ActionPending", "kill/a"),
+        ("ActionPending", "kill/b"),
+        ("ActionFlushed", "kill/a"),
+        ("ActionFlushed", "kill/b"),
+    ] == [(type(e).__name__, e.key) for e in events]

@@ -258,7 +258,8 @@ class FleetSync:
             )
         except StoreError as exc:
             self._outage.failed(exc)
-            self.durable.enqueue(key, value, base=self._seen[0], ttl=ttl)
+            # Our own write failed: pending now (ActionPending; ActionFlushed when written).
+            self.durable.enqueue(key, value, base=self._seen[0], ttl=ttl, failed=True)
             return
         self._wrote(version, value, ttl)
 

@@ -385,14 +385,26 @@ class Durable:
         """
         with self._flushing:
             if not self._write_epoch_if_due():
+                self._pended_all()
                 return False
             for action in self.pending():
                 if action.fresh:
                     continue  # its submitter is writing it (a replay would race it)
                 if action.state == "pending" and not self._try(action, replay=True):
+                    self._pended_all()
                     return False
         with self._lock:
             return not self._pending and not self._epoch_due
+
+    def _pended_all(self) -> None:
+        # A replay failed: every action queued without a failed write of its own
+        # (enqueue()) is now known to wait for the store. Reported once each.
+        with self._lock:
+            news = [a for a in self._pending.values() if not (a.queued or a.fresh)]
+            for action in news:
+                action.queued = True
+        for action in news:
+            report_pending(self.outage, action.key)
 
     def _write_epoch_if_due(self) -> bool:
         if not (self._epoch_due or self._verify):

@@ -164,4 +164,6 @@ def sentinels_of(client: Any) -> list[Any]:
     """The sentinel clients behind a ``master_for`` client tipkit made (or none)."""
     pool = getattr(client, "connection_pool", None)  # a cluster client has none
     manager = getattr(pool, "sentinel_manager", None)
-    return list(getattr(manager, "sentinels", ()))
+    # Every one it was given: redis-py's own list may have lost one (_whole).
+    found: Any = getattr(manager, "every", None) or getattr(manager, "sentinels", ())
+    return list(found)

@@ -125,6 +125,52 @@ __all__ = [
 
 Mode = Literal["single", "cluster", "sentinel"]
 
+
+def _whole(manager: Any) -> None:
+    """Put back in *manager*'s list every sentinel it was given, once each, in order.
+
+    redis-py's ``discover_master`` moves the sentinel that answered to the front
+    with an index read before its (awaited, or blocking) round trip: two
+    discoveries at once (50 tasks reconnecting during a failover, or threads)
+    swap with a stale index, so one sentinel appears twice and another is gone.
+    The lost one is never asked again, and its open connections are beyond
+    ``close``: they were left to a finalizer (a ``ResourceWarning`` later).
+    """
+    kept: list[Any] = []
+    for sentinel in [*manager.sentinels, *manager.every]:
+        if not any(sentinel is k for k in kept):
+            kept.append(sentinel)
+    manager.sentinels[:] = kept
+
+
+class _Sentinel(redis.sentinel.Sentinel):
+    """redis-py's sync ``Sentinel`` whose list of sentinels stays whole (see :func:`_whole`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        self.every = tuple(self.sentinels)
+
+    def discover_master(self, service_name: str) -> Any:
+        try:
+            return super().discover_master(service_name)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        finally:
+            _whole(self)
+
+
+class _AsyncSentinel(redis.asyncio.sentinel.Sentinel):
+    """The async twin of :class:`_Sentinel`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+        self.every = tuple(self.sentinels)
+
+    async def discover_master(self, service_name: str) -> Any:
+        try:
+            return await super().discover_master(service_name)
+        finally:
+            _whole(self)
+
+
 _CREDENTIALS = ("username", "password", "ssl", "client_name")
 
 
@@ -328,11 +374,9 @@ class Target:
             "socket_timeout": options["socket_connect_timeout"],
             "socket_connect_timeout": options["socket_connect_timeout"],
         }
-        manager: Any = (
-            redis.sentinel.Sentinel
-            if flavour == "sync"
-            else redis.asyncio.sentinel.Sentinel
-        )(self._sentinels, sentinel_kwargs=sentinel_kwargs)
+        manager: Any = (_Sentinel if flavour == "sync" else _AsyncSentinel)(
+            self._sentinels, sentinel_kwargs=sentinel_kwargs
+        )
         return manager.master_for(self._service, **params, **options)
 
     def node_params(self, node: Any) -> dict[str, Any]:
