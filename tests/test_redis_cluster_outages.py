@@ -29,11 +29,26 @@ from typing import Any
 import pytest
 import redis
 from tests.fault_proxy import FaultProxy
-from tests.redis_fixtures import machine_timeout
+from tests.redis_fixtures import _executable, machine_timeout
 from tests.redis_topology import ClusterServers, wait_until
-from tests.test_outages_safety import TIMEOUT
+from tests.test_outages_safety import (
+    ASYNC_BOUND,
+    BOUND,
+    ROLLBACK_TRIPS,
+    TIMEOUT,
+    machine_slack,
+    rollout_slack,
+    rollout_via,
+    stored_status,
+)
 from tests.test_redis_cluster import dead_loop_connections, until
-from tests.test_redis_cluster_faults import POLICIES, Layout, side_by_side
+from tests.test_redis_cluster_faults import (
+    POLICIES,
+    Layout,
+    block,
+    keyed_fifty,
+    side_by_side,
+)
 from tests.test_redis_sentinel import (
     HOT,
     OUTAGE,
@@ -41,12 +56,15 @@ from tests.test_redis_sentinel import (
     assert_on_policy,
     back,
     bounds,
+    status,
 )
 
 from tipkit.flags import Flags, InMemoryProvider
-from tipkit.ratelimit import TokenBucket
+from tipkit.ratelimit import KeyedRateLimiter, TokenBucket
+from tipkit.rollout import Rollout, RolloutRolledBack
 from tipkit.stores import RedisStore
 from tipkit.stores._events import (
+    ActionConflict,
     ActionFlushed,
     ActionPending,
     StoreRecovered,
@@ -430,4 +448,280 @@ def test_client_pause_write_answers_reads_and_bounds_every_script(
         [round(d[4] / timeout, 2) for d in during.values()],
         flush_took,
         outages,
+    )
+
+
+# -- a rollout's rollback and a keyed limiter through DEBUG SLEEP and CLIENT PAUSE ----
+
+
+@pytest.mark.parametrize("fault", ["debug_sleep", "client_pause"])
+def test_a_blocked_primary_rollback_acts_at_once_and_keyed_limiter_follows_policy(
+    cluster: ClusterServers, fault: str
+) -> None:
+    """DEBUG SLEEP / CLIENT PAUSE (ALL) on the rollout's primary, both policies at once.
+
+    ``rollback()`` never raises and returns within its bounded round trips, the
+    rollout serves no canary here at once, and the rolled-back state is on the
+    cluster within 2 s of the fault's end with no call; a keyed limiter (keys on
+    the same primary), sync and 50 async tasks, follows the policy within its
+    bounds. Every queued action is written or reported overtaken.
+    """
+    victim = cluster.nodes[1]
+    layout = Layout(cluster, victim)
+    timeout = machine_timeout(layout.url, TIMEOUT)
+    stores: list[RedisStore] = []
+
+    def store(policy: str, seconds: float) -> RedisStore:
+        made = RedisStore(
+            layout.url, prefix=layout.prefix(policy), timeout=seconds, on_error=policy
+        )
+        stores.append(made)
+        return made
+
+    parts = {}
+    for policy in POLICIES:
+        rollout = rollout_via(store(policy, timeout))
+        limiter = KeyedRateLimiter(
+            "per-user", rate=1000, capacity=1000, store=store(policy, timeout)
+        )
+        direct = store(policy, cluster.bound)
+        assert "running" == stored_status(direct)
+        assert limiter.try_acquire("user-0")
+        rollback_bound = ROLLBACK_TRIPS * 2 * timeout + rollout_slack(
+            layout.url, layout.prefix(policy), timeout
+        )
+        keyed = (
+            2 * timeout
+            + machine_slack(lambda lim=limiter: lim.try_acquire("user-0"), BOUND - 0.2),
+            2 * timeout
+            + machine_slack(lambda lim=limiter: keyed_fifty(lim), ASYNC_BOUND - 0.2),
+        )
+        parts[policy] = (rollout, limiter, direct, rollback_bound, keyed)
+
+    def outage(rollout: Rollout, limiter: KeyedRateLimiter) -> tuple[Any, ...]:
+        start = time.perf_counter()
+        rollout.rollback("outage drill", actor="oncall")
+        rolled = time.perf_counter() - start
+        with rollout.observe("user-1") as arm:
+            pass
+        start = time.perf_counter()
+        one = limiter.try_acquire("user-1")
+        one_took = time.perf_counter() - start
+        start = time.perf_counter()
+        fifty = keyed_fifty(limiter)
+        fifty_took = time.perf_counter() - start
+        return rolled, rollout.percent, arm.is_canary, one, one_took, fifty, fifty_took
+
+    # Rollback, one sync call and 50 async (up to 2 timeouts each), twice over.
+    seconds = 2 * 4 * timeout + 0.5
+    with capture_events(
+        RolloutRolledBack,
+        ActionPending,
+        ActionFlushed,
+        ActionConflict,
+        StoreUnavailable,
+    ) as events:
+        ended = block(victim, fault, seconds)
+        during = side_by_side(
+            {p: lambda a=a: outage(a[0], a[1]) for p, a in parts.items()}
+        )
+        done = time.perf_counter()
+        over = ended()
+        flushed = {
+            p: until(lambda d=a[2]: stored_status(d) == "rolled_back", cluster.bound)
+            and time.perf_counter() - over
+            for p, a in parts.items()
+        }
+        drained = until(
+            lambda: (
+                not any(a[0].pending() or a[0]._flags.pending() for a in parts.values())
+            ),
+            cluster.bound,
+        )
+    assert done < over, "the fault ended before the outage calls did"
+    for policy, (rolled, percent, canary, one, one_took, fifty, took) in during.items():
+        _, _, _, rollback_bound, (sync_bound, async_bound) = parts[policy]
+        assert rolled < rollback_bound, (rolled, rollback_bound)
+        assert (0.0, False) == (percent, canary)  # in force here at once
+        assert (policy == "fail_open", True) == (one, one_took < sync_bound)
+        assert [policy == "fail_open"] * 50 == fifty
+        assert took < async_bound, (took, async_bound)
+        assert flushed[policy] is not False
+        assert flushed[policy] < 2.0 + 1.0  # the flusher's 2 s, plus a busy machine
+    assert drained
+    assert [
+        *[("ActionPending", "rollout")] * 2,
+        *[("StoreUnavailable", "ratelimit")] * 2,
+        *[("StoreUnavailable", "rollout")] * 2,
+    ] == sorted(
+        (type(e).__name__, e.component)
+        for e in events
+        if type(e) in (ActionPending, StoreUnavailable) and e.component != "flags"
+    )
+    keys = {
+        kind: sorted({(e.component, e.key) for e in events if type(e) in kind})
+        for kind in ((ActionPending,), (ActionFlushed, ActionConflict))
+    }
+    assert keys[(ActionPending,)] == keys[(ActionFlushed, ActionConflict)]
+    assert 2 == sum(type(e) is RolloutRolledBack for e in events)
+    for policy in POLICIES:  # another process building it now: rolled back
+        later = rollout_via(store(policy, cluster.bound))
+        assert ("rolled_back", 0.0) == (later.status().status, later.percent)
+    for made in stores:
+        made.close()
+    LOG.info(
+        "timeout %.3f; %s %.2f s on the rollout's cluster primary: rollback %s x "
+        "timeout; keyed sync %s x, 50 async %s x; rolled-back state on the cluster "
+        "%s s after the fault ended",
+        timeout,
+        fault,
+        seconds,
+        [round(d[0] / timeout, 2) for d in during.values()],
+        [round(d[4] / timeout, 2) for d in during.values()],
+        [round(d[6] / timeout, 2) for d in during.values()],
+        flushed,
+    )
+
+
+# -- 3 primaries + 3 replicas: the cluster fails over by itself -----------------------
+
+
+@pytest.mark.slow  # a 6-node cluster of its own (~6 s to start) and a failover (~4 s)
+def test_a_failover_with_three_replicas_keeps_the_kill_rollback_and_bucket() -> None:
+    """3 primaries + 3 replicas; the namespaces' primary paused past the node timeout.
+
+    Before: a kill, a running rollout and a shared bucket with 5 of 20 tokens
+    taken, replicated (``WAIT``). During the failover nothing raises: the kill
+    holds, ``rollback()`` is in force here at once and pending, the buckets
+    follow the policy. The cluster promotes the replica by itself; the same
+    store objects (no new client) are then served by it: the rollback is
+    written to it with no call, the kill and the bucket's level (15 left) were
+    replicated, and a store that only ever takes tokens (whose calls all went
+    to the frozen primary) finds the new one too.
+    """
+    with ClusterServers(_executable(), replicas=3, node_timeout_ms=2000) as cluster:
+        master, replica = cluster.nodes[0], cluster.nodes[3]  # replica i of master i
+        layout = Layout(cluster, master)
+        timeout = machine_timeout(layout.url, TIMEOUT)
+        parts = {}
+        stores: list[RedisStore] = []
+        for policy in POLICIES:
+            store, only_bucket = (
+                RedisStore(
+                    layout.url,
+                    prefix=layout.prefix(policy),
+                    timeout=timeout,
+                    on_error=policy,
+                ),
+                RedisStore(
+                    layout.url,
+                    prefix=layout.prefix(policy),
+                    timeout=timeout,
+                    on_error=policy,
+                ),
+            )
+            stores += [store, only_bucket]
+            flags = Flags(InMemoryProvider(DOC2), store=store, refresh_interval=0)
+            flags.kill("checkout")
+            rollout = rollout_via(store)
+            bucket = TokenBucket("shared", rate=0.001, capacity=20, store=store)
+            alone = TokenBucket("alone", rate=0.001, capacity=20, store=only_bucket)
+            assert [True] * 5 == [bucket.try_acquire() for _ in range(5)]
+            assert [True] * 5 == [alone.try_acquire() for _ in range(5)]
+            parts[policy] = (store, flags, rollout, bucket, alone)
+        with redis.Redis(host=master.host, port=master.port) as primary:
+            assert 1 <= primary.execute_command("WAIT", 1, int(cluster.bound * 1000))
+        errors: list[BaseException] = []
+        during: dict[str, tuple[Any, ...]] = {}
+        with capture_events(
+            ActionPending, ActionFlushed, ActionConflict, StoreRecovered
+        ) as events:
+            master.pause()
+            paused = time.perf_counter()
+            try:
+                for policy, (_, flags, rollout, bucket, alone) in parts.items():
+                    try:
+                        kept = not flags.is_enabled("checkout", default=True)
+                        rollout.rollback("failover drill", actor="oncall")
+                        with rollout.observe("user-1") as arm:
+                            pass
+                        during[policy] = (
+                            kept,
+                            arm.is_canary,
+                            bucket.try_acquire(),
+                            alone.try_acquire(),
+                        )
+                    except BaseException as exc:  # none may reach the application
+                        errors.append(exc)
+                        raise
+                wait_until(
+                    lambda: cluster.role(replica) == "master",
+                    cluster.bound,
+                    "the replica promoted",
+                )
+                promoted = time.perf_counter()
+                # A store of the test's own, made now: its first slot map may
+                # still name the frozen primary (a peer not told yet), so its
+                # reads may time out (generously) until the map is fresh.
+                reader = RedisStore(
+                    layout.url,
+                    prefix=layout.prefix("fail_open"),
+                    timeout=10 * timeout,
+                )
+                stores.append(reader)
+                written = until(lambda: status(reader) == "rolled_back", cluster.bound)
+                written_took = time.perf_counter() - promoted
+
+                def alone_served() -> bool:
+                    # Called until served: a probe every 0.25 s while known down.
+                    for a in parts.values():
+                        a[4].try_acquire()
+                    return 2 == sum(
+                        type(e) is StoreRecovered and e.name == "alone" for e in events
+                    )
+
+                alone_back = until(alone_served, cluster.bound)
+                alone_took = time.perf_counter() - promoted
+                after = {
+                    p: (
+                        not a[1].is_enabled("checkout", default=True),
+                        a[2].status().status,
+                        a[2].percent,
+                        round(a[3].tokens),
+                    )
+                    for p, a in parts.items()
+                }
+                kill_stored = reader.get("flags", "kill/checkout")
+            finally:
+                master.resume()
+            cluster.wait_ok()
+            for store in stores:
+                store.close()
+    assert [] == errors
+    for policy, got in during.items():
+        assert (True, False, policy == "fail_open", policy == "fail_open") == got
+        assert (True, "rolled_back", 0.0, 15) == after[policy]
+    assert written is not None, "the rollback never reached the promoted replica"
+    assert written_took < 2.0 + 1.0 + 2 * timeout  # flusher's 2 s + a busy machine
+    assert alone_back is not None, "the bucket-only store never found the new primary"
+    assert kill_stored is not None
+    assert kill_stored.value is True
+    # Every queued action is written, or reported overtaken (the rollout's own
+    # flush may write the flag's split first): none is lost in silence.
+    pendings = sorted((e.component, e.key) for e in events if type(e) is ActionPending)
+    done = {
+        (e.component, e.key)
+        for e in events
+        if type(e) in (ActionFlushed, ActionConflict)
+    }
+    assert sorted(set(pendings)) == sorted(done)
+    assert 2 == sum(c == "rollout" for c, _ in pendings)
+    LOG.info(
+        "timeout %.3f; 3 primaries + 3 replicas, the namespaces' primary paused: "
+        "replica promoted %.3f s after SIGSTOP; the rollback on it %.3f s after the "
+        "promotion (no call), a bucket-only store served %.3f s after it",
+        timeout,
+        promoted - paused,
+        written_took,
+        alone_took,
     )

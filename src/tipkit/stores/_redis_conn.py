@@ -291,9 +291,10 @@ class Clients:
         )
 
     def _run_keys(self, script: Script, keys: tuple[str, ...], *args: str) -> Any:
-        client = self.sync
         n = len(keys)
         try:
+            # Making a cluster client is I/O (slot map, COMMAND): bounded, caught.
+            client = self.sync
             if self.mode == "cluster":
                 out = self._direct(
                     client, keys[0], lambda c: self._evalsha(c, script, keys, args)
@@ -376,9 +377,12 @@ class Clients:
     def _send_to_slot(
         self, script: Script, key: str, packed: bytes, args: tuple[str, ...]
     ) -> Any:
-        client = self.sync
         if self._via_cluster:  # a timeout before: redis-py's path refreshes the map
             return self._run_keys(script, (key,), *args)
+        try:
+            client = self.sync
+        except ERRORS as exc:
+            raise fail(script.name, key, exc) from exc
         try:
             node = client.nodes_manager.slots_cache[client.keyslot(key)][0]
             pool = node.redis_connection.connection_pool
@@ -546,8 +550,8 @@ class Clients:
         return self.health.run(op, key, self._call, op, key, call)
 
     def _call(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
-        client = self.sync
         try:
+            client = self.sync
             if self.mode == "cluster":
                 out = self._direct(client, key, call)
                 if out is not _MISS:
