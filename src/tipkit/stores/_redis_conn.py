@@ -10,11 +10,13 @@ The one module that imports the optional ``redis`` client (with a clear
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from tipkit.stores import _redis_slots as slots
 from tipkit.stores._redis_health import (
     PROBE,
     TIMEOUTS,
@@ -37,9 +39,6 @@ from tipkit.stores._redis_target import (
 )
 
 __all__ = ["ERRORS", "Clients", "fail", "redis", "safe_url"]
-
-_MISS = object()
-"""Not sent directly to a cluster node: redis-py's cluster path goes instead."""
 
 
 class Clients:
@@ -64,7 +63,6 @@ class Clients:
         "_lock",
         "_pubsubs",
         "_sync",
-        "_via_cluster",
         "fast",
         "health",
         "mode",
@@ -73,6 +71,7 @@ class Clients:
         "target",
         "timeout",
         "url",
+        "via_cluster",
     )
 
     def __init__(
@@ -91,10 +90,7 @@ class Clients:
         # The packed fast path needs one server behind one pool (not a cluster).
         self.fast = self.owns_sync and self.mode != "cluster"
         self._pubsubs = 0
-        # Cluster: after a call to a slot's primary timed out, the next calls go
-        # through redis-py's cluster path (it refreshes the slot map after a
-        # failure) until one succeeds there: see _direct.
-        self._via_cluster = False
+        self.via_cluster = False  # cluster, after a timeout: see _redis_slots
         self._loads = 0  # script loads so far (async): see _aload
         self._aloading: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, asyncio.Lock
@@ -121,13 +117,7 @@ class Clients:
         return client
 
     async def aclient(self, key: str | None = None) -> Any:
-        """The running event loop's async client, made (no I/O) on first use.
-
-        A cluster client is initialized here (slot map, then ``COMMAND``) on
-        the primary of *key*'s slot, the node the first call goes to anyway:
-        redis-py asks the first primary of its map, and a hung one made the
-        first call of a new event loop time out for keys on healthy primaries.
-        """
+        """The running event loop's async client (a cluster's initialized on *key*'s node)."""
         given = self.target.given_async
         if given is not None:
             return given
@@ -151,24 +141,12 @@ class Clients:
                 return found[0]
             client = self.target.make("async", self.timeout, self.timeout)
             try:
-                await self._initialize(client, key)
+                await slots.initialize(client, key)
             except BaseException:  # a hung node: what it opened is dropped now
                 for conn in connections_of(client):
                     await abort(conn)
                 raise
             return await self._new_aclient(loop, client)
-
-    @staticmethod
-    async def _initialize(client: Any, key: str | None) -> None:
-        manager = client.nodes_manager
-        if key is None or not hasattr(client, "commands_parser"):
-            await client.initialize()
-            return
-        await manager.initialize()
-        node = client.get_node_from_key(key) or manager.default_node
-        manager.default_node = node
-        await client.commands_parser.initialize(node)
-        client._initialize = False  # redis-py's own initialize() ends so
 
     async def _new_aclient(
         self, loop: asyncio.AbstractEventLoop, client: Any = None
@@ -293,13 +271,11 @@ class Clients:
     def _run_keys(self, script: Script, keys: tuple[str, ...], *args: str) -> Any:
         n = len(keys)
         try:
-            # Making a cluster client is I/O (slot map, COMMAND): bounded, caught.
             client = self.sync
             if self.mode == "cluster":
-                out = self._direct(
-                    client, keys[0], lambda c: self._evalsha(c, script, keys, args)
-                )
-                if out is not _MISS:
+                load = functools.partial(self._load, client)
+                out = slots.run_script(self, client, script, keys, args, load=load)
+                if out is not slots.MISS:
                     return out
             for attempt in (1, 2):
                 try:
@@ -312,54 +288,11 @@ class Clients:
                     if attempt == 2:
                         raise
                 else:
-                    self._via_cluster = False  # got through: the map is fresh
+                    self.via_cluster = False  # got through: the map is fresh
                     return out
         except ERRORS as exc:
             raise fail(script.name, keys[0], exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _evalsha(
-        self, node: Any, script: Script, keys: tuple[str, ...], args: tuple[str, ...]
-    ) -> Any:
-        try:
-            return node.evalsha(script.sha, len(keys), *keys, *args)
-        except redis.exceptions.NoScriptError:
-            self._load(self.sync)
-            return node.evalsha(script.sha, len(keys), *keys, *args)
-
-    def _direct(self, client: Any, key: str, call: Callable[[Any], Any]) -> Any:
-        """Cluster: ``call`` on a plain client of *key*'s primary, or ``_MISS``.
-
-        redis-py's cluster path answers ``CLUSTERDOWN`` (every slot refused
-        while a primary is failed with full coverage required) by sleeping
-        0.25 s and re-reading the slot map inside the call (its async twin
-        closes every connection of the client, under the other tasks' feet):
-        that outlasts a short store timeout. Sent to the slot's primary
-        directly, the refusal is an answer like any error reply. ``_MISS`` (go
-        redis-py's way) when the slot map has no owner, on a redirect
-        (``MOVED``/``ASK``) or a broken connection, and after a timeout until a
-        call got through that way (it refreshes the map: a failover).
-        """
-        if self._via_cluster:
-            return _MISS
-        try:
-            node = client.nodes_manager.slots_cache[client.keyslot(key)][0]
-            direct = node.redis_connection
-        except (KeyError, IndexError, AttributeError):
-            return _MISS
-        if direct is None:
-            return _MISS
-        try:
-            return call(direct)
-        except (
-            redis.exceptions.MovedError,
-            redis.exceptions.AskError,
-            redis.exceptions.ConnectionError,
-        ):
-            return _MISS
-        except TIMEOUTS:
-            self._via_cluster = True
-            raise
 
     def send_to_slot(
         self, script: Script, key: str, packed: bytes, args: tuple[str, ...]
@@ -377,7 +310,7 @@ class Clients:
     def _send_to_slot(
         self, script: Script, key: str, packed: bytes, args: tuple[str, ...]
     ) -> Any:
-        if self._via_cluster:  # a timeout before: redis-py's path refreshes the map
+        if self.via_cluster:  # a timeout before: redis-py's path refreshes the map
             return self._run_keys(script, (key,), *args)
         try:
             client = self.sync
@@ -398,7 +331,7 @@ class Clients:
             return self._run_keys(script, (key,), *args)
         except ERRORS as exc:
             if isinstance(exc, TIMEOUTS):
-                self._via_cluster = True
+                self.via_cluster = True
             raise fail(script.name, key, exc) from exc
 
     def send(  # noqa: C901  # the hot path: the health gate inlined on purpose
@@ -496,8 +429,9 @@ class Clients:
         client = await self.aclient(keys[0])
         n = len(keys)
         if self.mode == "cluster":
-            out = await self._adirect(client, script, keys, args)
-            if out is not _MISS:
+            aload = functools.partial(self._aload, client, self._loads)
+            out = await slots.adirect(self, client, script, keys, args, aload=aload)
+            if out is not slots.MISS:
                 return out
         for attempt in (1, 2):
             try:
@@ -511,39 +445,9 @@ class Clients:
                 if attempt == 2:
                     raise
             else:
-                self._via_cluster = False  # got through: the map is fresh
+                self.via_cluster = False  # got through: the map is fresh
                 return out
         raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _adirect(
-        self, client: Any, script: Script, keys: tuple[str, ...], args: tuple[str, ...]
-    ) -> Any:
-        """Async :meth:`_direct` for a script: its slot's primary, or ``_MISS``."""
-        if self._via_cluster:
-            return _MISS
-        try:
-            node = client.get_node_from_key(keys[0])
-        except (*ERRORS, KeyError, IndexError, AttributeError):
-            return _MISS
-        if node is None:
-            return _MISS
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
-            seen = self._loads
-            try:
-                return await node.execute_command(*command)
-            except redis.exceptions.NoScriptError:
-                await self._aload(client, seen)
-                return await node.execute_command(*command)
-        except (
-            redis.exceptions.MovedError,
-            redis.exceptions.AskError,
-            redis.exceptions.ConnectionError,
-        ):
-            return _MISS
-        except TIMEOUTS:
-            self._via_cluster = True
-            raise
 
     def call(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         """Run ``call(client)`` (one command); a pooled connection's error is retried once."""
@@ -553,8 +457,8 @@ class Clients:
         try:
             client = self.sync
             if self.mode == "cluster":
-                out = self._direct(client, key, call)
-                if out is not _MISS:
+                out = slots.direct(self, client, key, call)
+                if out is not slots.MISS:
                     return out
             try:
                 out = call(client)
@@ -562,7 +466,7 @@ class Clients:
                 out = call(client)
         except ERRORS as exc:
             raise fail(op, key, exc) from exc
-        self._via_cluster = False
+        self.via_cluster = False
         return out
 
     async def acall(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
