@@ -269,6 +269,12 @@ def test_a_primary_failed_by_its_peers_without_a_replica_other_slots_follow_the_
         assert {"fail"} == states
         assert_on_policy(during, limits, hots, CALLS, expected_calls)
         assert OUTAGE == outage_kinds(down)
+        # Refused by an answer (CLUSTERDOWN), not a timeout: at once, and the
+        # store is not taken for down (redis-py's path slept 0.25 s on it).
+        assert {"ClusterDownError"} == {e.error_type for e in down}
+        assert all(c[n][1] < timeout for c, _, _ in during.values() for n in CALLS), (
+            during
+        )
         assert 2 * len(HOT) == len(up)
     else:
         assert {"ok"} == states
@@ -730,4 +736,65 @@ def test_a_failover_with_three_replicas_keeps_the_kill_rollback_and_bucket() -> 
         promoted - paused,
         written_took,
         alone_took,
+    )
+
+
+def slot_zero_owner(cluster: ClusterServers) -> Any:
+    """The primary that owns slot 0: the first of a client's map (its default node)."""
+    with redis.Redis(
+        host=cluster.nodes[0].host,
+        port=cluster.nodes[0].port,
+        socket_timeout=cluster.bound,
+    ) as c:
+        ranges = c.execute_command("CLUSTER", "SLOTS")
+    port = next(int(r[2][1]) for r in ranges if int(r[0]) == 0)
+    return next(n for n in cluster.nodes if n.port == port)
+
+
+def test_a_store_first_used_while_the_first_primary_hangs_never_raises(
+    cluster: ClusterServers,
+) -> None:
+    """A store first used while the first primary of the slot map is paused: no raise.
+
+    Making redis-py's sync cluster client is I/O (the slot map, then
+    ``COMMAND`` on the map's first primary): with that primary frozen it timed
+    out, and redis-py's ``TimeoutError`` reached the application instead of
+    the policy. Each policy's hot calls (their keys on a healthy primary)
+    follow the policy within the bound; the store serves them once the
+    primary answers again.
+    """
+    first = slot_zero_owner(cluster)
+    layout = Layout(cluster, first)
+    timeout = machine_timeout(layout.url, TIMEOUT)
+    with cluster.no_failover():
+        first.pause()
+        try:
+            made = {
+                p: RedisStore(
+                    layout.url,
+                    prefix=f"{{{layout.other}}}:first-{p}:",
+                    timeout=timeout,
+                    on_error=p,
+                )
+                for p in POLICIES
+            }
+            hots = {p: HotCalls(made[p]) for p in POLICIES}  # its kill: pending
+            during = {p: h.timed() for p, h in hots.items()}
+        finally:
+            first.resume()
+        recovered = until(lambda: all(h.served() for h in hots.values()), cluster.bound)
+        limits = {p: bounds(h, timeout) for p, h in hots.items()}
+        for store in made.values():
+            store.close()
+    for policy, calls in during.items():
+        assert [] == hots[policy].errors
+        assert expected_calls(policy) == {n: calls[n][0] for n in CALLS}
+        assert all(calls[n][1] < limits[policy][0] for n in CALLS), calls
+    assert recovered is not None
+    LOG.info(
+        "timeout %.3f; a store first used while the map's first primary hangs: "
+        "calls %s x timeout; served %.3f s after SIGCONT",
+        timeout,
+        [round(c[n][1] / timeout, 2) for c in during.values() for n in CALLS],
+        recovered,
     )
