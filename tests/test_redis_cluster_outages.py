@@ -672,16 +672,16 @@ def test_a_failover_with_three_replicas_keeps_the_kill_rollback_and_bucket() -> 
                     "the replica promoted",
                 )
                 promoted = time.perf_counter()
-                # A store of the test's own, made now: its first slot map may
-                # still name the frozen primary (a peer not told yet), so its
-                # reads may time out (generously) until the map is fresh.
-                reader = RedisStore(
-                    layout.url,
-                    prefix=layout.prefix("fail_open"),
-                    timeout=10 * timeout,
+                written = until(
+                    lambda: (
+                        2
+                        == sum(
+                            type(e) is ActionFlushed and e.component == "rollout"
+                            for e in events
+                        )
+                    ),
+                    cluster.bound,
                 )
-                stores.append(reader)
-                written = until(lambda: status(reader) == "rolled_back", cluster.bound)
                 written_took = time.perf_counter() - promoted
 
                 def alone_served() -> bool:
@@ -703,6 +703,14 @@ def test_a_failover_with_three_replicas_keeps_the_kill_rollback_and_bucket() -> 
                     )
                     for p, a in parts.items()
                 }
+                # A store of the test's own, made now: its first slot map may
+                # still name the frozen primary (a peer not told yet), so its
+                # reads may time out (generously) until the map is fresh.
+                reader = RedisStore(
+                    layout.url, prefix=layout.prefix("fail_open"), timeout=10 * timeout
+                )
+                stores.append(reader)
+                stored = until(lambda: status(reader) == "rolled_back", cluster.bound)
                 kill_stored = reader.get("flags", "kill/checkout")
             finally:
                 master.resume()
@@ -714,6 +722,7 @@ def test_a_failover_with_three_replicas_keeps_the_kill_rollback_and_bucket() -> 
         assert (True, False, policy == "fail_open", policy == "fail_open") == got
         assert (True, "rolled_back", 0.0, 15) == after[policy]
     assert written is not None, "the rollback never reached the promoted replica"
+    assert stored is not None
     assert written_took < 2.0 + 1.0 + 2 * timeout  # flusher's 2 s + a busy machine
     assert alone_back is not None, "the bucket-only store never found the new primary"
     assert kill_stored is not None

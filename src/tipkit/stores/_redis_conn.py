@@ -10,7 +10,6 @@ The one module that imports the optional ``redis`` client (with a clear
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -273,8 +272,7 @@ class Clients:
         try:
             client = self.sync
             if self.mode == "cluster":
-                load = functools.partial(self._load, client)
-                out = slots.run_script(self, client, script, keys, args, load=load)
+                out = slots.run_script(self, client, script, keys, args)
                 if out is not slots.MISS:
                     return out
             for attempt in (1, 2):
@@ -429,8 +427,7 @@ class Clients:
         client = await self.aclient(keys[0])
         n = len(keys)
         if self.mode == "cluster":
-            aload = functools.partial(self._aload, client, self._loads)
-            out = await slots.adirect(self, client, script, keys, args, aload=aload)
+            out = await slots.adirect(self, client, script, keys, args)
             if out is not slots.MISS:
                 return out
         for attempt in (1, 2):

@@ -20,7 +20,7 @@ new loop time out for keys on healthy primaries).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from tipkit.stores._redis_health import TIMEOUTS
@@ -69,31 +69,23 @@ def run_script(
     script: Script,
     keys: tuple[str, ...],
     args: tuple[str, ...],
-    *,
-    load: Callable[[], None],
 ) -> Any:
     """:func:`direct` for a script: :func:`evalsha` on ``keys[0]``'s primary, or ``MISS``."""
-    return direct(
-        clients,
-        client,
-        keys[0],
-        lambda node: evalsha(node, script, keys, args, load=load),
-    )
+    return direct(clients, client, keys[0], lambda n: evalsha(n, script, keys, args))
 
 
 def evalsha(
-    node: Any,
-    script: Script,
-    keys: tuple[str, ...],
-    args: tuple[str, ...],
-    *,
-    load: Callable[[], None],
+    node: Any, script: Script, keys: tuple[str, ...], args: tuple[str, ...]
 ) -> Any:
-    """``EVALSHA`` on a plain node client; ``load()`` the scripts on ``NOSCRIPT``."""
+    """``EVALSHA`` on a plain node client; on ``NOSCRIPT`` the script is loaded there.
+
+    On that node only: redis-py's ``SCRIPT LOAD`` on a cluster goes to every
+    primary, and one that hangs made a call for a healthy one time out.
+    """
     try:
         return node.evalsha(script.sha, len(keys), *keys, *args)
     except redis.exceptions.NoScriptError:
-        load()
+        node.script_load(script.source)
         return node.evalsha(script.sha, len(keys), *keys, *args)
 
 
@@ -103,8 +95,6 @@ async def adirect(
     script: Script,
     keys: tuple[str, ...],
     args: tuple[str, ...],
-    *,
-    aload: Callable[[], Awaitable[None]],
 ) -> Any:
     """Async :func:`direct` for a script, on *client*'s node of ``keys[0]``."""
     if clients.via_cluster:
@@ -119,8 +109,8 @@ async def adirect(
     try:
         try:
             return await node.execute_command(*command)
-        except redis.exceptions.NoScriptError:
-            await aload()
+        except redis.exceptions.NoScriptError:  # loaded there only (see evalsha)
+            await node.execute_command("SCRIPT LOAD", script.source)
             return await node.execute_command(*command)
     except _FOLLOWED:
         return MISS
