@@ -40,8 +40,9 @@ from tests.test_outages_safety import (
     rollout_slack,
     rollout_via,
     stored_status,
+    until,
 )
-from tests.test_redis_cluster import dead_loop_connections, until
+from tests.test_redis_cluster import dead_loop_connections
 from tests.test_redis_cluster_faults import (
     POLICIES,
     Layout,
@@ -162,7 +163,7 @@ def test_a_blackholed_primary_bounds_its_slots_calls_and_other_slots_stay_exact(
     assert [True] * 10 + [False] * 5 == served  # the store decided: exact
     assert elsewhere_took < limits[POLICIES[0]][0]
     assert OUTAGE == outage_kinds(down)
-    assert recovered
+    assert recovered is not None
     assert 2 * len(HOT) == len(up)
     LOG.info(
         "timeout %.3f; blackholed cluster primary: sync calls %.2f-%.2fx timeout, "
@@ -213,7 +214,9 @@ def test_a_primary_failed_by_its_peers_without_a_replica_other_slots_follow_the_
     """
     victim = cluster.nodes[1]
     layout = Layout(cluster, victim)
-    timeout = machine_timeout(layout.url, TIMEOUT)
+    # Two stores' 50-task bursts run at once here (machine_timeout measures
+    # one): twice its figure, so a healthy primary's calls never time out.
+    timeout = 2 * machine_timeout(layout.url, TIMEOUT)
     others = [n for n in cluster.nodes if n is not victim]
     victim_id = cluster.node_id(victim)
     made = {
@@ -280,7 +283,7 @@ def test_a_primary_failed_by_its_peers_without_a_replica_other_slots_follow_the_
         assert {"ok"} == states
         assert_served(during, limits, hots)
         assert [] == down
-    assert recovered
+    assert recovered is not None
     LOG.info(
         "timeout %.3f; primary paused past the node timeout (%s ms), no replica, "
         "full coverage %s: flagged fail %.3f s after SIGSTOP; other slots' sync calls "
@@ -558,9 +561,9 @@ def test_a_blocked_primary_rollback_acts_at_once_and_keyed_limiter_follows_polic
         assert (policy == "fail_open", True) == (one, one_took < sync_bound)
         assert [policy == "fail_open"] * 50 == fifty
         assert took < async_bound, (took, async_bound)
-        assert flushed[policy] is not False
+        assert flushed[policy] is not None
         assert flushed[policy] < 2.0 + 1.0  # the flusher's 2 s, plus a busy machine
-    assert drained
+    assert drained is not None
     assert [
         *[("ActionPending", "rollout")] * 2,
         *[("StoreUnavailable", "ratelimit")] * 2,
