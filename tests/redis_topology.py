@@ -237,6 +237,36 @@ class ClusterServers(_Started):
                 with self._client(node) as c:
                     c.config_set("cluster-node-timeout", str(self.node_timeout_ms))
 
+    @contextlib.contextmanager
+    def announced(self, node: RedisServer, port: int) -> Iterator[None]:
+        """Within the block every node names *port* as *node*'s client port.
+
+        (``cluster-announce-port``, set at run time and gossiped.) Clients then
+        discover *node* at *port* through ``CLUSTER SLOTS``/``SHARDS`` and
+        ``MOVED``, e.g. a FaultProxy in front of it; the cluster bus is not
+        affected. Restored (and seen restored by every node) afterwards.
+        """
+
+        def named(expected: int) -> bool:
+            for host, p in self.addresses:
+                with redis.Redis(host=host, port=p, socket_timeout=self.bound) as c:
+                    ports = {
+                        int(s[2][1]) for s in c.execute_command("CLUSTER", "SLOTS")
+                    }
+                    if expected not in ports:
+                        return False
+            return True
+
+        with self._client(node) as c:
+            c.config_set("cluster-announce-port", str(port))
+        try:
+            wait_until(lambda: named(port), self.bound, "the announced port gossiped")
+            yield
+        finally:
+            with self._client(node) as c:
+                c.config_set("cluster-announce-port", "0")
+            wait_until(lambda: named(node.port), self.bound, "the real port gossiped")
+
     def _ok(self) -> bool:
         for host, port in self.addresses:
             with redis.Redis(host=host, port=port, socket_timeout=self.bound) as c:

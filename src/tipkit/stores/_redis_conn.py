@@ -15,8 +15,10 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from tipkit.stores import _redis_slots as slots
 from tipkit.stores._redis_health import (
     PROBE,
+    TIMEOUTS,
     Gate,
     abort,
     close_with_loop,
@@ -68,6 +70,7 @@ class Clients:
         "target",
         "timeout",
         "url",
+        "via_cluster",
     )
 
     def __init__(
@@ -86,6 +89,7 @@ class Clients:
         # The packed fast path needs one server behind one pool (not a cluster).
         self.fast = self.owns_sync and self.mode != "cluster"
         self._pubsubs = 0
+        self.via_cluster = False  # cluster, after a timeout: see _redis_slots
         self._loads = 0  # script loads so far (async): see _aload
         self._aloading: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, asyncio.Lock
@@ -111,8 +115,8 @@ class Clients:
                 client = self._sync
         return client
 
-    async def aclient(self) -> Any:
-        """The running event loop's async client, made (no I/O) on first use."""
+    async def aclient(self, key: str | None = None) -> Any:
+        """The running event loop's async client (a cluster's initialized on *key*'s node)."""
         given = self.target.given_async
         if given is not None:
             return given
@@ -136,7 +140,7 @@ class Clients:
                 return found[0]
             client = self.target.make("async", self.timeout, self.timeout)
             try:
-                await client.initialize()
+                await slots.initialize(client, key)
             except BaseException:  # a hung node: what it opened is dropped now
                 for conn in connections_of(client):
                     await abort(conn)
@@ -264,19 +268,26 @@ class Clients:
         )
 
     def _run_keys(self, script: Script, keys: tuple[str, ...], *args: str) -> Any:
-        client = self.sync
         n = len(keys)
         try:
+            client = self.sync
+            if self.mode == "cluster":
+                out = slots.run_script(self, client, script, keys, args)
+                if out is not slots.MISS:
+                    return out
             for attempt in (1, 2):
                 try:
                     try:
-                        return client.evalsha(script.sha, n, *keys, *args)
+                        out = client.evalsha(script.sha, n, *keys, *args)
                     except redis.exceptions.NoScriptError:
                         self._load(client)
-                        return client.evalsha(script.sha, n, *keys, *args)
+                        out = client.evalsha(script.sha, n, *keys, *args)
                 except redis.exceptions.ConnectionError:
                     if attempt == 2:
                         raise
+                else:
+                    self.via_cluster = False  # got through: the map is fresh
+                    return out
         except ERRORS as exc:
             raise fail(script.name, keys[0], exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -297,7 +308,12 @@ class Clients:
     def _send_to_slot(
         self, script: Script, key: str, packed: bytes, args: tuple[str, ...]
     ) -> Any:
-        client = self.sync
+        if self.via_cluster:  # a timeout before: redis-py's path refreshes the map
+            return self._run_keys(script, (key,), *args)
+        try:
+            client = self.sync
+        except ERRORS as exc:
+            raise fail(script.name, key, exc) from exc
         try:
             node = client.nodes_manager.slots_cache[client.keyslot(key)][0]
             pool = node.redis_connection.connection_pool
@@ -312,6 +328,8 @@ class Clients:
         ):
             return self._run_keys(script, (key,), *args)
         except ERRORS as exc:
+            if isinstance(exc, TIMEOUTS):
+                self.via_cluster = True
             raise fail(script.name, key, exc) from exc
 
     def send(  # noqa: C901  # the hot path: the health gate inlined on purpose
@@ -406,19 +424,26 @@ class Clients:
     async def _arun(
         self, script: Script, keys: tuple[str, ...], args: tuple[str, ...]
     ) -> Any:
-        client = await self.aclient()
+        client = await self.aclient(keys[0])
         n = len(keys)
+        if self.mode == "cluster":
+            out = await slots.adirect(self, client, script, keys, args)
+            if out is not slots.MISS:
+                return out
         for attempt in (1, 2):
             try:
                 seen = self._loads
                 try:
-                    return await client.evalsha(script.sha, n, *keys, *args)
+                    out = await client.evalsha(script.sha, n, *keys, *args)
                 except redis.exceptions.NoScriptError:
                     await self._aload(client, seen)
-                    return await client.evalsha(script.sha, n, *keys, *args)
+                    out = await client.evalsha(script.sha, n, *keys, *args)
             except redis.exceptions.ConnectionError:
                 if attempt == 2:
                     raise
+            else:
+                self.via_cluster = False  # got through: the map is fresh
+                return out
         raise AssertionError("unreachable")  # pragma: no cover
 
     def call(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
@@ -426,14 +451,20 @@ class Clients:
         return self.health.run(op, key, self._call, op, key, call)
 
     def _call(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
-        client = self.sync
         try:
+            client = self.sync
+            if self.mode == "cluster":
+                out = slots.direct(self, client, key, call)
+                if out is not slots.MISS:
+                    return out
             try:
-                return call(client)
+                out = call(client)
             except redis.exceptions.ConnectionError:
-                return call(client)
+                out = call(client)
         except ERRORS as exc:
             raise fail(op, key, exc) from exc
+        self.via_cluster = False
+        return out
 
     async def acall(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         """Await ``call(client)`` (one command) within twice the timeout."""
@@ -442,7 +473,7 @@ class Clients:
     async def _acall(self, op: str, key: str, call: Callable[[Any], Any]) -> Any:
         try:
             async with asyncio.timeout(2 * self.timeout):
-                client = await self.aclient()
+                client = await self.aclient(key)
                 try:
                     return await call(client)
                 except redis.exceptions.ConnectionError:
