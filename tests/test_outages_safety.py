@@ -360,32 +360,39 @@ def test_flags_evaluation_bounded_on_a_blackhole_sync_and_async(
     server: RedisServer, proxy: FaultProxy, prefix: str
 ) -> None:
     """A server that never answers: evaluations keep the kill, within the bound."""
-    store = store_via(proxy.url, prefix)
+    # A timeout healthy calls never trip on this machine now: a spurious one
+    # would add an outage of its own to the events asserted below.
+    timeout = healthy_timeout(proxy.url, prefix + "t:")
+    store = store_via(proxy.url, prefix, timeout=timeout)
     flags = Flags(InMemoryProvider(DOC), store=store, refresh_interval=0)
     flags.kill("checkout")
-    # On a loaded machine the kill's own write may miss the short timeout: let it
-    # land (and any outage it opened close) before the fault, so the events
-    # captured below are the blackhole's alone.
     assert until(lambda: not flags.pending() and flags.is_enabled("checkout") is False)
+
+    async def fifty() -> list[bool]:
+        return list(
+            await asyncio.gather(
+                *(flags.ais_enabled("checkout", default=True) for _ in range(50))
+            )
+        )
+
+    bound = 2 * timeout + machine_slack(
+        lambda: flags.is_enabled("checkout"), BOUND - 2 * TIMEOUT
+    )
+    async_bound = 2 * timeout + machine_slack(
+        lambda: asyncio.run(fifty()), ASYNC_BOUND - 2 * TIMEOUT
+    )
     proxy.set("blackhole")
     with capture_events(StoreUnavailable, StoreRecovered) as events:
         start = time.perf_counter()
         assert not flags.is_enabled("checkout", default=True)
-        assert time.perf_counter() - start < BOUND
-
-        async def fifty() -> list[bool]:
-            return list(
-                await asyncio.gather(
-                    *(flags.ais_enabled("checkout", default=True) for _ in range(50))
-                )
-            )
+        assert time.perf_counter() - start < bound
 
         start = time.perf_counter()
         assert [False] * 50 == asyncio.run(fifty())
-        assert time.perf_counter() - start < ASYNC_BOUND
+        assert time.perf_counter() - start < async_bound
         proxy.set("pass")
         assert until(
-            lambda: flags.is_enabled("checkout", default=True) or len(events) == 2
+            lambda: flags.is_enabled("checkout", default=True) or len(events) >= 2
         )
     assert [StoreUnavailable, StoreRecovered] == [type(e) for e in events]
     store.close()

@@ -658,7 +658,12 @@ def test_four_processes_share_one_bucket(redis_url: str) -> None:
     others_ratio = sum(r["admitted"] for r in others) / sum(
         r["attempts"] for r in others
     )
-    assert skewed["admitted"] / skewed["attempts"] < 2 * others_ratio, results
+    # The sharp check is `admitted <= bound` above: a process refilling by its own
+    # clock, an hour ahead, would refill the bucket on every take (thousands over
+    # the bound). Per attempt it does no better than the others, within what a
+    # loaded machine's scheduling moves (a process that gets the core while the
+    # others wait catches more refills per attempt: 2.6x measured once).
+    assert skewed["admitted"] / skewed["attempts"] < 5 * others_ratio, results
 
 
 def test_missing_server_skips_locally_and_fails_in_ci(

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.fault_proxy import FaultProxy
@@ -26,6 +27,7 @@ from tipkit.rollout import Rollout
 from tipkit.stores import RedisStore
 from tipkit.stores._durable import flush_all
 from tipkit.stores._events import StoreHealth, StoreRecovered, StoreUnavailable
+from tipkit.stores._redis_health import Gate
 from tipkit.testing import FakeClock, capture_events
 
 PROBE = 0.5
@@ -70,6 +72,35 @@ def test_a_failed_probe_rearms_and_an_answer_ends_the_outage() -> None:
     h.answered()
     assert (False, None) == (h.down, h.cause)
     assert [True, True] == [h.admit(), h.admit()]
+
+
+def test_a_reply_to_a_call_sent_while_up_reopens_a_store_marked_down() -> None:
+    """A late answer ends the outage: the gate must agree with the primitive it served.
+
+    The call was sent while the store was up; another one timed out meanwhile
+    (its reply held up, say by a proxy, then let through). Left down, the gate
+    would refuse the next call of the primitive that just reported itself
+    recovered: a second, spurious outage.
+    """
+    gate = Gate(PROBE, clock=FakeClock())
+    with gate.watching("get", "k"):
+        gate.timed_out(TimeoutError("another call"))
+        assert gate.down
+    assert (False, None) == (gate.down, gate.cause)
+    assert [True, True] == [gate.admit(), gate.admit()]
+
+
+def test_an_error_reply_is_an_answer_whoever_got_it() -> None:
+    """A call that gets an error reply (not a timeout) shows the store is up."""
+    gate = Gate(PROBE, clock=FakeClock())
+    gate.timed_out(TimeoutError("another call"))
+    reply = redis.exceptions.ResponseError("CLUSTERDOWN")
+    gate.note(StoreError("get 'k' failed").with_traceback(None))  # refused: no cause
+    assert gate.down is True
+    failed = StoreError("get 'k' failed")
+    failed.__cause__ = reply
+    gate.note(failed)
+    assert gate.down is False
 
 
 def test_a_probe_that_never_reports_does_not_keep_the_store_refused() -> None:

@@ -350,7 +350,8 @@ class Clients:
         errors as they are, and no health gate (the caller holds it).
         """
         health = self.health
-        probe = health.down and not raw and health.enter(script.name, key)
+        if health.down and not raw:
+            health.enter(script.name, key)  # the probe, or refused at once
         client = self.sync
         pool = pool or client.connection_pool
         loaded = stale = False
@@ -389,9 +390,9 @@ class Clients:
         except ERRORS as exc:
             if raw:
                 raise
-            health.note(exc, probe)
+            health.note(exc)
             raise fail(script.name, key, exc) from exc
-        if probe:
+        if health.down:  # the probe, or a call sent before the store was known down
             health.answered()
         return reply
 

@@ -57,7 +57,7 @@ class Gate(StoreHealth):
             f"time ({name}); it is probed every {self.probe}s"
         ) from cause
 
-    def note(self, exc: BaseException, probe: bool) -> None:
+    def note(self, exc: BaseException) -> None:
         """Learn from a failed call (an error reply is an answer)."""
         cause = exc.__cause__ if isinstance(exc, StoreError) else exc
         if cause is None:
@@ -65,8 +65,7 @@ class Gate(StoreHealth):
         if isinstance(cause, TIMEOUTS):
             self.timed_out(cause)
         elif isinstance(cause, redis.exceptions.ResponseError):
-            if probe:
-                self.answered()
+            self.answered()  # an error reply is an answer, whoever got it
         else:
             self.failed()
 
@@ -77,14 +76,18 @@ class Gate(StoreHealth):
         The one body of :meth:`run` and :meth:`arun`: a store call is network
         I/O, so the generator's microsecond does not count.
         """
-        probe = self.down and self.enter(op, key)
+        if self.down:
+            self.enter(op, key)  # the probe, or refused at once
         try:
             yield
         except _CAUGHT as exc:
-            self.note(exc, probe)
+            self.note(exc)
             raise
-        if probe:
-            self.answered()
+        # Answered: the store is up, also when this call was sent before the
+        # store was known down (its reply held up, then let through). Left
+        # down, the gate would refuse calls while the primitive that made this
+        # one reports it recovered: a spurious outage after the real one.
+        self.answered()
 
     def run(self, op: str, key: str, call: Callable[..., Any], *args: Any) -> Any:
         """Return ``call(*args)`` unless the store is known down (then refused at once)."""
