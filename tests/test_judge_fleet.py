@@ -47,7 +47,7 @@ CHILD = textwrap.dedent(
             muted = (
                 LossyStore.writes % 2 == 0
                 and sum(applied_after_timeout) < lose
-                and len(applied_after_timeout) < 4 * lose
+                and len(applied_after_timeout) < 40 * lose
             )
             if muted:
                 proxy.set("mute")
@@ -87,7 +87,10 @@ CHILD = textwrap.dedent(
         sys.stdin.readline()
         rng = random.Random(index)
         counted = [0, 0, 0, 0]  # control, control errors, canary, canary errors
-        for i in range(requests):
+        i = 0
+        # The requests, then more until one muted write was applied by Redis
+        # (another process writing first makes a muted write apply nothing).
+        while i < requests or (sum(applied_after_timeout) < lose and i < 5 * requests):
             with rollout.observe(f"p{index}-u{i}") as arm:
                 bad = rng.random() < 0.05
                 if bad:
@@ -96,6 +99,7 @@ CHILD = textwrap.dedent(
                 k = 2 if arm.is_canary else 0
                 counted[k] += 1
                 counted[k + 1] += bad
+            i += 1
         fleet = rollout._local.fleet
         tick = threading.Event()
         for _ in range(500):  # send what is pending or unacknowledged
@@ -109,6 +113,7 @@ CHILD = textwrap.dedent(
             "flushed": fleet.inflight is None and not fleet.pending,
             "applied_after_timeout": applied_after_timeout,
             "writes": LossyStore.writes,
+            "requests": i,
         }))
     """
 )
@@ -138,7 +143,7 @@ def test_three_processes_with_lost_replies_count_every_outcome_once(
     assert entry is not None
     totals = entry.value["totals"]
     expected = [sum(r["counted"][k] for r in results) for k in range(4)]
-    assert 4_500 == expected[0] + expected[2]
+    assert sum(r["requests"] for r in results) == expected[0] + expected[2]
     assert expected == [
         totals.get("n0", 0),
         totals.get("b0.0", 0),
