@@ -214,7 +214,7 @@ CHILD = textwrap.dedent(
             out["calls"] += 1
             pace.wait(0.01)
         out["pending"] = len(flags.pending()) + len(rollout.pending())
-        start = time.perf_counter()  # a write-back still under way settles (bounded)
+        start = time.perf_counter()  # a write-back under way settles (half LINE_BOUND)
         while (flags.pending() or rollout.pending()) and time.perf_counter() - start < 30:
             pace.wait(0.01)
         out["settled"] = time.perf_counter() - start
@@ -222,6 +222,7 @@ CHILD = textwrap.dedent(
         out.update(guards.report())
         out["breakers"] = [guards.inventory.state.name, guards.payments.state.name]
         out["lost"] = len(lost)
+        out["lost_by"] = sorted({e.component for e in lost})
         out["unavailable"] = sorted({e.component for e in down})
         out["unavailable_names"] = sorted({e.name for e in down})
         out["search"] = flags.is_enabled("search", default=True)

@@ -194,10 +194,6 @@ class Guards:
             "rounds": self.rounds,
         }
 
-    def close(self) -> None:
-        """Close the fail_open store."""
-        self.store.close()
-
 
 def assert_guarded(results: list[dict[str, Any]], timeout: float) -> None:
     """Every child: each primitive answered per its policy on every call, bounded.

@@ -252,7 +252,9 @@ def test_three_processes_keep_a_kill_and_a_rollback_through_the_fault(
     empty = fault == "sigkill_empty"
     # With AOF (or no restart) no process saw the state lost; restarted empty, each did.
     assert_kept(results, timeout, lost=empty)
-    if empty:
+    if empty:  # every process knew the kill; only child 0 wrote the opening
+        assert all("flags" in r["lost_by"] for r in results), results
+        assert "breaker" in results[0]["lost_by"], results[0]
         slack = machine_slack(lambda: healthy_timeout(srv.url, prefix + "s:"), 0.2)
         assert written_back < FLUSH_BOUND + slack, (written_back, slack)
     if fault.startswith("sigkill"):  # the drained bucket: full again only if lost
