@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -136,30 +138,41 @@ def drained_left(url: str, prefix: str) -> int:
         store.close()
 
 
-def written_back_after(url: str, prefix: str, ended: float) -> float:
-    """How long after *ended* the store held the kill, the rollback and the opening.
+class WriteBack:
+    """Watches, from its start, for the store to hold the kill, the rollback and the opening.
 
-    At once with AOF (and for faults that lose nothing); after an empty restart,
-    when the children wrote them back. ``LINE_BOUND`` if never (the caller asserts).
+    Started as the server comes back (at once for a fault that loses nothing):
+    a thread polls every 10 ms, up to ``LINE_BOUND``, and notes when.
     """
-    reader = store_via(url, prefix, timeout=5.0)
 
-    def held() -> bool:
-        kill = reader.get("flags", "kill/checkout")
-        breaker = reader.get("breakers", "payments")
+    def __init__(self, url: str, prefix: str) -> None:
+        self._reader = store_via(url, prefix, timeout=5.0)
+        self._when: float | None = None
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _held(self) -> bool:
+        kill = self._reader.get("flags", "kill/checkout")
+        breaker = self._reader.get("breakers", "payments")
         return (
             kill is not None
             and kill.value not in (False, None)  # a kill, not a revive's tombstone
             and breaker is not None
             and breaker.value == {"state": "open"}
-            and stored_status(reader) == "rolled_back"
+            and stored_status(self._reader) == "rolled_back"
         )
 
-    try:
-        took = until(held, LINE_BOUND)
-    finally:
-        reader.close()
-    return LINE_BOUND if took is None else time.perf_counter() - ended
+    def _watch(self) -> None:
+        try:
+            if until(self._held, LINE_BOUND) is not None:
+                self._when = time.perf_counter()
+        finally:
+            self._reader.close()
+
+    def at(self) -> float:
+        """When the store held all three (``inf`` if it never did; the caller asserts)."""
+        self._thread.join(2 * LINE_BOUND)
+        return math.inf if self._when is None else self._when
 
 
 def reads_and_scripts(url: str, prefix: str, timeout: float) -> tuple[int, float, str]:
@@ -234,16 +247,27 @@ def test_three_processes_keep_a_kill_and_a_rollback_through_the_fault(
         hold = fault_hold(timeout)
         children.say("go")
         probed: list[tuple[int, float, str]] = []
+        watching: list[WriteBack] = []
+
+        def start() -> Callable[[], None]:
+            end = start_fault_on(fault, srv, proxy, hold)
+
+            def ended() -> None:
+                end()  # the server back (empty, for sigkill_empty): watch the store
+                watching.append(WriteBack(srv.url, prefix))
+
+            return ended
+
         back, met, ended = run_through(
             children,
             hold if fault in HELD else LINE_BOUND,
-            lambda: start_fault_on(fault, srv, proxy, hold),
+            start,
             lambda: (
                 fault == "client_pause_write"
                 and probed.append(reads_and_scripts(url, prefix, timeout))
             ),
         )
-        written_back = written_back_after(srv.url, prefix, ended)
+        written_back = watching[0].at() - ended
         children.say("stop")
         results = children.results()
     finally:
