@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,18 +42,21 @@ from tests.test_outages_safety import (
     healthy_timeout,
     machine_slack,
     store_via,
+    stored_status,
     until,
 )
 from tests.test_redis_sentinel import patient, start_fault
 
 from tipkit.breaker import CircuitBreaker, CountWindow
 from tipkit.errors import CircuitOpenError, StoreError
+from tipkit.ratelimit import TokenBucket
+from tipkit.stores import RedisStore
 
 pytestmark = pytest.mark.redis
 
 FLUSH_BOUND = 2.0  # a queued or written-back action reaches a store that answers
 FAULTS = [
-    "sigkill", "sigstop", "blackhole", "drop",
+    "sigkill", "sigkill_empty", "sigstop", "blackhole", "drop",
     "debug_sleep", "client_pause", "client_pause_write",
 ]  # fmt: skip
 HELD = ("debug_sleep", "client_pause")  # cannot be ended early (even UNPAUSE is held)
@@ -71,9 +76,15 @@ def proxies() -> Iterator[contextlib.ExitStack]:
 
 
 @pytest.fixture
-def aof_server() -> Iterator[RedisServer]:
-    """A redis-server of the test's own with the append-only file on (fsync always)."""
-    with RedisServer(_executable(), appendonly=True) as srv:
+def fault(request: pytest.FixtureRequest) -> str:
+    """The fault of the test's parametrization."""
+    return str(request.param)
+
+
+@pytest.fixture
+def aof_server(fault: str) -> Iterator[RedisServer]:
+    """A redis-server of the test's own: AOF on (fsync always), but off for ``sigkill_empty``."""
+    with RedisServer(_executable(), appendonly=fault != "sigkill_empty") as srv:
         yield srv
 
 
@@ -81,9 +92,9 @@ def start_fault_on(
     fault: str, srv: RedisServer, proxy: FaultProxy | None, hold: float
 ) -> Callable[[], None]:
     """Start *fault* on the single server; return what ends it (or waits it out)."""
-    if fault == "sigkill":
+    if fault in ("sigkill", "sigkill_empty"):
         srv.sigkill()
-        return srv.start  # the same port, its AOF replayed
+        return srv.start  # the same port, its AOF replayed (or empty: no AOF)
     if fault in ("blackhole", "drop"):
         assert proxy is not None
         proxy.set(fault)
@@ -95,6 +106,73 @@ def start_fault_on(
             )
         return functools.partial(patient, srv, hold, "CLIENT", "UNPAUSE")  # not a write
     return start_fault(fault, srv, None, hold)  # sigstop, debug_sleep, client_pause
+
+
+FULL = 5  # the drained bucket's capacity (it refills one token a million seconds)
+
+
+def drained(store: RedisStore) -> TokenBucket:
+    """The bucket 'drained' on *store*: capacity FULL, no refill within a test."""
+    return TokenBucket("drained", rate=1e-6, capacity=FULL, store=store)
+
+
+def drain(url: str, prefix: str) -> None:
+    """Take every token of the shared bucket 'drained' (its level: 0 in the store)."""
+    store = store_via(url, prefix, timeout=5.0)
+    try:
+        bucket = drained(store)
+        assert [True] * FULL + [False] == [
+            bucket.try_acquire() for _ in range(FULL + 1)
+        ]
+    finally:
+        store.close()
+
+
+def drained_left(url: str, prefix: str) -> int:
+    """How many tokens the shared bucket 'drained' gives now (0: still drained)."""
+    store = store_via(url, prefix, timeout=5.0)
+    try:
+        bucket = drained(store)
+        return sum(bucket.try_acquire() for _ in range(FULL + 1))
+    finally:
+        store.close()
+
+
+class WriteBack:
+    """Watches, from its start, for the store to hold the kill, the rollback and the opening.
+
+    Started as the server comes back (at once for a fault that loses nothing):
+    a thread polls every 10 ms, up to ``LINE_BOUND``, and notes when.
+    """
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._reader = store_via(url, prefix, timeout=5.0)
+        self._when: float | None = None
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _held(self) -> bool:
+        kill = self._reader.get("flags", "kill/checkout")
+        breaker = self._reader.get("breakers", "payments")
+        return (
+            kill is not None
+            and kill.value not in (False, None)  # a kill, not a revive's tombstone
+            and breaker is not None
+            and breaker.value == {"state": "open"}
+            and stored_status(self._reader) == "rolled_back"
+        )
+
+    def _watch(self) -> None:
+        try:
+            if until(self._held, LINE_BOUND) is not None:
+                self._when = time.perf_counter()
+        finally:
+            self._reader.close()
+
+    def at(self) -> float:
+        """When the store held all three (``inf`` if it never did; the caller asserts)."""
+        self._thread.join(2 * LINE_BOUND)
+        return math.inf if self._when is None else self._when
 
 
 def reads_and_scripts(url: str, prefix: str, timeout: float) -> tuple[int, float, str]:
@@ -118,13 +196,14 @@ def reads_and_scripts(url: str, prefix: str, timeout: float) -> tuple[int, float
     return version, took, script
 
 
-@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("fault", FAULTS, indirect=True)
 def test_three_processes_keep_a_kill_and_a_rollback_through_the_fault(
     aof_server: RedisServer, prefix: str, proxies: contextlib.ExitStack, fault: str
 ) -> None:
-    """AOF: a kill and a rollback made before the fault hold in 3 processes.
+    """A kill, a rollback and a breaker opening made before the fault hold in 3 processes.
 
-    The faults: SIGKILL and restart, SIGSTOP, ``DEBUG SLEEP``, ``CLIENT PAUSE``
+    The faults: SIGKILL and restart (AOF on; and off, ``sigkill_empty``: the
+    server comes back empty), SIGSTOP, ``DEBUG SLEEP``, ``CLIENT PAUSE``
     (ALL, and WRITE: reads served, writes and scripts held) and, through a
     ``FaultProxy`` between the processes and the server, a blackhole (never
     answers) and dropped connections (reset at once: a dead port).
@@ -141,6 +220,18 @@ def test_three_processes_keep_a_kill_and_a_rollback_through_the_fault(
     SIGKILL: no process saw the state lost), and a process built after it sees
     them. Under CLIENT PAUSE WRITE a plain read is served but tipkit's entry
     reads are scripts, held like writes: every primitive meets the outage.
+
+    Each process also holds a ``fail_open`` store beside its ``fail_closed``
+    one, a bucket and a keyed limiter on each, and two shared breakers
+    (``tests/fleet_guards.py``): ``fail_open`` admits every call, ``fail_closed``
+    refuses a whole round (sync and 50 async) in the fault, a closed shared
+    breaker keeps admitting and one opened before it keeps refusing.
+
+    Restarted empty: every process sees ``StoreStateLost``; the kill, the
+    rollback and the breaker's opening are written back by the processes that
+    knew them (the opening by the one whose window opened it) within 2 s of
+    the restart, with no call needed; a bucket drained before the fault starts
+    full (with AOF it stays drained).
     """
     srv = aof_server
     proxy = None
@@ -149,31 +240,53 @@ def test_three_processes_keep_a_kill_and_a_rollback_through_the_fault(
     url = srv.url if proxy is None else proxy.url
     timeout = healthy_timeout(url, prefix + "t:")
     act_before(srv.url, prefix, timeout)
+    drain(srv.url, prefix)
     children = Children(url, prefix, timeout, "aof")
     try:
         children.all("ready")
         hold = fault_hold(timeout)
         children.say("go")
         probed: list[tuple[int, float, str]] = []
+        watching: list[WriteBack] = []
+
+        def start() -> Callable[[], None]:
+            end = start_fault_on(fault, srv, proxy, hold)
+
+            def ended() -> None:
+                end()  # the server back (empty, for sigkill_empty): watch the store
+                watching.append(WriteBack(srv.url, prefix))
+
+            return ended
+
         back, met, ended = run_through(
             children,
             hold if fault in HELD else LINE_BOUND,
-            lambda: start_fault_on(fault, srv, proxy, hold),
+            start,
             lambda: (
                 fault == "client_pause_write"
                 and probed.append(reads_and_scripts(url, prefix, timeout))
             ),
         )
+        written_back = watching[0].at() - ended
         children.say("stop")
         results = children.results()
     finally:
         children.close()
     served = max(float(b[1]) for b in back) - ended
-    assert_kept(results, timeout)  # the AOF kept it: no process saw the state lost
+    empty = fault == "sigkill_empty"
+    # With AOF (or no restart) no process saw the state lost; restarted empty, each did.
+    assert_kept(results, timeout, lost=empty)
+    if empty:  # every process knew the kill; only child 0 wrote the opening
+        assert all("flags" in r["lost_by"] for r in results), results
+        assert "breaker" in results[0]["lost_by"], results[0]
+        slack = machine_slack(lambda: healthy_timeout(srv.url, prefix + "s:"), 0.2)
+        assert written_back < FLUSH_BOUND + slack, (written_back, slack)
+    if fault.startswith("sigkill"):  # the drained bucket: full again only if lost
+        assert (FULL if empty else 0) == drained_left(srv.url, prefix)
     if fault in HELD:  # seconds long: every primitive read (and met it) meanwhile
-        assert [["flags", "ratelimit", "rollout"]] * 3 == [
-            r["unavailable"] for r in results
-        ], results
+        assert all(
+            {"flags", "ratelimit", "rollout"} <= set(r["unavailable"]) for r in results
+        ), results
     if fault == "client_pause_write":
         version, version_took, script = probed[0]
         # A plain read is served; tipkit's entry reads are scripts (the snapshot
@@ -182,7 +295,11 @@ def test_three_processes_keep_a_kill_and_a_rollback_through_the_fault(
         assert (True, True, "held") == (version > 0, version_took < timeout, script)
     assert_stored(srv.url, prefix, ["checkout"])
     shown = hold if fault in HELD else 0.0
-    print(figures(f"aof, {fault}", timeout, shown, met, served, results))  # noqa: T201 - the measured figures (pytest -s shows them)
+    label = "no persistence, sigkill" if empty else f"aof, {fault}"
+    print(  # noqa: T201 - the measured figures (pytest -s shows them)
+        figures(label, timeout, shown, met, served, results)
+        + (f"; written back {written_back:.3f} s after the restart" if empty else "")
+    )
 
 
 def test_three_processes_share_a_breaker_opening_and_keep_it_through_a_restart(

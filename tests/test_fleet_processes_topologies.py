@@ -204,9 +204,9 @@ def test_three_processes_on_a_cluster_keep_their_actions_through_a_blocked_prima
     bound = seen_bound(layout.url, prefix, timeout)
     assert_kept(results, timeout)
     if fault == "debug_sleep":  # seconds long: every primitive read in it
-        assert [["flags", "ratelimit", "rollout"]] * 3 == [
-            r["unavailable"] for r in results
-        ], results
+        assert all(
+            {"flags", "ratelimit", "rollout"} <= set(r["unavailable"]) for r in results
+        ), results
     assert float(killed[2]) < 2 * timeout + results[0]["slack"], killed
     assert max(seen) < bound, (seen, bound)
     assert [False, False, False] == [r["search"] for r in results]
