@@ -17,9 +17,16 @@ from tipkit.breaker import (
     CircuitBreaker,
     CountWindow,
 )
-from tipkit.breaker._sync import NAMESPACE, adoptable
+from tipkit.breaker._sync import NAMESPACE, SKEW, adoptable
 from tipkit.errors import CircuitOpenError, StoreError
-from tipkit.stores import Entry, MemoryStore, StoreRecovered, StoreUnavailable
+from tipkit.stores import (
+    Entry,
+    MemoryStore,
+    StoreRecovered,
+    StoreStateLost,
+    StoreUnavailable,
+)
+from tipkit.stores._durable import flush_all
 from tipkit.testing import FakeClock, capture_events
 
 from .strategies_breaker import BoomError, boom, ok
@@ -108,7 +115,7 @@ def test_sharing_options_are_checked(kwargs, error, match):
 
 
 def test_a_transition_is_written_for_the_fleet(clock):
-    """Opening writes {'state': 'open'} that expires with the open duration."""
+    """Opening writes {'state': 'open', 'until': ...} that expires with the open duration."""
     store = MemoryStore(clock=clock)
     breaker = shared(store, clock)
     for _ in range(2):
@@ -116,8 +123,60 @@ def test_a_transition_is_written_for_the_fleet(clock):
             breaker.call(boom)
     entry = store.get(NAMESPACE, "svc")
     assert entry is not None
-    assert entry.value == {"state": "open"}
+    assert entry.value == {"state": "open", "until": round(clock.time() + 10, 3)}
     clock.advance(10)
+    assert store.get(NAMESPACE, "svc") is None
+
+
+def opened_elsewhere(store: MemoryStore, clock: FakeClock, seconds: float) -> None:
+    """Write an opening as another process's breaker does (that process then gone)."""
+    until = round(clock.time() + seconds, 3)
+    store.set(NAMESPACE, "svc", {"state": "open", "until": until}, ttl=seconds)
+
+
+def test_a_process_that_only_adopted_an_opening_writes_it_back_when_lost(clock):
+    """Anti-entropy: every process that knows an opening restores it, not only its writer."""
+    store = MemoryStore(clock=clock, push=False)
+    peer = shared(store, clock)
+    opened_elsewhere(store, clock, 10.0)
+    peer.sync()
+    assert OPEN == peer.state
+    clock.advance(2)
+    store.delete(NAMESPACE, "svc")  # the store lost it (an empty restart, a flush)
+    with capture_events(StoreStateLost) as lost:
+        peer.sync()
+        assert flush_all()
+    entry = store.get(NAMESPACE, "svc")
+    assert entry is not None
+    assert "open" == entry.value["state"]  # type: ignore[index, call-overload]  # a breaker entry
+    assert ["breaker"] == [e.component for e in lost]
+    clock.advance(8 - SKEW / 2)  # written back for what was left of it, no longer
+    assert store.get(NAMESPACE, "svc") is None
+
+
+def test_an_adopted_opening_that_ran_out_is_not_written_back(clock):
+    """An opening that expired on the store is gone: no process opens the fleet again."""
+    store = MemoryStore(clock=clock, push=False)
+    peer = shared(store, clock, open_duration=30.0)  # its own opening lasts longer
+    opened_elsewhere(store, clock, 10.0)
+    peer.sync()
+    clock.advance(10)  # the store's entry expired: an ordinary end
+    with capture_events(StoreStateLost) as lost:
+        peer.sync()
+        assert flush_all()
+    assert (None, []) == (store.get(NAMESPACE, "svc"), lost)
+
+
+def test_an_adopted_opening_without_its_end_is_not_learnt(clock):
+    """An opening written without ``until`` (an older tipkit) is adopted, not restored."""
+    store = MemoryStore(clock=clock, push=False)
+    peer = shared(store, clock)
+    store.set(NAMESPACE, "svc", {"state": "open"}, ttl=10.0)
+    peer.sync()
+    assert OPEN == peer.state
+    store.delete(NAMESPACE, "svc")
+    peer.sync()
+    assert flush_all()
     assert store.get(NAMESPACE, "svc") is None
 
 

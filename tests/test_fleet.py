@@ -27,6 +27,7 @@ from tests.redis_fixtures import machine_timeout
 from tests.redis_server import RedisServer, run_children
 
 from tipkit.breaker import BreakerState, CircuitBreaker, CountWindow
+from tipkit.clock import SYSTEM_CLOCK
 from tipkit.errors import CircuitOpenError, RateLimitedError
 from tipkit.flags import Flags, InMemoryProvider
 from tipkit.ratelimit import KeyedRateLimiter, TokenBucket
@@ -722,7 +723,9 @@ def test_shared_open_entry_expires_with_the_open_duration(
     assert b'"state":"open"' in pttl
     entry = store.get("breakers", "payments")
     assert entry is not None
-    assert entry.value == {"state": "open"}
+    assert isinstance(entry.value, dict)
+    assert "open" == entry.value["state"]
+    assert entry.value["until"] > SYSTEM_CLOCK.time()  # when the opening ends
 
 
 def test_shared_breaker_keeps_its_state_when_the_store_fails(

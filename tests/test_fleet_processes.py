@@ -158,7 +158,7 @@ class WriteBack:
             kill is not None
             and kill.value not in (False, None)  # a kill, not a revive's tombstone
             and breaker is not None
-            and breaker.value == {"state": "open"}
+            and breaker.value["state"] == "open"  # type: ignore[index, call-overload]  # a breaker entry
             and stored_status(self._reader) == "rolled_back"
         )
 
@@ -276,9 +276,11 @@ def test_three_processes_keep_a_kill_and_a_rollback_through_the_fault(
     empty = fault == "sigkill_empty"
     # With AOF (or no restart) no process saw the state lost; restarted empty, each did.
     assert_kept(results, timeout, lost=empty)
-    if empty:  # every process knew the kill; only child 0 wrote the opening
+    if empty:  # every process knew the kill and the opening (child 0 wrote it)
         assert all("flags" in r["lost_by"] for r in results), results
-        assert "breaker" in results[0]["lost_by"], results[0]
+        # Whichever process read the opening absent first wrote it back; the
+        # others then read it present: at least one saw the breaker's loss.
+        assert any("breaker" in r["lost_by"] for r in results), results
         slack = machine_slack(lambda: healthy_timeout(srv.url, prefix + "s:"), 0.2)
         assert written_back < FLUSH_BOUND + slack, (written_back, slack)
     if fault.startswith("sigkill"):  # the drained bucket: full again only if lost
@@ -328,7 +330,7 @@ def test_three_processes_share_a_breaker_opening_and_keep_it_through_a_restart(
 
             def written_back() -> bool:
                 entry = reader.get("breakers", "payments")
-                return entry is not None and entry.value == {"state": "open"}
+                return entry is not None and entry.value["state"] == "open"  # type: ignore[index, call-overload]  # a breaker entry
 
             back = until(written_back, 10.0)
             after = CircuitBreaker(

@@ -75,6 +75,8 @@ _SHARED = {
     "disabled": DISABLED,  # `tipkit ops breakers disable` reaches every process
 }
 _PUBLISHED = (OPEN, FORCED_OPEN, CLOSED, DISABLED)
+SKEW = 0.5
+"""Seconds an adopted opening is forgotten before its ``until``: clock skew between hosts."""
 
 
 def adoptable(shared: BreakerState, current: BreakerState) -> bool:
@@ -108,6 +110,7 @@ class FleetSync:
     __slots__ = (
         "__weakref__",
         "_adopt",
+        "_clock",
         "_outage",
         "_reading",
         "_seen",
@@ -153,6 +156,7 @@ class FleetSync:
         self.outbox: Move | None = None
         """The transition noted for the fleet and not yet written (or ``None``)."""
         self._reading = _fork.new_lock()
+        self._clock = clock
         self._outage = Outage(name, "breaker", "keep_last", clock=clock)
         self.durable = Durable(
             store, NAMESPACE, outage=self._outage, clock=clock, epoch=False
@@ -214,6 +218,31 @@ class FleetSync:
         )
         if state is not None:
             self._adopt(state, now)
+            self._learn(state, value)
+
+    def _learn(self, state: BreakerState, value: dict[str, JSON]) -> None:
+        """Know an adopted state as this process's own: written back if the store loses it.
+
+        Every process that knows an opening restores it after an empty restart
+        (anti-entropy), not only the one that wrote it. An opening is known
+        until the wall-clock ``until`` its writer put in it, less ``SKEW`` (so a
+        process whose clock runs behind never writes back an opening that
+        expired on the store: it would open the fleet's breakers again); one
+        written without ``until`` (an older tipkit) is not learnt. A forced
+        opening or a disable holds until an operator's next word; a close is
+        forgotten.
+        """
+        if state is CLOSED:
+            self.durable.forget(self.name)
+            return
+        if state is not OPEN:
+            self.durable.learn(self.name, value)
+            return
+        until = value.get("until")
+        if isinstance(until, int | float) and not isinstance(until, bool):
+            left = until - self._clock.time() - SKEW
+            if left > 0:
+                self.durable.learn(self.name, value, left)
 
     # -- writing ----------------------------------------------------------------------
     def note(self, moves: list[Move]) -> None:
@@ -222,12 +251,16 @@ class FleetSync:
             if move.reason != REASON_SHARED and move.to_state in _PUBLISHED:
                 self.outbox = move
 
-    def _take_outbox(self) -> tuple[str, dict[str, str], float | None] | None:
+    def _take_outbox(self) -> tuple[str, dict[str, JSON], float | None] | None:
         move, self.outbox = self.outbox, None
         if move is None:
             return None
         ttl = None if move.open_for is None else max(move.open_for, 0.001)
-        value = {"state": move.to_state.value}
+        value: dict[str, JSON] = {"state": move.to_state.value}
+        if ttl is not None:
+            # When the opening ends, in wall-clock seconds: a process that only
+            # adopts it learns how long it holds (see _learn), not its own guess.
+            value["until"] = round(self._clock.time() + ttl, 3)
         if self.durable.overlay():
             # An earlier transition is pending: queue behind it, never overtake it.
             self.durable.enqueue(self.name, value, base=self._seen[0], ttl=ttl)
