@@ -57,7 +57,11 @@ def _only_tipkit_sources(app: object) -> list[object]:
 
 
 def _public_bases(
-    app: object, name: str, obj: object, options: object, bases: list[type]
+    app: object,  # noqa: ARG001  # the event's signature
+    name: str,  # noqa: ARG001  # same
+    obj: object,  # noqa: ARG001  # same
+    options: object,  # noqa: ARG001  # same
+    bases: list[type],
 ) -> None:
     """Show a class's public bases: a private base (``_StoreEvent``) is replaced by its own.
 
