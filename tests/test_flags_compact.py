@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,6 +41,7 @@ print(len(flags.keys()), tracemalloc.get_traced_memory()[0])
 """
 
 
+@pytest.mark.slow  # loads the 10,000-flag reference document (about 10 s)
 def test_reference_document_keeps_at_most_2_kb_per_flag(tmp_path: Path):
     """The issue's 10k-flag shape keeps <= 2 KB per flag once loaded (own process)."""
     n = 10_000

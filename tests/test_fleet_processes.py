@@ -55,9 +55,15 @@ from tipkit.stores import RedisStore
 pytestmark = pytest.mark.redis
 
 FLUSH_BOUND = 2.0  # a queued or written-back action reaches a store that answers
+# The quick loop (`-m "not slow"`) keeps the restarts and a blackhole across three
+# processes; the other faults run there in one process (test_outages_safety,
+# test_redis_sentinel, test_redis_cluster_faults) and here in the full suite.
+_FULL = pytest.mark.slow
 FAULTS = [
-    "sigkill", "sigkill_empty", "sigstop", "blackhole", "drop",
-    "debug_sleep", "client_pause", "client_pause_write",
+    "sigkill", "sigkill_empty", "blackhole",
+    pytest.param("sigstop", marks=_FULL), pytest.param("drop", marks=_FULL),
+    pytest.param("debug_sleep", marks=_FULL), pytest.param("client_pause", marks=_FULL),
+    pytest.param("client_pause_write", marks=_FULL),
 ]  # fmt: skip
 HELD = ("debug_sleep", "client_pause")  # cannot be ended early (even UNPAUSE is held)
 

@@ -120,6 +120,7 @@ def prefix() -> str:
 
 
 @pytest.mark.usefixtures("healthy")  # after any earlier failover
+@pytest.mark.slow  # a failover: the next Sentinel test waits ~20 s for the set to heal
 def test_three_processes_behind_sentinel_keep_their_actions_through_a_failover(
     redis_sentinel: SentinelSet, prefix: str
 ) -> None:

@@ -442,6 +442,7 @@ FLEET_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # the quick loop has the same restart in tests/test_fleet_processes.py
 def test_three_processes_keep_the_kill_through_sigkill_and_write_it_back() -> None:
     """SIGKILL + empty restart under 3 processes: kill kept, written back, bucket exact.
 

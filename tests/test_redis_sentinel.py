@@ -256,6 +256,7 @@ def test_kill_during_a_failover_is_local_first_and_replayed_to_the_new_master(
     assert [] == writer.pending()
 
 
+@pytest.mark.slow  # a failover: the next Sentinel test waits ~20 s for the set to heal
 def test_forced_failover_keeps_the_state_and_the_watch(
     healthy: SentinelSet, stores: Callable[..., RedisStore]
 ) -> None:
@@ -743,7 +744,11 @@ class KeyedCalls:
         return admitted, took, results, time.perf_counter() - start
 
 
-@pytest.mark.parametrize("fault", ["sigstop", "failover"])
+@pytest.mark.parametrize(
+    "fault",
+    # A failover costs the next Sentinel test ~20 s (the set heals): full suite only.
+    ["sigstop", pytest.param("failover", marks=pytest.mark.slow)],
+)
 def test_rollback_and_keyed_limiter_through_a_master_fault(
     healthy: SentinelSet, stores: Callable[..., RedisStore], prefix: str, fault: str
 ) -> None:
