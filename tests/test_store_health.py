@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from tests.fault_proxy import FaultProxy
 from tests.redis_fixtures import _executable, machine_timeout
 from tests.redis_server import RedisServer
+from tests.test_outages_safety import until
 
 from tipkit.errors import StoreError
 from tipkit.flags import Flags, InMemoryProvider
@@ -207,17 +208,6 @@ def timed(call: Callable[[], object]) -> float:
     """Seconds *call* took."""
     start = time.perf_counter()
     call()
-    return time.perf_counter() - start
-
-
-def until(condition: Callable[[], object], seconds: float) -> float | None:
-    """Wait (on an event, never sleeping) until *condition*; return how long it took."""
-    start = time.perf_counter()
-    tick = threading.Event()
-    while not condition():
-        if time.perf_counter() - start > seconds:
-            return None
-        tick.wait(0.01)
     return time.perf_counter() - start
 
 
